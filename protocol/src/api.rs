@@ -1,0 +1,420 @@
+//! The HTTP API's JSON types, as in `shared/API.md`. Serde only: the broker serializes them,
+//! `portal-client` deserializes them, and neither knows the other's HTTP stack.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::{GameId, HostId, SessionId};
+
+/// `POST /v1/sessions` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartSession {
+    /// The game to start.
+    pub game_id: GameId,
+    /// One of its modes; absent for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// A config file inside the game's `config_dir`; absent for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+/// A session's lifecycle state. See API.md, "Session states".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Placed on a host; the agent has been asked to launch.
+    Starting,
+    /// The game is live.
+    Running,
+    /// The agent has been asked to stop it.
+    Stopping,
+    /// Over, by request or by the game's own exit.
+    Ended,
+    /// It never ran.
+    Failed,
+    /// Its host went away.
+    Lost,
+}
+
+impl SessionStatus {
+    /// Every state, in lifecycle order.
+    pub const ALL: [SessionStatus; 6] = [
+        Self::Starting,
+        Self::Running,
+        Self::Stopping,
+        Self::Ended,
+        Self::Failed,
+        Self::Lost,
+    ];
+
+    /// `ended`, `failed` and `lost` never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Ended | Self::Failed | Self::Lost)
+    }
+
+    /// The name used in JSON and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Ended => "ended",
+            Self::Failed => "failed",
+            Self::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SessionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown status {s:?}: expected starting, running, stopping, ended, failed or lost")
+            })
+    }
+}
+
+/// Why a session is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// A portal or provider ended it.
+    EndedByRequest,
+    /// The game's processes all exited by themselves.
+    GameExited,
+    /// The agent could not start it.
+    LaunchFailed,
+    /// The agent did not confirm the launch in time.
+    LaunchTimeout,
+    /// Its host went offline.
+    HostLost,
+}
+
+/// A session, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Opaque id.
+    pub session_id: SessionId,
+    /// The game.
+    pub game_id: GameId,
+    /// The mode it runs in.
+    pub mode: String,
+    /// The config file asked for, if any.
+    pub config: Option<String>,
+    /// Where it is in its lifecycle.
+    pub status: SessionStatus,
+    /// The host it was placed on.
+    pub host_id: HostId,
+    /// Where players connect; known once running.
+    pub ip: Option<IpAddr>,
+    /// The game's port; known once running.
+    pub port: Option<u16>,
+    /// The game's PID; known once running.
+    pub pid: Option<u32>,
+    /// When the start was asked for.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the agent confirmed the launch.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached a final state.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    /// Why it is over.
+    pub end_reason: Option<EndReason>,
+    /// The game's exit code, when it exited by itself with one.
+    pub exit_code: Option<i32>,
+}
+
+/// `GET /v1/sessions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    /// Newest first.
+    pub sessions: Vec<Session>,
+}
+
+/// `GET /v1/sessions` query. All filters are optional and combine with "and".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionQuery {
+    /// Only sessions in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SessionStatus>,
+    /// Only sessions of this game.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game_id: Option<GameId>,
+    /// Only sessions on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<HostId>,
+    /// At most this many (default [`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Sessions listed when no `limit` is given.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+/// The largest `limit` honoured.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// A host's state as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Connected and taking sessions.
+    Online,
+    /// Connected, running its sessions, taking no new ones.
+    Draining,
+    /// Not connected.
+    Offline,
+}
+
+/// A host, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// The host.
+    pub host_id: HostId,
+    /// Where its games are reached.
+    pub ip: IpAddr,
+    /// Online, draining or offline.
+    pub status: HostStatus,
+    /// Its capacity.
+    pub max_sessions: u32,
+    /// Sessions placed on it and not over (including ones starting).
+    pub sessions: u32,
+    /// Whole-machine CPU use, 0 to 100, from its last heartbeat.
+    pub cpu_percent: f32,
+    /// Memory in use, from its last heartbeat.
+    pub mem_used_bytes: u64,
+    /// Physical memory.
+    pub mem_total_bytes: u64,
+    /// The games it offers.
+    pub games: Vec<GameId>,
+    /// When the broker last heard from it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+}
+
+/// `GET /v1/hosts` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostList {
+    /// Ordered by host id.
+    pub hosts: Vec<Host>,
+}
+
+/// A game, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Game {
+    /// The game.
+    pub game_id: GameId,
+    /// The modes offered by any online host; the first is the default.
+    pub modes: Vec<String>,
+    /// How many online hosts offer it.
+    pub hosts: u32,
+}
+
+/// `GET /v1/games` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameList {
+    /// Ordered by game id.
+    pub games: Vec<Game>,
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"` when the broker answers.
+    pub status: String,
+}
+
+/// Every error code of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: malformed JSON, a wrong type, an unknown mode, a config outside `config_dir`.
+    BadRequest,
+    /// 401: no valid API key.
+    Unauthorized,
+    /// 403: the key's role may not do this.
+    Forbidden,
+    /// 404: no such session or host.
+    NotFound,
+    /// 404: no host offers this game.
+    UnknownGame,
+    /// 409: the request conflicts with the resource's state.
+    Conflict,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 502: the agent could not start the game.
+    LaunchFailed,
+    /// 503: no online host offers the game with a free slot.
+    NoCapacity,
+    /// 504: the agent did not confirm the launch in time.
+    LaunchTimeout,
+    /// 503: the session store cannot be reached.
+    StoreUnavailable,
+    /// 500: a fault of the broker's own.
+    Internal,
+}
+
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable.
+    pub code: ErrorCode,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// The original portal's calls (`GET /IP`, `GET /End`), with their field names and strings as
+/// the portal parses them, spelling included.
+pub mod legacy {
+    use serde::{Deserialize, Serialize};
+
+    use super::ErrorDetail;
+
+    /// `GET /IP` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StartQuery {
+        /// The game.
+        #[serde(rename = "gameId")]
+        pub game_id: String,
+        /// The mode (the portal's spelling).
+        #[serde(rename = "excuteMode", default)]
+        pub excute_mode: Option<String>,
+        /// The config file.
+        #[serde(default)]
+        pub configfile: Option<String>,
+    }
+
+    /// `GET /IP` answer on success.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Started {
+        /// Always `"TRUE"`.
+        pub gamestatus: String,
+        /// Where the player connects.
+        #[serde(rename = "gameIP")]
+        pub game_ip: String,
+        /// The game's PID, as a string.
+        #[serde(rename = "PID")]
+        pub pid: String,
+        /// The game's port.
+        pub port: u16,
+        /// The session, for `DELETE /v1/sessions/{id}`.
+        pub session_id: String,
+    }
+
+    /// `GET /End` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EndQuery {
+        /// Ignored (the portal sends it).
+        #[serde(rename = "excuteMode", default)]
+        pub excute_mode: Option<String>,
+        /// The IP from `/IP`.
+        #[serde(rename = "serverIp")]
+        pub server_ip: String,
+        /// The PID from `/IP`.
+        pub pid: String,
+    }
+
+    /// `GET /End` answer on success.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Ended {
+        /// Always `"end game sucessful"`.
+        pub gamestatus: String,
+    }
+
+    /// `/IP` and `/End` error answers.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Failed {
+        /// `"FALSE"` for `/IP`, `"failed"` for `/End`.
+        pub gamestatus: String,
+        /// The same error as the v1 API gives.
+        pub error: ErrorDetail,
+    }
+
+    /// `gamestatus` of a successful `/IP`.
+    pub const STARTED: &str = "TRUE";
+    /// `gamestatus` of a failed `/IP`.
+    pub const START_FAILED: &str = "FALSE";
+    /// `gamestatus` of a successful `/End` (spelled as the portal expects).
+    pub const ENDED: &str = "end game sucessful";
+    /// `gamestatus` of a failed `/End`.
+    pub const END_FAILED: &str = "failed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_serializes_as_the_contract_says() {
+        let s = Session {
+            session_id: SessionId::new("s1").unwrap(),
+            game_id: GameId::new("sleeper").unwrap(),
+            mode: "default".into(),
+            config: None,
+            status: SessionStatus::Running,
+            host_id: HostId::new("host-a").unwrap(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: Some(20000),
+            pid: Some(4242),
+            created_at: time::macros::datetime!(2026-11-23 10:00:00 UTC),
+            started_at: None,
+            ended_at: None,
+            end_reason: Some(EndReason::EndedByRequest),
+            exit_code: None,
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["status"], "running");
+        assert_eq!(v["ip"], "127.0.0.1");
+        assert_eq!(v["created_at"], "2026-11-23T10:00:00Z");
+        assert_eq!(v["started_at"], serde_json::Value::Null);
+        assert_eq!(v["end_reason"], "ended_by_request");
+        assert_eq!(v["exit_code"], serde_json::Value::Null);
+        let back: Session = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn status_parses_its_own_names() {
+        for st in SessionStatus::ALL {
+            assert_eq!(st.as_str().parse::<SessionStatus>().unwrap(), st);
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{st}\""));
+        }
+        assert!("runing".parse::<SessionStatus>().is_err());
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::UnknownGame,
+                message: "no host offers game \"x\"".into(),
+            },
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(v["error"]["code"], "unknown_game");
+    }
+}

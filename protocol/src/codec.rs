@@ -1,0 +1,383 @@
+//! Framing and payload format of the agent link.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of payload, at most
+//! [`MAX_FRAME_LEN`]. The length is checked before anything is buffered (tokio-util's
+//! `LengthDelimitedCodec` reserves the declared length as soon as the header arrives, so the
+//! cap is what bounds a peer's claim on our memory).
+//!
+//! The payload is bincode 2 (serde mode, standard config), decoded with a byte limit equal to
+//! the frame size: without one, a 10-byte frame that claims a vector of 2^60 elements makes
+//! bincode try to allocate it and abort the process. A payload must be consumed exactly;
+//! trailing bytes are an error.
+//!
+//! This module is the only place that knows the payload format: swapping bincode for another
+//! format means changing [`encode`] and [`decode`] and nothing else.
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use crate::wire::VersionProbe;
+
+/// The largest frame payload accepted or sent, in bytes.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME_LEN>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The connection failed, or a frame's length prefix is over [`MAX_FRAME_LEN`].
+    #[error("agent link: {0}")]
+    Io(#[from] io::Error),
+    /// The payload is not a valid message of the expected type.
+    #[error("agent link: malformed message: {0}")]
+    Decode(String),
+    /// A message could not be encoded (or is larger than [`MAX_FRAME_LEN`]).
+    #[error("agent link: cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Encodes one message as a frame payload.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, CodecError> {
+    let bytes = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    if bytes.len() > MAX_FRAME_LEN {
+        return Err(CodecError::Encode(format!(
+            "message of {} bytes is over the {MAX_FRAME_LEN}-byte frame limit",
+            bytes.len()
+        )));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Decodes one frame payload as exactly one message.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
+    let (msg, read) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if read != payload.len() {
+        return Err(CodecError::Decode(format!(
+            "{} trailing bytes after the message",
+            payload.len() - read
+        )));
+    }
+    Ok(msg)
+}
+
+/// Reads just the protocol version at the start of a [`crate::wire::Hello`] payload, whatever
+/// follows it.
+pub fn probe_version(payload: &[u8]) -> Result<u32, CodecError> {
+    let (probe, _): (VersionProbe, usize) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    Ok(probe.protocol_version)
+}
+
+/// The length-delimited framing with this protocol's limit.
+pub fn length_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_LEN)
+        .length_field_length(4)
+        .new_codec()
+}
+
+/// A typed codec: decodes frames as `In`, encodes `Out` as frames.
+///
+/// The broker uses `MessageCodec<AgentMessage, BrokerMessage>`, the agent the reverse. For the
+/// handshake, read raw frames with [`RawCodec`] or use `MessageCodec<Hello, HelloReply>`, then
+/// switch with `Framed::map_codec`, which keeps buffered bytes.
+pub struct MessageCodec<In, Out> {
+    frames: LengthDelimitedCodec,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> MessageCodec<In, Out> {
+    /// A codec with a fresh framing state.
+    pub fn new() -> Self {
+        Self {
+            frames: length_codec(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In, Out> Default for MessageCodec<In, Out> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.frames.decode(src)? {
+            Some(frame) => decode(&frame).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let payload = encode(&msg)?;
+        self.frames.encode(payload, dst)?;
+        Ok(())
+    }
+}
+
+/// Raw frames in, typed messages out: what the broker reads a handshake with, so that it can
+/// probe the version before decoding the rest.
+pub type RawCodec = LengthDelimitedCodec;
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::ids::{GameId, HostId, SessionId};
+    use crate::wire::*;
+
+    fn sid() -> SessionId {
+        SessionId::new("0190c3c8-7d2e-7f00-8000-000000000001").unwrap()
+    }
+
+    fn running() -> RunningGame {
+        RunningGame {
+            session_id: sid(),
+            pid: 4242,
+            pgid: 4242,
+            port: 20000,
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            host_id: HostId::new("host-a").unwrap(),
+            token: Some("secret".into()),
+            facts: HostFacts {
+                hostname: "gpu-01".into(),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                cpus: 16,
+                mem_total_bytes: 64 << 30,
+                games: vec![GameOffer {
+                    game_id: GameId::new("neverball").unwrap(),
+                    modes: vec!["event-driven".into(), "periodic".into()],
+                }],
+                max_sessions: 4,
+                port_range: PortRange {
+                    lo: 20000,
+                    hi: 20999,
+                },
+            },
+            running: vec![running()],
+        }
+    }
+
+    fn agent_messages() -> Vec<AgentMessage> {
+        vec![
+            AgentMessage::Launched(Launched {
+                session_id: sid(),
+                pid: 1,
+                ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
+                port: 20001,
+            }),
+            AgentMessage::LaunchFailed {
+                session_id: sid(),
+                kind: LaunchFailure::BadRequest,
+                message: "unknown mode".into(),
+            },
+            AgentMessage::LaunchFailed {
+                session_id: sid(),
+                kind: LaunchFailure::SpawnFailed,
+                message: "no such file".into(),
+            },
+            AgentMessage::Stopped { session_id: sid() },
+            AgentMessage::Exited {
+                session_id: sid(),
+                status: ExitStatus::Code(3),
+            },
+            AgentMessage::Exited {
+                session_id: sid(),
+                status: ExitStatus::Signal(9),
+            },
+            AgentMessage::Heartbeat(Load {
+                cpu_percent: 12.5,
+                mem_used_bytes: 1 << 30,
+                mem_total_bytes: 8 << 30,
+                sessions: vec![running()],
+            }),
+        ]
+    }
+
+    fn broker_messages() -> Vec<BrokerMessage> {
+        vec![
+            BrokerMessage::Launch(LaunchRequest {
+                session_id: sid(),
+                game_id: GameId::new("neverball").unwrap(),
+                mode: Some("periodic".into()),
+                config: Some("server.neverball.conf".into()),
+            }),
+            BrokerMessage::Stop { session_id: sid() },
+            BrokerMessage::HeartbeatAck,
+        ]
+    }
+
+    fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: &T) {
+        let bytes = encode(msg).unwrap();
+        let back: T = decode(&bytes).unwrap();
+        assert_eq!(&back, msg);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        roundtrip(&hello());
+        roundtrip(&HelloReply::Welcome {
+            heartbeat_interval_ms: 1000,
+        });
+        roundtrip(&HelloReply::Rejected("bad token".into()));
+        agent_messages().iter().for_each(roundtrip);
+        broker_messages().iter().for_each(roundtrip);
+    }
+
+    #[test]
+    fn every_message_round_trips_through_frames() {
+        let mut agent_side = MessageCodec::<BrokerMessage, AgentMessage>::new();
+        let mut broker_side = MessageCodec::<AgentMessage, BrokerMessage>::new();
+        let mut buf = BytesMut::new();
+        for m in agent_messages() {
+            agent_side.encode(m, &mut buf).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(m) = broker_side.decode(&mut buf).unwrap() {
+            got.push(m);
+        }
+        assert_eq!(got, agent_messages());
+        for m in broker_messages() {
+            broker_side.encode(m, &mut buf).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(m) = agent_side.decode(&mut buf).unwrap() {
+            got.push(m);
+        }
+        assert_eq!(got, broker_messages());
+    }
+
+    #[test]
+    fn version_probe_reads_any_hello() {
+        let bytes = encode(&hello()).unwrap();
+        assert_eq!(probe_version(&bytes).unwrap(), PROTOCOL_VERSION);
+        // A future Hello with other fields after the version still probes.
+        let future = encode(&(77u32, "whatever", vec![1u8, 2, 3])).unwrap();
+        assert_eq!(probe_version(&future).unwrap(), 77);
+    }
+
+    #[test]
+    fn rejected_stays_variant_one_with_a_string() {
+        // Old and new agents alike must read a rejection: pin its encoding.
+        let bytes = encode(&HelloReply::Rejected("no".into())).unwrap();
+        assert_eq!(&bytes[..], &[1, 2, b'n', b'o']);
+    }
+
+    #[test]
+    fn truncated_payload_is_an_error() {
+        let bytes = encode(&hello()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode::<Hello>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = encode(&BrokerMessage::HeartbeatAck).unwrap().to_vec();
+        bytes.push(0);
+        assert!(decode::<BrokerMessage>(&bytes).is_err());
+    }
+
+    #[test]
+    fn truncated_frame_waits_then_errors_at_eof() {
+        let mut codec = MessageCodec::<AgentMessage, AgentMessage>::new();
+        let mut buf = BytesMut::new();
+        codec
+            .encode(AgentMessage::Stopped { session_id: sid() }, &mut buf)
+            .unwrap();
+        let mut cut = BytesMut::from(&buf[..buf.len() - 1]);
+        assert!(codec.decode(&mut cut).unwrap().is_none());
+        assert!(codec.decode_eof(&mut cut).is_err());
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused_before_buffering() {
+        let mut codec = MessageCodec::<AgentMessage, AgentMessage>::new();
+        let mut buf = BytesMut::from(&(u32::MAX).to_be_bytes()[..]);
+        buf.extend_from_slice(&[0; 6]);
+        assert!(codec.decode(&mut buf).is_err());
+        assert!(buf.capacity() < 1024, "decoder reserved {}", buf.capacity());
+        let mut buf = BytesMut::from(&((MAX_FRAME_LEN + 1) as u32).to_be_bytes()[..]);
+        assert!(codec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn allocation_bomb_is_an_error_not_an_abort() {
+        // Variant 4 (Heartbeat): f32, two varint u64s, then a Vec length of u64::MAX (0xFD + 8
+        // bytes). Without a decode limit bincode would try to reserve that many elements.
+        let mut payload = vec![4u8];
+        payload.extend_from_slice(&0f32.to_le_bytes());
+        payload.extend_from_slice(&[0, 0, 0xFD]);
+        payload.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<AgentMessage>(&payload).is_err());
+        // And a bare string claiming 2^60 bytes.
+        let mut payload = vec![1u8, 0xFD];
+        payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode::<HelloReply>(&payload).is_err());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..64);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = decode::<AgentMessage>(&bytes);
+            let _ = decode::<BrokerMessage>(&bytes);
+            let _ = decode::<Hello>(&bytes);
+            let _ = probe_version(&bytes);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_frames_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let valid: Vec<Vec<u8>> = agent_messages()
+            .iter()
+            .map(|m| encode(m).unwrap().to_vec())
+            .chain(std::iter::once(encode(&hello()).unwrap().to_vec()))
+            .collect();
+        for _ in 0..20_000 {
+            let mut bytes = valid[rng.gen_range(0..valid.len())].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..bytes.len());
+                bytes[i] = rng.gen();
+            }
+            let _ = decode::<AgentMessage>(&bytes);
+            let _ = decode::<Hello>(&bytes);
+        }
+    }
+}

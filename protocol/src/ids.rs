@@ -1,0 +1,158 @@
+//! Typed identifiers.
+//!
+//! Every id that crosses a trust boundary (an HTTP path, a request body, an agent's handshake)
+//! is validated once, when it is made: 1 to [`MAX_ID_LEN`] bytes of ASCII letters, digits,
+//! `-`, `_` and `.`, not starting with `.`. This keeps ids safe to put in file names, log lines
+//! and URLs, and means the rest of the code never re-checks them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The string is empty.
+    #[error("{kind} must not be empty")]
+    Empty {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+    /// The string is longer than [`MAX_ID_LEN`].
+    #[error("{kind} is longer than {MAX_ID_LEN} bytes")]
+    TooLong {
+        /// Which kind of id.
+        kind: &'static str,
+    },
+    /// The string holds a character outside `[A-Za-z0-9._-]`, or starts with `.`.
+    #[error("{kind} {value:?} may only hold letters, digits, '-', '_' and '.', and must not start with '.'")]
+    BadChar {
+        /// Which kind of id.
+        kind: &'static str,
+        /// The offending value, cut to a readable length.
+        value: String,
+    },
+}
+
+fn validate(kind: &'static str, s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong { kind });
+    }
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !s.starts_with('.');
+    if !ok {
+        return Err(IdError::BadChar {
+            kind,
+            value: s.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `s` and wraps it.
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                validate($kind, &s)?;
+                Ok(Self(s))
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A session: one game launched for one player. Made by the broker (a UUIDv7, so ids
+    /// sort by creation time), opaque to everyone else.
+    SessionId,
+    "session id"
+);
+typed_id!(
+    /// A runtime host, as its agent names itself (`--host-id`, by default the hostname).
+    HostId,
+    "host id"
+);
+typed_id!(
+    /// A game, as named in the agents' catalogs (`[games.NAME]`).
+    GameId,
+    "game id"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_ids() {
+        for ok in ["a", "host-a", "neverball_1.2", "0190c3c8-7d2e-7f00-8000-000000000000"] {
+            assert!(GameId::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_ids() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        for bad in ["", ".hidden", "../etc", "a/b", "a b", "é", "a\0b", long.as_str()] {
+            assert!(HostId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serde_validates() {
+        let id: Result<SessionId, _> = serde_json::from_str("\"../x\"");
+        assert!(id.is_err());
+        let id: SessionId = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(id.as_str(), "abc");
+    }
+}

@@ -1,0 +1,19 @@
+//! Arcade's wire types, shared by the broker, the agent and the portal client.
+//!
+//! This crate does no IO of its own. It defines:
+//!
+//! - [`ids`]: typed identifiers (`SessionId`, `HostId`, `GameId`) and their validation;
+//! - [`wire`]: the agent link's messages: a versioned handshake, then one closed enum per
+//!   direction ([`wire::AgentMessage`], [`wire::BrokerMessage`]);
+//! - [`codec`]: the framing and payload format of the agent link (length-delimited frames of at
+//!   most [`codec::MAX_FRAME_LEN`] bytes carrying bincode 2, always decoded with a limit). The
+//!   payload format is chosen in that one module, so it can be swapped there alone;
+//! - [`api`]: the HTTP API's JSON request and response types (serde only), used by the broker
+//!   to answer and by `portal-client` to ask.
+
+pub mod api;
+pub mod codec;
+pub mod ids;
+pub mod wire;
+
+pub use ids::{GameId, HostId, IdError, SessionId};

@@ -1,0 +1,219 @@
+//! The agent link's messages.
+//!
+//! A connection starts with a handshake: the agent sends one [`Hello`], the broker answers one
+//! [`HelloReply`]. After a `Welcome`, each side sends only its own closed enum:
+//! [`AgentMessage`] from agent to broker, [`BrokerMessage`] from broker to agent. Anything else
+//! fails to decode and closes that connection.
+//!
+//! ## Versioning
+//!
+//! [`Hello::protocol_version`] is the first field of the first frame, and
+//! [`HelloReply::Rejected`] is variant 1 holding one string. Both stay so in every version, so a
+//! broker can read the version of any agent ([`VersionProbe`]) and refuse a mismatch with a
+//! reason the agent can print, whatever else changed.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{GameId, HostId, SessionId};
+
+/// The version of the agent link spoken by this build. Bumped on any change to the types in
+/// this module.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The agent's first frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must stay the first field: see the module docs.
+    pub protocol_version: u32,
+    /// Who this host is. Unique among connected hosts.
+    pub host_id: HostId,
+    /// The shared agent token, if the agent was given one.
+    pub token: Option<String>,
+    /// What the host is and offers.
+    pub facts: HostFacts,
+    /// Games this agent is running now (after a reconnect, or a restart of the agent).
+    pub running: Vec<RunningGame>,
+}
+
+/// Just the version field of a [`Hello`], decodable whatever the rest of the frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionProbe {
+    /// The agent's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+}
+
+/// Facts about a host, sent in the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// The machine's hostname (informational; the id is [`Hello::host_id`]).
+    pub hostname: String,
+    /// The IP that players' clients connect to.
+    pub ip: IpAddr,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Physical memory.
+    pub mem_total_bytes: u64,
+    /// The games of the agent's catalog.
+    pub games: Vec<GameOffer>,
+    /// How many games this host runs at once at most.
+    pub max_sessions: u32,
+    /// The ports handed to games, inclusive.
+    pub port_range: PortRange,
+}
+
+/// One catalog entry as the broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameOffer {
+    /// The game.
+    pub game_id: GameId,
+    /// Its modes; the first is the default. Never empty: a game without modes offers
+    /// [`DEFAULT_MODE`].
+    pub modes: Vec<String>,
+}
+
+/// The mode of a game whose catalog entry lists none.
+pub const DEFAULT_MODE: &str = "default";
+
+/// An inclusive range of TCP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port.
+    pub lo: u16,
+    /// Last port, inclusive.
+    pub hi: u16,
+}
+
+/// A game an agent is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningGame {
+    /// Its session.
+    pub session_id: SessionId,
+    /// The PID of the process the agent started.
+    pub pid: u32,
+    /// Its process group (the game's own, made at spawn; equal to `pid`).
+    pub pgid: u32,
+    /// The port handed to it.
+    pub port: u16,
+}
+
+/// The broker's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Registered: [`AgentMessage`]s and [`BrokerMessage`]s follow.
+    Welcome {
+        /// How often the broker expects a heartbeat, in milliseconds.
+        heartbeat_interval_ms: u32,
+    },
+    /// Refused; the broker closes the connection. Must stay variant 1 with one string: see the
+    /// module docs.
+    Rejected(String),
+}
+
+/// Everything an agent sends after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentMessage {
+    /// A game was spawned for [`BrokerMessage::Launch`].
+    Launched(Launched),
+    /// A launch was refused or failed; nothing is running for the session.
+    LaunchFailed {
+        /// The session.
+        session_id: SessionId,
+        /// Whose fault.
+        kind: LaunchFailure,
+        /// What happened, for the portal.
+        message: String,
+    },
+    /// Answer to [`BrokerMessage::Stop`]: no process of the session's group is left. Also sent
+    /// for a session the agent does not know, so a stop is idempotent.
+    Stopped {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// A game ended by itself: the last process of its group is gone.
+    Exited {
+        /// The session.
+        session_id: SessionId,
+        /// How the last process of the group ended.
+        status: ExitStatus,
+    },
+    /// Sent every heartbeat interval.
+    Heartbeat(Load),
+}
+
+/// A successful launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launched {
+    /// The session.
+    pub session_id: SessionId,
+    /// The game's PID (also its process group id).
+    pub pid: u32,
+    /// Where players connect.
+    pub ip: IpAddr,
+    /// The port handed to the game.
+    pub port: u16,
+}
+
+/// Why a launch did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LaunchFailure {
+    /// The request itself is wrong (unknown mode, config outside `config_dir`, a bad value):
+    /// the portal's to fix.
+    BadRequest,
+    /// The game is not in this agent's catalog.
+    UnknownGame,
+    /// The host has no free slot or port.
+    NoCapacity,
+    /// The program could not be started (missing binary, permissions, log file).
+    SpawnFailed,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// A host's load, sampled by its agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Whole-machine CPU use, 0 to 100.
+    pub cpu_percent: f32,
+    /// Memory in use.
+    pub mem_used_bytes: u64,
+    /// Physical memory.
+    pub mem_total_bytes: u64,
+    /// The games running now.
+    pub sessions: Vec<RunningGame>,
+}
+
+/// Everything the broker sends after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BrokerMessage {
+    /// Start a game; answered by `Launched` or `LaunchFailed`.
+    Launch(LaunchRequest),
+    /// Stop a session's game; answered by `Stopped`.
+    Stop {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// Answer to a heartbeat, so an agent can tell a silent broker from a quiet one.
+    HeartbeatAck,
+}
+
+/// What to launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    /// The new session.
+    pub session_id: SessionId,
+    /// The game, from the agent's catalog.
+    pub game_id: GameId,
+    /// One of the game's modes; `None` for its default.
+    pub mode: Option<String>,
+    /// A config file name inside the game's `config_dir`; `None` for its default.
+    pub config: Option<String>,
+}
