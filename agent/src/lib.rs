@@ -1,1 +1,198 @@
-//! placeholder
+//! The Arcade host agent.
+//!
+//! Runs on every runtime host. It connects to the broker, registers the games of its catalog,
+//! heartbeats its load, and launches and stops game processes when the broker asks.
+//!
+//! - [`catalog`]: the games this host may run and how; the only place that turns a request
+//!   into an argv. The agent refuses anything not in it, whatever the broker says.
+//! - [`games`]: the running games, their process groups and supervising tasks.
+//! - [`link`]: the connection to the broker (handshake, messages, heartbeats).
+//! - [`ports`], [`load`]: the port pool and the load sampler.
+//! - [`cli`]: the `arcade-agent` command line, turned into a [`Config`].
+//!
+//! The agent knows nothing of HTTP, sessions' records or placement: those are the broker's.
+
+pub mod catalog;
+pub mod cli;
+pub mod games;
+pub mod link;
+pub mod load;
+pub mod ports;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use protocol::wire::PortRange;
+use protocol::HostId;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::Catalog;
+use crate::games::{Games, GamesConfig};
+use crate::link::LinkError;
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The broker's agent address, `host:port`.
+    pub broker: String,
+    /// The games this host offers.
+    pub catalog: Catalog,
+    /// Unique per host.
+    pub host_id: HostId,
+    /// The machine's hostname, for the broker's host list.
+    pub hostname: String,
+    /// The IP returned to clients; by default the local address of the broker connection.
+    pub advertise_ip: Option<IpAddr>,
+    /// The shared agent token.
+    pub token: Option<String>,
+    /// Logical CPUs of this machine.
+    pub cpus: u32,
+    /// Concurrent games at most.
+    pub max_sessions: u32,
+    /// Ports handed to games.
+    pub port_range: PortRange,
+    /// Game logs (and, later, what the agent needs to find its games again).
+    pub state_dir: PathBuf,
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_grace: Duration,
+    /// Reconnect backoff: first pause and cap.
+    pub backoff: Backoff,
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// The first pause.
+    pub min: Duration,
+    /// The longest pause.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backoff {
+    /// The pause before attempt `n` (0-based): `min * 2^n`, capped, then jittered to between
+    /// half and all of it, so a fleet of agents does not reconnect in lockstep.
+    pub fn pause(&self, attempt: u32) -> Duration {
+        let full = self
+            .min
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        let half = full / 2;
+        half + full.mul_f64(rand::thread_rng().gen_range(0.0..0.5))
+    }
+}
+
+/// Why the agent cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory cannot be made.
+    #[error("cannot use state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Events (exits, stop answers) waiting for the link; a full channel makes game tasks wait.
+const EVENT_QUEUE: usize = 1024;
+
+/// Runs the agent until `shutdown` fires: connects (and reconnects) to the broker, serves it,
+/// and on shutdown stops its games, since this version cannot find them again after a restart.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let log_dir = config.state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|source| AgentError::StateDir {
+        path: log_dir.clone(),
+        source,
+    })?;
+    games::become_subreaper();
+    let tracker = TaskTracker::new();
+    let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let games = Games::new(
+        config.catalog.clone(),
+        GamesConfig {
+            max_sessions: config.max_sessions,
+            port_range: config.port_range,
+            log_dir,
+            stop_grace: config.stop_grace,
+        },
+        events_tx,
+        tracker.clone(),
+    );
+    let sampler = tokio::task::spawn_blocking(load::Sampler::new)
+        .await
+        .unwrap_or_default();
+    tracing::info!(host = %config.host_id, broker = %config.broker, games = config.catalog.offers().len(), "agent starting");
+
+    let mut attempt = 0u32;
+    while !shutdown.is_cancelled() {
+        let outcome =
+            link::connect_and_serve(&config, &games, &mut events, &sampler, &shutdown).await;
+        if outcome.welcomed {
+            attempt = 0;
+        }
+        match outcome.result {
+            Ok(()) => break,
+            Err(LinkError::Rejected(reason)) => {
+                tracing::error!(%reason, "the broker refused this agent; retrying with backoff");
+            }
+            Err(LinkError::Lost(reason)) if outcome.welcomed => {
+                tracing::warn!(%reason, "lost the broker; reconnecting");
+            }
+            Err(LinkError::Lost(reason)) => {
+                tracing::debug!(%reason, attempt, "broker not reachable yet");
+            }
+        }
+        let pause = config.backoff.pause(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+
+    tracing::info!("agent stopping its games");
+    games.stop_all().await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("some game tasks did not finish; exiting anyway");
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        for attempt in 0..40 {
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << attempt.min(16))
+                .min(Duration::from_secs(5));
+            let p = b.pause(attempt);
+            assert!(p >= full / 2 && p <= full, "attempt {attempt}: {p:?}");
+        }
+    }
+}

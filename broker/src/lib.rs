@@ -1,1 +1,188 @@
-//! placeholder
+//! The Arcade broker.
+//!
+//! Portals ask it over HTTP to start and end games; it places each game on a runtime host whose
+//! agent (connected over the agent link) launches it, and keeps the session records.
+//!
+//! - [`http`]: the HTTP API (the only module that knows actix-web);
+//! - [`service`]: what the API does: start, end, list; agents' events; the lost-host sweep;
+//! - [`registry`]: connected hosts, their load and slots; [`placement`]: the pure choice of a
+//!   host;
+//! - [`agent_link`]: the agent listener and one task per agent connection;
+//! - [`store`]: session records (the only module that knows how they are stored);
+//!   [`session`]: their lifecycle, checked in one place;
+//! - [`config`], [`dev`]: the command line, and `--dev`'s in-process agent and demo game.
+
+pub mod agent_link;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod placement;
+pub mod registry;
+pub mod service;
+pub mod session;
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Args, Config};
+
+use crate::agent_link::LinkSettings;
+use crate::registry::Registry;
+use crate::service::{Service, ServiceSettings};
+use crate::store::Store;
+
+/// Agents' events waiting for the service.
+const EVENT_QUEUE: usize = 4096;
+/// Agent connections at once, at most.
+const MAX_AGENT_CONNECTIONS: usize = 20_000;
+/// How often agents heartbeat.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The broker's sockets, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP API.
+    pub http: TcpListener,
+    /// The agent link.
+    pub agents: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub fn bind(config: &Config) -> Result<Self, BrokerError> {
+        let bind = |addr: SocketAddr, what: &'static str| {
+            TcpListener::bind(addr).map_err(|source| BrokerError::Bind { what, addr, source })
+        };
+        Ok(Self {
+            http: bind(config.http, "HTTP API")?,
+            agents: bind(config.agent_listen, "agent listener")?,
+        })
+    }
+}
+
+/// Why the broker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A socket cannot be bound.
+    #[error("cannot bind the {what} to {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A socket cannot be used.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The dev agent cannot be set up.
+    #[error("--dev: {0}")]
+    Dev(String),
+}
+
+/// Runs the broker until `shutdown` fires, then stops gracefully: the HTTP API stops accepting
+/// and lets in-flight requests finish (they may still need agents), then the dev agent (if any)
+/// stops its games, then agent links close. Agents on other hosts keep their games running.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
+    let http_addr = listeners.http.local_addr()?;
+    let agent_addr = listeners.agents.local_addr()?;
+    listeners.agents.set_nonblocking(true)?;
+    let agent_listener = tokio::net::TcpListener::from_std(listeners.agents)?;
+    tracing::warn!(
+        "no --database-url: sessions are kept in memory and lost when the broker restarts"
+    );
+
+    let registry = Arc::new(Registry::default());
+    let service = Service::new(
+        Store::memory(),
+        Arc::clone(&registry),
+        ServiceSettings {
+            launch_timeout: config.launch_timeout,
+            stop_timeout: Duration::from_secs(120),
+            heartbeat_timeout: config.heartbeat_timeout,
+        },
+    );
+    let tracker = TaskTracker::new();
+    // Everything but HTTP stops only after HTTP has drained.
+    let background = CancellationToken::new();
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    tracker.spawn(agent_link::serve(
+        agent_listener,
+        Arc::clone(&registry),
+        events_tx,
+        LinkSettings {
+            token: config.agent_token.clone(),
+            heartbeat_timeout: config.heartbeat_timeout,
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            max_connections: MAX_AGENT_CONNECTIONS,
+        },
+        background.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
+    tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
+
+    let dev_shutdown = CancellationToken::new();
+    let dev_agent = match &config.dev {
+        Some(dev) => {
+            let state_dir =
+                std::env::temp_dir().join(format!("arcade-dev-agent-{}", std::process::id()));
+            let agent_config = dev
+                .agent_config(agent_addr, config.agent_token.clone(), state_dir)
+                .map_err(|e| BrokerError::Dev(e.to_string()))?;
+            tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
+            Some(tokio::spawn(agent::run(agent_config, dev_shutdown.clone())))
+        }
+        None => None,
+    };
+
+    let server = http::server(
+        Arc::clone(&service),
+        &http::HttpSettings {
+            cors_origins: config.cors_origins.clone(),
+            workers: config.workers,
+            shutdown_grace: Duration::from_secs(30),
+        },
+        listeners.http,
+    )?;
+    let handle = server.handle();
+    tracing::info!(http = %http_addr, agents = %agent_addr, "arcade-broker ready");
+    let stopper = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: draining HTTP requests");
+        handle.stop(true).await;
+    });
+    let served = server.await;
+    stopper.abort();
+
+    if let Some(dev_agent) = dev_agent {
+        dev_shutdown.cancel();
+        match dev_agent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "dev agent failed"),
+            Err(e) => tracing::error!(error = %e, "dev agent panicked"),
+        }
+    }
+    background.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some broker tasks did not stop in time");
+    }
+    tracing::info!("arcade-broker stopped");
+    served.map_err(BrokerError::Io)
+}

@@ -266,6 +266,8 @@ pub enum ErrorCode {
     LaunchTimeout,
     /// 503: the session store cannot be reached.
     StoreUnavailable,
+    /// 503: the session's host is offline or its agent disconnected mid-request; retry later.
+    HostUnavailable,
     /// 500: a fault of the broker's own.
     Internal,
 }

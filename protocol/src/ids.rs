@@ -113,8 +113,8 @@ macro_rules! typed_id {
 }
 
 typed_id!(
-    /// A session: one game launched for one player. Made by the broker (a UUIDv7, so ids
-    /// sort by creation time), opaque to everyone else.
+    /// A session: one game launched for one player. Made by the broker (a UUIDv7: unique
+    /// and roughly time-ordered, but nothing may rely on its order), opaque to everyone else.
     SessionId,
     "session id"
 );
@@ -135,7 +135,12 @@ mod tests {
 
     #[test]
     fn accepts_plain_ids() {
-        for ok in ["a", "host-a", "neverball_1.2", "0190c3c8-7d2e-7f00-8000-000000000000"] {
+        for ok in [
+            "a",
+            "host-a",
+            "neverball_1.2",
+            "0190c3c8-7d2e-7f00-8000-000000000000",
+        ] {
             assert!(GameId::new(ok).is_ok(), "{ok}");
         }
     }
@@ -143,7 +148,16 @@ mod tests {
     #[test]
     fn refuses_bad_ids() {
         let long = "x".repeat(MAX_ID_LEN + 1);
-        for bad in ["", ".hidden", "../etc", "a/b", "a b", "é", "a\0b", long.as_str()] {
+        for bad in [
+            "",
+            ".hidden",
+            "../etc",
+            "a/b",
+            "a b",
+            "é",
+            "a\0b",
+            long.as_str(),
+        ] {
             assert!(HostId::new(bad).is_err(), "{bad:?}");
         }
     }

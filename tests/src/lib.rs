@@ -1,1 +1,371 @@
-//! placeholder
+//! The end-to-end test harness: a real broker and real agents, started through the same
+//! `broker::run` and `agent::run` as the binaries, on loopback sockets bound to port 0, with
+//! real game processes (`arcade-test-game`, `/bin/sleep`).
+//!
+//! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use agent::catalog::{Catalog, GameEntry};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg};
+use nix::unistd::Pid;
+use protocol::wire::PortRange;
+use protocol::HostId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The test game program, built with this crate.
+pub fn test_game() -> PathBuf {
+    // Test executables live in target/<profile>/deps; cargo builds this crate's binaries into
+    // target/<profile> before running its integration tests.
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("arcade-test-game"))
+        .unwrap_or_default()
+}
+
+/// A broker under test.
+pub struct TestBroker {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Where agents connect.
+    pub agent_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), broker::BrokerError>>>,
+}
+
+/// Broker settings for a test.
+#[derive(Debug)]
+pub struct BrokerOptions {
+    /// `--launch-timeout`.
+    pub launch_timeout: Duration,
+    /// `--heartbeat-timeout`.
+    pub heartbeat_timeout: Duration,
+    /// `--cors-origin`.
+    pub cors_origins: Vec<String>,
+    /// `--agent-token`.
+    pub agent_token: Option<String>,
+    /// Bind the agent listener here instead of port 0.
+    pub agent_listener: Option<TcpListener>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            launch_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(5),
+            cors_origins: Vec::new(),
+            agent_token: None,
+            agent_listener: None,
+        }
+    }
+}
+
+fn loopback_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+impl TestBroker {
+    /// Starts a broker with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(BrokerOptions::default()).await
+    }
+
+    /// Starts a broker.
+    pub async fn start_with(opts: BrokerOptions) -> Self {
+        init_tracing();
+        let http = loopback_listener();
+        let agents = opts.agent_listener.unwrap_or_else(loopback_listener);
+        let url = format!("http://{}", http.local_addr().expect("addr"));
+        let agent_addr = agents.local_addr().expect("addr");
+        let mut config = broker::Config::loopback();
+        config.http = http.local_addr().expect("addr");
+        config.agent_listen = agent_addr;
+        config.launch_timeout = opts.launch_timeout;
+        config.heartbeat_timeout = opts.heartbeat_timeout;
+        config.cors_origins = opts.cors_origins;
+        config.agent_token = opts.agent_token;
+        config.workers = 1;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker::run(
+            config,
+            broker::Listeners { http, agents },
+            shutdown.clone(),
+        ));
+        let b = Self {
+            url,
+            agent_addr,
+            shutdown,
+            task: Some(task),
+        };
+        let health = format!("{}/healthz", b.url);
+        wait_until("the broker answers /healthz", Duration::from_secs(10), || {
+            let health = health.clone();
+            async move { reqwest_get_ok(&health).await }
+        })
+        .await;
+        b
+    }
+
+    /// Stops the broker gracefully and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), broker::BrokerError> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(t) => tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("broker stops within 60 s")
+                .expect("broker task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn reqwest_get_ok(url: &str) -> bool {
+    // A plain HTTP/1.1 GET over a socket keeps this crate free of an HTTP client dependency.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// An agent under test, running in this process like the broker's `--dev` agent.
+pub struct TestAgent {
+    /// Its host id.
+    pub host_id: HostId,
+    /// Its `--state-dir` (game logs).
+    pub state_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), agent::AgentError>>>,
+}
+
+/// Agent settings for a test.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--host-id`.
+    pub host_id: String,
+    /// `--max-sessions`.
+    pub max_sessions: u32,
+    /// `--stop-grace`.
+    pub stop_grace: Duration,
+    /// `--token`.
+    pub token: Option<String>,
+    /// The catalog; by default [`test_catalog`].
+    pub catalog: Option<Catalog>,
+}
+
+impl AgentOptions {
+    /// Defaults with this host id.
+    pub fn host(id: &str) -> Self {
+        Self {
+            host_id: id.to_owned(),
+            max_sessions: 8,
+            stop_grace: Duration::from_secs(5),
+            token: None,
+            catalog: None,
+        }
+    }
+}
+
+/// A port range no other agent of this test process uses.
+pub fn fresh_port_range() -> PortRange {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Below Linux's ephemeral range (32768 and up), so no port-0 listener or outgoing
+    // connection takes a game's port: 40 blocks of 30 ranges of 10 ports in 20000-31999, a
+    // block per test process, a range per agent.
+    let block = (std::process::id() % 40) as u16;
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 30;
+    let lo = 20000 + block * 300 + slot * 10;
+    PortRange { lo, hi: lo + 9 }
+}
+
+/// The directory of config files the `configured` game may use (holds `good.conf`).
+pub fn config_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("good.conf"), "level = 1\n").expect("write config");
+        d
+    })
+    .path()
+}
+
+/// The test catalog:
+/// - `game` (modes `normal`, `hard`): listens on its port;
+/// - `crasher`: exits with code 3 after 300 ms;
+/// - `instant-crash`: exits with code 7 at once;
+/// - `stubborn`: ignores SIGTERM;
+/// - `forker`: a launcher that forks the listening game and exits;
+/// - `configured`: takes `{config}` from [`config_dir`];
+/// - `sleeper`: `/bin/sleep 3600`;
+/// - `broken`: a program that does not exist.
+pub fn test_catalog() -> Catalog {
+    let game = test_game().display().to_string();
+    let entry = |command: &str, args: &[&str], modes: &[&str]| GameEntry {
+        command: command.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        modes: modes.iter().map(|m| (*m).to_owned()).collect(),
+        config_dir: None,
+        default_config: None,
+        env: BTreeMap::new(),
+    };
+    let mut configured = entry(&game, &["--config", "{config}", "--listen"], &[]);
+    configured.config_dir = Some(config_dir().to_owned());
+    configured.default_config = Some("good.conf".into());
+    Catalog::from_entries([
+        ("game".to_owned(), entry(&game, &["--listen"], &["normal", "hard"])),
+        (
+            "crasher".to_owned(),
+            entry(&game, &["--exit-after-ms", "300", "--exit-code", "3"], &[]),
+        ),
+        (
+            "instant-crash".to_owned(),
+            entry(&game, &["--exit-after-ms", "0", "--exit-code", "7"], &[]),
+        ),
+        ("stubborn".to_owned(), entry(&game, &["--ignore-term"], &[])),
+        ("forker".to_owned(), entry(&game, &["--fork", "--listen"], &[])),
+        ("configured".to_owned(), configured),
+        ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
+        ("broken".to_owned(), entry("/nonexistent/arcade/game", &[], &[])),
+    ])
+    .expect("test catalog")
+}
+
+impl TestAgent {
+    /// Starts an agent connecting to `broker_addr`.
+    pub async fn start(broker_addr: SocketAddr, opts: AgentOptions) -> Self {
+        init_tracing();
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let host_id = HostId::new(opts.host_id).expect("host id");
+        let config = agent::Config {
+            broker: broker_addr.to_string(),
+            catalog: opts.catalog.unwrap_or_else(test_catalog),
+            host_id: host_id.clone(),
+            hostname: "test".into(),
+            advertise_ip: None,
+            token: opts.token,
+            cpus: 2,
+            max_sessions: opts.max_sessions,
+            port_range: fresh_port_range(),
+            state_dir: state_dir.path().to_owned(),
+            stop_grace: opts.stop_grace,
+            backoff: agent::Backoff {
+                min: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            },
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent::run(config, shutdown.clone()));
+        Self {
+            host_id,
+            state_dir,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the agent (which stops its games) and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    /// Stops the agent and so its games, even when a test panics: games run in their own
+    /// process groups and would otherwise outlive the test process.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                tokio::task::block_in_place(|| {
+                    let _ = rt.block_on(tokio::time::timeout(Duration::from_secs(30), t));
+                });
+            }
+        }
+    }
+}
+
+/// Waits until `check` is true, polling every 20 ms, and panics naming `what` after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process with this PID exists (a zombie counts).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(p) = i32::try_from(pid) else { return false };
+    !matches!(kill(Pid::from_raw(p), None), Err(Errno::ESRCH))
+}
+
+/// Whether any process of this process group exists.
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(p) = i32::try_from(pgid) else { return false };
+    !matches!(killpg(Pid::from_raw(p), None), Err(Errno::ESRCH))
+}
+
+/// Reads one line from `127.0.0.1:port`.
+pub async fn greeting(port: u16) -> std::io::Result<String> {
+    use tokio::io::AsyncBufReadExt;
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::BufReader::new(s).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("no greeting within 5 s"))??;
+    Ok(line.trim_end().to_owned())
+}

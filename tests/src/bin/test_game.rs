@@ -1,1 +1,98 @@
-fn main() {}
+//! `arcade-test-game`: a game program for the end-to-end tests, whose behaviour each test
+//! chooses with flags.
+//!
+//! - `--listen`: listen on 127.0.0.1:$ARCADE_PORT and greet each connection with
+//!   `session $ARCADE_SESSION_ID\n`;
+//! - `--exit-after-ms N` and `--exit-code C`: exit with C after N ms;
+//! - `--ignore-term`: survive SIGTERM (only SIGKILL ends it);
+//! - `--fork`: start a copy of itself in the same process group (without `--fork`) and exit
+//!   at once, as a launcher does;
+//! - `--config PATH`: print the path (checked by tests through the log).
+//!
+//! It prints `ready` once its SIGTERM handler is in place (and it listens, with `--listen`).
+//! Without `--ignore-term`, SIGTERM makes it exit with status 0.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if has("--fork") {
+        let rest: Vec<&String> = args.iter().filter(|a| *a != "--fork").collect();
+        let exe = std::env::current_exe().expect("current exe");
+        let child = std::process::Command::new(exe)
+            .args(rest)
+            .spawn()
+            .expect("spawn the game");
+        println!("launcher: started the game as pid {}", child.id());
+        std::process::exit(0);
+    }
+    if let Some(c) = value("--config") {
+        println!("config: {c}");
+    }
+    let exit_after = value("--exit-after-ms").map(|v| v.parse::<u64>().expect("--exit-after-ms N"));
+    let exit_code: i32 = value("--exit-code").map_or(0, |v| v.parse().expect("--exit-code C"));
+    let ignore_term = has("--ignore-term");
+    let listen = has("--listen");
+    let session = std::env::var("ARCADE_SESSION_ID").unwrap_or_default();
+    let port: u16 = std::env::var("ARCADE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = rt.block_on(async move {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let listener = if listen {
+            Some(
+                tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("listen on ARCADE_PORT"),
+            )
+        } else {
+            None
+        };
+        let exit_timer = async {
+            match exit_after {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(exit_timer);
+        println!("ready");
+        loop {
+            tokio::select! {
+                () = &mut exit_timer => return exit_code,
+                _ = term.recv() => {
+                    if !ignore_term {
+                        return 0;
+                    }
+                    println!("ignoring SIGTERM");
+                }
+                conn = async {
+                    match &listener {
+                        Some(l) => l.accept().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Ok((mut s, _)) = conn {
+                        let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
+                    }
+                }
+            }
+        }
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,603 @@
+//! The catalog: which games this host can run and how to start them (TOML, see API.md).
+//!
+//! Loading checks everything that can be checked once (ids, placeholders, that `config_dir`
+//! exists); [`Catalog::resolve`] turns a launch request into a [`LaunchSpec`] — the exact
+//! program, argv and environment — or says why the request is refused. Placeholder values
+//! always become parts of single argv elements; nothing here is ever parsed by a shell.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use protocol::wire::{GameOffer, DEFAULT_MODE};
+use protocol::{GameId, SessionId};
+use serde::Deserialize;
+
+/// The longest mode or config name accepted in a request, in bytes.
+pub const MAX_VALUE_LEN: usize = 255;
+
+/// A loaded, checked catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    games: BTreeMap<GameId, Game>,
+}
+
+/// One game of the catalog.
+#[derive(Debug, Clone)]
+pub struct Game {
+    command: Template,
+    args: Vec<Template>,
+    modes: Vec<String>,
+    config_dir: Option<PathBuf>,
+    default_config: Option<String>,
+    env: BTreeMap<String, String>,
+}
+
+/// A catalog entry as written in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameEntry {
+    /// The program; may hold placeholders.
+    pub command: String,
+    /// Its arguments; may hold placeholders.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Modes; the first is the default.
+    #[serde(default)]
+    pub modes: Vec<String>,
+    /// Where requested configs must live.
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
+    /// The config used when none is requested.
+    #[serde(default)]
+    pub default_config: Option<String>,
+    /// Extra environment variables for the game.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    games: BTreeMap<String, GameEntry>,
+}
+
+/// Why a catalog cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The file cannot be read.
+    #[error("cannot read catalog {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the catalog's shape.
+    #[error("catalog {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// An entry is wrong.
+    #[error("catalog game {game:?}: {message}")]
+    Entry {
+        /// The entry's name.
+        game: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a launch request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The game is not in this catalog.
+    #[error("game {0:?} is not in this host's catalog")]
+    UnknownGame(String),
+    /// The request is wrong: an unknown mode, a config outside `config_dir`, a bad value.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// Exactly what to run for one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The program.
+    pub program: String,
+    /// Its argv after the program name.
+    pub args: Vec<String>,
+    /// Environment variables to set, `ARCADE_*` included.
+    pub env: Vec<(String, String)>,
+    /// The mode chosen.
+    pub mode: String,
+}
+
+impl Catalog {
+    /// Reads and checks a catalog file.
+    pub fn load(path: &Path) -> Result<Self, CatalogError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: CatalogFile = toml::from_str(&text).map_err(|e| CatalogError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_entries(file.games)
+    }
+
+    /// Checks catalog entries given in code (the broker's `--dev` catalog, tests).
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = (String, GameEntry)>,
+    ) -> Result<Self, CatalogError> {
+        let mut games = BTreeMap::new();
+        for (name, entry) in entries {
+            let err = |message: String| CatalogError::Entry {
+                game: name.clone(),
+                message,
+            };
+            let id = GameId::new(name.clone()).map_err(|e| err(e.to_string()))?;
+            games.insert(id, Game::check(entry).map_err(err)?);
+        }
+        Ok(Self { games })
+    }
+
+    /// The games, as offered to the broker.
+    pub fn offers(&self) -> Vec<GameOffer> {
+        self.games
+            .iter()
+            .map(|(id, g)| GameOffer {
+                game_id: id.clone(),
+                modes: g.modes.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether the catalog has no game.
+    pub fn is_empty(&self) -> bool {
+        self.games.is_empty()
+    }
+
+    /// Turns a launch request into what to run.
+    pub fn resolve(
+        &self,
+        game_id: &GameId,
+        mode: Option<&str>,
+        config: Option<&str>,
+        port: u16,
+        session_id: &SessionId,
+    ) -> Result<LaunchSpec, ResolveError> {
+        let game = self
+            .games
+            .get(game_id)
+            .ok_or_else(|| ResolveError::UnknownGame(game_id.to_string()))?;
+        let mode = match mode {
+            None => game.modes[0].clone(),
+            Some(m) if game.modes.iter().any(|x| x == m) => m.to_owned(),
+            Some(m) => {
+                return Err(ResolveError::BadRequest(format!(
+                    "unknown mode {:?} for game {game_id}: it offers {}",
+                    truncate(m),
+                    game.modes.join(", ")
+                )))
+            }
+        };
+        let config_path = game.resolve_config(game_id, config)?;
+        let port_s = port.to_string();
+        let values = Values {
+            mode: &mode,
+            config: config_path.as_deref(),
+            port: &port_s,
+            session_id: session_id.as_str(),
+        };
+        let program = game
+            .command
+            .expand(&values)
+            .map_err(|p| needs(game_id, p))?;
+        let args = game
+            .args
+            .iter()
+            .map(|a| a.expand(&values))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|p| needs(game_id, p))?;
+        let mut env: Vec<(String, String)> = game
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("ARCADE_SESSION_ID".into(), session_id.to_string()));
+        env.push(("ARCADE_PORT".into(), port_s));
+        env.push(("ARCADE_MODE".into(), mode.clone()));
+        if let Some(c) = &config_path {
+            env.push(("ARCADE_CONFIG".into(), c.clone()));
+        }
+        Ok(LaunchSpec {
+            program,
+            args,
+            env,
+            mode,
+        })
+    }
+}
+
+fn needs(game_id: &GameId, placeholder: Placeholder) -> ResolveError {
+    ResolveError::BadRequest(format!(
+        "game {game_id} needs a {} and none was given (its catalog entry has no default)",
+        placeholder.name()
+    ))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+impl Game {
+    fn check(entry: GameEntry) -> Result<Self, String> {
+        if entry.command.is_empty() {
+            return Err("command is empty".into());
+        }
+        let command = Template::parse(&entry.command)?;
+        let args = entry
+            .args
+            .iter()
+            .map(|a| Template::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let modes = if entry.modes.is_empty() {
+            vec![DEFAULT_MODE.to_owned()]
+        } else {
+            for m in &entry.modes {
+                check_value("mode", m)?;
+            }
+            entry.modes
+        };
+        let config_dir = match entry.config_dir {
+            Some(dir) => Some(
+                dir.canonicalize()
+                    .map_err(|e| format!("config_dir {}: {e}", dir.display()))?,
+            ),
+            None => None,
+        };
+        if entry.default_config.is_some() && config_dir.is_none() {
+            return Err("default_config needs a config_dir".into());
+        }
+        for k in entry.env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) || k.starts_with("ARCADE_") {
+                return Err(format!("env key {k:?} is not allowed"));
+            }
+        }
+        let game = Self {
+            command,
+            args,
+            modes,
+            config_dir,
+            default_config: entry.default_config,
+            env: entry.env,
+        };
+        if let Some(default) = &game.default_config {
+            game.resolve_config_in(default)
+                .map_err(|e| format!("default_config: {e}"))?;
+        }
+        Ok(game)
+    }
+
+    fn resolve_config(
+        &self,
+        game_id: &GameId,
+        requested: Option<&str>,
+    ) -> Result<Option<String>, ResolveError> {
+        match (requested, &self.default_config) {
+            (Some(_), None) if self.config_dir.is_none() => Err(ResolveError::BadRequest(format!(
+                "game {game_id} takes no config file"
+            ))),
+            (Some(name), _) => self
+                .resolve_config_in(name)
+                .map(Some)
+                .map_err(ResolveError::BadRequest),
+            (None, Some(default)) => self
+                .resolve_config_in(default)
+                .map(Some)
+                .map_err(ResolveError::BadRequest),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Resolves `name` inside `config_dir`: relative, no `..`, and after following symlinks
+    /// still inside the (canonical) directory, and a regular file.
+    fn resolve_config_in(&self, name: &str) -> Result<String, String> {
+        let dir = self
+            .config_dir
+            .as_ref()
+            .ok_or_else(|| "this game takes no config file".to_owned())?;
+        check_value("config", name)?;
+        let rel = Path::new(name);
+        if !rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(format!(
+                "config {:?} must be a relative path inside the game's config_dir, without '..'",
+                truncate(name)
+            ));
+        }
+        let full = dir
+            .join(rel)
+            .canonicalize()
+            .map_err(|_| format!("config {:?} does not exist", truncate(name)))?;
+        if !full.starts_with(dir) {
+            return Err(format!(
+                "config {:?} leads outside the game's config_dir",
+                truncate(name)
+            ));
+        }
+        if !full.is_file() {
+            return Err(format!("config {:?} is not a file", truncate(name)));
+        }
+        full.into_os_string()
+            .into_string()
+            .map_err(|_| format!("config {:?} is not valid UTF-8", truncate(name)))
+    }
+}
+
+fn check_value(what: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if v.len() > MAX_VALUE_LEN {
+        return Err(format!("{what} is longer than {MAX_VALUE_LEN} bytes"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("{what} must not hold control characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholder {
+    Mode,
+    Config,
+    Port,
+    SessionId,
+}
+
+impl Placeholder {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mode => "mode",
+            Self::Config => "config",
+            Self::Port => "port",
+            Self::SessionId => "session_id",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var(Placeholder),
+}
+
+/// A string with `{placeholder}`s, parsed once at load so expansion is a single pass: a value
+/// that itself contains `{port}` is never expanded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+struct Values<'a> {
+    mode: &'a str,
+    config: Option<&'a str>,
+    port: &'a str,
+    session_id: &'a str,
+}
+
+impl Template {
+    fn parse(s: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .map(|c| open + c)
+                .ok_or_else(|| format!("unclosed '{{' in {s:?}"))?;
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let var = match &rest[open + 1..close] {
+                "mode" => Placeholder::Mode,
+                "config" => Placeholder::Config,
+                "port" => Placeholder::Port,
+                "session_id" => Placeholder::SessionId,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}} in {s:?}: use {{mode}}, {{config}}, {{port}} or {{session_id}}"
+                    ))
+                }
+            };
+            pieces.push(Piece::Var(var));
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Self(pieces))
+    }
+
+    fn expand(&self, v: &Values<'_>) -> Result<String, Placeholder> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(Placeholder::Mode) => out.push_str(v.mode),
+                Piece::Var(Placeholder::Config) => {
+                    out.push_str(v.config.ok_or(Placeholder::Config)?)
+                }
+                Piece::Var(Placeholder::Port) => out.push_str(v.port),
+                Piece::Var(Placeholder::SessionId) => out.push_str(v.session_id),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ga_catalog(dir: &Path) -> Catalog {
+        std::fs::write(dir.join("server.neverball.conf"), "x").unwrap();
+        std::fs::write(dir.join("other.conf"), "y").unwrap();
+        let toml = format!(
+            r#"
+[games.sleeper]
+command = "/bin/sleep"
+args = ["3600"]
+
+[games.neverball]
+command = "/opt/ga/bin/ga-server-{{mode}}"
+args = ["{{config}}", "--port={{port}}", "{{session_id}}"]
+modes = ["event-driven", "periodic"]
+config_dir = "{}"
+default_config = "server.neverball.conf"
+"#,
+            dir.display()
+        );
+        let path = dir.join("catalog.toml");
+        std::fs::write(&path, toml).unwrap();
+        Catalog::load(&path).unwrap()
+    }
+
+    fn sid() -> SessionId {
+        SessionId::new("s-1").unwrap()
+    }
+
+    fn game(s: &str) -> GameId {
+        GameId::new(s).unwrap()
+    }
+
+    #[test]
+    fn resolves_placeholders_into_single_args() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = ga_catalog(tmp.path());
+        let spec = cat
+            .resolve(&game("neverball"), Some("periodic"), None, 20001, &sid())
+            .unwrap();
+        assert_eq!(spec.program, "/opt/ga/bin/ga-server-periodic");
+        let conf = tmp
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("server.neverball.conf");
+        assert_eq!(
+            spec.args,
+            vec![
+                conf.display().to_string(),
+                "--port=20001".into(),
+                "s-1".into()
+            ]
+        );
+        assert!(spec
+            .env
+            .contains(&("ARCADE_SESSION_ID".to_owned(), "s-1".to_owned())));
+        assert!(spec
+            .env
+            .contains(&("ARCADE_PORT".to_owned(), "20001".to_owned())));
+        let spec = cat
+            .resolve(&game("sleeper"), None, None, 20002, &sid())
+            .unwrap();
+        assert_eq!(
+            (spec.program.as_str(), spec.mode.as_str()),
+            ("/bin/sleep", "default")
+        );
+    }
+
+    #[test]
+    fn default_mode_is_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = ga_catalog(tmp.path());
+        let spec = cat
+            .resolve(&game("neverball"), None, Some("other.conf"), 1, &sid())
+            .unwrap();
+        assert_eq!(spec.mode, "event-driven");
+        assert!(spec.args[0].ends_with("/other.conf"));
+    }
+
+    #[test]
+    fn refuses_what_it_must() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let cat = ga_catalog(tmp.path());
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link.conf"))
+            .unwrap();
+        let nb = game("neverball");
+        let cases: &[(Option<&str>, Option<&str>)] = &[
+            (Some("turbo"), None),
+            (None, Some("../catalog.toml")),
+            (None, Some("/etc/passwd")),
+            (None, Some("link.conf")),
+            (None, Some("missing.conf")),
+            (None, Some("a\0b")),
+            (None, Some("")),
+            (None, Some(&"x".repeat(300))),
+        ];
+        for (mode, config) in cases {
+            let r = cat.resolve(&nb, *mode, *config, 1, &sid());
+            assert!(
+                matches!(r, Err(ResolveError::BadRequest(_))),
+                "{mode:?} {config:?}: {r:?}"
+            );
+        }
+        assert!(matches!(
+            cat.resolve(&game("sleeper"), None, Some("x.conf"), 1, &sid()),
+            Err(ResolveError::BadRequest(_))
+        ));
+        assert!(matches!(
+            cat.resolve(&game("nope"), None, None, 1, &sid()),
+            Err(ResolveError::UnknownGame(_))
+        ));
+    }
+
+    #[test]
+    fn a_value_is_never_expanded_twice() {
+        let cat = Catalog::from_entries([(
+            "g".to_owned(),
+            GameEntry {
+                command: "/bin/echo".into(),
+                args: vec!["{mode}{port}".into()],
+                modes: vec!["{port}".into()],
+                config_dir: None,
+                default_config: None,
+                env: BTreeMap::new(),
+            },
+        )])
+        .unwrap();
+        let spec = cat.resolve(&game("g"), None, None, 7, &sid()).unwrap();
+        assert_eq!(spec.args, vec!["{port}7".to_owned()]);
+    }
+
+    #[test]
+    fn load_refuses_bad_entries() {
+        let bad = [
+            ("bad id/", "/bin/true", None),
+            ("g", "", None),
+            ("g", "/bin/{nope}", None),
+            ("g", "/bin/{mode", None),
+            ("g", "/bin/true", Some("/definitely/not/here")),
+        ];
+        for (name, command, dir) in bad {
+            let r = Catalog::from_entries([(
+                name.to_owned(),
+                GameEntry {
+                    command: command.into(),
+                    args: vec![],
+                    modes: vec![],
+                    config_dir: dir.map(PathBuf::from),
+                    default_config: None,
+                    env: BTreeMap::new(),
+                },
+            )]);
+            assert!(r.is_err(), "{name} {command}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The `arcade-agent` command line (flags as in API.md), turned into a [`Config`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use protocol::wire::PortRange;
+use protocol::HostId;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::{Backoff, Config};
+
+/// `arcade-agent`: runs games on this host for an Arcade broker.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "arcade-agent", version, about)]
+pub struct Args {
+    /// The broker's agent address.
+    #[arg(long, env = "ARCADE_BROKER", default_value = "127.0.0.1:7070")]
+    pub broker: String,
+    /// The games this host can run (TOML).
+    #[arg(long, env = "ARCADE_CATALOG")]
+    pub catalog: PathBuf,
+    /// Unique per host; by default the machine's hostname.
+    #[arg(long, env = "ARCADE_HOST_ID")]
+    pub host_id: Option<String>,
+    /// The IP returned to clients; by default the local address of the broker connection.
+    #[arg(long, env = "ARCADE_ADVERTISE_IP")]
+    pub advertise_ip: Option<IpAddr>,
+    /// The shared agent token.
+    #[arg(long, env = "ARCADE_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Concurrent games on this host; by default the number of logical CPUs.
+    #[arg(long, env = "ARCADE_MAX_SESSIONS")]
+    pub max_sessions: Option<u32>,
+    /// One port per session, handed to the game: LO-HI.
+    #[arg(long, env = "ARCADE_PORT_RANGE", default_value = "20000-20999", value_parser = parse_port_range)]
+    pub port_range: PortRange,
+    /// Game logs and what the agent needs to find its games again; by default a per-user data
+    /// directory.
+    #[arg(long, env = "ARCADE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// SIGTERM to the game's process group, then SIGKILL after this many seconds.
+    #[arg(long, env = "ARCADE_STOP_GRACE", default_value_t = 5.0)]
+    pub stop_grace: f64,
+}
+
+/// Why the command line does not make a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// The catalog cannot be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The catalog has no game.
+    #[error("catalog {0} has no game: add a [games.NAME] table")]
+    EmptyCatalog(PathBuf),
+    /// A flag's value is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses `LO-HI`.
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not LO-HI"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("{lo:?} is not a port"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("{hi:?} is not a port"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: need 1 <= LO <= HI"));
+    }
+    Ok(PortRange { lo, hi })
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("arcade-agent");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/arcade-agent");
+    }
+    std::env::temp_dir().join(format!("arcade-agent-{}", nix::unistd::getuid()))
+}
+
+/// A host id from a hostname: characters an id may not hold become `-`.
+pub fn host_id_from_hostname(hostname: &str) -> Result<HostId, ArgsError> {
+    let cleaned: String = hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    HostId::new(cleaned.trim_start_matches('.')).map_err(|e| {
+        ArgsError::Invalid(format!(
+            "cannot make a host id of the hostname: {e}; pass --host-id"
+        ))
+    })
+}
+
+impl Args {
+    /// Loads the catalog and fills in defaults.
+    pub fn into_config(self) -> Result<Config, ArgsError> {
+        let catalog = Catalog::load(&self.catalog)?;
+        if catalog.is_empty() {
+            return Err(ArgsError::EmptyCatalog(self.catalog));
+        }
+        let hostname = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        let host_id = match self.host_id {
+            Some(id) => {
+                HostId::new(id).map_err(|e| ArgsError::Invalid(format!("--host-id: {e}")))?
+            }
+            None => host_id_from_hostname(&hostname)?,
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let max_sessions = self.max_sessions.unwrap_or(cpus);
+        if max_sessions == 0 {
+            return Err(ArgsError::Invalid(
+                "--max-sessions must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=3600.0).contains(&self.stop_grace) {
+            return Err(ArgsError::Invalid(
+                "--stop-grace must be 0 to 3600 seconds".into(),
+            ));
+        }
+        Ok(Config {
+            broker: self.broker,
+            catalog,
+            host_id,
+            hostname,
+            advertise_ip: self.advertise_ip,
+            token: self.token,
+            cpus,
+            max_sessions,
+            port_range: self.port_range,
+            state_dir: self.state_dir.unwrap_or_else(default_state_dir),
+            stop_grace: Duration::from_secs_f64(self.stop_grace),
+            backoff: Backoff::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            parse_port_range("20000-20999").unwrap(),
+            PortRange {
+                lo: 20000,
+                hi: 20999
+            }
+        );
+        for bad in ["", "1", "2-1", "0-5", "a-b", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostnames_become_ids() {
+        assert_eq!(host_id_from_hostname("gpu 01").unwrap().as_str(), "gpu-01");
+        assert_eq!(host_id_from_hostname(".x").unwrap().as_str(), "x");
+    }
+}

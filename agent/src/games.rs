@@ -1,0 +1,408 @@
+//! The games this agent runs: launching, watching and stopping their process groups.
+//!
+//! [`Games`] owns every running game. Each game is started directly (no shell) as the leader
+//! of a new process group, and gets one supervising task that reaps it and then watches the
+//! group: a launcher that forks the real game and exits does not end the session. A session
+//! ends when no process of its group is left.
+//!
+//! The agent makes itself a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`), so orphaned
+//! members of a game's group are re-parented to the agent instead of init; the supervising task
+//! reaps them (`waitpid(-pgid)`) and so learns how the last one ended. Without that, a group
+//! whose leader has exited would leave zombies that nobody reaps in a container without an init.
+//!
+//! Locking: one `std::sync::Mutex` around the table, held only for map and pool updates, never
+//! across an `.await`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use protocol::wire::{
+    AgentMessage, ExitStatus, LaunchFailure, LaunchRequest, Launched, PortRange, RunningGame,
+};
+use protocol::SessionId;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, ResolveError};
+use crate::ports::PortPool;
+
+/// How long after SIGKILL we wait for a group to be gone before giving up on it. SIGKILL
+/// cannot be ignored, so only a process stuck in the kernel (uninterruptible IO) outlives this.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The first and the longest pause between two looks at a group whose leader has exited.
+const GROUP_POLL_MIN: Duration = Duration::from_millis(20);
+const GROUP_POLL_MAX: Duration = Duration::from_millis(250);
+
+/// A game's process state. Transitions happen only in [`Games::stop`] (Running -> Stopping) and
+/// in the supervising task (any -> removed, when the group is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GameState {
+    /// Started; no stop asked.
+    Running,
+    /// SIGTERM sent; its end is answered with `Stopped`, not `Exited`.
+    Stopping,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pid: u32,
+    port: u16,
+    state: GameState,
+    gone: watch::Receiver<Option<ExitStatus>>,
+}
+
+#[derive(Debug)]
+struct Table {
+    games: HashMap<SessionId, Entry>,
+    ports: PortPool,
+}
+
+/// Settings of [`Games`].
+#[derive(Debug, Clone)]
+pub struct GamesConfig {
+    /// Concurrent games at most.
+    pub max_sessions: u32,
+    /// Ports handed to games.
+    pub port_range: PortRange,
+    /// Where each session's stdout and stderr go (`<session_id>.log`).
+    pub log_dir: PathBuf,
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_grace: Duration,
+}
+
+/// The running games of this host.
+#[derive(Debug)]
+pub struct Games {
+    table: Mutex<Table>,
+    catalog: Catalog,
+    config: GamesConfig,
+    events: mpsc::Sender<AgentMessage>,
+    tracker: TaskTracker,
+}
+
+/// Makes this process the reaper of its orphaned descendants; see the module docs.
+pub fn become_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become a child subreaper; orphaned game processes will be reaped by init");
+    }
+}
+
+impl Games {
+    /// An empty table. `events` receives `Exited` for games that end by themselves.
+    pub fn new(
+        catalog: Catalog,
+        config: GamesConfig,
+        events: mpsc::Sender<AgentMessage>,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            table: Mutex::new(Table {
+                games: HashMap::new(),
+                ports: PortPool::new(config.port_range),
+            }),
+            catalog,
+            config,
+            events,
+            tracker,
+        })
+    }
+
+    /// The catalog this host offers.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding this lock would be a bug in a few lines of map code; the table
+        // itself stays consistent, so carry on with it.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The games running now.
+    pub fn running(&self) -> Vec<RunningGame> {
+        let t = self.table();
+        let mut v: Vec<RunningGame> = t
+            .games
+            .iter()
+            .map(|(id, e)| RunningGame {
+                session_id: id.clone(),
+                pid: e.pid,
+                pgid: e.pid,
+                port: e.port,
+            })
+            .collect();
+        v.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        v
+    }
+
+    /// Starts a game. A repeated request for a session already running answers as the first
+    /// one did and starts nothing.
+    pub fn launch(
+        self: &Arc<Self>,
+        req: &LaunchRequest,
+        ip: IpAddr,
+    ) -> Result<Launched, (LaunchFailure, String)> {
+        let port = {
+            let mut t = self.table();
+            if let Some(e) = t.games.get(&req.session_id) {
+                return Ok(Launched {
+                    session_id: req.session_id.clone(),
+                    pid: e.pid,
+                    ip,
+                    port: e.port,
+                });
+            }
+            if t.games.len() >= self.config.max_sessions as usize {
+                return Err((
+                    LaunchFailure::NoCapacity,
+                    format!(
+                        "host runs {} games, its max_sessions",
+                        self.config.max_sessions
+                    ),
+                ));
+            }
+            t.ports.take().ok_or_else(|| {
+                (
+                    LaunchFailure::NoCapacity,
+                    "no free port in the host's --port-range".to_owned(),
+                )
+            })?
+        };
+        match self.spawn(req, port) {
+            Ok((child, pid)) => {
+                let (gone_tx, gone_rx) = watch::channel(None);
+                self.table().games.insert(
+                    req.session_id.clone(),
+                    Entry {
+                        pid,
+                        port,
+                        state: GameState::Running,
+                        gone: gone_rx,
+                    },
+                );
+                tracing::info!(session = %req.session_id, game = %req.game_id, pid, port, "game launched");
+                let me = Arc::clone(self);
+                let session_id = req.session_id.clone();
+                self.tracker
+                    .spawn(async move { me.supervise(session_id, child, pid, gone_tx).await });
+                Ok(Launched {
+                    session_id: req.session_id.clone(),
+                    pid,
+                    ip,
+                    port,
+                })
+            }
+            Err(e) => {
+                self.table().ports.release(port);
+                tracing::warn!(session = %req.session_id, game = %req.game_id, error = %e.1, "launch refused");
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        req: &LaunchRequest,
+        port: u16,
+    ) -> Result<(Child, u32), (LaunchFailure, String)> {
+        let spec = self
+            .catalog
+            .resolve(
+                &req.game_id,
+                req.mode.as_deref(),
+                req.config.as_deref(),
+                port,
+                &req.session_id,
+            )
+            .map_err(|e| match e {
+                ResolveError::UnknownGame(_) => (LaunchFailure::UnknownGame, e.to_string()),
+                ResolveError::BadRequest(_) => (LaunchFailure::BadRequest, e.to_string()),
+            })?;
+        let spawn_err = |what: String| (LaunchFailure::SpawnFailed, what);
+        let log_path = self.config.log_dir.join(format!("{}.log", req.session_id));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| spawn_err(format!("cannot open log {}: {e}", log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| spawn_err(format!("cannot open log {}: {e}", log_path.display())))?;
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| spawn_err(format!("cannot start {}: {e}", spec.program)))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| spawn_err("the game exited before its pid was read".into()))?;
+        Ok((child, pid))
+    }
+
+    /// Reaps the leader, then watches (and reaps) the rest of its group until none is left.
+    async fn supervise(
+        self: Arc<Self>,
+        session_id: SessionId,
+        mut child: Child,
+        pgid: u32,
+        gone: watch::Sender<Option<ExitStatus>>,
+    ) {
+        let mut last = match child.wait().await {
+            Ok(st) => exit_status(st),
+            Err(e) => {
+                tracing::error!(session = %session_id, error = %e, "cannot wait for game");
+                ExitStatus::Code(-1)
+            }
+        };
+        let mut pause = GROUP_POLL_MIN;
+        loop {
+            if let Some(st) = reap_group(pgid) {
+                last = st;
+            }
+            if !group_alive(pgid) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(GROUP_POLL_MAX);
+        }
+        let state = {
+            let mut t = self.table();
+            let entry = t.games.remove(&session_id);
+            if let Some(e) = &entry {
+                t.ports.release(e.port);
+            }
+            entry.map(|e| e.state)
+        };
+        gone.send_replace(Some(last));
+        match state {
+            Some(GameState::Running) => {
+                tracing::info!(session = %session_id, status = ?last, "game exited by itself");
+                let msg = AgentMessage::Exited {
+                    session_id,
+                    status: last,
+                };
+                if self.events.send(msg).await.is_err() {
+                    tracing::debug!("agent is shutting down; exit not reported");
+                }
+            }
+            Some(GameState::Stopping) => {
+                tracing::info!(session = %session_id, status = ?last, "game stopped");
+            }
+            None => {}
+        }
+    }
+
+    /// Stops a session's game: SIGTERM to its group, SIGKILL after the grace. Returns when no
+    /// process of the group is left (or, for a process stuck in the kernel, after a bound).
+    /// A session this agent does not run is already stopped.
+    pub async fn stop(&self, session_id: &SessionId) {
+        let found = {
+            let mut t = self.table();
+            t.games.get_mut(session_id).map(|e| {
+                e.state = GameState::Stopping;
+                (e.pid, e.gone.clone())
+            })
+        };
+        let Some((pgid, mut gone)) = found else {
+            return;
+        };
+        signal_group(pgid, Signal::SIGTERM);
+        let wait_gone = |gone: &mut watch::Receiver<Option<ExitStatus>>, within| {
+            let mut gone = gone.clone();
+            async move {
+                tokio::time::timeout(within, gone.wait_for(Option::is_some))
+                    .await
+                    .is_ok()
+            }
+        };
+        if wait_gone(&mut gone, self.config.stop_grace).await {
+            return;
+        }
+        tracing::info!(session = %session_id, pgid, "game ignored SIGTERM; sending SIGKILL");
+        signal_group(pgid, Signal::SIGKILL);
+        if !wait_gone(&mut gone, KILL_WAIT).await {
+            tracing::error!(session = %session_id, pgid, "game's process group outlived SIGKILL");
+        }
+    }
+
+    /// Stops a session's game in a tracked task and reports `Stopped` on the event channel.
+    pub fn stop_and_report(self: &Arc<Self>, session_id: SessionId) {
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            me.stop(&session_id).await;
+            // Fails only when the agent is shutting down; the broker learns on reconnect.
+            let _ = me.events.send(AgentMessage::Stopped { session_id }).await;
+        });
+    }
+
+    /// Stops every game, all at once.
+    pub async fn stop_all(&self) {
+        let ids: Vec<SessionId> = self.table().games.keys().cloned().collect();
+        futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
+    }
+}
+
+fn exit_status(st: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (None, Some(s)) => ExitStatus::Signal(s),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+fn group_pid(pgid: u32) -> Option<Pid> {
+    // A pgid of 0 or 1, or one that does not fit an i32, would address the wrong group.
+    i32::try_from(pgid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
+}
+
+/// Reaps every exited member of the group that is our child (re-parented orphans); returns how
+/// the last one reaped ended.
+fn reap_group(pgid: u32) -> Option<ExitStatus> {
+    let group = group_pid(pgid)?;
+    let mut last = None;
+    loop {
+        match waitpid(Pid::from_raw(-group.as_raw()), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => last = Some(ExitStatus::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => last = Some(ExitStatus::Signal(sig as i32)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return last,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether any process of the group is left.
+fn group_alive(pgid: u32) -> bool {
+    let Some(group) = group_pid(pgid) else {
+        return false;
+    };
+    !matches!(killpg(group, None), Err(Errno::ESRCH))
+}
+
+fn signal_group(pgid: u32, sig: Signal) {
+    if let Some(group) = group_pid(pgid) {
+        match killpg(group, sig) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal game"),
+        }
+    }
+}

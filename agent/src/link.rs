@@ -1,0 +1,188 @@
+//! The agent's side of the agent link: connect, handshake, then serve until the link drops.
+//!
+//! One task owns the connection. It reads [`BrokerMessage`]s, answers launches inline (a spawn
+//! takes microseconds), runs stops as tasks (they wait for the game's group to be gone) whose
+//! answers come back through the bounded event channel as the games' own exits, and sends
+//! a heartbeat every interval. A broker silent for [`SILENT_HEARTBEATS`] intervals is taken as
+//! gone: the link is dropped and the caller reconnects.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use protocol::codec::{CodecError, MessageCodec};
+use protocol::wire::{
+    AgentMessage, BrokerMessage, Hello, HelloReply, HostFacts, Load, PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::games::Games;
+use crate::load::Sampler;
+use crate::Config;
+
+/// Connecting and the handshake must each finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Heartbeat intervals without a frame from the broker before the link is declared dead.
+pub const SILENT_HEARTBEATS: u32 = 5;
+
+/// How a link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The broker refused this agent; retrying as is will likely fail again.
+    #[error("broker refused this agent: {0}")]
+    Rejected(String),
+    /// The broker could not be reached or the link broke.
+    #[error("{0}")]
+    Lost(String),
+}
+
+impl From<CodecError> for LinkError {
+    fn from(e: CodecError) -> Self {
+        Self::Lost(e.to_string())
+    }
+}
+
+/// What a served link reports: whether it got past the handshake (so the caller resets its
+/// backoff), and why it ended.
+#[derive(Debug)]
+pub struct LinkOutcome {
+    /// The broker welcomed us.
+    pub welcomed: bool,
+    /// `Ok` when ended by shutdown.
+    pub result: Result<(), LinkError>,
+}
+
+/// Connects once and serves until the link drops or `shutdown` fires.
+pub async fn connect_and_serve(
+    config: &Config,
+    games: &Arc<Games>,
+    events: &mut mpsc::Receiver<AgentMessage>,
+    sampler: &Sampler,
+    shutdown: &CancellationToken,
+) -> LinkOutcome {
+    let mut welcomed = false;
+    let result = serve(config, games, events, sampler, shutdown, &mut welcomed).await;
+    LinkOutcome { welcomed, result }
+}
+
+async fn serve(
+    config: &Config,
+    games: &Arc<Games>,
+    events: &mut mpsc::Receiver<AgentMessage>,
+    sampler: &Sampler,
+    shutdown: &CancellationToken,
+    welcomed: &mut bool,
+) -> Result<(), LinkError> {
+    let stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&config.broker))
+        .await
+        .map_err(|_| LinkError::Lost(format!("connecting to {} timed out", config.broker)))?
+        .map_err(|e| LinkError::Lost(format!("cannot connect to {}: {e}", config.broker)))?;
+    // Small frames, latency matters more than packing.
+    let _ = stream.set_nodelay(true);
+    let ip = match config.advertise_ip {
+        Some(ip) => ip,
+        None => stream
+            .local_addr()
+            .map_err(|e| LinkError::Lost(e.to_string()))?
+            .ip(),
+    };
+    let sample = sampler.sample().await;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        host_id: config.host_id.clone(),
+        token: config.token.clone(),
+        facts: HostFacts {
+            hostname: config.hostname.clone(),
+            ip,
+            cpus: config.cpus,
+            mem_total_bytes: sample.mem_total_bytes,
+            games: games.catalog().offers(),
+            max_sessions: config.max_sessions,
+            port_range: config.port_range,
+        },
+        running: games.running(),
+    };
+    let mut framed = Framed::new(stream, MessageCodec::<HelloReply, Hello>::new());
+    let reply = timeout(HANDSHAKE_TIMEOUT, async {
+        framed.send(hello).await?;
+        framed.next().await.transpose()
+    })
+    .await
+    .map_err(|_| LinkError::Lost("the broker did not answer the handshake in time".into()))??;
+    let heartbeat_every = match reply {
+        Some(HelloReply::Welcome {
+            heartbeat_interval_ms,
+        }) => Duration::from_millis(u64::from(heartbeat_interval_ms.clamp(50, 60_000))),
+        Some(HelloReply::Rejected(reason)) => return Err(LinkError::Rejected(reason)),
+        None => {
+            return Err(LinkError::Lost(
+                "the broker closed the link during the handshake".into(),
+            ))
+        }
+    };
+    *welcomed = true;
+    tracing::info!(broker = %config.broker, host = %config.host_id, %ip, "registered with the broker");
+    let framed = framed.map_codec(|_| MessageCodec::<BrokerMessage, AgentMessage>::new());
+    let (mut sink, mut stream) = framed.split();
+
+    let mut tick = interval(heartbeat_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let silent_limit = heartbeat_every * SILENT_HEARTBEATS;
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            frame = stream.next() => {
+                let msg = match frame {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(LinkError::Lost("the broker closed the link".into())),
+                };
+                last_heard = Instant::now();
+                if let Some(reply) = handle(msg, games, ip) {
+                    sink.send(reply).await?;
+                }
+            }
+            Some(event) = events.recv() => sink.send(event).await?,
+            _ = tick.tick() => {
+                if last_heard.elapsed() > silent_limit {
+                    return Err(LinkError::Lost(format!(
+                        "the broker has been silent for {silent_limit:?}"
+                    )));
+                }
+                let s = sampler.sample().await;
+                sink.send(AgentMessage::Heartbeat(Load {
+                    cpu_percent: s.cpu_percent,
+                    mem_used_bytes: s.mem_used_bytes,
+                    mem_total_bytes: s.mem_total_bytes,
+                    sessions: games.running(),
+                })).await?;
+            }
+        }
+    }
+}
+
+/// Handles one broker message; returns the immediate answer, if any.
+fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) -> Option<AgentMessage> {
+    match msg {
+        BrokerMessage::Launch(req) => Some(match games.launch(&req, ip) {
+            Ok(launched) => AgentMessage::Launched(launched),
+            Err((kind, message)) => AgentMessage::LaunchFailed {
+                session_id: req.session_id,
+                kind,
+                message,
+            },
+        }),
+        BrokerMessage::Stop { session_id } => {
+            games.stop_and_report(session_id);
+            None
+        }
+        BrokerMessage::HeartbeatAck => None,
+    }
+}

@@ -1,0 +1,419 @@
+//! The broker's side of the agent link: the listener, the handshake, and one task per
+//! connected agent that owns its connection.
+//!
+//! Nothing else touches a connection. Others reach an agent through its [`AgentLink`], a
+//! bounded channel of [`AgentCommand`]s each carrying a oneshot for the answer; what agents
+//! say on their own (a game exited, a host registered or went away) comes out as
+//! [`HostEvent`]s on a bounded channel. This module knows frames, hosts and pending requests,
+//! not session records.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use protocol::codec::{self, MessageCodec, RawCodec};
+use protocol::wire::{
+    AgentMessage, BrokerMessage, ExitStatus, Hello, HelloReply, LaunchFailure, LaunchRequest,
+    Launched, RunningGame, PROTOCOL_VERSION,
+};
+use protocol::{HostId, SessionId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::registry::Registry;
+
+/// The handshake must complete within this, or the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands queued per agent connection.
+const COMMAND_QUEUE: usize = 256;
+
+/// A command for one agent's connection task.
+#[derive(Debug)]
+pub enum AgentCommand {
+    /// Launch a game; the answer comes on `reply`.
+    Launch {
+        /// What to launch.
+        req: LaunchRequest,
+        /// The agent's answer.
+        reply: oneshot::Sender<LaunchReply>,
+    },
+    /// Stop a session's game; `reply` fires when the agent says no process is left.
+    Stop {
+        /// The session.
+        session_id: SessionId,
+        /// Fires on `Stopped`; `None` to not wait.
+        reply: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// An agent's answer to a launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchReply {
+    /// The game runs.
+    Launched(Launched),
+    /// It does not.
+    Failed {
+        /// Whose fault.
+        kind: LaunchFailure,
+        /// What the agent said.
+        message: String,
+    },
+}
+
+/// Why a command got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The agent's connection closed before it answered.
+    #[error("the host's agent disconnected")]
+    Closed,
+}
+
+/// A handle on one agent's connection task.
+#[derive(Debug, Clone)]
+pub struct AgentLink {
+    tx: mpsc::Sender<AgentCommand>,
+}
+
+impl AgentLink {
+    /// Asks the agent to launch and waits for its answer (callers bound the wait).
+    pub async fn launch(&self, req: LaunchRequest) -> Result<LaunchReply, LinkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(AgentCommand::Launch { req, reply })
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Asks the agent to stop a session's game and waits until it has (callers bound the wait).
+    pub async fn stop(&self, session_id: SessionId) -> Result<(), LinkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(AgentCommand::Stop {
+                session_id,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Asks the agent to stop a session's game, without waiting (a late launch, a stray game).
+    pub fn stop_nowait(&self, session_id: SessionId) {
+        if self
+            .tx
+            .try_send(AgentCommand::Stop {
+                session_id: session_id.clone(),
+                reply: None,
+            })
+            .is_err()
+        {
+            tracing::warn!(session = %session_id, "could not queue a stop for the agent");
+        }
+    }
+}
+
+/// What agents tell the broker on their own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEvent {
+    /// A host (re)registered, running these games.
+    Registered {
+        /// The host.
+        host_id: HostId,
+        /// What it runs now.
+        running: Vec<RunningGame>,
+    },
+    /// A game's processes are all gone, by themselves.
+    Exited {
+        /// The host.
+        host_id: HostId,
+        /// The session.
+        session_id: SessionId,
+        /// How the last process ended.
+        status: ExitStatus,
+    },
+}
+
+/// Settings of the agent listener.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Agents must present this token, when set.
+    pub token: Option<String>,
+    /// A connected agent silent this long is dropped.
+    pub heartbeat_timeout: Duration,
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Agent connections at once, at most.
+    pub max_connections: usize,
+}
+
+/// Accepts agents until `shutdown`; each connection runs in a task of `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    events: mpsc::Sender<HostEvent>,
+    settings: LinkSettings,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let settings = Arc::new(settings);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "agent listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::warn!(%peer, max = settings.max_connections, "agent listener: too many connections; refusing");
+            continue;
+        };
+        let conn = Connection {
+            registry: Arc::clone(&registry),
+            events: events.clone(),
+            settings: Arc::clone(&settings),
+            shutdown: shutdown.clone(),
+            peer,
+        };
+        tracker.spawn(async move {
+            conn.run(stream).await;
+            drop(permit);
+        });
+    }
+}
+
+struct Connection {
+    registry: Arc<Registry>,
+    events: mpsc::Sender<HostEvent>,
+    settings: Arc<LinkSettings>,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, codec::length_codec());
+        let hello = match timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut framed)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(reason)) => {
+                tracing::warn!(peer = %self.peer, %reason, "agent refused");
+                if let Ok(bytes) = codec::encode(&HelloReply::Rejected(reason)) {
+                    let _ = timeout(HANDSHAKE_TIMEOUT, framed.send(bytes)).await;
+                }
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %self.peer, "agent handshake timed out");
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let host = hello.host_id.clone();
+        let conn_id = match self.registry.register(&hello, AgentLink { tx }) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, %host, "agent refused: {e}");
+                if let Ok(bytes) = codec::encode(&HelloReply::Rejected(e.to_string())) {
+                    let _ = timeout(HANDSHAKE_TIMEOUT, framed.send(bytes)).await;
+                }
+                return;
+            }
+        };
+        let welcome = HelloReply::Welcome {
+            heartbeat_interval_ms: u32::try_from(self.settings.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+        };
+        let sent = match codec::encode(&welcome) {
+            Ok(bytes) => framed.send(bytes).await.is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            tracing::info!(peer = %self.peer, %host, games = hello.facts.games.len(), running = hello.running.len(), "agent registered");
+            let registered = HostEvent::Registered {
+                host_id: host.clone(),
+                running: hello.running,
+            };
+            if self.events.send(registered).await.is_ok() {
+                let framed =
+                    framed.map_codec(|_| MessageCodec::<AgentMessage, BrokerMessage>::new());
+                self.serve(&host, framed, rx).await;
+            }
+        }
+        self.registry.disconnect(&host, conn_id);
+        tracing::info!(peer = %self.peer, %host, "agent disconnected");
+    }
+
+    /// Reads and checks the agent's `Hello`; on refusal returns the reason to send back.
+    async fn handshake(&self, framed: &mut Framed<TcpStream, RawCodec>) -> Result<Hello, String> {
+        let frame = match framed.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(format!("unreadable handshake: {e}")),
+            None => return Err("closed during the handshake".into()),
+        };
+        let version = codec::probe_version(&frame).map_err(|e| e.to_string())?;
+        if version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version mismatch: the agent speaks {version}, this broker speaks {PROTOCOL_VERSION}; run matching versions of arcade-agent and arcade-broker"
+            ));
+        }
+        let hello: Hello = codec::decode(&frame).map_err(|e| e.to_string())?;
+        if let Some(want) = &self.settings.token {
+            let ok = hello
+                .token
+                .as_deref()
+                .is_some_and(|got| same_secret(got.as_bytes(), want.as_bytes()));
+            if !ok {
+                return Err(
+                    "wrong or missing agent token: give the agent the broker's --agent-token"
+                        .into(),
+                );
+            }
+        }
+        Ok(hello)
+    }
+
+    async fn serve(
+        &self,
+        host: &HostId,
+        framed: Framed<TcpStream, MessageCodec<AgentMessage, BrokerMessage>>,
+        mut commands: mpsc::Receiver<AgentCommand>,
+    ) {
+        let (mut sink, mut stream) = framed.split();
+        let mut launches: HashMap<SessionId, oneshot::Sender<LaunchReply>> = HashMap::new();
+        let mut stops: HashMap<SessionId, Vec<oneshot::Sender<()>>> = HashMap::new();
+        let silence = self.settings.heartbeat_timeout;
+        let mut deadline = Instant::now() + silence;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                Some(cmd) = commands.recv() => {
+                    let msg = match cmd {
+                        AgentCommand::Launch { req, reply } => {
+                            launches.insert(req.session_id.clone(), reply);
+                            BrokerMessage::Launch(req)
+                        }
+                        AgentCommand::Stop { session_id, reply } => {
+                            if let Some(r) = reply {
+                                stops.entry(session_id.clone()).or_default().push(r);
+                            }
+                            BrokerMessage::Stop { session_id }
+                        }
+                    };
+                    if let Err(e) = sink.send(msg).await {
+                        tracing::warn!(%host, error = %e, "agent link write failed");
+                        return;
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    tracing::warn!(%host, timeout = ?silence, "agent silent; dropping its link");
+                    return;
+                }
+                frame = stream.next() => {
+                    let msg = match frame {
+                        None => return,
+                        Some(Err(e)) => {
+                            tracing::warn!(%host, error = %e, "agent link broken; closing it");
+                            return;
+                        }
+                        Some(Ok(msg)) => msg,
+                    };
+                    deadline = Instant::now() + silence;
+                    let heartbeat = matches!(msg, AgentMessage::Heartbeat(_));
+                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut sink).await {
+                        return;
+                    }
+                    if heartbeat && sink.send(BrokerMessage::HeartbeatAck).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle<S>(
+        &self,
+        host: &HostId,
+        msg: AgentMessage,
+        launches: &mut HashMap<SessionId, oneshot::Sender<LaunchReply>>,
+        stops: &mut HashMap<SessionId, Vec<oneshot::Sender<()>>>,
+        sink: &mut S,
+    ) -> Result<(), ()>
+    where
+        S: futures::Sink<BrokerMessage> + Unpin,
+    {
+        match msg {
+            AgentMessage::Heartbeat(load) => self.registry.seen(host, Some(&load)),
+            AgentMessage::Launched(l) => {
+                self.registry.seen(host, None);
+                let id = l.session_id.clone();
+                let delivered = launches
+                    .remove(&id)
+                    .is_some_and(|reply| reply.send(LaunchReply::Launched(l)).is_ok());
+                if !delivered {
+                    // Nobody waits for it any more (the start timed out): no game may run
+                    // without a session.
+                    tracing::warn!(%host, session = %id, "late launch; stopping the game");
+                    sink.send(BrokerMessage::Stop { session_id: id })
+                        .await
+                        .map_err(|_| ())?;
+                }
+            }
+            AgentMessage::LaunchFailed {
+                session_id,
+                kind,
+                message,
+            } => {
+                if let Some(reply) = launches.remove(&session_id) {
+                    let _ = reply.send(LaunchReply::Failed { kind, message });
+                }
+            }
+            AgentMessage::Stopped { session_id } => {
+                for reply in stops.remove(&session_id).unwrap_or_default() {
+                    let _ = reply.send(());
+                }
+            }
+            AgentMessage::Exited { session_id, status } => {
+                self.registry.seen(host, None);
+                let event = HostEvent::Exited {
+                    host_id: host.clone(),
+                    session_id,
+                    status,
+                };
+                self.events.send(event).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The `arcade-broker` command line and its resolution into a [`Config`].
+//!
+//! Every flag may also come from an environment variable or from a TOML file given with
+//! `--config`; flags win over the environment (clap handles both), and both over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// `arcade-broker`: the Arcade game-streaming broker.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "arcade-broker", version, about)]
+pub struct Args {
+    /// A TOML file with any of these settings (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "ARCADE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP API address [default: 127.0.0.1:8080].
+    #[arg(long, env = "ARCADE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Where agents connect [default: 127.0.0.1:7070].
+    #[arg(long, env = "ARCADE_AGENT_LISTEN")]
+    pub agent_listen: Option<SocketAddr>,
+    /// mysql://user:pass@host:port/db (MySQL or MariaDB); by default an in-memory store.
+    #[arg(long, env = "ARCADE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Agents must present this token; required when --agent-listen is not loopback.
+    #[arg(long, env = "ARCADE_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// ROLE:KEY, repeatable; ROLE is portal, provider or admin.
+    #[arg(
+        long = "api-key",
+        env = "ARCADE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Also run a local agent with a built-in catalog of demo games.
+    #[arg(long, env = "ARCADE_DEV")]
+    pub dev: bool,
+    /// Seconds a start waits for the agent before failing with 504 [default: 10].
+    #[arg(long, env = "ARCADE_LAUNCH_TIMEOUT")]
+    pub launch_timeout: Option<f64>,
+    /// Seconds of silence after which an agent is offline and its sessions lost [default: 5].
+    #[arg(long, env = "ARCADE_HEARTBEAT_TIMEOUT")]
+    pub heartbeat_timeout: Option<f64>,
+    /// Browser origin allowed to call the API; repeatable; `*` for any.
+    #[arg(
+        long = "cors-origin",
+        env = "ARCADE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// HTTP worker threads [default: the number of CPUs, at most 4].
+    #[arg(long, env = "ARCADE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The `--config` file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http: Option<SocketAddr>,
+    agent_listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    agent_token: Option<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+    dev: Option<bool>,
+    launch_timeout: Option<f64>,
+    heartbeat_timeout: Option<f64>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
+    workers: Option<usize>,
+}
+
+/// The broker's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP API address.
+    pub http: SocketAddr,
+    /// Agent listener address.
+    pub agent_listen: SocketAddr,
+    /// Agents must present this token.
+    pub agent_token: Option<String>,
+    /// Run a local agent with demo games.
+    pub dev: Option<crate::dev::DevConfig>,
+    /// A start waits this long for the agent.
+    pub launch_timeout: Duration,
+    /// An agent silent this long is offline.
+    pub heartbeat_timeout: Duration,
+    /// Browser origins allowed.
+    pub cors_origins: Vec<String>,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+/// Why the settings are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file cannot be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is wrong or unsafe.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
+    if !(0.05..=3600.0).contains(&v) {
+        return Err(ConfigError::Invalid(format!(
+            "--{name} must be 0.05 to 3600 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Defaults for everything: loopback addresses, no auth, no dev agent.
+    pub fn loopback() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            agent_token: None,
+            dev: None,
+            launch_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(5),
+            cors_origins: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+        }
+    }
+
+    /// Checks rules that keep an exposed broker safe.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.agent_token.is_none() && !self.agent_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--agent-listen {} is not a loopback address, so agents must authenticate: set --agent-token (or ARCADE_AGENT_TOKEN)",
+                self.agent_listen
+            )));
+        }
+        if !self.http.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--http {} is not a loopback address and no API key is configured, so anyone could start and end games: keep --http on 127.0.0.1 (API keys arrive in a later version)",
+                self.http
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Args {
+    /// Merges flags, environment and the `--config` file over the defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::loopback();
+        if self.database_url.or(file.database_url).is_some() {
+            return Err(ConfigError::Invalid(
+                "--database-url: the MySQL store arrives in a later version; run without it for the in-memory store".into(),
+            ));
+        }
+        let api_keys = if self.api_keys.is_empty() {
+            file.api_keys
+        } else {
+            self.api_keys
+        };
+        if !api_keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--api-key: API keys arrive in a later version; run without them on a loopback --http".into(),
+            ));
+        }
+        let launch_timeout = match self.launch_timeout.or(file.launch_timeout) {
+            Some(v) => seconds("launch-timeout", v)?,
+            None => d.launch_timeout,
+        };
+        let heartbeat_timeout = match self.heartbeat_timeout.or(file.heartbeat_timeout) {
+            Some(v) => seconds("heartbeat-timeout", v)?,
+            None => d.heartbeat_timeout,
+        };
+        let workers = self.workers.or(file.workers).unwrap_or(d.workers);
+        if workers == 0 || workers > 64 {
+            return Err(ConfigError::Invalid("--workers must be 1 to 64".into()));
+        }
+        let config = Config {
+            http: self.http.or(file.http).unwrap_or(d.http),
+            agent_listen: self
+                .agent_listen
+                .or(file.agent_listen)
+                .unwrap_or(d.agent_listen),
+            agent_token: self
+                .agent_token
+                .or(file.agent_token)
+                .filter(|t| !t.is_empty()),
+            dev: (self.dev || file.dev.unwrap_or(false))
+                .then(crate::dev::DevConfig::from_current_exe),
+            launch_timeout,
+            heartbeat_timeout,
+            cors_origins: if self.cors_origins.is_empty() {
+                file.cors_origins
+            } else {
+                self.cors_origins
+            },
+            workers,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(
+            &path,
+            "launch_timeout = 3\nheartbeat_timeout = 2\nhttp = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "arcade-broker",
+            "--config",
+            path.to_str().unwrap(),
+            "--launch-timeout",
+            "7",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.launch_timeout, Duration::from_secs(7));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.port(), 9000);
+    }
+
+    #[test]
+    fn refuses_open_agent_port_without_token() {
+        let args =
+            Args::try_parse_from(["arcade-broker", "--agent-listen", "0.0.0.0:7070"]).unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("--agent-token"), "{err}");
+        let args = Args::try_parse_from([
+            "arcade-broker",
+            "--agent-listen",
+            "0.0.0.0:7070",
+            "--agent-token",
+            "t",
+        ])
+        .unwrap();
+        assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn refuses_open_api_without_keys() {
+        let args = Args::try_parse_from(["arcade-broker", "--http", "0.0.0.0:8080"]).unwrap();
+        assert!(args.resolve().unwrap_err().to_string().contains("loopback"));
+    }
+
+    #[test]
+    fn refuses_silly_timeouts() {
+        let args = Args::try_parse_from(["arcade-broker", "--launch-timeout", "0"]).unwrap();
+        assert!(args.resolve().is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! The HTTP API on actix-web. The only module that knows actix: handlers decode the request,
+//! call one [`Service`] method, and encode the answer; [`ApiError`] becomes a status and a JSON
+//! body here, in one exhaustive match.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::header::{self, HeaderName};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Condition;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use protocol::api::{self, legacy, ErrorBody, ErrorCode, ErrorDetail, SessionQuery, StartSession};
+use protocol::{HostId, SessionId};
+
+use crate::error::ApiError;
+use crate::service::Service;
+
+/// The largest JSON body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The status of each error code.
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound | ErrorCode::UnknownGame => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::LaunchFailed => StatusCode::BAD_GATEWAY,
+        ErrorCode::NoCapacity | ErrorCode::StoreUnavailable | ErrorCode::HostUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::LaunchTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn detail(e: &ApiError) -> ErrorDetail {
+    ErrorDetail {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+fn error_response<T: serde::Serialize>(e: &ApiError, body: &T) -> HttpResponse {
+    let mut res = HttpResponse::build(status_of(e.code()));
+    if let Some(secs) = e.retry_after() {
+        res.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    res.json(body)
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        status_of(self.code())
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_response(
+            self,
+            &ErrorBody {
+                error: detail(self),
+            },
+        )
+    }
+}
+
+/// An error of the original portal's calls: same status, the body shape it parses.
+#[derive(Debug)]
+struct LegacyError {
+    error: ApiError,
+    gamestatus: &'static str,
+}
+
+impl std::fmt::Display for LegacyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for LegacyError {
+    fn status_code(&self) -> StatusCode {
+        status_of(self.error.code())
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = legacy::Failed {
+            gamestatus: self.gamestatus.to_owned(),
+            error: detail(&self.error),
+        };
+        error_response(&self.error, &body)
+    }
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("the body is over the {limit}-byte limit"))
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
+        other => ApiError::BadRequest(format!("cannot read the body: {other}")),
+    };
+    api.into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query string: {err}")).into()
+}
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::new(raw).map_err(|_| ApiError::NotFound(format!("no session {raw:?}")))
+}
+
+fn host_id(raw: &str) -> Result<HostId, ApiError> {
+    HostId::new(raw).map_err(|_| ApiError::NotFound(format!("no host {raw:?}")))
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+async fn start_session(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    body: web::Json<StartSession>,
+) -> Result<HttpResponse, ApiError> {
+    let key = match req.headers().get(&IDEMPOTENCY_KEY) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let (session, fresh) = svc.start_idempotent(body.into_inner(), key).await?;
+    Ok(if fresh {
+        HttpResponse::Created().json(session)
+    } else {
+        HttpResponse::Ok().json(session)
+    })
+}
+
+async fn get_session(
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let s = svc.get(&session_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(s))
+}
+
+async fn list_sessions(
+    svc: web::Data<Service>,
+    q: web::Query<SessionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = svc.list(&q).await?;
+    Ok(HttpResponse::Ok().json(api::SessionList { sessions }))
+}
+
+async fn end_session(
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let s = svc.end(&session_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(s))
+}
+
+async fn hosts(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(api::HostList { hosts: svc.hosts() })
+}
+
+async fn drain(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, true)?))
+}
+
+async fn resume(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, false)?))
+}
+
+async fn games(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(api::GameList { games: svc.games() })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(api::Health {
+        status: "ok".into(),
+    })
+}
+
+/// `GET /IP?gameId=G&excuteMode=M&configfile=C`: the original portal's start.
+async fn legacy_start(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+) -> Result<HttpResponse, LegacyError> {
+    let fail = |error| LegacyError {
+        error,
+        gamestatus: legacy::START_FAILED,
+    };
+    let q = web::Query::<legacy::StartQuery>::from_query(req.query_string())
+        .map_err(|e| fail(ApiError::BadRequest(format!("invalid query string: {e}"))))?;
+    let game_id = q
+        .game_id
+        .parse()
+        .map_err(|e| fail(ApiError::BadRequest(format!("gameId: {e}"))))?;
+    let blank = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let start = StartSession {
+        game_id,
+        mode: blank(&q.excute_mode),
+        config: blank(&q.configfile),
+    };
+    let (s, _) = svc.start_idempotent(start, None).await.map_err(fail)?;
+    Ok(HttpResponse::Ok().json(legacy::Started {
+        gamestatus: legacy::STARTED.to_owned(),
+        game_ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        pid: s.pid.map(|p| p.to_string()).unwrap_or_default(),
+        port: s.port.unwrap_or_default(),
+        session_id: s.session_id.to_string(),
+    }))
+}
+
+/// `GET /End?excuteMode=M&serverIp=IP&pid=PID`: the original portal's end.
+async fn legacy_end(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+) -> Result<HttpResponse, LegacyError> {
+    let fail = |error| LegacyError {
+        error,
+        gamestatus: legacy::END_FAILED,
+    };
+    let q = web::Query::<legacy::EndQuery>::from_query(req.query_string())
+        .map_err(|e| fail(ApiError::BadRequest(format!("invalid query string: {e}"))))?;
+    svc.end_by_addr(&q.server_ip, &q.pid).await.map_err(fail)?;
+    Ok(HttpResponse::Ok().json(legacy::Ended {
+        gamestatus: legacy::ENDED.to_owned(),
+    }))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::NotFound(format!("no route {} {}", req.method(), req.path())).error_response()
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .service(
+            web::resource("/v1/sessions")
+                .route(web::post().to(start_session))
+                .route(web::get().to(list_sessions)),
+        )
+        .service(
+            web::resource("/v1/sessions/{id}")
+                .route(web::get().to(get_session))
+                .route(web::delete().to(end_session)),
+        )
+        .route("/v1/hosts", web::get().to(hosts))
+        .route("/v1/hosts/{id}/drain", web::post().to(drain))
+        .route("/v1/hosts/{id}/resume", web::post().to(resume))
+        .route("/v1/games", web::get().to(games))
+        .route("/IP", web::get().to(legacy_start))
+        .route("/End", web::get().to(legacy_end));
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut c = Cors::default()
+        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, IDEMPOTENCY_KEY])
+        .max_age(3600);
+    for o in origins {
+        c = if o == "*" {
+            c.allow_any_origin()
+        } else {
+            c.allowed_origin(o)
+        };
+    }
+    c
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Browser origins allowed.
+    pub cors_origins: Vec<String>,
+    /// Worker threads.
+    pub workers: usize,
+    /// In-flight requests get this long to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Builds the HTTP server on `listener`; it runs when awaited, until its handle stops it.
+pub fn server(
+    service: Arc<Service>,
+    settings: &HttpSettings,
+    listener: TcpListener,
+) -> std::io::Result<Server> {
+    let data = web::Data::from(service);
+    let origins = settings.cors_origins.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY)
+                    .content_type_required(false)
+                    .error_handler(json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(settings.workers)
+    .max_connections(10_000)
+    .keep_alive(Duration::from_secs(75))
+    .client_request_timeout(Duration::from_secs(10))
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_grace.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

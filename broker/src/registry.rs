@@ -1,0 +1,267 @@
+//! The registry of hosts: what each agent offered, its load, whether it is connected or
+//! draining, and which sessions hold its slots.
+//!
+//! Its lock is a `std::sync::Mutex` held only for map updates and for placement (a pure
+//! function over the hosts, microseconds even at thousands of hosts), never across an
+//! `.await`. Placing and reserving the slot happen under the same lock, so concurrent starts
+//! never put more sessions on a host than its `max_sessions`.
+//!
+//! The registry holds each connected host's [`AgentLink`] (a channel to the task that owns the
+//! connection), never the connection itself.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use protocol::api::{self, HostStatus};
+use protocol::wire::{Hello, HostFacts, Load};
+use protocol::{GameId, HostId, SessionId};
+use time::OffsetDateTime;
+
+use crate::agent_link::AgentLink;
+use crate::placement::{place, HostView, PlacementError};
+
+/// Identifies one connection of a host, so a stale connection's disconnect does not unplug a
+/// newer one.
+pub type ConnId = u64;
+
+#[derive(Debug)]
+struct HostEntry {
+    view: HostView,
+    facts: HostFacts,
+    mem_used_bytes: u64,
+    last_seen: OffsetDateTime,
+    last_seen_at: Instant,
+    draining: bool,
+    conn: Option<(ConnId, AgentLink)>,
+    slots: HashSet<SessionId>,
+}
+
+impl HostEntry {
+    fn refresh_view(&mut self) {
+        self.view.status = match (&self.conn, self.draining) {
+            (None, _) => HostStatus::Offline,
+            (Some(_), true) => HostStatus::Draining,
+            (Some(_), false) => HostStatus::Online,
+        };
+        self.view.sessions = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+    }
+
+    fn to_api(&self) -> api::Host {
+        api::Host {
+            host_id: self.view.host_id.clone(),
+            ip: self.facts.ip,
+            status: self.view.status,
+            max_sessions: self.view.max_sessions,
+            sessions: self.view.sessions,
+            cpu_percent: self.view.cpu_percent,
+            mem_used_bytes: self.mem_used_bytes,
+            mem_total_bytes: self.facts.mem_total_bytes,
+            games: self.facts.games.iter().map(|g| g.game_id.clone()).collect(),
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// Why a host cannot register.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// Another connection holds this host id.
+    #[error("host id {0} is already connected")]
+    AlreadyConnected(HostId),
+}
+
+/// A placed session: where it goes and how to reach the agent.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The host.
+    pub host_id: HostId,
+    /// The mode chosen.
+    pub mode: String,
+    /// The host's agent.
+    pub link: AgentLink,
+}
+
+/// All hosts ever registered since the broker started.
+#[derive(Debug, Default)]
+pub struct Registry {
+    hosts: Mutex<HashMap<HostId, HostEntry>>,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<HostId, HostEntry>> {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connected agent. A known host keeps its slots and its drained flag.
+    pub fn register(&self, hello: &Hello, link: AgentLink) -> Result<ConnId, RegisterError> {
+        let id = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut hosts = self.lock();
+        let now = OffsetDateTime::now_utc();
+        let entry = hosts
+            .entry(hello.host_id.clone())
+            .or_insert_with(|| HostEntry {
+                view: HostView {
+                    host_id: hello.host_id.clone(),
+                    status: HostStatus::Offline,
+                    games: Vec::new(),
+                    max_sessions: 0,
+                    sessions: 0,
+                    cpu_percent: 0.0,
+                },
+                facts: hello.facts.clone(),
+                mem_used_bytes: 0,
+                last_seen: now,
+                last_seen_at: Instant::now(),
+                draining: false,
+                conn: None,
+                slots: HashSet::new(),
+            });
+        if entry.conn.is_some() {
+            return Err(RegisterError::AlreadyConnected(hello.host_id.clone()));
+        }
+        entry.facts = hello.facts.clone();
+        entry.view.games = hello.facts.games.clone();
+        entry.view.max_sessions = hello.facts.max_sessions;
+        entry.last_seen = now;
+        entry.last_seen_at = Instant::now();
+        entry.conn = Some((id, link));
+        entry.refresh_view();
+        Ok(id)
+    }
+
+    /// Marks a host's connection gone (if `conn` is still its connection).
+    pub fn disconnect(&self, host: &HostId, conn: ConnId) {
+        if let Some(e) = self.lock().get_mut(host) {
+            if e.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
+                e.conn = None;
+                e.refresh_view();
+            }
+        }
+    }
+
+    /// Notes that a host was heard from, with its load when it sent one.
+    pub fn seen(&self, host: &HostId, load: Option<&Load>) {
+        if let Some(e) = self.lock().get_mut(host) {
+            e.last_seen = OffsetDateTime::now_utc();
+            e.last_seen_at = Instant::now();
+            if let Some(l) = load {
+                e.view.cpu_percent = l.cpu_percent;
+                e.mem_used_bytes = l.mem_used_bytes;
+            }
+        }
+    }
+
+    /// Chooses a host for a new session and reserves a slot on it for `session`.
+    pub fn place(
+        &self,
+        game: &GameId,
+        mode: Option<&str>,
+        session: &SessionId,
+    ) -> Result<Placed, PlacementError> {
+        let mut hosts = self.lock();
+        let choice = place(hosts.values().map(|e| &e.view), game, mode)?;
+        let entry = hosts
+            .get_mut(&choice.host_id)
+            .ok_or(PlacementError::NoCapacity)?;
+        let link = entry
+            .conn
+            .as_ref()
+            .map(|(_, l)| l.clone())
+            .ok_or(PlacementError::NoCapacity)?;
+        entry.slots.insert(session.clone());
+        entry.refresh_view();
+        Ok(Placed {
+            host_id: choice.host_id,
+            mode: choice.mode,
+            link,
+        })
+    }
+
+    /// Holds a slot for a session found running on a host (after a reconnect).
+    pub fn hold(&self, host: &HostId, session: &SessionId) {
+        if let Some(e) = self.lock().get_mut(host) {
+            e.slots.insert(session.clone());
+            e.refresh_view();
+        }
+    }
+
+    /// Frees a session's slot.
+    pub fn release(&self, host: &HostId, session: &SessionId) {
+        if let Some(e) = self.lock().get_mut(host) {
+            if e.slots.remove(session) {
+                e.refresh_view();
+            }
+        }
+    }
+
+    /// The agent of a connected host.
+    pub fn link(&self, host: &HostId) -> Option<AgentLink> {
+        self.lock()
+            .get(host)
+            .and_then(|e| e.conn.as_ref().map(|(_, l)| l.clone()))
+    }
+
+    /// The IP a host advertises.
+    pub fn ip(&self, host: &HostId) -> Option<IpAddr> {
+        self.lock().get(host).map(|e| e.facts.ip)
+    }
+
+    /// Drains (`true`) or resumes (`false`) a host; `None` for an unknown host.
+    pub fn set_draining(&self, host: &HostId, draining: bool) -> Option<api::Host> {
+        let mut hosts = self.lock();
+        let e = hosts.get_mut(host)?;
+        e.draining = draining;
+        e.refresh_view();
+        Some(e.to_api())
+    }
+
+    /// Every host, by id.
+    pub fn hosts(&self) -> Vec<api::Host> {
+        let hosts = self.lock();
+        let mut v: Vec<api::Host> = hosts.values().map(HostEntry::to_api).collect();
+        v.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        v
+    }
+
+    /// The games of online hosts, by id, with the modes any of them offers.
+    pub fn games(&self) -> Vec<api::Game> {
+        let hosts = self.lock();
+        let mut games: BTreeMap<GameId, api::Game> = BTreeMap::new();
+        for e in hosts
+            .values()
+            .filter(|e| e.view.status == HostStatus::Online)
+        {
+            for offer in &e.view.games {
+                let g = games
+                    .entry(offer.game_id.clone())
+                    .or_insert_with(|| api::Game {
+                        game_id: offer.game_id.clone(),
+                        modes: Vec::new(),
+                        hosts: 0,
+                    });
+                g.hosts += 1;
+                for m in &offer.modes {
+                    if !g.modes.contains(m) {
+                        g.modes.push(m.clone());
+                    }
+                }
+            }
+        }
+        games.into_values().collect()
+    }
+
+    /// Hosts not connected for longer than `timeout` that still hold slots.
+    pub fn lost_hosts(&self, timeout: Duration) -> Vec<HostId> {
+        self.lock()
+            .values()
+            .filter(|e| e.conn.is_none() && !e.slots.is_empty())
+            .filter(|e| e.last_seen_at.elapsed() > timeout)
+            .map(|e| e.view.host_id.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,275 @@
+//! Session records and their lifecycle. [`apply`] is the one place where a session's state
+//! changes; every store calls it, so the rules of API.md's "Session states" hold whatever the
+//! storage.
+
+use std::net::IpAddr;
+
+use protocol::api::{EndReason, Session, SessionStatus};
+use protocol::wire::ExitStatus;
+use protocol::{GameId, HostId, SessionId};
+use time::OffsetDateTime;
+
+/// Something that happened to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The agent started the game.
+    Launched {
+        /// The game's PID.
+        pid: u32,
+        /// Where players connect.
+        ip: IpAddr,
+        /// The game's port.
+        port: u16,
+    },
+    /// The agent could not start it.
+    LaunchFailed,
+    /// The agent did not confirm in time.
+    LaunchTimedOut,
+    /// A portal or provider asked to end it.
+    StopRequested,
+    /// The agent stopped it: no process of its group is left.
+    Stopped,
+    /// Its game's processes all exited by themselves.
+    Exited(ExitStatus),
+    /// Its host went offline and did not come back in time.
+    HostLost,
+}
+
+/// A change that the lifecycle does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The session is `ended`, `failed` or `lost`, and never changes again.
+    #[error("session is already {0}")]
+    Final(SessionStatus),
+    /// The event makes no sense in this state.
+    #[error("{event} is not possible while the session is {status}")]
+    Invalid {
+        /// The state.
+        status: SessionStatus,
+        /// The event, named.
+        event: &'static str,
+    },
+}
+
+impl SessionEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Launched { .. } => "launched",
+            Self::LaunchFailed => "launch failed",
+            Self::LaunchTimedOut => "launch timed out",
+            Self::StopRequested => "stop requested",
+            Self::Stopped => "stopped",
+            Self::Exited(_) => "exited",
+            Self::HostLost => "host lost",
+        }
+    }
+}
+
+/// A new session, `starting`.
+pub fn new_session(
+    session_id: SessionId,
+    game_id: GameId,
+    mode: String,
+    config: Option<String>,
+    host_id: HostId,
+    now: OffsetDateTime,
+) -> Session {
+    Session {
+        session_id,
+        game_id,
+        mode,
+        config,
+        status: SessionStatus::Starting,
+        host_id,
+        ip: None,
+        port: None,
+        pid: None,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        end_reason: None,
+        exit_code: None,
+    }
+}
+
+/// The exit code reported for a game: its own, or 128 + the signal that killed it (the shell's
+/// convention), since the API has one `exit_code` field.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match status {
+        ExitStatus::Code(c) => c,
+        ExitStatus::Signal(s) => 128 + s,
+    }
+}
+
+/// Applies `event` to `s` at time `now`, or says why it cannot. On error `s` is unchanged.
+/// `StopRequested` on a session already `stopping` is allowed and changes nothing, so that two
+/// concurrent ends both proceed to wait for the final state.
+pub fn apply(
+    s: &mut Session,
+    event: &SessionEvent,
+    now: OffsetDateTime,
+) -> Result<(), TransitionError> {
+    use SessionEvent as E;
+    use SessionStatus as S;
+    if s.status.is_terminal() {
+        return Err(TransitionError::Final(s.status));
+    }
+    let end = |s: &mut Session, status, reason| {
+        s.status = status;
+        s.end_reason = Some(reason);
+        s.ended_at = Some(now);
+    };
+    match (s.status, event) {
+        (S::Starting, E::Launched { pid, ip, port }) => {
+            s.status = S::Running;
+            s.pid = Some(*pid);
+            s.ip = Some(*ip);
+            s.port = Some(*port);
+            s.started_at = Some(now);
+        }
+        (S::Starting, E::LaunchFailed) => end(s, S::Failed, EndReason::LaunchFailed),
+        (S::Starting, E::LaunchTimedOut) => end(s, S::Failed, EndReason::LaunchTimeout),
+        (S::Starting, E::HostLost) => end(s, S::Failed, EndReason::HostLost),
+        (S::Running, E::StopRequested) | (S::Stopping, E::StopRequested) => {
+            s.status = S::Stopping;
+        }
+        (S::Stopping, E::Stopped) => end(s, S::Ended, EndReason::EndedByRequest),
+        (S::Running | S::Stopping, E::Exited(st)) => {
+            end(s, S::Ended, EndReason::GameExited);
+            s.exit_code = Some(exit_code(*st));
+        }
+        (S::Running | S::Stopping, E::HostLost) => end(s, S::Lost, EndReason::HostLost),
+        (status, event) => {
+            return Err(TransitionError::Invalid {
+                status,
+                event: event.name(),
+            })
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Session {
+        new_session(
+            SessionId::new("s").unwrap(),
+            GameId::new("g").unwrap(),
+            "default".into(),
+            None,
+            HostId::new("h").unwrap(),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    fn launched() -> SessionEvent {
+        SessionEvent::Launched {
+            pid: 7,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 20000,
+        }
+    }
+
+    fn run(events: &[SessionEvent]) -> Result<Session, TransitionError> {
+        let mut s = fresh();
+        for e in events {
+            apply(&mut s, e, OffsetDateTime::UNIX_EPOCH)?;
+        }
+        Ok(s)
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        use SessionEvent as E;
+        use SessionStatus as S;
+        type Row<'a> = (&'a [SessionEvent], S, Option<EndReason>, Option<i32>);
+        let ok: &[Row<'_>] = &[
+            (&[launched()], S::Running, None, None),
+            (
+                &[E::LaunchFailed],
+                S::Failed,
+                Some(EndReason::LaunchFailed),
+                None,
+            ),
+            (
+                &[E::LaunchTimedOut],
+                S::Failed,
+                Some(EndReason::LaunchTimeout),
+                None,
+            ),
+            (&[launched(), E::StopRequested], S::Stopping, None, None),
+            (
+                &[launched(), E::StopRequested, E::StopRequested],
+                S::Stopping,
+                None,
+                None,
+            ),
+            (
+                &[launched(), E::StopRequested, E::Stopped],
+                S::Ended,
+                Some(EndReason::EndedByRequest),
+                None,
+            ),
+            (
+                &[launched(), E::Exited(ExitStatus::Code(3))],
+                S::Ended,
+                Some(EndReason::GameExited),
+                Some(3),
+            ),
+            (
+                &[launched(), E::Exited(ExitStatus::Signal(9))],
+                S::Ended,
+                Some(EndReason::GameExited),
+                Some(137),
+            ),
+            (
+                &[launched(), E::HostLost],
+                S::Lost,
+                Some(EndReason::HostLost),
+                None,
+            ),
+            (
+                &[launched(), E::StopRequested, E::HostLost],
+                S::Lost,
+                Some(EndReason::HostLost),
+                None,
+            ),
+        ];
+        for (events, status, reason, code) in ok {
+            let s = run(events).unwrap_or_else(|e| panic!("{events:?}: {e}"));
+            assert_eq!(
+                (s.status, s.end_reason, s.exit_code),
+                (*status, *reason, *code),
+                "{events:?}"
+            );
+            assert_eq!(s.ended_at.is_some(), status.is_terminal());
+        }
+        let bad: &[&[SessionEvent]] = &[
+            &[E::StopRequested],
+            &[E::Stopped],
+            &[E::Exited(ExitStatus::Code(0))],
+            &[launched(), launched()],
+            &[launched(), E::LaunchFailed],
+            &[launched(), E::Stopped],
+            &[E::LaunchFailed, launched()],
+            &[launched(), E::StopRequested, E::Stopped, E::StopRequested],
+            &[launched(), E::HostLost, E::Exited(ExitStatus::Code(0))],
+        ];
+        for events in bad {
+            assert!(run(events).is_err(), "{events:?}");
+        }
+    }
+
+    #[test]
+    fn final_states_never_change() {
+        let mut s = run(&[SessionEvent::LaunchFailed]).unwrap();
+        let before = s.clone();
+        assert_eq!(
+            apply(&mut s, &SessionEvent::HostLost, OffsetDateTime::now_utc()),
+            Err(TransitionError::Final(SessionStatus::Failed))
+        );
+        assert_eq!(s, before);
+    }
+}

@@ -1,0 +1,565 @@
+//! [`Client`]: the broker's `/v1` HTTP API as typed async calls.
+//!
+//! Every call returns the JSON type of [`protocol::api`] that the API documents for it, or a
+//! [`ClientError`]:
+//!
+//! - [`ClientError::Api`] when the broker answered an error in the API's shape
+//!   (`{"error": {"code", "message"}}`), with the HTTP status and any `Retry-After`;
+//! - [`ClientError::UnexpectedStatus`] when it answered an error status with any other body
+//!   (something else is listening at the URL, or a proxy answered);
+//! - [`ClientError::Transport`] when no answer arrived at all (the broker is not running, the
+//!   URL is wrong, or it did not answer within [`REQUEST_TIMEOUT`]);
+//! - [`ClientError::Decode`] when a success answer is not the documented JSON;
+//! - [`ClientError::InvalidUrl`] and [`ClientError::InvalidHeader`] when the client is given
+//!   something it cannot send.
+
+use std::time::Duration;
+
+use protocol::api::{
+    ErrorBody, ErrorCode, GameList, Health, Host, HostList, Session, SessionList, SessionQuery,
+    StartSession,
+};
+use protocol::{HostId, SessionId};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::serde_name;
+
+/// How long to wait for the TCP connection to the broker.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole call may take, answer included. Generous, because a start waits for the
+/// game's launch and an end for its processes to be gone.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The header that makes a start idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// How much of an unexpected answer's body [`ClientError::UnexpectedStatus`] keeps, in chars.
+const MAX_BODY_IN_ERROR: usize = 200;
+
+/// Why a call to the broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker answered with an error of the API: `{"error": {"code", "message"}}`.
+    #[error("{}", api_message(*code, message, *retry_after))]
+    Api {
+        /// The HTTP status (400, 401, 403, 404, 409, 413, 502, 503, 504, ...).
+        status: u16,
+        /// The machine-readable code.
+        code: ErrorCode,
+        /// What happened and what to do, as the broker says it.
+        message: String,
+        /// Seconds to wait before trying again, from `Retry-After` (sent with `no_capacity`).
+        retry_after: Option<u64>,
+    },
+    /// The broker (or whatever answered at the URL) sent an error status whose body is not the
+    /// API's error shape.
+    #[error("{}", unexpected_message(*status, body))]
+    UnexpectedStatus {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body (at most 200 characters), as text.
+        body: String,
+    },
+    /// No answer: the broker could not be reached, the connection broke, or it did not answer
+    /// in time. The underlying error is the [`source`](std::error::Error::source).
+    #[error("{}", transport_message(base_url, source))]
+    Transport {
+        /// The broker's base URL (as given to [`Client::new`], without a trailing `/`).
+        base_url: String,
+        /// What went wrong.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A success answer whose body is not the JSON the API documents for the call.
+    #[error("cannot read the broker's answer to {request}")]
+    Decode {
+        /// The call, such as `GET /v1/hosts`.
+        request: String,
+        /// Why the body did not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The base URL given to [`Client::new`] cannot be used.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A header value (the API key, an idempotency key) cannot be sent over HTTP.
+    #[error("invalid {0}: it must be non-empty, printable ASCII without spaces")]
+    InvalidHeader(&'static str),
+}
+
+impl ClientError {
+    /// The HTTP status the broker answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } | Self::UnexpectedStatus { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The API's error code, if the broker answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn api_message(code: ErrorCode, message: &str, retry_after: Option<u64>) -> String {
+    let mut text = format!("{}: {message}", serde_name(&code));
+    if let Some(secs) = retry_after {
+        text.push_str(&format!(" (retry after {secs} s)"));
+    }
+    text
+}
+
+fn unexpected_message(status: u16, body: &str) -> String {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    if body.is_empty() {
+        format!("the broker answered HTTP {status}{reason} with an empty body")
+    } else {
+        format!("the broker answered HTTP {status}{reason}: {body}")
+    }
+}
+
+fn transport_message(base_url: &str, err: &reqwest::Error) -> String {
+    if err.is_connect() {
+        format!("cannot reach the broker at {base_url} (is arcade-broker running?)")
+    } else if err.is_timeout() {
+        format!(
+            "the broker at {base_url} did not answer within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        )
+    } else if err.is_builder() {
+        format!("cannot build a request to the broker at {base_url}")
+    } else {
+        format!("the connection to the broker at {base_url} failed")
+    }
+}
+
+/// `body` as text, cut to [`MAX_BODY_IN_ERROR`] characters, whitespace runs made single spaces.
+fn truncate_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() <= MAX_BODY_IN_ERROR {
+        text
+    } else {
+        let mut cut: String = text.chars().take(MAX_BODY_IN_ERROR).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Checks the broker's base URL and returns it without a trailing `/`.
+fn parse_base_url(given: &str) -> Result<String, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: given.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(given.trim())
+        .map_err(|e| invalid(&format!("{e}; expected a URL like http://127.0.0.1:8080")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(
+                "this build of the client has no TLS support; use an http:// URL",
+            ))
+        }
+        _ => return Err(invalid("expected a URL like http://127.0.0.1:8080")),
+    }
+    if !matches!(url.host_str(), Some(host) if !host.is_empty()) {
+        return Err(invalid("it names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "credentials do not belong in the URL; give the API key with --api-key or ARCADE_API_KEY",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or a fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A header value for `value`, refusing anything but printable, space-free ASCII.
+fn header_value(what: &'static str, value: &str) -> Result<HeaderValue, ClientError> {
+    let printable = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
+    if !printable {
+        return Err(ClientError::InvalidHeader(what));
+    }
+    HeaderValue::from_str(value).map_err(|_| ClientError::InvalidHeader(what))
+}
+
+/// A typed client for the broker's `/v1` HTTP API.
+///
+/// Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Without a trailing `/`; may hold a path prefix (a broker behind a reverse proxy).
+    base_url: String,
+}
+
+impl Client {
+    /// A client for the broker at `base_url` (such as `http://127.0.0.1:8080`; a path prefix is
+    /// kept), sending `Authorization: Bearer KEY` with every call when `api_key` is set.
+    ///
+    /// Connecting may take [`CONNECT_TIMEOUT`], a whole call [`REQUEST_TIMEOUT`]. Nothing is
+    /// sent yet: an unreachable broker shows on the first call.
+    pub fn new(base_url: &str, api_key: Option<String>) -> Result<Client, ClientError> {
+        let base_url = parse_base_url(base_url)?;
+        let mut headers = HeaderMap::new();
+        if let Some(key) = api_key {
+            header_value("API key", &key)?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::InvalidHeader("API key"))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .default_headers(headers)
+            .user_agent(concat!("arcade-portal-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                base_url: base_url.clone(),
+                source,
+            })?;
+        Ok(Client { http, base_url })
+    }
+
+    /// The broker's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `POST /v1/sessions`: starts a game and answers once it runs, with the `ip`, `port` and
+    /// `pid` of the live game process. Needs the `portal` or `admin` role.
+    pub async fn start_session(&self, request: &StartSession) -> Result<Session, ClientError> {
+        self.call(Method::POST, "/v1/sessions", |r| r.json(request))
+            .await
+    }
+
+    /// Like [`start_session`](Self::start_session), with an `Idempotency-Key`: repeating the
+    /// call with the same key answers the same session and starts nothing, so a start can be
+    /// retried safely after a lost answer.
+    pub async fn start_session_idempotent(
+        &self,
+        request: &StartSession,
+        key: &str,
+    ) -> Result<Session, ClientError> {
+        let key = header_value("idempotency key", key)?;
+        self.call(Method::POST, "/v1/sessions", |r| {
+            r.header(IDEMPOTENCY_KEY, key).json(request)
+        })
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}`: one session, in any state. A session the broker does not know
+    /// is a [`ClientError::Api`] with [`ErrorCode::NotFound`].
+    pub async fn get_session(&self, id: &SessionId) -> Result<Session, ClientError> {
+        self.call(Method::GET, &format!("/v1/sessions/{id}"), |r| r)
+            .await
+    }
+
+    /// `GET /v1/sessions`: sessions matching every filter set in `query`, newest first.
+    pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionList, ClientError> {
+        self.call(Method::GET, "/v1/sessions", |r| r.query(query))
+            .await
+    }
+
+    /// `DELETE /v1/sessions/{id}`: ends a session and answers once the game's processes are
+    /// gone, with its final state. Ending a session that is already over answers that state.
+    pub async fn end_session(&self, id: &SessionId) -> Result<Session, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/sessions/{id}"), |r| r)
+            .await
+    }
+
+    /// `GET /v1/hosts`: every host the broker knows, ordered by id. Needs the `provider` or
+    /// `admin` role.
+    pub async fn hosts(&self) -> Result<HostList, ClientError> {
+        self.call(Method::GET, "/v1/hosts", |r| r).await
+    }
+
+    /// `POST /v1/hosts/{id}/drain`: the host gets no new sessions; its running ones go on.
+    pub async fn drain_host(&self, id: &HostId) -> Result<Host, ClientError> {
+        self.call(Method::POST, &format!("/v1/hosts/{id}/drain"), |r| r)
+            .await
+    }
+
+    /// `POST /v1/hosts/{id}/resume`: a drained host gets new sessions again.
+    pub async fn resume_host(&self, id: &HostId) -> Result<Host, ClientError> {
+        self.call(Method::POST, &format!("/v1/hosts/{id}/resume"), |r| r)
+            .await
+    }
+
+    /// `GET /v1/games`: the games online hosts offer, ordered by id.
+    pub async fn games(&self) -> Result<GameList, ClientError> {
+        self.call(Method::GET, "/v1/games", |r| r).await
+    }
+
+    /// `GET /healthz`: whether the broker answers. Needs no API key.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/healthz", |r| r).await
+    }
+
+    /// Sends `method path` (with whatever `build` adds) and reads the answer as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let request = build(self.http.request(method.clone(), url));
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+                request: format!("{method} {path}"),
+                source,
+            })
+        } else {
+            Err(error_answer(status, retry_after, &body))
+        }
+    }
+
+    fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            base_url: self.base_url.clone(),
+            source,
+        }
+    }
+}
+
+/// The error for a non-success answer.
+fn error_answer(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => ClientError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+            retry_after,
+        },
+        Err(_) => ClientError::UnexpectedStatus {
+            status: status.as_u16(),
+            body: truncate_body(body),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_server::{refused_url, serve_once};
+    use protocol::api::SessionStatus;
+    use protocol::GameId;
+
+    const SESSION_JSON: &str = r#"{"session_id":"s1","game_id":"sleeper","mode":"default",
+        "config":null,"status":"running","host_id":"host-a","ip":"127.0.0.1","port":20000,
+        "pid":4242,"created_at":"2026-11-23T10:00:00Z","started_at":"2026-11-23T10:00:01Z",
+        "ended_at":null,"end_reason":null,"exit_code":null}"#;
+
+    fn start(game: &str) -> StartSession {
+        StartSession {
+            game_id: GameId::new(game).unwrap(),
+            mode: Some("periodic".into()),
+            config: None,
+        }
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_normalised() {
+        let ok = |u: &str| parse_base_url(u).unwrap();
+        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://proxy/arcade/"), "http://proxy/arcade");
+        assert_eq!(ok("http://[::1]:8080"), "http://[::1]:8080");
+        for bad in [
+            "",
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "ftp://host",
+            "https://host",
+            "http://user:pw@host",
+            "http://host/?x=1",
+            "http://host/#frag",
+        ] {
+            let err = parse_base_url(bad).unwrap_err();
+            assert!(
+                matches!(err, ClientError::InvalidUrl { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_keys_must_be_sendable() {
+        assert!(Client::new("http://h", Some("k-1.x_Y".into())).is_ok());
+        for bad in ["", "a b", "a\nb", "é"] {
+            let err = Client::new("http://h", Some(bad.into())).unwrap_err();
+            assert!(
+                matches!(err, ClientError::InvalidHeader("API key")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn start_sends_key_body_and_idempotency_key() {
+        let (url, request) = serve_once("201 Created", &[], SESSION_JSON).await;
+        let client = Client::new(&url, Some("secret".into())).unwrap();
+        let session = client
+            .start_session_idempotent(&start("sleeper"), "retry-1")
+            .await
+            .unwrap();
+        assert_eq!(session.status, SessionStatus::Running);
+        assert_eq!(session.port, Some(20000));
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("POST /v1/sessions HTTP/1.1\r\n"),
+            "{request}"
+        );
+        let lower = request.to_ascii_lowercase();
+        assert!(
+            lower.contains("authorization: bearer secret\r\n"),
+            "{request}"
+        );
+        assert!(lower.contains("idempotency-key: retry-1\r\n"), "{request}");
+        assert!(
+            request.ends_with(r#"{"game_id":"sleeper","mode":"periodic"}"#),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_key_no_authorization_header() {
+        let (url, request) = serve_once("200 OK", &[], r#"{"status":"ok"}"#).await;
+        let client = Client::new(&url, None).unwrap();
+        assert_eq!(client.health().await.unwrap().status, "ok");
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(!request.to_ascii_lowercase().contains("authorization"));
+    }
+
+    #[tokio::test]
+    async fn list_sends_the_filters_as_query() {
+        let (url, request) = serve_once("200 OK", &[], r#"{"sessions":[]}"#).await;
+        let client = Client::new(&format!("{url}/"), None).unwrap();
+        let query = SessionQuery {
+            status: Some(SessionStatus::Running),
+            game_id: Some(GameId::new("sleeper").unwrap()),
+            host_id: None,
+            limit: Some(5),
+        };
+        let list = client.list_sessions(&query).await.unwrap();
+        assert!(list.sessions.is_empty());
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("GET /v1/sessions?status=running&game_id=sleeper&limit=5 "),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn api_errors_keep_code_message_and_retry_after() {
+        let body = r#"{"error":{"code":"no_capacity","message":"no online host has a free slot for game \"sleeper\""}}"#;
+        let (url, _request) =
+            serve_once("503 Service Unavailable", &[("Retry-After", "5")], body).await;
+        let client = Client::new(&url, None).unwrap();
+        let err = client.start_session(&start("sleeper")).await.unwrap_err();
+        match &err {
+            ClientError::Api {
+                status,
+                code,
+                retry_after,
+                ..
+            } => {
+                assert_eq!(*status, 503);
+                assert_eq!(*code, ErrorCode::NoCapacity);
+                assert_eq!(*retry_after, Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "no_capacity: no online host has a free slot for game \"sleeper\" (retry after 5 s)"
+        );
+        assert_eq!(err.code(), Some(ErrorCode::NoCapacity));
+    }
+
+    #[tokio::test]
+    async fn other_error_bodies_are_cut_short() {
+        let body = format!("<html>{}</html>", "x".repeat(500));
+        let (url, _request) = serve_once("502 Bad Gateway", &[], &body).await;
+        let client = Client::new(&url, None).unwrap();
+        let err = client.hosts().await.unwrap_err();
+        match &err {
+            ClientError::UnexpectedStatus { status, body } => {
+                assert_eq!(*status, 502);
+                assert_eq!(body.chars().count(), MAX_BODY_IN_ERROR + 1);
+                assert!(body.starts_with("<html>xxx"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err
+            .to_string()
+            .starts_with("the broker answered HTTP 502 Bad Gateway: <html>"));
+    }
+
+    #[tokio::test]
+    async fn bad_success_bodies_are_decode_errors() {
+        let (url, _request) = serve_once("200 OK", &[], r#"{"hosts":"none"}"#).await;
+        let client = Client::new(&url, None).unwrap();
+        let err = client.hosts().await.unwrap_err();
+        assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cannot read the broker's answer to GET /v1/hosts"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_broker_is_named() {
+        let url = refused_url().await;
+        let client = Client::new(&url, None).unwrap();
+        let err = client.games().await.unwrap_err();
+        assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot reach the broker at {url} (is arcade-broker running?)")
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        let client = Client::new("http://h", None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(client.start_session_idempotent(&start("g"), "a b"))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::InvalidHeader("idempotency key")));
+    }
+}

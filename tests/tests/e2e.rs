@@ -1,0 +1,429 @@
+//! End to end: a real broker, real agents, real game processes, all on loopback.
+
+use std::time::{Duration, Instant};
+
+use portal_client::{Client, ClientError};
+use protocol::api::{EndReason, ErrorCode, HostStatus, SessionQuery, SessionStatus, StartSession};
+use protocol::{GameId, HostId};
+use serde_json::Value;
+use tests::{greeting, group_alive, pid_alive, wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start(game: &str) -> StartSession {
+    StartSession {
+        game_id: GameId::new(game).unwrap(),
+        mode: None,
+        config: None,
+    }
+}
+
+/// A broker and `hosts` agents, all registered.
+async fn system(hosts: &[AgentOptions]) -> (TestBroker, Vec<TestAgent>, Client) {
+    system_with(BrokerOptions::default(), hosts).await
+}
+
+async fn system_with(opts: BrokerOptions, hosts: &[AgentOptions]) -> (TestBroker, Vec<TestAgent>, Client) {
+    let broker = TestBroker::start_with(opts).await;
+    let mut agents = Vec::new();
+    for h in hosts {
+        agents.push(TestAgent::start(broker.agent_addr, h.clone()).await);
+    }
+    let client = Client::new(&broker.url, None).unwrap();
+    let want = hosts.len();
+    wait_until("every agent is online", WAIT, || {
+        let client = client.clone();
+        async move {
+            client.hosts().await.is_ok_and(|h| {
+                h.hosts.iter().filter(|h| h.status == HostStatus::Online).count() == want
+            })
+        }
+    })
+    .await;
+    (broker, agents, client)
+}
+
+async fn raw(method: reqwest::Method, url: String, body: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_owned());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+    (status, headers, json)
+}
+
+fn api_code(e: &ClientError) -> Option<ErrorCode> {
+    e.code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_gives_a_live_game_and_end_leaves_no_process() {
+    let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("game")).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(s.mode, "normal");
+    assert_eq!(s.ip, Some("127.0.0.1".parse().unwrap()));
+    let (pid, port) = (s.pid.unwrap(), s.port.unwrap());
+    assert!(pid_alive(pid));
+    wait_until("the game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
+    let hello = greeting(port).await.unwrap();
+    assert_eq!(hello, format!("session {}", s.session_id));
+    assert_eq!(client.get_session(&s.session_id).await.unwrap().status, SessionStatus::Running);
+
+    let ended = client.end_session(&s.session_id).await.unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    assert_eq!(ended.end_reason, Some(EndReason::EndedByRequest));
+    assert!(ended.ended_at.is_some());
+    assert!(!group_alive(pid), "a process of the game's group is left");
+    // Ending again answers the same final state.
+    let again = client.end_session(&s.session_id).await.unwrap();
+    assert_eq!(again, ended);
+    broker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_that_exits_ends_its_session_with_its_code() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("crasher")).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    let id = s.session_id.clone();
+    wait_until("the crasher's session ends", WAIT, || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { client.get_session(&id).await.unwrap().status == SessionStatus::Ended }
+    })
+    .await;
+    let s = client.get_session(&id).await.unwrap();
+    assert_eq!(s.end_reason, Some(EndReason::GameExited));
+    assert_eq!(s.exit_code, Some(3));
+    // Its slot is free again.
+    let hosts = client.hosts().await.unwrap();
+    assert_eq!(hosts.hosts[0].sessions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_that_dies_at_once_is_reported_not_lost() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("instant-crash")).await.unwrap();
+    let id = s.session_id.clone();
+    wait_until("the session ends", WAIT, || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { client.get_session(&id).await.unwrap().status == SessionStatus::Ended }
+    })
+    .await;
+    let s = client.get_session(&id).await.unwrap();
+    assert_eq!((s.end_reason, s.exit_code), (Some(EndReason::GameExited), Some(7)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_ignoring_sigterm_is_killed_after_the_grace() {
+    let mut opts = AgentOptions::host("host-a");
+    opts.stop_grace = Duration::from_millis(500);
+    let (_broker, agents, client) = system(&[opts]).await;
+    let s = client.start_session(&start("stubborn")).await.unwrap();
+    let pid = s.pid.unwrap();
+    let log = agents[0].state_dir.path().join("logs").join(format!("{}.log", s.session_id));
+    let read_log = |log: std::path::PathBuf| std::fs::read_to_string(log).unwrap_or_default();
+    wait_until("the game ignores SIGTERM", WAIT, || {
+        let log = log.clone();
+        async move { read_log(log).contains("ready") }
+    })
+    .await;
+    let t0 = Instant::now();
+    let ended = client.end_session(&s.session_id).await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    assert!(!group_alive(pid));
+    assert!(took >= Duration::from_millis(500), "ended after {took:?}, before the grace");
+    let text = read_log(log);
+    assert!(text.contains("ignoring SIGTERM"), "log: {text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forking_launcher_keeps_its_session_until_the_game_is_gone() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("forker")).await.unwrap();
+    let (launcher, port) = (s.pid.unwrap(), s.port.unwrap());
+    wait_until("the launcher has exited", WAIT, || async move { !pid_alive(launcher) }).await;
+    // The forked game still serves, and the session still runs.
+    wait_until("the forked game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
+    assert!(greeting(port).await.unwrap().starts_with("session "));
+    assert!(group_alive(launcher));
+    assert_eq!(client.get_session(&s.session_id).await.unwrap().status, SessionStatus::Running);
+    let ended = client.end_session(&s.session_id).await.unwrap();
+    assert_eq!(ended.end_reason, Some(EndReason::EndedByRequest));
+    assert!(!group_alive(launcher), "the forked game outlived the end");
+    assert!(greeting(port).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors() {
+    let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let url = format!("{}/v1/sessions", broker.url);
+    let post = reqwest::Method::POST;
+
+    let e = client.start_session(&start("no-such-game")).await.unwrap_err();
+    assert_eq!((e.status(), api_code(&e)), (Some(404), Some(ErrorCode::UnknownGame)));
+    assert!(e.to_string().contains("no-such-game"), "{e}");
+
+    for body in ["{not json", r#"{"game_id": 5}"#, r#"{"mode": "x"}"#, r#"{"game_id": "../etc"}"#, r#"{"game_id": "game", "extra": 1}"#] {
+        let (status, _, json) = raw(post.clone(), url.clone(), Some(body)).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        assert_eq!(json["error"]["code"], "bad_request", "{body}");
+        assert!(!json["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    let big = format!(r#"{{"game_id": "game", "config": "{}"}}"#, "x".repeat(70 * 1024));
+    let (status, _, json) = raw(post.clone(), url.clone(), Some(&big)).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (413, Some("payload_too_large")));
+
+    let mut bad_mode = start("game");
+    bad_mode.mode = Some("nightmare".into());
+    let e = client.start_session(&bad_mode).await.unwrap_err();
+    assert_eq!((e.status(), api_code(&e)), (Some(400), Some(ErrorCode::BadRequest)));
+    assert!(e.to_string().contains("normal, hard"), "{e}");
+
+    for config in ["../../etc/passwd", "/etc/passwd", "missing.conf"] {
+        let mut req = start("configured");
+        req.config = Some(config.into());
+        let e = client.start_session(&req).await.unwrap_err();
+        assert_eq!((e.status(), api_code(&e)), (Some(400), Some(ErrorCode::BadRequest)), "{config}");
+    }
+    let mut req = start("configured");
+    req.config = Some("good.conf".into());
+    let s = client.start_session(&req).await.unwrap();
+    assert_eq!(s.config.as_deref(), Some("good.conf"));
+    client.end_session(&s.session_id).await.unwrap();
+
+    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/sessions/nope", broker.url), None).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/nowhere", broker.url), None).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/sessions?status=dancing", broker.url), None).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("bad_request")));
+    // Nothing was left running by the refused starts.
+    assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_cannot_start_is_a_502_that_names_why() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let e = client.start_session(&start("broken")).await.unwrap_err();
+    assert_eq!((e.status(), api_code(&e)), (Some(502), Some(ErrorCode::LaunchFailed)));
+    assert!(e.to_string().contains("/nonexistent/arcade/game"), "{e}");
+    let failed = client
+        .list_sessions(&SessionQuery {
+            status: Some(SessionStatus::Failed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.sessions.len(), 1);
+    assert_eq!(failed.sessions[0].end_reason, Some(EndReason::LaunchFailed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_free_slot_is_503_with_retry_after() {
+    let mut opts = AgentOptions::host("host-a");
+    opts.max_sessions = 1;
+    let (broker, _agents, client) = system(&[opts]).await;
+    let first = client.start_session(&start("sleeper")).await.unwrap();
+    let (status, headers, json) = raw(
+        reqwest::Method::POST,
+        format!("{}/v1/sessions", broker.url),
+        Some(r#"{"game_id": "sleeper"}"#),
+    )
+    .await;
+    assert_eq!((status, json["error"]["code"].as_str()), (503, Some("no_capacity")));
+    assert!(headers.get("retry-after").is_some());
+    client.end_session(&first.session_id).await.unwrap();
+    let second = client.start_session(&start("sleeper")).await.unwrap();
+    client.end_session(&second.session_id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_never_overfill_a_host() {
+    let mut opts = AgentOptions::host("host-a");
+    opts.max_sessions = 3;
+    let (_broker, _agents, client) = system(&[opts]).await;
+    let starts = (0..10).map(|_| {
+        let client = client.clone();
+        async move { client.start_session(&start("sleeper")).await }
+    });
+    let results = futures_join_all(starts).await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 3);
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(api_code(e), Some(ErrorCode::NoCapacity), "{e}");
+        }
+    }
+    for s in ok {
+        client.end_session(&s.session_id).await.unwrap();
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_hosts_and_drain_and_resume() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a"), AgentOptions::host("host-b")]).await;
+    let a = client.start_session(&start("sleeper")).await.unwrap();
+    let b = client.start_session(&start("sleeper")).await.unwrap();
+    assert_ne!(a.host_id, b.host_id, "the least loaded host gets the next session");
+    let (a, _) = if a.host_id.as_str() == "host-a" { (a, b) } else { (b, a) };
+
+    let host_a = HostId::new("host-a").unwrap();
+    let drained = client.drain_host(&host_a).await.unwrap();
+    assert_eq!(drained.status, HostStatus::Draining);
+    for _ in 0..2 {
+        let s = client.start_session(&start("sleeper")).await.unwrap();
+        assert_eq!(s.host_id.as_str(), "host-b", "a draining host gets no new session");
+    }
+    // Its running session goes on.
+    assert_eq!(client.get_session(&a.session_id).await.unwrap().status, SessionStatus::Running);
+    let resumed = client.resume_host(&host_a).await.unwrap();
+    assert_eq!(resumed.status, HostStatus::Online);
+    let s = client.start_session(&start("sleeper")).await.unwrap();
+    assert_eq!(s.host_id.as_str(), "host-a");
+
+    let e = client.drain_host(&HostId::new("host-z").unwrap()).await.unwrap_err();
+    assert_eq!(e.status(), Some(404));
+
+    let hosts = client.hosts().await.unwrap().hosts;
+    assert_eq!(hosts.iter().map(|h| h.sessions).sum::<u32>(), 5);
+    let games = client.games().await.unwrap().games;
+    let game = games.iter().find(|g| g.game_id.as_str() == "game").unwrap();
+    assert_eq!((game.hosts, game.modes.clone()), (2, vec!["normal".to_owned(), "hard".to_owned()]));
+
+    let running = client
+        .list_sessions(&SessionQuery {
+            host_id: Some(HostId::new("host-b").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .sessions;
+    assert_eq!(running.len(), 3);
+    assert!(running.windows(2).all(|w| w[0].created_at >= w[1].created_at), "newest first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_portal_calls_still_work() {
+    let (broker, _agents, _client) = system(&[AgentOptions::host("host-a")]).await;
+    let get = reqwest::Method::GET;
+    let (status, _, json) = raw(get.clone(), format!("{}/IP?gameId=game&excuteMode=hard", broker.url), None).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["gamestatus"], "TRUE");
+    assert_eq!(json["gameIP"], "127.0.0.1");
+    let pid = json["PID"].as_str().expect("PID is a string").to_owned();
+    let port = json["port"].as_u64().unwrap() as u16;
+    wait_until("the game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
+    let (status, _, json) = raw(get.clone(), format!("{}/End?excuteMode=hard&serverIp=127.0.0.1&pid={pid}", broker.url), None).await;
+    assert_eq!((status, json["gamestatus"].as_str()), (200, Some("end game sucessful")));
+    assert!(!group_alive(pid.parse().unwrap()));
+    let (status, _, json) = raw(get.clone(), format!("{}/End?serverIp=127.0.0.1&pid={pid}", broker.url), None).await;
+    assert_eq!((status, json["gamestatus"].as_str()), (404, Some("failed")));
+    assert_eq!(json["error"]["code"], "not_found");
+    let (status, _, json) = raw(get.clone(), format!("{}/IP?gameId=nothing", broker.url), None).await;
+    assert_eq!((status, json["gamestatus"].as_str()), (404, Some("FALSE")));
+    assert_eq!(json["error"]["code"], "unknown_game");
+    let (status, _, json) = raw(get, format!("{}/IP", broker.url), None).await;
+    assert_eq!((status, json["gamestatus"].as_str()), (400, Some("FALSE")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_answers_allowed_origins_only() {
+    let opts = BrokerOptions {
+        cors_origins: vec!["https://portal.example".into()],
+        ..Default::default()
+    };
+    let (broker, _agents, _client) = system_with(opts, &[AgentOptions::host("host-a")]).await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}/v1/sessions", broker.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight("https://portal.example").await.unwrap();
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        Some("https://portal.example")
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let get = http
+        .get(format!("{}/IP?gameId=sleeper", broker.url))
+        .header("origin", "https://portal.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.headers().get("access-control-allow-origin").unwrap(), "https://portal.example");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_before_its_broker_connects_by_itself() {
+    // Hold the broker's future agent port, so the agent finds nothing there at first.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let agent = TestAgent::start(addr, AgentOptions::host("early")).await;
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let broker = TestBroker::start_with(BrokerOptions {
+        agent_listener: Some(listener),
+        ..Default::default()
+    })
+    .await;
+    let client = Client::new(&broker.url, None).unwrap();
+    wait_until("the early agent registers", WAIT, || {
+        let client = client.clone();
+        async move { client.hosts().await.is_ok_and(|h| h.hosts.len() == 1 && h.hosts[0].status == HostStatus::Online) }
+    })
+    .await;
+    let s = client.start_session(&start("sleeper")).await.unwrap();
+    client.end_session(&s.session_id).await.unwrap();
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_takes_its_games_down_and_goes_offline() {
+    let (_broker, mut agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let pid = s.pid.unwrap();
+    agents.pop().unwrap().stop().await;
+    assert!(!group_alive(pid));
+    wait_until("the host is offline", WAIT, || {
+        let client = client.clone();
+        async move { client.hosts().await.unwrap().hosts[0].status == HostStatus::Offline }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_start_starts_one_game() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let first = client.start_session_idempotent(&start("sleeper"), "key-1").await.unwrap();
+    let again = client.start_session_idempotent(&start("sleeper"), "key-1").await.unwrap();
+    assert_eq!(first.session_id, again.session_id);
+    assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
+    let e = client.start_session_idempotent(&start("game"), "key-1").await.unwrap_err();
+    assert_eq!((e.status(), api_code(&e)), (Some(409), Some(ErrorCode::Conflict)));
+    client.end_session(&first.session_id).await.unwrap();
+}
