@@ -164,7 +164,10 @@ impl MemoryStore {
     }
 
     fn list(&self, q: &SessionQuery) -> Vec<Session> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, MAX_LIST_LIMIT) as usize;
+        let limit = q
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .clamp(1, MAX_LIST_LIMIT) as usize;
         self.read()
             .by_seq
             .values()
@@ -182,7 +185,12 @@ impl MemoryStore {
     }
 
     fn filter(&self, f: impl Fn(&Session) -> bool) -> Vec<Session> {
-        self.read().by_seq.values().filter(|s| f(s)).cloned().collect()
+        self.read()
+            .by_seq
+            .values()
+            .filter(|s| f(s))
+            .cloned()
+            .collect()
     }
 
     fn transition(

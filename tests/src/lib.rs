@@ -120,10 +120,14 @@ impl TestBroker {
             task: Some(task),
         };
         let health = format!("{}/healthz", b.url);
-        wait_until("the broker answers /healthz", Duration::from_secs(10), || {
-            let health = health.clone();
-            async move { reqwest_get_ok(&health).await }
-        })
+        wait_until(
+            "the broker answers /healthz",
+            Duration::from_secs(10),
+            || {
+                let health = health.clone();
+                async move { reqwest_get_ok(&health).await }
+            },
+        )
         .await;
         b
     }
@@ -250,7 +254,10 @@ pub fn test_catalog() -> Catalog {
     configured.config_dir = Some(config_dir().to_owned());
     configured.default_config = Some("good.conf".into());
     Catalog::from_entries([
-        ("game".to_owned(), entry(&game, &["--listen"], &["normal", "hard"])),
+        (
+            "game".to_owned(),
+            entry(&game, &["--listen"], &["normal", "hard"]),
+        ),
         (
             "crasher".to_owned(),
             entry(&game, &["--exit-after-ms", "300", "--exit-code", "3"], &[]),
@@ -260,10 +267,16 @@ pub fn test_catalog() -> Catalog {
             entry(&game, &["--exit-after-ms", "0", "--exit-code", "7"], &[]),
         ),
         ("stubborn".to_owned(), entry(&game, &["--ignore-term"], &[])),
-        ("forker".to_owned(), entry(&game, &["--fork", "--listen"], &[])),
+        (
+            "forker".to_owned(),
+            entry(&game, &["--fork", "--listen"], &[]),
+        ),
         ("configured".to_owned(), configured),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
-        ("broken".to_owned(), entry("/nonexistent/arcade/game", &[], &[])),
+        (
+            "broken".to_owned(),
+            entry("/nonexistent/arcade/game", &[], &[]),
+        ),
     ])
     .expect("test catalog")
 }
@@ -346,13 +359,17 @@ where
 
 /// Whether a process with this PID exists (a zombie counts).
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else { return false };
+    let Ok(p) = i32::try_from(pid) else {
+        return false;
+    };
     !matches!(kill(Pid::from_raw(p), None), Err(Errno::ESRCH))
 }
 
 /// Whether any process of this process group exists.
 pub fn group_alive(pgid: u32) -> bool {
-    let Ok(p) = i32::try_from(pgid) else { return false };
+    let Ok(p) = i32::try_from(pgid) else {
+        return false;
+    };
     !matches!(killpg(Pid::from_raw(p), None), Err(Errno::ESRCH))
 }
 

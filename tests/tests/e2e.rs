@@ -1,12 +1,17 @@
 //! End to end: a real broker, real agents, real game processes, all on loopback.
 
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
 use std::time::{Duration, Instant};
 
 use portal_client::{Client, ClientError};
 use protocol::api::{EndReason, ErrorCode, HostStatus, SessionQuery, SessionStatus, StartSession};
 use protocol::{GameId, HostId};
 use serde_json::Value;
-use tests::{greeting, group_alive, pid_alive, wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
+use tests::{
+    greeting, group_alive, pid_alive, wait_until, AgentOptions, BrokerOptions, TestAgent,
+    TestBroker,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -23,7 +28,10 @@ async fn system(hosts: &[AgentOptions]) -> (TestBroker, Vec<TestAgent>, Client) 
     system_with(BrokerOptions::default(), hosts).await
 }
 
-async fn system_with(opts: BrokerOptions, hosts: &[AgentOptions]) -> (TestBroker, Vec<TestAgent>, Client) {
+async fn system_with(
+    opts: BrokerOptions,
+    hosts: &[AgentOptions],
+) -> (TestBroker, Vec<TestAgent>, Client) {
     let broker = TestBroker::start_with(opts).await;
     let mut agents = Vec::new();
     for h in hosts {
@@ -35,7 +43,11 @@ async fn system_with(opts: BrokerOptions, hosts: &[AgentOptions]) -> (TestBroker
         let client = client.clone();
         async move {
             client.hosts().await.is_ok_and(|h| {
-                h.hosts.iter().filter(|h| h.status == HostStatus::Online).count() == want
+                h.hosts
+                    .iter()
+                    .filter(|h| h.status == HostStatus::Online)
+                    .count()
+                    == want
             })
         }
     })
@@ -43,10 +55,16 @@ async fn system_with(opts: BrokerOptions, hosts: &[AgentOptions]) -> (TestBroker
     (broker, agents, client)
 }
 
-async fn raw(method: reqwest::Method, url: String, body: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {
+async fn raw(
+    method: reqwest::Method,
+    url: String,
+    body: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let mut req = reqwest::Client::new().request(method, url);
     if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_owned());
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_owned());
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
@@ -69,10 +87,16 @@ async fn start_gives_a_live_game_and_end_leaves_no_process() {
     assert_eq!(s.ip, Some("127.0.0.1".parse().unwrap()));
     let (pid, port) = (s.pid.unwrap(), s.port.unwrap());
     assert!(pid_alive(pid));
-    wait_until("the game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
+    wait_until("the game listens", WAIT, || async move {
+        greeting(port).await.is_ok()
+    })
+    .await;
     let hello = greeting(port).await.unwrap();
     assert_eq!(hello, format!("session {}", s.session_id));
-    assert_eq!(client.get_session(&s.session_id).await.unwrap().status, SessionStatus::Running);
+    assert_eq!(
+        client.get_session(&s.session_id).await.unwrap().status,
+        SessionStatus::Running
+    );
 
     let ended = client.end_session(&s.session_id).await.unwrap();
     assert_eq!(ended.status, SessionStatus::Ended);
@@ -115,7 +139,10 @@ async fn a_game_that_dies_at_once_is_reported_not_lost() {
     })
     .await;
     let s = client.get_session(&id).await.unwrap();
-    assert_eq!((s.end_reason, s.exit_code), (Some(EndReason::GameExited), Some(7)));
+    assert_eq!(
+        (s.end_reason, s.exit_code),
+        (Some(EndReason::GameExited), Some(7))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +152,11 @@ async fn a_game_ignoring_sigterm_is_killed_after_the_grace() {
     let (_broker, agents, client) = system(&[opts]).await;
     let s = client.start_session(&start("stubborn")).await.unwrap();
     let pid = s.pid.unwrap();
-    let log = agents[0].state_dir.path().join("logs").join(format!("{}.log", s.session_id));
+    let log = agents[0]
+        .state_dir
+        .path()
+        .join("logs")
+        .join(format!("{}.log", s.session_id));
     let read_log = |log: std::path::PathBuf| std::fs::read_to_string(log).unwrap_or_default();
     wait_until("the game ignores SIGTERM", WAIT, || {
         let log = log.clone();
@@ -137,7 +168,10 @@ async fn a_game_ignoring_sigterm_is_killed_after_the_grace() {
     let took = t0.elapsed();
     assert_eq!(ended.status, SessionStatus::Ended);
     assert!(!group_alive(pid));
-    assert!(took >= Duration::from_millis(500), "ended after {took:?}, before the grace");
+    assert!(
+        took >= Duration::from_millis(500),
+        "ended after {took:?}, before the grace"
+    );
     let text = read_log(log);
     assert!(text.contains("ignoring SIGTERM"), "log: {text:?}");
 }
@@ -147,12 +181,21 @@ async fn a_forking_launcher_keeps_its_session_until_the_game_is_gone() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
     let s = client.start_session(&start("forker")).await.unwrap();
     let (launcher, port) = (s.pid.unwrap(), s.port.unwrap());
-    wait_until("the launcher has exited", WAIT, || async move { !pid_alive(launcher) }).await;
+    wait_until("the launcher has exited", WAIT, || async move {
+        !pid_alive(launcher)
+    })
+    .await;
     // The forked game still serves, and the session still runs.
-    wait_until("the forked game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
+    wait_until("the forked game listens", WAIT, || async move {
+        greeting(port).await.is_ok()
+    })
+    .await;
     assert!(greeting(port).await.unwrap().starts_with("session "));
     assert!(group_alive(launcher));
-    assert_eq!(client.get_session(&s.session_id).await.unwrap().status, SessionStatus::Running);
+    assert_eq!(
+        client.get_session(&s.session_id).await.unwrap().status,
+        SessionStatus::Running
+    );
     let ended = client.end_session(&s.session_id).await.unwrap();
     assert_eq!(ended.end_reason, Some(EndReason::EndedByRequest));
     assert!(!group_alive(launcher), "the forked game outlived the end");
@@ -165,32 +208,57 @@ async fn bad_requests_get_json_errors() {
     let url = format!("{}/v1/sessions", broker.url);
     let post = reqwest::Method::POST;
 
-    let e = client.start_session(&start("no-such-game")).await.unwrap_err();
-    assert_eq!((e.status(), api_code(&e)), (Some(404), Some(ErrorCode::UnknownGame)));
+    let e = client
+        .start_session(&start("no-such-game"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), api_code(&e)),
+        (Some(404), Some(ErrorCode::UnknownGame))
+    );
     assert!(e.to_string().contains("no-such-game"), "{e}");
 
-    for body in ["{not json", r#"{"game_id": 5}"#, r#"{"mode": "x"}"#, r#"{"game_id": "../etc"}"#, r#"{"game_id": "game", "extra": 1}"#] {
+    for body in [
+        "{not json",
+        r#"{"game_id": 5}"#,
+        r#"{"mode": "x"}"#,
+        r#"{"game_id": "../etc"}"#,
+        r#"{"game_id": "game", "extra": 1}"#,
+    ] {
         let (status, _, json) = raw(post.clone(), url.clone(), Some(body)).await;
         assert_eq!(status, 400, "{body}: {json}");
         assert_eq!(json["error"]["code"], "bad_request", "{body}");
         assert!(!json["error"]["message"].as_str().unwrap().is_empty());
     }
 
-    let big = format!(r#"{{"game_id": "game", "config": "{}"}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"game_id": "game", "config": "{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
     let (status, _, json) = raw(post.clone(), url.clone(), Some(&big)).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     let mut bad_mode = start("game");
     bad_mode.mode = Some("nightmare".into());
     let e = client.start_session(&bad_mode).await.unwrap_err();
-    assert_eq!((e.status(), api_code(&e)), (Some(400), Some(ErrorCode::BadRequest)));
+    assert_eq!(
+        (e.status(), api_code(&e)),
+        (Some(400), Some(ErrorCode::BadRequest))
+    );
     assert!(e.to_string().contains("normal, hard"), "{e}");
 
     for config in ["../../etc/passwd", "/etc/passwd", "missing.conf"] {
         let mut req = start("configured");
         req.config = Some(config.into());
         let e = client.start_session(&req).await.unwrap_err();
-        assert_eq!((e.status(), api_code(&e)), (Some(400), Some(ErrorCode::BadRequest)), "{config}");
+        assert_eq!(
+            (e.status(), api_code(&e)),
+            (Some(400), Some(ErrorCode::BadRequest)),
+            "{config}"
+        );
     }
     let mut req = start("configured");
     req.config = Some("good.conf".into());
@@ -198,12 +266,36 @@ async fn bad_requests_get_json_errors() {
     assert_eq!(s.config.as_deref(), Some("good.conf"));
     client.end_session(&s.session_id).await.unwrap();
 
-    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/sessions/nope", broker.url), None).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/nowhere", broker.url), None).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/v1/sessions?status=dancing", broker.url), None).await;
-    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (status, _, json) = raw(
+        reqwest::Method::GET,
+        format!("{}/v1/sessions/nope", broker.url),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _, json) = raw(
+        reqwest::Method::GET,
+        format!("{}/v1/nowhere", broker.url),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _, json) = raw(
+        reqwest::Method::GET,
+        format!("{}/v1/sessions?status=dancing", broker.url),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
     // Nothing was left running by the refused starts.
     assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 0);
 }
@@ -212,7 +304,10 @@ async fn bad_requests_get_json_errors() {
 async fn a_program_that_cannot_start_is_a_502_that_names_why() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
     let e = client.start_session(&start("broken")).await.unwrap_err();
-    assert_eq!((e.status(), api_code(&e)), (Some(502), Some(ErrorCode::LaunchFailed)));
+    assert_eq!(
+        (e.status(), api_code(&e)),
+        (Some(502), Some(ErrorCode::LaunchFailed))
+    );
     assert!(e.to_string().contains("/nonexistent/arcade/game"), "{e}");
     let failed = client
         .list_sessions(&SessionQuery {
@@ -237,7 +332,10 @@ async fn no_free_slot_is_503_with_retry_after() {
         Some(r#"{"game_id": "sleeper"}"#),
     )
     .await;
-    assert_eq!((status, json["error"]["code"].as_str()), (503, Some("no_capacity")));
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (503, Some("no_capacity"))
+    );
     assert!(headers.get("retry-after").is_some());
     client.end_session(&first.session_id).await.unwrap();
     let second = client.start_session(&start("sleeper")).await.unwrap();
@@ -266,10 +364,10 @@ async fn concurrent_starts_never_overfill_a_host() {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();
@@ -281,34 +379,55 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_spread_over_hosts_and_drain_and_resume() {
-    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a"), AgentOptions::host("host-b")]).await;
+    let (_broker, _agents, client) =
+        system(&[AgentOptions::host("host-a"), AgentOptions::host("host-b")]).await;
     let a = client.start_session(&start("sleeper")).await.unwrap();
     let b = client.start_session(&start("sleeper")).await.unwrap();
-    assert_ne!(a.host_id, b.host_id, "the least loaded host gets the next session");
-    let (a, _) = if a.host_id.as_str() == "host-a" { (a, b) } else { (b, a) };
+    assert_ne!(
+        a.host_id, b.host_id,
+        "the least loaded host gets the next session"
+    );
+    let (a, _) = if a.host_id.as_str() == "host-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
 
     let host_a = HostId::new("host-a").unwrap();
     let drained = client.drain_host(&host_a).await.unwrap();
     assert_eq!(drained.status, HostStatus::Draining);
     for _ in 0..2 {
         let s = client.start_session(&start("sleeper")).await.unwrap();
-        assert_eq!(s.host_id.as_str(), "host-b", "a draining host gets no new session");
+        assert_eq!(
+            s.host_id.as_str(),
+            "host-b",
+            "a draining host gets no new session"
+        );
     }
     // Its running session goes on.
-    assert_eq!(client.get_session(&a.session_id).await.unwrap().status, SessionStatus::Running);
+    assert_eq!(
+        client.get_session(&a.session_id).await.unwrap().status,
+        SessionStatus::Running
+    );
     let resumed = client.resume_host(&host_a).await.unwrap();
     assert_eq!(resumed.status, HostStatus::Online);
     let s = client.start_session(&start("sleeper")).await.unwrap();
     assert_eq!(s.host_id.as_str(), "host-a");
 
-    let e = client.drain_host(&HostId::new("host-z").unwrap()).await.unwrap_err();
+    let e = client
+        .drain_host(&HostId::new("host-z").unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(404));
 
     let hosts = client.hosts().await.unwrap().hosts;
     assert_eq!(hosts.iter().map(|h| h.sessions).sum::<u32>(), 5);
     let games = client.games().await.unwrap().games;
     let game = games.iter().find(|g| g.game_id.as_str() == "game").unwrap();
-    assert_eq!((game.hosts, game.modes.clone()), (2, vec!["normal".to_owned(), "hard".to_owned()]));
+    assert_eq!(
+        (game.hosts, game.modes.clone()),
+        (2, vec!["normal".to_owned(), "hard".to_owned()])
+    );
 
     let running = client
         .list_sessions(&SessionQuery {
@@ -319,27 +438,61 @@ async fn sessions_spread_over_hosts_and_drain_and_resume() {
         .unwrap()
         .sessions;
     assert_eq!(running.len(), 3);
-    assert!(running.windows(2).all(|w| w[0].created_at >= w[1].created_at), "newest first");
+    assert!(
+        running
+            .windows(2)
+            .all(|w| w[0].created_at >= w[1].created_at),
+        "newest first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_portal_calls_still_work() {
     let (broker, _agents, _client) = system(&[AgentOptions::host("host-a")]).await;
     let get = reqwest::Method::GET;
-    let (status, _, json) = raw(get.clone(), format!("{}/IP?gameId=game&excuteMode=hard", broker.url), None).await;
+    let (status, _, json) = raw(
+        get.clone(),
+        format!("{}/IP?gameId=game&excuteMode=hard", broker.url),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["gamestatus"], "TRUE");
     assert_eq!(json["gameIP"], "127.0.0.1");
     let pid = json["PID"].as_str().expect("PID is a string").to_owned();
     let port = json["port"].as_u64().unwrap() as u16;
-    wait_until("the game listens", WAIT, || async move { greeting(port).await.is_ok() }).await;
-    let (status, _, json) = raw(get.clone(), format!("{}/End?excuteMode=hard&serverIp=127.0.0.1&pid={pid}", broker.url), None).await;
-    assert_eq!((status, json["gamestatus"].as_str()), (200, Some("end game sucessful")));
+    wait_until("the game listens", WAIT, || async move {
+        greeting(port).await.is_ok()
+    })
+    .await;
+    let (status, _, json) = raw(
+        get.clone(),
+        format!(
+            "{}/End?excuteMode=hard&serverIp=127.0.0.1&pid={pid}",
+            broker.url
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, json["gamestatus"].as_str()),
+        (200, Some("end game sucessful"))
+    );
     assert!(!group_alive(pid.parse().unwrap()));
-    let (status, _, json) = raw(get.clone(), format!("{}/End?serverIp=127.0.0.1&pid={pid}", broker.url), None).await;
+    let (status, _, json) = raw(
+        get.clone(),
+        format!("{}/End?serverIp=127.0.0.1&pid={pid}", broker.url),
+        None,
+    )
+    .await;
     assert_eq!((status, json["gamestatus"].as_str()), (404, Some("failed")));
     assert_eq!(json["error"]["code"], "not_found");
-    let (status, _, json) = raw(get.clone(), format!("{}/IP?gameId=nothing", broker.url), None).await;
+    let (status, _, json) = raw(
+        get.clone(),
+        format!("{}/IP?gameId=nothing", broker.url),
+        None,
+    )
+    .await;
     assert_eq!((status, json["gamestatus"].as_str()), (404, Some("FALSE")));
     assert_eq!(json["error"]["code"], "unknown_game");
     let (status, _, json) = raw(get, format!("{}/IP", broker.url), None).await;
@@ -355,16 +508,21 @@ async fn cors_preflight_answers_allowed_origins_only() {
     let (broker, _agents, _client) = system_with(opts, &[AgentOptions::host("host-a")]).await;
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
-        http.request(reqwest::Method::OPTIONS, format!("{}/v1/sessions", broker.url))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
-            .send()
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/sessions", broker.url),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
     };
     let ok = preflight("https://portal.example").await.unwrap();
     assert!(ok.status().is_success(), "{}", ok.status());
     assert_eq!(
-        ok.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap()),
+        ok.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
         Some("https://portal.example")
     );
     let other = preflight("https://evil.example").await.unwrap();
@@ -375,7 +533,10 @@ async fn cors_preflight_answers_allowed_origins_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(get.headers().get("access-control-allow-origin").unwrap(), "https://portal.example");
+    assert_eq!(
+        get.headers().get("access-control-allow-origin").unwrap(),
+        "https://portal.example"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +555,12 @@ async fn an_agent_started_before_its_broker_connects_by_itself() {
     let client = Client::new(&broker.url, None).unwrap();
     wait_until("the early agent registers", WAIT, || {
         let client = client.clone();
-        async move { client.hosts().await.is_ok_and(|h| h.hosts.len() == 1 && h.hosts[0].status == HostStatus::Online) }
+        async move {
+            client
+                .hosts()
+                .await
+                .is_ok_and(|h| h.hosts.len() == 1 && h.hosts[0].status == HostStatus::Online)
+        }
     })
     .await;
     let s = client.start_session(&start("sleeper")).await.unwrap();
@@ -419,11 +585,23 @@ async fn a_stopped_agent_takes_its_games_down_and_goes_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_start_starts_one_game() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let first = client.start_session_idempotent(&start("sleeper"), "key-1").await.unwrap();
-    let again = client.start_session_idempotent(&start("sleeper"), "key-1").await.unwrap();
+    let first = client
+        .start_session_idempotent(&start("sleeper"), "key-1")
+        .await
+        .unwrap();
+    let again = client
+        .start_session_idempotent(&start("sleeper"), "key-1")
+        .await
+        .unwrap();
     assert_eq!(first.session_id, again.session_id);
     assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
-    let e = client.start_session_idempotent(&start("game"), "key-1").await.unwrap_err();
-    assert_eq!((e.status(), api_code(&e)), (Some(409), Some(ErrorCode::Conflict)));
+    let e = client
+        .start_session_idempotent(&start("game"), "key-1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), api_code(&e)),
+        (Some(409), Some(ErrorCode::Conflict))
+    );
     client.end_session(&first.session_id).await.unwrap();
 }

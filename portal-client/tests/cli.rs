@@ -1,0 +1,132 @@
+//! The `arcade` CLI as a user runs it: the real binary against a live broker and agent.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::time::Duration;
+
+use protocol::api::{HostStatus, Session, SessionStatus};
+use tests::{group_alive, wait_until, AgentOptions, TestAgent, TestBroker};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn arcade(url: &str, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_arcade"))
+        .args(args)
+        .env("ARCADE_URL", url)
+        .env_remove("ARCADE_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_live_broker() {
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let url = broker.url.clone();
+    wait_until("the agent is online", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { arcade(&url, &["hosts"]).await.stdout.contains("online") }
+    })
+    .await;
+
+    let games = arcade(&url, &["games"]).await;
+    assert_eq!(games.code, 0, "{}", games.stderr);
+    assert!(
+        games.stdout.contains("GAME") && games.stdout.contains("sleeper"),
+        "{}",
+        games.stdout
+    );
+
+    // --json gives the API's JSON, options may follow the command.
+    let started = arcade(&url, &["start", "sleeper", "--json"]).await;
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let s: Session = serde_json::from_str(&started.stdout).unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    let pid = s.pid.unwrap();
+    assert!(group_alive(pid));
+
+    // The table for people.
+    let human = arcade(&url, &["start", "sleeper", "--mode", "default"]).await;
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human.stdout.contains("running") && human.stdout.contains("127.0.0.1:"),
+        "{}",
+        human.stdout
+    );
+
+    let list = arcade(&url, &["sessions", "--status", "running"]).await;
+    assert_eq!(list.code, 0);
+    assert!(
+        list.stdout.contains(s.session_id.as_str()),
+        "{}",
+        list.stdout
+    );
+    assert_eq!(
+        list.stdout
+            .lines()
+            .filter(|l| l.contains("running"))
+            .count(),
+        2,
+        "{}",
+        list.stdout
+    );
+
+    let drained = arcade(&url, &["drain", "host-a"]).await;
+    assert_eq!(drained.code, 0, "{}", drained.stderr);
+    let hosts = arcade(&url, &["hosts", "--json"]).await;
+    let hosts: protocol::api::HostList = serde_json::from_str(&hosts.stdout).unwrap();
+    assert_eq!(hosts.hosts[0].status, HostStatus::Draining);
+    let refused = arcade(&url, &["start", "sleeper"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("no_capacity"), "{}", refused.stderr);
+    assert_eq!(arcade(&url, &["resume", "host-a"]).await.code, 0);
+
+    let ended = arcade(&url, &["end", s.session_id.as_str(), "--json"]).await;
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    let e: Session = serde_json::from_str(&ended.stdout).unwrap();
+    assert_eq!(e.status, SessionStatus::Ended);
+    assert!(!group_alive(pid));
+
+    // Failures: one line that says what went wrong, and a non-zero exit.
+    let unknown = arcade(&url, &["start", "no-such-game"]).await;
+    assert_ne!(unknown.code, 0);
+    assert_eq!(
+        unknown.stderr.trim().lines().count(),
+        1,
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        unknown.stderr.contains("no-such-game"),
+        "{}",
+        unknown.stderr
+    );
+    let missing = arcade(&url, &["end", "no-such-session"]).await;
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("not_found"), "{}", missing.stderr);
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_one_clear_line() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let out = arcade(&url, &["sessions"]).await;
+    assert_ne!(out.code, 0);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot reach the broker"),
+        "{}",
+        out.stderr
+    );
+}
