@@ -386,3 +386,79 @@ pub async fn greeting(port: u16) -> std::io::Result<String> {
     .map_err(|_| std::io::Error::other("no greeting within 5 s"))??;
     Ok(line.trim_end().to_owned())
 }
+
+/// A hand-driven agent speaking the real protocol over a real socket, for what a well-behaved
+/// agent never does: answer late, go silent, send an old version.
+pub struct FakeAgent {
+    framed: tokio_util::codec::Framed<
+        tokio::net::TcpStream,
+        protocol::codec::MessageCodec<protocol::wire::BrokerMessage, protocol::wire::AgentMessage>,
+    >,
+}
+
+/// A `Hello` for a fake host offering `sleeper`, with the given version and token.
+pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wire::Hello {
+    use protocol::wire::{GameOffer, Hello, HostFacts};
+    Hello {
+        protocol_version: version,
+        host_id: HostId::new(host).expect("host id"),
+        token: token.map(str::to_owned),
+        facts: HostFacts {
+            hostname: "fake".into(),
+            ip: "127.0.0.1".parse().expect("ip"),
+            cpus: 1,
+            mem_total_bytes: 1 << 30,
+            games: vec![GameOffer {
+                game_id: protocol::GameId::new("sleeper").expect("game id"),
+                modes: vec![protocol::wire::DEFAULT_MODE.to_owned()],
+            }],
+            max_sessions: 4,
+            port_range: PortRange { lo: 1, hi: 100 },
+        },
+        running: Vec::new(),
+    }
+}
+
+impl FakeAgent {
+    /// Connects and sends `hello`; `Err` holds the broker's rejection.
+    pub async fn connect(addr: SocketAddr, hello: protocol::wire::Hello) -> Result<Self, String> {
+        use futures::{SinkExt, StreamExt};
+        use protocol::codec::MessageCodec;
+        use protocol::wire::{Hello, HelloReply};
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut framed =
+            tokio_util::codec::Framed::new(stream, MessageCodec::<HelloReply, Hello>::new());
+        framed.send(hello).await.map_err(|e| e.to_string())?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), framed.next())
+            .await
+            .map_err(|_| "no answer to the handshake".to_owned())?;
+        match reply {
+            Some(Ok(HelloReply::Welcome { .. })) => Ok(Self {
+                framed: framed.map_codec(|_| MessageCodec::new()),
+            }),
+            Some(Ok(HelloReply::Rejected(reason))) => Err(reason),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("closed".into()),
+        }
+    }
+
+    /// The broker's next message, waiting at most `within`.
+    pub async fn recv(&mut self, within: Duration) -> Option<protocol::wire::BrokerMessage> {
+        use futures::StreamExt;
+        loop {
+            match tokio::time::timeout(within, self.framed.next()).await {
+                Ok(Some(Ok(protocol::wire::BrokerMessage::HeartbeatAck))) => continue,
+                Ok(Some(Ok(m))) => return Some(m),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends a message.
+    pub async fn send(&mut self, msg: protocol::wire::AgentMessage) {
+        use futures::SinkExt;
+        self.framed.send(msg).await.expect("send to the broker");
+    }
+}

@@ -605,3 +605,181 @@ async fn idempotent_start_starts_one_game() {
     );
     client.end_session(&first.session_id).await.unwrap();
 }
+
+mod agent_link {
+    use super::*;
+    use protocol::wire::{AgentMessage, BrokerMessage, Launched, RunningGame, PROTOCOL_VERSION};
+    use tests::{fake_hello, FakeAgent};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mismatched_version_is_refused_with_a_reason() {
+        let broker = TestBroker::start().await;
+        let err = FakeAgent::connect(
+            broker.agent_addr,
+            fake_hello("old", PROTOCOL_VERSION + 1, None),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(err.contains("protocol version mismatch"), "{err}");
+        let client = Client::new(&broker.url, None).unwrap();
+        assert!(client.hosts().await.unwrap().hosts.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_token_is_refused_and_the_right_one_admitted() {
+        let broker = TestBroker::start_with(BrokerOptions {
+            agent_token: Some("s3cret".into()),
+            ..Default::default()
+        })
+        .await;
+        for token in [None, Some("wrong")] {
+            let err =
+                FakeAgent::connect(broker.agent_addr, fake_hello("h", PROTOCOL_VERSION, token))
+                    .await
+                    .err()
+                    .expect("refused");
+            assert!(err.contains("agent token"), "{err}");
+        }
+        let _ok = FakeAgent::connect(
+            broker.agent_addr,
+            fake_hello("h", PROTOCOL_VERSION, Some("s3cret")),
+        )
+        .await
+        .unwrap();
+        // A second agent claiming a connected host id is refused.
+        let err = FakeAgent::connect(
+            broker.agent_addr,
+            fake_hello("h", PROTOCOL_VERSION, Some("s3cret")),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(err.contains("already connected"), "{err}");
+        // A real agent with the right token registers.
+        let mut opts = AgentOptions::host("real");
+        opts.token = Some("s3cret".into());
+        let _agent = TestAgent::start(broker.agent_addr, opts).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        wait_until("the real agent registers", WAIT, || {
+            let client = client.clone();
+            async move { client.hosts().await.unwrap().hosts.len() == 2 }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_launch_never_confirmed_is_504_and_a_late_one_is_stopped() {
+        let broker = TestBroker::start_with(BrokerOptions {
+            launch_timeout: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await;
+        let mut fake = FakeAgent::connect(
+            broker.agent_addr,
+            fake_hello("slow", PROTOCOL_VERSION, None),
+        )
+        .await
+        .unwrap();
+        let client = Client::new(&broker.url, None).unwrap();
+        let starting = tokio::spawn({
+            let client = client.clone();
+            async move { client.start_session(&start("sleeper")).await }
+        });
+        let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
+            panic!("no launch request")
+        };
+        let e = starting.await.unwrap().unwrap_err();
+        assert_eq!(
+            (e.status(), api_code(&e)),
+            (Some(504), Some(ErrorCode::LaunchTimeout))
+        );
+        let s = client.get_session(&req.session_id).await.unwrap();
+        assert_eq!(
+            (s.status, s.end_reason),
+            (SessionStatus::Failed, Some(EndReason::LaunchTimeout))
+        );
+        // The broker already asked to stop whatever might run; a late "launched" is stopped too.
+        let Some(BrokerMessage::Stop { session_id }) = fake.recv(WAIT).await else {
+            panic!("no stop after the timeout")
+        };
+        assert_eq!(session_id, req.session_id);
+        fake.send(AgentMessage::Launched(Launched {
+            session_id: req.session_id.clone(),
+            pid: 4242,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 1,
+        }))
+        .await;
+        let Some(BrokerMessage::Stop { session_id }) = fake.recv(WAIT).await else {
+            panic!("the late launch was not stopped")
+        };
+        assert_eq!(session_id, req.session_id);
+        // The record stays failed, and the slot is free.
+        let s = client.get_session(&req.session_id).await.unwrap();
+        assert_eq!(s.status, SessionStatus::Failed);
+        assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_host_loses_its_sessions_and_its_games_are_stopped_when_it_returns() {
+        let broker = TestBroker::start_with(BrokerOptions {
+            heartbeat_timeout: Duration::from_millis(500),
+            ..Default::default()
+        })
+        .await;
+        let mut fake = FakeAgent::connect(
+            broker.agent_addr,
+            fake_hello("quiet", PROTOCOL_VERSION, None),
+        )
+        .await
+        .unwrap();
+        let client = Client::new(&broker.url, None).unwrap();
+        let starting = tokio::spawn({
+            let client = client.clone();
+            async move { client.start_session(&start("sleeper")).await }
+        });
+        let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
+            panic!("no launch request")
+        };
+        fake.send(AgentMessage::Launched(Launched {
+            session_id: req.session_id.clone(),
+            pid: 4242,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 1,
+        }))
+        .await;
+        let s = starting.await.unwrap().unwrap();
+        assert_eq!(s.status, SessionStatus::Running);
+        // The fake agent now says nothing: no heartbeat.
+        let id = s.session_id.clone();
+        wait_until("the session is lost", WAIT, || {
+            let (client, id) = (client.clone(), id.clone());
+            async move { client.get_session(&id).await.unwrap().status == SessionStatus::Lost }
+        })
+        .await;
+        let s = client.get_session(&id).await.unwrap();
+        assert_eq!(s.end_reason, Some(EndReason::HostLost));
+        assert_eq!(
+            client.hosts().await.unwrap().hosts[0].status,
+            HostStatus::Offline
+        );
+        // It comes back still running the game: the broker stops it.
+        let mut hello = fake_hello("quiet", PROTOCOL_VERSION, None);
+        hello.running = vec![RunningGame {
+            session_id: id.clone(),
+            pid: 4242,
+            pgid: 4242,
+            port: 1,
+        }];
+        let mut back = FakeAgent::connect(broker.agent_addr, hello).await.unwrap();
+        let Some(BrokerMessage::Stop { session_id }) = back.recv(WAIT).await else {
+            panic!("the lost session's game was not stopped")
+        };
+        assert_eq!(session_id, id);
+        assert_eq!(
+            client.get_session(&id).await.unwrap().status,
+            SessionStatus::Lost
+        );
+    }
+}
