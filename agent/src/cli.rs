@@ -43,6 +43,10 @@ pub struct Args {
     /// SIGTERM to the game's process group, then SIGKILL after this many seconds.
     #[arg(long, env = "ARCADE_STOP_GRACE", default_value_t = 5.0)]
     pub stop_grace: f64,
+    /// On SIGTERM or SIGINT, stop every game; by default they keep running and the agent finds
+    /// them again when it starts.
+    #[arg(long, env = "ARCADE_STOP_GAMES_ON_EXIT")]
+    pub stop_games_on_exit: bool,
 }
 
 /// Why the command line does not make a config.
@@ -151,6 +155,7 @@ impl Args {
             state_dir: self.state_dir.unwrap_or_else(default_state_dir),
             stop_grace: Duration::from_secs_f64(self.stop_grace),
             backoff: Backoff::default(),
+            stop_games_on_exit: self.stop_games_on_exit,
         })
     }
 }

@@ -13,27 +13,30 @@
 //! Locking: one `std::sync::Mutex` around the table, held only for map and pool updates, never
 //! across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use protocol::wire::{
-    AgentMessage, ExitStatus, LaunchFailure, LaunchRequest, Launched, PortRange, RunningGame,
+    AgentMessage, ExitStatus, ExitedGame, LaunchFailure, LaunchRequest, Launched, PortRange,
+    RunningGame,
 };
 use protocol::SessionId;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::{Catalog, ResolveError};
 use crate::ports::PortPool;
+use crate::state;
 
 /// How long after SIGKILL we wait for a group to be gone before giving up on it. SIGKILL
 /// cannot be ignored, so only a process stuck in the kernel (uninterruptible IO) outlives this.
@@ -57,6 +60,7 @@ enum GameState {
 struct Entry {
     pid: u32,
     port: u16,
+    start_time: Option<u64>,
     state: GameState,
     gone: watch::Receiver<Option<ExitStatus>>,
 }
@@ -65,7 +69,14 @@ struct Entry {
 struct Table {
     games: HashMap<SessionId, Entry>,
     ports: PortPool,
+    /// Exits reported again at each handshake until they age out, in case the link dropped
+    /// before the broker read them.
+    exited: VecDeque<(ExitedGame, Instant)>,
 }
+
+/// Exits remembered for re-reporting: at most this many, for at most [`EXIT_MEMORY`].
+const MAX_EXITS: usize = 256;
+const EXIT_MEMORY: Duration = Duration::from_secs(600);
 
 /// Settings of [`Games`].
 #[derive(Debug, Clone)]
@@ -78,6 +89,8 @@ pub struct GamesConfig {
     pub log_dir: PathBuf,
     /// SIGTERM, then SIGKILL after this long.
     pub stop_grace: Duration,
+    /// Where [`crate::state`] is kept.
+    pub state_dir: PathBuf,
 }
 
 /// The running games of this host.
@@ -88,6 +101,11 @@ pub struct Games {
     config: GamesConfig,
     events: mpsc::Sender<AgentMessage>,
     tracker: TaskTracker,
+    /// Serialises writes of the state file, so the last write holds the latest state.
+    persist_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when the agent exits leaving its games running: supervising tasks return
+    /// without touching the games.
+    leave: CancellationToken,
 }
 
 /// Makes this process the reaper of its orphaned descendants; see the module docs.
@@ -109,12 +127,118 @@ impl Games {
             table: Mutex::new(Table {
                 games: HashMap::new(),
                 ports: PortPool::new(config.port_range),
+                exited: VecDeque::new(),
             }),
             catalog,
             config,
             events,
             tracker,
+            persist_lock: tokio::sync::Mutex::new(()),
+            leave: CancellationToken::new(),
         })
+    }
+
+    /// Takes back the games of a previous run of the agent (from `saved`): those still running
+    /// are watched again; those gone are remembered as exited, how unknown. A PID now used by
+    /// another program is never touched.
+    pub async fn adopt(self: &Arc<Self>, saved: state::Saved) {
+        let now = Instant::now();
+        for game in saved.games {
+            match state::find(&game) {
+                state::Found::Running => {
+                    let (gone_tx, gone_rx) = watch::channel(None);
+                    {
+                        let mut t = self.table();
+                        t.ports.claim(game.port);
+                        t.games.insert(
+                            game.session_id.clone(),
+                            Entry {
+                                pid: game.pid,
+                                port: game.port,
+                                start_time: game.start_time,
+                                state: GameState::Running,
+                                gone: gone_rx,
+                            },
+                        );
+                    }
+                    tracing::info!(session = %game.session_id, pid = game.pid, "found a game of a previous run; watching it again");
+                    let me = Arc::clone(self);
+                    self.tracker.spawn(async move {
+                        me.supervise(game.session_id, None, game.pid, gone_tx).await
+                    });
+                }
+                state::Found::Gone => {
+                    tracing::info!(session = %game.session_id, pid = game.pid, "a game of a previous run ended meanwhile");
+                    self.table().exited.push_back((
+                        ExitedGame {
+                            session_id: game.session_id,
+                            status: ExitStatus::Unknown,
+                        },
+                        now,
+                    ));
+                }
+            }
+        }
+        {
+            let mut t = self.table();
+            for e in saved.exited {
+                if !t.exited.iter().any(|(x, _)| x.session_id == e.session_id) {
+                    t.exited.push_back((e, now));
+                }
+            }
+        }
+        if let Err(e) = self.persist().await {
+            tracing::error!(error = %e, "cannot write the agent state");
+        }
+    }
+
+    /// Exits to report again at the next handshake.
+    pub fn exited(&self) -> Vec<ExitedGame> {
+        let mut t = self.table();
+        while t
+            .exited
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() > EXIT_MEMORY)
+        {
+            t.exited.pop_front();
+        }
+        t.exited.iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    /// Writes the state file with what runs now (off the async threads).
+    async fn persist(&self) -> std::io::Result<()> {
+        let _writing = self.persist_lock.lock().await;
+        let saved = {
+            let t = self.table();
+            let mut games: Vec<state::SavedGame> = t
+                .games
+                .iter()
+                .map(|(id, e)| state::SavedGame {
+                    session_id: id.clone(),
+                    pid: e.pid,
+                    port: e.port,
+                    start_time: e.start_time,
+                })
+                .collect();
+            games.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+            state::Saved {
+                games,
+                exited: t.exited.iter().map(|(e, _)| e.clone()).collect(),
+            }
+        };
+        let dir = self.config.state_dir.clone();
+        tokio::task::spawn_blocking(move || state::save(&dir, &saved))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Leaves the games running (the agent is exiting and will find them again): supervising
+    /// tasks stop watching, and the state file is brought up to date.
+    pub async fn leave_running(&self) {
+        self.leave.cancel();
+        if let Err(e) = self.persist().await {
+            tracing::error!(error = %e, "cannot write the agent state; running games may not be found again");
+        }
     }
 
     /// The catalog this host offers.
@@ -145,9 +269,11 @@ impl Games {
         v
     }
 
-    /// Starts a game. A repeated request for a session already running answers as the first
-    /// one did and starts nothing.
-    pub fn launch(
+    /// Starts a game and records it in the state file before answering. A repeated request
+    /// for a session already running answers as the first one did and starts nothing. A game
+    /// that cannot be recorded is killed and the launch fails: a game the agent could not find
+    /// again after a restart must not run.
+    pub async fn launch(
         self: &Arc<Self>,
         req: &LaunchRequest,
         ip: IpAddr,
@@ -186,15 +312,31 @@ impl Games {
                     Entry {
                         pid,
                         port,
+                        start_time: state::proc_stat(pid).map(|(_, start)| start),
                         state: GameState::Running,
                         gone: gone_rx,
                     },
                 );
-                tracing::info!(session = %req.session_id, game = %req.game_id, pid, port, "game launched");
                 let me = Arc::clone(self);
                 let session_id = req.session_id.clone();
-                self.tracker
-                    .spawn(async move { me.supervise(session_id, child, pid, gone_tx).await });
+                self.tracker.spawn(async move {
+                    me.supervise(session_id, Some(child), pid, gone_tx).await
+                });
+                if let Err(e) = self.persist().await {
+                    tracing::error!(session = %req.session_id, error = %e, "cannot record the game; killing it");
+                    if let Some(entry) = self.table().games.get_mut(&req.session_id) {
+                        entry.state = GameState::Stopping;
+                    }
+                    signal_group(pid, Signal::SIGKILL);
+                    return Err((
+                        LaunchFailure::SpawnFailed,
+                        format!(
+                            "cannot record the game in --state-dir {}: {e}",
+                            self.config.state_dir.display()
+                        ),
+                    ));
+                }
+                tracing::info!(session = %req.session_id, game = %req.game_id, pid, port, "game launched");
                 Ok(Launched {
                     session_id: req.session_id.clone(),
                     pid,
@@ -256,20 +398,31 @@ impl Games {
     }
 
     /// Reaps the leader, then watches (and reaps) the rest of its group until none is left.
+    /// A game adopted from a previous run has no `leader` handle: it is not our child, so it
+    /// is only watched, and how it ends is unknown. Returns early, leaving the game be, when
+    /// the agent exits leaving its games running.
     async fn supervise(
         self: Arc<Self>,
         session_id: SessionId,
-        mut child: Child,
+        leader: Option<Child>,
         pgid: u32,
         gone: watch::Sender<Option<ExitStatus>>,
     ) {
-        let mut last = match child.wait().await {
-            Ok(st) => exit_status(st),
-            Err(e) => {
-                tracing::error!(session = %session_id, error = %e, "cannot wait for game");
-                ExitStatus::Code(-1)
+        let mut last = ExitStatus::Unknown;
+        if let Some(mut child) = leader {
+            tokio::select! {
+                () = self.leave.cancelled() => return,
+                st = child.wait() => {
+                    last = match st {
+                        Ok(st) => exit_status(st),
+                        Err(e) => {
+                            tracing::error!(session = %session_id, error = %e, "cannot wait for game");
+                            ExitStatus::Unknown
+                        }
+                    };
+                }
             }
-        };
+        }
         let mut pause = GROUP_POLL_MIN;
         loop {
             if let Some(st) = reap_group(pgid) {
@@ -278,7 +431,10 @@ impl Games {
             if !group_alive(pgid) {
                 break;
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = self.leave.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
             pause = (pause * 2).min(GROUP_POLL_MAX);
         }
         let state = {
@@ -290,6 +446,24 @@ impl Games {
             entry.map(|e| e.state)
         };
         gone.send_replace(Some(last));
+        if state == Some(GameState::Running) {
+            let mut t = self.table();
+            if t.exited.len() >= MAX_EXITS {
+                t.exited.pop_front();
+            }
+            t.exited.push_back((
+                ExitedGame {
+                    session_id: session_id.clone(),
+                    status: last,
+                },
+                Instant::now(),
+            ));
+        }
+        if state.is_some() {
+            if let Err(e) = self.persist().await {
+                tracing::error!(error = %e, "cannot write the agent state");
+            }
+        }
         match state {
             Some(GameState::Running) => {
                 tracing::info!(session = %session_id, status = ?last, "game exited by itself");
@@ -363,7 +537,7 @@ fn exit_status(st: std::process::ExitStatus) -> ExitStatus {
     match (st.code(), st.signal()) {
         (Some(c), _) => ExitStatus::Code(c),
         (None, Some(s)) => ExitStatus::Signal(s),
-        (None, None) => ExitStatus::Code(-1),
+        (None, None) => ExitStatus::Unknown,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod games;
 pub mod link;
 pub mod load;
 pub mod ports;
+pub mod state;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Reconnect backoff: first pause and cap.
     pub backoff: Backoff,
+    /// On exit, stop the games instead of leaving them running to be found again.
+    pub stop_games_on_exit: bool,
 }
 
 /// Capped exponential backoff with jitter.
@@ -110,8 +113,9 @@ pub enum AgentError {
 /// Events (exits, stop answers) waiting for the link; a full channel makes game tasks wait.
 const EVENT_QUEUE: usize = 1024;
 
-/// Runs the agent until `shutdown` fires: connects (and reconnects) to the broker, serves it,
-/// and on shutdown stops its games, since this version cannot find them again after a restart.
+/// Runs the agent until `shutdown` fires: takes back the games of its previous run (from
+/// `--state-dir`), connects (and reconnects) to the broker and serves it. On shutdown it leaves
+/// its games running, to be found again, unless `stop_games_on_exit`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
     let log_dir = config.state_dir.join("logs");
     std::fs::create_dir_all(&log_dir).map_err(|source| AgentError::StateDir {
@@ -128,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             port_range: config.port_range,
             log_dir,
             stop_grace: config.stop_grace,
+            state_dir: config.state_dir.clone(),
         },
         events_tx,
         tracker.clone(),
@@ -136,6 +141,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         .await
         .unwrap_or_default();
     tracing::info!(host = %config.host_id, broker = %config.broker, games = config.catalog.offers().len(), "agent starting");
+    let saved = {
+        let dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || state::load(&dir))
+            .await
+            .unwrap_or_default()
+    };
+    games.adopt(saved).await;
 
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {
@@ -164,8 +176,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         }
     }
 
-    tracing::info!("agent stopping its games");
-    games.stop_all().await;
+    if config.stop_games_on_exit {
+        tracing::info!("agent stopping its games");
+        games.stop_all().await;
+    } else {
+        let running = games.running().len();
+        tracing::info!(
+            running,
+            "agent exiting; its games keep running and will be found again at its next start"
+        );
+        games.leave_running().await;
+    }
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await

@@ -107,6 +107,7 @@ async fn serve(
             port_range: config.port_range,
         },
         running: games.running(),
+        exited: games.exited(),
     };
     let mut framed = Framed::new(stream, MessageCodec::<HelloReply, Hello>::new());
     let reply = timeout(HANDSHAKE_TIMEOUT, async {
@@ -145,7 +146,7 @@ async fn serve(
                     None => return Err(LinkError::Lost("the broker closed the link".into())),
                 };
                 last_heard = Instant::now();
-                if let Some(reply) = handle(msg, games, ip) {
+                if let Some(reply) = handle(msg, games, ip).await {
                     sink.send(reply).await?;
                 }
             }
@@ -169,9 +170,9 @@ async fn serve(
 }
 
 /// Handles one broker message; returns the immediate answer, if any.
-fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) -> Option<AgentMessage> {
+async fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) -> Option<AgentMessage> {
     match msg {
-        BrokerMessage::Launch(req) => Some(match games.launch(&req, ip) {
+        BrokerMessage::Launch(req) => Some(match games.launch(&req, ip).await {
             Ok(launched) => AgentMessage::Launched(launched),
             Err((kind, message)) => AgentMessage::LaunchFailed {
                 session_id: req.session_id,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use protocol::codec::{self, MessageCodec, RawCodec};
 use protocol::wire::{
-    AgentMessage, BrokerMessage, ExitStatus, Hello, HelloReply, LaunchFailure, LaunchRequest,
-    Launched, RunningGame, PROTOCOL_VERSION,
+    AgentMessage, BrokerMessage, ExitStatus, ExitedGame, Hello, HelloReply, HostFacts,
+    LaunchFailure, LaunchRequest, Launched, RunningGame, PROTOCOL_VERSION,
 };
 use protocol::{HostId, SessionId};
 use tokio::net::{TcpListener, TcpStream};
@@ -126,8 +126,12 @@ pub enum HostEvent {
     Registered {
         /// The host.
         host_id: HostId,
+        /// What it said of itself.
+        facts: HostFacts,
         /// What it runs now.
         running: Vec<RunningGame>,
+        /// What ended while it was away.
+        exited: Vec<ExitedGame>,
     },
     /// A game's processes are all gone, by themselves.
     Exited {
@@ -250,7 +254,9 @@ impl Connection {
             tracing::info!(peer = %self.peer, %host, games = hello.facts.games.len(), running = hello.running.len(), "agent registered");
             let registered = HostEvent::Registered {
                 host_id: host.clone(),
+                facts: hello.facts,
                 running: hello.running,
+                exited: hello.exited,
             };
             if self.events.send(registered).await.is_ok() {
                 let framed =

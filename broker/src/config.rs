@@ -85,6 +85,8 @@ pub struct Config {
     pub agent_listen: SocketAddr,
     /// Agents must present this token.
     pub agent_token: Option<String>,
+    /// MySQL or MariaDB; `None` for the in-memory store.
+    pub database_url: Option<String>,
     /// Run a local agent with demo games.
     pub dev: Option<crate::dev::DevConfig>,
     /// A start waits this long for the agent.
@@ -129,6 +131,7 @@ impl Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             agent_token: None,
+            database_url: None,
             dev: None,
             launch_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(5),
@@ -172,11 +175,10 @@ impl Args {
             None => FileConfig::default(),
         };
         let d = Config::loopback();
-        if self.database_url.or(file.database_url).is_some() {
-            return Err(ConfigError::Invalid(
-                "--database-url: the MySQL store arrives in a later version; run without it for the in-memory store".into(),
-            ));
-        }
+        let database_url = self
+            .database_url
+            .or(file.database_url)
+            .filter(|u| !u.is_empty());
         let api_keys = if self.api_keys.is_empty() {
             file.api_keys
         } else {
@@ -209,6 +211,7 @@ impl Args {
                 .agent_token
                 .or(file.agent_token)
                 .filter(|t| !t.is_empty()),
+            database_url,
             dev: (self.dev || file.dev.unwrap_or(false))
                 .then(crate::dev::DevConfig::from_current_exe),
             launch_timeout,

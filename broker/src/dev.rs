@@ -104,6 +104,8 @@ impl DevConfig {
             state_dir,
             stop_grace: Duration::from_secs(5),
             backoff: agent::Backoff::default(),
+            // Its state directory is per broker process, so its games could not be found again.
+            stop_games_on_exit: true,
         })
     }
 }

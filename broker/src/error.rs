@@ -85,7 +85,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => Self::NotFound(format!("no session {id}")),
             StoreError::Duplicate(_) | StoreError::Transition(_) => Self::Conflict(e.to_string()),
-            StoreError::Unavailable(_) => Self::StoreUnavailable(e.to_string()),
+            StoreError::BadCursor(_) => Self::BadRequest(e.to_string()),
+            StoreError::Unavailable(_) => {
+                Self::StoreUnavailable(format!("{e}; nothing was changed, retry shortly"))
+            }
+            StoreError::Backend(_) => Self::Internal(e.to_string()),
         }
     }
 }

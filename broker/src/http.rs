@@ -156,8 +156,11 @@ async fn list_sessions(
     svc: web::Data<Service>,
     q: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let sessions = svc.list(&q).await?;
-    Ok(HttpResponse::Ok().json(api::SessionList { sessions }))
+    let page = svc.list(&q).await?;
+    Ok(HttpResponse::Ok().json(api::SessionList {
+        sessions: page.sessions,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 async fn end_session(
@@ -168,16 +171,34 @@ async fn end_session(
     Ok(HttpResponse::Ok().json(s))
 }
 
+/// `GET /v1/sessions/{id}/events`: the session's history, oldest first.
+async fn session_events(
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let events = svc.events(&session_id(&id)?).await?;
+    let events: Vec<api::SessionEventView> = events
+        .into_iter()
+        .map(|e| api::SessionEventView {
+            at: e.at,
+            event: e.event,
+            status: e.status,
+            actor: e.actor,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(api::SessionEvents { events }))
+}
+
 async fn hosts(svc: web::Data<Service>) -> HttpResponse {
     HttpResponse::Ok().json(api::HostList { hosts: svc.hosts() })
 }
 
 async fn drain(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, true)?))
+    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, true).await?))
 }
 
 async fn resume(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, false)?))
+    Ok(HttpResponse::Ok().json(svc.set_draining(&host_id(&id)?, false).await?))
 }
 
 async fn games(svc: web::Data<Service>) -> HttpResponse {
@@ -254,6 +275,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_session))
                 .route(web::delete().to(end_session)),
         )
+        .route("/v1/sessions/{id}/events", web::get().to(session_events))
         .route("/v1/hosts", web::get().to(hosts))
         .route("/v1/hosts/{id}/drain", web::post().to(drain))
         .route("/v1/hosts/{id}/resume", web::post().to(resume))

@@ -36,6 +36,7 @@ pub use config::{Args, Config};
 use crate::agent_link::LinkSettings;
 use crate::registry::Registry;
 use crate::service::{Service, ServiceSettings};
+use crate::store::mysql::MysqlStore;
 use crate::store::Store;
 
 /// Agents' events waiting for the service.
@@ -86,6 +87,9 @@ pub enum BrokerError {
     /// The dev agent cannot be set up.
     #[error("--dev: {0}")]
     Dev(String),
+    /// The session store cannot be opened.
+    #[error("--database-url: {0}")]
+    Store(String),
 }
 
 /// Runs the broker until `shutdown` fires, then stops gracefully: the HTTP API stops accepting
@@ -100,13 +104,25 @@ pub async fn run(
     let agent_addr = listeners.agents.local_addr()?;
     listeners.agents.set_nonblocking(true)?;
     let agent_listener = tokio::net::TcpListener::from_std(listeners.agents)?;
-    tracing::warn!(
-        "no --database-url: sessions are kept in memory and lost when the broker restarts"
-    );
+    let store = match &config.database_url {
+        Some(url) => {
+            let store = MysqlStore::connect(url)
+                .await
+                .map_err(|e| BrokerError::Store(e.to_string()))?;
+            tracing::info!(database = %store::mysql::mask_url(url), "session store: MySQL");
+            Store::Mysql(store)
+        }
+        None => {
+            tracing::warn!(
+                "no --database-url: sessions are kept in memory and lost when the broker restarts"
+            );
+            Store::memory()
+        }
+    };
 
     let registry = Arc::new(Registry::default());
     let service = Service::new(
-        Store::memory(),
+        store,
         Arc::clone(&registry),
         ServiceSettings {
             launch_timeout: config.launch_timeout,
@@ -114,6 +130,10 @@ pub async fn run(
             heartbeat_timeout: config.heartbeat_timeout,
         },
     );
+    service
+        .restore()
+        .await
+        .map_err(|e| BrokerError::Store(format!("cannot read the stored sessions: {e}")))?;
     let tracker = TaskTracker::new();
     // Everything but HTTP stops only after HTTP has drained.
     let background = CancellationToken::new();

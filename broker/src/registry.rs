@@ -134,6 +134,49 @@ impl Registry {
         Ok(id)
     }
 
+    /// Adds a host known from the store, offline until it reconnects. A host already known
+    /// keeps what it has; `drained` is applied either way.
+    pub fn restore(&self, host: &HostId, facts: Option<&HostFacts>, drained: bool) {
+        let mut hosts = self.lock();
+        let now = OffsetDateTime::now_utc();
+        let entry = hosts.entry(host.clone()).or_insert_with(|| {
+            let facts = facts.cloned().unwrap_or(HostFacts {
+                hostname: String::new(),
+                ip: IpAddr::from([0, 0, 0, 0]),
+                cpus: 0,
+                mem_total_bytes: 0,
+                games: Vec::new(),
+                max_sessions: 0,
+                port_range: protocol::wire::PortRange { lo: 0, hi: 0 },
+            });
+            HostEntry {
+                view: HostView {
+                    host_id: host.clone(),
+                    status: HostStatus::Offline,
+                    games: facts.games.clone(),
+                    max_sessions: facts.max_sessions,
+                    sessions: 0,
+                    cpu_percent: 0.0,
+                },
+                facts,
+                mem_used_bytes: 0,
+                last_seen: now,
+                // Counted from the broker's start: a host gets the whole timeout to come back.
+                last_seen_at: Instant::now(),
+                draining: false,
+                conn: None,
+                slots: HashSet::new(),
+            }
+        });
+        entry.draining |= drained;
+        entry.refresh_view();
+    }
+
+    /// Whether the host was ever known.
+    pub fn knows(&self, host: &HostId) -> bool {
+        self.lock().contains_key(host)
+    }
+
     /// Marks a host's connection gone (if `conn` is still its connection).
     pub fn disconnect(&self, host: &HostId, conn: ConnId) {
         if let Some(e) = self.lock().get_mut(host) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use protocol::api::{self, Session, SessionQuery, SessionStatus, StartSession};
-use protocol::wire::{ExitStatus, LaunchFailure, LaunchRequest, RunningGame};
+use protocol::wire::{ExitStatus, ExitedGame, LaunchFailure, LaunchRequest, RunningGame};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, mpsc};
@@ -23,8 +23,8 @@ use crate::agent_link::{HostEvent, LaunchReply, LinkError};
 use crate::error::ApiError;
 use crate::placement::PlacementError;
 use crate::registry::Registry;
-use crate::session::{SessionEvent, TransitionError};
-use crate::store::{Store, StoreError};
+use crate::session::{Actor, SessionEvent, TransitionError};
+use crate::store::{EventRecord, IdempotencyKey, Inserted, Page, Store, StoreError};
 
 /// The longest mode or config name accepted, in bytes.
 const MAX_VALUE_LEN: usize = 255;
@@ -52,22 +52,8 @@ pub struct Service {
     /// recorded (a game that dies at once): applied right after, so no exit is lost.
     launching: Mutex<HashMap<SessionId, Option<ExitStatus>>>,
     changes: broadcast::Sender<SessionId>,
-    idempotency: Mutex<HashMap<String, Keyed>>,
 }
 
-/// What an `Idempotency-Key` stands for.
-#[derive(Debug)]
-struct Keyed {
-    request: StartSession,
-    /// `None` while the first start with this key is in flight.
-    session: Option<SessionId>,
-    at: Instant,
-}
-
-/// How long an `Idempotency-Key` is remembered.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Keys remembered at most; past that, a start with a new key is refused until old ones expire.
-const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
 /// The longest `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 255;
 
@@ -90,7 +76,6 @@ impl Service {
             settings,
             launching: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGE_QUEUE).0,
-            idempotency: Mutex::new(HashMap::new()),
         })
     }
 
@@ -99,10 +84,15 @@ impl Service {
     }
 
     /// Applies an event to a session's record; frees its slot when it is over.
-    async fn record(&self, id: &SessionId, event: SessionEvent) -> Result<Session, StoreError> {
+    async fn record(
+        &self,
+        id: &SessionId,
+        event: SessionEvent,
+        actor: Actor,
+    ) -> Result<Session, StoreError> {
         let s = self
             .store
-            .transition(id, &event, OffsetDateTime::now_utc())
+            .transition(id, &event, actor, OffsetDateTime::now_utc())
             .await?;
         if s.status.is_terminal() {
             self.registry.release(&s.host_id, id);
@@ -120,69 +110,31 @@ impl Service {
         req: StartSession,
         key: Option<String>,
     ) -> Result<(Session, bool), ApiError> {
-        let Some(key) = key else {
-            return Ok((self.start(req).await?, true));
+        let key = match key {
+            Some(k) if k.is_empty() || k.len() > MAX_KEY_LEN => {
+                return Err(ApiError::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes"
+                )))
+            }
+            Some(k) => Some(IdempotencyKey::new(k, &req)),
+            None => None,
         };
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(ApiError::BadRequest(format!(
-                "Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes"
-            )));
-        }
-        let existing = {
-            let mut keys = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
-            keys.retain(|_, k| k.at.elapsed() < IDEMPOTENCY_TTL);
-            match keys.get(&key) {
-                Some(k) if k.request != req => {
-                    return Err(ApiError::Conflict(
-                        "this Idempotency-Key was used with a different request".into(),
-                    ))
-                }
-                Some(k) => Some(k.session.clone()),
-                None if keys.len() >= MAX_IDEMPOTENCY_KEYS => {
-                    return Err(ApiError::Conflict(
-                        "too many Idempotency-Keys remembered; retry later".into(),
-                    ))
-                }
-                None => {
-                    keys.insert(
-                        key.clone(),
-                        Keyed {
-                            request: req.clone(),
-                            session: None,
-                            at: Instant::now(),
-                        },
-                    );
-                    None
-                }
-            }
-        };
-        match existing {
-            Some(Some(id)) => return Ok((self.store.get(&id).await?, false)),
-            Some(None) => {
-                return Err(ApiError::Conflict(
-                    "a start with this Idempotency-Key is in progress; retry shortly".into(),
-                ))
-            }
-            None => {}
-        }
-        let result = self.start(req).await;
-        let mut keys = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
-        match &result {
-            Ok(s) => {
-                if let Some(k) = keys.get_mut(&key) {
-                    k.session = Some(s.session_id.clone());
-                }
-            }
-            Err(_) => {
-                keys.remove(&key);
+        let result = self.start(req, key.as_ref()).await;
+        if let (Err(_), Some(k)) = (&result, &key) {
+            if let Err(e) = self.store.forget_key(&k.key).await {
+                tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
             }
         }
-        result.map(|s| (s, true))
+        result
     }
 
     /// Starts a game: places it, records it `starting`, asks the agent, and answers once the
     /// game runs (or why it does not).
-    pub async fn start(&self, req: StartSession) -> Result<Session, ApiError> {
+    async fn start(
+        &self,
+        req: StartSession,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(Session, bool), ApiError> {
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
         let id = SessionId::new(uuid::Uuid::now_v7().to_string())
@@ -211,9 +163,22 @@ impl Service {
             placed.host_id.clone(),
             OffsetDateTime::now_utc(),
         );
-        if let Err(e) = self.store.insert(session).await {
-            self.registry.release(&placed.host_id, &id);
-            return Err(e.into());
+        match self.store.insert(&session, key).await {
+            Ok(Inserted::New) => {}
+            Ok(Inserted::Existing(first)) => {
+                self.registry.release(&placed.host_id, &id);
+                return Ok((self.store.get(&first).await?, false));
+            }
+            Ok(Inserted::KeyConflict) => {
+                self.registry.release(&placed.host_id, &id);
+                return Err(ApiError::Conflict(
+                    "this Idempotency-Key was used with a different request".into(),
+                ));
+            }
+            Err(e) => {
+                self.registry.release(&placed.host_id, &id);
+                return Err(e.into());
+            }
         }
         self.launching().insert(id.clone(), None);
         let launch = LaunchRequest {
@@ -230,7 +195,7 @@ impl Service {
                     ip: l.ip,
                     port: l.port,
                 };
-                match self.record(&id, event).await {
+                match self.record(&id, event, Actor::Agent).await {
                     Ok(s) => Ok(s),
                     Err(StoreError::Transition(TransitionError::Final(_))) => {
                         // The host was declared lost meanwhile; its game must not run on.
@@ -246,7 +211,8 @@ impl Service {
                 }
             }
             Ok(Ok(LaunchReply::Failed { kind, message })) => {
-                self.settle(&id, SessionEvent::LaunchFailed).await;
+                self.settle(&id, SessionEvent::LaunchFailed, Actor::Agent)
+                    .await;
                 Err(match kind {
                     LaunchFailure::BadRequest => ApiError::BadRequest(message),
                     LaunchFailure::NoCapacity => ApiError::NoCapacity {
@@ -261,13 +227,15 @@ impl Service {
                 })
             }
             Ok(Err(LinkError::Closed)) => {
-                self.settle(&id, SessionEvent::LaunchFailed).await;
+                self.settle(&id, SessionEvent::LaunchFailed, Actor::Agent)
+                    .await;
                 Err(ApiError::LaunchFailed(format!(
                     "host {host}'s agent disconnected during the launch; retry"
                 )))
             }
             Err(_) => {
-                self.settle(&id, SessionEvent::LaunchTimedOut).await;
+                self.settle(&id, SessionEvent::LaunchTimedOut, Actor::Sweep)
+                    .await;
                 // Whatever the agent launched late must not run without a session.
                 placed.link.stop_nowait(id.clone());
                 Err(ApiError::LaunchTimeout(format!(
@@ -277,18 +245,20 @@ impl Service {
             }
         };
         let early_exit = self.launching().remove(&id).flatten();
-        match (result, early_exit) {
+        let session = match (result, early_exit) {
             (Ok(_), Some(status)) => {
                 tracing::info!(session = %id, ?status, "game exited as it started");
-                Ok(self.record(&id, SessionEvent::Exited(status)).await?)
+                self.record(&id, SessionEvent::Exited(status), Actor::GameExit)
+                    .await?
             }
-            (result, _) => result,
-        }
+            (result, _) => result?,
+        };
+        Ok((session, true))
     }
 
     /// Records a start's failure; a store fault is logged (the sweep settles it later).
-    async fn settle(&self, id: &SessionId, event: SessionEvent) {
-        if let Err(e) = self.record(id, event).await {
+    async fn settle(&self, id: &SessionId, event: SessionEvent, actor: Actor) {
+        if let Err(e) = self.record(id, event, actor).await {
             tracing::warn!(session = %id, error = %e, "could not record the failed start");
         }
     }
@@ -298,9 +268,14 @@ impl Service {
         Ok(self.store.get(id).await?)
     }
 
-    /// Sessions, newest first.
-    pub async fn list(&self, q: &SessionQuery) -> Result<Vec<Session>, ApiError> {
+    /// Sessions, newest first, one page.
+    pub async fn list(&self, q: &SessionQuery) -> Result<Page, ApiError> {
         Ok(self.store.list(q).await?)
+    }
+
+    /// A session's history, oldest first.
+    pub async fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, ApiError> {
+        Ok(self.store.events(id).await?)
     }
 
     /// Ends a session and answers once its game's processes are gone. Ending a session that
@@ -315,7 +290,10 @@ impl Service {
         if s.status.is_terminal() {
             return Ok(s);
         }
-        let s = match self.record(id, SessionEvent::StopRequested).await {
+        let s = match self
+            .record(id, SessionEvent::StopRequested, Actor::Api)
+            .await
+        {
             Ok(s) => s,
             Err(StoreError::Transition(_)) => return Ok(self.store.get(id).await?),
             Err(e) => return Err(e.into()),
@@ -327,7 +305,7 @@ impl Service {
             ))
         })?;
         match timeout(self.settings.stop_timeout, link.stop(id.clone())).await {
-            Ok(Ok(())) => match self.record(id, SessionEvent::Stopped).await {
+            Ok(Ok(())) => match self.record(id, SessionEvent::Stopped, Actor::Agent).await {
                 Ok(s) => Ok(s),
                 // Ended otherwise meanwhile (the game exited, a concurrent end): the final
                 // state is the answer.
@@ -384,11 +362,41 @@ impl Service {
         self.registry.hosts()
     }
 
-    /// Drains or resumes a host.
-    pub fn set_draining(&self, host: &HostId, draining: bool) -> Result<api::Host, ApiError> {
+    /// Drains or resumes a host; the flag is recorded, so it survives restarts.
+    pub async fn set_draining(&self, host: &HostId, draining: bool) -> Result<api::Host, ApiError> {
+        if !self.registry.knows(host) {
+            return Err(ApiError::NotFound(format!("no host {host}")));
+        }
+        self.store
+            .set_drained(host, draining, OffsetDateTime::now_utc())
+            .await?;
         self.registry
             .set_draining(host, draining)
             .ok_or_else(|| ApiError::NotFound(format!("no host {host}")))
+    }
+
+    /// Loads what the store knows at start: hosts (offline until they reconnect, with their
+    /// drained flag) and the slots of sessions not over. Hosts that do not come back within the
+    /// heartbeat timeout lose their sessions, through the sweep.
+    pub async fn restore(&self) -> Result<(), StoreError> {
+        let hosts = self.store.hosts().await?;
+        let active = self.store.active(None).await?;
+        for h in &hosts {
+            self.registry
+                .restore(&h.host_id, h.facts.as_ref(), h.drained);
+        }
+        for s in &active {
+            self.registry.restore(&s.host_id, None, false);
+            self.registry.hold(&s.host_id, &s.session_id);
+        }
+        if !hosts.is_empty() || !active.is_empty() {
+            tracing::info!(
+                hosts = hosts.len(),
+                sessions = active.len(),
+                "restored from the store; waiting for hosts to reconnect"
+            );
+        }
+        Ok(())
     }
 
     /// The games on offer.
@@ -413,8 +421,20 @@ impl Service {
                     session_id,
                     status,
                 } => self.on_exited(&host_id, &session_id, status).await,
-                HostEvent::Registered { host_id, running } => {
-                    self.reconcile(&host_id, &running).await
+                HostEvent::Registered {
+                    host_id,
+                    facts,
+                    running,
+                    exited,
+                } => {
+                    if let Err(e) = self
+                        .store
+                        .save_host(&host_id, &facts, OffsetDateTime::now_utc())
+                        .await
+                    {
+                        tracing::warn!(host = %host_id, error = %e, "cannot record the host");
+                    }
+                    self.reconcile(&host_id, &running, &exited).await
                 }
             }
         }
@@ -425,7 +445,10 @@ impl Service {
             *slot = Some(status);
             return;
         }
-        match self.record(id, SessionEvent::Exited(status)).await {
+        match self
+            .record(id, SessionEvent::Exited(status), Actor::GameExit)
+            .await
+        {
             Ok(s) => {
                 tracing::info!(session = %id, %host, exit_code = ?s.exit_code, "game exited; session ended")
             }
@@ -433,16 +456,32 @@ impl Service {
         }
     }
 
-    /// Squares a (re)connected host's games with the records: games without a live session
-    /// are stopped; sessions whose game is gone are ended.
-    async fn reconcile(&self, host: &HostId, running: &[RunningGame]) {
+    /// Squares a (re)connected host's games with the records:
+    /// - a game whose session is live stays (its slot is held); a record still `starting` whose
+    ///   game runs becomes `running` (its start was cut short by a broker restart);
+    /// - a game without a live session (ended, lost, unknown) is stopped;
+    /// - a live record whose game is gone ends: `game_exited` with the exit the agent reports
+    ///   when it knows it, `failed` if it never started, `ended` if it was stopping.
+    async fn reconcile(&self, host: &HostId, running: &[RunningGame], exited: &[ExitedGame]) {
         let Some(link) = self.registry.link(host) else {
             return;
         };
+        let ip = self.registry.ip(host);
         for g in running {
             match self.store.get(&g.session_id).await {
                 Ok(s) if !s.status.is_terminal() && &s.host_id == host => {
-                    self.registry.hold(host, &s.session_id)
+                    self.registry.hold(host, &s.session_id);
+                    let in_flight = self.launching().contains_key(&s.session_id);
+                    if s.status == SessionStatus::Starting && !in_flight {
+                        if let Some(ip) = ip {
+                            let event = SessionEvent::Launched {
+                                pid: g.pid,
+                                ip,
+                                port: g.port,
+                            };
+                            let _ = self.record(&s.session_id, event, Actor::Recovery).await;
+                        }
+                    }
                 }
                 Ok(_) | Err(StoreError::NotFound(_)) => {
                     tracing::warn!(%host, session = %g.session_id, pid = g.pid, "host runs a game without a live session; stopping it");
@@ -451,7 +490,7 @@ impl Service {
                 Err(e) => tracing::warn!(%host, error = %e, "cannot reconcile"),
             }
         }
-        let active = match self.store.active_on_host(host).await {
+        let active = match self.store.active(Some(host)).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(%host, error = %e, "cannot reconcile");
@@ -464,12 +503,15 @@ impl Service {
             if listed || in_flight {
                 continue;
             }
-            let event = match s.status {
-                SessionStatus::Stopping => SessionEvent::Stopped,
-                _ => SessionEvent::Exited(ExitStatus::Code(-1)),
+            let known_exit = exited.iter().find(|e| e.session_id == s.session_id);
+            let event = match (s.status, known_exit) {
+                (SessionStatus::Starting, _) => SessionEvent::LaunchFailed,
+                (SessionStatus::Stopping, _) => SessionEvent::Stopped,
+                (_, Some(e)) => SessionEvent::Exited(e.status),
+                (_, None) => SessionEvent::Vanished,
             };
-            tracing::info!(%host, session = %s.session_id, "game is gone from its host; ending the session");
-            let _ = self.record(&s.session_id, event).await;
+            tracing::info!(%host, session = %s.session_id, ?event, "game is gone from its host; settling the session");
+            let _ = self.record(&s.session_id, event, Actor::Recovery).await;
         }
     }
 
@@ -484,7 +526,7 @@ impl Service {
                 _ = tick.tick() => {}
             }
             for host in self.registry.lost_hosts(self.settings.heartbeat_timeout) {
-                let sessions = match self.store.active_on_host(&host).await {
+                let sessions = match self.store.active(Some(&host)).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(%host, error = %e, "sweep: cannot read sessions");
@@ -493,7 +535,10 @@ impl Service {
                 };
                 tracing::warn!(%host, sessions = sessions.len(), "host lost; its sessions are lost");
                 for s in sessions {
-                    if let Err(e) = self.record(&s.session_id, SessionEvent::HostLost).await {
+                    if let Err(e) = self
+                        .record(&s.session_id, SessionEvent::HostLost, Actor::HostLost)
+                        .await
+                    {
                         tracing::debug!(session = %s.session_id, error = %e, "sweep: not applied");
                     }
                 }

@@ -33,6 +33,40 @@ pub enum SessionEvent {
     Exited(ExitStatus),
     /// Its host went offline and did not come back in time.
     HostLost,
+    /// Its game is gone from its host, and how it ended is not known (it ended while neither
+    /// the broker nor the agent was watching).
+    Vanished,
+}
+
+/// Who caused a change, for the session's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A portal or provider, through the API.
+    Api,
+    /// The host's agent (a launch's outcome, a stop's confirmation).
+    Agent,
+    /// The game itself, by exiting.
+    GameExit,
+    /// The broker, because the host stayed away.
+    HostLost,
+    /// The broker's own timers (a launch not confirmed in time).
+    Sweep,
+    /// The broker squaring its records with a host after a restart or reconnect.
+    Recovery,
+}
+
+impl Actor {
+    /// The name recorded in the history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Agent => "agent",
+            Self::GameExit => "game_exit",
+            Self::HostLost => "host_lost",
+            Self::Sweep => "sweep",
+            Self::Recovery => "recovery",
+        }
+    }
 }
 
 /// A change that the lifecycle does not allow.
@@ -52,7 +86,8 @@ pub enum TransitionError {
 }
 
 impl SessionEvent {
-    fn name(&self) -> &'static str {
+    /// The event's name, as recorded in the history.
+    pub fn name(&self) -> &'static str {
         match self {
             Self::Launched { .. } => "launched",
             Self::LaunchFailed => "launch failed",
@@ -61,6 +96,7 @@ impl SessionEvent {
             Self::Stopped => "stopped",
             Self::Exited(_) => "exited",
             Self::HostLost => "host lost",
+            Self::Vanished => "vanished",
         }
     }
 }
@@ -93,11 +129,12 @@ pub fn new_session(
 }
 
 /// The exit code reported for a game: its own, or 128 + the signal that killed it (the shell's
-/// convention), since the API has one `exit_code` field.
-pub fn exit_code(status: ExitStatus) -> i32 {
+/// convention), since the API has one `exit_code` field; none when nobody saw it end.
+pub fn exit_code(status: ExitStatus) -> Option<i32> {
     match status {
-        ExitStatus::Code(c) => c,
-        ExitStatus::Signal(s) => 128 + s,
+        ExitStatus::Code(c) => Some(c),
+        ExitStatus::Signal(s) => Some(128 + s),
+        ExitStatus::Unknown => None,
     }
 }
 
@@ -136,9 +173,10 @@ pub fn apply(
         (S::Stopping, E::Stopped) => end(s, S::Ended, EndReason::EndedByRequest),
         (S::Running | S::Stopping, E::Exited(st)) => {
             end(s, S::Ended, EndReason::GameExited);
-            s.exit_code = Some(exit_code(*st));
+            s.exit_code = exit_code(*st);
         }
         (S::Running | S::Stopping, E::HostLost) => end(s, S::Lost, EndReason::HostLost),
+        (S::Running | S::Stopping, E::Vanished) => end(s, S::Ended, EndReason::GameExited),
         (status, event) => {
             return Err(TransitionError::Invalid {
                 status,
@@ -256,6 +294,7 @@ mod tests {
             &[E::LaunchFailed, launched()],
             &[launched(), E::StopRequested, E::Stopped, E::StopRequested],
             &[launched(), E::HostLost, E::Exited(ExitStatus::Code(0))],
+            &[E::Vanished],
         ];
         for events in bad {
             assert!(run(events).is_err(), "{events:?}");

@@ -84,6 +84,9 @@ pub enum Command {
         /// At most this many (the broker's default is 100).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIST_LIMIT)))]
         limit: Option<u32>,
+        /// Continue a listing where the previous page ended (its next cursor).
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
     },
     /// Show one session in full.
     Session {
@@ -206,15 +209,23 @@ async fn execute(client: &Client, command: Command, json: bool) -> Result<String
             game,
             host,
             limit,
+            cursor,
         } => {
             let query = SessionQuery {
                 status: status.map(SessionStatus::from),
                 game_id: game.map(GameId::new).transpose()?,
                 host_id: host.map(HostId::new).transpose()?,
                 limit,
+                cursor,
             };
             let list = client.list_sessions(&query).await?;
-            render(json, &list, |l| sessions_table(&l.sessions))
+            render(json, &list, |l| {
+                let mut table = sessions_table(&l.sessions);
+                if let Some(next) = &l.next_cursor {
+                    table.push_str(&format!("(more: --cursor {next})\n"));
+                }
+                table
+            })
         }
         Command::Session { session } => {
             let session = client.get_session(&SessionId::new(session)?).await?;
@@ -564,7 +575,8 @@ mod tests {
                 status: Some(StatusArg::Running),
                 game: None,
                 host: None,
-                limit: None
+                limit: None,
+                cursor: None
             }
         );
         let cli = parse(&["--api-key", "k", "start", "neverball", "--mode", "periodic"]);
@@ -612,7 +624,8 @@ mod tests {
                 status: None,
                 game: Some("g".into()),
                 host: Some("h".into()),
-                limit: Some(7)
+                limit: Some(7),
+                cursor: None
             }
         );
     }

@@ -470,6 +470,7 @@ mod tests {
             game_id: Some(GameId::new("sleeper").unwrap()),
             host_id: None,
             limit: Some(5),
+            cursor: None,
         };
         let list = client.list_sessions(&query).await.unwrap();
         assert!(list.sessions.is_empty());

@@ -146,6 +146,9 @@ pub struct Session {
 pub struct SessionList {
     /// Newest first.
     pub sessions: Vec<Session>,
+    /// Pass as `cursor` to get the next page; `null` when this page is the last.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/sessions` query. All filters are optional and combine with "and".
@@ -163,6 +166,30 @@ pub struct SessionQuery {
     /// At most this many (default [`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// One change in a session's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEventView {
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// What happened: `created`, `launched`, `stop requested`, `stopped`, `exited`, ...
+    pub event: String,
+    /// The session's status after it.
+    pub status: String,
+    /// Who caused it: `api`, `agent`, `game_exit`, `host_lost`, `sweep`, `recovery`.
+    pub actor: String,
+}
+
+/// `GET /v1/sessions/{id}/events` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEvents {
+    /// Oldest first.
+    pub events: Vec<SessionEventView>,
 }
 
 /// Sessions listed when no `limit` is given.

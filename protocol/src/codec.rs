@@ -188,6 +188,10 @@ mod tests {
                 },
             },
             running: vec![running()],
+            exited: vec![ExitedGame {
+                session_id: sid(),
+                status: ExitStatus::Signal(15),
+            }],
         }
     }
 

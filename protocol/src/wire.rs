@@ -35,6 +35,18 @@ pub struct Hello {
     pub facts: HostFacts,
     /// Games this agent is running now (after a reconnect, or a restart of the agent).
     pub running: Vec<RunningGame>,
+    /// Games that ended while the link was down (or the agent was restarting), with how they
+    /// ended when the agent knows it; the broker settles their sessions.
+    pub exited: Vec<ExitedGame>,
+}
+
+/// A game that ended while its exit could not be reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitedGame {
+    /// Its session.
+    pub session_id: SessionId,
+    /// How the last process of its group ended.
+    pub status: ExitStatus,
 }
 
 /// Just the version field of a [`Hello`], decodable whatever the rest of the frame holds.
@@ -176,6 +188,8 @@ pub enum ExitStatus {
     Code(i32),
     /// It was killed by this signal.
     Signal(i32),
+    /// It ended while nobody could see how (the agent was restarting).
+    Unknown,
 }
 
 /// A host's load, sampled by its agent.

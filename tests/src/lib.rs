@@ -193,6 +193,10 @@ pub struct AgentOptions {
     pub token: Option<String>,
     /// The catalog; by default [`test_catalog`].
     pub catalog: Option<Catalog>,
+    /// `--stop-games-on-exit`; on by default in tests, so no game outlives its test.
+    pub stop_games_on_exit: bool,
+    /// `--state-dir`; by default a new temporary directory.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -204,6 +208,8 @@ impl AgentOptions {
             stop_grace: Duration::from_secs(5),
             token: None,
             catalog: None,
+            stop_games_on_exit: true,
+            state_dir: None,
         }
     }
 }
@@ -297,12 +303,16 @@ impl TestAgent {
             cpus: 2,
             max_sessions: opts.max_sessions,
             port_range: fresh_port_range(),
-            state_dir: state_dir.path().to_owned(),
+            state_dir: opts
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| state_dir.path().to_owned()),
             stop_grace: opts.stop_grace,
             backoff: agent::Backoff {
                 min: Duration::from_millis(20),
                 max: Duration::from_millis(200),
             },
+            stop_games_on_exit: opts.stop_games_on_exit,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent::run(config, shutdown.clone()));
@@ -416,6 +426,7 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
             port_range: PortRange { lo: 1, hi: 100 },
         },
         running: Vec::new(),
+        exited: Vec::new(),
     }
 }
 

@@ -1,0 +1,250 @@
+//! The in-memory store: the embedded default for `--dev` and trials. Sessions are kept in
+//! insertion order (so "newest first" is a reverse walk and a cursor is a sequence number);
+//! at most [`MemoryStore::MAX_SESSIONS`] records, forgetting the oldest finished ones past that.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use protocol::api::{Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use protocol::wire::HostFacts;
+use protocol::{HostId, SessionId};
+use time::OffsetDateTime;
+
+use super::{
+    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, Page, StoreError,
+    IDEMPOTENCY_TTL,
+};
+use crate::session::{apply, Actor, SessionEvent};
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: RwLock<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    by_seq: BTreeMap<u64, Entry>,
+    index: HashMap<SessionId, u64>,
+    next: u64,
+    keys: HashMap<String, (String, SessionId, OffsetDateTime)>,
+    hosts: BTreeMap<HostId, HostRecord>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    events: Vec<EventRecord>,
+}
+
+fn record(event: &str, s: &Session, actor: Actor, at: OffsetDateTime) -> EventRecord {
+    EventRecord {
+        at,
+        event: event.to_owned(),
+        status: s.status.as_str().to_owned(),
+        actor: actor.as_str().to_owned(),
+    }
+}
+
+impl MemoryStore {
+    /// Records kept at most.
+    pub const MAX_SESSIONS: usize = 100_000;
+    /// Idempotency keys kept at most (besides expiry after [`IDEMPOTENCY_TTL`]).
+    pub const MAX_KEYS: usize = 100_000;
+
+    fn read(&self) -> RwLockReadGuard<'_, Memory> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Memory> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn insert(
+        &self,
+        s: &Session,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError> {
+        let mut m = self.write();
+        if let Some(k) = key {
+            let now = OffsetDateTime::now_utc();
+            if m.keys.len() >= Self::MAX_KEYS {
+                m.keys.retain(|_, (_, _, at)| now - *at < IDEMPOTENCY_TTL);
+            }
+            match m.keys.get(&k.key) {
+                Some((_, _, at)) if now - *at >= IDEMPOTENCY_TTL => {}
+                Some((request, _, _)) if request != &k.request => return Ok(Inserted::KeyConflict),
+                Some((_, id, _)) => return Ok(Inserted::Existing(id.clone())),
+                None if m.keys.len() >= Self::MAX_KEYS => {
+                    return Err(StoreError::Unavailable(
+                        "too many idempotency keys remembered".into(),
+                    ))
+                }
+                None => {}
+            }
+        }
+        if m.index.contains_key(&s.session_id) {
+            return Err(StoreError::Duplicate(s.session_id.clone()));
+        }
+        if let Some(k) = key {
+            m.keys.insert(
+                k.key.clone(),
+                (
+                    k.request.clone(),
+                    s.session_id.clone(),
+                    OffsetDateTime::now_utc(),
+                ),
+            );
+        }
+        let seq = m.next;
+        m.next += 1;
+        m.index.insert(s.session_id.clone(), seq);
+        let events = vec![record("created", s, Actor::Api, s.created_at)];
+        m.by_seq.insert(
+            seq,
+            Entry {
+                session: s.clone(),
+                events,
+            },
+        );
+        if m.by_seq.len() > Self::MAX_SESSIONS {
+            let excess = m.by_seq.len() - Self::MAX_SESSIONS;
+            let old: Vec<u64> = m
+                .by_seq
+                .iter()
+                .filter(|(_, e)| e.session.status.is_terminal())
+                .take(excess)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in old {
+                if let Some(e) = m.by_seq.remove(&seq) {
+                    m.index.remove(&e.session.session_id);
+                }
+            }
+        }
+        Ok(Inserted::New)
+    }
+
+    pub(super) fn forget_key(&self, key: &str) {
+        self.write().keys.remove(key);
+    }
+
+    pub(super) fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
+        let m = self.read();
+        m.index
+            .get(id)
+            .and_then(|seq| m.by_seq.get(seq))
+            .map(|e| e.session.clone())
+            .ok_or_else(|| StoreError::NotFound(id.clone()))
+    }
+
+    pub(super) fn list(&self, q: &SessionQuery) -> Result<Page, StoreError> {
+        let limit = q
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .clamp(1, MAX_LIST_LIMIT) as usize;
+        let below = q
+            .cursor
+            .as_deref()
+            .map(parse_cursor)
+            .transpose()?
+            .unwrap_or(u64::MAX);
+        let m = self.read();
+        let page: Vec<(u64, Session)> = m
+            .by_seq
+            .range(..below)
+            .rev()
+            .map(|(seq, e)| (*seq, &e.session))
+            .filter(|(_, s)| q.status.is_none_or(|st| s.status == st))
+            .filter(|(_, s)| q.game_id.as_ref().is_none_or(|g| &s.game_id == g))
+            .filter(|(_, s)| q.host_id.as_ref().is_none_or(|h| &s.host_id == h))
+            .take(limit)
+            .map(|(seq, s)| (seq, s.clone()))
+            .collect();
+        let next_cursor = (page.len() == limit)
+            .then(|| page.last().map(|(seq, _)| seq.to_string()))
+            .flatten();
+        Ok(Page {
+            sessions: page.into_iter().map(|(_, s)| s).collect(),
+            next_cursor,
+        })
+    }
+
+    pub(super) fn transition(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+    ) -> Result<Session, StoreError> {
+        let mut m = self.write();
+        let seq = *m
+            .index
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let e = m
+            .by_seq
+            .get_mut(&seq)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        apply(&mut e.session, event, now)?;
+        let r = record(event.name(), &e.session, actor, now);
+        e.events.push(r);
+        Ok(e.session.clone())
+    }
+
+    pub(super) fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
+        let m = self.read();
+        m.index
+            .get(id)
+            .and_then(|seq| m.by_seq.get(seq))
+            .map(|e| e.events.clone())
+            .ok_or_else(|| StoreError::NotFound(id.clone()))
+    }
+
+    pub(super) fn find_active_by_addr(&self, ip: IpAddr, pid: u32) -> Option<Session> {
+        self.read()
+            .by_seq
+            .values()
+            .map(|e| &e.session)
+            .find(|s| !s.status.is_terminal() && s.ip == Some(ip) && s.pid == Some(pid))
+            .cloned()
+    }
+
+    pub(super) fn active(&self, host: Option<&HostId>) -> Vec<Session> {
+        self.read()
+            .by_seq
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| !s.status.is_terminal() && host.is_none_or(|h| &s.host_id == h))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn save_host(&self, host: &HostId, facts: &HostFacts, now: OffsetDateTime) {
+        let mut m = self.write();
+        let r = m.hosts.entry(host.clone()).or_insert_with(|| HostRecord {
+            host_id: host.clone(),
+            drained: false,
+            facts: None,
+            last_seen: now,
+        });
+        r.facts = Some(facts.clone());
+        r.last_seen = now;
+    }
+
+    pub(super) fn set_drained(&self, host: &HostId, drained: bool, now: OffsetDateTime) {
+        let mut m = self.write();
+        let r = m.hosts.entry(host.clone()).or_insert_with(|| HostRecord {
+            host_id: host.clone(),
+            drained,
+            facts: None,
+            last_seen: now,
+        });
+        r.drained = drained;
+    }
+
+    pub(super) fn hosts(&self) -> Vec<HostRecord> {
+        self.read().hosts.values().cloned().collect()
+    }
+}

@@ -1,0 +1,265 @@
+//! Session records' storage, behind one narrow interface.
+//!
+//! [`Store`] is a closed enum over the storage kinds — [`memory::MemoryStore`] (the default,
+//! lost on restart) and [`mysql::MysqlStore`] (MySQL 8 or MariaDB 10.11) — so calls are static
+//! and every kind answers the same contract, which one test suite checks against both.
+//!
+//! Every state change goes through [`Store::transition`], which applies
+//! [`crate::session::apply`] atomically with respect to other changes of the same session and
+//! appends the change to the session's event history, with who caused it. A call returns only
+//! once the change is durable (for MySQL: committed).
+//!
+//! Only this module (and its submodules) knows how sessions are stored; only
+//! [`mysql`] knows SQL.
+
+pub mod memory;
+pub mod mysql;
+
+use std::net::IpAddr;
+
+use protocol::api::{Session, SessionQuery, StartSession};
+use protocol::wire::HostFacts;
+use protocol::{HostId, SessionId};
+use time::OffsetDateTime;
+
+use crate::session::{Actor, SessionEvent, TransitionError};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No such session.
+    #[error("no session {0}")]
+    NotFound(SessionId),
+    /// A session with this id exists already.
+    #[error("session {0} exists already")]
+    Duplicate(SessionId),
+    /// The change is not allowed by the lifecycle.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A listing cursor that this store did not hand out.
+    #[error("invalid cursor {0:?}: pass the next_cursor of a previous page")]
+    BadCursor(String),
+    /// The storage cannot be reached (or did not answer in time).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// The storage answered with an error that is a fault of ours (a bug, a schema problem).
+    #[error("session store error: {0}")]
+    Backend(String),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Newest first.
+    pub sessions: Vec<Session>,
+    /// Where the next page starts, when there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// One recorded change of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// When.
+    pub at: OffsetDateTime,
+    /// What happened (`created`, `launched`, `stop requested`, ...).
+    pub event: String,
+    /// The session's state after it.
+    pub status: String,
+    /// Who caused it.
+    pub actor: String,
+}
+
+/// What the store knows of a host across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    /// The host.
+    pub host_id: HostId,
+    /// Drained by a provider; survives restarts.
+    pub drained: bool,
+    /// What it said in its last handshake.
+    pub facts: Option<HostFacts>,
+    /// When it was last registered.
+    pub last_seen: OffsetDateTime,
+}
+
+/// The answer to inserting a session under an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The session is recorded.
+    New,
+    /// The key was used before with the same request: this is its session; nothing was written.
+    Existing(SessionId),
+    /// The key was used before with a different request; nothing was written.
+    KeyConflict,
+}
+
+/// An `Idempotency-Key` and the request it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// The request, canonically encoded, to tell a retry from a reuse.
+    pub request: String,
+}
+
+impl IdempotencyKey {
+    /// Binds `key` to `request`.
+    pub fn new(key: String, request: &StartSession) -> Self {
+        Self {
+            key,
+            // Field order is fixed by the struct, so equal requests encode equally.
+            request: serde_json::to_string(request).unwrap_or_default(),
+        }
+    }
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
+
+/// The session store.
+#[derive(Debug)]
+pub enum Store {
+    /// Kept in this process; lost on restart.
+    Memory(memory::MemoryStore),
+    /// MySQL or MariaDB.
+    Mysql(mysql::MysqlStore),
+}
+
+impl Store {
+    /// An empty in-memory store.
+    pub fn memory() -> Self {
+        Self::Memory(memory::MemoryStore::default())
+    }
+
+    /// Whether records survive a restart.
+    pub fn is_durable(&self) -> bool {
+        matches!(self, Self::Mysql(_))
+    }
+
+    /// Records a new session (`starting`), bound to `key` when given.
+    pub async fn insert(
+        &self,
+        s: &Session,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError> {
+        match self {
+            Self::Memory(m) => m.insert(s, key),
+            Self::Mysql(m) => m.insert(s, key).await,
+        }
+    }
+
+    /// Forgets an `Idempotency-Key` (its start failed, so a retry may start again).
+    pub async fn forget_key(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.forget_key(key);
+                Ok(())
+            }
+            Self::Mysql(m) => m.forget_key(key).await,
+        }
+    }
+
+    /// One session.
+    pub async fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
+        match self {
+            Self::Memory(m) => m.get(id),
+            Self::Mysql(m) => m.get(id).await,
+        }
+    }
+
+    /// Sessions matching `q`, newest first, one page.
+    pub async fn list(&self, q: &SessionQuery) -> Result<Page, StoreError> {
+        match self {
+            Self::Memory(m) => m.list(q),
+            Self::Mysql(m) => m.list(q).await,
+        }
+    }
+
+    /// Applies `event`, caused by `actor`, to a session and returns it as it now is.
+    pub async fn transition(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+    ) -> Result<Session, StoreError> {
+        match self {
+            Self::Memory(m) => m.transition(id, event, actor, now),
+            Self::Mysql(m) => m.transition(id, event, actor, now).await,
+        }
+    }
+
+    /// A session's history, oldest first.
+    pub async fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
+        match self {
+            Self::Memory(m) => m.events(id),
+            Self::Mysql(m) => m.events(id).await,
+        }
+    }
+
+    /// The session, not yet over, whose game runs at `ip` with `pid`.
+    pub async fn find_active_by_addr(
+        &self,
+        ip: IpAddr,
+        pid: u32,
+    ) -> Result<Option<Session>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.find_active_by_addr(ip, pid)),
+            Self::Mysql(m) => m.find_active_by_addr(ip, pid).await,
+        }
+    }
+
+    /// Sessions not yet over, on `host`, or on every host.
+    pub async fn active(&self, host: Option<&HostId>) -> Result<Vec<Session>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.active(host)),
+            Self::Mysql(m) => m.active(host).await,
+        }
+    }
+
+    /// Records a host's handshake facts (keeping its drained flag).
+    pub async fn save_host(
+        &self,
+        host: &HostId,
+        facts: &HostFacts,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.save_host(host, facts, now);
+                Ok(())
+            }
+            Self::Mysql(m) => m.save_host(host, facts, now).await,
+        }
+    }
+
+    /// Records a host's drained flag.
+    pub async fn set_drained(
+        &self,
+        host: &HostId,
+        drained: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.set_drained(host, drained, now);
+                Ok(())
+            }
+            Self::Mysql(m) => m.set_drained(host, drained, now).await,
+        }
+    }
+
+    /// Every host ever recorded.
+    pub async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.hosts()),
+            Self::Mysql(m) => m.hosts().await,
+        }
+    }
+}
+
+/// Parses a listing cursor: the sequence number below which the next page starts.
+fn parse_cursor(c: &str) -> Result<u64, StoreError> {
+    c.parse::<u64>()
+        .map_err(|_| StoreError::BadCursor(c.chars().take(64).collect()))
+}

@@ -1,0 +1,664 @@
+//! The MySQL / MariaDB store, on mysql_async: pooled, every call bounded by [`CALL_TIMEOUT`],
+//! every state change in one transaction that locks the session's row (`SELECT ... FOR
+//! UPDATE`), applies [`crate::session::apply`], updates the row and appends to the history.
+//! A call returns only after its commit, so an acknowledged change is on disk.
+//!
+//! The schema is created and migrated at start by [`MysqlStore::connect`]: versioned
+//! migrations embedded in the binary ([`MIGRATIONS`]), applied in order under a named lock
+//! (`GET_LOCK`), so two brokers starting at once do not race; each migration's statements are
+//! idempotent (`IF NOT EXISTS`), since MySQL commits DDL implicitly and a migration cannot be
+//! rolled back as a whole. Tested on MariaDB 10.11; written for MySQL 8 as well (no
+//! MariaDB-only syntax).
+//!
+//! This is the only module that knows SQL.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mysql_async::prelude::{FromValue, Queryable};
+use mysql_async::{
+    Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value,
+};
+use protocol::api::{
+    EndReason, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
+use protocol::wire::HostFacts;
+use protocol::{GameId, HostId, SessionId};
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use super::{
+    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, Page, StoreError,
+    IDEMPOTENCY_TTL,
+};
+use crate::session::{apply, Actor, SessionEvent};
+
+/// Every store call, including waiting for a pooled connection, finishes within this.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first connection at start may take this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema's migrations, in order. A migration, once released, never changes: add one.
+pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[(
+    1,
+    "sessions, their history, hosts, idempotency keys",
+    &[
+        "CREATE TABLE IF NOT EXISTS sessions (
+            seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            session_id VARCHAR(128) NOT NULL,
+            game_id VARCHAR(128) NOT NULL,
+            mode VARCHAR(255) NOT NULL,
+            config VARCHAR(255) NULL,
+            status VARCHAR(16) NOT NULL,
+            host_id VARCHAR(128) NOT NULL,
+            ip VARCHAR(45) NULL,
+            port INT UNSIGNED NULL,
+            pid INT UNSIGNED NULL,
+            created_at DATETIME(6) NOT NULL,
+            started_at DATETIME(6) NULL,
+            ended_at DATETIME(6) NULL,
+            end_reason VARCHAR(32) NULL,
+            exit_code INT NULL,
+            UNIQUE KEY sessions_session_id (session_id),
+            KEY sessions_status (status, seq),
+            KEY sessions_game (game_id, seq),
+            KEY sessions_host (host_id, seq),
+            KEY sessions_addr (ip, pid)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS session_events (
+            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            session_id VARCHAR(128) NOT NULL,
+            at DATETIME(6) NOT NULL,
+            event VARCHAR(32) NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            actor VARCHAR(16) NOT NULL,
+            KEY session_events_session (session_id, id)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS hosts (
+            host_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            drained BOOLEAN NOT NULL DEFAULT FALSE,
+            facts TEXT NULL,
+            last_seen DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS idempotency_keys (
+            idem_key VARCHAR(255) NOT NULL PRIMARY KEY,
+            request TEXT NOT NULL,
+            session_id VARCHAR(128) NOT NULL,
+            created_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    ],
+)];
+
+const SESSION_COLUMNS: &str =
+    "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
+     created_at, started_at, ended_at, end_reason, exit_code";
+
+/// The MySQL store.
+#[derive(Debug, Clone)]
+pub struct MysqlStore {
+    pool: Pool,
+}
+
+/// `url` with its password replaced by `***`, for messages and logs.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable URL>".into();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{userinfo}@{host}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+fn unavailable(e: mysql_async::Error) -> StoreError {
+    match e {
+        mysql_async::Error::Server(s) => StoreError::Backend(format!("{} ({})", s.message, s.code)),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+fn opt_utc(t: Option<OffsetDateTime>) -> Value {
+    t.map_or(Value::NULL, |t| utc(t).into())
+}
+
+fn take<T: FromValue>(row: &mut Row, idx: usize) -> Result<T, StoreError> {
+    row.take_opt::<T, usize>(idx)
+        .ok_or_else(|| StoreError::Backend(format!("missing column {idx}")))?
+        .map_err(|e| StoreError::Backend(format!("column {idx}: {e}")))
+}
+
+fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, StoreError> {
+    v.parse()
+        .map_err(|_| StoreError::Backend(format!("bad {what} {v:?} in the database")))
+}
+
+fn end_reason_str(r: EndReason) -> &'static str {
+    match r {
+        EndReason::EndedByRequest => "ended_by_request",
+        EndReason::GameExited => "game_exited",
+        EndReason::LaunchFailed => "launch_failed",
+        EndReason::LaunchTimeout => "launch_timeout",
+        EndReason::HostLost => "host_lost",
+    }
+}
+
+fn end_reason_parse(s: &str) -> Result<EndReason, StoreError> {
+    Ok(match s {
+        "ended_by_request" => EndReason::EndedByRequest,
+        "game_exited" => EndReason::GameExited,
+        "launch_failed" => EndReason::LaunchFailed,
+        "launch_timeout" => EndReason::LaunchTimeout,
+        "host_lost" => EndReason::HostLost,
+        other => {
+            return Err(StoreError::Backend(format!(
+                "bad end_reason {other:?} in the database"
+            )))
+        }
+    })
+}
+
+/// Decodes a row of [`SESSION_COLUMNS`] into its sequence number and session.
+fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
+    let seq: u64 = take(&mut row, 0)?;
+    let session_id: String = take(&mut row, 1)?;
+    let game_id: String = take(&mut row, 2)?;
+    let status: String = take(&mut row, 5)?;
+    let host_id: String = take(&mut row, 6)?;
+    let ip: Option<String> = take(&mut row, 7)?;
+    let end_reason: Option<String> = take(&mut row, 13)?;
+    let port: Option<u32> = take(&mut row, 8)?;
+    let s = Session {
+        session_id: parse("session id", &session_id)?,
+        game_id: parse::<GameId>("game id", &game_id)?,
+        mode: take(&mut row, 3)?,
+        config: take(&mut row, 4)?,
+        status: parse::<SessionStatus>("status", &status)?,
+        host_id: parse::<HostId>("host id", &host_id)?,
+        ip: ip
+            .as_deref()
+            .map(|ip| parse::<IpAddr>("ip", ip))
+            .transpose()?,
+        port: port
+            .map(|p| u16::try_from(p).map_err(|_| StoreError::Backend(format!("bad port {p}"))))
+            .transpose()?,
+        pid: take(&mut row, 9)?,
+        created_at: take::<PrimitiveDateTime>(&mut row, 10)?.assume_utc(),
+        started_at: take::<Option<PrimitiveDateTime>>(&mut row, 11)?
+            .map(PrimitiveDateTime::assume_utc),
+        ended_at: take::<Option<PrimitiveDateTime>>(&mut row, 12)?
+            .map(PrimitiveDateTime::assume_utc),
+        end_reason: end_reason.as_deref().map(end_reason_parse).transpose()?,
+        exit_code: take(&mut row, 14)?,
+    };
+    Ok((seq, s))
+}
+
+fn event_params(
+    id: &SessionId,
+    s: &Session,
+    event: &str,
+    actor: Actor,
+    at: OffsetDateTime,
+) -> Params {
+    Params::Positional(vec![
+        id.as_str().into(),
+        utc(at).into(),
+        event.into(),
+        s.status.as_str().into(),
+        actor.as_str().into(),
+    ])
+}
+
+const INSERT_EVENT: &str =
+    "INSERT INTO session_events (session_id, at, event, status, actor) VALUES (?, ?, ?, ?, ?)";
+
+impl MysqlStore {
+    /// Connects, checks the server answers, and creates or migrates the schema. Errors name
+    /// the URL with its password masked.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let masked = mask_url(url);
+        let opts = Opts::from_url(url).map_err(|e| {
+            StoreError::Unavailable(format!("invalid --database-url {masked}: {e}"))
+        })?;
+        let constraints = PoolConstraints::new(1, 16).unwrap_or_default();
+        let opts = OptsBuilder::from_opts(opts)
+            .pool_opts(PoolOpts::default().with_constraints(constraints))
+            .conn_ttl(Duration::from_secs(300));
+        let pool = Pool::new(opts);
+        let store = Self { pool };
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, store.pool.get_conn())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "cannot reach {masked}: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))?;
+        store.migrate(&mut conn).await.map_err(|e| match e {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{masked}: {m}")),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Closes the pool's connections.
+    pub async fn close(self) {
+        let _ = self.pool.disconnect().await;
+    }
+
+    async fn migrate(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let locked: Option<i64> = conn
+            .query_first("SELECT GET_LOCK('arcade_schema', 60)")
+            .await
+            .map_err(unavailable)?;
+        if locked != Some(1) {
+            return Err(StoreError::Unavailable(
+                "could not take the schema lock within 60 s".into(),
+            ));
+        }
+        let result = async {
+            conn.query_drop(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INT UNSIGNED NOT NULL PRIMARY KEY,
+                    name VARCHAR(255) NOT NULL,
+                    applied_at DATETIME(6) NOT NULL
+                ) ENGINE=InnoDB",
+            )
+            .await?;
+            let applied: Vec<u32> = conn.query("SELECT version FROM schema_migrations").await?;
+            for (version, name, statements) in MIGRATIONS {
+                if applied.contains(version) {
+                    continue;
+                }
+                tracing::info!(version, name, "applying schema migration");
+                for sql in *statements {
+                    conn.query_drop(*sql).await?;
+                }
+                conn.exec_drop(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, utc(OffsetDateTime::now_utc())),
+                )
+                .await?;
+            }
+            Ok::<(), mysql_async::Error>(())
+        }
+        .await;
+        let _ = conn.query_drop("DO RELEASE_LOCK('arcade_schema')").await;
+        result.map_err(unavailable)
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(CALL_TIMEOUT, f)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool.get_conn().await.map_err(unavailable)
+    }
+
+    pub(super) async fn insert(
+        &self,
+        s: &Session,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Inserted, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(unavailable)?;
+            if let Some(k) = key {
+                let now = OffsetDateTime::now_utc();
+                // An expired key is as good as none.
+                tx.exec_drop(
+                    "DELETE FROM idempotency_keys WHERE idem_key = ? AND created_at < ?",
+                    (&k.key, utc(now - IDEMPOTENCY_TTL)),
+                )
+                .await
+                .map_err(unavailable)?;
+                let existing: Option<(String, String)> = tx
+                    .exec_first(
+                        "SELECT request, session_id FROM idempotency_keys WHERE idem_key = ? FOR UPDATE",
+                        (&k.key,),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                if let Some((request, id)) = existing {
+                    tx.rollback().await.map_err(unavailable)?;
+                    return Ok(if request == k.request {
+                        Inserted::Existing(parse("session id", &id)?)
+                    } else {
+                        Inserted::KeyConflict
+                    });
+                }
+                tx.exec_drop(
+                    "INSERT INTO idempotency_keys (idem_key, request, session_id, created_at) VALUES (?, ?, ?, ?)",
+                    (&k.key, &k.request, s.session_id.as_str(), utc(now)),
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+            let params = Params::Positional(vec![
+                s.session_id.as_str().into(),
+                s.game_id.as_str().into(),
+                s.mode.as_str().into(),
+                s.config.clone().into(),
+                s.status.as_str().into(),
+                s.host_id.as_str().into(),
+                s.ip.map(|ip| ip.to_string()).into(),
+                s.port.map(u32::from).into(),
+                s.pid.into(),
+                utc(s.created_at).into(),
+                opt_utc(s.started_at),
+                opt_utc(s.ended_at),
+                s.end_reason.map(end_reason_str).into(),
+                s.exit_code.into(),
+            ]);
+            let inserted = tx
+                .exec_drop(
+                    "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
+                     created_at, started_at, ended_at, end_reason, exit_code) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+                .await;
+            match inserted {
+                Err(mysql_async::Error::Server(e)) if e.code == 1062 => {
+                    return Err(StoreError::Duplicate(s.session_id.clone()))
+                }
+                other => other.map_err(unavailable)?,
+            }
+            tx.exec_drop(INSERT_EVENT, event_params(&s.session_id, s, "created", Actor::Api, s.created_at))
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(Inserted::New)
+        })
+        .await
+    }
+
+    pub(super) async fn forget_key(&self, key: &str) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop("DELETE FROM idempotency_keys WHERE idem_key = ?", (key,))
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let row: Option<Row> = conn
+                .exec_first(
+                    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"),
+                    (id.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            let row = row.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+            Ok(session_row(row)?.1)
+        })
+        .await
+    }
+
+    pub(super) async fn list(&self, q: &SessionQuery) -> Result<Page, StoreError> {
+        let limit = q
+            .limit
+            .unwrap_or(DEFAULT_LIST_LIMIT)
+            .clamp(1, MAX_LIST_LIMIT);
+        let below = q.cursor.as_deref().map(parse_cursor).transpose()?;
+        // Only the filters given, so each query can use its (filter, seq) index.
+        let mut sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE 1 = 1");
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(st) = q.status {
+            sql.push_str(" AND status = ?");
+            params.push(st.as_str().into());
+        }
+        if let Some(g) = &q.game_id {
+            sql.push_str(" AND game_id = ?");
+            params.push(g.as_str().into());
+        }
+        if let Some(h) = &q.host_id {
+            sql.push_str(" AND host_id = ?");
+            params.push(h.as_str().into());
+        }
+        if let Some(b) = below {
+            sql.push_str(" AND seq < ?");
+            params.push(b.into());
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        params.push(limit.into());
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(sql, Params::Positional(params))
+                .await
+                .map_err(unavailable)?;
+            let page = rows
+                .into_iter()
+                .map(session_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_cursor = (page.len() == limit as usize)
+                .then(|| page.last().map(|(seq, _)| seq.to_string()))
+                .flatten();
+            Ok(Page {
+                sessions: page.into_iter().map(|(_, s)| s).collect(),
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn transition(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+    ) -> Result<Session, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(unavailable)?;
+            let row: Option<Row> = tx
+                .exec_first(
+                    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ? FOR UPDATE"),
+                    (id.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            let Some(row) = row else {
+                tx.rollback().await.map_err(unavailable)?;
+                return Err(StoreError::NotFound(id.clone()));
+            };
+            let (_, mut s) = session_row(row)?;
+            if let Err(e) = apply(&mut s, event, now) {
+                tx.rollback().await.map_err(unavailable)?;
+                return Err(e.into());
+            }
+            let params = Params::Positional(vec![
+                s.status.as_str().into(),
+                s.ip.map(|ip| ip.to_string()).into(),
+                s.port.map(u32::from).into(),
+                s.pid.into(),
+                opt_utc(s.started_at),
+                opt_utc(s.ended_at),
+                s.end_reason.map(end_reason_str).into(),
+                s.exit_code.into(),
+                id.as_str().into(),
+            ]);
+            tx.exec_drop(
+                "UPDATE sessions SET status = ?, ip = ?, port = ?, pid = ?, started_at = ?, ended_at = ?, \
+                 end_reason = ?, exit_code = ? WHERE session_id = ?",
+                params,
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.exec_drop(INSERT_EVENT, event_params(id, &s, event.name(), actor, now))
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(s)
+        })
+        .await
+    }
+
+    pub(super) async fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(PrimitiveDateTime, String, String, String)> = conn
+                .exec(
+                    "SELECT at, event, status, actor FROM session_events WHERE session_id = ? ORDER BY id",
+                    (id.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                return Err(StoreError::NotFound(id.clone()));
+            }
+            Ok(rows
+                .into_iter()
+                .map(|(at, event, status, actor)| EventRecord {
+                    at: at.assume_utc(),
+                    event,
+                    status,
+                    actor,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub(super) async fn find_active_by_addr(
+        &self,
+        ip: IpAddr,
+        pid: u32,
+    ) -> Result<Option<Session>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let row: Option<Row> = conn
+                .exec_first(
+                    format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE ip = ? AND pid = ? \
+                         AND status IN ('starting', 'running', 'stopping') ORDER BY seq DESC LIMIT 1"
+                    ),
+                    (ip.to_string(), pid),
+                )
+                .await
+                .map_err(unavailable)?;
+            row.map(|r| session_row(r).map(|(_, s)| s)).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn active(&self, host: Option<&HostId>) -> Result<Vec<Session>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let active = "status IN ('starting', 'running', 'stopping')";
+            let rows: Vec<Row> = match host {
+                Some(h) => conn
+                    .exec(
+                        format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE host_id = ? AND {active} ORDER BY seq"),
+                        (h.as_str(),),
+                    )
+                    .await
+                    .map_err(unavailable)?,
+                None => conn
+                    .query(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {active} ORDER BY seq"))
+                    .await
+                    .map_err(unavailable)?,
+            };
+            rows.into_iter().map(|r| session_row(r).map(|(_, s)| s)).collect()
+        })
+        .await
+    }
+
+    pub(super) async fn save_host(
+        &self,
+        host: &HostId,
+        facts: &HostFacts,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let facts = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "INSERT INTO hosts (host_id, drained, facts, last_seen) VALUES (?, FALSE, ?, ?) \
+                 ON DUPLICATE KEY UPDATE facts = VALUES(facts), last_seen = VALUES(last_seen)",
+                (host.as_str(), facts, utc(now)),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn set_drained(
+        &self,
+        host: &HostId,
+        drained: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "INSERT INTO hosts (host_id, drained, facts, last_seen) VALUES (?, ?, NULL, ?) \
+                 ON DUPLICATE KEY UPDATE drained = VALUES(drained)",
+                (host.as_str(), drained, utc(now)),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(String, bool, Option<String>, PrimitiveDateTime)> = conn
+                .query("SELECT host_id, drained, facts, last_seen FROM hosts ORDER BY host_id")
+                .await
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, drained, facts, last_seen)| {
+                    Ok(HostRecord {
+                        host_id: parse("host id", &id)?,
+                        drained,
+                        // Facts of an older shape are dropped, not fatal: the host re-sends them.
+                        facts: facts.and_then(|f| serde_json::from_str(&f).ok()),
+                        last_seen: last_seen.assume_utc(),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("mysql://arcade:s3cret@db:3306/arcade"),
+            "mysql://arcade:***@db:3306/arcade"
+        );
+        assert_eq!(
+            mask_url("mysql://root@127.0.0.1:3306/x"),
+            "mysql://root@127.0.0.1:3306/x"
+        );
+        assert_eq!(mask_url("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
+        assert_eq!(mask_url("nonsense"), "<unparsable URL>");
+    }
+}
