@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use protocol::codec::{self, MessageCodec, RawCodec};
+use protocol::codec::{self, CodecError, MessageCodec, RawCodec};
 use protocol::wire::{
     AgentMessage, BrokerMessage, ExitStatus, ExitedGame, Hello, HelloReply, HostFacts,
     LaunchFailure, LaunchRequest, Launched, RunningGame, PROTOCOL_VERSION,
@@ -30,6 +30,22 @@ use crate::registry::Registry;
 
 /// The handshake must complete within this, or the connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write to an agent that does not complete within this closes its connection: an agent
+/// that stops reading must not keep its host "online".
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn write<S>(sink: &mut S, msg: BrokerMessage) -> Result<(), CodecError>
+where
+    S: futures::Sink<BrokerMessage, Error = CodecError> + Unpin,
+{
+    timeout(WRITE_TIMEOUT, sink.send(msg)).await.map_err(|_| {
+        CodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        ))
+    })?
+}
+
 /// Commands queued per agent connection.
 const COMMAND_QUEUE: usize = 256;
 
@@ -132,6 +148,14 @@ pub enum HostEvent {
         running: Vec<RunningGame>,
         /// What ended while it was away.
         exited: Vec<ExitedGame>,
+    },
+    /// A game was stopped, and nobody waits for the answer (the end that asked timed out,
+    /// or the stop was sent by reconcile).
+    Stopped {
+        /// The host.
+        host_id: HostId,
+        /// The session.
+        session_id: SessionId,
     },
     /// A game's processes are all gone, by themselves.
     Exited {
@@ -314,6 +338,12 @@ impl Connection {
                 Some(cmd) = commands.recv() => {
                     let msg = match cmd {
                         AgentCommand::Launch { req, reply } => {
+                            // Waiters that gave up (their start timed out) are dropped here.
+                            launches.retain(|_, r| !r.is_closed());
+                            stops.retain(|_, rs| {
+                                rs.retain(|r| !r.is_closed());
+                                !rs.is_empty()
+                            });
                             launches.insert(req.session_id.clone(), reply);
                             BrokerMessage::Launch(req)
                         }
@@ -324,8 +354,8 @@ impl Connection {
                             BrokerMessage::Stop { session_id }
                         }
                     };
-                    if let Err(e) = sink.send(msg).await {
-                        tracing::warn!(%host, error = %e, "agent link write failed");
+                    if let Err(e) = write(&mut sink, msg).await {
+                        tracing::warn!(%host, error = %e, "agent link write failed; closing it");
                         return;
                     }
                 }
@@ -347,7 +377,7 @@ impl Connection {
                     if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut sink).await {
                         return;
                     }
-                    if heartbeat && sink.send(BrokerMessage::HeartbeatAck).await.is_err() {
+                    if heartbeat && write(&mut sink, BrokerMessage::HeartbeatAck).await.is_err() {
                         return;
                     }
                 }
@@ -364,7 +394,7 @@ impl Connection {
         sink: &mut S,
     ) -> Result<(), ()>
     where
-        S: futures::Sink<BrokerMessage> + Unpin,
+        S: futures::Sink<BrokerMessage, Error = CodecError> + Unpin,
     {
         match msg {
             AgentMessage::Heartbeat(load) => self.registry.seen(host, Some(&load)),
@@ -378,7 +408,7 @@ impl Connection {
                     // Nobody waits for it any more (the start timed out): no game may run
                     // without a session.
                     tracing::warn!(%host, session = %id, "late launch; stopping the game");
-                    sink.send(BrokerMessage::Stop { session_id: id })
+                    write(sink, BrokerMessage::Stop { session_id: id })
                         .await
                         .map_err(|_| ())?;
                 }
@@ -393,8 +423,17 @@ impl Connection {
                 }
             }
             AgentMessage::Stopped { session_id } => {
-                for reply in stops.remove(&session_id).unwrap_or_default() {
-                    let _ = reply.send(());
+                let waiting = stops.remove(&session_id).unwrap_or_default();
+                let mut delivered = false;
+                for reply in waiting {
+                    delivered |= reply.send(()).is_ok();
+                }
+                if !delivered {
+                    let event = HostEvent::Stopped {
+                        host_id: host.clone(),
+                        session_id,
+                    };
+                    self.events.send(event).await.map_err(|_| ())?;
                 }
             }
             AgentMessage::Exited { session_id, status } => {

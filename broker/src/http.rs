@@ -136,7 +136,13 @@ async fn start_session(
         ),
         None => None,
     };
-    let (session, fresh) = svc.start_idempotent(body.into_inner(), key).await?;
+    // In a task of its own, so a client that hangs up does not cut the start short: the slot,
+    // the record and the game are settled whatever happens to this request.
+    let svc = svc.into_inner();
+    let (session, fresh) =
+        tokio::spawn(async move { svc.start_idempotent(body.into_inner(), key).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("start task failed: {e}")))??;
     Ok(if fresh {
         HttpResponse::Created().json(session)
     } else {
@@ -167,7 +173,12 @@ async fn end_session(
     svc: web::Data<Service>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let s = svc.end(&session_id(&id)?).await?;
+    let id = session_id(&id)?;
+    let svc = svc.into_inner();
+    // As for starts: an end, once asked, completes even if the client hangs up.
+    let s = tokio::spawn(async move { svc.end(&id).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("end task failed: {e}")))??;
     Ok(HttpResponse::Ok().json(s))
 }
 
@@ -232,7 +243,11 @@ async fn legacy_start(
         mode: blank(&q.excute_mode),
         config: blank(&q.configfile),
     };
-    let (s, _) = svc.start_idempotent(start, None).await.map_err(fail)?;
+    let svc = svc.into_inner();
+    let (s, _) = tokio::spawn(async move { svc.start_idempotent(start, None).await })
+        .await
+        .map_err(|e| fail(ApiError::Internal(format!("start task failed: {e}"))))?
+        .map_err(fail)?;
     Ok(HttpResponse::Ok().json(legacy::Started {
         gamestatus: legacy::STARTED.to_owned(),
         game_ip: s.ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -253,7 +268,12 @@ async fn legacy_end(
     };
     let q = web::Query::<legacy::EndQuery>::from_query(req.query_string())
         .map_err(|e| fail(ApiError::BadRequest(format!("invalid query string: {e}"))))?;
-    svc.end_by_addr(&q.server_ip, &q.pid).await.map_err(fail)?;
+    let svc = svc.into_inner();
+    let (ip, pid) = (q.server_ip.clone(), q.pid.clone());
+    tokio::spawn(async move { svc.end_by_addr(&ip, &pid).await })
+        .await
+        .map_err(|e| fail(ApiError::Internal(format!("end task failed: {e}"))))?
+        .map_err(fail)?;
     Ok(HttpResponse::Ok().json(legacy::Ended {
         gamestatus: legacy::ENDED.to_owned(),
     }))
@@ -263,31 +283,48 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::NotFound(format!("no route {} {}", req.method(), req.path())).error_response()
 }
 
+/// A known path with a method it does not take: 405, with a JSON body like every error.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: ErrorCode::BadRequest,
+            message: format!("{} is not allowed on {}", req.method(), req.path()),
+        },
+    };
+    HttpResponse::MethodNotAllowed().json(body)
+}
+
+/// A resource whose other methods answer [`method_not_allowed`].
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
         .service(
-            web::resource("/v1/sessions")
+            resource("/v1/sessions")
                 .route(web::post().to(start_session))
                 .route(web::get().to(list_sessions)),
         )
         .service(
-            web::resource("/v1/sessions/{id}")
+            resource("/v1/sessions/{id}")
                 .route(web::get().to(get_session))
                 .route(web::delete().to(end_session)),
         )
-        .route("/v1/sessions/{id}/events", web::get().to(session_events))
-        .route("/v1/hosts", web::get().to(hosts))
-        .route("/v1/hosts/{id}/drain", web::post().to(drain))
-        .route("/v1/hosts/{id}/resume", web::post().to(resume))
-        .route("/v1/games", web::get().to(games))
-        .route("/IP", web::get().to(legacy_start))
-        .route("/End", web::get().to(legacy_end));
+        .service(resource("/v1/sessions/{id}/events").route(web::get().to(session_events)))
+        .service(resource("/v1/hosts").route(web::get().to(hosts)))
+        .service(resource("/v1/hosts/{id}/drain").route(web::post().to(drain)))
+        .service(resource("/v1/hosts/{id}/resume").route(web::post().to(resume)))
+        .service(resource("/v1/games").route(web::get().to(games)))
+        .service(resource("/IP").route(web::get().to(legacy_start)))
+        .service(resource("/End").route(web::get().to(legacy_end)));
 }
 
 fn cors(origins: &[String]) -> Cors {
     let mut c = Cors::default()
         .allowed_methods(["GET", "POST", "DELETE"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, IDEMPOTENCY_KEY])
+        .expose_headers([header::RETRY_AFTER])
         .max_age(3600);
     for o in origins {
         c = if o == "*" {

@@ -35,15 +35,18 @@ struct HostEntry {
     last_seen_at: Instant,
     draining: bool,
     conn: Option<(ConnId, AgentLink)>,
+    /// Set once the broker has squared its records with the host's games; until then the host
+    /// takes no session.
+    ready: bool,
     slots: HashSet<SessionId>,
 }
 
 impl HostEntry {
     fn refresh_view(&mut self) {
-        self.view.status = match (&self.conn, self.draining) {
-            (None, _) => HostStatus::Offline,
-            (Some(_), true) => HostStatus::Draining,
-            (Some(_), false) => HostStatus::Online,
+        self.view.status = match (&self.conn, self.ready, self.draining) {
+            (None, _, _) | (Some(_), false, _) => HostStatus::Offline,
+            (Some(_), true, true) => HostStatus::Draining,
+            (Some(_), true, false) => HostStatus::Online,
         };
         self.view.sessions = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
     }
@@ -119,6 +122,7 @@ impl Registry {
                 last_seen_at: Instant::now(),
                 draining: false,
                 conn: None,
+                ready: false,
                 slots: HashSet::new(),
             });
         if entry.conn.is_some() {
@@ -130,8 +134,17 @@ impl Registry {
         entry.last_seen = now;
         entry.last_seen_at = Instant::now();
         entry.conn = Some((id, link));
+        entry.ready = false;
         entry.refresh_view();
         Ok(id)
+    }
+
+    /// Lets a registered host take sessions (its games are reconciled).
+    pub fn mark_ready(&self, host: &HostId) {
+        if let Some(e) = self.lock().get_mut(host) {
+            e.ready = e.conn.is_some();
+            e.refresh_view();
+        }
     }
 
     /// Adds a host known from the store, offline until it reconnects. A host already known
@@ -165,6 +178,7 @@ impl Registry {
                 last_seen_at: Instant::now(),
                 draining: false,
                 conn: None,
+                ready: false,
                 slots: HashSet::new(),
             }
         });
@@ -182,6 +196,7 @@ impl Registry {
         if let Some(e) = self.lock().get_mut(host) {
             if e.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
                 e.conn = None;
+                e.ready = false;
                 e.refresh_view();
             }
         }

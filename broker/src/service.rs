@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::agent_link::{HostEvent, LaunchReply, LinkError};
 use crate::error::ApiError;
 use crate::placement::PlacementError;
-use crate::registry::Registry;
+use crate::registry::{Placed, Registry};
 use crate::session::{Actor, SessionEvent, TransitionError};
-use crate::store::{EventRecord, IdempotencyKey, Inserted, Page, Store, StoreError};
+use crate::store::{EventRecord, IdempotencyKey, Inserted, KeyMatch, Page, Store, StoreError};
 
 /// The longest mode or config name accepted, in bytes.
 const MAX_VALUE_LEN: usize = 255;
@@ -56,6 +56,10 @@ pub struct Service {
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 255;
+
+fn key_conflict() -> ApiError {
+    ApiError::Conflict("this Idempotency-Key was used with a different request".into())
+}
 
 fn check_value(what: &str, v: Option<&str>) -> Result<(), ApiError> {
     let Some(v) = v else { return Ok(()) };
@@ -103,8 +107,9 @@ impl Service {
     }
 
     /// Starts a game, at most once per `key`: a repeated key with the same request answers the
-    /// first start's session (and `false`: not new) and starts nothing; with another request,
-    /// 409. A start that failed forgets its key, so it can be retried.
+    /// first start's session (and `false`: not new) and starts nothing, whatever the capacity
+    /// now; with another request, 409. A key whose first start is still in flight answers once
+    /// that start has settled. A start that failed forgets its key, so it can be retried.
     pub async fn start_idempotent(
         &self,
         req: StartSession,
@@ -119,13 +124,20 @@ impl Service {
             Some(k) => Some(IdempotencyKey::new(k, &req)),
             None => None,
         };
-        let result = self.start(req, key.as_ref()).await;
-        if let (Err(_), Some(k)) = (&result, &key) {
-            if let Err(e) = self.store.forget_key(&k.key).await {
-                tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
+        if let Some(k) = &key {
+            match self.store.find_key(k).await? {
+                Some(KeyMatch::Same(first)) => return Ok((self.settled(&first).await?, false)),
+                Some(KeyMatch::Different) => return Err(key_conflict()),
+                None => {}
             }
         }
-        result
+        self.start(req, key.as_ref()).await
+    }
+
+    /// A session once it is no longer `starting` (bounded by the launch timeout).
+    async fn settled(&self, id: &SessionId) -> Result<Session, ApiError> {
+        self.wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
+            .await
     }
 
     /// Starts a game: places it, records it `starting`, asks the agent, and answers once the
@@ -163,24 +175,38 @@ impl Service {
             placed.host_id.clone(),
             OffsetDateTime::now_utc(),
         );
-        match self.store.insert(&session, key).await {
+        // Before the record exists, so an exit racing the launch is never missed, and so a
+        // host's reconcile never takes this session for one whose game vanished.
+        self.launching().insert(id.clone(), None);
+        let inserted = self.store.insert(&session, key).await;
+        if !matches!(inserted, Ok(Inserted::New)) {
+            self.launching().remove(&id);
+            self.registry.release(&placed.host_id, &id);
+        }
+        match inserted {
             Ok(Inserted::New) => {}
-            Ok(Inserted::Existing(first)) => {
-                self.registry.release(&placed.host_id, &id);
-                return Ok((self.store.get(&first).await?, false));
-            }
-            Ok(Inserted::KeyConflict) => {
-                self.registry.release(&placed.host_id, &id);
-                return Err(ApiError::Conflict(
-                    "this Idempotency-Key was used with a different request".into(),
-                ));
-            }
-            Err(e) => {
-                self.registry.release(&placed.host_id, &id);
-                return Err(e.into());
+            // A concurrent request with the same key got there first.
+            Ok(Inserted::Existing(first)) => return Ok((self.settled(&first).await?, false)),
+            Ok(Inserted::KeyConflict) => return Err(key_conflict()),
+            Err(e) => return Err(e.into()),
+        }
+        let result = self.launch(&id, &req, &placed).await;
+        if let (Err(_), Some(k)) = (&result, key) {
+            if let Err(e) = self.store.forget_key(&k.key).await {
+                tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
             }
         }
-        self.launching().insert(id.clone(), None);
+        result
+    }
+
+    /// Asks the agent to launch a recorded session and records the outcome.
+    async fn launch(
+        &self,
+        id: &SessionId,
+        req: &StartSession,
+        placed: &Placed,
+    ) -> Result<(Session, bool), ApiError> {
+        let id = id.clone();
         let launch = LaunchRequest {
             session_id: id.clone(),
             game_id: req.game_id.clone(),
@@ -421,6 +447,20 @@ impl Service {
                     session_id,
                     status,
                 } => self.on_exited(&host_id, &session_id, status).await,
+                HostEvent::Stopped {
+                    host_id,
+                    session_id,
+                } => match self
+                    .record(&session_id, SessionEvent::Stopped, Actor::Agent)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(host = %host_id, session = %session_id, "game stopped; session ended")
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %session_id, error = %e, "stop not applied")
+                    }
+                },
                 HostEvent::Registered {
                     host_id,
                     facts,
@@ -434,7 +474,8 @@ impl Service {
                     {
                         tracing::warn!(host = %host_id, error = %e, "cannot record the host");
                     }
-                    self.reconcile(&host_id, &running, &exited).await
+                    self.reconcile(&host_id, &running, &exited).await;
+                    self.registry.mark_ready(&host_id);
                 }
             }
         }
@@ -471,6 +512,10 @@ impl Service {
             match self.store.get(&g.session_id).await {
                 Ok(s) if !s.status.is_terminal() && &s.host_id == host => {
                     self.registry.hold(host, &s.session_id);
+                    if s.status == SessionStatus::Stopping {
+                        // Its end was cut short: finish it; the answer is recorded on arrival.
+                        link.stop_nowait(s.session_id.clone());
+                    }
                     let in_flight = self.launching().contains_key(&s.session_id);
                     if s.status == SessionStatus::Starting && !in_flight {
                         if let Some(ip) = ip {
@@ -515,6 +560,35 @@ impl Service {
         }
     }
 
+    /// Fails sessions left `starting` past the launch timeout with no start in flight (their
+    /// start was cut short: a broker restart, a cancelled request), and stops whatever their
+    /// host might have launched for them.
+    async fn settle_stale_starts(&self) {
+        let Ok(active) = self.store.active(None).await else {
+            return;
+        };
+        let limit = self.settings.launch_timeout + Duration::from_secs(5);
+        let now = OffsetDateTime::now_utc();
+        for s in active {
+            let stale = s.status == SessionStatus::Starting
+                && now - s.created_at > limit
+                && !self.launching().contains_key(&s.session_id);
+            if !stale {
+                continue;
+            }
+            tracing::warn!(session = %s.session_id, host = %s.host_id, "start never settled; failing it");
+            if self
+                .record(&s.session_id, SessionEvent::LaunchTimedOut, Actor::Sweep)
+                .await
+                .is_ok()
+            {
+                if let Some(link) = self.registry.link(&s.host_id) {
+                    link.stop_nowait(s.session_id.clone());
+                }
+            }
+        }
+    }
+
     /// Every so often, ends the sessions of hosts away longer than the heartbeat timeout.
     pub async fn run_sweeper(self: Arc<Self>, shutdown: CancellationToken) {
         let every = (self.settings.heartbeat_timeout / 4).max(Duration::from_millis(100));
@@ -525,6 +599,7 @@ impl Service {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            self.settle_stale_starts().await;
             for host in self.registry.lost_hosts(self.settings.heartbeat_timeout) {
                 let sessions = match self.store.active(Some(&host)).await {
                     Ok(s) => s,

@@ -4,6 +4,8 @@
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
 
+pub mod mariadb;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

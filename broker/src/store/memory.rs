@@ -12,7 +12,7 @@ use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 
 use super::{
-    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, Page, StoreError,
+    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page, StoreError,
     IDEMPOTENCY_TTL,
 };
 use crate::session::{apply, Actor, SessionEvent};
@@ -124,6 +124,19 @@ impl MemoryStore {
             }
         }
         Ok(Inserted::New)
+    }
+
+    pub(super) fn find_key(&self, key: &IdempotencyKey) -> Option<KeyMatch> {
+        let m = self.read();
+        let (request, id, at) = m.keys.get(&key.key)?;
+        if OffsetDateTime::now_utc() - *at >= IDEMPOTENCY_TTL {
+            return None;
+        }
+        Some(if request == &key.request {
+            KeyMatch::Same(id.clone())
+        } else {
+            KeyMatch::Different
+        })
     }
 
     pub(super) fn forget_key(&self, key: &str) {

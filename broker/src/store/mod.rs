@@ -93,6 +93,15 @@ pub enum Inserted {
     KeyConflict,
 }
 
+/// What an `Idempotency-Key` was used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// The same request: this is its session.
+    Same(SessionId),
+    /// Another request.
+    Different,
+}
+
 /// An `Idempotency-Key` and the request it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -145,6 +154,14 @@ impl Store {
         match self {
             Self::Memory(m) => m.insert(s, key),
             Self::Mysql(m) => m.insert(s, key).await,
+        }
+    }
+
+    /// What `key` was used for, if it is remembered (and not expired).
+    pub async fn find_key(&self, key: &IdempotencyKey) -> Result<Option<KeyMatch>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.find_key(key)),
+            Self::Mysql(m) => m.find_key(key).await,
         }
     }
 

@@ -27,7 +27,7 @@ use protocol::{GameId, HostId, SessionId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::{
-    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, Page, StoreError,
+    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page, StoreError,
     IDEMPOTENCY_TTL,
 };
 use crate::session::{apply, Actor, SessionEvent};
@@ -381,6 +381,32 @@ impl MysqlStore {
                 .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             Ok(Inserted::New)
+        })
+        .await
+    }
+
+    pub(super) async fn find_key(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyMatch>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let found: Option<(String, String)> = conn
+                .exec_first(
+                    "SELECT request, session_id FROM idempotency_keys WHERE idem_key = ? AND created_at >= ?",
+                    (&key.key, utc(OffsetDateTime::now_utc() - IDEMPOTENCY_TTL)),
+                )
+                .await
+                .map_err(unavailable)?;
+            found
+                .map(|(request, id)| {
+                    Ok(if request == key.request {
+                        KeyMatch::Same(parse("session id", &id)?)
+                    } else {
+                        KeyMatch::Different
+                    })
+                })
+                .transpose()
         })
         .await
     }

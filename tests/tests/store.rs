@@ -1,0 +1,426 @@
+//! The session store's contract, run against every kind of store: the in-memory one and MySQL
+//! (a real MariaDB server, one database per test).
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::sync::Arc;
+
+use broker::session::{new_session, Actor, SessionEvent};
+use broker::store::mysql::MysqlStore;
+use broker::store::{IdempotencyKey, Inserted, Store, StoreError};
+use protocol::api::{EndReason, Session, SessionQuery, SessionStatus, StartSession};
+use protocol::wire::{ExitStatus, GameOffer, HostFacts, PortRange};
+use protocol::{GameId, HostId, SessionId};
+use time::OffsetDateTime;
+
+fn session(n: u32, game: &str, host: &str) -> Session {
+    new_session(
+        SessionId::new(format!("s-{n:04}")).unwrap(),
+        GameId::new(game).unwrap(),
+        "default".into(),
+        None,
+        HostId::new(host).unwrap(),
+        // Whole microseconds: what DATETIME(6) keeps.
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + i64::from(n)).unwrap(),
+    )
+}
+
+fn launched(pid: u32) -> SessionEvent {
+    SessionEvent::Launched {
+        pid,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20000,
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap()
+}
+
+async fn insert(store: &Store, s: &Session) {
+    assert_eq!(store.insert(s, None).await.unwrap(), Inserted::New);
+}
+
+async fn round_trips_every_field(store: Store) {
+    let mut s = session(1, "neverball", "host-a");
+    s.config = Some("server.conf".into());
+    s.mode = "periodic".into();
+    insert(&store, &s).await;
+    assert_eq!(store.get(&s.session_id).await.unwrap(), s);
+    let running = store
+        .transition(&s.session_id, &launched(4242), Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(running.status, SessionStatus::Running);
+    assert_eq!(store.get(&s.session_id).await.unwrap(), running);
+    let ended = store
+        .transition(
+            &s.session_id,
+            &SessionEvent::Exited(ExitStatus::Signal(9)),
+            Actor::GameExit,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ended.exit_code, ended.end_reason),
+        (Some(137), Some(EndReason::GameExited))
+    );
+    assert_eq!(store.get(&s.session_id).await.unwrap(), ended);
+    let missing = SessionId::new("nope").unwrap();
+    assert_eq!(
+        store.get(&missing).await.unwrap_err(),
+        StoreError::NotFound(missing)
+    );
+    assert!(matches!(
+        store.insert(&s, None).await,
+        Err(StoreError::Duplicate(_))
+    ));
+}
+
+async fn enforces_the_lifecycle_and_keeps_history(store: Store) {
+    let s = session(1, "g", "h");
+    insert(&store, &s).await;
+    let id = &s.session_id;
+    let err = store
+        .transition(id, &SessionEvent::Stopped, Actor::Agent, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Transition(_)), "{err:?}");
+    store
+        .transition(id, &launched(7), Actor::Agent, now())
+        .await
+        .unwrap();
+    store
+        .transition(id, &SessionEvent::StopRequested, Actor::Api, now())
+        .await
+        .unwrap();
+    store
+        .transition(id, &SessionEvent::Stopped, Actor::Agent, now())
+        .await
+        .unwrap();
+    let err = store
+        .transition(id, &SessionEvent::HostLost, Actor::HostLost, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Transition(_)), "{err:?}");
+    assert_eq!(store.get(id).await.unwrap().status, SessionStatus::Ended);
+    let history: Vec<(String, String, String)> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event, e.status, e.actor))
+        .collect();
+    let want = [
+        ("created", "starting", "api"),
+        ("launched", "running", "agent"),
+        ("stop requested", "stopping", "api"),
+        ("stopped", "ended", "agent"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(history, want);
+}
+
+async fn lists_newest_first_with_filters_and_pages(store: Store) {
+    for n in 0..25 {
+        let game = if n % 2 == 0 { "even" } else { "odd" };
+        let host = if n < 10 { "host-a" } else { "host-b" };
+        insert(&store, &session(n, game, host)).await;
+    }
+    store
+        .transition(
+            &SessionId::new("s-0003").unwrap(),
+            &launched(3),
+            Actor::Agent,
+            now(),
+        )
+        .await
+        .unwrap();
+    let ids = |p: &broker::store::Page| {
+        p.sessions
+            .iter()
+            .map(|s| s.session_id.to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = store.list(&SessionQuery::default()).await.unwrap();
+    assert_eq!(all.sessions.len(), 25);
+    assert_eq!(all.sessions[0].session_id.as_str(), "s-0024");
+    assert_eq!(all.next_cursor, None);
+    let q = |status, game: Option<&str>, host: Option<&str>, limit, cursor| SessionQuery {
+        status,
+        game_id: game.map(|g| GameId::new(g).unwrap()),
+        host_id: host.map(|h| HostId::new(h).unwrap()),
+        limit,
+        cursor,
+    };
+    let running = store
+        .list(&q(Some(SessionStatus::Running), None, None, None, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(&running), ["s-0003"]);
+    let odd_a = store
+        .list(&q(None, Some("odd"), Some("host-a"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&odd_a),
+        ["s-0009", "s-0007", "s-0005", "s-0003", "s-0001"]
+    );
+    // Pages of 10 over the 13 even sessions.
+    let first = store
+        .list(&q(None, Some("even"), None, Some(10), None))
+        .await
+        .unwrap();
+    assert_eq!(first.sessions.len(), 10);
+    assert_eq!(first.sessions[0].session_id.as_str(), "s-0024");
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let second = store
+        .list(&q(None, Some("even"), None, Some(10), Some(cursor)))
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["s-0004", "s-0002", "s-0000"]);
+    assert_eq!(second.next_cursor, None);
+    let bad = store
+        .list(&q(
+            None,
+            None,
+            None,
+            None,
+            Some("x'; DROP TABLE sessions".into()),
+        ))
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadCursor(_))));
+    // Limits are clamped to 1..=1000.
+    let one = store
+        .list(&q(None, None, None, Some(0), None))
+        .await
+        .unwrap();
+    assert_eq!(one.sessions.len(), 1);
+}
+
+async fn finds_active_sessions(store: Store) {
+    for n in 0..4 {
+        insert(
+            &store,
+            &session(n, "g", if n < 3 { "host-a" } else { "host-b" }),
+        )
+        .await;
+    }
+    let id = |n: u32| SessionId::new(format!("s-{n:04}")).unwrap();
+    store
+        .transition(&id(0), &launched(100), Actor::Agent, now())
+        .await
+        .unwrap();
+    store
+        .transition(&id(1), &launched(101), Actor::Agent, now())
+        .await
+        .unwrap();
+    store
+        .transition(&id(1), &SessionEvent::HostLost, Actor::HostLost, now())
+        .await
+        .unwrap();
+    let ip = "10.0.0.5".parse().unwrap();
+    assert_eq!(
+        store
+            .find_active_by_addr(ip, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_id,
+        id(0)
+    );
+    assert!(
+        store.find_active_by_addr(ip, 101).await.unwrap().is_none(),
+        "lost is not active"
+    );
+    let on_a: Vec<SessionId> = store
+        .active(Some(&HostId::new("host-a").unwrap()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(on_a, [id(0), id(2)]);
+    assert_eq!(store.active(None).await.unwrap().len(), 3);
+}
+
+async fn binds_idempotency_keys(store: Store) {
+    let req = StartSession {
+        game_id: GameId::new("g").unwrap(),
+        mode: None,
+        config: None,
+    };
+    let key = IdempotencyKey::new("order-1".into(), &req);
+    let first = session(1, "g", "h");
+    assert_eq!(
+        store.insert(&first, Some(&key)).await.unwrap(),
+        Inserted::New
+    );
+    let again = session(2, "g", "h");
+    assert_eq!(
+        store.insert(&again, Some(&key)).await.unwrap(),
+        Inserted::Existing(first.session_id.clone())
+    );
+    let other = IdempotencyKey::new(
+        "order-1".into(),
+        &StartSession {
+            mode: Some("x".into()),
+            ..req.clone()
+        },
+    );
+    assert_eq!(
+        store.insert(&again, Some(&other)).await.unwrap(),
+        Inserted::KeyConflict
+    );
+    assert!(
+        matches!(
+            store.get(&again.session_id).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "nothing written"
+    );
+    store.forget_key("order-1").await.unwrap();
+    assert_eq!(
+        store.insert(&again, Some(&key)).await.unwrap(),
+        Inserted::New
+    );
+}
+
+async fn remembers_hosts(store: Store) {
+    let facts = HostFacts {
+        hostname: "gpu-01".into(),
+        ip: "10.0.0.7".parse().unwrap(),
+        cpus: 8,
+        mem_total_bytes: 1 << 34,
+        games: vec![GameOffer {
+            game_id: GameId::new("g").unwrap(),
+            modes: vec!["default".into()],
+        }],
+        max_sessions: 4,
+        port_range: PortRange {
+            lo: 20000,
+            hi: 20099,
+        },
+    };
+    let a = HostId::new("host-a").unwrap();
+    store.save_host(&a, &facts, now()).await.unwrap();
+    store.set_drained(&a, true, now()).await.unwrap();
+    store.save_host(&a, &facts, now()).await.unwrap();
+    let hosts = store.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert!(hosts[0].drained, "a new handshake keeps the drained flag");
+    assert_eq!(hosts[0].facts.as_ref(), Some(&facts));
+    store.set_drained(&a, false, now()).await.unwrap();
+    assert!(!store.hosts().await.unwrap()[0].drained);
+}
+
+async fn serialises_concurrent_changes_of_one_session(store: Store) {
+    let store = Arc::new(store);
+    let s = session(1, "g", "h");
+    insert(&store, &s).await;
+    store
+        .transition(&s.session_id, &launched(1), Actor::Agent, now())
+        .await
+        .unwrap();
+    // Many ends and exits race: exactly one final state wins, and history agrees with it.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, id) = (Arc::clone(&store), s.session_id.clone());
+            tokio::spawn(async move {
+                let event = if i % 2 == 0 {
+                    SessionEvent::StopRequested
+                } else {
+                    SessionEvent::Exited(ExitStatus::Code(i))
+                };
+                store.transition(&id, &event, Actor::Api, now()).await
+            })
+        })
+        .collect();
+    let mut finals = 0;
+    for t in tasks {
+        if let Ok(s) = t.await.unwrap() {
+            if s.status.is_terminal() {
+                finals += 1;
+            }
+        }
+    }
+    assert_eq!(finals, 1, "exactly one change ended the session");
+    let events = store.events(&s.session_id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.status == "ended").count(), 1);
+    assert_eq!(
+        store.get(&s.session_id).await.unwrap().status,
+        SessionStatus::Ended
+    );
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(broker::store::Store::memory()).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(url) = tests::mariadb::database().await else { return };
+                    let store = broker::store::mysql::MysqlStore::connect(&url).await.unwrap();
+                    super::$name(broker::store::Store::Mysql(store)).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    round_trips_every_field,
+    enforces_the_lifecycle_and_keeps_history,
+    lists_newest_first_with_filters_and_pages,
+    finds_active_sessions,
+    binds_idempotency_keys,
+    remembers_hosts,
+    serialises_concurrent_changes_of_one_session,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    // Two brokers starting at once on an empty database: both migrate safely.
+    let (a, b) = tokio::join!(MysqlStore::connect(&url), MysqlStore::connect(&url));
+    let (a, b) = (Store::Mysql(a.unwrap()), Store::Mysql(b.unwrap()));
+    let s = session(1, "g", "h");
+    insert(&a, &s).await;
+    a.transition(&s.session_id, &launched(9), Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(b.get(&s.session_id).await.unwrap().pid, Some(9));
+    drop((a, b));
+    let c = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    assert_eq!(
+        c.get(&s.session_id).await.unwrap().status,
+        SessionStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_names_the_url_without_its_password() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let err = MysqlStore::connect(&format!("mysql://arcade:hunter2@127.0.0.1:{port}/arcade"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("mysql://arcade:***@127.0.0.1:{port}/arcade")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
