@@ -143,8 +143,21 @@ impl Games {
     /// another program is never touched.
     pub async fn adopt(self: &Arc<Self>, saved: state::Saved) {
         let now = Instant::now();
-        for game in saved.games {
-            match state::find(&game) {
+        // Reading /proc blocks: off the async threads.
+        let found = tokio::task::spawn_blocking(move || {
+            saved
+                .games
+                .into_iter()
+                .map(|g| {
+                    let f = state::find(&g);
+                    (g, f)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (game, found) in found {
+            match found {
                 state::Found::Running => {
                     let (gone_tx, gone_rx) = watch::channel(None);
                     {
@@ -304,15 +317,29 @@ impl Games {
                 )
             })?
         };
-        match self.spawn(req, port) {
-            Ok((child, pid)) => {
+        // Resolving the config (canonicalize), opening the log and fork/exec all block: off the
+        // async threads.
+        let spawned = {
+            let me = Arc::clone(self);
+            let req = req.clone();
+            tokio::task::spawn_blocking(move || me.start_process(&req, port))
+                .await
+                .unwrap_or_else(|e| {
+                    Err((
+                        LaunchFailure::SpawnFailed,
+                        format!("launch task failed: {e}"),
+                    ))
+                })
+        };
+        match spawned {
+            Ok((child, pid, start_time)) => {
                 let (gone_tx, gone_rx) = watch::channel(None);
                 self.table().games.insert(
                     req.session_id.clone(),
                     Entry {
                         pid,
                         port,
-                        start_time: state::proc_stat(pid).map(|(_, start)| start),
+                        start_time,
                         state: GameState::Running,
                         gone: gone_rx,
                     },
@@ -352,11 +379,13 @@ impl Games {
         }
     }
 
-    fn spawn(
+    /// Resolves and starts the game's process; returns it, its PID and its start time.
+    /// Blocking.
+    fn start_process(
         &self,
         req: &LaunchRequest,
         port: u16,
-    ) -> Result<(Child, u32), (LaunchFailure, String)> {
+    ) -> Result<(Child, u32, Option<u64>), (LaunchFailure, String)> {
         let spec = self
             .catalog
             .resolve(
@@ -394,7 +423,7 @@ impl Games {
         let pid = child
             .id()
             .ok_or_else(|| spawn_err("the game exited before its pid was read".into()))?;
-        Ok((child, pid))
+        Ok((child, pid, state::proc_stat(pid).map(|(_, start)| start)))
     }
 
     /// Reaps the leader, then watches (and reaps) the rest of its group until none is left.

@@ -70,6 +70,8 @@ pub struct BrokerOptions {
     pub agent_token: Option<String>,
     /// Bind the agent listener here instead of port 0.
     pub agent_listener: Option<TcpListener>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -80,6 +82,7 @@ impl Default for BrokerOptions {
             cors_origins: Vec::new(),
             agent_token: None,
             agent_listener: None,
+            database_url: None,
         }
     }
 }
@@ -108,6 +111,7 @@ impl TestBroker {
         config.heartbeat_timeout = opts.heartbeat_timeout;
         config.cors_origins = opts.cors_origins;
         config.agent_token = opts.agent_token;
+        config.database_url = opts.database_url;
         config.workers = 1;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
@@ -245,6 +249,7 @@ pub fn config_dir() -> &'static Path {
 /// - `instant-crash`: exits with code 7 at once;
 /// - `stubborn`: ignores SIGTERM;
 /// - `forker`: a launcher that forks the listening game and exits;
+/// - `fork-crasher`: a launcher whose forked game exits with code 5 after 300 ms;
 /// - `configured`: takes `{config}` from [`config_dir`];
 /// - `sleeper`: `/bin/sleep 3600`;
 /// - `broken`: a program that does not exist.
@@ -278,6 +283,14 @@ pub fn test_catalog() -> Catalog {
         (
             "forker".to_owned(),
             entry(&game, &["--fork", "--listen"], &[]),
+        ),
+        (
+            "fork-crasher".to_owned(),
+            entry(
+                &game,
+                &["--fork", "--exit-after-ms", "300", "--exit-code", "5"],
+                &[],
+            ),
         ),
         ("configured".to_owned(), configured),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),

@@ -106,6 +106,10 @@ async fn start_gives_a_live_game_and_end_leaves_no_process() {
     // Ending again answers the same final state.
     let again = client.end_session(&s.session_id).await.unwrap();
     assert_eq!(again, ended);
+    // The port came back to the pool: the next game gets it.
+    let next = client.start_session(&start("sleeper")).await.unwrap();
+    assert_eq!(next.port, Some(port));
+    client.end_session(&next.session_id).await.unwrap();
     broker.stop().await.unwrap();
 }
 
@@ -781,5 +785,305 @@ mod agent_link {
             client.get_session(&id).await.unwrap().status,
             SessionStatus::Lost
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_game_exit_code_and_a_signal_are_reported() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let forked = client.start_session(&start("fork-crasher")).await.unwrap();
+    let killed = client.start_session(&start("sleeper")).await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.pid.unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for id in [&forked.session_id, &killed.session_id] {
+        wait_until("the session ends", WAIT, || {
+            let (client, id) = (client.clone(), id.clone());
+            async move { client.get_session(&id).await.unwrap().status == SessionStatus::Ended }
+        })
+        .await;
+    }
+    let forked = client.get_session(&forked.session_id).await.unwrap();
+    assert_eq!(
+        forked.exit_code,
+        Some(5),
+        "the forked game's own code, not the launcher's 0"
+    );
+    let killed = client.get_session(&killed.session_id).await.unwrap();
+    assert_eq!(
+        (killed.end_reason, killed.exit_code),
+        (Some(EndReason::GameExited), Some(137))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_hold_even_when_the_host_is_full() {
+    let mut opts = AgentOptions::host("host-a");
+    opts.max_sessions = 1;
+    let (_broker, _agents, client) = system(&[opts]).await;
+    let first = client
+        .start_session_idempotent(&start("sleeper"), "order-7")
+        .await
+        .unwrap();
+    // The host is full now; a retry still answers the first session, and starts nothing.
+    let retry = client
+        .start_session_idempotent(&start("sleeper"), "order-7")
+        .await
+        .unwrap();
+    assert_eq!(retry.session_id, first.session_id);
+    // Reusing the key for something else is refused, and does not unbind it.
+    let e = client
+        .start_session_idempotent(&start("game"), "order-7")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), Some(ErrorCode::Conflict));
+    let again = client
+        .start_session_idempotent(&start("sleeper"), "order-7")
+        .await
+        .unwrap();
+    assert_eq!(again.session_id, first.session_id);
+    assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
+    // A failed start forgets its key: the retry may start.
+    let e = client
+        .start_session_idempotent(&start("broken"), "order-8")
+        .await;
+    assert!(e.is_err());
+    client.end_session(&first.session_id).await.unwrap();
+    let e = client
+        .start_session_idempotent(&start("broken"), "order-8")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        api_code(&e),
+        Some(ErrorCode::LaunchFailed),
+        "retried, not answered from the key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_a_json_405() {
+    let broker = TestBroker::start().await;
+    let (status, _, json) = raw(
+        reqwest::Method::PUT,
+        format!("{}/v1/sessions", broker.url),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert!(
+        json["error"]["message"].as_str().unwrap().contains("PUT"),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_history_says_who_did_what() {
+    let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let s = client.start_session(&start("sleeper")).await.unwrap();
+    client.end_session(&s.session_id).await.unwrap();
+    let (status, _, json) = raw(
+        reqwest::Method::GET,
+        format!("{}/v1/sessions/{}/events", broker.url, s.session_id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got: Vec<(String, String)> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        ("created", "api"),
+        ("launched", "agent"),
+        ("stop requested", "api"),
+        ("stopped", "agent"),
+    ]
+    .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(got, want);
+}
+
+mod agent_restart {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_agent_finds_its_games_again() {
+        let broker = TestBroker::start().await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let opts = || {
+            let mut o = AgentOptions::host("host-a");
+            o.stop_games_on_exit = false;
+            o.state_dir = Some(state.path().to_owned());
+            o
+        };
+        let agent = TestAgent::start(broker.agent_addr, opts()).await;
+        wait_until("the agent is online", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .unwrap()
+                    .hosts
+                    .iter()
+                    .any(|h| h.status == HostStatus::Online)
+            }
+        })
+        .await;
+        let kept = client.start_session(&start("sleeper")).await.unwrap();
+        let gone = client.start_session(&start("sleeper")).await.unwrap();
+        agent.stop().await;
+        assert!(
+            group_alive(kept.pid.unwrap()),
+            "the agent left its game running"
+        );
+        // One game ends while no agent watches it.
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(gone.pid.unwrap() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let gone_pid = gone.pid.unwrap();
+        wait_until("the killed game is gone", WAIT, || async move {
+            !pid_alive(gone_pid)
+        })
+        .await;
+
+        let agent = TestAgent::start(broker.agent_addr, opts()).await;
+        let (kept_id, gone_id) = (kept.session_id.clone(), gone.session_id.clone());
+        wait_until("the gone game's session ends", WAIT, || {
+            let (client, id) = (client.clone(), gone_id.clone());
+            async move { client.get_session(&id).await.unwrap().status == SessionStatus::Ended }
+        })
+        .await;
+        let g = client.get_session(&gone_id).await.unwrap();
+        assert_eq!(
+            (g.end_reason, g.exit_code),
+            (Some(EndReason::GameExited), None),
+            "how it ended is unknown"
+        );
+        let k = client.get_session(&kept_id).await.unwrap();
+        assert_eq!((k.status, k.pid), (SessionStatus::Running, kept.pid));
+        // The adopted game is ended as usual.
+        let ended = client.end_session(&kept_id).await.unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
+        assert!(!group_alive(kept.pid.unwrap()));
+        agent.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reused_pid_is_never_touched() {
+        // A stranger in its own process group, whose PID the saved state claims for a game with
+        // another start time.
+        use std::os::unix::process::CommandExt;
+        let mut stranger = std::process::Command::new("/bin/sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = stranger.id();
+        let state = tempfile::tempdir().unwrap();
+        let saved = agent::state::Saved {
+            games: vec![agent::state::SavedGame {
+                session_id: protocol::SessionId::new("old-session").unwrap(),
+                pid,
+                port: 20001,
+                start_time: Some(1),
+            }],
+            exited: vec![],
+        };
+        agent::state::save(state.path(), &saved).unwrap();
+        let broker = TestBroker::start().await;
+        let mut opts = AgentOptions::host("host-a");
+        opts.state_dir = Some(state.path().to_owned());
+        opts.stop_games_on_exit = true;
+        let agent = TestAgent::start(broker.agent_addr, opts).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        wait_until("the agent is online", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .unwrap()
+                    .hosts
+                    .iter()
+                    .any(|h| h.status == HostStatus::Online)
+            }
+        })
+        .await;
+        // Stopping the agent stops every game it adopted: the stranger must not be one.
+        agent.stop().await;
+        assert!(
+            pid_alive(pid),
+            "the agent killed a process that merely reused a game's PID"
+        );
+        let _ = stranger.kill();
+        let _ = stranger.wait();
+    }
+}
+
+mod database {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_database_makes_writes_503_and_reads_of_hosts_go_on() {
+        let Some(mut db) = tokio::task::spawn_blocking(tests::mariadb::MariaDb::start)
+            .await
+            .unwrap()
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "MariaDB is required in CI"
+            );
+            return;
+        };
+        let url = db.create_database("lost").await;
+        let broker = TestBroker::start_with(BrokerOptions {
+            database_url: Some(url),
+            ..Default::default()
+        })
+        .await;
+        let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        wait_until("the agent is online", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .unwrap()
+                    .hosts
+                    .iter()
+                    .any(|h| h.status == HostStatus::Online)
+            }
+        })
+        .await;
+        let s = client.start_session(&start("sleeper")).await.unwrap();
+        tokio::task::spawn_blocking(move || db.kill())
+            .await
+            .unwrap();
+        let e = client.start_session(&start("sleeper")).await.unwrap_err();
+        assert_eq!(
+            (e.status(), api_code(&e)),
+            (Some(503), Some(ErrorCode::StoreUnavailable)),
+            "{e}"
+        );
+        assert!(
+            client.hosts().await.is_ok(),
+            "host reads do not need the database"
+        );
+        // Nothing was started for the refused start; the slot is free again.
+        assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
+        let _ = s;
     }
 }
