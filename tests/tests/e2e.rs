@@ -1036,6 +1036,68 @@ mod database {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_that_does_not_come_back_after_a_restart_loses_its_sessions() {
+        let Some(url) = tests::mariadb::database().await else {
+            return;
+        };
+        let opts = || BrokerOptions {
+            database_url: Some(url.clone()),
+            heartbeat_timeout: Duration::from_millis(800),
+            ..Default::default()
+        };
+        let state = tempfile::tempdir().unwrap();
+        let agent_opts = || {
+            let mut o = AgentOptions::host("host-a");
+            o.stop_games_on_exit = false;
+            o.state_dir = Some(state.path().to_owned());
+            o
+        };
+        let broker = TestBroker::start_with(opts()).await;
+        let agent = TestAgent::start(broker.agent_addr, agent_opts()).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        wait_until("the agent is online", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .unwrap()
+                    .hosts
+                    .iter()
+                    .any(|h| h.status == HostStatus::Online)
+            }
+        })
+        .await;
+        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let pid = s.pid.unwrap();
+        // The agent goes away (its game runs on), and so does the broker.
+        agent.stop().await;
+        broker.stop().await.unwrap();
+
+        let broker = TestBroker::start_with(opts()).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let restored = client.get_session(&s.session_id).await.unwrap();
+        assert_eq!(restored.status, SessionStatus::Running, "served as it was");
+        wait_until("the session is lost", WAIT, || {
+            let (client, id) = (client.clone(), s.session_id.clone());
+            async move { client.get_session(&id).await.unwrap().status == SessionStatus::Lost }
+        })
+        .await;
+        assert!(group_alive(pid));
+        // The host comes back still running the lost session's game: it is stopped.
+        let agent = TestAgent::start(broker.agent_addr, agent_opts()).await;
+        wait_until("the lost session's game is stopped", WAIT, || async move {
+            !group_alive(pid)
+        })
+        .await;
+        assert_eq!(
+            client.get_session(&s.session_id).await.unwrap().status,
+            SessionStatus::Lost
+        );
+        agent.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lost_database_makes_writes_503_and_reads_of_hosts_go_on() {
         let Some(mut db) = tokio::task::spawn_blocking(tests::mariadb::MariaDb::start)
             .await
