@@ -29,7 +29,7 @@ pub enum ApiError {
     #[error("{0}")]
     LaunchFailed(String),
     /// No online host offers the game with a free slot.
-    #[error("no online host has a free slot for game {game:?}; retry in {retry_after_secs} s")]
+    #[error("no online host has a free slot for game \"{game}\"; retry in {retry_after_secs} s")]
     NoCapacity {
         /// The game.
         game: GameId,

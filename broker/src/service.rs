@@ -6,7 +6,7 @@
 //! launches and stops. It also consumes the agents' own events ([`HostEvent`]) and sweeps
 //! sessions of hosts that stayed away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -51,7 +51,28 @@ pub struct Service {
     /// Sessions whose start is in flight, with an exit that arrived before the start was
     /// recorded (a game that dies at once): applied right after, so no exit is lost.
     launching: Mutex<HashMap<SessionId, Option<ExitStatus>>>,
+    /// Sessions with an end in flight; the sweep leaves them to it.
+    ending: Mutex<HashSet<SessionId>>,
     changes: broadcast::Sender<SessionId>,
+}
+
+/// How often the sweep asks a host again to stop a game whose end was cut short.
+const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
+
+/// Marks an end in flight for as long as it lives.
+struct Ending<'a> {
+    service: &'a Service,
+    id: SessionId,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.service
+            .ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// The longest `Idempotency-Key` accepted.
@@ -79,6 +100,7 @@ impl Service {
             registry,
             settings,
             launching: Mutex::new(HashMap::new()),
+            ending: Mutex::new(HashSet::new()),
             changes: broadcast::channel(CHANGE_QUEUE).0,
         })
     }
@@ -316,6 +338,14 @@ impl Service {
         if s.status.is_terminal() {
             return Ok(s);
         }
+        self.ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+        let _ending = Ending {
+            service: self,
+            id: id.clone(),
+        };
         let s = match self
             .record(id, SessionEvent::StopRequested, Actor::Api)
             .await
@@ -560,13 +590,38 @@ impl Service {
         }
     }
 
-    /// Fails sessions left `starting` past the launch timeout with no start in flight (their
-    /// start was cut short: a broker restart, a cancelled request), and stops whatever their
-    /// host might have launched for them.
-    async fn settle_stale_starts(&self) {
+    /// Settles sessions whose start or end was cut short (a broker restart, an agent that
+    /// disconnected mid-stop, an end that timed out):
+    /// - `starting` past the launch timeout with no start in flight: failed, and whatever their
+    ///   host might have launched is stopped;
+    /// - `stopping` with no end in flight: their host is asked again to stop the game (every
+    ///   [`STOP_NUDGE_EVERY`] at most); its answer ends the session.
+    async fn settle_stale(&self, nudged: &mut HashMap<SessionId, Instant>) {
         let Ok(active) = self.store.active(None).await else {
             return;
         };
+        nudged.retain(|id, _| active.iter().any(|s| &s.session_id == id));
+        for s in active
+            .iter()
+            .filter(|s| s.status == SessionStatus::Stopping)
+        {
+            let in_flight = self
+                .ending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&s.session_id);
+            let recently = nudged
+                .get(&s.session_id)
+                .is_some_and(|at| at.elapsed() < STOP_NUDGE_EVERY);
+            if in_flight || recently {
+                continue;
+            }
+            if let Some(link) = self.registry.link(&s.host_id) {
+                tracing::info!(session = %s.session_id, host = %s.host_id, "finishing a cut-short end");
+                link.stop_nowait(s.session_id.clone());
+                nudged.insert(s.session_id.clone(), Instant::now());
+            }
+        }
         let limit = self.settings.launch_timeout + Duration::from_secs(5);
         let now = OffsetDateTime::now_utc();
         for s in active {
@@ -594,12 +649,13 @@ impl Service {
         let every = (self.settings.heartbeat_timeout / 4).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nudged = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.settle_stale_starts().await;
+            self.settle_stale(&mut nudged).await;
             for host in self.registry.lost_hosts(self.settings.heartbeat_timeout) {
                 let sessions = match self.store.active(Some(&host)).await {
                     Ok(s) => s,

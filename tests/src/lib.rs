@@ -5,6 +5,7 @@
 //! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
 
 pub mod mariadb;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -487,4 +488,30 @@ impl FakeAgent {
         use futures::SinkExt;
         self.framed.send(msg).await.expect("send to the broker");
     }
+}
+
+/// PIDs of live processes started for these sessions (found by the `ARCADE_SESSION_ID` in
+/// their environment), wherever they are in the process tree: the orphan check.
+pub fn processes_of(sessions: &[protocol::SessionId]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let wanted: Vec<Vec<u8>> = sessions
+        .iter()
+        .map(|s| format!("ARCADE_SESSION_ID={s}").into_bytes())
+        .collect();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            {
+                return false;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            env.split(|b| *b == 0)
+                .any(|var| wanted.iter().any(|w| var == w.as_slice()))
+        })
+        .collect()
 }
