@@ -121,7 +121,7 @@ async fn a_black_holed_host_is_lost_and_its_games_stopped_when_it_returns() {
     proxy.set(Mode::Pass);
     proxy.cut();
     online(&client, 1).await;
-    no_game_left(&[s.session_id.clone()]).await;
+    no_game_left(std::slice::from_ref(&s.session_id)).await;
     assert_eq!(
         client.get_session(&s.session_id).await.unwrap().status,
         SessionStatus::Lost
