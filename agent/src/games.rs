@@ -72,6 +72,8 @@ struct Table {
     /// Exits reported again at each handshake until they age out, in case the link dropped
     /// before the broker read them.
     exited: VecDeque<(ExitedGame, Instant)>,
+    /// Launches between their record and their spawn: session and port.
+    pending: HashMap<SessionId, u16>,
 }
 
 /// Exits remembered for re-reporting: at most this many, for at most [`EXIT_MEMORY`].
@@ -128,6 +130,7 @@ impl Games {
                 games: HashMap::new(),
                 ports: PortPool::new(config.port_range),
                 exited: VecDeque::new(),
+                pending: HashMap::new(),
             }),
             catalog,
             config,
@@ -158,7 +161,7 @@ impl Games {
         .unwrap_or_default();
         for (game, found) in found {
             match found {
-                state::Found::Running => {
+                state::Found::Running { pgid, start_time } => {
                     let (gone_tx, gone_rx) = watch::channel(None);
                     {
                         let mut t = self.table();
@@ -166,18 +169,18 @@ impl Games {
                         t.games.insert(
                             game.session_id.clone(),
                             Entry {
-                                pid: game.pid,
+                                pid: pgid,
                                 port: game.port,
-                                start_time: game.start_time,
+                                start_time,
                                 state: GameState::Running,
                                 gone: gone_rx,
                             },
                         );
                     }
-                    tracing::info!(session = %game.session_id, pid = game.pid, "found a game of a previous run; watching it again");
+                    tracing::info!(session = %game.session_id, pid = pgid, "found a game of a previous run; watching it again");
                     let me = Arc::clone(self);
                     self.tracker.spawn(async move {
-                        me.supervise(game.session_id, None, game.pid, gone_tx).await
+                        me.supervise(game.session_id, None, pgid, gone_tx).await
                     });
                 }
                 state::Found::Gone => {
@@ -231,7 +234,15 @@ impl Games {
                     pid: e.pid,
                     port: e.port,
                     start_time: e.start_time,
+                    pending: false,
                 })
+                .chain(t.pending.iter().map(|(id, port)| state::SavedGame {
+                    session_id: id.clone(),
+                    pid: 0,
+                    port: *port,
+                    start_time: None,
+                    pending: true,
+                }))
                 .collect();
             games.sort_by(|a, b| a.session_id.cmp(&b.session_id));
             state::Saved {
@@ -301,7 +312,7 @@ impl Games {
                     port: e.port,
                 });
             }
-            if t.games.len() >= self.config.max_sessions as usize {
+            if t.games.len() + t.pending.len() >= self.config.max_sessions as usize {
                 return Err((
                     LaunchFailure::NoCapacity,
                     format!(
@@ -310,13 +321,31 @@ impl Games {
                     ),
                 ));
             }
-            t.ports.take().ok_or_else(|| {
+            let port = t.ports.take().ok_or_else(|| {
                 (
                     LaunchFailure::NoCapacity,
                     "no free port in the host's --port-range".to_owned(),
                 )
-            })?
+            })?;
+            t.pending.insert(req.session_id.clone(), port);
+            port
         };
+        // Recorded before the spawn: an agent killed between the spawn and the next write still
+        // finds the game again (by its environment), so it never runs unknown.
+        if let Err(e) = self.persist().await {
+            {
+                let mut t = self.table();
+                t.pending.remove(&req.session_id);
+                t.ports.release(port);
+            }
+            return Err((
+                LaunchFailure::SpawnFailed,
+                format!(
+                    "cannot record the game in --state-dir {}: {e}",
+                    self.config.state_dir.display()
+                ),
+            ));
+        }
         // Resolving the config (canonicalize), opening the log and fork/exec all block: off the
         // async threads.
         let spawned = {
@@ -334,16 +363,20 @@ impl Games {
         match spawned {
             Ok((child, pid, start_time)) => {
                 let (gone_tx, gone_rx) = watch::channel(None);
-                self.table().games.insert(
-                    req.session_id.clone(),
-                    Entry {
-                        pid,
-                        port,
-                        start_time,
-                        state: GameState::Running,
-                        gone: gone_rx,
-                    },
-                );
+                {
+                    let mut t = self.table();
+                    t.pending.remove(&req.session_id);
+                    t.games.insert(
+                        req.session_id.clone(),
+                        Entry {
+                            pid,
+                            port,
+                            start_time,
+                            state: GameState::Running,
+                            gone: gone_rx,
+                        },
+                    );
+                }
                 let me = Arc::clone(self);
                 let session_id = req.session_id.clone();
                 self.tracker.spawn(async move {
@@ -372,7 +405,14 @@ impl Games {
                 })
             }
             Err(e) => {
-                self.table().ports.release(port);
+                {
+                    let mut t = self.table();
+                    t.pending.remove(&req.session_id);
+                    t.ports.release(port);
+                }
+                if let Err(pe) = self.persist().await {
+                    tracing::warn!(error = %pe, "cannot write the agent state");
+                }
                 tracing::warn!(session = %req.session_id, game = %req.game_id, error = %e.1, "launch refused");
                 Err(e)
             }

@@ -23,6 +23,10 @@ pub struct SavedGame {
     pub port: u16,
     /// The leader's start time (`/proc/PID/stat` field 22), to tell a reused PID apart.
     pub start_time: Option<u64>,
+    /// Recorded just before the spawn: the PID is not known yet (0). Found again, if the agent
+    /// died in between, by the `ARCADE_SESSION_ID` in its processes' environment.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// The saved state.
@@ -56,13 +60,14 @@ pub fn load(dir: &Path) -> Saved {
     }
 }
 
-/// Writes the state atomically. Blocking: call it off the async threads.
+/// Writes the state atomically (a complete old or new file, never a torn one). Blocking: call
+/// it off the async threads. Not fsynced: the file must survive the agent's death, not the
+/// machine's, since a machine crash takes the games with it.
 pub fn save(dir: &Path, saved: &Saved) -> std::io::Result<()> {
     let p = path(dir);
     let tmp = dir.join("state.json.tmp");
     let bytes = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &p)
 }
 
@@ -92,7 +97,12 @@ pub fn group_has_members(pgid: u32) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
     /// Its group still runs: adopt it.
-    Running,
+    Running {
+        /// The game's process group (its leader's PID).
+        pgid: u32,
+        /// The leader's start time, when the leader lives.
+        start_time: Option<u64>,
+    },
     /// Nothing of it is left (or its PID now belongs to another program, which is never
     /// touched).
     Gone,
@@ -100,13 +110,42 @@ pub enum Found {
 
 /// Looks for a saved game.
 pub fn find(game: &SavedGame) -> Found {
+    if game.pending {
+        return find_by_session(&game.session_id);
+    }
+    let running = Found::Running {
+        pgid: game.pid,
+        start_time: game.start_time,
+    };
     match proc_stat(game.pid) {
-        Some((pgrp, start)) if pgrp == game.pid && Some(start) == game.start_time => Found::Running,
+        Some((pgrp, start)) if pgrp == game.pid && Some(start) == game.start_time => running,
         // The PID was reused by another program: our leader is gone. Its group could only
         // live on under that PID if the stranger had joined it, which it cannot have.
         Some(_) => Found::Gone,
-        None if group_has_members(game.pid) => Found::Running,
+        None if group_has_members(game.pid) => running,
         None => Found::Gone,
+    }
+}
+
+/// Finds a game spawned but not yet recorded when the agent died, by the `ARCADE_SESSION_ID`
+/// every game process carries in its environment.
+fn find_by_session(session: &SessionId) -> Found {
+    let wanted = format!("ARCADE_SESSION_ID={session}").into_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Found::Gone;
+    };
+    let found = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == wanted.as_slice()))
+        });
+    match found.and_then(proc_stat) {
+        Some((pgid, _)) if pgid > 1 => Found::Running {
+            pgid,
+            start_time: proc_stat(pgid).filter(|(g, _)| *g == pgid).map(|(_, s)| s),
+        },
+        _ => Found::Gone,
     }
 }
 
@@ -131,9 +170,10 @@ mod tests {
             pid: me,
             port: 1,
             start_time,
+            pending: false,
         };
         if pgrp == me {
-            assert_eq!(find(&game(Some(start))), Found::Running);
+            assert!(matches!(find(&game(Some(start))), Found::Running { .. }));
         }
         assert_eq!(find(&game(Some(start + 1))), Found::Gone);
     }
@@ -148,6 +188,7 @@ mod tests {
                 pid: 42,
                 port: 20000,
                 start_time: Some(7),
+                pending: false,
             }],
             exited: vec![],
         };

@@ -998,6 +998,7 @@ mod agent_restart {
                 pid,
                 port: 20001,
                 start_time: Some(1),
+                pending: false,
             }],
             exited: vec![],
         };
