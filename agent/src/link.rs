@@ -146,6 +146,9 @@ async fn serve(
                     None => return Err(LinkError::Lost("the broker closed the link".into())),
                 };
                 last_heard = Instant::now();
+                if msg == BrokerMessage::GoingAway {
+                    return Err(LinkError::Lost("the broker is shutting down".into()));
+                }
                 if let Some(reply) = handle(msg, games, ip).await {
                     sink.send(reply).await?;
                 }
@@ -184,6 +187,6 @@ async fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) -> Option<Ag
             games.stop_and_report(session_id);
             None
         }
-        BrokerMessage::HeartbeatAck => None,
+        BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => None,
     }
 }

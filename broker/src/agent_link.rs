@@ -334,7 +334,11 @@ impl Connection {
         let mut deadline = Instant::now() + silence;
         loop {
             tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => {
+                    // Requests have drained; tell the agent this is a shutdown, not a fault.
+                    let _ = write(&mut sink, BrokerMessage::GoingAway).await;
+                    return;
+                }
                 Some(cmd) = commands.recv() => {
                     let msg = match cmd {
                         AgentCommand::Launch { req, reply } => {

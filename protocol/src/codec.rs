@@ -241,6 +241,7 @@ mod tests {
             }),
             BrokerMessage::Stop { session_id: sid() },
             BrokerMessage::HeartbeatAck,
+            BrokerMessage::GoingAway,
         ]
     }
 

@@ -217,6 +217,9 @@ pub enum BrokerMessage {
     },
     /// Answer to a heartbeat, so an agent can tell a silent broker from a quiet one.
     HeartbeatAck,
+    /// The broker is shutting down (its requests have drained); the agent keeps its games and
+    /// reconnects, with backoff, to whichever broker comes up.
+    GoingAway,
 }
 
 /// What to launch.

@@ -1150,3 +1150,44 @@ mod database {
         let _ = s;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
+    use protocol::wire::{AgentMessage, BrokerMessage, Launched, PROTOCOL_VERSION};
+    use tests::{fake_hello, FakeAgent};
+    let broker = TestBroker::start().await;
+    let mut fake = FakeAgent::connect(
+        broker.agent_addr,
+        fake_hello("fake", PROTOCOL_VERSION, None),
+    )
+    .await
+    .unwrap();
+    let client = Client::new(&broker.url, None).unwrap();
+    let starting = tokio::spawn({
+        let client = client.clone();
+        async move { client.start_session(&start("sleeper")).await }
+    });
+    let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
+        panic!("no launch")
+    };
+    // SIGTERM arrives while the start waits for its agent.
+    let stopping = tokio::spawn(broker.stop());
+    fake.send(AgentMessage::Launched(Launched {
+        session_id: req.session_id.clone(),
+        pid: 4242,
+        ip: "127.0.0.1".parse().unwrap(),
+        port: 1,
+    }))
+    .await;
+    let s = starting
+        .await
+        .unwrap()
+        .expect("the start in flight completes");
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(
+        fake.recv(WAIT).await,
+        Some(BrokerMessage::GoingAway),
+        "agents are told"
+    );
+    stopping.await.unwrap().unwrap();
+}
