@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::auth::ApiKey;
+
 /// `arcade-broker`: the Arcade game-streaming broker.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "arcade-broker", version, about)]
@@ -95,6 +97,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Browser origins allowed.
     pub cors_origins: Vec<String>,
+    /// API keys; none: the API is open (loopback only).
+    pub api_keys: Vec<ApiKey>,
     /// HTTP worker threads.
     pub workers: usize,
 }
@@ -136,6 +140,7 @@ impl Config {
             launch_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
+            api_keys: Vec::new(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         }
     }
@@ -148,11 +153,16 @@ impl Config {
                 self.agent_listen
             )));
         }
-        if !self.http.ip().is_loopback() {
+        if self.api_keys.is_empty() && !self.http.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
-                "--http {} is not a loopback address and no API key is configured, so anyone could start and end games: keep --http on 127.0.0.1 (API keys arrive in a later version)",
+                "--http {} is not a loopback address and no API key is configured, so anyone could start and end games: set --api-key ROLE:KEY (or ARCADE_API_KEYS), or keep --http on 127.0.0.1",
                 self.http
             )));
+        }
+        if !self.api_keys.is_empty() && self.cors_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::Invalid(
+                "--cors-origin * would let any web page use the API keys of a browser's user: name the portal's origins instead".into(),
+            ));
         }
         Ok(())
     }
@@ -184,11 +194,13 @@ impl Args {
         } else {
             self.api_keys
         };
-        if !api_keys.is_empty() {
-            return Err(ConfigError::Invalid(
-                "--api-key: API keys arrive in a later version; run without them on a loopback --http".into(),
-            ));
-        }
+        let api_keys = api_keys
+            .iter()
+            .map(|k| {
+                k.parse::<ApiKey>()
+                    .map_err(|e| ConfigError::Invalid(format!("--api-key: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let launch_timeout = match self.launch_timeout.or(file.launch_timeout) {
             Some(v) => seconds("launch-timeout", v)?,
             None => d.launch_timeout,
@@ -222,6 +234,7 @@ impl Args {
                 self.cors_origins
             },
             workers,
+            api_keys,
         };
         config.validate()?;
         Ok(config)
@@ -276,6 +289,26 @@ mod tests {
     fn refuses_open_api_without_keys() {
         let args = Args::try_parse_from(["arcade-broker", "--http", "0.0.0.0:8080"]).unwrap();
         assert!(args.resolve().unwrap_err().to_string().contains("loopback"));
+    }
+
+    #[test]
+    fn keys_open_the_api_to_the_network_but_not_to_any_origin() {
+        let key = "portal:0123456789abcdef";
+        let args =
+            Args::try_parse_from(["arcade-broker", "--http", "0.0.0.0:8080", "--api-key", key])
+                .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.api_keys.len(), 1);
+        let args = Args::try_parse_from(["arcade-broker", "--api-key", key, "--cors-origin", "*"])
+            .unwrap();
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--cors-origin"));
+        let args =
+            Args::try_parse_from(["arcade-broker", "--api-key", "root:0123456789abcdef"]).unwrap();
+        assert!(args.resolve().unwrap_err().to_string().contains("role"));
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub enum ApiError {
     /// Malformed JSON, a wrong type, an unknown mode, a config outside `config_dir`.
     #[error("{0}")]
     BadRequest(String),
+    /// No valid API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such session, host or route.
     #[error("{0}")]
     NotFound(String),
@@ -55,6 +61,8 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::UnknownGame(_) => ErrorCode::UnknownGame,
             Self::Conflict(_) => ErrorCode::Conflict,

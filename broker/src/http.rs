@@ -16,8 +16,16 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use protocol::api::{self, legacy, ErrorBody, ErrorCode, ErrorDetail, SessionQuery, StartSession};
 use protocol::{HostId, SessionId};
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::HttpMessage;
+
+use crate::auth::{Action, Caller, Denied, Keys, Role};
 use crate::error::ApiError;
 use crate::service::Service;
+use crate::session::Actor;
 
 /// The largest JSON body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -49,6 +57,9 @@ fn detail(e: &ApiError) -> ErrorDetail {
 
 fn error_response<T: serde::Serialize>(e: &ApiError, body: &T) -> HttpResponse {
     let mut res = HttpResponse::build(status_of(e.code()));
+    if e.code() == ErrorCode::Unauthorized {
+        res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
     if let Some(secs) = e.retry_after() {
         res.insert_header((header::RETRY_AFTER, secs.to_string()));
     }
@@ -123,6 +134,95 @@ fn host_id(raw: &str) -> Result<HostId, ApiError> {
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// What a route does, for the role check; `None` for routes open to all (`/healthz`) and for
+/// paths and methods that have no route (they answer 404 or 405).
+fn action_for(method: &Method, path: &str) -> Option<Action> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    Some(match parts.as_slice() {
+        ["v1", "sessions"] if post => Action::StartSession,
+        ["v1", "sessions"] if get => Action::ReadSessions,
+        ["v1", "sessions", _] if get => Action::ReadSessions,
+        ["v1", "sessions", _] if method == Method::DELETE => Action::EndSession,
+        ["v1", "sessions", _, "events"] if get => Action::ReadSessions,
+        ["v1", "hosts"] if get => Action::ListHosts,
+        ["v1", "hosts", _, "drain" | "resume"] if post => Action::DrainHosts,
+        ["v1", "games"] if get => Action::ListGames,
+        ["IP"] if get => Action::StartSession,
+        ["End"] if get => Action::EndSession,
+        _ => return None,
+    })
+}
+
+/// Who caused a change, from the caller the [`authenticate`] middleware identified.
+fn actor(req: &HttpRequest) -> Actor {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Role(Role::Portal)) => Actor::Portal,
+        Some(Caller::Role(Role::Provider)) => Actor::Provider,
+        Some(Caller::Role(Role::Admin)) => Actor::Admin,
+        Some(Caller::Open) | None => Actor::Api,
+    }
+}
+
+fn denied(d: Denied, action: Action) -> ApiError {
+    match d {
+        Denied::Unauthenticated => ApiError::Unauthorized(
+            "a valid API key is required: send Authorization: Bearer KEY".into(),
+        ),
+        Denied::Forbidden(role) => {
+            ApiError::Forbidden(format!("the {role} role may not do this ({action:?})"))
+        }
+    }
+}
+
+/// Checks the caller's key and role before anything else of the request is read (a body from
+/// an unauthenticated caller is never parsed), and leaves the caller for the handler.
+async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(action) = action_for(req.method(), req.path()) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let keys = req
+        .app_data::<web::Data<Keys>>()
+        .cloned()
+        .unwrap_or_default();
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match keys.authorize(header, action) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Err(d) => {
+            let error = denied(d, action);
+            let response = match req.path() {
+                "/IP" => LegacyError {
+                    error,
+                    gamestatus: legacy::START_FAILED,
+                }
+                .error_response(),
+                "/End" => LegacyError {
+                    error,
+                    gamestatus: legacy::END_FAILED,
+                }
+                .error_response(),
+                _ => error.error_response(),
+            };
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
 async fn start_session(
     svc: web::Data<Service>,
     req: HttpRequest,
@@ -138,9 +238,10 @@ async fn start_session(
     };
     // In a task of its own, so a client that hangs up does not cut the start short: the slot,
     // the record and the game are settled whatever happens to this request.
+    let actor = actor(&req);
     let svc = svc.into_inner();
     let (session, fresh) =
-        tokio::spawn(async move { svc.start_idempotent(body.into_inner(), key).await })
+        tokio::spawn(async move { svc.start_idempotent(body.into_inner(), key, actor).await })
             .await
             .map_err(|e| ApiError::Internal(format!("start task failed: {e}")))??;
     Ok(if fresh {
@@ -171,12 +272,14 @@ async fn list_sessions(
 
 async fn end_session(
     svc: web::Data<Service>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = session_id(&id)?;
+    let actor = actor(&req);
     let svc = svc.into_inner();
     // As for starts: an end, once asked, completes even if the client hangs up.
-    let s = tokio::spawn(async move { svc.end(&id).await })
+    let s = tokio::spawn(async move { svc.end(&id, actor).await })
         .await
         .map_err(|e| ApiError::Internal(format!("end task failed: {e}")))??;
     Ok(HttpResponse::Ok().json(s))
@@ -243,8 +346,9 @@ async fn legacy_start(
         mode: blank(&q.excute_mode),
         config: blank(&q.configfile),
     };
+    let actor = actor(&req);
     let svc = svc.into_inner();
-    let (s, _) = tokio::spawn(async move { svc.start_idempotent(start, None).await })
+    let (s, _) = tokio::spawn(async move { svc.start_idempotent(start, None, actor).await })
         .await
         .map_err(|e| fail(ApiError::Internal(format!("start task failed: {e}"))))?
         .map_err(fail)?;
@@ -268,9 +372,10 @@ async fn legacy_end(
     };
     let q = web::Query::<legacy::EndQuery>::from_query(req.query_string())
         .map_err(|e| fail(ApiError::BadRequest(format!("invalid query string: {e}"))))?;
+    let actor = actor(&req);
     let svc = svc.into_inner();
     let (ip, pid) = (q.server_ip.clone(), q.pid.clone());
-    tokio::spawn(async move { svc.end_by_addr(&ip, &pid).await })
+    tokio::spawn(async move { svc.end_by_addr(&ip, &pid, actor).await })
         .await
         .map_err(|e| fail(ApiError::Internal(format!("end task failed: {e}"))))?
         .map_err(fail)?;
@@ -345,6 +450,8 @@ pub struct HttpSettings {
     pub workers: usize,
     /// In-flight requests get this long to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// API keys; none: open.
+    pub keys: Keys,
 }
 
 /// Builds the HTTP server on `listener`; it runs when awaited, until its handle stops it.
@@ -354,10 +461,12 @@ pub fn server(
     listener: TcpListener,
 ) -> std::io::Result<Server> {
     let data = web::Data::from(service);
+    let keys = web::Data::new(settings.keys.clone());
     let origins = settings.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(keys.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(MAX_BODY)
@@ -365,6 +474,8 @@ pub fn server(
                     .error_handler(json_error),
             )
             .app_data(web::QueryConfig::default().error_handler(query_error))
+            // Outermost last: CORS answers preflights before any key is asked for.
+            .wrap(from_fn(authenticate))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .configure(routes)
             .default_service(web::to(not_found))

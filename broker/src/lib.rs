@@ -13,6 +13,7 @@
 //! - [`config`], [`dev`]: the command line, and `--dev`'s in-process agent and demo game.
 
 pub mod agent_link;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -174,6 +175,7 @@ pub async fn run(
             cors_origins: config.cors_origins.clone(),
             workers: config.workers,
             shutdown_grace: Duration::from_secs(30),
+            keys: auth::Keys::new(config.api_keys.clone()),
         },
         listeners.http,
     )?;

@@ -136,6 +136,7 @@ impl Service {
         &self,
         req: StartSession,
         key: Option<String>,
+        actor: Actor,
     ) -> Result<(Session, bool), ApiError> {
         let key = match key {
             Some(k) if k.is_empty() || k.len() > MAX_KEY_LEN => {
@@ -153,7 +154,7 @@ impl Service {
                 None => {}
             }
         }
-        self.start(req, key.as_ref()).await
+        self.start(req, key.as_ref(), actor).await
     }
 
     /// A session once it is no longer `starting` (bounded by the launch timeout).
@@ -168,6 +169,7 @@ impl Service {
         &self,
         req: StartSession,
         key: Option<&IdempotencyKey>,
+        actor: Actor,
     ) -> Result<(Session, bool), ApiError> {
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
@@ -200,7 +202,7 @@ impl Service {
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished.
         self.launching().insert(id.clone(), None);
-        let inserted = self.store.insert(&session, key).await;
+        let inserted = self.store.insert(&session, key, actor).await;
         if !matches!(inserted, Ok(Inserted::New)) {
             self.launching().remove(&id);
             self.registry.release(&placed.host_id, &id);
@@ -328,7 +330,7 @@ impl Service {
 
     /// Ends a session and answers once its game's processes are gone. Ending a session that
     /// is over answers its final state; a session still starting is ended once it runs.
-    pub async fn end(&self, id: &SessionId) -> Result<Session, ApiError> {
+    pub async fn end(&self, id: &SessionId, actor: Actor) -> Result<Session, ApiError> {
         let mut s = self.store.get(id).await?;
         if s.status == SessionStatus::Starting {
             s = self
@@ -346,10 +348,7 @@ impl Service {
             service: self,
             id: id.clone(),
         };
-        let s = match self
-            .record(id, SessionEvent::StopRequested, Actor::Api)
-            .await
-        {
+        let s = match self.record(id, SessionEvent::StopRequested, actor).await {
             Ok(s) => s,
             Err(StoreError::Transition(_)) => return Ok(self.store.get(id).await?),
             Err(e) => return Err(e.into()),
@@ -400,7 +399,12 @@ impl Service {
 
     /// Ends the running session whose game is at `ip` with `pid` (the original portal's
     /// `/End`).
-    pub async fn end_by_addr(&self, ip: &str, pid: &str) -> Result<Session, ApiError> {
+    pub async fn end_by_addr(
+        &self,
+        ip: &str,
+        pid: &str,
+        actor: Actor,
+    ) -> Result<Session, ApiError> {
         let not_found =
             || ApiError::NotFound(format!("no running session has IP {ip:?} and PID {pid:?}"));
         let ip: IpAddr = ip.trim().parse().map_err(|_| not_found())?;
@@ -410,7 +414,7 @@ impl Service {
             .find_active_by_addr(ip, pid)
             .await?
             .ok_or_else(not_found)?;
-        self.end(&s.session_id).await
+        self.end(&s.session_id, actor).await
     }
 
     /// Every host.

@@ -41,8 +41,14 @@ pub enum SessionEvent {
 /// Who caused a change, for the session's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor {
-    /// A portal or provider, through the API.
+    /// A caller of the API when no API keys are configured (anyone on loopback).
     Api,
+    /// A caller with a `portal` key.
+    Portal,
+    /// A caller with a `provider` key.
+    Provider,
+    /// A caller with an `admin` key.
+    Admin,
     /// The host's agent (a launch's outcome, a stop's confirmation).
     Agent,
     /// The game itself, by exiting.
@@ -60,6 +66,9 @@ impl Actor {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
+            Self::Portal => "portal",
+            Self::Provider => "provider",
+            Self::Admin => "admin",
             Self::Agent => "agent",
             Self::GameExit => "game_exit",
             Self::HostLost => "host_lost",

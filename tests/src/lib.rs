@@ -73,6 +73,8 @@ pub struct BrokerOptions {
     pub agent_listener: Option<TcpListener>,
     /// `--database-url`.
     pub database_url: Option<String>,
+    /// `--api-key ROLE:KEY`s.
+    pub api_keys: Vec<String>,
 }
 
 impl Default for BrokerOptions {
@@ -84,6 +86,7 @@ impl Default for BrokerOptions {
             agent_token: None,
             agent_listener: None,
             database_url: None,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -113,6 +116,11 @@ impl TestBroker {
         config.cors_origins = opts.cors_origins;
         config.agent_token = opts.agent_token;
         config.database_url = opts.database_url;
+        config.api_keys = opts
+            .api_keys
+            .iter()
+            .map(|k| k.parse().expect("API key"))
+            .collect();
         config.workers = 1;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(

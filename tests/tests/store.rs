@@ -38,7 +38,10 @@ fn now() -> OffsetDateTime {
 }
 
 async fn insert(store: &Store, s: &Session) {
-    assert_eq!(store.insert(s, None).await.unwrap(), Inserted::New);
+    assert_eq!(
+        store.insert(s, None, Actor::Portal).await.unwrap(),
+        Inserted::New
+    );
 }
 
 async fn round_trips_every_field(store: Store) {
@@ -73,7 +76,7 @@ async fn round_trips_every_field(store: Store) {
         StoreError::NotFound(missing)
     );
     assert!(matches!(
-        store.insert(&s, None).await,
+        store.insert(&s, None, Actor::Portal).await,
         Err(StoreError::Duplicate(_))
     ));
 }
@@ -113,7 +116,7 @@ async fn enforces_the_lifecycle_and_keeps_history(store: Store) {
         .map(|e| (e.event, e.status, e.actor))
         .collect();
     let want = [
-        ("created", "starting", "api"),
+        ("created", "starting", "portal"),
         ("launched", "running", "agent"),
         ("stop requested", "stopping", "api"),
         ("stopped", "ended", "agent"),
@@ -254,12 +257,18 @@ async fn binds_idempotency_keys(store: Store) {
     let key = IdempotencyKey::new("order-1".into(), &req);
     let first = session(1, "g", "h");
     assert_eq!(
-        store.insert(&first, Some(&key)).await.unwrap(),
+        store
+            .insert(&first, Some(&key), Actor::Portal)
+            .await
+            .unwrap(),
         Inserted::New
     );
     let again = session(2, "g", "h");
     assert_eq!(
-        store.insert(&again, Some(&key)).await.unwrap(),
+        store
+            .insert(&again, Some(&key), Actor::Portal)
+            .await
+            .unwrap(),
         Inserted::Existing(first.session_id.clone())
     );
     let other = IdempotencyKey::new(
@@ -270,7 +279,10 @@ async fn binds_idempotency_keys(store: Store) {
         },
     );
     assert_eq!(
-        store.insert(&again, Some(&other)).await.unwrap(),
+        store
+            .insert(&again, Some(&other), Actor::Portal)
+            .await
+            .unwrap(),
         Inserted::KeyConflict
     );
     assert!(
@@ -282,7 +294,10 @@ async fn binds_idempotency_keys(store: Store) {
     );
     store.forget_key("order-1").await.unwrap();
     assert_eq!(
-        store.insert(&again, Some(&key)).await.unwrap(),
+        store
+            .insert(&again, Some(&key), Actor::Portal)
+            .await
+            .unwrap(),
         Inserted::New
     );
 }

@@ -65,6 +65,7 @@ impl MemoryStore {
         &self,
         s: &Session,
         key: Option<&IdempotencyKey>,
+        actor: Actor,
     ) -> Result<Inserted, StoreError> {
         let mut m = self.write();
         if let Some(k) = key {
@@ -100,7 +101,7 @@ impl MemoryStore {
         let seq = m.next;
         m.next += 1;
         m.index.insert(s.session_id.clone(), seq);
-        let events = vec![record("created", s, Actor::Api, s.created_at)];
+        let events = vec![record("created", s, actor, s.created_at)];
         m.by_seq.insert(
             seq,
             Entry {

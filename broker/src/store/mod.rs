@@ -145,15 +145,16 @@ impl Store {
         matches!(self, Self::Mysql(_))
     }
 
-    /// Records a new session (`starting`), bound to `key` when given.
+    /// Records a new session (`starting`), created by `actor`, bound to `key` when given.
     pub async fn insert(
         &self,
         s: &Session,
         key: Option<&IdempotencyKey>,
+        actor: Actor,
     ) -> Result<Inserted, StoreError> {
         match self {
-            Self::Memory(m) => m.insert(s, key),
-            Self::Mysql(m) => m.insert(s, key).await,
+            Self::Memory(m) => m.insert(s, key, actor),
+            Self::Mysql(m) => m.insert(s, key, actor).await,
         }
     }
 

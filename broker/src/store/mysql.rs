@@ -311,6 +311,7 @@ impl MysqlStore {
         &self,
         s: &Session,
         key: Option<&IdempotencyKey>,
+        actor: Actor,
     ) -> Result<Inserted, StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
@@ -376,7 +377,7 @@ impl MysqlStore {
                 }
                 other => other.map_err(unavailable)?,
             }
-            tx.exec_drop(INSERT_EVENT, event_params(&s.session_id, s, "created", Actor::Api, s.created_at))
+            tx.exec_drop(INSERT_EVENT, event_params(&s.session_id, s, "created", actor, s.created_at))
                 .await
                 .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;

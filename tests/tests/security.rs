@@ -1,0 +1,220 @@
+//! The API and the agent link attacked the way an outsider would: no key, a wrong key, a key of
+//! the wrong role, a flood of bad agent handshakes.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::time::{Duration, Instant};
+
+use portal_client::Client;
+use protocol::api::{ErrorCode, HostStatus, SessionStatus, StartSession};
+use protocol::GameId;
+use tests::{wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
+
+const PORTAL: &str = "portal-key-0123456789";
+const PROVIDER: &str = "provider-key-0123456789";
+const ADMIN: &str = "admin-key-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn sleeper() -> StartSession {
+    StartSession {
+        game_id: GameId::new("sleeper").unwrap(),
+        mode: None,
+        config: None,
+    }
+}
+
+async fn secured() -> (TestBroker, TestAgent) {
+    let broker = TestBroker::start_with(BrokerOptions {
+        api_keys: vec![
+            format!("portal:{PORTAL}"),
+            format!("provider:{PROVIDER}"),
+            format!("admin:{ADMIN}"),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    wait_until("the agent is online", WAIT, || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .hosts()
+                .await
+                .is_ok_and(|h| h.hosts.iter().any(|h| h.status == HostStatus::Online))
+        }
+    })
+    .await;
+    (broker, agent)
+}
+
+/// Status and error code of a raw call with an optional bearer key.
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_owned());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let json = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json, www)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_valid_key_and_the_right_role() {
+    let (broker, _agent) = secured().await;
+    let u = |p: &str| format!("{}{p}", broker.url);
+    use reqwest::Method as M;
+    let routes: Vec<(M, String, Option<&str>)> = vec![
+        (M::POST, u("/v1/sessions"), Some(r#"{"game_id":"sleeper"}"#)),
+        (M::GET, u("/v1/sessions"), None),
+        (M::GET, u("/v1/sessions/x"), None),
+        (M::DELETE, u("/v1/sessions/x"), None),
+        (M::GET, u("/v1/sessions/x/events"), None),
+        (M::GET, u("/v1/hosts"), None),
+        (M::POST, u("/v1/hosts/host-a/drain"), None),
+        (M::POST, u("/v1/hosts/host-a/resume"), None),
+        (M::GET, u("/v1/games"), None),
+        (M::GET, u("/IP?gameId=sleeper"), None),
+        (M::GET, u("/End?serverIp=127.0.0.1&pid=1"), None),
+    ];
+    for (method, url, body) in &routes {
+        for key in [None, Some("wrong-key-0123456789"), Some("")] {
+            let (status, json, www) = call(method.clone(), url.clone(), key, *body).await;
+            assert_eq!(status, 401, "{method} {url} with {key:?}: {json}");
+            assert_eq!(json["error"]["code"], "unauthorized", "{method} {url}");
+            assert_eq!(www.as_deref(), Some("Bearer"));
+        }
+    }
+    // The legacy calls keep their own body shape.
+    let (_, json, _) = call(M::GET, u("/IP?gameId=sleeper"), None, None).await;
+    assert_eq!(json["gamestatus"], "FALSE");
+    let (_, json, _) = call(M::GET, u("/End?serverIp=1.2.3.4&pid=1"), None, None).await;
+    assert_eq!(json["gamestatus"], "failed");
+    // /healthz stays open.
+    assert_eq!(call(M::GET, u("/healthz"), None, None).await.0, 200);
+
+    // Roles: portal may not see or drain hosts; provider may not start.
+    let forbidden = [
+        (PORTAL, M::GET, u("/v1/hosts"), None),
+        (PORTAL, M::POST, u("/v1/hosts/host-a/drain"), None),
+        (
+            PROVIDER,
+            M::POST,
+            u("/v1/sessions"),
+            Some(r#"{"game_id":"sleeper"}"#),
+        ),
+        (PROVIDER, M::GET, u("/IP?gameId=sleeper"), None),
+        (PROVIDER, M::GET, u("/v1/games"), None),
+    ];
+    for (key, method, url, body) in forbidden {
+        let (status, json, _) = call(method.clone(), url.clone(), Some(key), body).await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {url}"
+        );
+    }
+    // A body from an unauthenticated caller is not even parsed: 401, not 400.
+    let (status, _, _) = call(M::POST, u("/v1/sessions"), None, Some("{not json")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_its_job_and_the_history_says_who() {
+    let (broker, _agent) = secured().await;
+    let portal = Client::new(&broker.url, Some(PORTAL.into())).unwrap();
+    let provider = Client::new(&broker.url, Some(PROVIDER.into())).unwrap();
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    assert!(!portal.games().await.unwrap().games.is_empty());
+    let s = portal.start_session(&sleeper()).await.unwrap();
+    assert_eq!(
+        provider.get_session(&s.session_id).await.unwrap().status,
+        SessionStatus::Running
+    );
+    let host = provider.hosts().await.unwrap().hosts[0].host_id.clone();
+    provider.drain_host(&host).await.unwrap();
+    provider.resume_host(&host).await.unwrap();
+    let ended = provider.end_session(&s.session_id).await.unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    let e = portal.hosts().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    let s2 = admin.start_session(&sleeper()).await.unwrap();
+    admin.end_session(&s2.session_id).await.unwrap();
+    let (_, json, _) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/sessions/{}/events", broker.url, s.session_id),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let actors: Vec<&str> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["portal", "agent", "provider", "agent"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_agent_handshakes_does_not_slow_the_broker() {
+    use protocol::wire::PROTOCOL_VERSION;
+    use tests::{fake_hello, FakeAgent};
+    let broker = TestBroker::start_with(BrokerOptions {
+        agent_token: Some("the-agent-token".into()),
+        ..Default::default()
+    })
+    .await;
+    let client = Client::new(&broker.url, None).unwrap();
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let addr = broker.agent_addr;
+            tokio::spawn(async move {
+                let hello = fake_hello(&format!("intruder-{i}"), PROTOCOL_VERSION, Some("guess"));
+                FakeAgent::connect(addr, hello).await.err()
+            })
+        })
+        .collect();
+    // While the flood runs, the API answers and a real agent registers.
+    let t0 = Instant::now();
+    let mut opts = AgentOptions::host("real");
+    opts.token = Some("the-agent-token".into());
+    let _agent = TestAgent::start(broker.agent_addr, opts).await;
+    wait_until("the real agent registers", WAIT, || {
+        let client = client.clone();
+        async move {
+            client
+                .hosts()
+                .await
+                .is_ok_and(|h| h.hosts.iter().any(|h| h.host_id.as_str() == "real"))
+        }
+    })
+    .await;
+    let took = t0.elapsed();
+    for f in flood {
+        let refusal = f.await.unwrap().expect("every intruder is refused");
+        assert!(
+            refusal.contains("agent token") || refusal.contains("closed"),
+            "{refusal}"
+        );
+    }
+    assert_eq!(
+        client.hosts().await.unwrap().hosts.len(),
+        1,
+        "no intruder registered"
+    );
+    assert!(took < WAIT, "registration took {took:?}");
+}
