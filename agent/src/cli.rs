@@ -47,6 +47,10 @@ pub struct Args {
     /// them again when it starts.
     #[arg(long, env = "ARCADE_STOP_GAMES_ON_EXIT")]
     pub stop_games_on_exit: bool,
+    /// Start games as this (unprivileged) user, with its primary group only. The agent must
+    /// run as root for this.
+    #[arg(long, env = "ARCADE_RUN_AS")]
+    pub run_as: Option<String>,
 }
 
 /// Why the command line does not make a config.
@@ -156,6 +160,12 @@ impl Args {
             stop_grace: Duration::from_secs_f64(self.stop_grace),
             backoff: Backoff::default(),
             stop_games_on_exit: self.stop_games_on_exit,
+            run_as: self
+                .run_as
+                .as_deref()
+                .map(crate::games::RunAs::lookup)
+                .transpose()
+                .map_err(ArgsError::Invalid)?,
         })
     }
 }

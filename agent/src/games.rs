@@ -93,6 +93,41 @@ pub struct GamesConfig {
     pub stop_grace: Duration,
     /// Where [`crate::state`] is kept.
     pub state_dir: PathBuf,
+    /// The unprivileged user games run as, if any.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user to run games as (`--run-as`), resolved once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name, for messages.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<Self, String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Self {
+                name: name.to_owned(),
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            }),
+            Ok(None) => Err(format!("--run-as: no user {name:?}")),
+            Err(e) => Err(format!("--run-as {name:?}: {e}")),
+        }
+    }
+}
+
+/// Makes `cmd` run as `user`: its uid and primary gid. The agent's supplementary groups
+/// (root's among them) do not follow: when root sets a uid, std clears them (`setgroups(0)`)
+/// before `setuid`, so no `pre_exec` is needed and the spawn stays a plain one.
+fn run_as(cmd: &mut Command, user: &RunAs) {
+    cmd.uid(user.uid).gid(user.gid);
 }
 
 /// The running games of this host.
@@ -450,7 +485,13 @@ impl Games {
             .try_clone()
             .map_err(|e| spawn_err(format!("cannot open log {}: {e}", log_path.display())))?;
         let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
+        if let Some(user) = &self.config.run_as {
+            run_as(&mut cmd, user);
+        }
+        // The game's environment is the catalog's `env` and the ARCADE_* variables, nothing of
+        // the agent's own (its token, for one).
+        cmd.env_clear()
+            .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -64,6 +64,8 @@ pub struct Config {
     pub backoff: Backoff,
     /// On exit, stop the games instead of leaving them running to be found again.
     pub stop_games_on_exit: bool,
+    /// Run games as this unprivileged user.
+    pub run_as: Option<games::RunAs>,
 }
 
 /// Capped exponential backoff with jitter.
@@ -133,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             log_dir,
             stop_grace: config.stop_grace,
             state_dir: config.state_dir.clone(),
+            run_as: config.run_as.clone(),
         },
         events_tx,
         tracker.clone(),

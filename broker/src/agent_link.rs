@@ -46,6 +46,9 @@ where
     })?
 }
 
+/// Connections in their handshake at once, at most.
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// Commands queued per agent connection.
 const COMMAND_QUEUE: usize = 256;
 
@@ -191,6 +194,9 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    // Connections not yet authenticated hold one of these too, so a flood of them cannot
+    // crowd out the agents.
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let settings = Arc::new(settings);
     loop {
         let (stream, peer) = tokio::select! {
@@ -209,6 +215,10 @@ pub async fn serve(
             tracing::warn!(%peer, max = settings.max_connections, "agent listener: too many connections; refusing");
             continue;
         };
+        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_HANDSHAKES, "agent listener: too many unauthenticated connections; refusing");
+            continue;
+        };
         let conn = Connection {
             registry: Arc::clone(&registry),
             events: events.clone(),
@@ -217,7 +227,7 @@ pub async fn serve(
             peer,
         };
         tracker.spawn(async move {
-            conn.run(stream).await;
+            conn.run(stream, handshake).await;
             drop(permit);
         });
     }
@@ -237,7 +247,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, handshake: tokio::sync::OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, codec::length_codec());
         let hello = match timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut framed)).await {
@@ -254,6 +264,7 @@ impl Connection {
                 return;
             }
         };
+        drop(handshake);
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let host = hello.host_id.clone();
         let conn_id = match self.registry.register(&hello, AgentLink { tx }) {

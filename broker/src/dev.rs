@@ -62,7 +62,11 @@ impl DevConfig {
             modes: modes.iter().map(|m| (*m).to_owned()).collect(),
             config_dir: None,
             default_config: None,
-            env: BTreeMap::new(),
+            // Games get no environment of the agent's: pass the bind address on explicitly.
+            env: BTreeMap::from([(
+                "DEMO_BIND".to_owned(),
+                std::env::var("ARCADE_DEMO_BIND").unwrap_or_else(|_| "0.0.0.0".into()),
+            )]),
         };
         Catalog::from_entries([
             ("pong".to_owned(), demo("Pong", &["classic", "turbo"])),
@@ -106,6 +110,7 @@ impl DevConfig {
             backoff: agent::Backoff::default(),
             // Its state directory is per broker process, so its games could not be found again.
             stop_games_on_exit: true,
+            run_as: None,
         })
     }
 }
@@ -144,7 +149,7 @@ pub fn demo_game_main(args: &[String]) -> i32 {
     runtime.block_on(async move {
         use tokio::io::AsyncWriteExt;
         use tokio::signal::unix::{signal, SignalKind};
-        let bind = std::env::var("ARCADE_DEMO_BIND").unwrap_or_else(|_| "0.0.0.0".into());
+        let bind = std::env::var("DEMO_BIND").unwrap_or_else(|_| "0.0.0.0".into());
         let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
             Ok(l) => l,
             Err(e) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::error::QueryPayloadError;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Condition;
@@ -106,18 +106,6 @@ impl ResponseError for LegacyError {
         };
         error_response(&self.error, &body)
     }
-}
-
-fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    let api = match &err {
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            ApiError::PayloadTooLarge(format!("the body is over the {limit}-byte limit"))
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("invalid JSON body: {e}")),
-        other => ApiError::BadRequest(format!("cannot read the body: {other}")),
-    };
-    api.into()
 }
 
 fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
@@ -223,11 +211,58 @@ async fn authenticate(
     }
 }
 
+/// How long a client may take to send a request body. actix-web bounds only the head
+/// (`client_request_timeout`); a body trickled a byte at a time would otherwise hold a
+/// connection and a worker's attention for as long as the client likes.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes within [`BODY_DEADLINE`].
+async fn read_json<T: serde::de::DeserializeOwned>(
+    mut payload: web::Payload,
+) -> Result<T, ApiError> {
+    use futures::StreamExt;
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the body is over the {MAX_BODY}-byte limit"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(BODY_DEADLINE, read)
+        .await
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "the body was not received within {BODY_DEADLINE:?}"
+            ))
+        })??;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 async fn start_session(
     svc: web::Data<Service>,
     req: HttpRequest,
-    body: web::Json<StartSession>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is over the {MAX_BODY}-byte limit"
+            )));
+        }
+    }
+    let body: StartSession = read_json(payload).await?;
     let key = match req.headers().get(&IDEMPOTENCY_KEY) {
         Some(v) => Some(
             v.to_str()
@@ -241,7 +276,7 @@ async fn start_session(
     let actor = actor(&req);
     let svc = svc.into_inner();
     let (session, fresh) =
-        tokio::spawn(async move { svc.start_idempotent(body.into_inner(), key, actor).await })
+        tokio::spawn(async move { svc.start_idempotent(body, key, actor).await })
             .await
             .map_err(|e| ApiError::Internal(format!("start task failed: {e}")))??;
     Ok(if fresh {
@@ -467,12 +502,6 @@ pub fn server(
         App::new()
             .app_data(data.clone())
             .app_data(keys.clone())
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(MAX_BODY)
-                    .content_type_required(false)
-                    .error_handler(json_error),
-            )
             .app_data(web::QueryConfig::default().error_handler(query_error))
             // Outermost last: CORS answers preflights before any key is asked for.
             .wrap(from_fn(authenticate))

@@ -212,6 +212,8 @@ pub struct AgentOptions {
     pub stop_games_on_exit: bool,
     /// `--state-dir`; by default a new temporary directory.
     pub state_dir: Option<PathBuf>,
+    /// `--run-as`.
+    pub run_as: Option<String>,
 }
 
 impl AgentOptions {
@@ -225,6 +227,7 @@ impl AgentOptions {
             catalog: None,
             stop_games_on_exit: true,
             state_dir: None,
+            run_as: None,
         }
     }
 }
@@ -337,6 +340,10 @@ impl TestAgent {
                 max: Duration::from_millis(200),
             },
             stop_games_on_exit: opts.stop_games_on_exit,
+            run_as: opts
+                .run_as
+                .as_deref()
+                .map(|u| agent::games::RunAs::lookup(u).expect("--run-as user")),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent::run(config, shutdown.clone()));

@@ -1191,3 +1191,65 @@ async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
     );
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn games_get_a_clean_environment_and_can_run_unprivileged() {
+    let mut opts = AgentOptions::host("host-a");
+    let root = nix::unistd::getuid().is_root();
+    if root {
+        opts.run_as = Some("nobody".into());
+    }
+    let (_broker, _agents, client) = system(&[opts]).await;
+    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let pid = s.pid.unwrap();
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let keys: Vec<String> = env
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        keys.iter().all(|k| k.starts_with("ARCADE_")),
+        "the agent's environment leaked: {keys:?}"
+    );
+    assert!(
+        keys.contains(&"ARCADE_SESSION_ID".to_owned()) && keys.contains(&"ARCADE_PORT".to_owned())
+    );
+    if root {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| {
+                    l[name.len()..]
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap()
+        };
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert!(
+            field("Uid:").iter().all(|u| *u == nobody.uid.to_string()),
+            "{status}"
+        );
+        assert!(
+            field("Gid:").iter().all(|g| *g == nobody.gid.to_string()),
+            "{status}"
+        );
+        assert!(
+            field("Groups:").is_empty(),
+            "a supplementary group of the agent's leaked: {status}"
+        );
+    }
+    let ended = client.end_session(&s.session_id).await.unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    assert!(!group_alive(pid));
+}

@@ -218,3 +218,31 @@ async fn a_flood_of_bad_agent_handshakes_does_not_slow_the_broker() {
     );
     assert!(took < WAIT, "registration took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_slowly_is_cut_off_and_does_not_block_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::start().await;
+    let addr = broker.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!("POST /v1/sessions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{").as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Others are served meanwhile.
+    let client = Client::new(&broker.url, None).unwrap();
+    assert!(client.health().await.is_ok());
+    let t0 = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        broker::http::BODY_DEADLINE + Duration::from_secs(5),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the broker answers a trickled body within its deadline");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("\"bad_request\""), "{text}");
+    assert!(t0.elapsed() >= broker::http::BODY_DEADLINE - Duration::from_secs(1));
+}
