@@ -51,6 +51,18 @@ pub struct Args {
     /// run as root for this.
     #[arg(long, env = "ARCADE_RUN_AS")]
     pub run_as: Option<String>,
+    /// Connect to the broker over TLS, trusting this CA (PEM) for its certificate.
+    #[arg(long, env = "ARCADE_BROKER_CA")]
+    pub broker_ca: Option<PathBuf>,
+    /// The name the broker's certificate must carry; by default the host part of --broker.
+    #[arg(long, env = "ARCADE_BROKER_NAME")]
+    pub broker_name: Option<String>,
+    /// This agent's client certificate (PEM), for a broker that requires mutual TLS.
+    #[arg(long, env = "ARCADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "ARCADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the command line does not make a config.
@@ -94,6 +106,14 @@ fn default_state_dir() -> PathBuf {
         return PathBuf::from(h).join(".local/share/arcade-agent");
     }
     std::env::temp_dir().join(format!("arcade-agent-{}", nix::unistd::getuid()))
+}
+
+/// The host part of `HOST:PORT` (brackets of an IPv6 address removed).
+pub fn broker_host(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }
 
 /// A host id from a hostname: characters an id may not hold become `-`.
@@ -146,7 +166,25 @@ impl Args {
                 "--stop-grace must be 0 to 3600 seconds".into(),
             ));
         }
+        let tls = match &self.broker_ca {
+            Some(ca) => {
+                let name = match &self.broker_name {
+                    Some(n) => n.clone(),
+                    None => broker_host(&self.broker),
+                };
+                let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                Some(crate::tls::Tls::new(ca, &name, client).map_err(ArgsError::Invalid)?)
+            }
+            None if self.tls_cert.is_some() => {
+                return Err(ArgsError::Invalid(
+                    "--tls-cert needs --broker-ca: client certificates are only used over TLS"
+                        .into(),
+                ))
+            }
+            None => None,
+        };
         Ok(Config {
+            tls,
             broker: self.broker,
             catalog,
             host_id,

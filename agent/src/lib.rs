@@ -19,6 +19,7 @@ pub mod link;
 pub mod load;
 pub mod ports;
 pub mod state;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ pub struct Config {
     pub stop_games_on_exit: bool,
     /// Run games as this unprivileged user.
     pub run_as: Option<games::RunAs>,
+    /// TLS for the agent link; `None`: plain TCP.
+    pub tls: Option<tls::Tls>,
 }
 
 /// Capped exponential backoff with jitter.

@@ -92,6 +92,46 @@ async fn serve(
             .map_err(|e| LinkError::Lost(e.to_string()))?
             .ip(),
     };
+    match &config.tls {
+        Some(tls) => {
+            let stream = timeout(
+                HANDSHAKE_TIMEOUT,
+                tls.connector.connect(tls.server_name.clone(), stream),
+            )
+            .await
+            .map_err(|_| LinkError::Lost("the TLS handshake with the broker timed out".into()))?
+            .map_err(|e| {
+                LinkError::Rejected(format!("TLS handshake with {} failed: {e}", config.broker))
+            })?;
+            session(
+                config, stream, ip, games, events, sampler, shutdown, welcomed,
+            )
+            .await
+        }
+        None => {
+            session(
+                config, stream, ip, games, events, sampler, shutdown, welcomed,
+            )
+            .await
+        }
+    }
+}
+
+/// The link over an established (plain or TLS) stream: handshake, then messages.
+#[allow(clippy::too_many_arguments)]
+async fn session<S>(
+    config: &Config,
+    stream: S,
+    ip: IpAddr,
+    games: &Arc<Games>,
+    events: &mut mpsc::Receiver<AgentMessage>,
+    sampler: &Sampler,
+    shutdown: &CancellationToken,
+    welcomed: &mut bool,
+) -> Result<(), LinkError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let sample = sampler.sample().await;
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,

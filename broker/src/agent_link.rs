@@ -19,6 +19,7 @@ use protocol::wire::{
     LaunchFailure, LaunchRequest, Launched, RunningGame, PROTOCOL_VERSION,
 };
 use protocol::{HostId, SessionId};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -172,7 +173,7 @@ pub enum HostEvent {
 }
 
 /// Settings of the agent listener.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
     /// Agents must present this token, when set.
     pub token: Option<String>,
@@ -182,6 +183,19 @@ pub struct LinkSettings {
     pub heartbeat_interval: Duration,
     /// Agent connections at once, at most.
     pub max_connections: usize,
+    /// TLS for the agent link; `None`: plain TCP (loopback or a private network).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for LinkSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSettings")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accepts agents until `shutdown`; each connection runs in a task of `tracker`.
@@ -247,8 +261,28 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Connection {
+    /// Runs a connection: the TLS handshake when configured (within the same deadline as the
+    /// protocol handshake), then [`Connection::run_on`].
     async fn run(self, stream: TcpStream, handshake: tokio::sync::OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
+        match self.settings.tls.clone() {
+            Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.run_on(tls, handshake).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "agent refused: TLS handshake failed")
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %self.peer, "agent refused: TLS handshake timed out")
+                }
+            },
+            None => self.run_on(stream, handshake).await,
+        }
+    }
+
+    async fn run_on<S>(self, stream: S, handshake: tokio::sync::OwnedSemaphorePermit)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let mut framed = Framed::new(stream, codec::length_codec());
         let hello = match timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut framed)).await {
             Ok(Ok(hello)) => hello,
@@ -304,7 +338,10 @@ impl Connection {
     }
 
     /// Reads and checks the agent's `Hello`; on refusal returns the reason to send back.
-    async fn handshake(&self, framed: &mut Framed<TcpStream, RawCodec>) -> Result<Hello, String> {
+    async fn handshake<S>(&self, framed: &mut Framed<S, RawCodec>) -> Result<Hello, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let frame = match framed.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => return Err(format!("unreadable handshake: {e}")),
@@ -332,12 +369,14 @@ impl Connection {
         Ok(hello)
     }
 
-    async fn serve(
+    async fn serve<S>(
         &self,
         host: &HostId,
-        framed: Framed<TcpStream, MessageCodec<AgentMessage, BrokerMessage>>,
+        framed: Framed<S, MessageCodec<AgentMessage, BrokerMessage>>,
         mut commands: mpsc::Receiver<AgentCommand>,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let (mut sink, mut stream) = framed.split();
         let mut launches: HashMap<SessionId, oneshot::Sender<LaunchReply>> = HashMap::new();
         let mut stops: HashMap<SessionId, Vec<oneshot::Sender<()>>> = HashMap::new();

@@ -31,6 +31,15 @@ pub struct Args {
     /// Agents must present this token; required when --agent-listen is not loopback.
     #[arg(long, env = "ARCADE_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
+    /// Serve the agent link over TLS with this certificate chain (PEM).
+    #[arg(long, env = "ARCADE_AGENT_TLS_CERT", requires = "agent_tls_key")]
+    pub agent_tls_cert: Option<PathBuf>,
+    /// The agent link certificate's private key (PEM).
+    #[arg(long, env = "ARCADE_AGENT_TLS_KEY", requires = "agent_tls_cert")]
+    pub agent_tls_key: Option<PathBuf>,
+    /// Require agents to present a client certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "ARCADE_AGENT_CLIENT_CA", requires = "agent_tls_cert")]
+    pub agent_client_ca: Option<PathBuf>,
     /// ROLE:KEY, repeatable; ROLE is portal, provider or admin.
     #[arg(
         long = "api-key",
@@ -78,6 +87,17 @@ struct FileConfig {
     workers: Option<usize>,
 }
 
+/// Files of the agent link's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA of agents' client certificates (PEM), for mutual TLS.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The broker's resolved settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -99,6 +119,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// API keys; none: the API is open (loopback only).
     pub api_keys: Vec<ApiKey>,
+    /// Agent link TLS: certificate chain, key, and the client CA for mutual TLS.
+    pub agent_tls: Option<AgentTls>,
     /// HTTP worker threads.
     pub workers: usize,
 }
@@ -141,13 +163,18 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
             api_keys: Vec::new(),
+            agent_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         }
     }
 
     /// Checks rules that keep an exposed broker safe.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.agent_token.is_none() && !self.agent_listen.ip().is_loopback() {
+        let mutual_tls = self
+            .agent_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        if self.agent_token.is_none() && !mutual_tls && !self.agent_listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "--agent-listen {} is not a loopback address, so agents must authenticate: set --agent-token (or ARCADE_AGENT_TOKEN)",
                 self.agent_listen
@@ -235,6 +262,14 @@ impl Args {
             },
             workers,
             api_keys,
+            agent_tls: self
+                .agent_tls_cert
+                .zip(self.agent_tls_key)
+                .map(|(cert, key)| AgentTls {
+                    cert,
+                    key,
+                    client_ca: self.agent_client_ca,
+                }),
         };
         config.validate()?;
         Ok(config)

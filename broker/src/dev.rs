@@ -111,6 +111,7 @@ impl DevConfig {
             // Its state directory is per broker process, so its games could not be found again.
             stop_games_on_exit: true,
             run_as: None,
+            tls: None,
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -88,6 +89,9 @@ pub enum BrokerError {
     /// The dev agent cannot be set up.
     #[error("--dev: {0}")]
     Dev(String),
+    /// The agent link's TLS files cannot be used.
+    #[error("agent link TLS: {0}")]
+    Tls(String),
     /// The session store cannot be opened.
     #[error("--database-url: {0}")]
     Store(String),
@@ -105,6 +109,12 @@ pub async fn run(
     let agent_addr = listeners.agents.local_addr()?;
     listeners.agents.set_nonblocking(true)?;
     let agent_listener = tokio::net::TcpListener::from_std(listeners.agents)?;
+    let tls = match &config.agent_tls {
+        Some(t) => {
+            Some(tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref()).map_err(BrokerError::Tls)?)
+        }
+        None => None,
+    };
     let store = match &config.database_url {
         Some(url) => {
             let store = MysqlStore::connect(url)
@@ -148,6 +158,7 @@ pub async fn run(
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             max_connections: MAX_AGENT_CONNECTIONS,
+            tls,
         },
         background.clone(),
         tracker.clone(),

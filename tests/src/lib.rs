@@ -75,6 +75,8 @@ pub struct BrokerOptions {
     pub database_url: Option<String>,
     /// `--api-key ROLE:KEY`s.
     pub api_keys: Vec<String>,
+    /// `--agent-tls-cert`, `--agent-tls-key`, `--agent-client-ca`.
+    pub agent_tls: Option<broker::config::AgentTls>,
 }
 
 impl Default for BrokerOptions {
@@ -87,6 +89,7 @@ impl Default for BrokerOptions {
             agent_listener: None,
             database_url: None,
             api_keys: Vec::new(),
+            agent_tls: None,
         }
     }
 }
@@ -116,6 +119,7 @@ impl TestBroker {
         config.cors_origins = opts.cors_origins;
         config.agent_token = opts.agent_token;
         config.database_url = opts.database_url;
+        config.agent_tls = opts.agent_tls;
         config.api_keys = opts
             .api_keys
             .iter()
@@ -214,6 +218,8 @@ pub struct AgentOptions {
     pub state_dir: Option<PathBuf>,
     /// `--run-as`.
     pub run_as: Option<String>,
+    /// `--broker-ca` and friends.
+    pub tls: Option<agent::tls::Tls>,
 }
 
 impl AgentOptions {
@@ -228,6 +234,7 @@ impl AgentOptions {
             stop_games_on_exit: true,
             state_dir: None,
             run_as: None,
+            tls: None,
         }
     }
 }
@@ -344,6 +351,7 @@ impl TestAgent {
                 .run_as
                 .as_deref()
                 .map(|u| agent::games::RunAs::lookup(u).expect("--run-as user")),
+            tls: opts.tls.clone(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent::run(config, shutdown.clone()));
@@ -529,4 +537,72 @@ pub fn processes_of(sessions: &[protocol::SessionId]) -> Vec<u32> {
                 .any(|var| wanted.iter().any(|w| var == w.as_slice()))
         })
         .collect()
+}
+
+/// Certificates made for a test (rcgen): a CA, a server certificate for `localhost` and
+/// `127.0.0.1`, and a client certificate, all signed by the CA, as PEM files.
+pub struct TestPki {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: PathBuf,
+    /// The server's key.
+    pub server_key: PathBuf,
+    /// A client certificate (for mutual TLS) and its key.
+    pub client_cert: PathBuf,
+    /// The client certificate's key.
+    pub client_key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Makes a fresh CA and certificates.
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, pem: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).expect("write pem");
+            p
+        };
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "Arcade test CA");
+        let ca = ca.self_signed(&ca_key).expect("CA");
+        let server_key = KeyPair::generate().expect("key");
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server = server
+            .signed_by(&server_key, &ca, &ca_key)
+            .expect("server cert");
+        let client_key = KeyPair::generate().expect("key");
+        let mut client = CertificateParams::new(vec!["agent.test".to_owned()]).expect("params");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "arcade agent");
+        let client = client
+            .signed_by(&client_key, &ca, &ca_key)
+            .expect("client cert");
+        Self {
+            ca: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
 }

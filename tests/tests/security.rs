@@ -246,3 +246,96 @@ async fn a_body_sent_slowly_is_cut_off_and_does_not_block_others() {
     assert!(text.contains("\"bad_request\""), "{text}");
     assert!(t0.elapsed() >= broker::http::BODY_DEADLINE - Duration::from_secs(1));
 }
+
+mod tls {
+    use super::*;
+    use tests::TestPki;
+
+    async fn tls_broker(pki: &TestPki, mutual: bool) -> TestBroker {
+        TestBroker::start_with(BrokerOptions {
+            agent_tls: Some(broker::config::AgentTls {
+                cert: pki.server_cert.clone(),
+                key: pki.server_key.clone(),
+                client_ca: mutual.then(|| pki.ca.clone()),
+            }),
+            ..Default::default()
+        })
+        .await
+    }
+
+    fn agent_opts(host: &str, tls: agent::tls::Tls) -> AgentOptions {
+        let mut o = AgentOptions::host(host);
+        o.tls = Some(tls);
+        o
+    }
+
+    async fn registered(client: &Client, host: &str) -> bool {
+        client
+            .hosts()
+            .await
+            .unwrap()
+            .hosts
+            .iter()
+            .any(|h| h.host_id.as_str() == host)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn agents_speak_tls_and_strangers_are_refused() {
+        let pki = TestPki::new();
+        let broker = tls_broker(&pki, false).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let good = agent::tls::Tls::new(&pki.ca, "127.0.0.1", None).unwrap();
+        let _agent = TestAgent::start(broker.agent_addr, agent_opts("tls-host", good)).await;
+        wait_until("the TLS agent registers", WAIT, || {
+            let client = client.clone();
+            async move { registered(&client, "tls-host").await }
+        })
+        .await;
+        let s = client.start_session(&sleeper()).await.unwrap();
+        assert_eq!(s.status, SessionStatus::Running);
+        client.end_session(&s.session_id).await.unwrap();
+
+        // An agent trusting another CA refuses the broker; a plain-TCP agent gets nowhere.
+        let other = TestPki::new();
+        let wrong = agent::tls::Tls::new(&other.ca, "127.0.0.1", None).unwrap();
+        let _a = TestAgent::start(broker.agent_addr, agent_opts("wrong-ca", wrong)).await;
+        let hello = tests::fake_hello("plain", protocol::wire::PROTOCOL_VERSION, None);
+        assert!(tests::FakeAgent::connect(broker.agent_addr, hello)
+            .await
+            .is_err());
+        // A good agent started after them gets in; by then the bad ones have tried.
+        let late = agent::tls::Tls::new(&pki.ca, "localhost", None).unwrap();
+        let _late = TestAgent::start(broker.agent_addr, agent_opts("late", late)).await;
+        wait_until("the late agent registers", WAIT, || {
+            let client = client.clone();
+            async move { registered(&client, "late").await }
+        })
+        .await;
+        assert!(!registered(&client, "wrong-ca").await && !registered(&client, "plain").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutual_tls_requires_a_client_certificate() {
+        let pki = TestPki::new();
+        let broker = tls_broker(&pki, true).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let anonymous = agent::tls::Tls::new(&pki.ca, "localhost", None).unwrap();
+        let _anon = TestAgent::start(broker.agent_addr, agent_opts("anonymous", anonymous)).await;
+        let certified = agent::tls::Tls::new(
+            &pki.ca,
+            "localhost",
+            Some((&pki.client_cert, &pki.client_key)),
+        )
+        .unwrap();
+        let _cert = TestAgent::start(broker.agent_addr, agent_opts("certified", certified)).await;
+        wait_until("the certified agent registers", WAIT, || {
+            let client = client.clone();
+            async move { registered(&client, "certified").await }
+        })
+        .await;
+        assert!(
+            !registered(&client, "anonymous").await,
+            "an agent without a certificate got in"
+        );
+    }
+}
