@@ -31,6 +31,12 @@ pub struct Args {
     /// Agents must present this token; required when --agent-listen is not loopback.
     #[arg(long, env = "ARCADE_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
+    /// Serve the HTTP API over HTTPS with this certificate chain (PEM).
+    #[arg(long, env = "ARCADE_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM).
+    #[arg(long, env = "ARCADE_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
     /// Serve the agent link over TLS with this certificate chain (PEM).
     #[arg(long, env = "ARCADE_AGENT_TLS_CERT", requires = "agent_tls_key")]
     pub agent_tls_cert: Option<PathBuf>,
@@ -121,6 +127,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// Agent link TLS: certificate chain, key, and the client CA for mutual TLS.
     pub agent_tls: Option<AgentTls>,
+    /// HTTPS for the API: certificate chain and key (PEM).
+    pub http_tls: Option<(PathBuf, PathBuf)>,
     /// HTTP worker threads.
     pub workers: usize,
 }
@@ -164,6 +172,7 @@ impl Config {
             cors_origins: Vec::new(),
             api_keys: Vec::new(),
             agent_tls: None,
+            http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         }
     }
@@ -262,6 +271,7 @@ impl Args {
             },
             workers,
             api_keys,
+            http_tls: self.http_tls_cert.zip(self.http_tls_key),
             agent_tls: self
                 .agent_tls_cert
                 .zip(self.agent_tls_key)

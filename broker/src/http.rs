@@ -487,6 +487,8 @@ pub struct HttpSettings {
     pub shutdown_grace: Duration,
     /// API keys; none: open.
     pub keys: Keys,
+    /// HTTPS; `None`: plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 /// Builds the HTTP server on `listener`; it runs when awaited, until its handle stops it.
@@ -514,8 +516,11 @@ pub fn server(
     .keep_alive(Duration::from_secs(75))
     .client_request_timeout(Duration::from_secs(10))
     .disable_signals()
-    .shutdown_timeout(settings.shutdown_grace.as_secs())
-    .listen(listener)?
+    .shutdown_timeout(settings.shutdown_grace.as_secs());
+    let server = match settings.tls.clone() {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     Ok(server)
 }

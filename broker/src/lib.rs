@@ -187,6 +187,12 @@ pub async fn run(
             workers: config.workers,
             shutdown_grace: Duration::from_secs(30),
             keys: auth::Keys::new(config.api_keys.clone()),
+            tls: match &config.http_tls {
+                Some((cert, key)) => {
+                    Some(tls::server_config(cert, key, None).map_err(BrokerError::Tls)?)
+                }
+                None => None,
+            },
         },
         listeners.http,
     )?;

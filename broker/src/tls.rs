@@ -35,6 +35,18 @@ pub fn roots(path: &Path) -> Result<RootCertStore, String> {
 /// The acceptor for `--agent-tls-cert`/`--agent-tls-key`, requiring client certificates signed
 /// by `client_ca` when given.
 pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsAcceptor, String> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(
+        cert, key, client_ca,
+    )?)))
+}
+
+/// A server configuration for `cert` and `key`, requiring client certificates signed by
+/// `client_ca` when given. Used for the agent link and for HTTPS.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, String> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
@@ -52,8 +64,7 @@ pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Tls
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder
+    builder
         .with_single_cert(chain, key)
-        .map_err(|e| format!("certificate {} and its key do not fit: {e}", cert.display()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| format!("certificate {} and its key do not fit: {e}", cert.display()))
 }

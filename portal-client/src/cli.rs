@@ -42,6 +42,10 @@ pub struct Cli {
     )]
     pub api_key: Option<String>,
 
+    /// Also trust this CA certificate (PEM) for an https:// broker.
+    #[arg(long, global = true, env = "ARCADE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Print the API's JSON instead of a table, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -148,6 +152,15 @@ pub enum CliError {
     /// An id given on the command line is not a valid id.
     #[error(transparent)]
     InvalidId(#[from] IdError),
+    /// The `--ca-cert` file cannot be read.
+    #[error("cannot read --ca-cert {}: {source}", path.display())]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The answer could not be written out.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -182,7 +195,14 @@ pub fn error_line(err: &CliError) -> String {
 /// Runs `cli`'s command against the broker and writes the answer to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
     let api_key = cli.api_key.filter(|key| !key.is_empty());
-    let client = Client::new(&cli.url, api_key)?;
+    let ca = match &cli.ca_cert {
+        Some(path) => Some(std::fs::read(path).map_err(|source| CliError::CaCert {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let client = Client::with_ca(&cli.url, api_key, ca.as_deref())?;
     let text = execute(&client, cli.command, cli.json).await?;
     out.write_all(text.as_bytes()).map_err(CliError::Output)?;
     out.flush().map_err(CliError::Output)

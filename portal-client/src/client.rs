@@ -168,12 +168,7 @@ fn parse_base_url(given: &str) -> Result<String, ClientError> {
     let url = Url::parse(given.trim())
         .map_err(|e| invalid(&format!("{e}; expected a URL like http://127.0.0.1:8080")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(invalid(
-                "this build of the client has no TLS support; use an http:// URL",
-            ))
-        }
+        "http" | "https" => {}
         _ => return Err(invalid("expected a URL like http://127.0.0.1:8080")),
     }
     if !matches!(url.host_str(), Some(host) if !host.is_empty()) {
@@ -216,6 +211,17 @@ impl Client {
     /// Connecting may take [`CONNECT_TIMEOUT`], a whole call [`REQUEST_TIMEOUT`]. Nothing is
     /// sent yet: an unreachable broker shows on the first call.
     pub fn new(base_url: &str, api_key: Option<String>) -> Result<Client, ClientError> {
+        Self::with_ca(base_url, api_key, None)
+    }
+
+    /// Like [`Client::new`], also trusting the CA certificate `ca_pem` (PEM) for an `https://`
+    /// broker whose certificate the system does not know (a private CA). The system's
+    /// certificate store is trusted either way.
+    pub fn with_ca(
+        base_url: &str,
+        api_key: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
         let base_url = parse_base_url(base_url)?;
         let mut headers = HeaderMap::new();
         if let Some(key) = api_key {
@@ -225,7 +231,16 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let ca =
+                reqwest::Certificate::from_pem(pem).map_err(|source| ClientError::Transport {
+                    base_url: base_url.clone(),
+                    source,
+                })?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .default_headers(headers)
@@ -391,12 +406,12 @@ mod tests {
         assert_eq!(ok("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
         assert_eq!(ok("http://proxy/arcade/"), "http://proxy/arcade");
         assert_eq!(ok("http://[::1]:8080"), "http://[::1]:8080");
+        assert_eq!(ok("https://broker.example/"), "https://broker.example");
         for bad in [
             "",
             "127.0.0.1:8080",
             "localhost:8080",
             "ftp://host",
-            "https://host",
             "http://user:pw@host",
             "http://host/?x=1",
             "http://host/#frag",

@@ -77,6 +77,8 @@ pub struct BrokerOptions {
     pub api_keys: Vec<String>,
     /// `--agent-tls-cert`, `--agent-tls-key`, `--agent-client-ca`.
     pub agent_tls: Option<broker::config::AgentTls>,
+    /// `--http-tls-cert`, `--http-tls-key`: the broker's URL is then `https://localhost:PORT`.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for BrokerOptions {
@@ -90,6 +92,7 @@ impl Default for BrokerOptions {
             database_url: None,
             api_keys: Vec::new(),
             agent_tls: None,
+            http_tls: None,
         }
     }
 }
@@ -109,7 +112,13 @@ impl TestBroker {
         init_tracing();
         let http = loopback_listener();
         let agents = opts.agent_listener.unwrap_or_else(loopback_listener);
-        let url = format!("http://{}", http.local_addr().expect("addr"));
+        let port = http.local_addr().expect("addr").port();
+        let https = opts.http_tls.is_some();
+        let url = if https {
+            format!("https://localhost:{port}")
+        } else {
+            format!("http://127.0.0.1:{port}")
+        };
         let agent_addr = agents.local_addr().expect("addr");
         let mut config = broker::Config::loopback();
         config.http = http.local_addr().expect("addr");
@@ -120,6 +129,7 @@ impl TestBroker {
         config.agent_token = opts.agent_token;
         config.database_url = opts.database_url;
         config.agent_tls = opts.agent_tls;
+        config.http_tls = opts.http_tls;
         config.api_keys = opts
             .api_keys
             .iter()
@@ -138,6 +148,10 @@ impl TestBroker {
             shutdown,
             task: Some(task),
         };
+        if https {
+            // The test itself waits for an HTTPS answer (this crate speaks only plain HTTP).
+            return b;
+        }
         let health = format!("{}/healthz", b.url);
         wait_until(
             "the broker answers /healthz",

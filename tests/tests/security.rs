@@ -339,3 +339,26 @@ mod tls {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_speaks_https_and_the_cli_trusts_a_private_ca() {
+    let pki = tests::TestPki::new();
+    let broker = TestBroker::start_with(BrokerOptions {
+        http_tls: Some((pki.server_cert.clone(), pki.server_key.clone())),
+        ..Default::default()
+    })
+    .await;
+    let ca = std::fs::read(&pki.ca).unwrap();
+    let client = Client::with_ca(&broker.url, None, Some(&ca)).unwrap();
+    wait_until("the broker answers over HTTPS", WAIT, || {
+        let client = client.clone();
+        async move { client.health().await.is_ok() }
+    })
+    .await;
+    assert!(broker.url.starts_with("https://"));
+    // Without the CA, the certificate is not trusted; plain HTTP gets no answer it can parse.
+    let untrusting = Client::new(&broker.url, None).unwrap();
+    assert!(untrusting.health().await.is_err());
+    let plain = Client::new(&broker.url.replace("https://", "http://"), None).unwrap();
+    assert!(plain.health().await.is_err());
+}
