@@ -164,6 +164,40 @@ fn denied(d: Denied, action: Action) -> ApiError {
     }
 }
 
+/// Gives actix-cors's refusals (an origin, method or header not allowed) the API's JSON error
+/// body instead of plain text.
+async fn json_cors_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let res = match next.call(req).await {
+        Ok(res) => res,
+        Err(e) => match e.as_error::<actix_cors::CorsError>() {
+            Some(cors) => {
+                let error = ApiError::BadRequest(format!("CORS: {cors}"));
+                return Err(actix_web::error::InternalError::from_response(
+                    error.to_string(),
+                    error.error_response(),
+                )
+                .into());
+            }
+            None => return Err(e),
+        },
+    };
+    let refused = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<actix_cors::CorsError>())
+        .map(ToString::to_string);
+    match refused {
+        Some(reason) => {
+            let response = ApiError::BadRequest(format!("CORS: {reason}")).error_response();
+            Ok(res.into_response(response).map_into_right_body())
+        }
+        None => Ok(res.map_into_left_body()),
+    }
+}
+
 /// Checks the caller's key and role before anything else of the request is read (a body from
 /// an unauthenticated caller is never parsed), and leaves the caller for the handler.
 async fn authenticate(
@@ -505,9 +539,11 @@ pub fn server(
             .app_data(data.clone())
             .app_data(keys.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
-            // Outermost last: CORS answers preflights before any key is asked for.
+            // Outermost last: CORS answers preflights before any key is asked for, and its
+            // refusals get a JSON body like every other error.
             .wrap(from_fn(authenticate))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(from_fn(json_cors_errors))
             .configure(routes)
             .default_service(web::to(not_found))
     })

@@ -531,6 +531,10 @@ async fn cors_preflight_answers_allowed_origins_only() {
     );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    // The refused preflight has the usual JSON error body.
+    assert_eq!(other.status().as_u16(), 400);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
     let get = http
         .get(format!("{}/IP?gameId=sleeper", broker.url))
         .header("origin", "https://portal.example")
