@@ -12,6 +12,8 @@ use protocol::wire::{GameOffer, DEFAULT_MODE};
 use protocol::{GameId, SessionId};
 use serde::Deserialize;
 
+use crate::limits::Limits;
+
 /// The longest mode or config name accepted in a request, in bytes.
 pub const MAX_VALUE_LEN: usize = 255;
 
@@ -30,6 +32,7 @@ pub struct Game {
     config_dir: Option<PathBuf>,
     default_config: Option<String>,
     env: BTreeMap<String, String>,
+    limits: Limits,
 }
 
 /// A catalog entry as written in TOML.
@@ -53,6 +56,9 @@ pub struct GameEntry {
     /// Extra environment variables for the game.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Resource limits, applied through cgroups.
+    #[serde(default)]
+    pub limits: Option<Limits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +119,8 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
     /// The mode chosen.
     pub mode: String,
+    /// Resource limits to apply.
+    pub limits: Limits,
 }
 
 impl Catalog {
@@ -219,6 +227,7 @@ impl Catalog {
             args,
             env,
             mode,
+            limits: game.limits,
         })
     }
 }
@@ -275,6 +284,7 @@ impl Game {
             config_dir,
             default_config: entry.default_config,
             env: entry.env,
+            limits: entry.limits.unwrap_or_default(),
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -569,6 +579,7 @@ default_config = "server.neverball.conf"
                 config_dir: None,
                 default_config: None,
                 env: BTreeMap::new(),
+                limits: None,
             },
         )])
         .unwrap();
@@ -595,6 +606,7 @@ default_config = "server.neverball.conf"
                     config_dir: dir.map(PathBuf::from),
                     default_config: None,
                     env: BTreeMap::new(),
+                    limits: None,
                 },
             )]);
             assert!(r.is_err(), "{name} {command}");

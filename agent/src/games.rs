@@ -504,6 +504,15 @@ impl Games {
         let pid = child
             .id()
             .ok_or_else(|| spawn_err("the game exited before its pid was read".into()))?;
+        if spec.limits.any() {
+            if let Err(e) = crate::limits::apply(&req.session_id, pid, &spec.limits) {
+                signal_group(pid, Signal::SIGKILL);
+                crate::limits::remove(&req.session_id);
+                return Err(spawn_err(format!(
+                    "the game's resource limits could not be applied: {e}"
+                )));
+            }
+        }
         Ok((child, pid, state::proc_stat(pid).map(|(_, start)| start)))
     }
 
@@ -555,6 +564,10 @@ impl Games {
             }
             entry.map(|e| e.state)
         };
+        {
+            let id = session_id.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::limits::remove(&id)).await;
+        }
         gone.send_replace(Some(last));
         if state == Some(GameState::Running) {
             let mut t = self.table();

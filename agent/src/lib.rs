@@ -15,6 +15,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod games;
+pub mod limits;
 pub mod link;
 pub mod load;
 pub mod ports;

@@ -67,6 +67,7 @@ impl DevConfig {
                 "DEMO_BIND".to_owned(),
                 std::env::var("ARCADE_DEMO_BIND").unwrap_or_else(|_| "0.0.0.0".into()),
             )]),
+            limits: None,
         };
         Catalog::from_entries([
             ("pong".to_owned(), demo("Pong", &["classic", "turbo"])),
@@ -80,6 +81,7 @@ impl DevConfig {
                     config_dir: None,
                     default_config: None,
                     env: BTreeMap::new(),
+                    limits: None,
                 },
             ),
         ])

@@ -285,7 +285,8 @@ pub fn config_dir() -> &'static Path {
 /// - `fork-crasher`: a launcher whose forked game exits with code 5 after 300 ms;
 /// - `configured`: takes `{config}` from [`config_dir`];
 /// - `sleeper`: `/bin/sleep 3600`;
-/// - `broken`: a program that does not exist.
+/// - `broken`: a program that does not exist;
+/// - `limited`: `/bin/sleep 3600` with at most 16 processes and 64 MiB.
 pub fn test_catalog() -> Catalog {
     let game = test_game().display().to_string();
     let entry = |command: &str, args: &[&str], modes: &[&str]| GameEntry {
@@ -295,6 +296,7 @@ pub fn test_catalog() -> Catalog {
         config_dir: None,
         default_config: None,
         env: BTreeMap::new(),
+        limits: None,
     };
     let mut configured = entry(&game, &["--config", "{config}", "--listen"], &[]);
     configured.config_dir = Some(config_dir().to_owned());
@@ -331,6 +333,14 @@ pub fn test_catalog() -> Catalog {
             "broken".to_owned(),
             entry("/nonexistent/arcade/game", &[], &[]),
         ),
+        ("limited".to_owned(), {
+            let mut e = entry("/bin/sleep", &["3600"], &[]);
+            e.limits = Some(agent::limits::Limits {
+                max_processes: Some(16),
+                memory_mb: Some(64),
+            });
+            e
+        }),
     ])
     .expect("test catalog")
 }

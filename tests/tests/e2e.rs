@@ -1257,3 +1257,36 @@ async fn games_get_a_clean_environment_and_can_run_unprivileged() {
     assert_eq!(ended.status, SessionStatus::Ended);
     assert!(!group_alive(pid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_are_applied_or_the_launch_fails_saying_why() {
+    let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let cgroups_writable = nix::unistd::getuid().is_root()
+        && std::fs::create_dir_all("/sys/fs/cgroup/pids/arcade")
+            .or_else(|_| std::fs::create_dir_all("/sys/fs/cgroup/arcade"))
+            .is_ok();
+    match client.start_session(&start("limited")).await {
+        Ok(s) => {
+            assert!(cgroups_writable, "limits cannot have been applied here");
+            let pid = s.pid.unwrap();
+            let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let mine = format!("/arcade/{}", s.session_id);
+            assert!(groups.contains(&mine), "{groups}");
+            let dir = agent::limits::group_dir(&s.session_id, "pids");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("pids.max"))
+                    .unwrap()
+                    .trim(),
+                "16"
+            );
+            client.end_session(&s.session_id).await.unwrap();
+            assert!(!group_alive(pid));
+            assert!(!dir.exists(), "the game's cgroup is removed with it");
+        }
+        Err(e) => {
+            assert!(!cgroups_writable, "cgroups are writable, yet: {e}");
+            assert_eq!(e.code(), Some(ErrorCode::LaunchFailed));
+            assert!(e.to_string().contains("resource limits"), "{e}");
+        }
+    }
+}
