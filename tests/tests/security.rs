@@ -362,3 +362,88 @@ async fn the_api_speaks_https_and_the_cli_trusts_a_private_ca() {
     let plain = Client::new(&broker.url.replace("https://", "http://"), None).unwrap();
     assert!(plain.health().await.is_err());
 }
+
+mod agent_link {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_never_says_hello_is_closed_after_five_seconds() {
+        let broker = TestBroker::start().await;
+        let mut silent = tokio::net::TcpStream::connect(broker.agent_addr)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .expect("closed within the handshake deadline")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the broker sent something to a silent peer");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_after_the_handshake_closes_that_link_only() {
+        use protocol::wire::PROTOCOL_VERSION;
+        let broker = TestBroker::start().await;
+        let _good = TestAgent::start(broker.agent_addr, AgentOptions::host("good")).await;
+        let client = Client::new(&broker.url, None).unwrap();
+        wait_until("the good agent is online", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .unwrap()
+                    .hosts
+                    .iter()
+                    .any(|h| h.host_id.as_str() == "good")
+            }
+        })
+        .await;
+        // A registered peer that then sends a well-framed frame holding nonsense, and one whose
+        // length prefix claims 4 GiB.
+        for frame in [
+            &[0, 0, 0, 3, 0xFF, 0xFF, 0xFF][..],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 1][..],
+        ] {
+            let stream = tokio::net::TcpStream::connect(broker.agent_addr)
+                .await
+                .unwrap();
+            let mut framed =
+                tokio_util::codec::Framed::new(stream, protocol::codec::length_codec());
+            let hello = tests::fake_hello("rogue", PROTOCOL_VERSION, None);
+            futures::SinkExt::send(&mut framed, protocol::codec::encode(&hello).unwrap())
+                .await
+                .unwrap();
+            let _welcome = futures::StreamExt::next(&mut framed).await;
+            let mut stream = framed.into_inner();
+            stream.write_all(frame).await.unwrap();
+            let mut buf = Vec::new();
+            let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut buf)).await;
+            assert!(closed.is_ok(), "the rogue link stays open");
+            wait_until("the rogue host is offline", WAIT, || {
+                let client = client.clone();
+                async move {
+                    client
+                        .hosts()
+                        .await
+                        .unwrap()
+                        .hosts
+                        .iter()
+                        .all(|h| h.host_id.as_str() != "rogue" || h.status == HostStatus::Offline)
+                }
+            })
+            .await;
+        }
+        // Nothing else was disturbed.
+        let s = client.start_session(&sleeper()).await.unwrap();
+        assert_eq!(s.host_id.as_str(), "good");
+        client.end_session(&s.session_id).await.unwrap();
+    }
+}
