@@ -1,0 +1,51 @@
+//! Placement over 100, 1,000 and 10,000 hosts (criterion). The figure to reach: under 20 µs at
+//! 10,000 hosts. Run: `cargo bench -p broker --bench placement`.
+
+use std::hint::black_box;
+
+use broker::placement::{place, HostView};
+use criterion::{criterion_main, BenchmarkId, Criterion};
+use protocol::api::HostStatus;
+use protocol::wire::GameOffer;
+use protocol::{GameId, HostId};
+
+fn hosts(n: usize) -> Vec<HostView> {
+    (0..n)
+        .map(|i| HostView {
+            host_id: HostId::new(format!("host-{i:05}")).expect("id"),
+            status: if i % 10 == 0 {
+                HostStatus::Draining
+            } else {
+                HostStatus::Online
+            },
+            games: (0..5)
+                .map(|g| GameOffer {
+                    game_id: GameId::new(format!("game-{}", (i + g) % 20)).expect("id"),
+                    modes: vec!["event-driven".into(), "periodic".into()],
+                })
+                .collect(),
+            max_sessions: 8,
+            sessions: (i % 9) as u32,
+            cpu_percent: (i % 100) as f32,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("place");
+    let game = GameId::new("game-7").expect("id");
+    for n in [100, 1_000, 10_000] {
+        let hs = hosts(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &hs, |b, hs| {
+            b.iter(|| place(black_box(hs), black_box(&game), Some("periodic")))
+        });
+    }
+    g.finish();
+}
+
+// criterion's macro makes an undocumented pub fn.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench);
+}
+criterion_main!(group::benches);
