@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portal_client::Client;
-use protocol::api::{HostStatus, SessionQuery, SessionStatus, StartSession};
+use protocol::api::{SessionQuery, SessionStatus, StartSession};
 use protocol::{GameId, SessionId};
 use tests::{group_alive, processes_of, wait_until, TestBroker};
 
@@ -65,16 +65,7 @@ fn sleeper() -> StartSession {
 }
 
 async fn online(client: &Client) {
-    wait_until("the agent is online", WAIT, || {
-        let client = client.clone();
-        async move {
-            client
-                .hosts()
-                .await
-                .is_ok_and(|h| h.hosts.iter().any(|h| h.status == HostStatus::Online))
-        }
-    })
-    .await;
+    tests::wait_hosts_online(client, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -630,3 +630,24 @@ impl Default for TestPki {
         Self::new()
     }
 }
+
+/// Waits (at most 20 s) until exactly `n` hosts are online.
+pub async fn wait_hosts_online(client: &portal_client::Client, n: usize) {
+    wait_until(
+        &format!("{n} hosts are online"),
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                client.hosts().await.is_ok_and(|h| {
+                    h.hosts
+                        .iter()
+                        .filter(|h| h.status == protocol::api::HostStatus::Online)
+                        .count()
+                        == n
+                })
+            }
+        },
+    )
+    .await;
+}

@@ -930,19 +930,7 @@ mod agent_restart {
             o
         };
         let agent = TestAgent::start(broker.agent_addr, opts()).await;
-        wait_until("the agent is online", WAIT, || {
-            let client = client.clone();
-            async move {
-                client
-                    .hosts()
-                    .await
-                    .unwrap()
-                    .hosts
-                    .iter()
-                    .any(|h| h.status == HostStatus::Online)
-            }
-        })
-        .await;
+        tests::wait_hosts_online(&client, 1).await;
         let kept = client.start_session(&start("sleeper")).await.unwrap();
         let gone = client.start_session(&start("sleeper")).await.unwrap();
         agent.stop().await;
@@ -1013,19 +1001,7 @@ mod agent_restart {
         opts.stop_games_on_exit = true;
         let agent = TestAgent::start(broker.agent_addr, opts).await;
         let client = Client::new(&broker.url, None).unwrap();
-        wait_until("the agent is online", WAIT, || {
-            let client = client.clone();
-            async move {
-                client
-                    .hosts()
-                    .await
-                    .unwrap()
-                    .hosts
-                    .iter()
-                    .any(|h| h.status == HostStatus::Online)
-            }
-        })
-        .await;
+        tests::wait_hosts_online(&client, 1).await;
         // Stopping the agent stops every game it adopted: the stranger must not be one.
         agent.stop().await;
         assert!(
@@ -1060,19 +1036,7 @@ mod database {
         let broker = TestBroker::start_with(opts()).await;
         let agent = TestAgent::start(broker.agent_addr, agent_opts()).await;
         let client = Client::new(&broker.url, None).unwrap();
-        wait_until("the agent is online", WAIT, || {
-            let client = client.clone();
-            async move {
-                client
-                    .hosts()
-                    .await
-                    .unwrap()
-                    .hosts
-                    .iter()
-                    .any(|h| h.status == HostStatus::Online)
-            }
-        })
-        .await;
+        tests::wait_hosts_online(&client, 1).await;
         let s = client.start_session(&start("sleeper")).await.unwrap();
         let pid = s.pid.unwrap();
         // The agent goes away (its game runs on), and so does the broker.
@@ -1122,19 +1086,7 @@ mod database {
         .await;
         let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
         let client = Client::new(&broker.url, None).unwrap();
-        wait_until("the agent is online", WAIT, || {
-            let client = client.clone();
-            async move {
-                client
-                    .hosts()
-                    .await
-                    .unwrap()
-                    .hosts
-                    .iter()
-                    .any(|h| h.status == HostStatus::Online)
-            }
-        })
-        .await;
+        tests::wait_hosts_online(&client, 1).await;
         let s = client.start_session(&start("sleeper")).await.unwrap();
         tokio::task::spawn_blocking(move || db.kill())
             .await

@@ -23,19 +23,7 @@ fn start(game: &str) -> StartSession {
 }
 
 async fn online(client: &Client, n: usize) {
-    wait_until("the hosts are online", WAIT, || {
-        let client = client.clone();
-        async move {
-            client.hosts().await.is_ok_and(|h| {
-                h.hosts
-                    .iter()
-                    .filter(|h| h.status == HostStatus::Online)
-                    .count()
-                    == n
-            })
-        }
-    })
-    .await;
+    tests::wait_hosts_online(client, n).await;
 }
 
 async fn status_is(client: &Client, id: &SessionId, want: SessionStatus) {

@@ -35,16 +35,7 @@ async fn secured() -> (TestBroker, TestAgent) {
     .await;
     let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
     let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
-    wait_until("the agent is online", WAIT, || {
-        let admin = admin.clone();
-        async move {
-            admin
-                .hosts()
-                .await
-                .is_ok_and(|h| h.hosts.iter().any(|h| h.status == HostStatus::Online))
-        }
-    })
-    .await;
+    tests::wait_hosts_online(&admin, 1).await;
     (broker, agent)
 }
 
