@@ -113,19 +113,7 @@ async fn a_killed_agent_restarts_and_readopts_its_games() {
 
     // Every session settles; acknowledged running sessions whose end was not asked still run,
     // with the same game.
-    wait_until("every session settles", WAIT, || {
-        let client = client.clone();
-        async move {
-            let all = client
-                .list_sessions(&SessionQuery::default())
-                .await
-                .unwrap()
-                .sessions;
-            all.iter()
-                .all(|s| s.status != SessionStatus::Starting && s.status != SessionStatus::Stopping)
-        }
-    })
-    .await;
+    tests::wait_sessions_settled(&client).await;
     for s in &running[1..] {
         let now = client.get_session(&s.session_id).await.unwrap();
         assert_eq!(

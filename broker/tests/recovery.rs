@@ -189,19 +189,7 @@ async fn a_killed_broker_restarts_on_its_database_and_loses_nothing() {
     );
 
     // Every session settles: none stays starting or stopping.
-    wait_until("every session settles", WAIT, || {
-        let client = client.clone();
-        async move {
-            let all = client
-                .list_sessions(&SessionQuery::default())
-                .await
-                .unwrap()
-                .sessions;
-            all.iter()
-                .all(|s| s.status != SessionStatus::Starting && s.status != SessionStatus::Stopping)
-        }
-    })
-    .await;
+    tests::wait_sessions_settled(&client).await;
     let victim_now = client.get_session(&victim.session_id).await.unwrap();
     if acked.get(&victim.session_id).map(|a| a.0) == Some(SessionStatus::Running) {
         assert_eq!(victim_now.status, SessionStatus::Ended);

@@ -518,6 +518,33 @@ impl FakeAgent {
         }
     }
 
+    /// Connects as host `host` (no token, this build's version); panics if refused.
+    pub async fn connect_as(addr: SocketAddr, host: &str) -> Self {
+        let hello = fake_hello(host, protocol::wire::PROTOCOL_VERSION, None);
+        Self::connect(addr, hello)
+            .await
+            .expect("the broker admits the fake agent")
+    }
+
+    /// Waits for the broker's next message and asserts it is a launch request.
+    pub async fn expect_launch(&mut self) -> protocol::wire::LaunchRequest {
+        match self.recv(Duration::from_secs(10)).await {
+            Some(protocol::wire::BrokerMessage::Launch(req)) => req,
+            other => panic!("expected a launch request, got {other:?}"),
+        }
+    }
+
+    /// Reports `session` launched (pid 4242 at 127.0.0.1, port 1).
+    pub async fn launched(&mut self, session: &protocol::SessionId) {
+        let msg = protocol::wire::AgentMessage::Launched(protocol::wire::Launched {
+            session_id: session.clone(),
+            pid: 4242,
+            ip: "127.0.0.1".parse().expect("ip"),
+            port: 1,
+        });
+        self.send(msg).await;
+    }
+
     /// The broker's next message, waiting at most `within`.
     pub async fn recv(&mut self, within: Duration) -> Option<protocol::wire::BrokerMessage> {
         use futures::StreamExt;
@@ -649,5 +676,24 @@ pub async fn wait_hosts_online(client: &portal_client::Client, n: usize) {
             }
         },
     )
+    .await;
+}
+
+/// Waits (at most 20 s) until no session is `starting` or `stopping`.
+pub async fn wait_sessions_settled(client: &portal_client::Client) {
+    use protocol::api::{SessionQuery, SessionStatus};
+    wait_until("every session settles", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            client
+                .list_sessions(&SessionQuery::default())
+                .await
+                .is_ok_and(|l| {
+                    l.sessions.iter().all(|s| {
+                        s.status != SessionStatus::Starting && s.status != SessionStatus::Stopping
+                    })
+                })
+        }
+    })
     .await;
 }

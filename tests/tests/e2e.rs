@@ -616,7 +616,7 @@ async fn idempotent_start_starts_one_game() {
 
 mod agent_link {
     use super::*;
-    use protocol::wire::{AgentMessage, BrokerMessage, Launched, RunningGame, PROTOCOL_VERSION};
+    use protocol::wire::{BrokerMessage, RunningGame, PROTOCOL_VERSION};
     use tests::{fake_hello, FakeAgent};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -683,20 +683,13 @@ mod agent_link {
             ..Default::default()
         })
         .await;
-        let mut fake = FakeAgent::connect(
-            broker.agent_addr,
-            fake_hello("slow", PROTOCOL_VERSION, None),
-        )
-        .await
-        .unwrap();
+        let mut fake = FakeAgent::connect_as(broker.agent_addr, "slow").await;
         let client = Client::new(&broker.url, None).unwrap();
         let starting = tokio::spawn({
             let client = client.clone();
             async move { client.start_session(&start("sleeper")).await }
         });
-        let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
-            panic!("no launch request")
-        };
+        let req = fake.expect_launch().await;
         let e = starting.await.unwrap().unwrap_err();
         assert_eq!(
             (e.status(), api_code(&e)),
@@ -712,13 +705,7 @@ mod agent_link {
             panic!("no stop after the timeout")
         };
         assert_eq!(session_id, req.session_id);
-        fake.send(AgentMessage::Launched(Launched {
-            session_id: req.session_id.clone(),
-            pid: 4242,
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 1,
-        }))
-        .await;
+        fake.launched(&req.session_id).await;
         let Some(BrokerMessage::Stop { session_id }) = fake.recv(WAIT).await else {
             panic!("the late launch was not stopped")
         };
@@ -736,27 +723,14 @@ mod agent_link {
             ..Default::default()
         })
         .await;
-        let mut fake = FakeAgent::connect(
-            broker.agent_addr,
-            fake_hello("quiet", PROTOCOL_VERSION, None),
-        )
-        .await
-        .unwrap();
+        let mut fake = FakeAgent::connect_as(broker.agent_addr, "quiet").await;
         let client = Client::new(&broker.url, None).unwrap();
         let starting = tokio::spawn({
             let client = client.clone();
             async move { client.start_session(&start("sleeper")).await }
         });
-        let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
-            panic!("no launch request")
-        };
-        fake.send(AgentMessage::Launched(Launched {
-            session_id: req.session_id.clone(),
-            pid: 4242,
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 1,
-        }))
-        .await;
+        let req = fake.expect_launch().await;
+        fake.launched(&req.session_id).await;
         let s = starting.await.unwrap().unwrap();
         assert_eq!(s.status, SessionStatus::Running);
         // The fake agent now says nothing: no heartbeat.
@@ -1109,32 +1083,19 @@ mod database {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
-    use protocol::wire::{AgentMessage, BrokerMessage, Launched, PROTOCOL_VERSION};
-    use tests::{fake_hello, FakeAgent};
+    use protocol::wire::BrokerMessage;
+    use tests::FakeAgent;
     let broker = TestBroker::start().await;
-    let mut fake = FakeAgent::connect(
-        broker.agent_addr,
-        fake_hello("fake", PROTOCOL_VERSION, None),
-    )
-    .await
-    .unwrap();
+    let mut fake = FakeAgent::connect_as(broker.agent_addr, "fake").await;
     let client = Client::new(&broker.url, None).unwrap();
     let starting = tokio::spawn({
         let client = client.clone();
         async move { client.start_session(&start("sleeper")).await }
     });
-    let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
-        panic!("no launch")
-    };
+    let req = fake.expect_launch().await;
     // SIGTERM arrives while the start waits for its agent.
     let stopping = tokio::spawn(broker.stop());
-    fake.send(AgentMessage::Launched(Launched {
-        session_id: req.session_id.clone(),
-        pid: 4242,
-        ip: "127.0.0.1".parse().unwrap(),
-        port: 1,
-    }))
-    .await;
+    fake.launched(&req.session_id).await;
     let s = starting
         .await
         .unwrap()

@@ -243,35 +243,22 @@ async fn a_hundred_concurrent_starts_never_overfill_and_concurrent_ends_agree() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_during_a_start_ends_the_session_cleanly() {
-    use protocol::wire::{AgentMessage, BrokerMessage, Launched, PROTOCOL_VERSION};
-    use tests::{fake_hello, FakeAgent};
+    use protocol::wire::{AgentMessage, BrokerMessage};
+    use tests::FakeAgent;
     let broker = TestBroker::start().await;
-    let mut fake = FakeAgent::connect(
-        broker.agent_addr,
-        fake_hello("fake", PROTOCOL_VERSION, None),
-    )
-    .await
-    .unwrap();
+    let mut fake = FakeAgent::connect_as(broker.agent_addr, "fake").await;
     let client = Client::new(&broker.url, None).unwrap();
     let starting = tokio::spawn({
         let client = client.clone();
         async move { client.start_session(&start("sleeper")).await }
     });
-    let Some(BrokerMessage::Launch(req)) = fake.recv(WAIT).await else {
-        panic!("no launch")
-    };
+    let req = fake.expect_launch().await;
     let ending = tokio::spawn({
         let (client, id) = (client.clone(), req.session_id.clone());
         async move { client.end_session(&id).await }
     });
     // The end waits for the start; the start completes; then the end stops the game.
-    fake.send(AgentMessage::Launched(Launched {
-        session_id: req.session_id.clone(),
-        pid: 4242,
-        ip: "127.0.0.1".parse().unwrap(),
-        port: 1,
-    }))
-    .await;
+    fake.launched(&req.session_id).await;
     let started = starting.await.unwrap().unwrap();
     assert_eq!(started.status, SessionStatus::Running);
     let Some(BrokerMessage::Stop { session_id }) = fake.recv(WAIT).await else {
