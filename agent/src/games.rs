@@ -12,11 +12,19 @@
 //!
 //! Locking: one `std::sync::Mutex` around the table, held only for map and pool updates, never
 //! across an `.await`.
+//!
+//! Persistence: the state file is written by group commit ([`Games::persist`]): concurrent
+//! changes share one write. A launch waits for exactly one write, the *pending* record made
+//! before the spawn, which is enough to find the game again after a crash (by its
+//! environment). Later writes (the PID after the spawn, an exit, a stop) are not waited for
+//! before answering the broker: losing one only means the next start of the agent looks the
+//! game up by its environment, or finds it gone, which is what happened anyway.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -62,7 +70,43 @@ struct Entry {
     port: u16,
     start_time: Option<u64>,
     state: GameState,
+    /// Whether a cgroup may exist for it, to remove when it ends.
+    limited: bool,
     gone: watch::Receiver<Option<ExitStatus>>,
+}
+
+/// A started game process.
+#[derive(Debug)]
+struct Spawned {
+    child: Child,
+    pid: u32,
+    /// Its start time, to tell a reused PID apart later.
+    start_time: Option<u64>,
+    /// Whether it got a cgroup.
+    limited: bool,
+}
+
+/// What [`Games::reserve`] found for a launch request.
+#[derive(Debug)]
+enum Reserved {
+    /// A slot and this port are taken; launch.
+    Port(u16),
+    /// The session's game runs already: this is its answer.
+    Running(Launched),
+    /// The session's launch is in flight; its answer will come.
+    InFlight,
+    /// Refused, with the reason.
+    Refused((LaunchFailure, String)),
+}
+
+/// A launched game not watched yet: [`Games::launch_and_report`] starts watching it once its
+/// `Launched` is queued, so the broker never hears `Exited` before `Launched`.
+#[derive(Debug)]
+struct Unwatched {
+    session_id: SessionId,
+    leader: Child,
+    pgid: u32,
+    gone: watch::Sender<Option<ExitStatus>>,
 }
 
 #[derive(Debug)]
@@ -138,8 +182,14 @@ pub struct Games {
     config: GamesConfig,
     events: mpsc::Sender<AgentMessage>,
     tracker: TaskTracker,
-    /// Serialises writes of the state file, so the last write holds the latest state.
-    persist_lock: tokio::sync::Mutex<()>,
+    /// The state file's writer; its lock serialises writes, so the last holds the latest state.
+    state_file: tokio::sync::Mutex<state::StateFile>,
+    /// Woken whenever a launch leaves `pending`, for a stop that came during its launch.
+    launch_settled: tokio::sync::Notify,
+    /// Changes asking to be written, counted; see [`Games::persist`].
+    changes: AtomicU64,
+    /// The count of changes the last completed write includes.
+    written: AtomicU64,
     /// Cancelled when the agent exits leaving its games running: supervising tasks return
     /// without touching the games.
     leave: CancellationToken,
@@ -157,6 +207,7 @@ impl Games {
     pub fn new(
         catalog: Catalog,
         config: GamesConfig,
+        state_file: state::StateFile,
         events: mpsc::Sender<AgentMessage>,
         tracker: TaskTracker,
     ) -> Arc<Self> {
@@ -171,7 +222,10 @@ impl Games {
             config,
             events,
             tracker,
-            persist_lock: tokio::sync::Mutex::new(()),
+            state_file: tokio::sync::Mutex::new(state_file),
+            launch_settled: tokio::sync::Notify::new(),
+            changes: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             leave: CancellationToken::new(),
         })
     }
@@ -208,6 +262,8 @@ impl Games {
                                 port: game.port,
                                 start_time,
                                 state: GameState::Running,
+                                // A previous run may have made it a cgroup.
+                                limited: true,
                                 gone: gone_rx,
                             },
                         );
@@ -256,9 +312,19 @@ impl Games {
         t.exited.iter().map(|(e, _)| e.clone()).collect()
     }
 
-    /// Writes the state file with what runs now (off the async threads).
+    /// Makes the state file hold the table as it is now, or newer (group commit).
+    ///
+    /// Every caller changes the table first, then counts its change here. Whoever holds the
+    /// write lock reads the count, snapshots the table (so the snapshot includes every change
+    /// counted so far) and writes it; a caller whose change an earlier write already included
+    /// returns without writing. Under load, one write serves many changes.
     async fn persist(&self) -> std::io::Result<()> {
-        let _writing = self.persist_lock.lock().await;
+        let mine = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut file = self.state_file.lock().await;
+        if self.written.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let upto = self.changes.load(Ordering::SeqCst);
         let saved = {
             let t = self.table();
             let mut games: Vec<state::SavedGame> = t
@@ -285,10 +351,22 @@ impl Games {
                 exited: t.exited.iter().map(|(e, _)| e.clone()).collect(),
             }
         };
-        let dir = self.config.state_dir.clone();
-        tokio::task::spawn_blocking(move || state::save(&dir, &saved))
+        let mut writer = file.clone();
+        *file = tokio::task::spawn_blocking(move || writer.write(&saved).map(|()| writer))
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)??;
+        self.written.store(upto, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Writes the state file in a tracked task, not waited for; see the module docs.
+    fn persist_later(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            if let Err(e) = me.persist().await {
+                tracing::error!(error = %e, "cannot write the agent state");
+            }
+        });
     }
 
     /// Leaves the games running (the agent is exiting and will find them again): supervising
@@ -303,6 +381,12 @@ impl Games {
     /// The catalog this host offers.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Ends a launch's pending state (it started, or will not).
+    fn unpend(&self, t: &mut Table, session_id: &SessionId) {
+        t.pending.remove(session_id);
+        self.launch_settled.notify_waiters();
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -328,49 +412,96 @@ impl Games {
         v
     }
 
-    /// Starts a game and records it in the state file before answering. A repeated request
-    /// for a session already running answers as the first one did and starts nothing. A game
-    /// that cannot be recorded is killed and the launch fails: a game the agent could not find
-    /// again after a restart must not run.
-    pub async fn launch(
+    /// Launches a game in a tracked task and reports `Launched` or `LaunchFailed` on the event
+    /// channel; that task then watches the game until its group is gone. Launches run
+    /// concurrently, so their state writes are shared (see [`Games::persist`]).
+    ///
+    /// The slot and port are taken here, before the task starts, so two requests for one
+    /// session never both launch: a repeat of a launch still in flight gets no answer of its
+    /// own (the first one's answer is the answer for that session).
+    pub fn launch_and_report(self: &Arc<Self>, req: LaunchRequest, ip: IpAddr) {
+        let reserved = self.reserve(&req, ip);
+        if matches!(reserved, Reserved::InFlight) {
+            tracing::debug!(session = %req.session_id, "launch already in flight");
+            return;
+        }
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let outcome = match reserved {
+                Reserved::Port(port) => me.launch(&req, ip, port).await,
+                Reserved::Running(launched) => Ok((launched, None)),
+                Reserved::Refused(e) => Err(e),
+                Reserved::InFlight => return,
+            };
+            let (msg, unwatched) = match outcome {
+                Ok((launched, unwatched)) => (AgentMessage::Launched(launched), unwatched),
+                Err((kind, message)) => (
+                    AgentMessage::LaunchFailed {
+                        session_id: req.session_id,
+                        kind,
+                        message,
+                    },
+                    None,
+                ),
+            };
+            // Fails only when the agent is shutting down; the broker learns at the handshake.
+            let _ = me.events.send(msg).await;
+            if let Some(u) = unwatched {
+                me.supervise(u.session_id, Some(u.leader), u.pgid, u.gone)
+                    .await;
+            }
+        });
+    }
+
+    /// Takes a slot and a port for a launch, or says why not. A repeated request for a
+    /// session already running answers as the first one did and starts nothing.
+    fn reserve(&self, req: &LaunchRequest, ip: IpAddr) -> Reserved {
+        let mut t = self.table();
+        if let Some(e) = t.games.get(&req.session_id) {
+            return Reserved::Running(Launched {
+                session_id: req.session_id.clone(),
+                pid: e.pid,
+                ip,
+                port: e.port,
+            });
+        }
+        if t.pending.contains_key(&req.session_id) {
+            return Reserved::InFlight;
+        }
+        if t.games.len() + t.pending.len() >= self.config.max_sessions as usize {
+            return Reserved::Refused((
+                LaunchFailure::NoCapacity,
+                format!(
+                    "host runs {} games, its max_sessions",
+                    self.config.max_sessions
+                ),
+            ));
+        }
+        let Some(port) = t.ports.take() else {
+            return Reserved::Refused((
+                LaunchFailure::NoCapacity,
+                "no free port in the host's --port-range".to_owned(),
+            ));
+        };
+        t.pending.insert(req.session_id.clone(), port);
+        Reserved::Port(port)
+    }
+
+    /// Starts a game on its reserved `port` once its launch is recorded in the state file.
+    /// Returns the answer and the game to watch.
+    async fn launch(
         self: &Arc<Self>,
         req: &LaunchRequest,
         ip: IpAddr,
-    ) -> Result<Launched, (LaunchFailure, String)> {
-        let port = {
-            let mut t = self.table();
-            if let Some(e) = t.games.get(&req.session_id) {
-                return Ok(Launched {
-                    session_id: req.session_id.clone(),
-                    pid: e.pid,
-                    ip,
-                    port: e.port,
-                });
-            }
-            if t.games.len() + t.pending.len() >= self.config.max_sessions as usize {
-                return Err((
-                    LaunchFailure::NoCapacity,
-                    format!(
-                        "host runs {} games, its max_sessions",
-                        self.config.max_sessions
-                    ),
-                ));
-            }
-            let port = t.ports.take().ok_or_else(|| {
-                (
-                    LaunchFailure::NoCapacity,
-                    "no free port in the host's --port-range".to_owned(),
-                )
-            })?;
-            t.pending.insert(req.session_id.clone(), port);
-            port
-        };
+        port: u16,
+    ) -> Result<(Launched, Option<Unwatched>), (LaunchFailure, String)> {
         // Recorded before the spawn: an agent killed between the spawn and the next write still
-        // finds the game again (by its environment), so it never runs unknown.
+        // finds the game again (by its environment), so it never runs unknown. A game that
+        // cannot be recorded is not started.
         if let Err(e) = self.persist().await {
             {
                 let mut t = self.table();
-                t.pending.remove(&req.session_id);
+                self.unpend(&mut t, &req.session_id);
                 t.ports.release(port);
             }
             return Err((
@@ -381,7 +512,7 @@ impl Games {
                 ),
             ));
         }
-        // Resolving the config (canonicalize), opening the log and fork/exec all block: off the
+        // Resolving the config (canonicalize), opening the log and the spawn all block: off the
         // async threads.
         let spawned = {
             let me = Arc::clone(self);
@@ -396,11 +527,16 @@ impl Games {
                 })
         };
         match spawned {
-            Ok((child, pid, start_time)) => {
+            Ok(Spawned {
+                child,
+                pid,
+                start_time,
+                limited,
+            }) => {
                 let (gone_tx, gone_rx) = watch::channel(None);
                 {
                     let mut t = self.table();
-                    t.pending.remove(&req.session_id);
+                    self.unpend(&mut t, &req.session_id);
                     t.games.insert(
                         req.session_id.clone(),
                         Entry {
@@ -408,59 +544,48 @@ impl Games {
                             port,
                             start_time,
                             state: GameState::Running,
+                            limited,
                             gone: gone_rx,
                         },
                     );
                 }
-                let me = Arc::clone(self);
-                let session_id = req.session_id.clone();
-                self.tracker.spawn(async move {
-                    me.supervise(session_id, Some(child), pid, gone_tx).await
-                });
-                if let Err(e) = self.persist().await {
-                    tracing::error!(session = %req.session_id, error = %e, "cannot record the game; killing it");
-                    if let Some(entry) = self.table().games.get_mut(&req.session_id) {
-                        entry.state = GameState::Stopping;
-                    }
-                    signal_group(pid, Signal::SIGKILL);
-                    return Err((
-                        LaunchFailure::SpawnFailed,
-                        format!(
-                            "cannot record the game in --state-dir {}: {e}",
-                            self.config.state_dir.display()
-                        ),
-                    ));
-                }
+                // The pending record already lets a restarted agent find the game; the PID
+                // makes that cheaper, and need not be waited for.
+                self.persist_later();
                 tracing::info!(session = %req.session_id, game = %req.game_id, pid, port, "game launched");
-                Ok(Launched {
+                let launched = Launched {
                     session_id: req.session_id.clone(),
                     pid,
                     ip,
                     port,
-                })
+                };
+                let unwatched = Unwatched {
+                    session_id: req.session_id.clone(),
+                    leader: child,
+                    pgid: pid,
+                    gone: gone_tx,
+                };
+                Ok((launched, Some(unwatched)))
             }
             Err(e) => {
                 {
                     let mut t = self.table();
-                    t.pending.remove(&req.session_id);
+                    self.unpend(&mut t, &req.session_id);
                     t.ports.release(port);
                 }
-                if let Err(pe) = self.persist().await {
-                    tracing::warn!(error = %pe, "cannot write the agent state");
-                }
+                self.persist_later();
                 tracing::warn!(session = %req.session_id, game = %req.game_id, error = %e.1, "launch refused");
                 Err(e)
             }
         }
     }
 
-    /// Resolves and starts the game's process; returns it, its PID and its start time.
-    /// Blocking.
+    /// Resolves and starts the game's process. Blocking.
     fn start_process(
         &self,
         req: &LaunchRequest,
         port: u16,
-    ) -> Result<(Child, u32, Option<u64>), (LaunchFailure, String)> {
+    ) -> Result<Spawned, (LaunchFailure, String)> {
         let spec = self
             .catalog
             .resolve(
@@ -513,7 +638,12 @@ impl Games {
                 )));
             }
         }
-        Ok((child, pid, state::proc_stat(pid).map(|(_, start)| start)))
+        Ok(Spawned {
+            child,
+            pid,
+            start_time: state::proc_stat(pid).map(|(_, start)| start),
+            limited: spec.limits.any(),
+        })
     }
 
     /// Reaps the leader, then watches (and reaps) the rest of its group until none is left.
@@ -556,15 +686,18 @@ impl Games {
             }
             pause = (pause * 2).min(GROUP_POLL_MAX);
         }
-        let state = {
+        let (state, limited) = {
             let mut t = self.table();
             let entry = t.games.remove(&session_id);
             if let Some(e) = &entry {
                 t.ports.release(e.port);
             }
-            entry.map(|e| e.state)
+            (
+                entry.as_ref().map(|e| e.state),
+                entry.is_some_and(|e| e.limited),
+            )
         };
-        {
+        if limited {
             let id = session_id.clone();
             let _ = tokio::task::spawn_blocking(move || crate::limits::remove(&id)).await;
         }
@@ -582,11 +715,6 @@ impl Games {
                 Instant::now(),
             ));
         }
-        if state.is_some() {
-            if let Err(e) = self.persist().await {
-                tracing::error!(error = %e, "cannot write the agent state");
-            }
-        }
         match state {
             Some(GameState::Running) => {
                 tracing::info!(session = %session_id, status = ?last, "game exited by itself");
@@ -603,12 +731,28 @@ impl Games {
             }
             None => {}
         }
+        // After the report: a restarted agent that misses this write finds the game gone,
+        // which it is.
+        if state.is_some() {
+            if let Err(e) = self.persist().await {
+                tracing::error!(error = %e, "cannot write the agent state");
+            }
+        }
     }
 
     /// Stops a session's game: SIGTERM to its group, SIGKILL after the grace. Returns when no
     /// process of the group is left (or, for a process stuck in the kernel, after a bound).
     /// A session this agent does not run is already stopped.
     pub async fn stop(&self, session_id: &SessionId) {
+        // A stop that overtakes its launch waits for the launch to settle, then stops the game
+        // it started (launches are bounded: a state write and a spawn).
+        loop {
+            let settled = self.launch_settled.notified();
+            if !self.table().pending.contains_key(session_id) {
+                break;
+            }
+            settled.await;
+        }
         let found = {
             let mut t = self.table();
             t.games.get_mut(session_id).map(|e| {

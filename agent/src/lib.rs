@@ -131,6 +131,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     games::become_subreaper();
     let tracker = TaskTracker::new();
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let (state_file, saved) = {
+        let dir = config.state_dir.clone();
+        tokio::task::spawn_blocking(move || state::StateFile::open(&dir))
+            .await
+            .map_err(|e| AgentError::StateDir {
+                path: config.state_dir.clone(),
+                source: std::io::Error::other(e),
+            })?
+    };
     let games = Games::new(
         config.catalog.clone(),
         GamesConfig {
@@ -141,6 +150,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             state_dir: config.state_dir.clone(),
             run_as: config.run_as.clone(),
         },
+        state_file,
         events_tx,
         tracker.clone(),
     );
@@ -148,12 +158,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         .await
         .unwrap_or_default();
     tracing::info!(host = %config.host_id, broker = %config.broker, games = config.catalog.offers().len(), "agent starting");
-    let saved = {
-        let dir = config.state_dir.clone();
-        tokio::task::spawn_blocking(move || state::load(&dir))
-            .await
-            .unwrap_or_default()
-    };
     games.adopt(saved).await;
 
     let mut attempt = 0u32;

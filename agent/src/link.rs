@@ -1,9 +1,10 @@
 //! The agent's side of the agent link: connect, handshake, then serve until the link drops.
 //!
-//! One task owns the connection. It reads [`BrokerMessage`]s, answers launches inline (a spawn
-//! takes microseconds), runs stops as tasks (they wait for the game's group to be gone) whose
-//! answers come back through the bounded event channel as the games' own exits, and sends
-//! a heartbeat every interval. A broker silent for [`SILENT_HEARTBEATS`] intervals is taken as
+//! One task owns the connection. It reads [`BrokerMessage`]s and hands launches and stops to
+//! tasks of [`Games`] (launches wait for a state write and a spawn, stops for the game's group
+//! to be gone), whose answers come back through the bounded event channel, like the games' own
+//! exits; so a slow launch never holds up the next message. It sends a heartbeat every
+//! interval. A broker silent for [`SILENT_HEARTBEATS`] intervals is taken as
 //! gone: the link is dropped and the caller reconnects.
 
 use std::net::IpAddr;
@@ -189,9 +190,7 @@ where
                 if msg == BrokerMessage::GoingAway {
                     return Err(LinkError::Lost("the broker is shutting down".into()));
                 }
-                if let Some(reply) = handle(msg, games, ip).await {
-                    sink.send(reply).await?;
-                }
+                handle(msg, games, ip);
             }
             Some(event) = events.recv() => sink.send(event).await?,
             _ = tick.tick() => {
@@ -212,21 +211,11 @@ where
     }
 }
 
-/// Handles one broker message; returns the immediate answer, if any.
-async fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) -> Option<AgentMessage> {
+/// Hands one broker message to [`Games`]; the answers come on the event channel.
+fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) {
     match msg {
-        BrokerMessage::Launch(req) => Some(match games.launch(&req, ip).await {
-            Ok(launched) => AgentMessage::Launched(launched),
-            Err((kind, message)) => AgentMessage::LaunchFailed {
-                session_id: req.session_id,
-                kind,
-                message,
-            },
-        }),
-        BrokerMessage::Stop { session_id } => {
-            games.stop_and_report(session_id);
-            None
-        }
-        BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => None,
+        BrokerMessage::Launch(req) => games.launch_and_report(req, ip),
+        BrokerMessage::Stop { session_id } => games.stop_and_report(session_id),
+        BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => {}
     }
 }

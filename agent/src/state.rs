@@ -1,11 +1,20 @@
 //! What the agent keeps in `--state-dir` to find its games again after its own restart, and
 //! how it tells its games from strangers that reuse their PIDs.
 //!
-//! `state.json` holds every running game (session, pid, process group, port, and the leader's
+//! The state holds every running game (session, pid, process group, port, and the leader's
 //! start time in clock ticks since boot, from `/proc/PID/stat`) and the exits not yet surely
-//! reported. It is rewritten atomically (a temporary file, then `rename`) after every change,
-//! before the change is reported to the broker.
+//! reported.
+//!
+//! It is double-buffered in two files, `state.0` and `state.1`, written in turn and in place.
+//! Each starts with a header line (`arcade-agent-state 1 <seq> <length> <fnv1a-64>`) and goes
+//! on with the JSON. Loading takes the newest copy whose header checks out, so a write cut
+//! short by the agent's death spoils only the copy being written, never the one before it.
+//! In-place writes create no file: a temporary file and `rename` per write, the usual way,
+//! made the kernel's inode allocator the agent's largest cost on ext4 under a stream of
+//! launches (it scans past recently deleted inodes; see BENCHMARKS.md).
 
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use protocol::wire::ExitedGame;
@@ -38,37 +47,106 @@ pub struct Saved {
     pub exited: Vec<ExitedGame>,
 }
 
-/// The state file in `dir`.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join("state.json")
+/// The two copies in `dir`, written in turn.
+pub fn paths(dir: &Path) -> [PathBuf; 2] {
+    [dir.join("state.0"), dir.join("state.1")]
 }
 
-/// Reads the saved state; a missing file is an empty state, an unreadable one is logged and
-/// treated as empty (its games cannot be told from strangers, so they are left alone).
-pub fn load(dir: &Path) -> Saved {
-    let p = path(dir);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::error!(file = %p.display(), error = %e, "unreadable agent state; ignoring it");
-            Saved::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+const MAGIC: &str = "arcade-agent-state 1";
+
+/// FNV-1a, 64 bits: enough to tell a torn write from a whole one (not an adversary's).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One copy's sequence number and state, if its header and checksum check out.
+fn read_copy(path: &Path) -> Option<(u64, Saved)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::error!(file = %p.display(), error = %e, "cannot read agent state; ignoring it");
-            Saved::default()
+            tracing::error!(file = %path.display(), error = %e, "cannot read agent state");
+            return None;
         }
+    };
+    let parsed = (|| {
+        let nl = bytes.iter().position(|b| *b == b'\n')?;
+        let header = std::str::from_utf8(&bytes[..nl]).ok()?;
+        let mut f = header.strip_prefix(MAGIC)?.split_whitespace();
+        let seq: u64 = f.next()?.parse().ok()?;
+        let len: usize = f.next()?.parse().ok()?;
+        let sum = u64::from_str_radix(f.next()?, 16).ok()?;
+        // Bytes past `len` are the tail of a longer earlier state: ignored.
+        let body = bytes.get(nl + 1..nl + 1 + len)?;
+        if fnv1a(body) != sum {
+            return None;
+        }
+        Some((seq, serde_json::from_slice(body).ok()?))
+    })();
+    if parsed.is_none() {
+        tracing::warn!(file = %path.display(), "a torn or unreadable copy of the agent state; using the other");
     }
+    parsed
 }
 
-/// Writes the state atomically (a complete old or new file, never a torn one). Blocking: call
-/// it off the async threads. Not fsynced: the file must survive the agent's death, not the
-/// machine's, since a machine crash takes the games with it.
+/// Reads the newest whole copy of the state; none is an empty state (with a warning when
+/// copies exist but none checks out: their games cannot be told from strangers, so they are
+/// left alone).
+pub fn load(dir: &Path) -> Saved {
+    StateFile::open(dir).1
+}
+
+/// Writes `saved` as the newest copy in `dir`. Blocking.
 pub fn save(dir: &Path, saved: &Saved) -> std::io::Result<()> {
-    let p = path(dir);
-    let tmp = dir.join("state.json.tmp");
-    let bytes = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &p)
+    StateFile::open(dir).0.write(saved)
+}
+
+/// The writer of the two copies: which to write next, and with what sequence number.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    dir: PathBuf,
+    /// The newest sequence number written or found.
+    seq: u64,
+}
+
+impl StateFile {
+    /// Reads what `dir` holds; returns the writer and the newest whole state. Blocking.
+    pub fn open(dir: &Path) -> (Self, Saved) {
+        let newest = paths(dir)
+            .iter()
+            .filter_map(|p| read_copy(p))
+            .max_by_key(|(seq, _)| *seq);
+        let (seq, saved) = newest.unwrap_or_default();
+        let file = Self {
+            dir: dir.to_owned(),
+            seq,
+        };
+        (file, saved)
+    }
+
+    /// Writes `saved` over the older copy, in place. Blocking: call it off the async threads.
+    /// Not fsynced: the state must survive the agent's death, not the machine's, since a
+    /// machine crash takes the games with it.
+    pub fn write(&mut self, saved: &Saved) -> std::io::Result<()> {
+        let seq = self.seq + 1;
+        let body = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
+        let mut bytes = Vec::with_capacity(body.len() + 64);
+        writeln!(bytes, "{MAGIC} {seq} {} {:016x}", body.len(), fnv1a(&body))?;
+        bytes.extend_from_slice(&body);
+        let [even, odd] = paths(&self.dir);
+        let path = if seq % 2 == 0 { even } else { odd };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        file.write_all_at(&bytes, 0)?;
+        file.set_len(bytes.len() as u64)?;
+        self.seq = seq;
+        Ok(())
+    }
 }
 
 /// `(process group, start time)` of a live process, from `/proc/PID/stat`.
@@ -194,7 +272,67 @@ mod tests {
         };
         save(dir.path(), &saved).unwrap();
         assert_eq!(load(dir.path()), saved);
-        std::fs::write(path(dir.path()), "garbage").unwrap();
+        let newer = Saved {
+            games: (0..10)
+                .map(|i| SavedGame {
+                    session_id: SessionId::new(format!("s{i}")).unwrap(),
+                    pid: 100 + i,
+                    port: 20000,
+                    start_time: None,
+                    pending: true,
+                })
+                .collect(),
+            exited: vec![],
+        };
+        save(dir.path(), &newer).unwrap();
+        assert_eq!(load(dir.path()), newer);
+        // A write torn anywhere (a prefix of the new copy over the old one) spoils only its own
+        // copy: the one before it is loaded.
+        let (mut file, _) = StateFile::open(dir.path());
+        for cut in [0, 1, 10, 30, 100, 200] {
+            file.write(&newer).unwrap();
+            let torn = paths(dir.path())[((file.seq + 1) % 2) as usize].clone();
+            let old = std::fs::read(&torn).unwrap();
+            file.write(&saved).unwrap();
+            let new = std::fs::read(&torn).unwrap();
+            let mut spliced = new[..cut.min(new.len() - 1)].to_vec();
+            spliced.extend_from_slice(old.get(spliced.len()..).unwrap_or_default());
+            std::fs::write(&torn, spliced).unwrap();
+            assert_eq!(load(dir.path()), newer, "cut at {cut}");
+        }
+        for p in paths(dir.path()) {
+            std::fs::write(p, "garbage").unwrap();
+        }
         assert_eq!(load(dir.path()), Saved::default());
+    }
+
+    #[test]
+    fn a_longer_old_copy_under_a_shorter_new_one_is_ignored_past_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let game = |i: u32| SavedGame {
+            session_id: SessionId::new(format!("s{i}")).unwrap(),
+            pid: 100 + i,
+            port: 20000,
+            start_time: None,
+            pending: false,
+        };
+        let long = Saved {
+            games: (0..10).map(game).collect(),
+            exited: vec![],
+        };
+        let short = Saved {
+            games: vec![game(1)],
+            exited: vec![],
+        };
+        let (mut file, _) = StateFile::open(dir.path());
+        file.write(&long).unwrap();
+        file.write(&long).unwrap();
+        file.write(&short).unwrap();
+        // Simulate a death between the write and the truncation: the old tail is back.
+        let newest = &paths(dir.path())[1];
+        let mut bytes = std::fs::read(newest).unwrap();
+        bytes.extend_from_slice(b"\n  leftover of an older, longer state ]}");
+        std::fs::write(newest, bytes).unwrap();
+        assert_eq!(load(dir.path()), short);
     }
 }

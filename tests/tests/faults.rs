@@ -172,8 +172,11 @@ async fn an_unwritable_state_dir_fails_the_launch_and_leaves_nothing_running() {
     let _agent = TestAgent::start(broker.agent_addr, opts).await;
     let client = Client::new(&broker.url, None).unwrap();
     online(&client, 1).await;
-    // The state file can no longer be replaced (as root, permissions would not stop us).
-    std::fs::create_dir(state.path().join("state.json.tmp")).unwrap();
+    // The state can no longer be written (as root, permissions would not stop us).
+    for copy in agent::state::paths(state.path()) {
+        let _ = std::fs::remove_file(&copy);
+        std::fs::create_dir(&copy).unwrap();
+    }
     let e = client.start_session(&start("sleeper")).await.unwrap_err();
     assert_eq!(
         (e.status(), e.code()),

@@ -1,0 +1,253 @@
+//! `arcade-bench pairs`: start and end latency, and start+end throughput.
+//!
+//! A broker (memory store, MySQL with `--database-url`, or a throwaway MariaDB with
+//! `--mariadb`) and `--agents` agents run in this process over real loopback sockets, and
+//! start a real game program: a static C program that pauses until signalled (see
+//! [`stats::game_program`]). Two phases:
+//! 1. latency: one client, start+end pairs one after the other, so nothing queues;
+//! 2. throughput: `--clients` concurrent clients on HTTP keep-alive, each doing start+end pairs.
+//!
+//! Floors from the same run: a bare spawn of the game, its exit from SIGTERM to reaped, a
+//! spawn+kill+reap loop at the same parallelism, and a loopback round trip.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agent::catalog::{Catalog, GameEntry};
+use portal_client::Client;
+use protocol::api::StartSession;
+use protocol::GameId;
+use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
+
+use crate::stats::{self, row, verdict, Summary};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Agents, in this process.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Concurrent clients in the throughput phase.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Start+end pairs in the throughput phase.
+    #[arg(long, default_value_t = 2000)]
+    pairs: usize,
+    /// Start+end pairs in the latency phase (one client).
+    #[arg(long, default_value_t = 500)]
+    latency_pairs: usize,
+    /// Use this MySQL/MariaDB database instead of the memory store.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Start a throwaway MariaDB (as the tests do) and use it.
+    #[arg(long, conflicts_with = "database_url")]
+    mariadb: bool,
+    /// Where the agents' `--state-dir`s go (game logs and state); a temporary directory by
+    /// default.
+    #[arg(long)]
+    state_root: Option<PathBuf>,
+    /// Tiny counts; fail unless it completes with sane numbers.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// One client's start+end pairs; returns start, end and pair latencies and the errors.
+async fn client_pairs(
+    client: Client,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
+    let req = StartSession {
+        game_id: GameId::new("bench").expect("id"),
+        mode: None,
+        config: None,
+    };
+    let (mut starts, mut ends, mut pairs, mut errors) = (vec![], vec![], vec![], 0);
+    for _ in 0..n {
+        let t = Instant::now();
+        match client.start_session(&req).await {
+            Ok(s) => {
+                starts.push(t.elapsed());
+                let t2 = Instant::now();
+                match client.end_session(&s.session_id).await {
+                    Ok(_) => {
+                        ends.push(t2.elapsed());
+                        pairs.push(t.elapsed());
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("end failed: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("start failed: {e}");
+            }
+        }
+    }
+    (starts, ends, pairs, errors)
+}
+
+pub async fn run(mut a: Args) -> bool {
+    if a.smoke {
+        (a.agents, a.clients, a.pairs, a.latency_pairs) = (2, 4, 40, 20);
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let (program, what) = stats::game_program(work.path());
+    let mariadb = a.mariadb.then(tests::mariadb::MariaDb::start);
+    let database_url = match &mariadb {
+        Some(m) => Some(m.database().await),
+        None => a.database_url.clone(),
+    };
+    println!(
+        "arcade-bench pairs: {} agents, {} clients, {} + {} start+end pairs, store: {}",
+        a.agents,
+        a.clients,
+        a.latency_pairs,
+        a.pairs,
+        if database_url.is_some() {
+            "mysql"
+        } else {
+            "memory"
+        }
+    );
+    println!("game: {what}");
+
+    let mut spawn = stats::spawn_latency(&program, a.latency_pairs).await;
+    let mut exit = stats::exit_latency(&program, a.latency_pairs.min(200)).await;
+    let skr_rate = stats::spawn_kill_reap_rate(&program, a.pairs, a.clients).await;
+    let mut rtt = stats::loopback_rtt(5000).await;
+    let (spawn, exit, rtt) = (
+        Summary::of(&mut spawn),
+        Summary::of(&mut exit),
+        Summary::of(&mut rtt),
+    );
+
+    let broker = TestBroker::start_with(BrokerOptions {
+        database_url,
+        ..Default::default()
+    })
+    .await;
+    let catalog = Catalog::from_entries([(
+        "bench".to_owned(),
+        GameEntry {
+            command: program.display().to_string(),
+            args: vec!["3600".into()],
+            modes: vec![],
+            config_dir: None,
+            default_config: None,
+            env: Default::default(),
+            limits: None,
+        },
+    )])
+    .expect("catalog");
+    let mut agents = Vec::new();
+    for i in 0..a.agents {
+        let mut o = AgentOptions::host(&format!("bench-{i}"));
+        o.max_sessions = 1000;
+        o.catalog = Some(catalog.clone());
+        if let Some(root) = &a.state_root {
+            o.state_dir = Some(tempfile::tempdir_in(root).expect("state dir").keep());
+        }
+        agents.push(TestAgent::start(broker.agent_addr, o).await);
+    }
+    let client = Client::new(&broker.url, None).expect("client");
+    tests::wait_hosts_online(&client, a.agents).await;
+
+    // Phase 1: latency, one client.
+    let (mut l_starts, mut l_ends, mut l_pairs, l_errors) =
+        client_pairs(client.clone(), a.latency_pairs).await;
+
+    // Phase 2: throughput, many clients.
+    let per = a.pairs.div_ceil(a.clients);
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|_| {
+            let c = Client::new(&broker.url, None).expect("client");
+            tokio::spawn(client_pairs(c, per))
+        })
+        .collect();
+    let (mut starts, mut ends, mut errors) = (Vec::new(), Vec::new(), l_errors);
+    let mut done = 0;
+    for t in tasks {
+        let (s, e, p, err) = t.await.expect("client task");
+        starts.extend(s);
+        ends.extend(e);
+        done += p.len();
+        errors += err;
+    }
+    let rate = done as f64 / t0.elapsed().as_secs_f64();
+
+    let l_start = Summary::of(&mut l_starts);
+    let l_end = Summary::of(&mut l_ends);
+    let l_pair = Summary::of(&mut l_pairs);
+    let t_start = Summary::of(&mut starts);
+    let t_end = Summary::of(&mut ends);
+    println!();
+    stats::header();
+    row("floor: spawn of the game (posix_spawn)", &spawn, None);
+    row("floor: game exit, SIGTERM to reaped", &exit, None);
+    row("floor: loopback round trip, 32 bytes", &rtt, None);
+    row("start, 1 client (201, game running)", &l_start, Some(spawn.p50));
+    row("end, 1 client (200, group gone)", &l_end, Some(exit.p50));
+    row("start+end pair, 1 client", &l_pair, None);
+    let loaded = format!("{} clients", a.clients);
+    row(&format!("start, {loaded}"), &t_start, Some(spawn.p50));
+    row(&format!("end, {loaded}"), &t_end, Some(exit.p50));
+    println!();
+    println!(
+        "floor: spawn+kill+reap, {} in parallel: {skr_rate:.0}/s",
+        a.clients
+    );
+    println!(
+        "start+end pairs, {} clients over {} agents: {rate:.0}/s = {:.0}% of the floor; {errors} errors",
+        a.clients,
+        a.agents,
+        100.0 * rate / skr_rate
+    );
+    println!();
+    println!("targets (issue 6):");
+    let store_target = if broker_uses_mysql(&mariadb, &a) {
+        ("start p50, mysql", l_start.p50 < 2000.0, "< 2000 µs")
+    } else {
+        ("start p50 / spawn p50", l_start.p50 <= 6.0 * spawn.p50, "<= 6x")
+    };
+    verdict(
+        store_target.0,
+        format!("{:.0} µs = {:.1}x", l_start.p50, l_start.p50 / spawn.p50),
+        store_target.2.into(),
+        store_target.1,
+    );
+    verdict(
+        "start p99",
+        format!("{:.0} µs", l_start.p99),
+        "< 5000 µs".into(),
+        l_start.p99 < 5000.0,
+    );
+    verdict(
+        "end p50 - game exit p50",
+        format!("{:.0} µs", l_end.p50 - exit.p50),
+        "< 1000 µs".into(),
+        l_end.p50 - exit.p50 < 1000.0,
+    );
+    verdict(
+        "pairs / spawn+kill+reap",
+        format!("{:.0}%", 100.0 * rate / skr_rate),
+        ">= 50%, no error".into(),
+        rate >= 0.5 * skr_rate && errors == 0,
+    );
+    for ag in agents {
+        ag.stop().await;
+    }
+    let _ = broker.stop().await;
+    let sane = [spawn, exit, rtt, l_start, l_end, l_pair, t_start, t_end]
+        .iter()
+        .all(Summary::sane)
+        && rate.is_finite()
+        && rate > 0.0
+        && skr_rate > 0.0;
+    errors == 0 && sane
+}
+
+fn broker_uses_mysql(m: &Option<tests::mariadb::MariaDb>, a: &Args) -> bool {
+    m.is_some() || a.database_url.is_some()
+}
