@@ -91,6 +91,19 @@ fn read_copy(path: &Path) -> Option<(u64, Saved)> {
     parsed
 }
 
+/// The single `state.json` that agents before the double-buffered file wrote (by tmp+rename,
+/// so it is whole or absent). Read only when neither copy exists, so that an upgraded agent
+/// finds the games its predecessor left running; the first write supersedes it.
+fn read_legacy(dir: &Path) -> Option<Saved> {
+    let path = dir.join("state.json");
+    let bytes = std::fs::read(&path).ok()?;
+    let saved = serde_json::from_slice(&bytes);
+    if let Err(e) = &saved {
+        tracing::warn!(file = %path.display(), error = %e, "an unreadable legacy agent state");
+    }
+    saved.ok()
+}
+
 /// Reads the newest whole copy of the state; none is an empty state (with a warning when
 /// copies exist but none checks out: their games cannot be told from strangers, so they are
 /// left alone).
@@ -118,7 +131,7 @@ impl StateFile {
             .iter()
             .filter_map(|p| read_copy(p))
             .max_by_key(|(seq, _)| *seq);
-        let (seq, saved) = newest.unwrap_or_default();
+        let (seq, saved) = newest.unwrap_or_else(|| (0, read_legacy(dir).unwrap_or_default()));
         let file = Self {
             dir: dir.to_owned(),
             seq,
@@ -304,6 +317,35 @@ mod tests {
             std::fs::write(p, "garbage").unwrap();
         }
         assert_eq!(load(dir.path()), Saved::default());
+    }
+
+    #[test]
+    fn an_upgraded_agent_reads_the_legacy_state_json_until_its_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let game = |i: u32| SavedGame {
+            session_id: SessionId::new(format!("s{i}")).unwrap(),
+            pid: 100 + i,
+            port: 20000,
+            start_time: Some(5),
+            pending: false,
+        };
+        let legacy = Saved {
+            games: vec![game(1), game(2)],
+            exited: vec![],
+        };
+        std::fs::write(
+            dir.path().join("state.json"),
+            serde_json::to_vec(&legacy).unwrap(),
+        )
+        .unwrap();
+        let (mut file, found) = StateFile::open(dir.path());
+        assert_eq!(found, legacy);
+        let now = Saved {
+            games: vec![game(2)],
+            exited: vec![],
+        };
+        file.write(&now).unwrap();
+        assert_eq!(load(dir.path()), now);
     }
 
     #[test]
