@@ -21,7 +21,7 @@ use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 use crate::stats::{self, row, verdict, Summary};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Parser)]
 pub struct Args {
     /// Agents, in this process.
     #[arg(long, default_value_t = 4)]
@@ -93,11 +93,16 @@ pub async fn run(mut a: Args) -> bool {
     }
     let work = tempfile::tempdir().expect("tempdir");
     let (program, what) = stats::game_program(work.path());
-    let mariadb = a.mariadb.then(tests::mariadb::MariaDb::start);
-    let database_url = match &mariadb {
-        Some(m) => Some(m.database().await),
-        None => a.database_url.clone(),
+    let database_url = if a.mariadb {
+        let Some(url) = tests::mariadb::database().await else {
+            println!("--mariadb: no MariaDB server program (mariadbd) found");
+            return false;
+        };
+        Some(url)
+    } else {
+        a.database_url.clone()
     };
+    let mysql = database_url.is_some();
     println!(
         "arcade-bench pairs: {} agents, {} clients, {} + {} start+end pairs, store: {}",
         a.agents,
@@ -187,7 +192,11 @@ pub async fn run(mut a: Args) -> bool {
     row("floor: spawn of the game (posix_spawn)", &spawn, None);
     row("floor: game exit, SIGTERM to reaped", &exit, None);
     row("floor: loopback round trip, 32 bytes", &rtt, None);
-    row("start, 1 client (201, game running)", &l_start, Some(spawn.p50));
+    row(
+        "start, 1 client (201, game running)",
+        &l_start,
+        Some(spawn.p50),
+    );
     row("end, 1 client (200, group gone)", &l_end, Some(exit.p50));
     row("start+end pair, 1 client", &l_pair, None);
     let loaded = format!("{} clients", a.clients);
@@ -206,10 +215,14 @@ pub async fn run(mut a: Args) -> bool {
     );
     println!();
     println!("targets (issue 6):");
-    let store_target = if broker_uses_mysql(&mariadb, &a) {
+    let store_target = if mysql {
         ("start p50, mysql", l_start.p50 < 2000.0, "< 2000 µs")
     } else {
-        ("start p50 / spawn p50", l_start.p50 <= 6.0 * spawn.p50, "<= 6x")
+        (
+            "start p50 / spawn p50",
+            l_start.p50 <= 6.0 * spawn.p50,
+            "<= 6x",
+        )
     };
     verdict(
         store_target.0,
@@ -246,8 +259,4 @@ pub async fn run(mut a: Args) -> bool {
         && rate > 0.0
         && skr_rate > 0.0;
     errors == 0 && sane
-}
-
-fn broker_uses_mysql(m: &Option<tests::mariadb::MariaDb>, a: &Args) -> bool {
-    m.is_some() || a.database_url.is_some()
 }

@@ -1,0 +1,65 @@
+//! `arcade-bench`: Arcade's performance, measured against floors taken in the same run on the
+//! same machine, so every figure is also a ratio (the machines are shared and noisy).
+//!
+//! - `arcade-bench pairs` (the default): start and end latency, and start+end throughput, of a
+//!   broker and agents over loopback with a real static game program; see [`pairs`].
+//! - `arcade-bench scale`: one broker (its own process) and 10,000 simulated agents speaking
+//!   the real protocol over real sockets, heartbeating every second; see [`scale`].
+//! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
+//!   [`idle`].
+//!
+//! Each takes `--smoke`: tiny counts, and a non-zero exit unless it completed with sane
+//! numbers. CI runs the smokes (`tests/tests/bench_smoke.rs`); they assert nothing about speed.
+//! BENCHMARKS.md has the commands, the figures and the machine.
+
+mod idle;
+mod pairs;
+mod scale;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arcade-bench",
+    about = "Arcade's benchmarks, with same-run floors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start/end latency and start+end throughput (the default).
+    Pairs(pairs::Args),
+    /// 10,000 simulated agents heartbeating against one broker process.
+    Scale(scale::Args),
+    /// The real agent binary, idle: RSS and CPU.
+    IdleAgent(idle::Args),
+    /// The broker process of `scale` (internal).
+    #[command(hide = true)]
+    ServeBroker,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ok = rt.block_on(async {
+        match cli.command {
+            None => pairs::run(pairs::Args::parse_from(["pairs"])).await,
+            Some(Command::Pairs(a)) => pairs::run(a).await,
+            Some(Command::Scale(a)) => scale::run(a).await,
+            Some(Command::IdleAgent(a)) => idle::run(a).await,
+            Some(Command::ServeBroker) => scale::serve_broker().await,
+        }
+    });
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

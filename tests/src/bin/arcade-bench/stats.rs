@@ -1,0 +1,241 @@
+//! Percentiles, the floors every figure is divided by, and what `/proc` says of a process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A sample's percentiles, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |p: f64| {
+            if samples.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+            samples[i].as_secs_f64() * 1e6
+        };
+        Self {
+            n: samples.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
+
+    /// Finite, positive, ordered: what a smoke run checks.
+    pub fn sane(&self) -> bool {
+        self.n > 0 && self.p50.is_finite() && self.p50 > 0.0 && self.p50 <= self.p99
+    }
+}
+
+pub fn header() {
+    println!(
+        "{:<44} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "figure (µs)", "n", "p50", "p99", "p999", "p50/floor"
+    );
+}
+
+pub fn row(name: &str, s: &Summary, floor_p50: Option<f64>) {
+    let ratio = floor_p50.map_or(String::from("-"), |f| format!("{:.1}x", s.p50 / f));
+    println!(
+        "{name:<44} {:>6} {:>9.0} {:>9.0} {:>9.0} {ratio:>9}",
+        s.n, s.p50, s.p99, s.p999
+    );
+}
+
+/// Says whether a target is met, in one line.
+pub fn verdict(what: &str, measured: String, target: String, met: bool) {
+    let v = if met { "met" } else { "NOT met" };
+    println!("  {what}: {measured} (target {target}): {v}");
+}
+
+/// The game program: a static C program that waits for a signal, compiled with `cc -static`
+/// into `dir`; `/bin/sleep` (dynamic) when no C compiler can build it. Returns the program and
+/// a description.
+pub fn game_program(dir: &Path) -> (PathBuf, &'static str) {
+    let src = dir.join("game.c");
+    let exe = dir.join("bench-game");
+    let built = std::fs::write(
+        &src,
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+    )
+    .is_ok()
+        && std::process::Command::new("cc")
+            .args(["-static", "-O2", "-s", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+    if built {
+        (
+            exe,
+            "a static C program that pauses until signalled (cc -static)",
+        )
+    } else {
+        (
+            PathBuf::from("/bin/sleep"),
+            "/bin/sleep 3600 (dynamic: cc -static failed)",
+        )
+    }
+}
+
+/// Spawns `program` in its own group, as the agent does.
+fn spawn(program: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(program)
+        .arg("3600")
+        .process_group(0)
+        .spawn()
+        .expect("spawn the game program")
+}
+
+/// Waits until `pid` has exec'd `program` and sleeps (bounded).
+async fn wait_started(pid: u32, program: &Path) {
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let comm = stat.split(['(', ')']).nth(1).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if name.starts_with(comm) && !comm.is_empty() && state == Some("S") {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the game program did not start within 5 s");
+}
+
+/// Floor: a bare spawn (posix_spawn) of the game, one at a time.
+pub async fn spawn_latency(program: &Path, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut child = spawn(program);
+        out.push(t.elapsed());
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    out
+}
+
+/// Floor: the game's own exit, from SIGTERM to reaped, once it runs, one at a time.
+pub async fn exit_latency(program: &Path, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut child = spawn(program);
+        let pid = child.id().expect("pid");
+        wait_started(pid, program).await;
+        let t = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait().await;
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// Floor: spawn+kill+reap loops, `parallel` at once; returns the rate per second.
+pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> f64 {
+    let per = n.div_ceil(parallel);
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..parallel)
+        .map(|_| {
+            let program = program.to_owned();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    let mut child = spawn(&program);
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("spawn task");
+    }
+    (per * parallel) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Floor: a TCP round trip of a 32-byte frame on 127.0.0.1.
+pub async fn loopback_rtt(n: usize) -> Vec<Duration> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 64];
+        while let Ok(k) = s.read(&mut buf).await {
+            if k == 0 || s.write_all(&buf[..k]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = c.set_nodelay(true);
+    let mut buf = [0u8; 32];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.write_all(&[7u8; 32]).await.expect("write");
+        c.read_exact(&mut buf).await.expect("read");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 (utime, stime), counted from field 3 just after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in bytes.
+pub fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
