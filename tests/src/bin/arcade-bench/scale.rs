@@ -47,6 +47,11 @@ pub struct Args {
     /// Tiny counts; fail unless it completes with sane numbers.
     #[arg(long)]
     smoke: bool,
+    /// Run the broker process under this command, split at spaces (a profiler:
+    /// `heaptrack`, `perf record -g -o broker.perf`). CPU and RSS are still read from the
+    /// broker's own PID, but include the profiler's overhead.
+    #[arg(long, value_name = "COMMAND")]
+    broker_under: Option<String>,
 }
 
 /// The child process: a broker on loopback port 0 that prints its addresses and runs until
@@ -57,7 +62,12 @@ pub async fn serve_broker() -> bool {
         ..Default::default()
     })
     .await;
-    println!("READY {} {}", broker.url, broker.agent_addr);
+    println!(
+        "READY {} {} {}",
+        broker.url,
+        broker.agent_addr,
+        std::process::id()
+    );
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     broker.stop().await.is_ok()
@@ -180,9 +190,13 @@ pub async fn run(mut a: Args) -> bool {
     }
     let (before, after) = raise_fd_limit();
     println!("arcade-bench scale: {} simulated agents", a.agents);
-    println!(
-        "open-file limit: raised the soft limit from {before} to {after} (the broker process inherits it)"
-    );
+    if before < after {
+        println!(
+            "open-file limit: raised the soft limit from {before} to the hard limit {after} (the broker process inherits it)"
+        );
+    } else {
+        println!("open-file limit: {after}, already the hard limit");
+    }
     if (after as usize) < a.agents + 256 {
         println!(
             "the open-file limit {after} is too low for {} agents",
@@ -194,23 +208,52 @@ pub async fn run(mut a: Args) -> bool {
     let rtt = Summary::of(&mut rtt);
 
     let exe = std::env::current_exe().expect("current exe");
-    let mut child = tokio::process::Command::new(exe)
+    let wrapper: Vec<&str> = a
+        .broker_under
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let mut child = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    let mut child = child
         .arg("serve-broker")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start the broker process");
-    let pid = child.id().expect("broker pid");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
-        .unwrap_or_default();
+    // A wrapper (--broker-under) may print lines of its own first.
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("READY ") {
+                return line;
+            }
+            println!("broker: {line}");
+        }
+        String::new()
+    })
+    .await
+    .unwrap_or_default();
+    // Keep the pipe drained (and the wrapper's report visible) until the broker exits.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("broker: {line}");
+        }
+    });
     let mut words = ready.split_whitespace().skip(1);
-    let (Some(url), Some(agent_addr)) = (words.next(), words.next()) else {
+    let (Some(url), Some(agent_addr), Some(pid)) = (
+        words.next(),
+        words.next(),
+        words.next().and_then(|p| p.parse::<u32>().ok()),
+    ) else {
         println!("the broker process did not start: {ready:?}");
         return false;
     };
