@@ -31,6 +31,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Heartbeat intervals without a frame from the broker before the link is declared dead.
 pub const SILENT_HEARTBEATS: u32 = 5;
+// The broker acks one heartbeat in `HEARTBEATS_PER_ACK`: leave room for a late one.
+const _: () = assert!(SILENT_HEARTBEATS > 2 * protocol::wire::HEARTBEATS_PER_ACK);
 
 /// How a link ended.
 #[derive(Debug, thiserror::Error)]

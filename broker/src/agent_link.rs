@@ -16,7 +16,7 @@ use futures::{SinkExt, StreamExt};
 use protocol::codec::{self, CodecError, MessageCodec, RawCodec};
 use protocol::wire::{
     AgentMessage, BrokerMessage, ExitStatus, ExitedGame, Hello, HelloReply, HostFacts,
-    LaunchFailure, LaunchRequest, Launched, RunningGame, PROTOCOL_VERSION,
+    LaunchFailure, LaunchRequest, Launched, RunningGame, HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
 };
 use protocol::{HostId, SessionId};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -404,16 +404,21 @@ impl Connection {
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (mut sink, mut stream) = framed.split();
+        let mut framed = framed;
         let mut launches: HashMap<SessionId, oneshot::Sender<LaunchReply>> = HashMap::new();
         let mut stops: HashMap<SessionId, Vec<oneshot::Sender<()>>> = HashMap::new();
         let silence = self.settings.heartbeat_timeout;
-        let mut deadline = Instant::now() + silence;
+        // One timer for the link's life, re-armed only when it fires: moving a deadline on
+        // every frame would touch the runtime's timer wheel 10,000 times a second at scale.
+        let mut last_heard = Instant::now();
+        let silent = sleep_until(last_heard + silence);
+        tokio::pin!(silent);
+        let mut unacked = 0u32;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => {
                     // Requests have drained; tell the agent this is a shutdown, not a fault.
-                    let _ = write(&mut sink, BrokerMessage::GoingAway).await;
+                    let _ = write(&mut framed, BrokerMessage::GoingAway).await;
                     return;
                 }
                 Some(cmd) = commands.recv() => {
@@ -435,16 +440,20 @@ impl Connection {
                             BrokerMessage::Stop { session_id }
                         }
                     };
-                    if let Err(e) = write(&mut sink, msg).await {
+                    if let Err(e) = write(&mut framed, msg).await {
                         tracing::warn!(%host, error = %e, "agent link write failed; closing it");
                         return;
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = &mut silent => {
+                    if last_heard.elapsed() < silence {
+                        silent.as_mut().reset(last_heard + silence);
+                        continue;
+                    }
                     tracing::warn!(%host, timeout = ?silence, "agent silent; dropping its link");
                     return;
                 }
-                frame = stream.next() => {
+                frame = framed.next() => {
                     let msg = match frame {
                         None => return,
                         Some(Err(e)) => {
@@ -453,13 +462,19 @@ impl Connection {
                         }
                         Some(Ok(msg)) => msg,
                     };
-                    deadline = Instant::now() + silence;
+                    last_heard = Instant::now();
                     let heartbeat = matches!(msg, AgentMessage::Heartbeat(_));
-                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut sink).await {
+                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut framed).await {
                         return;
                     }
-                    if heartbeat && write(&mut sink, BrokerMessage::HeartbeatAck).await.is_err() {
-                        return;
+                    if heartbeat {
+                        unacked += 1;
+                        if unacked >= HEARTBEATS_PER_ACK {
+                            unacked = 0;
+                            if write(&mut framed, BrokerMessage::HeartbeatAck).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }

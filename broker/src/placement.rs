@@ -111,8 +111,8 @@ fn less_loaded(a: &HostView, b: &HostView) -> Ordering {
 ///
 /// Kept up to date by the registry on every change of a host (its games, status, slots or
 /// CPU). For each game it holds the hosts offering it (for the errors) and, ordered least
-/// loaded first, those that can take a session now, once for the game's default mode and once
-/// per mode. Placing is then a map lookup and the first element of a `BTreeSet`: O(log n), a
+/// loaded first, those that can take a session now, per mode. Placing is then a map lookup and
+/// the first element of a `BTreeSet` (of each mode's, without a mode): O(log n), a
 /// few hundred nanoseconds at 10,000 hosts where the scan takes a millisecond. An update costs
 /// O(games x modes x log n). [`place`] stays the reference: a test checks that both agree.
 #[derive(Debug, Default)]
@@ -135,9 +135,10 @@ struct GameHosts {
     /// The modes they offer, with how many offer each, in the order they were first offered
     /// (a catalog's order, for the error that lists them).
     modes: Vec<(String, usize)>,
-    /// Hosts that can take a session in the game's default mode (their first), best first.
-    default: BTreeSet<LoadKey>,
-    /// The same per mode.
+    /// Per mode, the hosts that can take a session in it, best first. A request without a
+    /// mode goes to the best of their first elements (the best host offering any mode, in
+    /// its first mode): not a set of its own, which would double the cost of every
+    /// heartbeat's re-ranking, the broker's hottest path at scale.
     by_mode: HashMap<String, BTreeSet<LoadKey>>,
 }
 
@@ -188,7 +189,6 @@ impl Eq for LoadKey {}
 /// Moves a host offering `offer` from rank `old` to rank `new` in `g`'s candidate sets.
 fn rerank(g: &mut GameHosts, offer: &GameOffer, old: Option<&LoadKey>, new: Option<&LoadKey>) {
     if let Some(k) = old {
-        g.default.remove(k);
         for m in &offer.modes {
             if let Some(set) = g.by_mode.get_mut(m) {
                 set.remove(k);
@@ -196,9 +196,6 @@ fn rerank(g: &mut GameHosts, offer: &GameOffer, old: Option<&LoadKey>, new: Opti
         }
     }
     if let Some(k) = new {
-        if !offer.modes.is_empty() {
-            g.default.insert(k.clone());
-        }
         for m in &offer.modes {
             match g.by_mode.get_mut(m) {
                 Some(set) => {
@@ -225,7 +222,8 @@ impl HostIndex {
     /// Adds a host or brings it up to date.
     pub fn upsert(&mut self, view: &HostView) {
         if let Some(old) = self.hosts.get_mut(&view.host_id) {
-            if old.view == *view {
+            // `==` takes -0.0 for 0.0, the ranking (`total_cmp`) does not.
+            if old.view == *view && old.view.cpu_percent.to_bits() == view.cpu_percent.to_bits() {
                 return;
             }
             if old.view.games == view.games {
@@ -264,9 +262,6 @@ impl HostIndex {
                 }
             }
             if let Some(k) = &key {
-                if !offer.modes.is_empty() {
-                    g.default.insert(k.clone());
-                }
                 for m in &offer.modes {
                     g.by_mode.entry(m.clone()).or_default().insert(k.clone());
                 }
@@ -281,6 +276,33 @@ impl HostIndex {
         );
     }
 
+    /// A heartbeat's change: only the host's CPU figure, so only its rank can move. Same effect
+    /// as [`HostIndex::upsert`] with the view's `cpu_percent` changed, without comparing or
+    /// copying the rest of the view.
+    pub fn set_cpu(&mut self, host_id: &HostId, cpu_percent: f32) {
+        let Self { hosts, games } = self;
+        let Some(old) = hosts.get_mut(host_id) else {
+            return;
+        };
+        if old.view.cpu_percent.to_bits() == cpu_percent.to_bits() {
+            return;
+        }
+        old.view.cpu_percent = cpu_percent;
+        let Some(key) = &old.key else {
+            return;
+        };
+        let new = LoadKey {
+            cpu_percent,
+            ..key.clone()
+        };
+        for offer in offers(&old.view) {
+            if let Some(g) = games.get_mut(&offer.game_id) {
+                rerank(g, offer, Some(key), Some(&new));
+            }
+        }
+        old.key = Some(new);
+    }
+
     /// Forgets a host; returns its shared id for reuse.
     pub fn remove(&mut self, host_id: &HostId) -> Option<Arc<HostId>> {
         let old = self.hosts.remove(host_id)?;
@@ -289,7 +311,6 @@ impl HostIndex {
                 continue;
             };
             if let Some(k) = &old.key {
-                g.default.remove(k);
                 for m in &offer.modes {
                     if let Some(set) = g.by_mode.get_mut(m) {
                         set.remove(k);
@@ -321,7 +342,12 @@ impl HostIndex {
         let g = self.games.get(game).ok_or(PlacementError::UnknownGame)?;
         match mode {
             None => {
-                let best = g.default.first().ok_or(PlacementError::NoCapacity)?;
+                let best = g
+                    .by_mode
+                    .values()
+                    .filter_map(BTreeSet::first)
+                    .min()
+                    .ok_or(PlacementError::NoCapacity)?;
                 let mode = self
                     .hosts
                     .get(&*best.host_id)
@@ -587,11 +613,19 @@ mod tests {
                     index.upsert(&h);
                     hosts.insert(id, h);
                 }
-                _ => {
+                5..=7 => {
                     if let Some(h) = hosts.get_mut(&id) {
                         h.sessions = rng.below(u64::from(h.max_sessions) + 2) as u32;
                         h.cpu_percent = [0.0, 10.0, 50.0][rng.below(3) as usize];
                         index.upsert(h);
+                    }
+                }
+                _ => {
+                    // A heartbeat: only the CPU moves (or an unknown host's does nothing).
+                    let cpu = [0.0, 10.0, 50.0, -0.0][rng.below(4) as usize];
+                    index.set_cpu(&HostId::new(format!("h{id}")).unwrap(), cpu);
+                    if let Some(h) = hosts.get_mut(&id) {
+                        h.cpu_percent = cpu;
                     }
                 }
             }

@@ -226,14 +226,21 @@ impl Registry {
 
     /// Notes that a host was heard from, with its load when it sent one.
     pub fn seen(&self, host: &HostId, load: Option<&Load>) {
-        self.lock().update(host, |e| {
-            e.last_seen = OffsetDateTime::now_utc();
-            e.last_seen_at = Instant::now();
-            if let Some(l) = load {
-                e.view.cpu_percent = l.cpu_percent;
-                e.mem_used_bytes = l.mem_used_bytes;
-            }
-        });
+        // Not through `Inner::update`: the hottest path at scale (every heartbeat of every
+        // agent) changes at most the CPU figure, which `set_cpu` re-ranks without comparing
+        // or copying the whole view.
+        let mut inner = self.lock();
+        let Inner { hosts, index } = &mut *inner;
+        let Some(e) = hosts.get_mut(host) else {
+            return;
+        };
+        e.last_seen = OffsetDateTime::now_utc();
+        e.last_seen_at = Instant::now();
+        if let Some(l) = load {
+            e.view.cpu_percent = l.cpu_percent;
+            e.mem_used_bytes = l.mem_used_bytes;
+            index.set_cpu(host, l.cpu_percent);
+        }
     }
 
     /// Chooses a host for a new session and reserves a slot on it for `session`.

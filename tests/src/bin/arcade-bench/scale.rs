@@ -137,13 +137,18 @@ async fn sim_agent(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running: Vec<RunningGame> = Vec::new();
     let mut next_pid = 1_000_000 + 1000 * i as u32;
+    let mut beat = 0usize;
     loop {
         let reply = tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
                 counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                beat += 1;
+                // A new CPU figure every time, continuous like sysinfo's: each heartbeat
+                // re-ranks the host.
+                let h = (i as u64 ^ (beat as u64) << 32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 AgentMessage::Heartbeat(Load {
-                    cpu_percent: (i % 100) as f32,
+                    cpu_percent: (h >> 40) as f32 / (1u64 << 24) as f32 * 100.0,
                     mem_used_bytes: 1 << 29,
                     mem_total_bytes: 1 << 30,
                     sessions: running.clone(),
