@@ -163,7 +163,7 @@ impl Service {
             .await
     }
 
-    /// Starts a game: places it, records it `starting`, asks the agent, and answers once the
+    /// Starts a game: places it, records it `starting` while it asks the agent, and answers once the
     /// game runs (or why it does not).
     async fn start(
         &self,
@@ -200,12 +200,30 @@ impl Service {
             OffsetDateTime::now_utc(),
         );
         // Before the record exists, so an exit racing the launch is never missed, and so a
-        // host's reconcile never takes this session for one whose game vanished.
+        // host's reconcile never takes this session for one whose game vanished (or, before
+        // its record exists, for a stray).
         self.launching().insert(id.clone(), None);
-        let inserted = self.store.insert(&session, key, actor).await;
+        // The `starting` record and the launch go together rather than one after the other:
+        // with MySQL the record is a commit of a few round trips, as long as the launch
+        // itself. A broker that dies in between leaves either a record whose game never ran
+        // (settled when the host reconnects) or a game without a record (stopped then).
+        let launch = LaunchRequest {
+            session_id: id.clone(),
+            game_id: req.game_id.clone(),
+            mode: Some(placed.mode.clone()),
+            config: req.config.clone(),
+        };
+        let (inserted, reply) = tokio::join!(
+            self.store.insert(&session, key, actor),
+            timeout(self.settings.launch_timeout, placed.link.launch(launch)),
+        );
         if !matches!(inserted, Ok(Inserted::New)) {
             self.launching().remove(&id);
             self.registry.release(&placed.host_id, &id);
+            // No game may run without a session. (One launched late is stopped by the link.)
+            if matches!(reply, Ok(Ok(LaunchReply::Launched(_)))) {
+                placed.link.stop_nowait(id.clone());
+            }
         }
         match inserted {
             Ok(Inserted::New) => {}
@@ -214,7 +232,7 @@ impl Service {
             Ok(Inserted::KeyConflict) => return Err(key_conflict()),
             Err(e) => return Err(e.into()),
         }
-        let result = self.launch(&id, &req, &placed).await;
+        let result = self.launched(&id, &req, &placed, reply).await;
         if let (Err(_), Some(k)) = (&result, key) {
             if let Err(e) = self.store.forget_key(&k.key).await {
                 tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
@@ -223,22 +241,17 @@ impl Service {
         result
     }
 
-    /// Asks the agent to launch a recorded session and records the outcome.
-    async fn launch(
+    /// Records the agent's answer to the launch of a recorded session.
+    async fn launched(
         &self,
         id: &SessionId,
         req: &StartSession,
         placed: &Placed,
+        reply: Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>,
     ) -> Result<(Session, bool), ApiError> {
         let id = id.clone();
-        let launch = LaunchRequest {
-            session_id: id.clone(),
-            game_id: req.game_id.clone(),
-            mode: Some(placed.mode.clone()),
-            config: req.config.clone(),
-        };
         let host = &placed.host_id;
-        let result = match timeout(self.settings.launch_timeout, placed.link.launch(launch)).await {
+        let result = match reply {
             Ok(Ok(LaunchReply::Launched(l))) => {
                 let event = SessionEvent::Launched {
                     pid: l.pid,
@@ -562,6 +575,8 @@ impl Service {
                         }
                     }
                 }
+                // Its start is in flight: the record may not be committed yet.
+                Err(StoreError::NotFound(_)) if self.launching().contains_key(&g.session_id) => {}
                 Ok(_) | Err(StoreError::NotFound(_)) => {
                     tracing::warn!(%host, session = %g.session_id, pid = g.pid, "host runs a game without a live session; stopping it");
                     link.stop_nowait(g.session_id.clone());

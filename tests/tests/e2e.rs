@@ -1058,7 +1058,7 @@ mod database {
             ..Default::default()
         })
         .await;
-        let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+        let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
         let client = Client::new(&broker.url, None).unwrap();
         tests::wait_hosts_online(&client, 1).await;
         let s = client.start_session(&start("sleeper")).await.unwrap();
@@ -1075,9 +1075,33 @@ mod database {
             client.hosts().await.is_ok(),
             "host reads do not need the database"
         );
-        // Nothing was started for the refused start; the slot is free again.
+        // The slot is free again, and the game launched beside the failed record is stopped:
+        // each game the agent started has a log named after its session.
         assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
-        let _ = s;
+        let launched: Vec<protocol::SessionId> =
+            std::fs::read_dir(agent.state_dir.path().join("logs"))
+                .unwrap()
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    protocol::SessionId::new(name.strip_suffix(".log")?).ok()
+                })
+                .filter(|id| *id != s.session_id)
+                .collect();
+        assert_eq!(
+            launched.len(),
+            1,
+            "the refused start was launched: {launched:?}"
+        );
+        tests::wait_until("the refused start's game is gone", WAIT, || {
+            let left = tests::processes_of(&launched);
+            async move { left.is_empty() }
+        })
+        .await;
+        assert_eq!(
+            tests::processes_of(std::slice::from_ref(&s.session_id)).len(),
+            1,
+            "the first session's game runs on"
+        );
     }
 }
 

@@ -126,6 +126,10 @@ pub async fn run(mut a: Args) -> bool {
         Summary::of(&mut exit),
         Summary::of(&mut rtt),
     );
+    let db_floor = match &database_url {
+        Some(url) => Some(stats::mysql_floor(url, 1000).await),
+        None => None,
+    };
 
     let broker = TestBroker::start_with(BrokerOptions {
         database_url,
@@ -192,6 +196,10 @@ pub async fn run(mut a: Args) -> bool {
     row("floor: spawn of the game (posix_spawn)", &spawn, None);
     row("floor: game exit, SIGTERM to reaped", &exit, None);
     row("floor: loopback round trip, 32 bytes", &rtt, None);
+    if let Some((q, tx)) = &db_floor {
+        row("floor: database round trip (DO 1)", q, None);
+        row("floor: database commit (BEGIN, INSERT, COMMIT)", tx, None);
+    }
     row(
         "start, 1 client (201, game running)",
         &l_start,

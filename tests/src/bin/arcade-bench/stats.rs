@@ -202,6 +202,46 @@ pub async fn loopback_rtt(n: usize) -> Vec<Duration> {
     out
 }
 
+/// The database's own floors, `n` times each: a round trip (`DO 1`), and a durable commit
+/// of one small row the way the store commits (a transaction of one prepared INSERT), into a
+/// table of its own that it drops afterwards.
+pub async fn mysql_floor(url: &str, n: usize) -> (Summary, Summary) {
+    use mysql_async::prelude::Queryable;
+    let pool = mysql_async::Pool::new(url);
+    let mut conn = pool.get_conn().await.expect("connect to the database");
+    let mut rtt = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.query_drop("DO 1").await.expect("DO 1");
+        rtt.push(t.elapsed());
+    }
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS arcade_bench_floor (id BIGINT PRIMARY KEY, v VARCHAR(64))",
+    )
+    .await
+    .expect("create the floor table");
+    let mut commits = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let mut tx = conn
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .expect("begin");
+        tx.exec_drop(
+            "INSERT INTO arcade_bench_floor (id, v) VALUES (?, ?)",
+            (i as u64, "0123456789abcdef0123456789abcdef"),
+        )
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+        commits.push(t.elapsed());
+    }
+    let _ = conn.query_drop("DROP TABLE arcade_bench_floor").await;
+    drop(conn);
+    let _ = pool.disconnect().await;
+    (Summary::of(&mut rtt), Summary::of(&mut commits))
+}
+
 /// CPU time (user + system) a process has used so far.
 pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
