@@ -34,6 +34,11 @@ fn find(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The installed server program (`mariadbd`, or `mysqld`), if any.
+pub fn server_program() -> Option<PathBuf> {
+    find(&["mariadbd", "mysqld"])
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -44,7 +49,7 @@ fn free_port() -> u16 {
 impl MariaDb {
     /// Initialises and starts a new server; `None` when no server program is installed.
     pub fn start() -> Option<Self> {
-        let server = find(&["mariadbd", "mysqld"])?;
+        let server = server_program()?;
         let install = find(&["mariadb-install-db", "mysql_install_db"])?;
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");

@@ -1,0 +1,113 @@
+//! Short runs of every `arcade-bench` mode, so the benchmarks cannot rot. Each asserts only
+//! that the mode completes and that its own sanity checks pass (figures present, finite, p50
+//! no more than p99, no errors): never a speed, which belongs to the benchmarks themselves
+//! (BENCHMARKS.md), not to tests on a shared machine.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_arcade-bench");
+
+/// Runs `arcade-bench ARGS` to completion (bounded) and returns its output, failing the test
+/// with that output unless it exits successfully.
+fn smoke(args: &[&str]) -> String {
+    let started = Instant::now();
+    let child = Command::new(BENCH)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start arcade-bench");
+    // A bench that hangs fails the test rather than CI's whole run.
+    let limit = Duration::from_secs(300);
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            std::thread::park_timeout(Duration::from_millis(200));
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let out = child.wait_with_output().expect("arcade-bench output");
+    watchdog.thread().unpark();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "arcade-bench {args:?} failed after {:?} ({}):\n{text}",
+        started.elapsed(),
+        out.status
+    );
+    text
+}
+
+#[test]
+fn pairs_smoke_completes_with_sane_figures() {
+    let out = smoke(&["pairs", "--smoke"]);
+    for figure in [
+        "floor: spawn of the game (posix_spawn)",
+        "floor: spawn+kill+reap",
+        "start, 1 client",
+        "end, 1 client",
+        "0 errors",
+    ] {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn pairs_smoke_against_mariadb_completes_with_sane_figures() {
+    if tests::mariadb::server_program().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MariaDB is required in CI"
+        );
+        return;
+    }
+    let out = smoke(&["pairs", "--smoke", "--mariadb"]);
+    for figure in ["store: mysql", "floor: database commit", "0 errors"] {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn scale_smoke_completes_with_sane_figures() {
+    let out = smoke(&["scale", "--smoke"]);
+    for figure in [
+        "100 agents registered",
+        "hosts online at the broker: 100",
+        "broker CPU",
+        "broker RSS",
+    ] {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn idle_agent_smoke_completes_with_sane_figures() {
+    // The mode runs the real `arcade-agent` from beside `arcade-bench`; `cargo test
+    // --workspace` builds it (the agent's own tests need it).
+    let agent = PathBuf::from(BENCH).with_file_name("arcade-agent");
+    if !agent.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs cargo test --workspace, which builds it",
+            agent.display()
+        );
+        eprintln!("skipped: no {} (cargo build -p agent)", agent.display());
+        return;
+    }
+    let out = smoke(&["idle-agent", "--smoke"]);
+    assert!(out.contains("idle agent RSS"), "{out}");
+}
