@@ -13,8 +13,9 @@
 //! Locking: one `std::sync::Mutex` around the table, held only for map and pool updates, never
 //! across an `.await`.
 //!
-//! Persistence: the state file is written by group commit ([`Games::persist`]): concurrent
-//! changes share one write. A launch waits for exactly one write, the *pending* record made
+//! Persistence: the state file is written by group commit ([`Games::persist_blocking`]):
+//! concurrent changes share one write, on the blocking pool (a launch's together with its
+//! spawn). A launch waits for exactly one write, the *pending* record made
 //! before the spawn, which is enough to find the game again after a crash (by its
 //! environment). Later writes (the PID after the spawn, an exit, a stop) are not waited for
 //! before answering the broker: losing one only means the next start of the agent looks the
@@ -183,7 +184,8 @@ pub struct Games {
     events: mpsc::Sender<AgentMessage>,
     tracker: TaskTracker,
     /// The state file's writer; its lock serialises writes, so the last holds the latest state.
-    state_file: tokio::sync::Mutex<state::StateFile>,
+    /// A blocking lock: it is taken only on the blocking pool (see [`Games::persist_blocking`]).
+    state_file: Mutex<state::StateFile>,
     /// Woken whenever a launch leaves `pending`, for a stop that came during its launch.
     launch_settled: tokio::sync::Notify,
     /// Changes asking to be written, counted; see [`Games::persist`].
@@ -222,7 +224,7 @@ impl Games {
             config,
             events,
             tracker,
-            state_file: tokio::sync::Mutex::new(state_file),
+            state_file: Mutex::new(state_file),
             launch_settled: tokio::sync::Notify::new(),
             changes: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -318,9 +320,13 @@ impl Games {
     /// write lock reads the count, snapshots the table (so the snapshot includes every change
     /// counted so far) and writes it; a caller whose change an earlier write already included
     /// returns without writing. Under load, one write serves many changes.
-    async fn persist(&self) -> std::io::Result<()> {
+    ///
+    /// Blocking: the write itself, and the wait for another caller's write. Called on the
+    /// blocking pool, by [`Games::persist`] or, for a launch, together with its spawn, so that
+    /// a launch costs one hop to the blocking pool, not two.
+    fn persist_blocking(&self) -> std::io::Result<()> {
         let mine = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut file = self.state_file.lock().await;
+        let mut file = self.state_file.lock().unwrap_or_else(|p| p.into_inner());
         if self.written.load(Ordering::SeqCst) >= mine {
             return Ok(());
         }
@@ -351,12 +357,17 @@ impl Games {
                 exited: t.exited.iter().map(|(e, _)| e.clone()).collect(),
             }
         };
-        let mut writer = file.clone();
-        *file = tokio::task::spawn_blocking(move || writer.write(&saved).map(|()| writer))
-            .await
-            .map_err(std::io::Error::other)??;
+        file.write(&saved)?;
         self.written.store(upto, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// [`Games::persist_blocking`] from async code.
+    async fn persist(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.persist_blocking())
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Writes the state file in a tracked task, not waited for; see the module docs.
@@ -371,7 +382,7 @@ impl Games {
 
     /// Leaves the games running (the agent is exiting and will find them again): supervising
     /// tasks stop watching, and the state file is brought up to date.
-    pub async fn leave_running(&self) {
+    pub async fn leave_running(self: &Arc<Self>) {
         self.leave.cancel();
         if let Err(e) = self.persist().await {
             tracing::error!(error = %e, "cannot write the agent state; running games may not be found again");
@@ -495,36 +506,39 @@ impl Games {
         ip: IpAddr,
         port: u16,
     ) -> Result<(Launched, Option<Unwatched>), (LaunchFailure, String)> {
-        // Recorded before the spawn: an agent killed between the spawn and the next write still
-        // finds the game again (by its environment), so it never runs unknown. A game that
-        // cannot be recorded is not started.
-        if let Err(e) = self.persist().await {
-            {
-                let mut t = self.table();
-                self.unpend(&mut t, &req.session_id);
-                t.ports.release(port);
-            }
-            return Err((
-                LaunchFailure::SpawnFailed,
-                format!(
-                    "cannot record the game in --state-dir {}: {e}",
-                    self.config.state_dir.display()
-                ),
-            ));
-        }
-        // Resolving the config (canonicalize), opening the log and the spawn all block: off the
-        // async threads.
-        let spawned = {
+        // One hop to the blocking pool for all that blocks: the record made before the spawn
+        // (an agent killed between the spawn and the next write still finds the game again,
+        // by its environment, so it never runs unknown; a game that cannot be recorded is not
+        // started), then resolving the config (canonicalize), opening the log, and the spawn.
+        let blocking = {
             let me = Arc::clone(self);
             let req = req.clone();
-            tokio::task::spawn_blocking(move || me.start_process(&req, port))
-                .await
-                .unwrap_or_else(|e| {
-                    Err((
-                        LaunchFailure::SpawnFailed,
-                        format!("launch task failed: {e}"),
-                    ))
-                })
+            tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                me.persist_blocking()?;
+                Ok(me.start_process(&req, port))
+            })
+            .await
+        };
+        let spawned = match blocking {
+            Ok(Ok(spawned)) => spawned,
+            Ok(Err(e)) => {
+                {
+                    let mut t = self.table();
+                    self.unpend(&mut t, &req.session_id);
+                    t.ports.release(port);
+                }
+                return Err((
+                    LaunchFailure::SpawnFailed,
+                    format!(
+                        "cannot record the game in --state-dir {}: {e}",
+                        self.config.state_dir.display()
+                    ),
+                ));
+            }
+            Err(e) => Err((
+                LaunchFailure::SpawnFailed,
+                format!("launch task failed: {e}"),
+            )),
         };
         match spawned {
             Ok(Spawned {
