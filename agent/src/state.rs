@@ -16,7 +16,6 @@
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use protocol::wire::ExitedGame;
 use protocol::SessionId;
@@ -123,11 +122,6 @@ pub struct StateFile {
     dir: PathBuf,
     /// The newest sequence number written or found.
     seq: u64,
-    /// The copies, opened at their first write and kept open, so that a write is one
-    /// `pwrite` (an open and a truncate per write showed in the agent's profile under load).
-    files: [Option<Arc<std::fs::File>>; 2],
-    /// Each copy's length on disk, as far as this writer knows.
-    lens: [u64; 2],
 }
 
 impl StateFile {
@@ -141,8 +135,6 @@ impl StateFile {
         let file = Self {
             dir: dir.to_owned(),
             seq,
-            files: [None, None],
-            lens: [0, 0],
         };
         (file, saved)
     }
@@ -156,31 +148,15 @@ impl StateFile {
         let mut bytes = Vec::with_capacity(body.len() + 64);
         writeln!(bytes, "{MAGIC} {seq} {} {:016x}", body.len(), fnv1a(&body))?;
         bytes.extend_from_slice(&body);
-        let slot = (seq % 2) as usize;
-        let file = match &self.files[slot] {
-            Some(f) => Arc::clone(f),
-            None => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&paths(&self.dir)[slot])?;
-                self.lens[slot] = f.metadata()?.len();
-                let f = Arc::new(f);
-                self.files[slot] = Some(Arc::clone(&f));
-                f
-            }
-        };
+        let [even, odd] = paths(&self.dir);
+        let path = if seq % 2 == 0 { even } else { odd };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         file.write_all_at(&bytes, 0)?;
-        // Bytes past the header's length are ignored, so a shorter state need not truncate:
-        // only one much shorter than the file does, to give the space back.
-        let len = bytes.len() as u64;
-        if self.lens[slot] > 2 * len + 4096 {
-            file.set_len(len)?;
-            self.lens[slot] = len;
-        } else {
-            self.lens[slot] = self.lens[slot].max(len);
-        }
+        file.set_len(bytes.len() as u64)?;
         self.seq = seq;
         Ok(())
     }
@@ -341,42 +317,6 @@ mod tests {
             std::fs::write(p, "garbage").unwrap();
         }
         assert_eq!(load(dir.path()), Saved::default());
-    }
-
-    #[test]
-    fn a_shorter_state_is_written_in_place_and_a_much_shorter_one_gives_the_space_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let game = |i: u32| SavedGame {
-            session_id: SessionId::new(format!("session-{i}")).unwrap(),
-            pid: 100 + i,
-            port: 20000,
-            start_time: Some(1),
-            pending: false,
-        };
-        let state = |n: u32| Saved {
-            games: (0..n).map(game).collect(),
-            exited: vec![],
-        };
-        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
-        let (mut file, _) = StateFile::open(dir.path());
-        file.write(&state(200)).unwrap();
-        file.write(&state(200)).unwrap();
-        let long = len(&paths(dir.path())[0]);
-        file.write(&state(190)).unwrap();
-        file.write(&state(190)).unwrap();
-        assert_eq!(load(dir.path()), state(190));
-        assert_eq!(
-            len(&paths(dir.path())[0]),
-            long,
-            "written in place, not truncated"
-        );
-        file.write(&state(1)).unwrap();
-        file.write(&state(1)).unwrap();
-        assert_eq!(load(dir.path()), state(1));
-        assert!(
-            len(&paths(dir.path())[0]) < 1000,
-            "truncated once much shorter"
-        );
     }
 
     #[test]
