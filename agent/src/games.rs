@@ -188,7 +188,7 @@ pub struct Games {
     state_file: Mutex<state::StateFile>,
     /// Woken whenever a launch leaves `pending`, for a stop that came during its launch.
     launch_settled: tokio::sync::Notify,
-    /// Changes asking to be written, counted; see [`Games::persist`].
+    /// Changes asking to be written, counted; see [`Games::persist_blocking`].
     changes: AtomicU64,
     /// The count of changes the last completed write includes.
     written: AtomicU64,
@@ -400,6 +400,13 @@ impl Games {
         self.launch_settled.notify_waiters();
     }
 
+    /// Gives back a launch's slot and port: it will not start.
+    fn abandon_launch(&self, session_id: &SessionId, port: u16) {
+        let mut t = self.table();
+        self.unpend(&mut t, session_id);
+        t.ports.release(port);
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // A panic while holding this lock would be a bug in a few lines of map code; the table
         // itself stays consistent, so carry on with it.
@@ -425,7 +432,7 @@ impl Games {
 
     /// Launches a game in a tracked task and reports `Launched` or `LaunchFailed` on the event
     /// channel; that task then watches the game until its group is gone. Launches run
-    /// concurrently, so their state writes are shared (see [`Games::persist`]).
+    /// concurrently, so their state writes are shared (see [`Games::persist_blocking`]).
     ///
     /// The slot and port are taken here, before the task starts, so two requests for one
     /// session never both launch: a repeat of a launch still in flight gets no answer of its
@@ -522,11 +529,7 @@ impl Games {
         let spawned = match blocking {
             Ok(Ok(spawned)) => spawned,
             Ok(Err(e)) => {
-                {
-                    let mut t = self.table();
-                    self.unpend(&mut t, &req.session_id);
-                    t.ports.release(port);
-                }
+                self.abandon_launch(&req.session_id, port);
                 return Err((
                     LaunchFailure::SpawnFailed,
                     format!(
@@ -582,11 +585,7 @@ impl Games {
                 Ok((launched, Some(unwatched)))
             }
             Err(e) => {
-                {
-                    let mut t = self.table();
-                    self.unpend(&mut t, &req.session_id);
-                    t.ports.release(port);
-                }
+                self.abandon_launch(&req.session_id, port);
                 self.persist_later();
                 tracing::warn!(session = %req.session_id, game = %req.game_id, error = %e.1, "launch refused");
                 Err(e)
