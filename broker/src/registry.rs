@@ -121,9 +121,9 @@ impl Registry {
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock();
+        let Inner { hosts, index } = &mut *inner;
         let now = OffsetDateTime::now_utc();
-        let entry = inner
-            .hosts
+        let entry = hosts
             .entry(hello.host_id.clone())
             .or_insert_with(|| HostEntry {
                 view: HostView {
@@ -154,8 +154,7 @@ impl Registry {
         entry.conn = Some((id, link));
         entry.ready = false;
         entry.refresh_view();
-        let view = entry.view.clone();
-        inner.index.upsert(&view);
+        index.upsert(&entry.view);
         Ok(id)
     }
 
@@ -171,8 +170,9 @@ impl Registry {
     /// keeps what it has; `drained` is applied either way.
     pub fn restore(&self, host: &HostId, facts: Option<&HostFacts>, drained: bool) {
         let mut inner = self.lock();
+        let Inner { hosts, index } = &mut *inner;
         let now = OffsetDateTime::now_utc();
-        let entry = inner.hosts.entry(host.clone()).or_insert_with(|| {
+        let entry = hosts.entry(host.clone()).or_insert_with(|| {
             let facts = facts.cloned().unwrap_or(HostFacts {
                 hostname: String::new(),
                 ip: IpAddr::from([0, 0, 0, 0]),
@@ -204,8 +204,7 @@ impl Registry {
         });
         entry.draining |= drained;
         entry.refresh_view();
-        let view = entry.view.clone();
-        inner.index.upsert(&view);
+        index.upsert(&entry.view);
     }
 
     /// Whether the host was ever known.
