@@ -52,18 +52,26 @@ fn smoke(args: &[&str]) -> String {
     text
 }
 
+/// Fails unless the bench's output names each of `figures`.
+fn assert_shows(out: &str, figures: &[&str]) {
+    for figure in figures {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
+    }
+}
+
 #[test]
 fn pairs_smoke_completes_with_sane_figures() {
     let out = smoke(&["pairs", "--smoke"]);
-    for figure in [
-        "floor: spawn of the game (posix_spawn)",
-        "floor: spawn+kill+reap",
-        "start, 1 client",
-        "end, 1 client",
-        "0 errors",
-    ] {
-        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
-    }
+    assert_shows(
+        &out,
+        &[
+            "floor: spawn of the game (posix_spawn)",
+            "floor: spawn+kill+reap",
+            "start, 1 client",
+            "end, 1 client",
+            "0 errors",
+        ],
+    );
 }
 
 #[test]
@@ -76,22 +84,24 @@ fn pairs_smoke_against_mariadb_completes_with_sane_figures() {
         return;
     }
     let out = smoke(&["pairs", "--smoke", "--mariadb"]);
-    for figure in ["store: mysql", "floor: database commit", "0 errors"] {
-        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
-    }
+    assert_shows(
+        &out,
+        &["store: mysql", "floor: database commit", "0 errors"],
+    );
 }
 
 #[test]
 fn scale_smoke_completes_with_sane_figures() {
     let out = smoke(&["scale", "--smoke"]);
-    for figure in [
-        "100 agents registered",
-        "hosts online at the broker: 100",
-        "broker CPU",
-        "broker RSS",
-    ] {
-        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
-    }
+    assert_shows(
+        &out,
+        &[
+            "100 agents registered",
+            "hosts online at the broker: 100",
+            "broker CPU",
+            "broker RSS",
+        ],
+    );
 }
 
 #[test]
@@ -109,5 +119,5 @@ fn idle_agent_smoke_completes_with_sane_figures() {
         return;
     }
     let out = smoke(&["idle-agent", "--smoke"]);
-    assert!(out.contains("idle agent RSS"), "{out}");
+    assert_shows(&out, &["idle agent RSS"]);
 }

@@ -50,8 +50,9 @@ pub struct Args {
     smoke: bool,
 }
 
-/// One client's start+end pairs; returns start, end and pair latencies and the errors.
-async fn client_pairs(
+/// One client's start+end pairs of the game `bench`, one at a time; returns start, end and
+/// pair latencies and the errors.
+pub async fn client_pairs(
     client: Client,
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {

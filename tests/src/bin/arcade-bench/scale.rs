@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use broker::placement::{place, HostIndex, HostView};
 use futures::{SinkExt, StreamExt};
 use portal_client::Client;
-use protocol::api::{HostStatus, StartSession};
+use protocol::api::HostStatus;
 use protocol::codec::MessageCodec;
 use protocol::wire::{
     AgentMessage, BrokerMessage, GameOffer, Hello, HelloReply, Launched, Load, RunningGame,
@@ -322,26 +322,8 @@ pub async fn run(mut a: Args) -> bool {
 
     // Starts and ends at that size, one at a time.
     let client = Client::new(url, None).expect("client");
-    let req = StartSession {
-        game_id: GameId::new("bench").expect("id"),
-        mode: None,
-        config: None,
-    };
-    let (mut starts, mut ends, mut errors) = (Vec::new(), Vec::new(), 0usize);
-    for _ in 0..a.starts {
-        let t = Instant::now();
-        match client.start_session(&req).await {
-            Ok(s) => {
-                starts.push(t.elapsed());
-                let t = Instant::now();
-                match client.end_session(&s.session_id).await {
-                    Ok(_) => ends.push(t.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            Err(_) => errors += 1,
-        }
-    }
+    let (mut starts, mut ends, _, errors) =
+        crate::pairs::client_pairs(client.clone(), a.starts).await;
     let starts = Summary::of(&mut starts);
     let ends = Summary::of(&mut ends);
 
