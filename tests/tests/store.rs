@@ -46,8 +46,9 @@ async fn insert(store: &Store, s: &Session) {
 
 async fn round_trips_every_field(store: Store) {
     let mut s = session(1, "neverball", "host-a");
-    s.config = Some("server.conf".into());
-    s.mode = "periodic".into();
+    // Not only ASCII: a database whose default character set is latin1 must not mangle it.
+    s.config = Some("конфиг/server.conf".into());
+    s.mode = "périodique-模式".into();
     insert(&store, &s).await;
     assert_eq!(store.get(&s.session_id).await.unwrap(), s);
     let running = store
@@ -422,6 +423,63 @@ async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {
         c.get(&s.session_id).await.unwrap().status,
         SessionStatus::Running
     );
+}
+
+/// Each MySQL store remembers the state it last wrote and computes changes from it; another
+/// broker changing the session meanwhile must make it decide on the row, not on its memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_changes_by_another_broker_are_seen() {
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let a = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    let b = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    let (s1, s2) = (session(1, "g", "h"), session(2, "g", "h"));
+    for s in [&s1, &s2] {
+        insert(&a, s).await;
+        a.transition(&s.session_id, &launched(7), Actor::Agent, now())
+            .await
+            .unwrap();
+    }
+    // Elsewhere, s1 is asked to stop, and s2's game exits.
+    let stopping = b
+        .transition(
+            &s1.session_id,
+            &SessionEvent::StopRequested,
+            Actor::Api,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopping.status, SessionStatus::Stopping);
+    let exit = |code| SessionEvent::Exited(ExitStatus::Code(code));
+    b.transition(&s2.session_id, &exit(3), Actor::GameExit, now())
+        .await
+        .unwrap();
+    // `a` remembers s1 running, where `Stopped` does not apply; on the row it does.
+    let ended = a
+        .transition(&s1.session_id, &SessionEvent::Stopped, Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (ended.status, ended.end_reason),
+        (SessionStatus::Ended, Some(EndReason::EndedByRequest))
+    );
+    // `a` remembers s2 running, where another exit applies; the row is over and keeps its own.
+    assert!(matches!(
+        a.transition(&s2.session_id, &exit(5), Actor::GameExit, now())
+            .await,
+        Err(StoreError::Transition(_))
+    ));
+    assert_eq!(a.get(&s2.session_id).await.unwrap().exit_code, Some(3));
+    let statuses: Vec<String> = a
+        .events(&s2.session_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, ["starting", "running", "ended"]);
 }
 
 #[tokio::test]
