@@ -48,13 +48,32 @@ pub struct Service {
     store: Store,
     registry: Arc<Registry>,
     settings: ServiceSettings,
-    /// Sessions whose start is in flight, with an exit that arrived before the start was
-    /// recorded (a game that dies at once): applied right after, so no exit is lost.
-    launching: Mutex<HashMap<SessionId, Option<ExitStatus>>>,
+    /// Sessions whose start is in flight.
+    launching: Mutex<HashMap<SessionId, Launching>>,
     /// Sessions with an end in flight; the sweep leaves them to it.
     ending: Mutex<HashSet<SessionId>>,
     changes: broadcast::Sender<SessionId>,
 }
+
+/// A launch answered within this is recorded with its outcome in one change (one commit with
+/// MySQL); a slower one is first recorded `starting`, so it is listed while it launches. A
+/// broker that dies in that window leaves a game without a record, which is stopped when its
+/// host reconnects.
+const RECORD_AT_ONCE: Duration = Duration::from_millis(50);
+
+/// A start in flight.
+#[derive(Debug)]
+struct Launching {
+    /// As created: what the session is, to readers, until its record exists (a start whose
+    /// launch answers at once is recorded only then, see [`RECORD_AT_ONCE`]).
+    session: Session,
+    /// An exit that arrived before the start was recorded (a game that dies at once):
+    /// applied right after, so no exit is lost.
+    exit: Option<ExitStatus>,
+}
+
+/// An agent's answer to a launch, or the launch timeout.
+type LaunchOutcome = Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>;
 
 /// How often the sweep asks a host again to stop a game whose end was cut short.
 const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
@@ -105,7 +124,7 @@ impl Service {
         })
     }
 
-    fn launching(&self) -> MutexGuard<'_, HashMap<SessionId, Option<ExitStatus>>> {
+    fn launching(&self) -> MutexGuard<'_, HashMap<SessionId, Launching>> {
         self.launching.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -120,12 +139,18 @@ impl Service {
             .store
             .transition(id, &event, actor, OffsetDateTime::now_utc())
             .await?;
-        if s.status.is_terminal() {
-            self.registry.release(&s.host_id, id);
-        }
-        tracing::debug!(session = %id, status = %s.status, ?event, "session changed");
-        let _ = self.changes.send(id.clone());
+        self.changed(&s, &event);
         Ok(s)
+    }
+
+    /// What follows a recorded change: a session over gives its host's slot back, and waiters
+    /// are told.
+    fn changed(&self, s: &Session, event: &SessionEvent) {
+        if s.status.is_terminal() {
+            self.registry.release(&s.host_id, &s.session_id);
+        }
+        tracing::debug!(session = %s.session_id, status = %s.status, ?event, "session changed");
+        let _ = self.changes.send(s.session_id.clone());
     }
 
     /// Starts a game, at most once per `key`: a repeated key with the same request answers the
@@ -202,21 +227,36 @@ impl Service {
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
-        self.launching().insert(id.clone(), None);
-        // The `starting` record and the launch go together rather than one after the other:
-        // with MySQL the record is a commit of a few round trips, as long as the launch
-        // itself. A broker that dies in between leaves either a record whose game never ran
-        // (settled when the host reconnects) or a game without a record (stopped then).
+        self.launching().insert(
+            id.clone(),
+            Launching {
+                session: session.clone(),
+                exit: None,
+            },
+        );
         let launch = LaunchRequest {
             session_id: id.clone(),
             game_id: req.game_id.clone(),
             mode: Some(placed.mode.clone()),
             config: req.config.clone(),
         };
-        let (inserted, reply) = tokio::join!(
-            self.store.insert(&session, key, actor),
-            timeout(self.settings.launch_timeout, placed.link.launch(launch)),
-        );
+        let launch = timeout(self.settings.launch_timeout, placed.link.launch(launch));
+        tokio::pin!(launch);
+        // Most launches answer within a millisecond or two: then the session is recorded once,
+        // with its outcome. A start under an Idempotency-Key is recorded first, so a
+        // concurrent retry finds it.
+        if key.is_none() {
+            tokio::select! {
+                reply = &mut launch => {
+                    return self.launched_at_once(&session, &req, &placed, reply, actor).await;
+                }
+                () = tokio::time::sleep(RECORD_AT_ONCE) => {}
+            }
+        }
+        // The `starting` record and the rest of the launch go together rather than one after
+        // the other. A broker that dies in between leaves either a record whose game never
+        // ran (settled when the host reconnects) or a game without a record (stopped then).
+        let (inserted, reply) = tokio::join!(self.store.insert(&session, key, actor), launch);
         if !matches!(inserted, Ok(Inserted::New)) {
             self.launching().remove(&id);
             self.registry.release(&placed.host_id, &id);
@@ -241,42 +281,71 @@ impl Service {
         result
     }
 
+    /// Records a session and its launch's outcome as one change (see [`RECORD_AT_ONCE`]).
+    async fn launched_at_once(
+        &self,
+        session: &Session,
+        req: &StartSession,
+        placed: &Placed,
+        reply: LaunchOutcome,
+        actor: Actor,
+    ) -> Result<(Session, bool), ApiError> {
+        let id = &session.session_id;
+        let (event, event_actor, failure) = self.launch_outcome(id, req, placed, reply);
+        let recorded = self
+            .store
+            .insert_after(
+                session,
+                actor,
+                &event,
+                event_actor,
+                OffsetDateTime::now_utc(),
+            )
+            .await;
+        match &recorded {
+            Ok(s) => self.changed(s, &event),
+            // Never recorded: its slot is free again (a launched game is stopped below).
+            Err(_) => self.registry.release(&placed.host_id, id),
+        }
+        self.settle_launch(&session.session_id, placed, failure, recorded)
+            .await
+    }
+
     /// Records the agent's answer to the launch of a recorded session.
     async fn launched(
         &self,
         id: &SessionId,
         req: &StartSession,
         placed: &Placed,
-        reply: Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>,
+        reply: LaunchOutcome,
     ) -> Result<(Session, bool), ApiError> {
-        let id = id.clone();
+        let (event, actor, failure) = self.launch_outcome(id, req, placed, reply);
+        let recorded = self.record(id, event, actor).await;
+        self.settle_launch(id, placed, failure, recorded).await
+    }
+
+    /// What a launch's answer means: the event to record, by whom, and for a failed launch
+    /// the error to answer. A launch that timed out is stopped: whatever the agent launched
+    /// late must not run without a session.
+    fn launch_outcome(
+        &self,
+        id: &SessionId,
+        req: &StartSession,
+        placed: &Placed,
+        reply: LaunchOutcome,
+    ) -> (SessionEvent, Actor, Option<ApiError>) {
         let host = &placed.host_id;
-        let result = match reply {
+        match reply {
             Ok(Ok(LaunchReply::Launched(l))) => {
                 let event = SessionEvent::Launched {
                     pid: l.pid,
                     ip: l.ip,
                     port: l.port,
                 };
-                match self.record(&id, event, Actor::Agent).await {
-                    Ok(s) => Ok(s),
-                    Err(StoreError::Transition(TransitionError::Final(_))) => {
-                        // The host was declared lost meanwhile; its game must not run on.
-                        placed.link.stop_nowait(id.clone());
-                        Err(ApiError::HostUnavailable(format!(
-                            "host {host} went away during the launch; retry"
-                        )))
-                    }
-                    Err(e) => {
-                        placed.link.stop_nowait(id.clone());
-                        Err(e.into())
-                    }
-                }
+                (event, Actor::Agent, None)
             }
             Ok(Ok(LaunchReply::Failed { kind, message })) => {
-                self.settle(&id, SessionEvent::LaunchFailed, Actor::Agent)
-                    .await;
-                Err(match kind {
+                let error = match kind {
                     LaunchFailure::BadRequest => ApiError::BadRequest(message),
                     LaunchFailure::NoCapacity => ApiError::NoCapacity {
                         game: req.game_id.clone(),
@@ -287,27 +356,62 @@ impl Service {
                             "host {host} could not start the game: {message}"
                         ))
                     }
-                })
+                };
+                (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
             }
             Ok(Err(LinkError::Closed)) => {
-                self.settle(&id, SessionEvent::LaunchFailed, Actor::Agent)
-                    .await;
-                Err(ApiError::LaunchFailed(format!(
+                let error = ApiError::LaunchFailed(format!(
                     "host {host}'s agent disconnected during the launch; retry"
-                )))
+                ));
+                (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
             }
             Err(_) => {
-                self.settle(&id, SessionEvent::LaunchTimedOut, Actor::Sweep)
-                    .await;
-                // Whatever the agent launched late must not run without a session.
                 placed.link.stop_nowait(id.clone());
-                Err(ApiError::LaunchTimeout(format!(
+                let error = ApiError::LaunchTimeout(format!(
                     "host {host} did not confirm the launch within {:?}; nothing is left running",
                     self.settings.launch_timeout
+                ));
+                (SessionEvent::LaunchTimedOut, Actor::Sweep, Some(error))
+            }
+        }
+    }
+
+    /// Answers a start once its outcome is recorded (or could not be): a failed launch answers
+    /// its error; a launched game whose record failed is stopped; an exit that arrived during
+    /// the launch is recorded now.
+    async fn settle_launch(
+        &self,
+        id: &SessionId,
+        placed: &Placed,
+        failure: Option<ApiError>,
+        recorded: Result<Session, StoreError>,
+    ) -> Result<(Session, bool), ApiError> {
+        let id = id.clone();
+        let host = &placed.host_id;
+        let result = match (failure, recorded) {
+            (Some(error), recorded) => {
+                if let Err(e) = recorded {
+                    // A `starting` record is settled by the sweep later.
+                    tracing::warn!(session = %id, error = %e, "could not record the failed start");
+                }
+                Err(error)
+            }
+            (None, Ok(s)) => Ok(s),
+            (None, Err(StoreError::Transition(TransitionError::Final(_)))) => {
+                // The host was declared lost meanwhile; its game must not run on.
+                placed.link.stop_nowait(id.clone());
+                Err(ApiError::HostUnavailable(format!(
+                    "host {host} went away during the launch; retry"
                 )))
             }
+            (None, Err(e)) => {
+                placed.link.stop_nowait(id.clone());
+                Err(e.into())
+            }
         };
-        let early_exit = self.launching().remove(&id).flatten();
+        let early_exit = self.launching().remove(&id).and_then(|l| l.exit);
+        // Waiters on a start never recorded learn so now.
+        let _ = self.changes.send(id.clone());
         let session = match (result, early_exit) {
             (Ok(_), Some(status)) => {
                 tracing::info!(session = %id, ?status, "game exited as it started");
@@ -319,16 +423,21 @@ impl Service {
         Ok((session, true))
     }
 
-    /// Records a start's failure; a store fault is logged (the sweep settles it later).
-    async fn settle(&self, id: &SessionId, event: SessionEvent, actor: Actor) {
-        if let Err(e) = self.record(id, event, actor).await {
-            tracing::warn!(session = %id, error = %e, "could not record the failed start");
-        }
-    }
-
     /// One session.
     pub async fn get(&self, id: &SessionId) -> Result<Session, ApiError> {
-        Ok(self.store.get(id).await?)
+        Ok(self.session(id).await?)
+    }
+
+    /// A session as recorded, or as created while its start is in flight and not yet
+    /// recorded.
+    async fn session(&self, id: &SessionId) -> Result<Session, StoreError> {
+        match self.store.get(id).await {
+            Err(StoreError::NotFound(id)) => match self.launching().get(&id) {
+                Some(l) => Ok(l.session.clone()),
+                None => Err(StoreError::NotFound(id)),
+            },
+            other => other,
+        }
     }
 
     /// Sessions, newest first, one page.
@@ -344,7 +453,7 @@ impl Service {
     /// Ends a session and answers once its game's processes are gone. Ending a session that
     /// is over answers its final state; a session still starting is ended once it runs.
     pub async fn end(&self, id: &SessionId, actor: Actor) -> Result<Session, ApiError> {
-        let mut s = self.store.get(id).await?;
+        let mut s = self.session(id).await?;
         if s.status == SessionStatus::Starting {
             s = self
                 .wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
@@ -398,7 +507,7 @@ impl Service {
         let deadline = Instant::now() + within;
         let mut changes = self.changes.subscribe();
         loop {
-            let s = self.store.get(id).await?;
+            let s = self.session(id).await?;
             if s.status != SessionStatus::Starting {
                 return Ok(s);
             }
@@ -529,8 +638,8 @@ impl Service {
     }
 
     async fn on_exited(&self, host: &HostId, id: &SessionId, status: ExitStatus) {
-        if let Some(slot) = self.launching().get_mut(id) {
-            *slot = Some(status);
+        if let Some(l) = self.launching().get_mut(id) {
+            l.exit = Some(status);
             return;
         }
         match self

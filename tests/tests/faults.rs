@@ -256,6 +256,9 @@ async fn an_end_during_a_start_ends_the_session_cleanly() {
         async move { client.start_session(&start("sleeper")).await }
     });
     let req = fake.expect_launch().await;
+    // In flight, not yet recorded (it would be with its outcome), it is readable as starting.
+    let s = client.get_session(&req.session_id).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Starting);
     let ending = tokio::spawn({
         let (client, id) = (client.clone(), req.session_id.clone());
         async move { client.end_session(&id).await }

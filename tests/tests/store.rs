@@ -126,6 +126,76 @@ async fn enforces_the_lifecycle_and_keeps_history(store: Store) {
     assert_eq!(history, want);
 }
 
+/// A start whose launch answered at once is recorded with its outcome, as one change.
+async fn records_a_session_with_its_first_change(store: Store) {
+    let s = session(1, "g", "h");
+    let id = &s.session_id;
+    let running = store
+        .insert_after(&s, Actor::Portal, &launched(7), Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (running.status, running.pid, running.started_at),
+        (SessionStatus::Running, Some(7), Some(now()))
+    );
+    assert_eq!(store.get(id).await.unwrap(), running);
+    let history: Vec<(String, String, String)> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event, e.status, e.actor))
+        .collect();
+    let want = [
+        ("created", "starting", "portal"),
+        ("launched", "running", "agent"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(history, want);
+    // It goes on as any session.
+    store
+        .transition(id, &SessionEvent::StopRequested, Actor::Api, now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .insert_after(&s, Actor::Portal, &launched(8), Actor::Agent, now())
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    // A failed launch is recorded over at once; a change the lifecycle refuses records nothing.
+    let failed = session(2, "g", "h");
+    let failed = store
+        .insert_after(
+            &failed,
+            Actor::Portal,
+            &SessionEvent::LaunchFailed,
+            Actor::Agent,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.end_reason, Some(EndReason::LaunchFailed));
+    assert_eq!(store.get(&failed.session_id).await.unwrap(), failed);
+    let refused = session(3, "g", "h");
+    assert!(matches!(
+        store
+            .insert_after(
+                &refused,
+                Actor::Portal,
+                &SessionEvent::Stopped,
+                Actor::Agent,
+                now()
+            )
+            .await,
+        Err(StoreError::Transition(_))
+    ));
+    assert!(matches!(
+        store.get(&refused.session_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 async fn lists_newest_first_with_filters_and_pages(store: Store) {
     for n in 0..25 {
         let game = if n % 2 == 0 { "even" } else { "odd" };
@@ -396,6 +466,7 @@ macro_rules! contract {
 contract!(
     round_trips_every_field,
     enforces_the_lifecycle_and_keeps_history,
+    records_a_session_with_its_first_change,
     lists_newest_first_with_filters_and_pages,
     finds_active_sessions,
     binds_idempotency_keys,

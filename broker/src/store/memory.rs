@@ -12,8 +12,8 @@ use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 
 use super::{
-    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page, StoreError,
-    IDEMPOTENCY_TTL,
+    parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
+    StoreError, IDEMPOTENCY_TTL,
 };
 use crate::session::{apply, Actor, SessionEvent};
 
@@ -44,6 +44,38 @@ fn record(event: &str, s: &Session, actor: Actor, at: OffsetDateTime) -> EventRe
         event: event.to_owned(),
         status: s.status.as_str().to_owned(),
         actor: actor.as_str().to_owned(),
+    }
+}
+
+impl Memory {
+    /// Adds a session with its history, forgetting the oldest finished ones past
+    /// [`MemoryStore::MAX_SESSIONS`].
+    fn add(&mut self, s: &Session, events: Vec<EventRecord>) {
+        let seq = self.next;
+        self.next += 1;
+        self.index.insert(s.session_id.clone(), seq);
+        self.by_seq.insert(
+            seq,
+            Entry {
+                session: s.clone(),
+                events,
+            },
+        );
+        if self.by_seq.len() > MemoryStore::MAX_SESSIONS {
+            let excess = self.by_seq.len() - MemoryStore::MAX_SESSIONS;
+            let old: Vec<u64> = self
+                .by_seq
+                .iter()
+                .filter(|(_, e)| e.session.status.is_terminal())
+                .take(excess)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in old {
+                if let Some(e) = self.by_seq.remove(&seq) {
+                    self.index.remove(&e.session.session_id);
+                }
+            }
+        }
     }
 }
 
@@ -98,33 +130,22 @@ impl MemoryStore {
                 ),
             );
         }
-        let seq = m.next;
-        m.next += 1;
-        m.index.insert(s.session_id.clone(), seq);
-        let events = vec![record("created", s, actor, s.created_at)];
-        m.by_seq.insert(
-            seq,
-            Entry {
-                session: s.clone(),
-                events,
-            },
-        );
-        if m.by_seq.len() > Self::MAX_SESSIONS {
-            let excess = m.by_seq.len() - Self::MAX_SESSIONS;
-            let old: Vec<u64> = m
-                .by_seq
-                .iter()
-                .filter(|(_, e)| e.session.status.is_terminal())
-                .take(excess)
-                .map(|(seq, _)| *seq)
-                .collect();
-            for seq in old {
-                if let Some(e) = m.by_seq.remove(&seq) {
-                    m.index.remove(&e.session.session_id);
-                }
-            }
-        }
+        m.add(s, vec![record("created", s, actor, s.created_at)]);
         Ok(Inserted::New)
+    }
+
+    /// Records `s` as it is, with `events` as its history so far.
+    pub(super) fn insert_with(&self, s: &Session, events: &[Change<'_>]) -> Result<(), StoreError> {
+        let mut m = self.write();
+        if m.index.contains_key(&s.session_id) {
+            return Err(StoreError::Duplicate(s.session_id.clone()));
+        }
+        let events = events
+            .iter()
+            .map(|(after, event, actor, at)| record(event, after, *actor, *at))
+            .collect();
+        m.add(s, events);
+        Ok(())
     }
 
     pub(super) fn find_key(&self, key: &IdempotencyKey) -> Option<KeyMatch> {

@@ -122,6 +122,10 @@ impl IdempotencyKey {
     }
 }
 
+/// One change in a new session's history: the session as it is after it, the change's name,
+/// who caused it, when.
+type Change<'a> = (&'a Session, &'a str, Actor, OffsetDateTime);
+
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 
@@ -156,6 +160,31 @@ impl Store {
             Self::Memory(m) => m.insert(s, key, actor),
             Self::Mysql(m) => m.insert(s, key, actor).await,
         }
+    }
+
+    /// Records a new session together with what happened to it before it was recorded: `s`
+    /// as created by `actor`, then `event` by `event_actor` at `now`, as one change (one
+    /// commit), with both in its history. Returns the session as recorded. A start whose
+    /// launch answered at once is recorded so.
+    pub async fn insert_after(
+        &self,
+        s: &Session,
+        actor: Actor,
+        event: &SessionEvent,
+        event_actor: Actor,
+        now: OffsetDateTime,
+    ) -> Result<Session, StoreError> {
+        let mut after = s.clone();
+        crate::session::apply(&mut after, event, now)?;
+        let events = [
+            (s, "created", actor, s.created_at),
+            (&after, event.name(), event_actor, now),
+        ];
+        match self {
+            Self::Memory(m) => m.insert_with(&after, &events)?,
+            Self::Mysql(m) => m.insert_with(&after, &events).await?,
+        }
+        Ok(after)
     }
 
     /// What `key` was used for, if it is remembered (and not expired).

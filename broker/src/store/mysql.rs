@@ -29,8 +29,8 @@ use protocol::{GameId, HostId, SessionId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::{
-    parse_cursor, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page, StoreError,
-    IDEMPOTENCY_TTL,
+    parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
+    StoreError, IDEMPOTENCY_TTL,
 };
 use crate::session::{apply, Actor, SessionEvent};
 
@@ -114,7 +114,8 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
 // database's default, which may be latin1. The exit handler rolls back before re-raising,
 // so a failed call never leaves a transaction open on a pooled connection.
 
-/// Inserts a session and its `created` event, and commits.
+/// Inserts a session and its first one or two events (the second's name NULL: none), and
+/// commits.
 const PROC_INSERT_SESSION: &str = "CREATE PROCEDURE arcade_insert_session(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -131,7 +132,13 @@ const PROC_INSERT_SESSION: &str = "CREATE PROCEDURE arcade_insert_session(
     IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_exit_code INT,
     IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+    IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event_at DATETIME(6),
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2 VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2_at DATETIME(6),
+    IN p_actor2 VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
 BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     START TRANSACTION;
@@ -140,7 +147,11 @@ BEGIN
     VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port, p_pid,
         p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code);
     INSERT INTO session_events (session_id, at, event, status, actor)
-    VALUES (p_session_id, p_created_at, p_event, p_status, p_actor);
+    VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
+    IF p_event2 IS NOT NULL THEN
+        INSERT INTO session_events (session_id, at, event, status, actor)
+        VALUES (p_session_id, p_event2_at, p_event2, p_event2_status, p_actor2);
+    END IF;
     COMMIT;
 END";
 
@@ -492,15 +503,10 @@ impl MysqlStore {
                 let mut conn = self.conn().await?;
                 match key {
                     None => {
-                        let mut params = session_values(s);
-                        params.extend(["created".into(), actor.as_str().into()]);
-                        let called = conn
-                            .exec_drop(
-                                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                Params::Positional(params),
-                            )
-                            .await;
-                        insert_result(s, called).map(|()| Inserted::New)
+                        let created = [(s, "created", actor, s.created_at)];
+                        Self::call_insert(&mut conn, s, &created)
+                            .await
+                            .map(|()| Inserted::New)
                     }
                     Some(k) => Self::insert_keyed(&mut conn, s, k, actor).await,
                 }
@@ -510,6 +516,51 @@ impl MysqlStore {
             self.remember(s);
         }
         Ok(inserted)
+    }
+
+    /// Records `s` as it is, with `events` (one or two) as its history so far.
+    pub(super) async fn insert_with(
+        &self,
+        s: &Session,
+        events: &[Change<'_>],
+    ) -> Result<(), StoreError> {
+        self.bounded(async { Self::call_insert(&mut self.conn().await?, s, events).await })
+            .await?;
+        self.remember(s);
+        Ok(())
+    }
+
+    async fn call_insert(
+        conn: &mut Conn,
+        s: &Session,
+        events: &[Change<'_>],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() || events.len() > 2 {
+            return Err(StoreError::Backend(format!(
+                "a new session takes one or two events, not {}",
+                events.len()
+            )));
+        }
+        let mut params = session_values(s);
+        for i in 0..2 {
+            match events.get(i) {
+                Some((after, event, actor, at)) => params.extend([
+                    (*event).into(),
+                    after.status.as_str().into(),
+                    utc(*at).into(),
+                    actor.as_str().into(),
+                ]),
+                None => params.extend([Value::NULL, Value::NULL, Value::NULL, Value::NULL]),
+            }
+        }
+        let called = conn
+            .exec_drop(
+                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 ?, ?, ?, ?, ?, ?, ?, ?)",
+                Params::Positional(params),
+            )
+            .await;
+        insert_result(s, called)
     }
 
     /// An insert under an `Idempotency-Key`: the key and the session in one transaction.
