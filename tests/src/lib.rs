@@ -52,6 +52,8 @@ pub fn test_game() -> PathBuf {
 pub struct TestBroker {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The HTTP API's address (for clients that speak HTTP themselves).
+    pub http_addr: SocketAddr,
     /// Where agents connect.
     pub agent_addr: SocketAddr,
     shutdown: CancellationToken,
@@ -122,6 +124,7 @@ impl TestBroker {
         let agent_addr = agents.local_addr().expect("addr");
         let mut config = broker::Config::loopback();
         config.http = http.local_addr().expect("addr");
+        let config_http = config.http;
         config.agent_listen = agent_addr;
         config.launch_timeout = opts.launch_timeout;
         config.heartbeat_timeout = opts.heartbeat_timeout;
@@ -144,6 +147,7 @@ impl TestBroker {
         ));
         let b = Self {
             url,
+            http_addr: config_http,
             agent_addr,
             shutdown,
             task: Some(task),

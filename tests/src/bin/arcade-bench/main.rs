@@ -13,6 +13,7 @@
 //! BENCHMARKS.md has the commands, the figures and the machine.
 
 mod idle;
+mod load;
 mod pairs;
 mod scale;
 mod stats;

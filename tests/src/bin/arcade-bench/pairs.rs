@@ -19,6 +19,7 @@ use protocol::api::StartSession;
 use protocol::GameId;
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
+use crate::load;
 use crate::stats::{self, row, verdict, Summary};
 
 #[derive(Debug, clap::Parser)]
@@ -45,9 +46,23 @@ pub struct Args {
     /// default.
     #[arg(long)]
     state_root: Option<PathBuf>,
+    /// The throughput phase's clients: `raw`, a lean HTTP/1.1 keep-alive client (see
+    /// [`load`]), or `portal`, the `portal-client` crate. The latency phase always uses
+    /// `portal-client`.
+    #[arg(long, value_enum, default_value_t = LoadClient::Raw)]
+    load_client: LoadClient,
     /// Tiny counts; fail unless it completes with sane numbers.
     #[arg(long)]
     smoke: bool,
+}
+
+/// Which client drives the throughput phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadClient {
+    /// A lean HTTP/1.1 keep-alive client, as a load generator should be.
+    Raw,
+    /// The `portal-client` crate (reqwest).
+    Portal,
 }
 
 /// One client's start+end pairs of the game `bench`, one at a time; returns start, end and
@@ -117,6 +132,13 @@ pub async fn run(mut a: Args) -> bool {
         }
     );
     println!("game: {what}");
+    println!(
+        "load client (throughput phase): {}",
+        match a.load_client {
+            LoadClient::Raw => "lean HTTP/1.1 keep-alive (--load-client raw)",
+            LoadClient::Portal => "portal-client, reqwest (--load-client portal)",
+        }
+    );
 
     let mut spawn = stats::spawn_latency(&program, a.latency_pairs).await;
     let mut exit = stats::exit_latency(&program, a.latency_pairs.min(200)).await;
@@ -171,9 +193,12 @@ pub async fn run(mut a: Args) -> bool {
     let per = a.pairs.div_ceil(a.clients);
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..a.clients)
-        .map(|_| {
-            let c = Client::new(&broker.url, None).expect("client");
-            tokio::spawn(client_pairs(c, per))
+        .map(|_| match a.load_client {
+            LoadClient::Raw => tokio::spawn(load::raw_pairs(broker.http_addr, per)),
+            LoadClient::Portal => {
+                let c = Client::new(&broker.url, None).expect("client");
+                tokio::spawn(client_pairs(c, per))
+            }
         })
         .collect();
     let (mut starts, mut ends, mut errors) = (Vec::new(), Vec::new(), l_errors);
