@@ -19,13 +19,14 @@
 //! before the spawn, which is enough to find the game again after a crash (by its
 //! environment). Later writes (the PID after the spawn, an exit, a stop) are not waited for
 //! before answering the broker: losing one only means the next start of the agent looks the
-//! game up by its environment, or finds it gone, which is what happened anyway.
+//! game up by its environment, or finds it gone, which is what happened anyway. So they are
+//! put off a little ([`Games::persist_later`]), and under load one write serves many.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,9 @@ struct Table {
 
 /// Exits remembered for re-reporting: at most this many, for at most [`EXIT_MEMORY`].
 const MAX_EXITS: usize = 256;
+/// How long a state write that nobody waits for is put off, so that it serves every change
+/// made meanwhile: under load, one write for many launches and exits instead of one each.
+const DEFERRED_WRITE: Duration = Duration::from_millis(20);
 const EXIT_MEMORY: Duration = Duration::from_secs(600);
 
 /// Settings of [`Games`].
@@ -192,6 +196,8 @@ pub struct Games {
     changes: AtomicU64,
     /// The count of changes the last completed write includes.
     written: AtomicU64,
+    /// A deferred write is scheduled; see [`Games::persist_later`].
+    deferred: AtomicBool,
     /// Cancelled when the agent exits leaving its games running: supervising tasks return
     /// without touching the games.
     leave: CancellationToken,
@@ -228,6 +234,7 @@ impl Games {
             launch_settled: tokio::sync::Notify::new(),
             changes: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            deferred: AtomicBool::new(false),
             leave: CancellationToken::new(),
         })
     }
@@ -370,10 +377,18 @@ impl Games {
             .map_err(std::io::Error::other)?
     }
 
-    /// Writes the state file in a tracked task, not waited for; see the module docs.
+    /// Writes the state file soon, in a tracked task, not waited for; see the module docs.
+    /// One such write is scheduled at a time, [`DEFERRED_WRITE`] ahead, and includes every
+    /// change made until it snapshots the table: the flag is cleared before the snapshot, so a
+    /// change it misses schedules the next one.
     fn persist_later(self: &Arc<Self>) {
+        if self.deferred.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let me = Arc::clone(self);
         self.tracker.spawn(async move {
+            tokio::time::sleep(DEFERRED_WRITE).await;
+            me.deferred.store(false, Ordering::SeqCst);
             if let Err(e) = me.persist().await {
                 tracing::error!(error = %e, "cannot write the agent state");
             }
@@ -744,12 +759,10 @@ impl Games {
             }
             None => {}
         }
-        // After the report: a restarted agent that misses this write finds the game gone,
-        // which it is.
+        // After the report, and not waited for: a restarted agent that misses this write
+        // finds the game gone, which it is.
         if state.is_some() {
-            if let Err(e) = self.persist().await {
-                tracing::error!(error = %e, "cannot write the agent state");
-            }
+            self.persist_later();
         }
     }
 
