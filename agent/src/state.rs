@@ -164,7 +164,15 @@ impl StateFile {
 
 /// `(process group, start time)` of a live process, from `/proc/PID/stat`.
 pub fn proc_stat(pid: u32) -> Option<(u32, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One read, not read_to_string's size query and second read: this runs once per launch.
+    // The fields used here (up to 22: a name of at most 16 bytes and 21 numbers) always fit.
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{pid}/stat"))
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields resume after the
     // last ')'. Field 3 is the state, so field N is at index N - 3.
     let rest = text.get(text.rfind(')')? + 1..)?;
