@@ -1,12 +1,14 @@
-//! The MySQL / MariaDB store, on mysql_async: pooled, every call bounded by [`CALL_TIMEOUT`],
-//! every state change in one transaction that locks the session's row (`SELECT ... FOR
-//! UPDATE`), applies [`crate::session::apply`], updates the row and appends to the history.
-//! A call returns only after its commit, so an acknowledged change is on disk.
+//! The MySQL / MariaDB store, on mysql_async: pooled, every call bounded by [`CALL_TIMEOUT`].
+//! A state change is computed in Rust ([`crate::session::apply`]) and written by one `CALL`
+//! of a stored procedure: one transaction that locks the session's row, writes it only if its
+//! status is still the one the change was computed from (compare and set), and appends to the
+//! history (`MysqlStore::transition`). A call returns only after its commit, so an
+//! acknowledged change is on disk.
 //!
 //! The schema is created and migrated at start by [`MysqlStore::connect`]: versioned
 //! migrations embedded in the binary ([`MIGRATIONS`]), applied in order under a named lock
 //! (`GET_LOCK`), so two brokers starting at once do not race; each migration's statements are
-//! idempotent (`IF NOT EXISTS`), since MySQL commits DDL implicitly and a migration cannot be
+//! idempotent (`IF NOT EXISTS`, `DROP PROCEDURE IF EXISTS` before `CREATE`), since MySQL commits DDL implicitly and a migration cannot be
 //! rolled back as a whole. Tested on MariaDB 10.11; written for MySQL 8 as well (no
 //! MariaDB-only syntax).
 //!
