@@ -20,7 +20,7 @@
 //! environment). Later writes (the PID after the spawn, an exit, a stop) are not waited for
 //! before answering the broker: losing one only means the next start of the agent looks the
 //! game up by its environment, or finds it gone, which is what happened anyway. So they are
-//! put off a little ([`Games::persist_later`]), and under load one write serves many.
+//! put off a little (`Games::persist_later`), and under load one write serves many.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
