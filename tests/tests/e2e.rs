@@ -858,7 +858,13 @@ async fn a_wrong_method_is_a_json_405() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_history_says_who_did_what() {
-    let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    history_says_who_did_what(BrokerOptions::default()).await;
+}
+
+/// A start and an end through the API, then the session's history: a start answered at once
+/// is recorded in one change with both its events.
+async fn history_says_who_did_what(opts: BrokerOptions) {
+    let (broker, _agents, client) = system_with(opts, &[AgentOptions::host("host-a")]).await;
     let s = client.start_session(&start("sleeper")).await.unwrap();
     client.end_session(&s.session_id).await.unwrap();
     let (status, _, json) = raw(
@@ -989,6 +995,18 @@ mod agent_restart {
 
 mod database {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_history_says_who_did_what_in_mysql() {
+        let Some(url) = tests::mariadb::database().await else {
+            return;
+        };
+        history_says_who_did_what(BrokerOptions {
+            database_url: Some(url),
+            ..Default::default()
+        })
+        .await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_host_that_does_not_come_back_after_a_restart_loses_its_sessions() {
