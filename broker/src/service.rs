@@ -259,6 +259,8 @@ impl Service {
         let (inserted, reply) = tokio::join!(self.store.insert(&session, key, actor), launch);
         if !matches!(inserted, Ok(Inserted::New)) {
             self.launching().remove(&id);
+            // Waiters on it (it was readable while in flight) learn it was never recorded.
+            let _ = self.changes.send(id.clone());
             self.registry.release(&placed.host_id, &id);
             // No game may run without a session. (One launched late is stopped by the link.)
             if matches!(reply, Ok(Ok(LaunchReply::Launched(_)))) {
