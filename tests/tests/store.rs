@@ -109,6 +109,21 @@ async fn enforces_the_lifecycle_and_keeps_history(store: Store) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Transition(_)), "{err:?}");
     assert_eq!(store.get(id).await.unwrap().status, SessionStatus::Ended);
+    assert_history(
+        &store,
+        id,
+        &[
+            ("created", "starting", "portal"),
+            ("launched", "running", "agent"),
+            ("stop requested", "stopping", "api"),
+            ("stopped", "ended", "agent"),
+        ],
+    )
+    .await;
+}
+
+/// Asserts a session's history as (event, status, actor), oldest first.
+async fn assert_history(store: &Store, id: &SessionId, want: &[(&str, &str, &str)]) {
     let history: Vec<(String, String, String)> = store
         .events(id)
         .await
@@ -116,13 +131,10 @@ async fn enforces_the_lifecycle_and_keeps_history(store: Store) {
         .into_iter()
         .map(|e| (e.event, e.status, e.actor))
         .collect();
-    let want = [
-        ("created", "starting", "portal"),
-        ("launched", "running", "agent"),
-        ("stop requested", "stopping", "api"),
-        ("stopped", "ended", "agent"),
-    ]
-    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect();
     assert_eq!(history, want);
 }
 
@@ -139,19 +151,15 @@ async fn records_a_session_with_its_first_change(store: Store) {
         (SessionStatus::Running, Some(7), Some(now()))
     );
     assert_eq!(store.get(id).await.unwrap(), running);
-    let history: Vec<(String, String, String)> = store
-        .events(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.event, e.status, e.actor))
-        .collect();
-    let want = [
-        ("created", "starting", "portal"),
-        ("launched", "running", "agent"),
-    ]
-    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
-    assert_eq!(history, want);
+    assert_history(
+        &store,
+        id,
+        &[
+            ("created", "starting", "portal"),
+            ("launched", "running", "agent"),
+        ],
+    )
+    .await;
     // It goes on as any session.
     store
         .transition(id, &SessionEvent::StopRequested, Actor::Api, now())

@@ -9,7 +9,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use protocol::api::{Session, SessionStatus};
+use portal_client::Client;
+use protocol::api::{Session, SessionStatus, StartSession};
+use protocol::GameId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -112,7 +114,7 @@ impl RawClient {
         Ok(())
     }
 
-    /// `POST /v1/sessions` for `game`: the running session.
+    /// `POST /v1/sessions` with `body`: the running session.
     pub async fn start(&mut self, body: &[u8]) -> Result<Session, String> {
         let (status, body) = self.call("POST", "/v1/sessions", body).await?;
         let s = session(status, 201, &body)?;
@@ -151,28 +153,61 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One raw client's start+end pairs of the game `bench`, as [`crate::pairs::client_pairs`].
-pub async fn raw_pairs(
-    addr: SocketAddr,
+/// A client of the start+end loop ([`timed_pairs`]).
+pub enum PairClient {
+    /// Through the `portal-client` crate, with its start request.
+    Portal(Client, StartSession),
+    /// Through [`RawClient`].
+    Raw(RawClient),
+}
+
+impl PairClient {
+    /// Through `client`.
+    pub fn portal(client: Client) -> Self {
+        let req = StartSession {
+            game_id: GameId::new("bench").expect("a valid game id"),
+            mode: None,
+            config: None,
+        };
+        Self::Portal(client, req)
+    }
+
+    /// Starts the game `bench`.
+    async fn start(&mut self) -> Result<Session, String> {
+        match self {
+            Self::Portal(c, req) => c.start_session(req).await.map_err(|e| e.to_string()),
+            Self::Raw(c) => c.start(br#"{"game_id":"bench"}"#).await,
+        }
+    }
+
+    /// Ends `s`.
+    async fn end(&mut self, s: &Session) -> Result<(), String> {
+        match self {
+            Self::Portal(c, _) => c
+                .end_session(&s.session_id)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Raw(c) => c.end(s).await.map(drop),
+        }
+    }
+}
+
+/// One client's start+end pairs of the game `bench`, one at a time; returns start, end and
+/// pair latencies and the errors.
+pub async fn timed_pairs(
+    mut client: PairClient,
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
     let (mut starts, mut ends, mut pairs, mut errors) = (vec![], vec![], vec![], 0);
-    let mut client = match RawClient::connect(addr).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("connect failed: {e}");
-            return (starts, ends, pairs, n);
-        }
-    };
-    let body = br#"{"game_id":"bench"}"#;
     for _ in 0..n {
         let t = Instant::now();
-        match client.start(body).await {
+        match client.start().await {
             Ok(s) => {
                 starts.push(t.elapsed());
                 let t2 = Instant::now();
                 match client.end(&s).await {
-                    Ok(_) => {
+                    Ok(()) => {
                         ends.push(t2.elapsed());
                         pairs.push(t.elapsed());
                     }
@@ -189,4 +224,18 @@ pub async fn raw_pairs(
         }
     }
     (starts, ends, pairs, errors)
+}
+
+/// [`timed_pairs`] on a new [`RawClient`] connection to `addr`.
+pub async fn raw_pairs(
+    addr: SocketAddr,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
+    match RawClient::connect(addr).await {
+        Ok(c) => timed_pairs(PairClient::Raw(c), n).await,
+        Err(e) => {
+            eprintln!("connect failed: {e}");
+            (vec![], vec![], vec![], n)
+        }
+    }
 }

@@ -11,15 +11,13 @@
 //! spawn+kill+reap loop at the same parallelism, and a loopback round trip.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agent::catalog::{Catalog, GameEntry};
 use portal_client::Client;
-use protocol::api::StartSession;
-use protocol::GameId;
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
-use crate::load;
+use crate::load::{self, PairClient};
 use crate::stats::{self, row, verdict, Summary};
 
 #[derive(Debug, clap::Parser)]
@@ -63,44 +61,6 @@ pub enum LoadClient {
     Raw,
     /// The `portal-client` crate (reqwest).
     Portal,
-}
-
-/// One client's start+end pairs of the game `bench`, one at a time; returns start, end and
-/// pair latencies and the errors.
-pub async fn client_pairs(
-    client: Client,
-    n: usize,
-) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
-    let req = StartSession {
-        game_id: GameId::new("bench").expect("id"),
-        mode: None,
-        config: None,
-    };
-    let (mut starts, mut ends, mut pairs, mut errors) = (vec![], vec![], vec![], 0);
-    for _ in 0..n {
-        let t = Instant::now();
-        match client.start_session(&req).await {
-            Ok(s) => {
-                starts.push(t.elapsed());
-                let t2 = Instant::now();
-                match client.end_session(&s.session_id).await {
-                    Ok(_) => {
-                        ends.push(t2.elapsed());
-                        pairs.push(t.elapsed());
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        eprintln!("end failed: {e}");
-                    }
-                }
-            }
-            Err(e) => {
-                errors += 1;
-                eprintln!("start failed: {e}");
-            }
-        }
-    }
-    (starts, ends, pairs, errors)
 }
 
 pub async fn run(mut a: Args) -> bool {
@@ -187,7 +147,7 @@ pub async fn run(mut a: Args) -> bool {
 
     // Phase 1: latency, one client.
     let (mut l_starts, mut l_ends, mut l_pairs, l_errors) =
-        client_pairs(client.clone(), a.latency_pairs).await;
+        load::timed_pairs(PairClient::portal(client.clone()), a.latency_pairs).await;
 
     // Phase 2: throughput, many clients.
     let per = a.pairs.div_ceil(a.clients);
@@ -197,7 +157,7 @@ pub async fn run(mut a: Args) -> bool {
             LoadClient::Raw => tokio::spawn(load::raw_pairs(broker.http_addr, per)),
             LoadClient::Portal => {
                 let c = Client::new(&broker.url, None).expect("client");
-                tokio::spawn(client_pairs(c, per))
+                tokio::spawn(load::timed_pairs(PairClient::portal(c), per))
             }
         })
         .collect();

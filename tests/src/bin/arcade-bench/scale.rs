@@ -323,7 +323,7 @@ pub async fn run(mut a: Args) -> bool {
     // Starts and ends at that size, one at a time.
     let client = Client::new(url, None).expect("client");
     let (mut starts, mut ends, _, errors) =
-        crate::pairs::client_pairs(client.clone(), a.starts).await;
+        crate::load::timed_pairs(crate::load::PairClient::portal(client.clone()), a.starts).await;
     let starts = Summary::of(&mut starts);
     let ends = Summary::of(&mut ends);
 
