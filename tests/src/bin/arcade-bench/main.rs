@@ -15,6 +15,7 @@
 mod idle;
 mod load;
 mod pairs;
+mod parts;
 mod scale;
 mod stats;
 

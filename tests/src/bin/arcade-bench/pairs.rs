@@ -18,6 +18,7 @@ use portal_client::Client;
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 use crate::load::{self, PairClient};
+use crate::parts;
 use crate::stats::{self, row, verdict, Summary};
 
 #[derive(Debug, clap::Parser)]
@@ -102,7 +103,8 @@ pub async fn run(mut a: Args) -> bool {
 
     let mut spawn = stats::spawn_latency(&program, a.latency_pairs).await;
     let mut exit = stats::exit_latency(&program, a.latency_pairs.min(200)).await;
-    let skr_rate = stats::spawn_kill_reap_rate(&program, a.pairs, a.clients).await;
+    let (skr_rate, (skr_cpu, skr_steal)) =
+        stats::spawn_kill_reap_rate(&program, a.pairs, a.clients).await;
     let mut rtt = stats::loopback_rtt(5000).await;
     let (spawn, exit, rtt) = (
         Summary::of(&mut spawn),
@@ -151,6 +153,7 @@ pub async fn run(mut a: Args) -> bool {
 
     // Phase 2: throughput, many clients.
     let per = a.pairs.div_ceil(a.clients);
+    let mark = stats::CpuMark::now();
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..a.clients)
         .map(|_| match a.load_client {
@@ -171,6 +174,21 @@ pub async fn run(mut a: Args) -> bool {
         errors += err;
     }
     let rate = done as f64 / t0.elapsed().as_secs_f64();
+    let (pair_cpu, pair_steal) = mark.per_op(done);
+    for ag in agents {
+        ag.stop().await;
+    }
+    let _ = broker.stop().await;
+    // The pair taken apart: each side alone, the other simulated.
+    let agent_alone = parts::agent_alone(
+        &catalog,
+        a.state_root.as_deref(),
+        a.pairs,
+        a.clients,
+        a.agents,
+    )
+    .await;
+    let broker_alone = parts::broker_alone(a.pairs, a.clients, a.agents).await;
 
     let l_start = Summary::of(&mut l_starts);
     let l_end = Summary::of(&mut l_ends);
@@ -207,6 +225,29 @@ pub async fn run(mut a: Args) -> bool {
         a.agents,
         100.0 * rate / skr_rate
     );
+    println!(
+        "CPU (this process and its games): {pair_cpu:.0} µs per pair, {skr_cpu:.0} µs per spawn+kill+reap = {:.0}%; the hypervisor stole {pair_steal:.0}% and {skr_steal:.0}% of the machine meanwhile",
+        100.0 * skr_cpu / pair_cpu
+    );
+    parts::print(
+        &format!(
+            "{} agents alone (simulated brokers, {} sessions at once)",
+            a.agents, a.clients
+        ),
+        &agent_alone,
+    );
+    parts::print(
+        &format!(
+            "the broker alone ({} simulated agents that answer at once)",
+            a.agents
+        ),
+        &broker_alone,
+    );
+    println!(
+        "  the two alone: {:.0} µs of the pair's {pair_cpu:.0} µs; the agents alone: {:.0}% of the floor",
+        agent_alone.cpu_us + broker_alone.cpu_us,
+        100.0 * agent_alone.rate / skr_rate
+    );
     println!();
     println!("targets (issue 6):");
     let store_target = if mysql {
@@ -242,15 +283,13 @@ pub async fn run(mut a: Args) -> bool {
         ">= 50%, no error".into(),
         rate >= 0.5 * skr_rate && errors == 0,
     );
-    for ag in agents {
-        ag.stop().await;
-    }
-    let _ = broker.stop().await;
     let sane = [spawn, exit, rtt, l_start, l_end, l_pair, t_start, t_end]
         .iter()
         .all(Summary::sane)
         && rate.is_finite()
         && rate > 0.0
-        && skr_rate > 0.0;
+        && skr_rate > 0.0
+        && agent_alone.sane()
+        && broker_alone.sane();
     errors == 0 && sane
 }

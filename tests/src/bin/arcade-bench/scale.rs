@@ -95,14 +95,15 @@ fn hello(i: usize) -> Hello {
     h
 }
 
-struct Counters {
+#[derive(Debug, Default)]
+pub struct Counters {
     welcomed: AtomicUsize,
     heartbeats: AtomicU64,
     failed: AtomicUsize,
 }
 
 /// One simulated agent: handshake, then heartbeats and instant answers until `stop`.
-async fn sim_agent(
+pub async fn sim_agent(
     i: usize,
     addr: std::net::SocketAddr,
     handshakes: Arc<Semaphore>,

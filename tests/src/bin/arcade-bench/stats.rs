@@ -152,8 +152,10 @@ pub async fn exit_latency(program: &Path, n: usize) -> Vec<Duration> {
 }
 
 /// Floor: spawn+kill+reap loops, `parallel` at once; returns the rate per second.
-pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> f64 {
+/// Also returns the CPU per spawn+kill+reap and the steal share (see [`CpuMark`]).
+pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> (f64, (f64, f64)) {
     let per = n.div_ceil(parallel);
+    let mark = CpuMark::now();
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..parallel)
         .map(|_| {
@@ -170,7 +172,8 @@ pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> 
     for t in tasks {
         t.await.expect("spawn task");
     }
-    (per * parallel) as f64 / t0.elapsed().as_secs_f64()
+    let rate = (per * parallel) as f64 / t0.elapsed().as_secs_f64();
+    (rate, mark.per_op(per * parallel))
 }
 
 /// Floor: a TCP round trip of a 32-byte frame on 127.0.0.1.
@@ -261,6 +264,60 @@ pub fn cpu_time(pid: u32) -> Duration {
         .flatten()
         .unwrap_or(100) as u64;
     Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
+}
+
+/// A mark to measure a phase's CPU by: this process's CPU time and its reaped children's (the
+/// games), and the machine's CPU ticks, stolen and in all, from `/proc/stat`.
+///
+/// Throughput on a shared VM moves with the hypervisor's steal time; CPU per operation moves
+/// much less, so it is the steadier figure to compare two builds by, and the steal share says
+/// how far a run's rates can be trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    cpu: Duration,
+    steal: u64,
+    total: u64,
+}
+
+impl CpuMark {
+    pub fn now() -> Self {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let used = |who| {
+            getrusage(who).map_or(Duration::ZERO, |u| {
+                let t = |tv: nix::sys::time::TimeVal| {
+                    Duration::new(tv.tv_sec().max(0) as u64, tv.tv_usec().max(0) as u32 * 1000)
+                };
+                t(u.user_time()) + t(u.system_time())
+            })
+        };
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        Self {
+            cpu: used(UsageWho::RUSAGE_SELF) + used(UsageWho::RUSAGE_CHILDREN),
+            // user nice system idle iowait irq softirq steal guest guest_nice
+            steal: ticks.get(7).copied().unwrap_or(0),
+            total: ticks.iter().take(8).sum(),
+        }
+    }
+
+    /// CPU used since this mark, per operation of `ops`, in µs, and the share of the
+    /// machine's time the hypervisor stole meanwhile, in percent.
+    pub fn per_op(&self, ops: usize) -> (f64, f64) {
+        let now = Self::now();
+        let cpu = now.cpu.saturating_sub(self.cpu).as_secs_f64() * 1e6 / ops.max(1) as f64;
+        let total = now.total.saturating_sub(self.total).max(1) as f64;
+        (
+            cpu,
+            100.0 * now.steal.saturating_sub(self.steal) as f64 / total,
+        )
+    }
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in bytes.
