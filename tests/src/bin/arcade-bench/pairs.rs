@@ -105,6 +105,8 @@ pub async fn run(mut a: Args) -> bool {
     let mut exit = stats::exit_latency(&program, a.latency_pairs.min(200)).await;
     let (skr_rate, (skr_cpu, skr_steal)) =
         stats::spawn_kill_reap_rate(&program, a.pairs, a.clients).await;
+    let (started_cpu, _) =
+        stats::spawn_run_kill_reap_cpu(&program, a.pairs.min(2000), a.clients).await;
     let mut rtt = stats::loopback_rtt(5000).await;
     let (spawn, exit, rtt) = (
         Summary::of(&mut spawn),
@@ -228,6 +230,10 @@ pub async fn run(mut a: Args) -> bool {
     println!(
         "CPU (this process and its games): {pair_cpu:.0} µs per pair, {skr_cpu:.0} µs per spawn+kill+reap = {:.0}%; the hypervisor stole {pair_steal:.0}% and {skr_steal:.0}% of the machine meanwhile",
         100.0 * skr_cpu / pair_cpu
+    );
+    println!(
+        "  (not the target's floor: spawn, game running, kill, reap costs {started_cpu:.0} µs of CPU, the game's start-up included: {:.0}% of the pair's)",
+        100.0 * started_cpu / pair_cpu
     );
     parts::print(
         &format!(
