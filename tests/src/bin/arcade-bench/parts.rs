@@ -6,8 +6,8 @@
 //!   many sessions at once per agent as in the pairs phase: the agents' and the games' cost
 //!   with no HTTP and no broker.
 //! - [`broker_alone`]: the real broker and HTTP API with simulated agents that answer at once
-//!   (those of [`crate::scale`]), driven by the same load clients as the pairs: the broker's
-//!   cost with no process started.
+//!   (those of [`crate::scale`]), driven by the lean load clients ([`load::raw_pairs`]): the
+//!   broker's cost with no process started.
 //!
 //! Both report a rate and the CPU per pair (see [`stats::CpuMark`]).
 
