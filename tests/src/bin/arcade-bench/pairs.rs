@@ -181,16 +181,21 @@ pub async fn run(mut a: Args) -> bool {
         ag.stop().await;
     }
     let _ = broker.stop().await;
-    // The pair taken apart: each side alone, the other simulated.
-    let agent_alone = parts::agent_alone(
-        &catalog,
-        a.state_root.as_deref(),
-        a.pairs,
-        a.clients,
-        a.agents,
-    )
-    .await;
-    let broker_alone = parts::broker_alone(a.pairs, a.clients, a.agents).await;
+    // The pair taken apart: each side alone, the other simulated (within their limits).
+    let apart = if a.clients.div_ceil(a.agents.max(1)) <= parts::MAX_AT_ONCE_PER_AGENT {
+        let agent_alone = parts::agent_alone(
+            &catalog,
+            a.state_root.as_deref(),
+            a.pairs,
+            a.clients,
+            a.agents,
+        )
+        .await;
+        let broker_alone = parts::broker_alone(a.pairs, a.clients, a.agents).await;
+        Some((agent_alone, broker_alone))
+    } else {
+        None
+    };
 
     let l_start = Summary::of(&mut l_starts);
     let l_end = Summary::of(&mut l_ends);
@@ -235,25 +240,33 @@ pub async fn run(mut a: Args) -> bool {
         "  (not the target's floor: spawn, game running, kill, reap costs {started_cpu:.0} µs of CPU, the game's start-up included: {:.0}% of the pair's)",
         100.0 * started_cpu / pair_cpu
     );
-    parts::print(
-        &format!(
-            "{} agents alone (simulated brokers, {} sessions at once)",
-            a.agents, a.clients
+    match &apart {
+        Some((agent_alone, broker_alone)) => {
+            parts::print(
+                &format!(
+                    "{} agents alone (simulated brokers, {} sessions at once)",
+                    a.agents, a.clients
+                ),
+                agent_alone,
+            );
+            parts::print(
+                &format!(
+                    "the broker alone ({} simulated agents that answer at once)",
+                    a.agents
+                ),
+                broker_alone,
+            );
+            println!(
+                "  the two alone: {:.0} µs of the pair's {pair_cpu:.0} µs; the agents alone: {:.0}% of the floor",
+                agent_alone.cpu_us + broker_alone.cpu_us,
+                100.0 * agent_alone.rate / skr_rate
+            );
+        }
+        None => println!(
+            "the pair taken apart: skipped, more than {} sessions at once per agent",
+            parts::MAX_AT_ONCE_PER_AGENT
         ),
-        &agent_alone,
-    );
-    parts::print(
-        &format!(
-            "the broker alone ({} simulated agents that answer at once)",
-            a.agents
-        ),
-        &broker_alone,
-    );
-    println!(
-        "  the two alone: {:.0} µs of the pair's {pair_cpu:.0} µs; the agents alone: {:.0}% of the floor",
-        agent_alone.cpu_us + broker_alone.cpu_us,
-        100.0 * agent_alone.rate / skr_rate
-    );
+    }
     println!();
     println!("targets (issue 6):");
     let store_target = if mysql {
@@ -295,7 +308,8 @@ pub async fn run(mut a: Args) -> bool {
         && rate.is_finite()
         && rate > 0.0
         && skr_rate > 0.0
-        && agent_alone.sane()
-        && broker_alone.sane();
+        && apart
+            .as_ref()
+            .is_none_or(|(agent, broker)| agent.sane() && broker.sane());
     errors == 0 && sane
 }

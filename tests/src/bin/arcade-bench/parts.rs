@@ -28,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 use crate::load;
 use crate::stats::CpuMark;
 
+/// Sessions at once per agent, at most: a test agent has 10 ports (`tests::fresh_port_range`)
+/// and a simulated one offers 8 slots (`scale`'s hello).
+pub const MAX_AT_ONCE_PER_AGENT: usize = 8;
+
 /// The whole phase, handshake to last stop, within this.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
 
