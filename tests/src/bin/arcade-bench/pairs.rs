@@ -104,9 +104,14 @@ pub async fn run(mut a: Args) -> bool {
     let mut spawn = stats::spawn_latency(&program, a.latency_pairs).await;
     let mut exit = stats::exit_latency(&program, a.latency_pairs.min(200)).await;
     let (skr_rate, (skr_cpu, skr_steal)) =
-        stats::spawn_kill_reap_rate(&program, a.pairs, a.clients).await;
-    let (started_cpu, _) =
-        stats::spawn_run_kill_reap_cpu(&program, a.pairs.min(2000), a.clients).await;
+        stats::spawn_kill_reap(&program, a.pairs, a.clients, stats::Kill::AtOnce).await;
+    let (_, (started_cpu, _)) = stats::spawn_kill_reap(
+        &program,
+        a.pairs.min(2000),
+        a.clients,
+        stats::Kill::WhenRunning,
+    )
+    .await;
     let mut rtt = stats::loopback_rtt(5000).await;
     let (spawn, exit, rtt) = (
         Summary::of(&mut spawn),

@@ -266,11 +266,7 @@ pub async fn run(mut a: Args) -> bool {
     let agent_addr: std::net::SocketAddr = agent_addr.parse().expect("agent address");
     let (rss_empty, _) = stats::rss(pid);
 
-    let counters = Arc::new(Counters {
-        welcomed: AtomicUsize::new(0),
-        heartbeats: AtomicU64::new(0),
-        failed: AtomicUsize::new(0),
-    });
+    let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let handshakes = Arc::new(Semaphore::new(128));
     let t0 = Instant::now();

@@ -156,9 +156,26 @@ pub async fn exit_latency(program: &Path, n: usize) -> Vec<Duration> {
     out
 }
 
-/// Floor: spawn+kill+reap loops, `parallel` at once; returns the rate per second.
-/// Also returns the CPU per spawn+kill+reap and the steal share (see [`CpuMark`]).
-pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> (f64, (f64, f64)) {
+/// When the spawn+kill+reap loops kill each game.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// As soon as `posix_spawn` returns, mostly before the game's start-up has run: the
+    /// issue's floor.
+    AtOnce,
+    /// Once the game runs (has reached its wait for a signal, looked for every millisecond),
+    /// as a session's game has when it is ended: the same work as a pair's with the game's
+    /// start-up in it. Not a floor the targets use.
+    WhenRunning,
+}
+
+/// Floor: spawn+kill+reap loops, `parallel` at once. Returns the rate per second, and the CPU
+/// per spawn+kill+reap with the steal share (see [`CpuMark`]).
+pub async fn spawn_kill_reap(
+    program: &Path,
+    n: usize,
+    parallel: usize,
+    kill: Kill,
+) -> (f64, (f64, f64)) {
     let per = n.div_ceil(parallel);
     let mark = CpuMark::now();
     let t0 = Instant::now();
@@ -168,35 +185,7 @@ pub async fn spawn_kill_reap_rate(program: &Path, n: usize, parallel: usize) -> 
             tokio::spawn(async move {
                 for _ in 0..per {
                     let mut child = spawn(&program);
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("spawn task");
-    }
-    let rate = (per * parallel) as f64 / t0.elapsed().as_secs_f64();
-    (rate, mark.per_op(per * parallel))
-}
-
-/// Not a floor the targets use: spawn+kill+reap as above, but each game is killed only once
-/// it runs (has reached its wait for a signal, looked for every millisecond), as a
-/// session's game has when it is ended. The plain floor kills each game as soon as
-/// `posix_spawn` returns, mostly before its start-up has run, so this one is the same work as
-/// a pair's with the game's start-up in it. Returns the CPU per operation and the steal share
-/// (see [`CpuMark`]).
-pub async fn spawn_run_kill_reap_cpu(program: &Path, n: usize, parallel: usize) -> (f64, f64) {
-    let per = n.div_ceil(parallel);
-    let mark = CpuMark::now();
-    let tasks: Vec<_> = (0..parallel)
-        .map(|_| {
-            let program = program.to_owned();
-            tokio::spawn(async move {
-                for _ in 0..per {
-                    let mut child = spawn(&program);
-                    if let Some(pid) = child.id() {
+                    if let (Kill::WhenRunning, Some(pid)) = (kill, child.id()) {
                         wait_started(pid, &program, Duration::from_millis(1)).await;
                     }
                     let _ = child.start_kill();
@@ -208,7 +197,8 @@ pub async fn spawn_run_kill_reap_cpu(program: &Path, n: usize, parallel: usize) 
     for t in tasks {
         t.await.expect("spawn task");
     }
-    mark.per_op(per * parallel)
+    let rate = (per * parallel) as f64 / t0.elapsed().as_secs_f64();
+    (rate, mark.per_op(per * parallel))
 }
 
 /// Floor: a TCP round trip of a 32-byte frame on 127.0.0.1.
