@@ -224,6 +224,8 @@ pub struct AgentOptions {
     pub host_id: String,
     /// `--max-sessions`.
     pub max_sessions: u32,
+    /// `--port-range`; by default [`fresh_port_range`]'s 10 ports.
+    pub port_range: Option<PortRange>,
     /// `--stop-grace`.
     pub stop_grace: Duration,
     /// `--token`.
@@ -246,6 +248,7 @@ impl AgentOptions {
         Self {
             host_id: id.to_owned(),
             max_sessions: 8,
+            port_range: None,
             stop_grace: Duration::from_secs(5),
             token: None,
             catalog: None,
@@ -364,7 +367,7 @@ impl TestAgent {
             token: opts.token,
             cpus: 2,
             max_sessions: opts.max_sessions,
-            port_range: fresh_port_range(),
+            port_range: opts.port_range.unwrap_or_else(fresh_port_range),
             state_dir: opts
                 .state_dir
                 .clone()

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use agent::catalog::{Catalog, GameEntry};
 use portal_client::Client;
+use protocol::wire::PortRange;
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 use crate::load::{self, PairClient};
@@ -62,6 +63,22 @@ pub enum LoadClient {
     Raw,
     /// The `portal-client` crate (reqwest).
     Portal,
+}
+
+/// Agent `i`'s port range when the clients could run more sessions at once on one agent than
+/// a test agent's 10 ports (a start that finds no free port is refused): `clients` ports
+/// each, in 10000-19999, below the ports the tests hand out. `None` where 10 ports serve.
+fn bench_port_range(clients: usize, agents: usize, i: usize) -> Option<PortRange> {
+    // Placement spreads sessions by load, not evenly: all clients' sessions may be on one agent.
+    if clients <= 10 || clients * agents > 10_000 {
+        return None;
+    }
+    let span = u16::try_from(clients).ok()?;
+    let lo = 10_000 + span * u16::try_from(i).ok()?;
+    Some(PortRange {
+        lo,
+        hi: lo + span - 1,
+    })
 }
 
 pub async fn run(mut a: Args) -> bool {
@@ -145,6 +162,7 @@ pub async fn run(mut a: Args) -> bool {
     for i in 0..a.agents {
         let mut o = AgentOptions::host(&format!("bench-{i}"));
         o.max_sessions = 1000;
+        o.port_range = bench_port_range(a.clients, a.agents, i);
         o.catalog = Some(catalog.clone());
         if let Some(root) = &a.state_root {
             o.state_dir = Some(tempfile::tempdir_in(root).expect("state dir").keep());
