@@ -29,6 +29,10 @@ use crate::Config;
 /// Connecting and the handshake must each finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A write to the broker that does not complete within this drops the link: a broker that
+/// stops reading must not hold the agent's events (and their memory) forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Heartbeat intervals without a frame from the broker before the link is declared dead.
 pub const SILENT_HEARTBEATS: u32 = 5;
 // The broker acks one heartbeat in `HEARTBEATS_PER_ACK`: leave room for a late one.
@@ -59,6 +63,19 @@ pub struct LinkOutcome {
     pub welcomed: bool,
     /// `Ok` when ended by shutdown.
     pub result: Result<(), LinkError>,
+}
+
+/// Sends one message, within `deadline`.
+pub async fn write<S>(sink: &mut S, msg: AgentMessage, deadline: Duration) -> Result<(), LinkError>
+where
+    S: futures::Sink<AgentMessage, Error = CodecError> + Unpin,
+{
+    match timeout(deadline, sink.send(msg)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(LinkError::Lost(format!(
+            "a write to the broker did not complete within {deadline:?}"
+        ))),
+    }
 }
 
 /// Connects once and serves until the link drops or `shutdown` fires.
@@ -194,7 +211,7 @@ where
                 }
                 handle(msg, games, ip);
             }
-            Some(event) = events.recv() => sink.send(event).await?,
+            Some(event) = events.recv() => write(&mut sink, event, WRITE_TIMEOUT).await?,
             _ = tick.tick() => {
                 if last_heard.elapsed() > silent_limit {
                     return Err(LinkError::Lost(format!(
@@ -202,12 +219,13 @@ where
                     )));
                 }
                 let s = sampler.sample().await;
-                sink.send(AgentMessage::Heartbeat(Load {
+                let heartbeat = AgentMessage::Heartbeat(Load {
                     cpu_percent: s.cpu_percent,
                     mem_used_bytes: s.mem_used_bytes,
                     mem_total_bytes: s.mem_total_bytes,
                     sessions: games.running(),
-                })).await?;
+                });
+                write(&mut sink, heartbeat, WRITE_TIMEOUT).await?;
             }
         }
     }
@@ -219,5 +237,32 @@ fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) {
         BrokerMessage::Launch(req) => games.launch_and_report(req, ip),
         BrokerMessage::Stop { session_id } => games.stop_and_report(session_id),
         BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broker_that_stops_reading_drops_the_link_at_the_deadline() {
+        // A peer that never reads, with room for one byte.
+        let (ours, _theirs) = tokio::io::duplex(1);
+        let mut sink = Framed::new(ours, MessageCodec::<BrokerMessage, AgentMessage>::new());
+        let heartbeat = AgentMessage::Heartbeat(Load {
+            cpu_percent: 1.0,
+            mem_used_bytes: 1,
+            mem_total_bytes: 2,
+            sessions: Vec::new(),
+        });
+        let started = Instant::now();
+        let err = write(&mut sink, heartbeat, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LinkError::Lost(ref m) if m.contains("did not complete")),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
