@@ -32,19 +32,19 @@ pub struct Args {
     #[arg(long, env = "ARCADE_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
     /// Serve the HTTP API over HTTPS with this certificate chain (PEM).
-    #[arg(long, env = "ARCADE_HTTP_TLS_CERT", requires = "http_tls_key")]
+    #[arg(long, env = "ARCADE_HTTP_TLS_CERT")]
     pub http_tls_cert: Option<PathBuf>,
     /// The HTTPS certificate's private key (PEM).
-    #[arg(long, env = "ARCADE_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    #[arg(long, env = "ARCADE_HTTP_TLS_KEY")]
     pub http_tls_key: Option<PathBuf>,
     /// Serve the agent link over TLS with this certificate chain (PEM).
-    #[arg(long, env = "ARCADE_AGENT_TLS_CERT", requires = "agent_tls_key")]
+    #[arg(long, env = "ARCADE_AGENT_TLS_CERT")]
     pub agent_tls_cert: Option<PathBuf>,
     /// The agent link certificate's private key (PEM).
-    #[arg(long, env = "ARCADE_AGENT_TLS_KEY", requires = "agent_tls_cert")]
+    #[arg(long, env = "ARCADE_AGENT_TLS_KEY")]
     pub agent_tls_key: Option<PathBuf>,
     /// Require agents to present a client certificate signed by this CA (PEM): mutual TLS.
-    #[arg(long, env = "ARCADE_AGENT_CLIENT_CA", requires = "agent_tls_cert")]
+    #[arg(long, env = "ARCADE_AGENT_CLIENT_CA")]
     pub agent_client_ca: Option<PathBuf>,
     /// ROLE:KEY, repeatable; ROLE is portal, provider or admin.
     #[arg(
@@ -73,6 +73,20 @@ pub struct Args {
     /// HTTP worker threads [default: the number of CPUs, at most 4].
     #[arg(long, env = "ARCADE_WORKERS")]
     pub workers: Option<usize>,
+    /// Logs for people (`text`) or JSON lines for log shippers (`json`) [default: text].
+    #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line, with the spans' fields (request id, session, host).
+    Json,
 }
 
 /// The `--config` file: the same settings, all optional.
@@ -91,6 +105,12 @@ struct FileConfig {
     #[serde(default)]
     cors_origins: Vec<String>,
     workers: Option<usize>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
+    agent_tls_cert: Option<PathBuf>,
+    agent_tls_key: Option<PathBuf>,
+    agent_client_ca: Option<PathBuf>,
+    log_format: Option<LogFormat>,
 }
 
 /// Files of the agent link's TLS.
@@ -131,6 +151,8 @@ pub struct Config {
     pub http_tls: Option<(PathBuf, PathBuf)>,
     /// HTTP worker threads.
     pub workers: usize,
+    /// How logs are written.
+    pub log_format: LogFormat,
 }
 
 /// Why the settings are refused.
@@ -158,6 +180,21 @@ fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// A certificate and its key, both or neither (flags and file merged).
+fn pair(
+    a_name: &str,
+    a: Option<PathBuf>,
+    b_name: &str,
+    b: Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a, b))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Invalid(format!("--{a_name} needs --{b_name}"))),
+        (None, Some(_)) => Err(ConfigError::Invalid(format!("--{b_name} needs --{a_name}"))),
+    }
+}
+
 impl Config {
     /// Defaults for everything: loopback addresses, no auth, no dev agent.
     pub fn loopback() -> Self {
@@ -174,6 +211,7 @@ impl Config {
             agent_tls: None,
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            log_format: LogFormat::Text,
         }
     }
 
@@ -246,6 +284,7 @@ impl Args {
             None => d.heartbeat_timeout,
         };
         let workers = self.workers.or(file.workers).unwrap_or(d.workers);
+        let client_ca = self.agent_client_ca.or(file.agent_client_ca);
         if workers == 0 || workers > 64 {
             return Err(ConfigError::Invalid("--workers must be 1 to 64".into()));
         }
@@ -271,16 +310,30 @@ impl Args {
             },
             workers,
             api_keys,
-            http_tls: self.http_tls_cert.zip(self.http_tls_key),
-            agent_tls: self
-                .agent_tls_cert
-                .zip(self.agent_tls_key)
-                .map(|(cert, key)| AgentTls {
-                    cert,
-                    key,
-                    client_ca: self.agent_client_ca,
-                }),
+            http_tls: pair(
+                "http-tls-cert",
+                self.http_tls_cert.or(file.http_tls_cert),
+                "http-tls-key",
+                self.http_tls_key.or(file.http_tls_key),
+            )?,
+            agent_tls: pair(
+                "agent-tls-cert",
+                self.agent_tls_cert.or(file.agent_tls_cert),
+                "agent-tls-key",
+                self.agent_tls_key.or(file.agent_tls_key),
+            )?
+            .map(|(cert, key)| AgentTls {
+                cert,
+                key,
+                client_ca: client_ca.clone(),
+            }),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         };
+        if config.agent_tls.is_none() && client_ca.is_some() {
+            return Err(ConfigError::Invalid(
+                "--agent-client-ca needs --agent-tls-cert and --agent-tls-key".into(),
+            ));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -354,6 +407,73 @@ mod tests {
         let args =
             Args::try_parse_from(["arcade-broker", "--api-key", "root:0123456789abcdef"]).unwrap();
         assert!(args.resolve().unwrap_err().to_string().contains("role"));
+    }
+
+    #[test]
+    fn every_flag_can_come_from_the_file() {
+        use clap::CommandFactory;
+        for arg in Args::command().get_arguments() {
+            let key = arg.get_id().as_str();
+            if ["config", "help", "version"].contains(&key) {
+                continue;
+            }
+            // A value of the wrong type is another error; only an unknown key says so.
+            let err = toml::from_str::<FileConfig>(&format!("{key} = []"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                !err.contains("unknown field"),
+                "--{key} has no key in the --config file: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(
+            &path,
+            "http_tls_cert = \"api.pem\"\nhttp_tls_key = \"api.key\"\nagent_tls_cert = \"link.pem\"\nagent_tls_key = \"link.key\"\nagent_client_ca = \"ca.pem\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let args =
+            Args::try_parse_from(["arcade-broker", "--config", path.to_str().unwrap()]).unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            c.http_tls,
+            Some((PathBuf::from("api.pem"), PathBuf::from("api.key")))
+        );
+        assert_eq!(
+            c.agent_tls,
+            Some(AgentTls {
+                cert: "link.pem".into(),
+                key: "link.key".into(),
+                client_ca: Some("ca.pem".into()),
+            })
+        );
+        assert_eq!(c.log_format, LogFormat::Json);
+        // A flag completes what the file began, and wins over it.
+        std::fs::write(&path, "http_tls_key = \"file.key\"\n").unwrap();
+        let args = Args::try_parse_from([
+            "arcade-broker",
+            "--config",
+            path.to_str().unwrap(),
+            "--http-tls-cert",
+            "flag.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.resolve().unwrap().http_tls,
+            Some((PathBuf::from("flag.pem"), PathBuf::from("file.key")))
+        );
+        let half = Args::try_parse_from(["arcade-broker", "--agent-tls-cert", "a.pem"]).unwrap();
+        assert!(half
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--agent-tls-key"));
     }
 
     #[test]
