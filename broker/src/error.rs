@@ -1,82 +1,90 @@
-//! The API's errors. One enum for everything a request can fail with; `broker::http` maps each
-//! variant to its status (exhaustively, in one place), and the body is always
-//! `{"error": {"code", "message"}}`.
+//! What a broker operation can fail with, in the broker's own words.
+//!
+//! The service returns [`Error`]; it knows nothing of HTTP. `broker::http` turns each variant
+//! into a status and a body in one exhaustive match, and a variant's `Display` is the message a
+//! caller may read — except [`Error::Internal`], whose text goes to the log only.
 
-use protocol::api::ErrorCode;
-use protocol::GameId;
+use std::time::Duration;
+
+use protocol::{GameId, HostId, SessionId};
 
 use crate::store::StoreError;
 
-/// Why a request failed. Messages say what happened and what to do.
+/// Why an operation failed. Messages say what happened and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// Malformed JSON, a wrong type, an unknown mode, a config outside `config_dir`.
+pub enum Error {
+    /// A value of the request that the broker refuses (a mode too long, an empty
+    /// `Idempotency-Key`, a cursor it did not hand out).
     #[error("{0}")]
-    BadRequest(String),
-    /// No valid API key.
+    Invalid(String),
+    /// The game has no such mode on any host that offers it.
+    #[error("unknown mode {mode:?} for game {game}: it offers {}", offered.join(", "))]
+    UnknownMode {
+        /// The game.
+        game: GameId,
+        /// The mode asked for.
+        mode: String,
+        /// The modes on offer.
+        offered: Vec<String>,
+    },
+    /// The agent refused the request as given (a config outside `config_dir`, a bad mode).
     #[error("{0}")]
-    Unauthorized(String),
-    /// The key's role may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such session, host or route.
-    #[error("{0}")]
-    NotFound(String),
+    Refused(String),
+    /// No such session.
+    #[error("no session {0}")]
+    NoSession(SessionId),
+    /// No such host.
+    #[error("no host {0}")]
+    NoHost(HostId),
+    /// No running session has this game address (the original portal's `/End`).
+    #[error("no running session has IP {ip:?} and PID {pid:?}")]
+    NoSessionAt {
+        /// The IP asked for.
+        ip: String,
+        /// The PID asked for.
+        pid: String,
+    },
     /// No host offers the game.
     #[error("no host offers game \"{0}\"; GET /v1/games lists the games on offer")]
     UnknownGame(GameId),
-    /// The request conflicts with the resource's state.
+    /// An `Idempotency-Key` reused with another request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+    /// The change conflicts with the session's state.
     #[error("{0}")]
     Conflict(String),
-    /// The body is too large.
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    /// The agent could not start the game.
-    #[error("{0}")]
-    LaunchFailed(String),
     /// No online host offers the game with a free slot.
     #[error("no online host has a free slot for game \"{game}\"; retry in {retry_after_secs} s")]
     NoCapacity {
         /// The game.
         game: GameId,
-        /// Seconds to wait, for `Retry-After`.
+        /// Seconds to wait before retrying.
         retry_after_secs: u32,
     },
-    /// The agent did not confirm the launch in time.
+    /// The agent could not start the game.
     #[error("{0}")]
-    LaunchTimeout(String),
-    /// The session store cannot be reached.
-    #[error("{0}")]
-    StoreUnavailable(String),
+    LaunchFailed(String),
+    /// The agent did not confirm the launch in time; whatever it launched is stopped.
+    #[error("host {host} did not confirm the launch within {after:?}; nothing is left running")]
+    LaunchTimeout {
+        /// The host.
+        host: HostId,
+        /// The launch timeout.
+        after: Duration,
+    },
     /// The session's host cannot be reached now.
     #[error("{0}")]
     HostUnavailable(String),
-    /// A fault of the broker's own.
-    #[error("{0}")]
+    /// The session store cannot be reached; nothing was changed.
+    #[error("the session store cannot be reached; nothing was changed, retry shortly")]
+    StoreUnavailable(#[source] StoreError),
+    /// A fault of the broker's own. The text is for the log, never for the caller.
+    #[error("internal error: {0}")]
     Internal(String),
 }
 
-impl ApiError {
-    /// The error's code in the API.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::BadRequest(_) => ErrorCode::BadRequest,
-            Self::Unauthorized(_) => ErrorCode::Unauthorized,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::UnknownGame(_) => ErrorCode::UnknownGame,
-            Self::Conflict(_) => ErrorCode::Conflict,
-            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::LaunchFailed(_) => ErrorCode::LaunchFailed,
-            Self::NoCapacity { .. } => ErrorCode::NoCapacity,
-            Self::LaunchTimeout(_) => ErrorCode::LaunchTimeout,
-            Self::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
-            Self::HostUnavailable(_) => ErrorCode::HostUnavailable,
-            Self::Internal(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// Seconds for a `Retry-After` header, where the error has one.
+impl Error {
+    /// Seconds a caller should wait before retrying, where retrying is the remedy.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Self::NoCapacity {
@@ -88,15 +96,13 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(id) => Self::NotFound(format!("no session {id}")),
+            StoreError::NotFound(id) => Self::NoSession(id),
             StoreError::Duplicate(_) | StoreError::Transition(_) => Self::Conflict(e.to_string()),
-            StoreError::BadCursor(_) => Self::BadRequest(e.to_string()),
-            StoreError::Unavailable(_) => {
-                Self::StoreUnavailable(format!("{e}; nothing was changed, retry shortly"))
-            }
+            StoreError::BadCursor(_) => Self::Invalid(e.to_string()),
+            StoreError::Unavailable(_) => Self::StoreUnavailable(e),
             StoreError::Backend(_) => Self::Internal(e.to_string()),
         }
     }

@@ -3,23 +3,24 @@
 //! Portals ask it over HTTP to start and end games; it places each game on a runtime host whose
 //! agent (connected over the agent link) launches it, and keeps the session records.
 //!
-//! - [`http`]: the HTTP API (the only module that knows actix-web);
-//! - [`service`]: what the API does: start, end, list; agents' events; the lost-host sweep;
-//! - [`registry`]: connected hosts, their load and slots; [`placement`]: the pure choice of a
-//!   host;
-//! - [`agent_link`]: the agent listener and one task per agent connection;
+//! - [`http`]: the HTTP API (the only module that knows actix-web), its one route table and
+//!   its one error-to-status mapping;
+//! - [`service`]: what the API does: start, end, reads; agents' events; sweeps; its
+//!   [`Error`](error::Error) knows nothing of HTTP;
+//! - [`agents`]: agent connections, their handles, and the registry of hosts;
+//!   [`placement`]: the pure choice of a host;
 //! - [`store`]: session records (the only module that knows how they are stored);
 //!   [`session`]: their lifecycle, checked in one place;
-//! - [`config`], [`dev`]: the command line, and `--dev`'s in-process agent and demo game.
+//! - [`auth`]: API keys and roles; [`config`], [`tls`], [`dev`]: the command line, TLS files,
+//!   and `--dev`'s in-process agent and demo game.
 
-pub mod agent_link;
+pub mod agents;
 pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod error;
 pub mod http;
 pub mod placement;
-pub mod registry;
 pub mod service;
 pub mod session;
 pub mod store;
@@ -35,8 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Args, Config};
 
-use crate::agent_link::LinkSettings;
-use crate::registry::Registry;
+use crate::agents::{LinkSettings, Registry};
 use crate::service::{Service, ServiceSettings};
 use crate::store::mysql::MysqlStore;
 use crate::store::Store;
@@ -47,6 +47,11 @@ const EVENT_QUEUE: usize = 4096;
 const MAX_AGENT_CONNECTIONS: usize = 20_000;
 /// How often agents heartbeat.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A stop the agent has not confirmed by then fails (agents bound their own stops by
+/// `--stop-grace`, far below this).
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// At shutdown, starts and ends in flight get the launch timeout and this long to finish.
+const REQUEST_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The broker's sockets, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -132,15 +137,14 @@ pub async fn run(
     };
 
     let registry = Arc::new(Registry::default());
-    let service = Service::new(
-        store,
-        Arc::clone(&registry),
-        ServiceSettings {
-            launch_timeout: config.launch_timeout,
-            stop_timeout: Duration::from_secs(120),
-            heartbeat_timeout: config.heartbeat_timeout,
-        },
-    );
+    // Starts and ends in flight: drained after HTTP, before the agent links close.
+    let requests = TaskTracker::new();
+    let settings = ServiceSettings {
+        launch_timeout: config.launch_timeout,
+        stop_timeout: STOP_TIMEOUT,
+        heartbeat_timeout: config.heartbeat_timeout,
+    };
+    let service = Service::new(store, Arc::clone(&registry), settings, requests.clone());
     service
         .restore()
         .await
@@ -149,7 +153,7 @@ pub async fn run(
     // Everything but HTTP stops only after HTTP has drained.
     let background = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    tracker.spawn(agent_link::serve(
+    tracker.spawn(agents::serve(
         agent_listener,
         Arc::clone(&registry),
         events_tx,
@@ -175,7 +179,7 @@ pub async fn run(
                 .agent_config(agent_addr, config.agent_token.clone(), state_dir)
                 .map_err(|e| BrokerError::Dev(e.to_string()))?;
             tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
-            Some(tokio::spawn(agent::run(agent_config, dev_shutdown.clone())))
+            Some(tracker.spawn(agent::run(agent_config, dev_shutdown.clone())))
         }
         None => None,
     };
@@ -198,13 +202,19 @@ pub async fn run(
     )?;
     let handle = server.handle();
     tracing::info!(http = %http_addr, agents = %agent_addr, "arcade-broker ready");
-    let stopper = tokio::spawn(async move {
+    let stopper = tracker.spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: draining HTTP requests");
         handle.stop(true).await;
     });
     let served = server.await;
     stopper.abort();
+    // Starts and ends whose callers went away still finish (they may need their agents).
+    requests.close();
+    let drain = config.launch_timeout + REQUEST_DRAIN_GRACE;
+    if tokio::time::timeout(drain, requests.wait()).await.is_err() {
+        tracing::warn!(within = ?drain, "some starts or ends did not finish in time");
+    }
 
     if let Some(dev_agent) = dev_agent {
         dev_shutdown.cancel();

@@ -281,6 +281,8 @@ pub enum ErrorCode {
     NotFound,
     /// 404: no host offers this game.
     UnknownGame,
+    /// 405: the path's route does not take this method.
+    MethodNotAllowed,
     /// 409: the request conflicts with the resource's state.
     Conflict,
     /// 413: the body is too large.

@@ -1,11 +1,9 @@
 //! The broker's side of the agent link: the listener, the handshake, and one task per
 //! connected agent that owns its connection.
 //!
-//! Nothing else touches a connection. Others reach an agent through its [`AgentLink`], a
-//! bounded channel of [`AgentCommand`]s each carrying a oneshot for the answer; what agents
-//! say on their own (a game exited, a host registered or went away) comes out as
-//! [`HostEvent`]s on a bounded channel. This module knows frames, hosts and pending requests,
-//! not session records.
+//! Nothing else touches a connection. Others reach an agent through its [`AgentLink`]; what
+//! agents say on their own (a game exited, a host registered) comes out as [`HostEvent`]s on a
+//! bounded channel. This module knows frames, hosts and pending requests, not session records.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,8 +13,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use protocol::codec::{self, CodecError, MessageCodec, RawCodec};
 use protocol::wire::{
-    AgentMessage, BrokerMessage, ExitStatus, ExitedGame, Hello, HelloReply, HostFacts,
-    LaunchFailure, LaunchRequest, Launched, RunningGame, HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
+    AgentMessage, BrokerMessage, Hello, HelloReply, HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
 };
 use protocol::{HostId, SessionId};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,7 +24,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::registry::Registry;
+use super::handle::{AgentCommand, AgentLink, HostEvent, LaunchReply, LinkInbox};
+use super::registry::Registry;
+use crate::auth::same_secret;
 
 /// The handshake must complete within this, or the connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,129 +56,6 @@ const COMMAND_QUEUE: usize = 256;
 /// under 100 bytes) and a buffer grows to fit a bigger one, so this is about memory at scale:
 /// `Framed`'s default of 8 KiB each way would be 160 MiB at 10,000 agents.
 const LINK_BUFFER: usize = 512;
-
-/// A command for one agent's connection task.
-#[derive(Debug)]
-pub enum AgentCommand {
-    /// Launch a game; the answer comes on `reply`.
-    Launch {
-        /// What to launch. Boxed to keep the command small: the channel allocates its slots
-        /// in blocks of 32 per connection.
-        req: Box<LaunchRequest>,
-        /// The agent's answer.
-        reply: oneshot::Sender<LaunchReply>,
-    },
-    /// Stop a session's game; `reply` fires when the agent says no process is left.
-    Stop {
-        /// The session.
-        session_id: SessionId,
-        /// Fires on `Stopped`; `None` to not wait.
-        reply: Option<oneshot::Sender<()>>,
-    },
-}
-
-/// An agent's answer to a launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LaunchReply {
-    /// The game runs.
-    Launched(Launched),
-    /// It does not.
-    Failed {
-        /// Whose fault.
-        kind: LaunchFailure,
-        /// What the agent said.
-        message: String,
-    },
-}
-
-/// Why a command got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LinkError {
-    /// The agent's connection closed before it answered.
-    #[error("the host's agent disconnected")]
-    Closed,
-}
-
-/// A handle on one agent's connection task.
-#[derive(Debug, Clone)]
-pub struct AgentLink {
-    tx: mpsc::Sender<AgentCommand>,
-}
-
-impl AgentLink {
-    /// Asks the agent to launch and waits for its answer (callers bound the wait).
-    pub async fn launch(&self, req: LaunchRequest) -> Result<LaunchReply, LinkError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(AgentCommand::Launch {
-                req: Box::new(req),
-                reply,
-            })
-            .await
-            .map_err(|_| LinkError::Closed)?;
-        rx.await.map_err(|_| LinkError::Closed)
-    }
-
-    /// Asks the agent to stop a session's game and waits until it has (callers bound the wait).
-    pub async fn stop(&self, session_id: SessionId) -> Result<(), LinkError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(AgentCommand::Stop {
-                session_id,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| LinkError::Closed)?;
-        rx.await.map_err(|_| LinkError::Closed)
-    }
-
-    /// Asks the agent to stop a session's game, without waiting (a late launch, a stray game).
-    pub fn stop_nowait(&self, session_id: SessionId) {
-        if self
-            .tx
-            .try_send(AgentCommand::Stop {
-                session_id: session_id.clone(),
-                reply: None,
-            })
-            .is_err()
-        {
-            tracing::warn!(session = %session_id, "could not queue a stop for the agent");
-        }
-    }
-}
-
-/// What agents tell the broker on their own.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostEvent {
-    /// A host (re)registered, running these games.
-    Registered {
-        /// The host.
-        host_id: HostId,
-        /// What it said of itself.
-        facts: HostFacts,
-        /// What it runs now.
-        running: Vec<RunningGame>,
-        /// What ended while it was away.
-        exited: Vec<ExitedGame>,
-    },
-    /// A game was stopped, and nobody waits for the answer (the end that asked timed out,
-    /// or the stop was sent by reconcile).
-    Stopped {
-        /// The host.
-        host_id: HostId,
-        /// The session.
-        session_id: SessionId,
-    },
-    /// A game's processes are all gone, by themselves.
-    Exited {
-        /// The host.
-        host_id: HostId,
-        /// The session.
-        session_id: SessionId,
-        /// How the last process ended.
-        status: ExitStatus,
-    },
-}
 
 /// Settings of the agent listener.
 #[derive(Clone)]
@@ -276,9 +152,27 @@ where
     framed
 }
 
-/// Compares secrets in time that depends only on their lengths.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Why an agent is refused at its handshake; the text is sent back to the agent.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// Its first frame could not be read.
+    #[error("unreadable handshake: {0}")]
+    Unreadable(std::io::Error),
+    /// Its first frame is not a hello.
+    #[error("unreadable handshake: {0}")]
+    Malformed(CodecError),
+    /// It closed before saying hello.
+    #[error("closed during the handshake")]
+    Closed,
+    /// It speaks another protocol version.
+    #[error("protocol version mismatch: the agent speaks {0}, this broker speaks {PROTOCOL_VERSION}; run matching versions of arcade-agent and arcade-broker")]
+    Version(u32),
+    /// Its token is wrong or missing.
+    #[error("wrong or missing agent token: give the agent the broker's --agent-token")]
+    Token,
+    /// Its host id is taken by a connected agent.
+    #[error(transparent)]
+    Register(#[from] super::registry::RegisterError),
 }
 
 impl Connection {
@@ -314,30 +208,18 @@ impl Connection {
         let mut framed = Framed::with_capacity(stream, codec::length_codec(), LINK_BUFFER);
         let hello = match timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut framed)).await {
             Ok(Ok(hello)) => hello,
-            Ok(Err(reason)) => {
-                tracing::warn!(peer = %self.peer, %reason, "agent refused");
-                if let Ok(bytes) = codec::encode(&HelloReply::Rejected(reason)) {
-                    let _ = timeout(HANDSHAKE_TIMEOUT, framed.send(bytes)).await;
-                }
-                return;
-            }
+            Ok(Err(reason)) => return self.refuse(&mut framed, &reason).await,
             Err(_) => {
                 tracing::warn!(peer = %self.peer, "agent handshake timed out");
                 return;
             }
         };
         drop(handshake);
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (link, inbox) = AgentLink::channel(COMMAND_QUEUE);
         let host = hello.host_id.clone();
-        let conn_id = match self.registry.register(&hello, AgentLink { tx }) {
+        let conn_id = match self.registry.register(&hello, link) {
             Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, %host, "agent refused: {e}");
-                if let Ok(bytes) = codec::encode(&HelloReply::Rejected(e.to_string())) {
-                    let _ = timeout(HANDSHAKE_TIMEOUT, framed.send(bytes)).await;
-                }
-                return;
-            }
+            Err(e) => return self.refuse(&mut framed, &Refusal::from(e)).await,
         };
         let welcome = HelloReply::Welcome {
             heartbeat_interval_ms: u32::try_from(self.settings.heartbeat_interval.as_millis())
@@ -357,40 +239,46 @@ impl Connection {
             };
             if self.events.send(registered).await.is_ok() {
                 let framed = with_codec(framed, MessageCodec::<AgentMessage, BrokerMessage>::new());
-                self.serve(&host, framed, rx).await;
+                self.serve(&host, framed, inbox).await;
             }
         }
         self.registry.disconnect(&host, conn_id);
         tracing::info!(peer = %self.peer, %host, "agent disconnected");
     }
 
+    /// Tells the agent why it is refused (within the handshake's deadline) and logs it.
+    async fn refuse<S>(&self, framed: &mut Framed<S, RawCodec>, reason: &Refusal)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tracing::warn!(peer = %self.peer, %reason, "agent refused");
+        if let Ok(bytes) = codec::encode(&HelloReply::Rejected(reason.to_string())) {
+            let _ = timeout(HANDSHAKE_TIMEOUT, framed.send(bytes)).await;
+        }
+    }
+
     /// Reads and checks the agent's `Hello`; on refusal returns the reason to send back.
-    async fn handshake<S>(&self, framed: &mut Framed<S, RawCodec>) -> Result<Hello, String>
+    async fn handshake<S>(&self, framed: &mut Framed<S, RawCodec>) -> Result<Hello, Refusal>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let frame = match framed.next().await {
             Some(Ok(f)) => f,
-            Some(Err(e)) => return Err(format!("unreadable handshake: {e}")),
-            None => return Err("closed during the handshake".into()),
+            Some(Err(e)) => return Err(Refusal::Unreadable(e)),
+            None => return Err(Refusal::Closed),
         };
-        let version = codec::probe_version(&frame).map_err(|e| e.to_string())?;
+        let version = codec::probe_version(&frame).map_err(Refusal::Malformed)?;
         if version != PROTOCOL_VERSION {
-            return Err(format!(
-                "protocol version mismatch: the agent speaks {version}, this broker speaks {PROTOCOL_VERSION}; run matching versions of arcade-agent and arcade-broker"
-            ));
+            return Err(Refusal::Version(version));
         }
-        let hello: Hello = codec::decode(&frame).map_err(|e| e.to_string())?;
+        let hello: Hello = codec::decode(&frame).map_err(Refusal::Malformed)?;
         if let Some(want) = &self.settings.token {
             let ok = hello
                 .token
                 .as_deref()
                 .is_some_and(|got| same_secret(got.as_bytes(), want.as_bytes()));
             if !ok {
-                return Err(
-                    "wrong or missing agent token: give the agent the broker's --agent-token"
-                        .into(),
-                );
+                return Err(Refusal::Token);
             }
         }
         Ok(hello)
@@ -400,7 +288,7 @@ impl Connection {
         &self,
         host: &HostId,
         framed: Framed<S, MessageCodec<AgentMessage, BrokerMessage>>,
-        mut commands: mpsc::Receiver<AgentCommand>,
+        mut inbox: LinkInbox,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -421,7 +309,15 @@ impl Connection {
                     let _ = write(&mut framed, BrokerMessage::GoingAway).await;
                     return;
                 }
-                Some(cmd) = commands.recv() => {
+                () = inbox.stops.pending() => {
+                    for session_id in inbox.stops.take() {
+                        if let Err(e) = write(&mut framed, BrokerMessage::Stop { session_id }).await {
+                            tracing::warn!(%host, error = %e, "agent link write failed; closing it");
+                            return;
+                        }
+                    }
+                }
+                Some(cmd) = inbox.commands.recv() => {
                     let msg = match cmd {
                         AgentCommand::Launch { req, reply } => {
                             // Waiters that gave up (their start timed out) are dropped here.
@@ -434,9 +330,7 @@ impl Connection {
                             BrokerMessage::Launch(*req)
                         }
                         AgentCommand::Stop { session_id, reply } => {
-                            if let Some(r) = reply {
-                                stops.entry(session_id.clone()).or_default().push(r);
-                            }
+                            stops.entry(session_id.clone()).or_default().push(reply);
                             BrokerMessage::Stop { session_id }
                         }
                     };
@@ -543,18 +437,5 @@ impl Connection {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
-        assert!(!same_secret(b"", b"a"));
     }
 }

@@ -19,7 +19,7 @@ use protocol::wire::{Hello, HostFacts, Load};
 use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 
-use crate::agent_link::AgentLink;
+use super::handle::AgentLink;
 use crate::placement::{HostIndex, HostView, PlacementError};
 
 /// Identifies one connection of a host, so a stale connection's disconnect does not unplug a

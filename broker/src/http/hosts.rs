@@ -1,0 +1,29 @@
+//! `/v1/hosts`: list, drain, resume.
+
+use actix_web::{web, HttpResponse};
+use protocol::api;
+
+use super::errors::ApiError;
+use super::extract;
+use crate::service::Service;
+
+/// `GET /v1/hosts`.
+pub async fn list(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(api::HostList { hosts: svc.hosts() })
+}
+
+/// `POST /v1/hosts/{id}/drain`: the host takes no new session; its running ones go on.
+pub async fn drain(
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc.set_draining(&extract::host_id(&id)?, true).await?))
+}
+
+/// `POST /v1/hosts/{id}/resume`.
+pub async fn resume(
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(svc.set_draining(&extract::host_id(&id)?, false).await?))
+}

@@ -1,0 +1,115 @@
+//! Ending a session: record that it is stopping, have its agent stop the game, and answer once
+//! the game's processes are gone, with the session `ended`.
+//!
+//! Ends agree: ending a session that is over answers its final state, a session still
+//! starting is ended once its start settles, and two ends at once both answer the final state.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::{Session, SessionStatus};
+use protocol::SessionId;
+use tokio::sync::broadcast;
+use tokio::time::{timeout, Instant};
+use tracing::Instrument;
+
+use super::Service;
+use crate::agents::LinkError;
+use crate::error::Error;
+use crate::session::{Actor, SessionEvent};
+use crate::store::StoreError;
+
+impl Service {
+    /// Ends a session and answers once its game's processes are gone. The end runs to
+    /// completion even if the caller goes away.
+    pub async fn end(self: &Arc<Self>, id: SessionId, actor: Actor) -> Result<Session, Error> {
+        let span = tracing::info_span!("end", session = %id, host = tracing::field::Empty);
+        self.detached(move |svc| async move { svc.end_once(&id, actor).await }.instrument(span))
+            .await
+    }
+
+    /// Ends the running session whose game is at `ip` with `pid` (the original portal's
+    /// `/End`).
+    pub async fn end_by_addr(
+        self: &Arc<Self>,
+        ip: String,
+        pid: String,
+        actor: Actor,
+    ) -> Result<Session, Error> {
+        let not_found = || Error::NoSessionAt {
+            ip: ip.clone(),
+            pid: pid.clone(),
+        };
+        let addr: IpAddr = ip.trim().parse().map_err(|_| not_found())?;
+        let game: u32 = pid.trim().parse().map_err(|_| not_found())?;
+        let s = self
+            .store
+            .find_active_by_addr(addr, game)
+            .await?
+            .ok_or_else(not_found)?;
+        self.end(s.session_id, actor).await
+    }
+
+    async fn end_once(&self, id: &SessionId, actor: Actor) -> Result<Session, Error> {
+        let mut s = self.session(id).await?;
+        if s.status == SessionStatus::Starting {
+            s = self
+                .wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
+                .await?;
+        }
+        if s.status.is_terminal() {
+            return Ok(s);
+        }
+        let _ending = self.inflight.end_begins(id.clone());
+        let s = match self.record(id, SessionEvent::StopRequested, actor).await {
+            Ok(s) => s,
+            Err(StoreError::Transition(_)) => return Ok(self.store.get(id).await?),
+            Err(e) => return Err(e.into()),
+        };
+        let host = &s.host_id;
+        tracing::Span::current().record("host", tracing::field::display(host));
+        let link = self.registry.link(host).ok_or_else(|| {
+            Error::HostUnavailable(format!(
+                "host {host} is offline; the session is stopping and ends when its host comes back or is declared lost"
+            ))
+        })?;
+        match timeout(self.settings.stop_timeout, link.stop(id.clone())).await {
+            Ok(Ok(())) => match self.record(id, SessionEvent::Stopped, Actor::Agent).await {
+                Ok(s) => Ok(s),
+                // Ended otherwise meanwhile (the game exited, a concurrent end): the final
+                // state is the answer.
+                Err(StoreError::Transition(_)) => Ok(self.store.get(id).await?),
+                Err(e) => Err(e.into()),
+            },
+            Ok(Err(LinkError::Closed)) => Err(Error::HostUnavailable(format!(
+                "host {host}'s agent disconnected while stopping the game; retry"
+            ))),
+            Err(_) => Err(Error::HostUnavailable(format!(
+                "host {host} did not confirm the stop within {:?}; retry",
+                self.settings.stop_timeout
+            ))),
+        }
+    }
+
+    /// The session once it is no longer `starting`, or as it is when `within` has passed.
+    pub(super) async fn wait_while_starting(
+        &self,
+        id: &SessionId,
+        within: Duration,
+    ) -> Result<Session, Error> {
+        let deadline = Instant::now() + within;
+        let mut changes = self.changes.subscribe();
+        loop {
+            let s = self.session(id).await?;
+            if s.status != SessionStatus::Starting {
+                return Ok(s);
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) => return Ok(s),
+                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(s),
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Starting a game: validate, place, launch, record, answer — at most once per
+//! `Idempotency-Key`.
+//!
+//! A start answers once the game runs, or why it does not. Its slot is reserved at placement
+//! and given back exactly when the start fails or the session ends. No game runs without a
+//! session: a launch that times out, or whose record fails, is stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::{Session, StartSession};
+use protocol::wire::{LaunchFailure, LaunchRequest};
+use protocol::SessionId;
+use time::OffsetDateTime;
+use tokio::time::timeout;
+use tracing::Instrument;
+
+use super::Service;
+use crate::agents::{LaunchReply, LinkError, Placed};
+use crate::error::Error;
+use crate::placement::PlacementError;
+use crate::session::{Actor, SessionEvent, TransitionError};
+use crate::store::{IdempotencyKey, Inserted, KeyMatch, StoreError};
+
+/// The longest mode or config name accepted, in bytes.
+const MAX_VALUE_LEN: usize = 255;
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 255;
+/// Seconds a caller is told to wait when no host has room.
+const NO_CAPACITY_RETRY_SECS: u32 = 5;
+
+/// A launch answered within this is recorded with its outcome in one change (one commit with
+/// MySQL); a slower one is first recorded `starting`, so it is listed while it launches. A
+/// broker that dies in that window leaves a game without a record, which is stopped when its
+/// host reconnects.
+const RECORD_AT_ONCE: Duration = Duration::from_millis(50);
+
+/// An agent's answer to a launch, or the launch timeout.
+type LaunchOutcome = Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>;
+
+/// A mode or config value: 1 to [`MAX_VALUE_LEN`] bytes, no control characters.
+fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
+    let Some(v) = v else { return Ok(()) };
+    if v.is_empty() || v.len() > MAX_VALUE_LEN || v.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} must be 1 to {MAX_VALUE_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// An `Idempotency-Key`, bound to the request it came with.
+fn idempotency_key(
+    key: Option<String>,
+    req: &StartSession,
+) -> Result<Option<IdempotencyKey>, Error> {
+    match key {
+        Some(k) if k.is_empty() || k.len() > MAX_KEY_LEN => Err(Error::Invalid(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes"
+        ))),
+        Some(k) => Ok(Some(IdempotencyKey::new(k, req))),
+        None => Ok(None),
+    }
+}
+
+/// Why placement found no host, in the caller's terms.
+fn placement_error(e: PlacementError, req: &StartSession) -> Error {
+    match e {
+        PlacementError::UnknownGame => Error::UnknownGame(req.game_id.clone()),
+        PlacementError::UnknownMode(offered) => Error::UnknownMode {
+            game: req.game_id.clone(),
+            mode: req.mode.clone().unwrap_or_default(),
+            offered,
+        },
+        PlacementError::NoCapacity => Error::NoCapacity {
+            game: req.game_id.clone(),
+            retry_after_secs: NO_CAPACITY_RETRY_SECS,
+        },
+    }
+}
+
+/// What a launch's answer means: the event to record, by whom, and for a failed launch the
+/// error to answer.
+fn launch_outcome(
+    reply: LaunchOutcome,
+    req: &StartSession,
+    placed: &Placed,
+    launch_timeout: Duration,
+) -> (SessionEvent, Actor, Option<Error>) {
+    let host = &placed.host_id;
+    match reply {
+        Ok(Ok(LaunchReply::Launched(l))) => {
+            let event = SessionEvent::Launched {
+                pid: l.pid,
+                ip: l.ip,
+                port: l.port,
+            };
+            (event, Actor::Agent, None)
+        }
+        Ok(Ok(LaunchReply::Failed { kind, message })) => {
+            let error = match kind {
+                LaunchFailure::BadRequest => Error::Refused(message),
+                LaunchFailure::NoCapacity => Error::NoCapacity {
+                    game: req.game_id.clone(),
+                    retry_after_secs: NO_CAPACITY_RETRY_SECS,
+                },
+                LaunchFailure::UnknownGame | LaunchFailure::SpawnFailed => {
+                    Error::LaunchFailed(format!("host {host} could not start the game: {message}"))
+                }
+            };
+            (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
+        }
+        Ok(Err(LinkError::Closed)) => {
+            let error = Error::LaunchFailed(format!(
+                "host {host}'s agent disconnected during the launch; retry"
+            ));
+            (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
+        }
+        Err(_) => {
+            let error = Error::LaunchTimeout {
+                host: host.clone(),
+                after: launch_timeout,
+            };
+            (SessionEvent::LaunchTimedOut, Actor::Sweep, Some(error))
+        }
+    }
+}
+
+impl Service {
+    /// Starts a game, at most once per `key`: a repeated key with the same request answers the
+    /// first start's session (and `false`: not new) and starts nothing, whatever the capacity
+    /// now; with another request, [`Error::KeyReused`]. A key whose first start is still in
+    /// flight answers once that start has settled. A start that failed forgets its key, so it
+    /// can be retried. The start runs to completion even if the caller goes away.
+    pub async fn start(
+        self: &Arc<Self>,
+        req: StartSession,
+        key: Option<String>,
+        actor: Actor,
+    ) -> Result<(Session, bool), Error> {
+        let span = tracing::info_span!(
+            "start",
+            game = %req.game_id,
+            session = tracing::field::Empty,
+            host = tracing::field::Empty,
+        );
+        self.detached(move |svc| {
+            async move { svc.start_once(req, key, actor).await }.instrument(span)
+        })
+        .await
+    }
+
+    async fn start_once(
+        &self,
+        req: StartSession,
+        key: Option<String>,
+        actor: Actor,
+    ) -> Result<(Session, bool), Error> {
+        let key = idempotency_key(key, &req)?;
+        if let Some(k) = &key {
+            match self.store.find_key(k).await? {
+                Some(KeyMatch::Same(first)) => return Ok((self.settled(&first).await?, false)),
+                Some(KeyMatch::Different) => return Err(Error::KeyReused),
+                None => {}
+            }
+        }
+        self.start_new(req, key.as_ref(), actor).await
+    }
+
+    /// A session once it is no longer `starting` (bounded by the launch timeout).
+    async fn settled(&self, id: &SessionId) -> Result<Session, Error> {
+        self.wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
+            .await
+    }
+
+    /// Places a new session, launches its game, records it, and answers once the game runs
+    /// (or why it does not).
+    async fn start_new(
+        &self,
+        req: StartSession,
+        key: Option<&IdempotencyKey>,
+        actor: Actor,
+    ) -> Result<(Session, bool), Error> {
+        check_value("mode", req.mode.as_deref())?;
+        check_value("config", req.config.as_deref())?;
+        let id = SessionId::new(uuid::Uuid::now_v7().to_string())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let placed = self
+            .registry
+            .place(&req.game_id, req.mode.as_deref(), &id)
+            .map_err(|e| placement_error(e, &req))?;
+        let span = tracing::Span::current();
+        span.record("session", tracing::field::display(&id));
+        span.record("host", tracing::field::display(&placed.host_id));
+        let session = crate::session::new_session(
+            id.clone(),
+            req.game_id.clone(),
+            placed.mode.clone(),
+            req.config.clone(),
+            placed.host_id.clone(),
+            OffsetDateTime::now_utc(),
+        );
+        // Before the record exists, so an exit racing the launch is never missed, and so a
+        // host's reconcile never takes this session for one whose game vanished (or, before
+        // its record exists, for a stray).
+        self.inflight.launch_begins(session.clone());
+        let launch = LaunchRequest {
+            session_id: id.clone(),
+            game_id: req.game_id.clone(),
+            mode: Some(placed.mode.clone()),
+            config: req.config.clone(),
+        };
+        let launch = timeout(self.settings.launch_timeout, placed.link.launch(launch));
+        tokio::pin!(launch);
+        // Most launches answer within a millisecond or two: then the session is recorded once,
+        // with its outcome. A start under an Idempotency-Key is recorded first, so a
+        // concurrent retry finds it.
+        if key.is_none() {
+            tokio::select! {
+                reply = &mut launch => {
+                    return self.launched_at_once(&session, &req, &placed, reply, actor).await;
+                }
+                () = tokio::time::sleep(RECORD_AT_ONCE) => {}
+            }
+        }
+        // The `starting` record and the rest of the launch go together rather than one after
+        // the other. A broker that dies in between leaves either a record whose game never
+        // ran (settled when the host reconnects) or a game without a record (stopped then).
+        let (inserted, reply) = tokio::join!(self.store.insert(&session, key, actor), launch);
+        if !matches!(inserted, Ok(Inserted::New)) {
+            self.inflight.launch_done(&id);
+            // Waiters on it (it was readable while in flight) learn it was never recorded.
+            let _ = self.changes.send(id.clone());
+            self.registry.release(&placed.host_id, &id);
+            // No game may run without a session. (One launched late is stopped by the link.)
+            if matches!(reply, Ok(Ok(LaunchReply::Launched(_)))) {
+                placed.link.stop_nowait(id.clone());
+            }
+        }
+        match inserted {
+            Ok(Inserted::New) => {}
+            // A concurrent request with the same key got there first.
+            Ok(Inserted::Existing(first)) => return Ok((self.settled(&first).await?, false)),
+            Ok(Inserted::KeyConflict) => return Err(Error::KeyReused),
+            Err(e) => return Err(e.into()),
+        }
+        let result = self.launched(&id, &req, &placed, reply).await;
+        if let (Err(_), Some(k)) = (&result, key) {
+            if let Err(e) = self.store.forget_key(&k.key).await {
+                tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
+            }
+        }
+        result
+    }
+
+    /// What a launch's answer means, and for one that timed out, the stop of whatever the
+    /// agent launched late: it must not run without a session.
+    fn outcome(
+        &self,
+        id: &SessionId,
+        req: &StartSession,
+        placed: &Placed,
+        reply: LaunchOutcome,
+    ) -> (SessionEvent, Actor, Option<Error>) {
+        let outcome = launch_outcome(reply, req, placed, self.settings.launch_timeout);
+        if outcome.0 == SessionEvent::LaunchTimedOut {
+            placed.link.stop_nowait(id.clone());
+        }
+        outcome
+    }
+
+    /// Records a session and its launch's outcome as one change (see [`RECORD_AT_ONCE`]).
+    async fn launched_at_once(
+        &self,
+        session: &Session,
+        req: &StartSession,
+        placed: &Placed,
+        reply: LaunchOutcome,
+        actor: Actor,
+    ) -> Result<(Session, bool), Error> {
+        let id = &session.session_id;
+        let (event, event_actor, failure) = self.outcome(id, req, placed, reply);
+        let recorded = self
+            .store
+            .insert_after(
+                session,
+                actor,
+                &event,
+                event_actor,
+                OffsetDateTime::now_utc(),
+            )
+            .await;
+        match &recorded {
+            Ok(s) => self.changed(s, &event),
+            // Never recorded: its slot is free again (a launched game is stopped below).
+            Err(_) => self.registry.release(&placed.host_id, id),
+        }
+        self.settle_launch(id, placed, failure, recorded).await
+    }
+
+    /// Records the agent's answer to the launch of a recorded session.
+    async fn launched(
+        &self,
+        id: &SessionId,
+        req: &StartSession,
+        placed: &Placed,
+        reply: LaunchOutcome,
+    ) -> Result<(Session, bool), Error> {
+        let (event, actor, failure) = self.outcome(id, req, placed, reply);
+        let recorded = self.record(id, event, actor).await;
+        self.settle_launch(id, placed, failure, recorded).await
+    }
+
+    /// Answers a start once its outcome is recorded (or could not be): a failed launch answers
+    /// its error; a launched game whose record failed is stopped; an exit that arrived during
+    /// the launch is recorded now.
+    async fn settle_launch(
+        &self,
+        id: &SessionId,
+        placed: &Placed,
+        failure: Option<Error>,
+        recorded: Result<Session, StoreError>,
+    ) -> Result<(Session, bool), Error> {
+        let host = &placed.host_id;
+        let result = match (failure, recorded) {
+            (Some(error), recorded) => {
+                if let Err(e) = recorded {
+                    // A `starting` record is settled by the sweep later.
+                    tracing::warn!(session = %id, error = %e, "could not record the failed start");
+                }
+                Err(error)
+            }
+            (None, Ok(s)) => Ok(s),
+            (None, Err(StoreError::Transition(TransitionError::Final(_)))) => {
+                // The host was declared lost meanwhile; its game must not run on.
+                placed.link.stop_nowait(id.clone());
+                Err(Error::HostUnavailable(format!(
+                    "host {host} went away during the launch; retry"
+                )))
+            }
+            (None, Err(e)) => {
+                placed.link.stop_nowait(id.clone());
+                Err(e.into())
+            }
+        };
+        let early_exit = self.inflight.launch_done(id);
+        // Waiters on a start never recorded learn so now.
+        let _ = self.changes.send(id.clone());
+        let session = match (result, early_exit) {
+            (Ok(_), Some(status)) => {
+                tracing::info!(session = %id, ?status, "game exited as it started");
+                self.record(id, SessionEvent::Exited(status), Actor::GameExit)
+                    .await?
+            }
+            (result, _) => {
+                if let Err(e) = &result {
+                    tracing::info!(session = %id, %host, error = %e, "start failed");
+                }
+                result?
+            }
+        };
+        Ok((session, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agents::AgentLink;
+    use protocol::wire::Launched;
+    use protocol::{GameId, HostId};
+
+    fn req(mode: Option<&str>) -> StartSession {
+        StartSession {
+            game_id: GameId::new("pong").unwrap(),
+            mode: mode.map(str::to_owned),
+            config: None,
+        }
+    }
+
+    fn placed() -> Placed {
+        Placed {
+            host_id: HostId::new("host-a").unwrap(),
+            mode: "classic".into(),
+            link: AgentLink::channel(1).0,
+        }
+    }
+
+    #[test]
+    fn values_are_bounded_and_printable() {
+        assert!(check_value("mode", None).is_ok());
+        assert!(check_value("mode", Some("turbo")).is_ok());
+        for bad in ["", "a\nb", &"x".repeat(MAX_VALUE_LEN + 1)] {
+            assert!(
+                matches!(check_value("mode", Some(bad)), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(idempotency_key(Some(String::new()), &req(None)).is_err());
+        assert!(idempotency_key(Some("k".repeat(MAX_KEY_LEN + 1)), &req(None)).is_err());
+        assert!(idempotency_key(Some("order-42".into()), &req(None))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn placement_errors_say_what_the_caller_can_do() {
+        let e = placement_error(
+            PlacementError::UnknownMode(vec!["classic".into(), "turbo".into()]),
+            &req(Some("hard")),
+        );
+        assert!(e.to_string().contains("classic, turbo"), "{e}");
+        assert!(matches!(
+            placement_error(PlacementError::NoCapacity, &req(None)),
+            Error::NoCapacity {
+                retry_after_secs: NO_CAPACITY_RETRY_SECS,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn each_launch_answer_has_its_event_and_error() {
+        let p = placed();
+        let t = Duration::from_secs(10);
+        let launched = Launched {
+            session_id: SessionId::new("s").unwrap(),
+            pid: 42,
+            ip: [127, 0, 0, 1].into(),
+            port: 20000,
+        };
+        let failed = |kind| {
+            Ok(Ok(LaunchReply::Failed {
+                kind,
+                message: "why".into(),
+            }))
+        };
+        let cases: Vec<(LaunchOutcome, SessionEvent, Actor, Option<&str>)> = vec![
+            (
+                Ok(Ok(LaunchReply::Launched(launched))),
+                SessionEvent::Launched {
+                    pid: 42,
+                    ip: [127, 0, 0, 1].into(),
+                    port: 20000,
+                },
+                Actor::Agent,
+                None,
+            ),
+            (
+                failed(LaunchFailure::BadRequest),
+                SessionEvent::LaunchFailed,
+                Actor::Agent,
+                Some("Refused"),
+            ),
+            (
+                failed(LaunchFailure::NoCapacity),
+                SessionEvent::LaunchFailed,
+                Actor::Agent,
+                Some("NoCapacity"),
+            ),
+            (
+                failed(LaunchFailure::SpawnFailed),
+                SessionEvent::LaunchFailed,
+                Actor::Agent,
+                Some("LaunchFailed"),
+            ),
+            (
+                failed(LaunchFailure::UnknownGame),
+                SessionEvent::LaunchFailed,
+                Actor::Agent,
+                Some("LaunchFailed"),
+            ),
+            (
+                Ok(Err(LinkError::Closed)),
+                SessionEvent::LaunchFailed,
+                Actor::Agent,
+                Some("LaunchFailed"),
+            ),
+        ];
+        for (reply, event, actor, error) in cases {
+            let (e, a, err) = launch_outcome(reply, &req(None), &p, t);
+            assert_eq!((e, a), (event, actor));
+            let kind = err.map(|e| format!("{e:?}"));
+            assert_eq!(
+                kind.as_deref()
+                    .map(|k| k.split(['(', ' ']).next().unwrap_or_default()),
+                error
+            );
+        }
+    }
+}

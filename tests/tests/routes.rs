@@ -1,0 +1,326 @@
+//! Authorization is decided from the route actix matched, never from how the path was spelled
+//! (API.md, "HTTP API"): every route × every caller answers as the role table says, and no
+//! spelling of a path — percent-encoded, doubled or trailing slashes, another case, dot
+//! segments — reaches a handler without its route's check.
+//!
+//! Requests are written by hand on a raw TCP connection, so the path reaches the broker
+//! exactly as spelled (an HTTP client library would normalise some of these spellings away).
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use broker::http::routes::{Access, ROUTES};
+use portal_client::Client;
+use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PORTAL: &str = "portal-key-0123456789";
+const PROVIDER: &str = "provider-key-0123456789";
+const ADMIN: &str = "admin-key-0123456789";
+const WRONG: &str = "wrong-key-0123456789";
+
+/// API.md's role table, written out independently of the code: method, path, who may call.
+/// A route added to the code without a line here fails
+/// `every_route_is_declared_with_the_roles_api_md_gives_it`.
+const TABLE: &[(&str, &str, &[&str])] = &[
+    ("GET", "/healthz", &["open"]),
+    ("POST", "/v1/sessions", &["portal", "admin"]),
+    ("GET", "/v1/sessions", &["portal", "provider", "admin"]),
+    ("GET", "/v1/sessions/{id}", &["portal", "provider", "admin"]),
+    (
+        "DELETE",
+        "/v1/sessions/{id}",
+        &["portal", "provider", "admin"],
+    ),
+    (
+        "GET",
+        "/v1/sessions/{id}/events",
+        &["portal", "provider", "admin"],
+    ),
+    ("GET", "/v1/hosts", &["provider", "admin"]),
+    ("POST", "/v1/hosts/{id}/drain", &["provider", "admin"]),
+    ("POST", "/v1/hosts/{id}/resume", &["provider", "admin"]),
+    ("GET", "/v1/games", &["portal", "admin"]),
+    ("GET", "/IP", &["portal", "admin"]),
+    ("GET", "/End", &["portal", "provider", "admin"]),
+];
+
+/// The callers: none, a wrong key, and each role.
+const CALLERS: &[(&str, Option<&str>)] = &[
+    ("no key", None),
+    ("wrong key", Some(WRONG)),
+    ("portal", Some(PORTAL)),
+    ("provider", Some(PROVIDER)),
+    ("admin", Some(ADMIN)),
+];
+
+async fn secured() -> (TestBroker, TestAgent) {
+    let broker = TestBroker::start_with(BrokerOptions {
+        api_keys: vec![
+            format!("portal:{PORTAL}"),
+            format!("provider:{PROVIDER}"),
+            format!("admin:{ADMIN}"),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    tests::wait_hosts_online(&admin, 1).await;
+    (broker, agent)
+}
+
+/// A concrete path for a route's pattern, with a query that gets past decoding but changes
+/// nothing that matters (an unknown game, an unknown session, a PID no game has).
+fn concrete(pattern: &str) -> (String, &'static str) {
+    let path = if pattern.starts_with("/v1/hosts/") {
+        pattern.replace("{id}", "host-a")
+    } else {
+        pattern.replace("{id}", "no-such-session")
+    };
+    let (query, body) = match pattern {
+        "/IP" => ("?gameId=no-such-game", ""),
+        "/End" => ("?serverIp=127.0.0.1&pid=1", ""),
+        "/v1/sessions" => ("", r#"{"game_id":"no-such-game"}"#),
+        _ => ("", ""),
+    };
+    (format!("{path}{query}"), body)
+}
+
+/// Status and body of one request written as is.
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(k) = key {
+        head.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {target}: no answer"));
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: not HTTP: {text:?}"));
+    (status, text)
+}
+
+fn allowed(roles: &[&str], caller: &str) -> bool {
+    roles.contains(&"open") || roles.contains(&caller)
+}
+
+#[test]
+fn every_route_is_declared_with_the_roles_api_md_gives_it() {
+    let mut declared: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.verb.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    let mut documented: Vec<(String, String)> = TABLE
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    declared.sort();
+    documented.sort();
+    assert_eq!(
+        declared, documented,
+        "the route table and API.md's role table disagree: declare each route with its action, and add it here"
+    );
+    for r in ROUTES {
+        let (_, _, roles) = TABLE
+            .iter()
+            .find(|(m, p, _)| *m == r.verb.as_str() && *p == r.path)
+            .unwrap();
+        let open = roles.contains(&"open");
+        assert_eq!(
+            r.access == Access::Open,
+            open,
+            "{} {}",
+            r.verb.as_str(),
+            r.path
+        );
+        if let Access::Role(action) = r.access {
+            for role in [
+                broker::auth::Role::Portal,
+                broker::auth::Role::Provider,
+                broker::auth::Role::Admin,
+            ] {
+                assert_eq!(
+                    role.may(action),
+                    roles.contains(&role.as_str()),
+                    "{} {} for {role}",
+                    r.verb.as_str(),
+                    r.path
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_caller_as_the_role_table_says() {
+    let (broker, _agent) = secured().await;
+    for (method, pattern, roles) in TABLE {
+        let (target, body) = concrete(pattern);
+        for (caller, key) in CALLERS {
+            let (status, text) = raw(broker.http_addr, method, &target, *key, body).await;
+            let want = match (*key, allowed(roles, caller)) {
+                (_, true) if roles.contains(&"open") => "answered",
+                (None | Some(WRONG), _) => "401",
+                (_, false) => "403",
+                (_, true) => "answered",
+            };
+            let ok = match want {
+                "401" => status == 401 && text.contains("unauthorized"),
+                "403" => status == 403 && text.contains("forbidden"),
+                _ => status != 401 && status != 403 && status != 405,
+            };
+            assert!(
+                ok,
+                "{method} {target} as {caller}: want {want}, got {status}: {text}"
+            );
+        }
+    }
+}
+
+/// Ways to spell a path that are not the route's own spelling.
+fn spellings(path: &str) -> Vec<String> {
+    let (path, query) = path.split_once('?').map_or((path, ""), |(p, q)| (p, q));
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let join = |segs: &[String]| format!("/{}", segs.join("/"));
+    let mut out = Vec::new();
+    for (i, seg) in segments.iter().enumerate() {
+        let mut chars = seg.chars();
+        let Some(first) = chars.next() else { continue };
+        let rest: String = chars.collect();
+        let with = |replacement: String| {
+            let mut segs: Vec<String> = segments.iter().map(|s| (*s).to_owned()).collect();
+            segs[i] = replacement;
+            join(&segs)
+        };
+        // Percent-encoded first letter, lower- and upper-case hex.
+        out.push(with(format!("%{:02x}{rest}", first as u32)));
+        out.push(with(format!("%{:02X}{rest}", first as u32)));
+        // Another case.
+        let flipped: String = seg
+            .chars()
+            .map(|c| {
+                if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        if flipped != *seg {
+            out.push(with(flipped));
+        }
+        // Dot segments before it.
+        out.push(with(format!("./{seg}")));
+        out.push(with(format!("x/../{seg}")));
+        // A doubled slash before it.
+        out.push(with(format!("/{seg}")));
+    }
+    out.push(format!("{path}/"));
+    out.push(format!("/{path}"));
+    out.push(format!("{path}//"));
+    out.into_iter().map(|p| format!("{p}{query}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spelling_of_a_path_gets_past_its_routes_check() {
+    let (broker, _agent) = secured().await;
+    let mut tried = 0;
+    for (method, pattern, roles) in TABLE {
+        if roles.contains(&"open") {
+            continue;
+        }
+        let (target, body) = concrete(pattern);
+        for spelled in spellings(&target) {
+            for (caller, key) in CALLERS {
+                if allowed(roles, caller) {
+                    continue;
+                }
+                let (status, text) = raw(broker.http_addr, method, &spelled, *key, body).await;
+                let refused = match key {
+                    None | Some(WRONG) => status == 401,
+                    Some(_) => status == 403,
+                };
+                assert!(
+                    refused || status == 404,
+                    "{method} {spelled} as {caller} reached a handler: {status}: {text}"
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried > 300, "only {tried} spellings tried");
+    // The spellings the old check missed are the route's own, refused like it.
+    for (method, spelled) in [
+        ("GET", "/v1/%73essions"),
+        ("POST", "/v1/hosts/host-a/%64rain"),
+        ("GET", "/%49P?gameId=sleeper"),
+    ] {
+        let (status, text) = raw(broker.http_addr, method, spelled, None, "").await;
+        assert_eq!(status, 401, "{method} {spelled}: {text}");
+    }
+    // Nothing was drained or started by any of it.
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    let hosts = admin.hosts().await.unwrap().hosts;
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h.status == protocol::api::HostStatus::Online),
+        "{hosts:?}"
+    );
+    assert!(admin
+        .list_sessions(&Default::default())
+        .await
+        .unwrap()
+        .sessions
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_404_and_other_methods_405_with_json_bodies() {
+    let (broker, _agent) = secured().await;
+    let (status, text) = raw(broker.http_addr, "GET", "/v2/sessions", None, "").await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("\"not_found\""), "{text}");
+    let (status, text) = raw(broker.http_addr, "PUT", "/v1/sessions", Some(ADMIN), "").await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("\"method_not_allowed\""), "{text}");
+    // Every answer carries a request id.
+    let (_, text) = raw(broker.http_addr, "GET", "/healthz", None, "").await;
+    assert!(
+        text.to_ascii_lowercase().contains("x-request-id: "),
+        "{text}"
+    );
+}
