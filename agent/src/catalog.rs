@@ -87,7 +87,8 @@ pub enum CatalogError {
         /// What the parser said.
         message: String,
     },
-    /// An entry is wrong.
+    /// An entry is wrong, said in a message: its name is not a valid id (the broker's `--dev`
+    /// setup uses it too).
     #[error("catalog game {game:?}: {message}")]
     Entry {
         /// The entry's name.
@@ -95,6 +96,107 @@ pub enum CatalogError {
         /// What is wrong.
         message: String,
     },
+    /// An entry's settings are wrong.
+    // `error` is shown in the message and so, by design, not also returned as its source.
+    #[error("catalog game {game:?}: {error}")]
+    BadEntry {
+        /// The entry's name.
+        game: String,
+        /// What is wrong.
+        error: EntryError,
+    },
+}
+
+/// What is wrong with a catalog entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// `command` is empty.
+    #[error("command is empty")]
+    EmptyCommand,
+    /// A `{` of `command` or `args` has no `}`.
+    #[error("unclosed '{{' in {0:?}")]
+    UnclosedBrace(String),
+    /// A placeholder of `command` or `args` is not one of the known ones.
+    #[error(
+        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}} or {{session_id}}"
+    )]
+    UnknownPlaceholder {
+        /// The name between the braces.
+        name: String,
+        /// The whole string.
+        template: String,
+    },
+    /// A mode is not a valid value.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// `config_dir` cannot be resolved.
+    #[error("config_dir {path}: {source}")]
+    ConfigDir {
+        /// The directory as written.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `default_config` is set without `config_dir`.
+    #[error("default_config needs a config_dir")]
+    DefaultConfigWithoutDir,
+    /// An `env` key is empty, holds `=` or NUL, or starts with `ARCADE_`.
+    #[error("env key {0:?} is not allowed")]
+    EnvKey(String),
+    /// `default_config` does not resolve inside `config_dir`.
+    // Shown in the message, so not also returned as the source.
+    #[error("default_config: {0}")]
+    DefaultConfig(ConfigError),
+}
+
+/// Why a mode or config name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// It is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// `mode` or `config`.
+        what: &'static str,
+    },
+    /// It is longer than [`MAX_VALUE_LEN`].
+    #[error("{what} is longer than {max} bytes", max = MAX_VALUE_LEN)]
+    TooLong {
+        /// `mode` or `config`.
+        what: &'static str,
+    },
+    /// It holds control characters.
+    #[error("{what} must not hold control characters")]
+    ControlChars {
+        /// `mode` or `config`.
+        what: &'static str,
+    },
+}
+
+/// Why a config name does not resolve to a file inside the game's `config_dir`. The names
+/// held are cut to their first 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The game has no `config_dir`.
+    #[error("this game takes no config file")]
+    NoConfigDir,
+    /// The name is not a valid value.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// The name is absolute or holds `..`.
+    #[error("config {0:?} must be a relative path inside the game's config_dir, without '..'")]
+    NotRelative(String),
+    /// No such file.
+    #[error("config {0:?} does not exist")]
+    Missing(String),
+    /// Following symlinks leads out of `config_dir`.
+    #[error("config {0:?} leads outside the game's config_dir")]
+    Outside(String),
+    /// It is not a regular file.
+    #[error("config {0:?} is not a file")]
+    NotAFile(String),
+    /// Its resolved path is not UTF-8.
+    #[error("config {0:?} is not valid UTF-8")]
+    NotUtf8(String),
 }
 
 /// Why a launch request is refused.
@@ -143,12 +245,15 @@ impl Catalog {
     ) -> Result<Self, CatalogError> {
         let mut games = BTreeMap::new();
         for (name, entry) in entries {
-            let err = |message: String| CatalogError::Entry {
+            let id = GameId::new(name.clone()).map_err(|e| CatalogError::Entry {
                 game: name.clone(),
-                message,
-            };
-            let id = GameId::new(name.clone()).map_err(|e| err(e.to_string()))?;
-            games.insert(id, Game::check(entry).map_err(err)?);
+                message: e.to_string(),
+            })?;
+            let game = Game::check(entry).map_err(|error| CatalogError::BadEntry {
+                game: name.clone(),
+                error,
+            })?;
+            games.insert(id, game);
         }
         Ok(Self { games })
     }
@@ -244,9 +349,9 @@ fn truncate(s: &str) -> String {
 }
 
 impl Game {
-    fn check(entry: GameEntry) -> Result<Self, String> {
+    fn check(entry: GameEntry) -> Result<Self, EntryError> {
         if entry.command.is_empty() {
-            return Err("command is empty".into());
+            return Err(EntryError::EmptyCommand);
         }
         let command = Template::parse(&entry.command)?;
         let args = entry
@@ -265,16 +370,16 @@ impl Game {
         let config_dir = match entry.config_dir {
             Some(dir) => Some(
                 dir.canonicalize()
-                    .map_err(|e| format!("config_dir {}: {e}", dir.display()))?,
+                    .map_err(|source| EntryError::ConfigDir { path: dir, source })?,
             ),
             None => None,
         };
         if entry.default_config.is_some() && config_dir.is_none() {
-            return Err("default_config needs a config_dir".into());
+            return Err(EntryError::DefaultConfigWithoutDir);
         }
         for k in entry.env.keys() {
             if k.is_empty() || k.contains(['=', '\0']) || k.starts_with("ARCADE_") {
-                return Err(format!("env key {k:?} is not allowed"));
+                return Err(EntryError::EnvKey(k.clone()));
             }
         }
         let game = Self {
@@ -288,7 +393,7 @@ impl Game {
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
-                .map_err(|e| format!("default_config: {e}"))?;
+                .map_err(EntryError::DefaultConfig)?;
         }
         Ok(game)
     }
@@ -305,61 +410,52 @@ impl Game {
             (Some(name), _) => self
                 .resolve_config_in(name)
                 .map(Some)
-                .map_err(ResolveError::BadRequest),
+                .map_err(|e| ResolveError::BadRequest(e.to_string())),
             (None, Some(default)) => self
                 .resolve_config_in(default)
                 .map(Some)
-                .map_err(ResolveError::BadRequest),
+                .map_err(|e| ResolveError::BadRequest(e.to_string())),
             (None, None) => Ok(None),
         }
     }
 
     /// Resolves `name` inside `config_dir`: relative, no `..`, and after following symlinks
     /// still inside the (canonical) directory, and a regular file.
-    fn resolve_config_in(&self, name: &str) -> Result<String, String> {
-        let dir = self
-            .config_dir
-            .as_ref()
-            .ok_or_else(|| "this game takes no config file".to_owned())?;
+    fn resolve_config_in(&self, name: &str) -> Result<String, ConfigError> {
+        let dir = self.config_dir.as_ref().ok_or(ConfigError::NoConfigDir)?;
         check_value("config", name)?;
         let rel = Path::new(name);
         if !rel
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(format!(
-                "config {:?} must be a relative path inside the game's config_dir, without '..'",
-                truncate(name)
-            ));
+            return Err(ConfigError::NotRelative(truncate(name)));
         }
         let full = dir
             .join(rel)
             .canonicalize()
-            .map_err(|_| format!("config {:?} does not exist", truncate(name)))?;
+            .map_err(|_| ConfigError::Missing(truncate(name)))?;
         if !full.starts_with(dir) {
-            return Err(format!(
-                "config {:?} leads outside the game's config_dir",
-                truncate(name)
-            ));
+            return Err(ConfigError::Outside(truncate(name)));
         }
         if !full.is_file() {
-            return Err(format!("config {:?} is not a file", truncate(name)));
+            return Err(ConfigError::NotAFile(truncate(name)));
         }
         full.into_os_string()
             .into_string()
-            .map_err(|_| format!("config {:?} is not valid UTF-8", truncate(name)))
+            .map_err(|_| ConfigError::NotUtf8(truncate(name)))
     }
 }
 
-fn check_value(what: &str, v: &str) -> Result<(), String> {
+fn check_value(what: &'static str, v: &str) -> Result<(), ValueError> {
     if v.is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(ValueError::Empty { what });
     }
     if v.len() > MAX_VALUE_LEN {
-        return Err(format!("{what} is longer than {MAX_VALUE_LEN} bytes"));
+        return Err(ValueError::TooLong { what });
     }
     if v.chars().any(char::is_control) {
-        return Err(format!("{what} must not hold control characters"));
+        return Err(ValueError::ControlChars { what });
     }
     Ok(())
 }
@@ -402,14 +498,14 @@ struct Values<'a> {
 }
 
 impl Template {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, EntryError> {
         let mut pieces = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
             let close = rest[open..]
                 .find('}')
                 .map(|c| open + c)
-                .ok_or_else(|| format!("unclosed '{{' in {s:?}"))?;
+                .ok_or_else(|| EntryError::UnclosedBrace(s.to_owned()))?;
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
             }
@@ -419,9 +515,10 @@ impl Template {
                 "port" => Placeholder::Port,
                 "session_id" => Placeholder::SessionId,
                 other => {
-                    return Err(format!(
-                        "unknown placeholder {{{other}}} in {s:?}: use {{mode}}, {{config}}, {{port}} or {{session_id}}"
-                    ))
+                    return Err(EntryError::UnknownPlaceholder {
+                        name: other.to_owned(),
+                        template: s.to_owned(),
+                    })
                 }
             };
             pieces.push(Piece::Var(var));
@@ -611,5 +708,133 @@ default_config = "server.neverball.conf"
             )]);
             assert!(r.is_err(), "{name} {command}");
         }
+    }
+
+    fn entry(command: &str) -> GameEntry {
+        GameEntry {
+            command: command.into(),
+            args: vec![],
+            modes: vec![],
+            config_dir: None,
+            default_config: None,
+            env: BTreeMap::new(),
+            limits: None,
+        }
+    }
+
+    fn load_error(entry: GameEntry) -> String {
+        match Catalog::from_entries([("g".to_owned(), entry)]) {
+            Ok(_) => panic!("loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn entry_messages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        let with = |f: &dyn Fn(&mut GameEntry)| {
+            let mut e = entry("/bin/true");
+            f(&mut e);
+            load_error(e)
+        };
+        assert_eq!(
+            load_error(entry("")),
+            r#"catalog game "g": command is empty"#
+        );
+        assert_eq!(
+            load_error(entry("/bin/{mode")),
+            r#"catalog game "g": unclosed '{' in "/bin/{mode""#
+        );
+        assert_eq!(
+            load_error(entry("/bin/{nope}")),
+            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port} or {session_id}"#
+        );
+        assert_eq!(
+            with(&|e| e.modes = vec![String::new()]),
+            r#"catalog game "g": mode must not be empty"#
+        );
+        assert_eq!(
+            with(&|e| e.modes = vec!["m".repeat(300)]),
+            r#"catalog game "g": mode is longer than 255 bytes"#
+        );
+        assert_eq!(
+            with(&|e| e.modes = vec!["a\nb".into()]),
+            r#"catalog game "g": mode must not hold control characters"#
+        );
+        let missing = dir.join("missing");
+        assert_eq!(
+            with(&|e| e.config_dir = Some(missing.clone())),
+            format!(
+                r#"catalog game "g": config_dir {}: {}"#,
+                missing.display(),
+                missing.canonicalize().unwrap_err()
+            )
+        );
+        assert_eq!(
+            with(&|e| e.default_config = Some("x".into())),
+            r#"catalog game "g": default_config needs a config_dir"#
+        );
+        assert_eq!(
+            with(&|e| {
+                e.env.insert("ARCADE_X".into(), "1".into());
+            }),
+            r#"catalog game "g": env key "ARCADE_X" is not allowed"#
+        );
+        assert_eq!(
+            with(&|e| {
+                e.config_dir = Some(dir.clone());
+                e.default_config = Some("absent.conf".into());
+            }),
+            r#"catalog game "g": default_config: config "absent.conf" does not exist"#
+        );
+        match Catalog::from_entries([("bad id/".to_owned(), entry("/bin/true"))]) {
+            Err(CatalogError::Entry { game, .. }) => assert_eq!(game, "bad id/"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_messages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::fs::create_dir(tmp.path().join("sub.d")).unwrap();
+        let cat = ga_catalog(tmp.path());
+        std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link.conf"))
+            .unwrap();
+        let message = |game_id: &str, config: &str| match cat.resolve(
+            &game(game_id),
+            None,
+            Some(config),
+            1,
+            &sid(),
+        ) {
+            Err(ResolveError::BadRequest(m)) => m,
+            other => panic!("{config:?}: {other:?}"),
+        };
+        let long = "x".repeat(300);
+        let cases = [
+            ("../catalog.toml", r#"config "../catalog.toml" must be a relative path inside the game's config_dir, without '..'"#.to_owned()),
+            ("/etc/passwd", r#"config "/etc/passwd" must be a relative path inside the game's config_dir, without '..'"#.to_owned()),
+            ("link.conf", r#"config "link.conf" leads outside the game's config_dir"#.to_owned()),
+            ("missing.conf", r#"config "missing.conf" does not exist"#.to_owned()),
+            ("sub.d", r#"config "sub.d" is not a file"#.to_owned()),
+            ("a\0b", "config must not hold control characters".to_owned()),
+            ("", "config must not be empty".to_owned()),
+            (long.as_str(), "config is longer than 255 bytes".to_owned()),
+        ];
+        for (config, want) in cases {
+            assert_eq!(message("neverball", config), want);
+        }
+        assert_eq!(
+            message("sleeper", "x.conf"),
+            "game sleeper takes no config file"
+        );
+        let dirless = Game::check(entry("/bin/true")).unwrap();
+        assert_eq!(
+            dirless.resolve_config_in("x").unwrap_err().to_string(),
+            "this game takes no config file"
+        );
     }
 }

@@ -79,21 +79,35 @@ pub enum ArgsError {
     Invalid(String),
 }
 
+/// Why a `--port-range` value is not a port range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// There is no `-`.
+    #[error("{0:?} is not LO-HI")]
+    NotARange(String),
+    /// One end is not a port number.
+    #[error("{0:?} is not a port")]
+    NotAPort(String),
+    /// `LO` is 0 or above `HI`.
+    #[error("{0:?}: need 1 <= LO <= HI")]
+    Order(String),
+}
+
 /// Parses `LO-HI`.
-pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+pub fn parse_port_range(s: &str) -> Result<PortRange, PortRangeError> {
     let (lo, hi) = s
         .split_once('-')
-        .ok_or_else(|| format!("{s:?} is not LO-HI"))?;
+        .ok_or_else(|| PortRangeError::NotARange(s.to_owned()))?;
     let lo: u16 = lo
         .trim()
         .parse()
-        .map_err(|_| format!("{lo:?} is not a port"))?;
+        .map_err(|_| PortRangeError::NotAPort(lo.to_owned()))?;
     let hi: u16 = hi
         .trim()
         .parse()
-        .map_err(|_| format!("{hi:?} is not a port"))?;
+        .map_err(|_| PortRangeError::NotAPort(hi.to_owned()))?;
     if lo == 0 || lo > hi {
-        return Err(format!("{s:?}: need 1 <= LO <= HI"));
+        return Err(PortRangeError::Order(s.to_owned()));
     }
     Ok(PortRange { lo, hi })
 }
@@ -173,7 +187,10 @@ impl Args {
                     None => broker_host(&self.broker),
                 };
                 let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-                Some(crate::tls::Tls::new(ca, &name, client).map_err(ArgsError::Invalid)?)
+                Some(
+                    crate::tls::Tls::new(ca, &name, client)
+                        .map_err(|e| ArgsError::Invalid(e.to_string()))?,
+                )
             }
             None if self.tls_cert.is_some() => {
                 return Err(ArgsError::Invalid(
@@ -203,7 +220,7 @@ impl Args {
                 .as_deref()
                 .map(crate::games::RunAs::lookup)
                 .transpose()
-                .map_err(ArgsError::Invalid)?,
+                .map_err(|e| ArgsError::Invalid(e.to_string()))?,
         })
     }
 }
@@ -224,6 +241,11 @@ mod tests {
         for bad in ["", "1", "2-1", "0-5", "a-b", "1-70000"] {
             assert!(parse_port_range(bad).is_err(), "{bad}");
         }
+        let message = |s: &str| parse_port_range(s).map(|_| ()).unwrap_err().to_string();
+        assert_eq!(message("1"), r#""1" is not LO-HI"#);
+        assert_eq!(message("a-b"), r#""a" is not a port"#);
+        assert_eq!(message("1-70000"), r#""70000" is not a port"#);
+        assert_eq!(message("2-1"), r#""2-1": need 1 <= LO <= HI"#);
     }
 
     #[test]

@@ -157,17 +157,36 @@ pub struct RunAs {
     pub gid: u32,
 }
 
+/// Why a `--run-as` user cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum RunAsError {
+    /// The user database has no such user.
+    #[error("--run-as: no user {0:?}")]
+    NoUser(String),
+    /// The user database cannot be read.
+    #[error("--run-as {name:?}: {source}")]
+    Lookup {
+        /// The user asked for.
+        name: String,
+        /// Why the lookup failed.
+        source: nix::Error,
+    },
+}
+
 impl RunAs {
     /// Looks `name` up in the user database.
-    pub fn lookup(name: &str) -> Result<Self, String> {
+    pub fn lookup(name: &str) -> Result<Self, RunAsError> {
         match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => Ok(Self {
                 name: name.to_owned(),
                 uid: u.uid.as_raw(),
                 gid: u.gid.as_raw(),
             }),
-            Ok(None) => Err(format!("--run-as: no user {name:?}")),
-            Err(e) => Err(format!("--run-as {name:?}: {e}")),
+            Ok(None) => Err(RunAsError::NoUser(name.to_owned())),
+            Err(source) => Err(RunAsError::Lookup {
+                name: name.to_owned(),
+                source,
+            }),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! All of this is blocking file IO: call it off the async threads.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use protocol::SessionId;
@@ -31,11 +32,47 @@ impl Limits {
     }
 }
 
+/// Why limits cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// A cgroup file cannot be written.
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        /// What was to be written.
+        value: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A cgroup directory cannot be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The cgroup hierarchy a group belongs in is not there.
+    #[error("no cgroup hierarchy at {0}")]
+    NoHierarchy(PathBuf),
+}
+
 const ROOT: &str = "/sys/fs/cgroup";
 
-fn write(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value)
-        .map_err(|e| format!("cannot write {value:?} to {}: {e}", path.display()))
+fn write(path: &Path, value: &str) -> Result<(), LimitsError> {
+    std::fs::write(path, value).map_err(|source| LimitsError::Write {
+        value: value.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), LimitsError> {
+    std::fs::create_dir_all(path).map_err(|source| LimitsError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn v2() -> bool {
@@ -64,11 +101,10 @@ fn dirs(session: &SessionId) -> Vec<(Option<&'static str>, PathBuf)> {
 
 /// Puts process `pid` (the game's leader, just spawned) into a new group for `session` with
 /// `limits`.
-pub fn apply(session: &SessionId, pid: u32, limits: &Limits) -> Result<(), String> {
+pub fn apply(session: &SessionId, pid: u32, limits: &Limits) -> Result<(), LimitsError> {
     if v2() {
         let parent = Path::new(ROOT).join("arcade");
-        std::fs::create_dir_all(&parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        create_dir(&parent)?;
         // Controllers must be enabled for the children of both the root and our parent.
         let mut wanted = Vec::new();
         if limits.max_processes.is_some() {
@@ -94,10 +130,9 @@ pub fn apply(session: &SessionId, pid: u32, limits: &Limits) -> Result<(), Strin
             .parent()
             .is_some_and(|p| p.parent().is_some_and(Path::is_dir))
         {
-            return Err(format!("no cgroup hierarchy at {}", dir.display()));
+            return Err(LimitsError::NoHierarchy(dir));
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        create_dir(&dir)?;
         if let (Some("pids") | None, Some(n)) = (controller, limits.max_processes) {
             write(&dir.join("pids.max"), &n.to_string())?;
         }

@@ -2,12 +2,12 @@
 //! (`--broker-ca`), and optionally this agent's client certificate (`--tls-cert`/`--tls-key`)
 //! for brokers that require mutual TLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 /// What the agent needs to open a TLS link.
@@ -27,13 +27,78 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate file cannot be read.
+    #[error("cannot read certificates from {path}: {source}")]
+    ReadCerts {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: pem::Error,
+    },
+    /// A certificate file holds a certificate that cannot be parsed.
+    #[error("bad certificate in {path}: {source}")]
+    BadCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: pem::Error,
+    },
+    /// A certificate file holds no certificate.
+    #[error("no certificate in {0}")]
+    NoCert(PathBuf),
+    /// A CA certificate is refused as a trust anchor.
+    #[error("bad CA certificate in {path}: {source}")]
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// No protocol version is both safe and supported by the crypto provider.
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    /// The private key cannot be read.
+    #[error("cannot read the private key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        source: pem::Error,
+    },
+    /// The client certificate and key cannot be used.
+    #[error("client certificate {path}: {source}")]
+    ClientCert {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// The broker's name is neither a DNS name nor an IP address.
+    #[error("{name:?} is not a valid server name: {source}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// Why.
+        source: InvalidDnsNameError,
+    },
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .map_err(|source| TlsError::ReadCerts {
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+        .map_err(|source| TlsError::BadCert {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", path.display()));
+        return Err(TlsError::NoCert(path.to_owned()));
     }
     Ok(certs)
 }
@@ -45,30 +110,40 @@ impl Tls {
         ca: &Path,
         server_name: &str,
         client: Option<(&Path, &Path)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsError> {
         let mut roots = RootCertStore::empty();
         for c in certs(ca)? {
-            roots
-                .add(c)
-                .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
+            roots.add(c).map_err(|source| TlsError::BadCa {
+                path: ca.to_owned(),
+                source,
+            })?;
         }
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
+                .map_err(TlsError::Protocols)?
                 .with_root_certificates(roots);
         let config = match client {
             Some((cert, key)) => {
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+                    path: key.to_owned(),
+                    source,
+                })?;
                 builder
                     .with_client_auth_cert(certs(cert)?, key)
-                    .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
+                    .map_err(|source| TlsError::ClientCert {
+                        path: cert.to_owned(),
+                        source,
+                    })?
             }
             None => builder.with_no_client_auth(),
         };
-        let server_name = ServerName::try_from(server_name.to_owned())
-            .map_err(|e| format!("{server_name:?} is not a valid server name: {e}"))?;
+        let server_name = ServerName::try_from(server_name.to_owned()).map_err(|source| {
+            TlsError::ServerName {
+                name: server_name.to_owned(),
+                source,
+            }
+        })?;
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,

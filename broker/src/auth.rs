@@ -83,29 +83,34 @@ impl fmt::Debug for ApiKey {
 /// The shortest key accepted: a key is a secret, not a password to remember.
 pub const MIN_KEY_LEN: usize = 16;
 
+/// Why a `ROLE:KEY` is refused. No variant holds the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// No `:`.
+    #[error("an API key must be given as ROLE:KEY (ROLE is portal, provider or admin)")]
+    Shape,
+    /// Not a role (its first 32 characters).
+    #[error("unknown API key role {0:?}: use portal, provider or admin")]
+    UnknownRole(String),
+    /// Too short, or not visible ASCII.
+    #[error("the {0} API key must be at least {MIN_KEY_LEN} visible ASCII characters")]
+    Weak(Role),
+}
+
 impl std::str::FromStr for ApiKey {
-    type Err = String;
+    type Err = KeyError;
 
     /// Parses `ROLE:KEY`. The error never contains the key.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (role, key) = s.split_once(':').ok_or_else(|| {
-            "an API key must be given as ROLE:KEY (ROLE is portal, provider or admin)".to_owned()
-        })?;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let (role, key) = s.split_once(':').ok_or(KeyError::Shape)?;
         let role = match role.trim() {
             "portal" => Role::Portal,
             "provider" => Role::Provider,
             "admin" => Role::Admin,
-            other => {
-                return Err(format!(
-                    "unknown API key role {:?}: use portal, provider or admin",
-                    other.chars().take(32).collect::<String>()
-                ))
-            }
+            other => return Err(KeyError::UnknownRole(other.chars().take(32).collect())),
         };
         if key.len() < MIN_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "the {role} API key must be at least {MIN_KEY_LEN} visible ASCII characters"
-            ));
+            return Err(KeyError::Weak(role));
         }
         Ok(Self {
             role,
@@ -194,6 +199,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
+
+    #[test]
     fn roles_table() {
         use Action::*;
         let all = [
@@ -231,7 +244,7 @@ mod tests {
             "admin:short",
             "admin:has space 0123456789",
         ] {
-            let err = bad.parse::<ApiKey>().unwrap_err();
+            let err = bad.parse::<ApiKey>().unwrap_err().to_string();
             assert!(!err.contains("0123456789"), "{err}");
         }
     }

@@ -153,6 +153,10 @@ pub struct Config {
     pub workers: usize,
     /// How logs are written.
     pub log_format: LogFormat,
+    /// At shutdown, how long HTTP requests in flight may hold HTTP's workers (whole seconds;
+    /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
+    /// Not a flag; tests shorten it.
+    pub shutdown_grace: Duration,
 }
 
 /// Why the settings are refused.
@@ -212,6 +216,7 @@ impl Config {
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 
@@ -328,6 +333,7 @@ impl Args {
                 client_ca: client_ca.clone(),
             }),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_grace: d.shutdown_grace,
         };
         if config.agent_tls.is_none() && client_ca.is_some() {
             return Err(ConfigError::Invalid(

@@ -39,7 +39,7 @@ pub use config::{Args, Config};
 use crate::agents::{LinkSettings, Registry};
 use crate::service::{Service, ServiceSettings};
 use crate::store::mysql::MysqlStore;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Agents' events waiting for the service.
 const EVENT_QUEUE: usize = 4096;
@@ -93,13 +93,21 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
     /// The dev agent cannot be set up.
     #[error("--dev: {0}")]
-    Dev(String),
-    /// The agent link's TLS files cannot be used.
-    #[error("agent link TLS: {0}")]
-    Tls(String),
+    Dev(#[from] agent::catalog::CatalogError),
+    /// The agent link's or the API's TLS files cannot be used.
+    #[error("{what} TLS: {source}")]
+    Tls {
+        /// Which: the agent link or the API.
+        what: &'static str,
+        /// Why.
+        source: tls::TlsError,
+    },
     /// The session store cannot be opened.
     #[error("--database-url: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
+    /// The stored sessions cannot be read.
+    #[error("--database-url: cannot read the stored sessions: {0}")]
+    Restore(#[source] StoreError),
 }
 
 /// Runs the broker until `shutdown` fires, then stops gracefully: the HTTP API stops accepting
@@ -115,16 +123,19 @@ pub async fn run(
     listeners.agents.set_nonblocking(true)?;
     let agent_listener = tokio::net::TcpListener::from_std(listeners.agents)?;
     let tls = match &config.agent_tls {
-        Some(t) => {
-            Some(tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref()).map_err(BrokerError::Tls)?)
-        }
+        Some(t) => Some(
+            tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref()).map_err(|source| {
+                BrokerError::Tls {
+                    what: "agent link",
+                    source,
+                }
+            })?,
+        ),
         None => None,
     };
     let store = match &config.database_url {
         Some(url) => {
-            let store = MysqlStore::connect(url)
-                .await
-                .map_err(|e| BrokerError::Store(e.to_string()))?;
+            let store = MysqlStore::connect(url).await.map_err(BrokerError::Store)?;
             tracing::info!(database = %store::mysql::mask_url(url), "session store: MySQL");
             Store::Mysql(store)
         }
@@ -145,10 +156,7 @@ pub async fn run(
         heartbeat_timeout: config.heartbeat_timeout,
     };
     let service = Service::new(store, Arc::clone(&registry), settings, requests.clone());
-    service
-        .restore()
-        .await
-        .map_err(|e| BrokerError::Store(format!("cannot read the stored sessions: {e}")))?;
+    service.restore().await.map_err(BrokerError::Restore)?;
     let tracker = TaskTracker::new();
     // Everything but HTTP stops only after HTTP has drained.
     let background = CancellationToken::new();
@@ -175,9 +183,8 @@ pub async fn run(
         Some(dev) => {
             let state_dir =
                 std::env::temp_dir().join(format!("arcade-dev-agent-{}", std::process::id()));
-            let agent_config = dev
-                .agent_config(agent_addr, config.agent_token.clone(), state_dir)
-                .map_err(|e| BrokerError::Dev(e.to_string()))?;
+            let agent_config =
+                dev.agent_config(agent_addr, config.agent_token.clone(), state_dir)?;
             tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
             Some(tracker.spawn(agent::run(agent_config, dev_shutdown.clone())))
         }
@@ -189,11 +196,16 @@ pub async fn run(
         &http::HttpSettings {
             cors_origins: config.cors_origins.clone(),
             workers: config.workers,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: config.shutdown_grace,
             keys: auth::Keys::new(config.api_keys.clone()),
             tls: match &config.http_tls {
                 Some((cert, key)) => {
-                    Some(tls::server_config(cert, key, None).map_err(BrokerError::Tls)?)
+                    Some(tls::server_config(cert, key, None).map_err(|source| {
+                        BrokerError::Tls {
+                            what: "API (HTTPS)",
+                            source,
+                        }
+                    })?)
                 }
                 None => None,
             },

@@ -77,15 +77,25 @@ impl fmt::Display for SessionStatus {
     }
 }
 
+/// A string that names no [`SessionStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}: expected starting, running, stopping, ended, failed or lost")]
+pub struct UnknownStatus(String);
+
+impl UnknownStatus {
+    /// The string that was given.
+    pub fn given(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for SessionStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         Self::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown status {s:?}: expected starting, running, stopping, ended, failed or lost")
-            })
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 
@@ -434,7 +444,12 @@ mod tests {
             let json = serde_json::to_string(&st).unwrap();
             assert_eq!(json, format!("\"{st}\""));
         }
-        assert!("runing".parse::<SessionStatus>().is_err());
+        let err = "runing".parse::<SessionStatus>().unwrap_err();
+        assert_eq!(err.given(), "runing");
+        assert_eq!(
+            err.to_string(),
+            "unknown status \"runing\": expected starting, running, stopping, ended, failed or lost"
+        );
     }
 
     #[test]

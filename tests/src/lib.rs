@@ -81,6 +81,8 @@ pub struct BrokerOptions {
     pub agent_tls: Option<broker::config::AgentTls>,
     /// `--http-tls-cert`, `--http-tls-key`: the broker's URL is then `https://localhost:PORT`.
     pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// How long HTTP requests in flight may hold HTTP's workers at shutdown.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for BrokerOptions {
@@ -95,6 +97,7 @@ impl Default for BrokerOptions {
             api_keys: Vec::new(),
             agent_tls: None,
             http_tls: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -133,6 +136,7 @@ impl TestBroker {
         config.database_url = opts.database_url;
         config.agent_tls = opts.agent_tls;
         config.http_tls = opts.http_tls;
+        config.shutdown_grace = opts.shutdown_grace;
         config.api_keys = opts
             .api_keys
             .iter()

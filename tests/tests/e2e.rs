@@ -1151,6 +1151,59 @@ async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
     stopping.await.unwrap().unwrap();
 }
 
+/// A start whose client hung up is a task of the broker's own: a graceful stop waits for it
+/// (it used to run on an HTTP worker's runtime, which stops with HTTP, and its game was then
+/// stopped as a late launch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_client_hung_up_finishes_through_a_graceful_stop() {
+    use protocol::wire::BrokerMessage;
+    use tests::FakeAgent;
+    // HTTP's workers get no grace: the start is not kept alive by its request.
+    let broker = TestBroker::start_with(BrokerOptions {
+        shutdown_grace: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let mut fake = FakeAgent::connect_as(broker.agent_addr, "fake").await;
+    let client = Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let http = broker.http_addr;
+    let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
+    let body = r#"{"game_id":"sleeper"}"#;
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, request.as_bytes())
+        .await
+        .unwrap();
+    let req = fake.expect_launch().await;
+    // The client hangs up, then SIGTERM arrives while the start waits for its agent.
+    drop(conn);
+    let mut stopping = tokio::spawn(broker.stop());
+    wait_until("HTTP stops accepting", WAIT, || async move {
+        tokio::net::TcpStream::connect(http).await.is_err()
+    })
+    .await;
+    // HTTP has stopped, and the start still waits for its agent: the broker waits for it,
+    // past the moment HTTP's workers are stopped (they check their grace once a second).
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), &mut stopping)
+            .await
+            .is_err(),
+        "the broker stopped without waiting for the start"
+    );
+    fake.launched(&req.session_id).await;
+    // The start finishes and keeps its game: the next word to the agent is the goodbye, not a
+    // stop of a launch nobody waited for.
+    assert_eq!(
+        fake.recv(WAIT).await,
+        Some(BrokerMessage::GoingAway),
+        "the start was cut short and its game stopped"
+    );
+    stopping.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn games_get_a_clean_environment_and_can_run_unprivileged() {
     let mut opts = AgentOptions::host("host-a");

@@ -24,7 +24,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::{AgentCommand, AgentLink, HostEvent, LaunchReply, LinkInbox};
+use super::handle::{AgentCommand, AgentLink, HostEvent, Launch, LaunchReply, LinkInbox, Stop};
 use super::registry::Registry;
 use crate::auth::same_secret;
 
@@ -44,6 +44,12 @@ where
             "write timed out",
         ))
     })?
+}
+
+/// Someone waiting for an agent's answer, and the span of the request it serves.
+struct Waiter<T> {
+    reply: oneshot::Sender<T>,
+    span: tracing::Span,
 }
 
 /// Connections in their handshake at once, at most.
@@ -293,8 +299,8 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut framed = framed;
-        let mut launches: HashMap<SessionId, oneshot::Sender<LaunchReply>> = HashMap::new();
-        let mut stops: HashMap<SessionId, Vec<oneshot::Sender<()>>> = HashMap::new();
+        let mut launches: HashMap<SessionId, Waiter<LaunchReply>> = HashMap::new();
+        let mut stops: HashMap<SessionId, Vec<Waiter<()>>> = HashMap::new();
         let silence = self.settings.heartbeat_timeout;
         // One timer for the link's life, re-armed only when it fires: moving a deadline on
         // every frame would touch the runtime's timer wheel 10,000 times a second at scale.
@@ -319,18 +325,22 @@ impl Connection {
                 }
                 Some(cmd) = inbox.commands.recv() => {
                     let msg = match cmd {
-                        AgentCommand::Launch { req, reply } => {
+                        AgentCommand::Launch(launch) => {
+                            let Launch { req, reply, span } = *launch;
                             // Waiters that gave up (their start timed out) are dropped here.
-                            launches.retain(|_, r| !r.is_closed());
+                            launches.retain(|_, w| !w.reply.is_closed());
                             stops.retain(|_, rs| {
-                                rs.retain(|r| !r.is_closed());
+                                rs.retain(|r| !r.reply.is_closed());
                                 !rs.is_empty()
                             });
-                            launches.insert(req.session_id.clone(), reply);
-                            BrokerMessage::Launch(*req)
+                            tracing::debug!(parent: &span, %host, "launch sent to the agent");
+                            launches.insert(req.session_id.clone(), Waiter { reply, span });
+                            BrokerMessage::Launch(req)
                         }
-                        AgentCommand::Stop { session_id, reply } => {
-                            stops.entry(session_id.clone()).or_default().push(reply);
+                        AgentCommand::Stop(stop) => {
+                            let Stop { session_id, reply, span } = *stop;
+                            tracing::debug!(parent: &span, %host, "stop sent to the agent");
+                            stops.entry(session_id.clone()).or_default().push(Waiter { reply, span });
                             BrokerMessage::Stop { session_id }
                         }
                     };
@@ -379,8 +389,8 @@ impl Connection {
         &self,
         host: &HostId,
         msg: AgentMessage,
-        launches: &mut HashMap<SessionId, oneshot::Sender<LaunchReply>>,
-        stops: &mut HashMap<SessionId, Vec<oneshot::Sender<()>>>,
+        launches: &mut HashMap<SessionId, Waiter<LaunchReply>>,
+        stops: &mut HashMap<SessionId, Vec<Waiter<()>>>,
         sink: &mut S,
     ) -> Result<(), ()>
     where
@@ -391,9 +401,10 @@ impl Connection {
             AgentMessage::Launched(l) => {
                 self.registry.seen(host, None);
                 let id = l.session_id.clone();
-                let delivered = launches
-                    .remove(&id)
-                    .is_some_and(|reply| reply.send(LaunchReply::Launched(l)).is_ok());
+                let delivered = launches.remove(&id).is_some_and(|w| {
+                    tracing::debug!(parent: &w.span, %host, pid = l.pid, "the agent launched the game");
+                    w.reply.send(LaunchReply::Launched(l)).is_ok()
+                });
                 if !delivered {
                     // Nobody waits for it any more (the start timed out): no game may run
                     // without a session.
@@ -408,15 +419,17 @@ impl Connection {
                 kind,
                 message,
             } => {
-                if let Some(reply) = launches.remove(&session_id) {
-                    let _ = reply.send(LaunchReply::Failed { kind, message });
+                if let Some(w) = launches.remove(&session_id) {
+                    tracing::debug!(parent: &w.span, %host, ?kind, %message, "the agent could not launch the game");
+                    let _ = w.reply.send(LaunchReply::Failed { kind, message });
                 }
             }
             AgentMessage::Stopped { session_id } => {
                 let waiting = stops.remove(&session_id).unwrap_or_default();
                 let mut delivered = false;
-                for reply in waiting {
-                    delivered |= reply.send(()).is_ok();
+                for w in waiting {
+                    tracing::debug!(parent: &w.span, %host, "the agent stopped the game");
+                    delivered |= w.reply.send(()).is_ok();
                 }
                 if !delivered {
                     let event = HostEvent::Stopped {

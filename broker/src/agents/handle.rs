@@ -20,24 +20,36 @@ use tokio::sync::{mpsc, oneshot, Notify};
 /// logged as an error and left to the reconcile of the host's next connection.
 pub const MAX_PENDING_STOPS: usize = 65_536;
 
-/// A command for one agent's connection task.
+/// A command for one agent's connection task. Each is boxed, so the channel's slots (allocated
+/// in blocks of 32 per connection) stay two words wide at ten thousand agents.
 #[derive(Debug)]
 pub enum AgentCommand {
-    /// Launch a game; the answer comes on `reply`.
-    Launch {
-        /// What to launch. Boxed to keep the command small: the channel allocates its slots
-        /// in blocks of 32 per connection.
-        req: Box<LaunchRequest>,
-        /// The agent's answer.
-        reply: oneshot::Sender<LaunchReply>,
-    },
-    /// Stop a session's game; `reply` fires when the agent says no process is left.
-    Stop {
-        /// The session.
-        session_id: SessionId,
-        /// Fires on `Stopped`.
-        reply: oneshot::Sender<()>,
-    },
+    /// Launch a game; the answer comes on its `reply`.
+    Launch(Box<Launch>),
+    /// Stop a session's game; its `reply` fires when the agent says no process is left.
+    Stop(Box<Stop>),
+}
+
+/// A launch for an agent.
+#[derive(Debug)]
+pub struct Launch {
+    /// What to launch.
+    pub req: LaunchRequest,
+    /// The agent's answer.
+    pub reply: oneshot::Sender<LaunchReply>,
+    /// The start's span, so the connection task logs the launch under its request.
+    pub span: tracing::Span,
+}
+
+/// A stop for an agent, with a waiter.
+#[derive(Debug)]
+pub struct Stop {
+    /// The session.
+    pub session_id: SessionId,
+    /// Fires on `Stopped`.
+    pub reply: oneshot::Sender<()>,
+    /// The end's span.
+    pub span: tracing::Span,
 }
 
 /// An agent's answer to a launch.
@@ -124,11 +136,9 @@ impl AgentLink {
     /// Asks the agent to launch and waits for its answer (callers bound the wait).
     pub async fn launch(&self, req: LaunchRequest) -> Result<LaunchReply, LinkError> {
         let (reply, rx) = oneshot::channel();
+        let span = tracing::Span::current();
         self.tx
-            .send(AgentCommand::Launch {
-                req: Box::new(req),
-                reply,
-            })
+            .send(AgentCommand::Launch(Box::new(Launch { req, reply, span })))
             .await
             .map_err(|_| LinkError::Closed)?;
         rx.await.map_err(|_| LinkError::Closed)
@@ -137,8 +147,13 @@ impl AgentLink {
     /// Asks the agent to stop a session's game and waits until it has (callers bound the wait).
     pub async fn stop(&self, session_id: SessionId) -> Result<(), LinkError> {
         let (reply, rx) = oneshot::channel();
+        let span = tracing::Span::current();
         self.tx
-            .send(AgentCommand::Stop { session_id, reply })
+            .send(AgentCommand::Stop(Box::new(Stop {
+                session_id,
+                reply,
+                span,
+            })))
             .await
             .map_err(|_| LinkError::Closed)?;
         rx.await.map_err(|_| LinkError::Closed)
@@ -214,10 +229,11 @@ mod tests {
         let (link, inbox) = AgentLink::channel(1);
         let (reply, _rx) = oneshot::channel();
         link.tx
-            .try_send(AgentCommand::Stop {
+            .try_send(AgentCommand::Stop(Box::new(Stop {
                 session_id: id(0),
                 reply,
-            })
+                span: tracing::Span::none(),
+            })))
             .unwrap();
         for n in 1..=3 {
             link.stop_nowait(id(n));
