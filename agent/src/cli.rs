@@ -15,6 +15,9 @@ use crate::{Backoff, Config};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "arcade-agent", version, about)]
 pub struct Args {
+    /// Logs for people (`text`) or JSON lines for log shippers (`json`).
+    #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logs::LogFormat,
     /// The broker's agent address.
     #[arg(long, env = "ARCADE_BROKER", default_value = "127.0.0.1:7070")]
     pub broker: String,

@@ -18,6 +18,7 @@ pub mod games;
 pub mod limits;
 pub mod link;
 pub mod load;
+pub mod logs;
 pub mod ports;
 pub mod state;
 pub mod tls;

@@ -6,12 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let args = agent::cli::Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    agent::logs::init(args.log_format);
     let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

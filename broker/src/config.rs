@@ -16,7 +16,9 @@ use crate::auth::ApiKey;
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "arcade-broker", version, about)]
 pub struct Args {
-    /// A TOML file with any of these settings (keys as the flags, with `_` for `-`).
+    /// A TOML file with any of these settings: keys as the flags with `_` for `-`, and the
+    /// plural for the repeatable ones (`api_keys`, `cors_origins`); paths relative to the
+    /// working directory.
     #[arg(long, env = "ARCADE_CONFIG")]
     pub config: Option<PathBuf>,
     /// HTTP API address [default: 127.0.0.1:8080].
@@ -78,16 +80,7 @@ pub struct Args {
     pub log_format: Option<LogFormat>,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Lines for people.
-    #[default]
-    Text,
-    /// One JSON object a line, with the spans' fields (request id, session, host).
-    Json,
-}
+pub use agent::logs::LogFormat;
 
 /// The `--config` file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]

@@ -66,7 +66,7 @@ impl Listeners {
     /// Binds the configured addresses.
     pub fn bind(config: &Config) -> Result<Self, BrokerError> {
         let bind = |addr: SocketAddr, what: &'static str| {
-            TcpListener::bind(addr).map_err(|source| BrokerError::Bind { what, addr, source })
+            TcpListener::bind(addr).map_err(|error| BrokerError::Bind { what, addr, error })
         };
         Ok(Self {
             http: bind(config.http, "HTTP API")?,
@@ -79,35 +79,35 @@ impl Listeners {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// A socket cannot be bound.
-    #[error("cannot bind the {what} to {addr}: {source}")]
+    #[error("cannot bind the {what} to {addr}: {error}")]
     Bind {
         /// Which socket.
         what: &'static str,
         /// Where.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, so not also its source: the error is printed once).
+        error: std::io::Error,
     },
     /// A socket cannot be used.
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The dev agent cannot be set up.
     #[error("--dev: {0}")]
-    Dev(#[from] agent::catalog::CatalogError),
+    Dev(agent::catalog::CatalogError),
     /// The agent link's or the API's TLS files cannot be used.
-    #[error("{what} TLS: {source}")]
+    #[error("{what} TLS: {error}")]
     Tls {
         /// Which: the agent link or the API.
         what: &'static str,
         /// Why.
-        source: tls::TlsError,
+        error: tls::TlsError,
     },
     /// The session store cannot be opened.
     #[error("--database-url: {0}")]
-    Store(#[source] StoreError),
+    Store(StoreError),
     /// The stored sessions cannot be read.
     #[error("--database-url: cannot read the stored sessions: {0}")]
-    Restore(#[source] StoreError),
+    Restore(StoreError),
 }
 
 /// Runs the broker until `shutdown` fires, then stops gracefully: the HTTP API stops accepting
@@ -118,19 +118,34 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
+    // Everything that can fail comes first, so a refusal leaves nothing running.
     let http_addr = listeners.http.local_addr()?;
     let agent_addr = listeners.agents.local_addr()?;
     listeners.agents.set_nonblocking(true)?;
     let agent_listener = tokio::net::TcpListener::from_std(listeners.agents)?;
-    let tls = match &config.agent_tls {
+    let tls_error = |what| move |error| BrokerError::Tls { what, error };
+    let agent_tls = match &config.agent_tls {
         Some(t) => Some(
-            tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref()).map_err(|source| {
-                BrokerError::Tls {
-                    what: "agent link",
-                    source,
-                }
-            })?,
+            tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(tls_error("agent link"))?,
         ),
+        None => None,
+    };
+    let http_tls = match &config.http_tls {
+        Some((cert, key)) => {
+            Some(tls::server_config(cert, key, None).map_err(tls_error("API (HTTPS)"))?)
+        }
+        None => None,
+    };
+    let dev_agent = match &config.dev {
+        Some(dev) => {
+            let state_dir =
+                std::env::temp_dir().join(format!("arcade-dev-agent-{}", std::process::id()));
+            Some(
+                dev.agent_config(agent_addr, config.agent_token.clone(), state_dir)
+                    .map_err(BrokerError::Dev)?,
+            )
+        }
         None => None,
     };
     let store = match &config.database_url {
@@ -146,7 +161,6 @@ pub async fn run(
             Store::memory()
         }
     };
-
     let registry = Arc::new(Registry::default());
     // Starts and ends in flight: drained after HTTP, before the agent links close.
     let requests = TaskTracker::new();
@@ -157,8 +171,21 @@ pub async fn run(
     };
     let service = Service::new(store, Arc::clone(&registry), settings, requests.clone());
     service.restore().await.map_err(BrokerError::Restore)?;
+    let server = http::server(
+        Arc::clone(&service),
+        &http::HttpSettings {
+            cors_origins: config.cors_origins.clone(),
+            workers: config.workers,
+            shutdown_grace: config.shutdown_grace,
+            keys: auth::Keys::new(config.api_keys.clone()),
+            tls: http_tls,
+        },
+        listeners.http,
+    )?;
+
+    // Then the tasks, every one tracked. Everything but HTTP stops only after HTTP has
+    // drained.
     let tracker = TaskTracker::new();
-    // Everything but HTTP stops only after HTTP has drained.
     let background = CancellationToken::new();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     tracker.spawn(agents::serve(
@@ -170,48 +197,18 @@ pub async fn run(
             heartbeat_timeout: config.heartbeat_timeout,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             max_connections: MAX_AGENT_CONNECTIONS,
-            tls,
+            tls: agent_tls,
         },
         background.clone(),
         tracker.clone(),
     ));
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
-
     let dev_shutdown = CancellationToken::new();
-    let dev_agent = match &config.dev {
-        Some(dev) => {
-            let state_dir =
-                std::env::temp_dir().join(format!("arcade-dev-agent-{}", std::process::id()));
-            let agent_config =
-                dev.agent_config(agent_addr, config.agent_token.clone(), state_dir)?;
-            tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
-            Some(tracker.spawn(agent::run(agent_config, dev_shutdown.clone())))
-        }
-        None => None,
-    };
-
-    let server = http::server(
-        Arc::clone(&service),
-        &http::HttpSettings {
-            cors_origins: config.cors_origins.clone(),
-            workers: config.workers,
-            shutdown_grace: config.shutdown_grace,
-            keys: auth::Keys::new(config.api_keys.clone()),
-            tls: match &config.http_tls {
-                Some((cert, key)) => {
-                    Some(tls::server_config(cert, key, None).map_err(|source| {
-                        BrokerError::Tls {
-                            what: "API (HTTPS)",
-                            source,
-                        }
-                    })?)
-                }
-                None => None,
-            },
-        },
-        listeners.http,
-    )?;
+    let dev_agent = dev_agent.map(|agent_config| {
+        tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
+        tracker.spawn(agent::run(agent_config, dev_shutdown.clone()))
+    });
     let handle = server.handle();
     tracing::info!(http = %http_addr, agents = %agent_addr, "arcade-broker ready");
     let stopper = tracker.spawn(async move {
@@ -227,7 +224,6 @@ pub async fn run(
     if tokio::time::timeout(drain, requests.wait()).await.is_err() {
         tracing::warn!(within = ?drain, "some starts or ends did not finish in time");
     }
-
     if let Some(dev_agent) = dev_agent {
         dev_shutdown.cancel();
         match dev_agent.await {

@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(broker::dev::demo_game_main(&raw[2..]));
     }
     let config = broker::Args::parse().resolve()?;
-    init_logs(config.log_format);
+    agent::logs::init(config.log_format);
     let listeners = broker::Listeners::bind(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,24 +27,6 @@ fn main() -> anyhow::Result<()> {
         broker::run(config, listeners, shutdown).await
     })?;
     Ok(())
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`): lines for people, or JSON lines
-/// that carry the current spans (request id, session, host) for log shippers.
-fn init_logs(format: broker::config::LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        broker::config::LogFormat::Text => logs.init(),
-        broker::config::LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
 }
 
 async fn wait_for_signal() {

@@ -10,75 +10,76 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-/// Why TLS files cannot be used; each names its file.
+/// Why TLS files cannot be used; each names its file. The cause is part of the message (and so
+/// not also given as a source, which would print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The file cannot be read as PEM.
-    #[error("cannot read certificates from {}: {source}", path.display())]
+    #[error("cannot read certificates from {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: rustls_pki_types::pem::Error,
+        error: rustls_pki_types::pem::Error,
     },
     /// A certificate in it is malformed.
-    #[error("bad certificate in {}: {source}", path.display())]
+    #[error("bad certificate in {}: {error}", path.display())]
     BadCertificate {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: rustls_pki_types::pem::Error,
+        error: rustls_pki_types::pem::Error,
     },
     /// It holds no certificate.
     #[error("no certificate in {}", .0.display())]
     NoCertificate(PathBuf),
     /// A CA certificate is not usable as a root.
-    #[error("bad CA certificate in {}: {source}", path.display())]
+    #[error("bad CA certificate in {}: {error}", path.display())]
     BadCa {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: rustls::Error,
+        error: rustls::Error,
     },
     /// The private key cannot be read.
-    #[error("cannot read the private key {}: {source}", path.display())]
+    #[error("cannot read the private key {}: {error}", path.display())]
     Key {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: rustls_pki_types::pem::Error,
+        error: rustls_pki_types::pem::Error,
     },
     /// The client CA cannot verify certificates.
-    #[error("client CA {}: {source}", path.display())]
+    #[error("client CA {}: {error}", path.display())]
     ClientCa {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: rustls::server::VerifierBuilderError,
+        error: rustls::server::VerifierBuilderError,
     },
     /// The certificate and the key do not belong together.
-    #[error("certificate {} and its key do not fit: {source}", path.display())]
+    #[error("certificate {} and its key do not fit: {error}", path.display())]
     Mismatch {
         /// The certificate's file.
         path: PathBuf,
         /// Why.
-        source: rustls::Error,
+        error: rustls::Error,
     },
     /// rustls refused the protocol versions.
     #[error("{0}")]
-    Config(#[from] rustls::Error),
+    Config(rustls::Error),
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|source| TlsError::Read {
+        .map_err(|error| TlsError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::BadCertificate {
+        .map_err(|error| TlsError::BadCertificate {
             path: path.to_owned(),
-            source,
+            error,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_owned()));
@@ -90,9 +91,9 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut store = RootCertStore::empty();
     for c in certs(path)? {
-        store.add(c).map_err(|source| TlsError::BadCa {
+        store.add(c).map_err(|error| TlsError::BadCa {
             path: path.to_owned(),
-            source,
+            error,
         })?;
     }
     Ok(store)
@@ -118,21 +119,22 @@ pub fn server_config(
     client_ca: Option<&Path>,
 ) -> Result<ServerConfig, TlsError> {
     let chain = certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| TlsError::Key {
         path: key.to_owned(),
-        source,
+        error,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()?;
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?;
     let builder = match client_ca {
         Some(ca) => {
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
                     .build()
-                    .map_err(|source| TlsError::ClientCa {
+                    .map_err(|error| TlsError::ClientCa {
                         path: ca.to_owned(),
-                        source,
+                        error,
                     })?;
             builder.with_client_cert_verifier(verifier)
         }
@@ -140,8 +142,8 @@ pub fn server_config(
     };
     builder
         .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Mismatch {
+        .map_err(|error| TlsError::Mismatch {
             path: cert.to_owned(),
-            source,
+            error,
         })
 }

@@ -211,6 +211,34 @@ async fn reqwest_get_ok(url: &str) -> bool {
     buf.starts_with(b"HTTP/1.1 200")
 }
 
+/// The API keys of [`secured`], one per role.
+pub mod keys {
+    /// A `portal` key.
+    pub const PORTAL: &str = "portal-key-0123456789";
+    /// A `provider` key.
+    pub const PROVIDER: &str = "provider-key-0123456789";
+    /// An `admin` key.
+    pub const ADMIN: &str = "admin-key-0123456789";
+}
+
+/// A broker with a key for each role ([`keys`]) and one agent, `host-a`, online.
+pub async fn secured() -> (TestBroker, TestAgent) {
+    let broker = TestBroker::start_with(BrokerOptions {
+        api_keys: vec![
+            format!("portal:{}", keys::PORTAL),
+            format!("provider:{}", keys::PROVIDER),
+            format!("admin:{}", keys::ADMIN),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let admin =
+        portal_client::Client::new(&broker.url, Some(keys::ADMIN.into())).expect("a client");
+    wait_hosts_online(&admin, 1).await;
+    (broker, agent)
+}
+
 /// An agent under test, running in this process like the broker's `--dev` agent.
 pub struct TestAgent {
     /// Its host id.

@@ -1161,6 +1161,8 @@ async fn a_start_whose_client_hung_up_finishes_through_a_graceful_stop() {
     // HTTP's workers get no grace: the start is not kept alive by its request.
     let broker = TestBroker::start_with(BrokerOptions {
         shutdown_grace: Duration::ZERO,
+        // The fake agent sends no heartbeats; its link must outlive the test's waits.
+        heartbeat_timeout: Duration::from_secs(60),
         ..Default::default()
     })
     .await;

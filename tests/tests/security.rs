@@ -10,9 +10,8 @@ use protocol::api::{ErrorCode, HostStatus, SessionStatus, StartSession};
 use protocol::GameId;
 use tests::{wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
-const PORTAL: &str = "portal-key-0123456789";
-const PROVIDER: &str = "provider-key-0123456789";
-const ADMIN: &str = "admin-key-0123456789";
+use tests::keys::{ADMIN, PORTAL, PROVIDER};
+use tests::secured;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn sleeper() -> StartSession {
@@ -21,22 +20,6 @@ fn sleeper() -> StartSession {
         mode: None,
         config: None,
     }
-}
-
-async fn secured() -> (TestBroker, TestAgent) {
-    let broker = TestBroker::start_with(BrokerOptions {
-        api_keys: vec![
-            format!("portal:{PORTAL}"),
-            format!("provider:{PROVIDER}"),
-            format!("admin:{ADMIN}"),
-        ],
-        ..Default::default()
-    })
-    .await;
-    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
-    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
-    tests::wait_hosts_online(&admin, 1).await;
-    (broker, agent)
 }
 
 /// Status and error code of a raw call with an optional bearer key.

@@ -311,7 +311,14 @@ impl Connection {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => {
-                    // Requests have drained; tell the agent this is a shutdown, not a fault.
+                    // Requests have drained. Stops they left (a launch that timed out, a
+                    // record that failed) go out first; then the agent learns this is a
+                    // shutdown, not a fault.
+                    for session_id in inbox.stops.take() {
+                        if write(&mut framed, BrokerMessage::Stop { session_id }).await.is_err() {
+                            return;
+                        }
+                    }
                     let _ = write(&mut framed, BrokerMessage::GoingAway).await;
                     return;
                 }

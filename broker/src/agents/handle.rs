@@ -163,9 +163,13 @@ impl AgentLink {
     /// an end cut short). The stop is sent whatever the command queue holds; its answer comes
     /// back as a [`HostEvent::Stopped`]. If the link drops first, the host's next connection
     /// is reconciled with the records, which stops every game without a live session.
+    ///
+    /// A stop may overtake a launch of the same session still in the command queue: the agent
+    /// then has nothing to stop, and the launch's answer, which nobody waits for any more,
+    /// makes the connection task stop the game as a late launch.
     pub fn stop_nowait(&self, session_id: SessionId) {
         if self.tx.is_closed() {
-            tracing::debug!(session = %session_id, "link closed; the stop is left to the host's reconcile");
+            tracing::info!(session = %session_id, "link closed; the stop is left to the host's reconcile");
             return;
         }
         let mut set = self

@@ -77,7 +77,7 @@ async fn json_cors_errors(
 
 fn cors(origins: &[String]) -> Cors {
     let mut c = Cors::default()
-        .allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_methods(routes::methods())
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -68,7 +68,17 @@ pub async fn identify(
         route = tracing::field::Empty,
     );
     let header = HeaderValue::from_str(&id.0).ok();
-    let mut res = CURRENT.scope(id, next.call(req)).instrument(span).await?;
+    let mut res = match CURRENT.scope(id, next.call(req)).instrument(span).await {
+        Ok(res) => res,
+        // An error from within (a CORS refusal) is answered as its own response, with the id.
+        Err(e) => {
+            let mut response = e.error_response();
+            if let Some(v) = header {
+                response.headers_mut().insert(REQUEST_ID, v);
+            }
+            return Err(actix_web::error::InternalError::from_response(e, response).into());
+        }
+    };
     if let Some(v) = header {
         res.headers_mut().insert(REQUEST_ID, v);
     }

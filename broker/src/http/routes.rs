@@ -211,13 +211,39 @@ pub async fn no_route(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// A known path with a method its routes do not take: 405.
+/// A known path with a method its routes do not take: 405, with the methods it takes in
+/// `Allow`.
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::MethodNotAllowed {
+    let allowed: Vec<&str> = req
+        .match_pattern()
+        .map(|pattern| {
+            ROUTES
+                .iter()
+                .filter(|r| r.path == pattern)
+                .map(|r| r.verb.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut res = ApiError::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.path().to_owned(),
     }
-    .error_response()
+    .error_response();
+    if let Ok(v) = header::HeaderValue::from_str(&allowed.join(", ")) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+    res
+}
+
+/// Every method some route takes, for CORS.
+pub fn methods() -> Vec<&'static str> {
+    let mut verbs: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if !verbs.contains(&r.verb.as_str()) {
+            verbs.push(r.verb.as_str());
+        }
+    }
+    verbs
 }
 
 #[cfg(test)]

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use protocol::api::{Session, SessionStatus};
 use protocol::SessionId;
-use tokio::sync::broadcast;
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tracing::Instrument;
 
 use super::Service;
@@ -89,27 +88,6 @@ impl Service {
                 "host {host} did not confirm the stop within {:?}; retry",
                 self.settings.stop_timeout
             ))),
-        }
-    }
-
-    /// The session once it is no longer `starting`, or as it is when `within` has passed.
-    pub(super) async fn wait_while_starting(
-        &self,
-        id: &SessionId,
-        within: Duration,
-    ) -> Result<Session, Error> {
-        let deadline = Instant::now() + within;
-        let mut changes = self.changes.subscribe();
-        loop {
-            let s = self.session(id).await?;
-            if s.status != SessionStatus::Starting {
-                return Ok(s);
-            }
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
-                Err(_) => return Ok(s),
-                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(s),
-            }
         }
     }
 }

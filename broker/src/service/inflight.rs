@@ -34,16 +34,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl InFlight {
-    /// A start begins: its session, as created, is readable until [`InFlight::launch_done`].
-    pub fn launch_begins(&self, session: Session) {
+    /// A start begins: its session, as created, is readable until [`InFlight::launch_done`],
+    /// or until the guard is dropped (a start cut short by a panic is not in flight forever).
+    pub fn launch_begins(&self, session: Session) -> LaunchGuard<'_> {
         let id = session.session_id.clone();
         lock(&self.launching).insert(
-            id,
+            id.clone(),
             Launching {
                 session,
                 exit: None,
             },
         );
+        LaunchGuard { inflight: self, id }
     }
 
     /// Holds an exit for a start in flight; `false` if the session has none in flight (the
@@ -85,6 +87,19 @@ impl InFlight {
     }
 }
 
+/// Ends a start's time in flight when dropped, if [`InFlight::launch_done`] has not.
+#[derive(Debug)]
+pub struct LaunchGuard<'a> {
+    inflight: &'a InFlight,
+    id: SessionId,
+}
+
+impl Drop for LaunchGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.inflight.launching).remove(&self.id);
+    }
+}
+
 /// Marks an end in flight for as long as it lives.
 #[derive(Debug)]
 pub struct EndGuard<'a> {
@@ -121,12 +136,21 @@ mod tests {
         let s = session("a");
         let id = s.session_id.clone();
         assert!(!f.hold_exit(&id, ExitStatus::Code(3)), "no start in flight");
-        f.launch_begins(s.clone());
+        let _guard = f.launch_begins(s.clone());
         assert_eq!(f.launching(&id), Some(s));
         assert!(f.hold_exit(&id, ExitStatus::Code(3)));
         assert_eq!(f.launch_done(&id), Some(ExitStatus::Code(3)));
         assert!(!f.is_launching(&id));
         assert_eq!(f.launch_done(&id), None);
+    }
+
+    #[test]
+    fn a_start_cut_short_is_no_longer_in_flight() {
+        let f = InFlight::default();
+        let s = session("c");
+        let id = s.session_id.clone();
+        drop(f.launch_begins(s));
+        assert!(!f.is_launching(&id));
     }
 
     #[test]

@@ -26,11 +26,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{self, Session, SessionQuery};
+use protocol::api::{self, Session, SessionQuery, SessionStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::Registry;
@@ -138,6 +139,27 @@ impl Service {
                 self.inflight.launching(&id).ok_or(StoreError::NotFound(id))
             }
             other => other,
+        }
+    }
+
+    /// The session once it is no longer `starting`, or as it is when `within` has passed.
+    async fn wait_while_starting(
+        &self,
+        id: &SessionId,
+        within: Duration,
+    ) -> Result<Session, Error> {
+        let deadline = Instant::now() + within;
+        let mut changes = self.changes.subscribe();
+        loop {
+            let s = self.session(id).await?;
+            if s.status != SessionStatus::Starting {
+                return Ok(s);
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) => return Ok(s),
+                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(s),
+            }
         }
     }
 

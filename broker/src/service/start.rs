@@ -159,7 +159,10 @@ impl Service {
         let key = idempotency_key(key, &req)?;
         if let Some(k) = &key {
             match self.store.find_key(k).await? {
-                Some(KeyMatch::Same(first)) => return Ok((self.settled(&first).await?, false)),
+                Some(KeyMatch::Same(first)) => {
+                    tracing::Span::current().record("session", tracing::field::display(&first));
+                    return Ok((self.settled(&first).await?, false));
+                }
                 Some(KeyMatch::Different) => return Err(Error::KeyReused),
                 None => {}
             }
@@ -203,7 +206,7 @@ impl Service {
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
-        self.inflight.launch_begins(session.clone());
+        let _in_flight = self.inflight.launch_begins(session.clone());
         let launch = LaunchRequest {
             session_id: id.clone(),
             game_id: req.game_id.clone(),
