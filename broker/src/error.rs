@@ -62,8 +62,13 @@ pub enum Error {
         retry_after_secs: u32,
     },
     /// The agent could not start the game.
-    #[error("{0}")]
-    LaunchFailed(String),
+    #[error("{}", why.of(host))]
+    LaunchFailed {
+        /// The host.
+        host: HostId,
+        /// Why.
+        why: LaunchFailure,
+    },
     /// The agent did not confirm the launch in time; whatever it launched is stopped.
     #[error("host {host} did not confirm the launch within {after:?}; nothing is left running")]
     LaunchTimeout {
@@ -73,14 +78,69 @@ pub enum Error {
         after: Duration,
     },
     /// The session's host cannot be reached now.
-    #[error("{0}")]
-    HostUnavailable(String),
+    #[error("{}", why.of(host))]
+    HostUnavailable {
+        /// The host.
+        host: HostId,
+        /// What went wrong with it.
+        why: Unreachable,
+    },
     /// The session store cannot be reached; nothing was changed.
     #[error("the session store cannot be reached; nothing was changed, retry shortly")]
     StoreUnavailable(#[source] StoreError),
     /// A fault of the broker's own. The text is for the log, never for the caller.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why an agent did not start a game.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchFailure {
+    /// The agent tried and failed; its words.
+    Agent(String),
+    /// The agent's link dropped before it answered.
+    Disconnected,
+}
+
+impl LaunchFailure {
+    /// What happened, said of `host`.
+    fn of(&self, host: &HostId) -> String {
+        match self {
+            Self::Agent(why) => format!("host {host} could not start the game: {why}"),
+            Self::Disconnected => {
+                format!("host {host}'s agent disconnected during the launch; retry")
+            }
+        }
+    }
+}
+
+/// Why a session's host cannot be reached now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreachable {
+    /// It is not connected; a session being ended stays `stopping` until it is back or lost.
+    Offline,
+    /// Its agent's link dropped while it stopped the game.
+    DisconnectedWhileStopping,
+    /// It did not confirm a stop in time.
+    StopTimedOut(Duration),
+    /// It was declared lost while it launched the game.
+    LostDuringLaunch,
+}
+
+impl Unreachable {
+    /// What happened, said of `host`.
+    fn of(&self, host: &HostId) -> String {
+        match self {
+            Self::Offline => format!("host {host} is offline; the session is stopping and ends when its host comes back or is declared lost"),
+            Self::DisconnectedWhileStopping => {
+                format!("host {host}'s agent disconnected while stopping the game; retry")
+            }
+            Self::StopTimedOut(after) => {
+                format!("host {host} did not confirm the stop within {after:?}; retry")
+            }
+            Self::LostDuringLaunch => format!("host {host} went away during the launch; retry"),
+        }
+    }
 }
 
 impl Error {
@@ -90,7 +150,7 @@ impl Error {
             Self::NoCapacity {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::StoreUnavailable(_) | Self::HostUnavailable(_) => Some(1),
+            Self::StoreUnavailable(_) | Self::HostUnavailable { .. } => Some(1),
             _ => None,
         }
     }
@@ -105,5 +165,32 @@ impl From<StoreError> for Error {
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
             StoreError::Backend(_) => Self::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_errors_name_the_host_and_what_to_do() {
+        let host = HostId::new("gpu-7").unwrap();
+        let e = Error::HostUnavailable {
+            host: host.clone(),
+            why: Unreachable::StopTimedOut(Duration::from_secs(120)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "host gpu-7 did not confirm the stop within 120s; retry"
+        );
+        assert_eq!(e.retry_after(), Some(1));
+        let e = Error::LaunchFailed {
+            host,
+            why: LaunchFailure::Disconnected,
+        };
+        assert_eq!(
+            e.to_string(),
+            "host gpu-7's agent disconnected during the launch; retry"
+        );
     }
 }

@@ -85,9 +85,9 @@ impl ApiError {
             Self::Service(Error::KeyReused | Error::Conflict(_)) => (S::CONFLICT, C::Conflict),
             Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, C::PayloadTooLarge),
             Self::Service(Error::Internal(_)) => (S::INTERNAL_SERVER_ERROR, C::Internal),
-            Self::Service(Error::LaunchFailed(_)) => (S::BAD_GATEWAY, C::LaunchFailed),
+            Self::Service(Error::LaunchFailed { .. }) => (S::BAD_GATEWAY, C::LaunchFailed),
             Self::Service(Error::NoCapacity { .. }) => (S::SERVICE_UNAVAILABLE, C::NoCapacity),
-            Self::Service(Error::HostUnavailable(_)) => {
+            Self::Service(Error::HostUnavailable { .. }) => {
                 (S::SERVICE_UNAVAILABLE, C::HostUnavailable)
             }
             Self::Service(Error::StoreUnavailable(_)) => {

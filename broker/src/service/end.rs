@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::Service;
 use crate::agents::LinkError;
-use crate::error::Error;
+use crate::error::{Error, Unreachable};
 use crate::session::{Actor, SessionEvent};
 use crate::store::StoreError;
 
@@ -68,11 +68,14 @@ impl Service {
         };
         let host = &s.host_id;
         tracing::Span::current().record("host", tracing::field::display(host));
-        let link = self.registry.link(host).ok_or_else(|| {
-            Error::HostUnavailable(format!(
-                "host {host} is offline; the session is stopping and ends when its host comes back or is declared lost"
-            ))
-        })?;
+        let unreachable = |why| Error::HostUnavailable {
+            host: host.clone(),
+            why,
+        };
+        let link = self
+            .registry
+            .link(host)
+            .ok_or_else(|| unreachable(Unreachable::Offline))?;
         match timeout(self.settings.stop_timeout, link.stop(id.clone())).await {
             Ok(Ok(())) => match self.record(id, SessionEvent::Stopped, Actor::Agent).await {
                 Ok(s) => Ok(s),
@@ -81,12 +84,9 @@ impl Service {
                 Err(StoreError::Transition(_)) => Ok(self.store.get(id).await?),
                 Err(e) => Err(e.into()),
             },
-            Ok(Err(LinkError::Closed)) => Err(Error::HostUnavailable(format!(
-                "host {host}'s agent disconnected while stopping the game; retry"
-            ))),
-            Err(_) => Err(Error::HostUnavailable(format!(
-                "host {host} did not confirm the stop within {:?}; retry",
-                self.settings.stop_timeout
+            Ok(Err(LinkError::Closed)) => Err(unreachable(Unreachable::DisconnectedWhileStopping)),
+            Err(_) => Err(unreachable(Unreachable::StopTimedOut(
+                self.settings.stop_timeout,
             ))),
         }
     }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::Service;
 use crate::agents::{LaunchReply, LinkError, Placed};
-use crate::error::Error;
+use crate::error::{self, Error, Unreachable};
 use crate::placement::PlacementError;
 use crate::session::{Actor, SessionEvent, TransitionError};
 use crate::store::{IdempotencyKey, Inserted, KeyMatch, StoreError};
@@ -104,16 +104,18 @@ fn launch_outcome(
                     game: req.game_id.clone(),
                     retry_after_secs: NO_CAPACITY_RETRY_SECS,
                 },
-                LaunchFailure::UnknownGame | LaunchFailure::SpawnFailed => {
-                    Error::LaunchFailed(format!("host {host} could not start the game: {message}"))
-                }
+                LaunchFailure::UnknownGame | LaunchFailure::SpawnFailed => Error::LaunchFailed {
+                    host: host.clone(),
+                    why: error::LaunchFailure::Agent(message),
+                },
             };
             (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
         }
         Ok(Err(LinkError::Closed)) => {
-            let error = Error::LaunchFailed(format!(
-                "host {host}'s agent disconnected during the launch; retry"
-            ));
+            let error = Error::LaunchFailed {
+                host: host.clone(),
+                why: error::LaunchFailure::Disconnected,
+            };
             (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
         }
         Err(_) => {
@@ -337,9 +339,10 @@ impl Service {
             (None, Err(StoreError::Transition(TransitionError::Final(_)))) => {
                 // The host was declared lost meanwhile; its game must not run on.
                 placed.link.stop_nowait(id.clone());
-                Err(Error::HostUnavailable(format!(
-                    "host {host} went away during the launch; retry"
-                )))
+                Err(Error::HostUnavailable {
+                    host: host.clone(),
+                    why: Unreachable::LostDuringLaunch,
+                })
             }
             (None, Err(e)) => {
                 placed.link.stop_nowait(id.clone());
