@@ -12,188 +12,45 @@
 //! rolled back as a whole. Tested on MariaDB 10.11; written for MySQL 8 as well (no
 //! MariaDB-only syntax).
 //!
+//! - this file: the store, its connection pool and every call;
+//! - [`schema`]: the versioned migrations and stored procedures, and applying them;
+//! - [`rows`]: sessions to and from rows and parameters.
+//!
 //! This is the only module that knows SQL.
+
+mod rows;
+mod schema;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mysql_async::prelude::{FromValue, Queryable};
+use mysql_async::prelude::Queryable;
 use mysql_async::{
     Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value,
 };
-use protocol::api::{
-    EndReason, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
-};
+use protocol::api::{Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use protocol::wire::HostFacts;
-use protocol::{GameId, HostId, SessionId};
+use protocol::{HostId, SessionId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use super::{
+use crate::session::{apply, Actor, SessionEvent};
+use crate::store::{
     parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
     StoreError, IDEMPOTENCY_TTL,
 };
-use crate::session::{apply, Actor, SessionEvent};
+
+use rows::{
+    changed_values, event_params, insert_result, parse, session_row, session_values, unavailable,
+    utc, SESSION_COLUMNS,
+};
+pub use schema::MIGRATIONS;
 
 /// Every store call, including waiting for a pooled connection, finishes within this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first connection at start may take this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The schema's migrations, in order. A migration, once released, never changes: add one.
-pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
-    (
-        1,
-        "sessions, their history, hosts, idempotency keys",
-        &[
-            "CREATE TABLE IF NOT EXISTS sessions (
-            seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-            session_id VARCHAR(128) NOT NULL,
-            game_id VARCHAR(128) NOT NULL,
-            mode VARCHAR(255) NOT NULL,
-            config VARCHAR(255) NULL,
-            status VARCHAR(16) NOT NULL,
-            host_id VARCHAR(128) NOT NULL,
-            ip VARCHAR(45) NULL,
-            port INT UNSIGNED NULL,
-            pid INT UNSIGNED NULL,
-            created_at DATETIME(6) NOT NULL,
-            started_at DATETIME(6) NULL,
-            ended_at DATETIME(6) NULL,
-            end_reason VARCHAR(32) NULL,
-            exit_code INT NULL,
-            UNIQUE KEY sessions_session_id (session_id),
-            KEY sessions_status (status, seq),
-            KEY sessions_game (game_id, seq),
-            KEY sessions_host (host_id, seq),
-            KEY sessions_addr (ip, pid)
-        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            "CREATE TABLE IF NOT EXISTS session_events (
-            id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
-            session_id VARCHAR(128) NOT NULL,
-            at DATETIME(6) NOT NULL,
-            event VARCHAR(32) NOT NULL,
-            status VARCHAR(16) NOT NULL,
-            actor VARCHAR(16) NOT NULL,
-            KEY session_events_session (session_id, id)
-        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            "CREATE TABLE IF NOT EXISTS hosts (
-            host_id VARCHAR(128) NOT NULL PRIMARY KEY,
-            drained BOOLEAN NOT NULL DEFAULT FALSE,
-            facts TEXT NULL,
-            last_seen DATETIME(6) NOT NULL
-        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-            "CREATE TABLE IF NOT EXISTS idempotency_keys (
-            idem_key VARCHAR(255) NOT NULL PRIMARY KEY,
-            request TEXT NOT NULL,
-            session_id VARCHAR(128) NOT NULL,
-            created_at DATETIME(6) NOT NULL
-        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        ],
-    ),
-    (
-        2,
-        "one round trip per session change: arcade_insert_session, arcade_transition",
-        &[
-            "DROP PROCEDURE IF EXISTS arcade_insert_session",
-            PROC_INSERT_SESSION,
-            "DROP PROCEDURE IF EXISTS arcade_transition",
-            PROC_TRANSITION,
-        ],
-    ),
-];
-
-// Why procedures: a change is a transaction of several statements, and each statement sent
-// on its own is a round trip (with START TRANSACTION and COMMIT, five for a transition).
-// Measured in `arcade-bench pairs --mariadb` starts: a transition took 1.19 ms as five round
-// trips and 0.86 ms as one `CALL`; an insert 1.57 and 0.96 ms (the commit's own floor is about
-// 0.3 ms). A procedure runs the same transaction in one `CALL`, with its values
-// bound as parameters. The lifecycle stays in Rust ([`apply`]): the procedure only checks
-// that the row is still in the state the change was computed from (compare and set).
-//
-// Every VARCHAR parameter names its character set: a parameter otherwise takes the
-// database's default, which may be latin1. The exit handler rolls back before re-raising,
-// so a failed call never leaves a transaction open on a pooled connection.
-
-/// Inserts a session and its first one or two events (the second's name NULL: none), and
-/// commits.
-const PROC_INSERT_SESSION: &str = "CREATE PROCEDURE arcade_insert_session(
-    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_config VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_port INT UNSIGNED,
-    IN p_pid INT UNSIGNED,
-    IN p_created_at DATETIME(6),
-    IN p_started_at DATETIME(6),
-    IN p_ended_at DATETIME(6),
-    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_exit_code INT,
-    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_event_at DATETIME(6),
-    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_event2 VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_event2_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_event2_at DATETIME(6),
-    IN p_actor2 VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
-BEGIN
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
-    START TRANSACTION;
-    INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid,
-        created_at, started_at, ended_at, end_reason, exit_code)
-    VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port, p_pid,
-        p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code);
-    INSERT INTO session_events (session_id, at, event, status, actor)
-    VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
-    IF p_event2 IS NOT NULL THEN
-        INSERT INTO session_events (session_id, at, event, status, actor)
-        VALUES (p_session_id, p_event2_at, p_event2, p_event2_status, p_actor2);
-    END IF;
-    COMMIT;
-END";
-
-/// Locks the session's row; if its status is still `p_from`, writes the new state and the
-/// event and commits. Answers one row: whether it applied, and the status it found (NULL:
-/// no such session).
-const PROC_TRANSITION: &str = "CREATE PROCEDURE arcade_transition(
-    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_port INT UNSIGNED,
-    IN p_pid INT UNSIGNED,
-    IN p_started_at DATETIME(6),
-    IN p_ended_at DATETIME(6),
-    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_exit_code INT,
-    IN p_at DATETIME(6),
-    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
-BEGIN
-    DECLARE v_found VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
-    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = NULL;
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
-    START TRANSACTION;
-    SELECT status INTO v_found FROM sessions WHERE session_id = p_session_id FOR UPDATE;
-    IF v_found = p_from THEN
-        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
-            started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
-            exit_code = p_exit_code
-        WHERE session_id = p_session_id;
-        INSERT INTO session_events (session_id, at, event, status, actor)
-        VALUES (p_session_id, p_at, p_event, p_status, p_actor);
-        COMMIT;
-        SELECT 1, v_found;
-    ELSE
-        ROLLBACK;
-        SELECT 0, v_found;
-    END IF;
-END";
 
 /// How many sessions [`MysqlStore`] remembers the last written state of. Past it the memory
 /// starts over: it is only a hint (see [`MysqlStore::transition`]).
@@ -203,10 +60,6 @@ const KNOWN_CAP: usize = 65_536;
 /// before giving up. Statuses only move forward (at most three steps before a final one), so
 /// each retry means another change made progress.
 const CAS_TRIES: usize = 8;
-
-const SESSION_COLUMNS: &str =
-    "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-     created_at, started_at, ended_at, end_reason, exit_code";
 
 /// The MySQL store.
 #[derive(Debug, Clone)]
@@ -230,160 +83,6 @@ pub fn mask_url(url: &str) -> String {
             None => format!("{scheme}://{userinfo}@{host}"),
         },
         None => format!("{scheme}://{rest}"),
-    }
-}
-
-fn unavailable(e: mysql_async::Error) -> StoreError {
-    match e {
-        mysql_async::Error::Server(s) => StoreError::Backend(format!("{} ({})", s.message, s.code)),
-        other => StoreError::Unavailable(other.to_string()),
-    }
-}
-
-fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    PrimitiveDateTime::new(t.date(), t.time())
-}
-
-fn opt_utc(t: Option<OffsetDateTime>) -> Value {
-    t.map_or(Value::NULL, |t| utc(t).into())
-}
-
-fn take<T: FromValue>(row: &mut Row, idx: usize) -> Result<T, StoreError> {
-    row.take_opt::<T, usize>(idx)
-        .ok_or_else(|| StoreError::Backend(format!("missing column {idx}")))?
-        .map_err(|e| StoreError::Backend(format!("column {idx}: {e}")))
-}
-
-fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, StoreError> {
-    v.parse()
-        .map_err(|_| StoreError::Backend(format!("bad {what} {v:?} in the database")))
-}
-
-fn end_reason_str(r: EndReason) -> &'static str {
-    match r {
-        EndReason::EndedByRequest => "ended_by_request",
-        EndReason::GameExited => "game_exited",
-        EndReason::LaunchFailed => "launch_failed",
-        EndReason::LaunchTimeout => "launch_timeout",
-        EndReason::HostLost => "host_lost",
-    }
-}
-
-fn end_reason_parse(s: &str) -> Result<EndReason, StoreError> {
-    Ok(match s {
-        "ended_by_request" => EndReason::EndedByRequest,
-        "game_exited" => EndReason::GameExited,
-        "launch_failed" => EndReason::LaunchFailed,
-        "launch_timeout" => EndReason::LaunchTimeout,
-        "host_lost" => EndReason::HostLost,
-        other => {
-            return Err(StoreError::Backend(format!(
-                "bad end_reason {other:?} in the database"
-            )))
-        }
-    })
-}
-
-/// Decodes a row of [`SESSION_COLUMNS`] into its sequence number and session.
-fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
-    let seq: u64 = take(&mut row, 0)?;
-    let session_id: String = take(&mut row, 1)?;
-    let game_id: String = take(&mut row, 2)?;
-    let status: String = take(&mut row, 5)?;
-    let host_id: String = take(&mut row, 6)?;
-    let ip: Option<String> = take(&mut row, 7)?;
-    let end_reason: Option<String> = take(&mut row, 13)?;
-    let port: Option<u32> = take(&mut row, 8)?;
-    let s = Session {
-        session_id: parse("session id", &session_id)?,
-        game_id: parse::<GameId>("game id", &game_id)?,
-        mode: take(&mut row, 3)?,
-        config: take(&mut row, 4)?,
-        status: parse::<SessionStatus>("status", &status)?,
-        host_id: parse::<HostId>("host id", &host_id)?,
-        ip: ip
-            .as_deref()
-            .map(|ip| parse::<IpAddr>("ip", ip))
-            .transpose()?,
-        port: port
-            .map(|p| u16::try_from(p).map_err(|_| StoreError::Backend(format!("bad port {p}"))))
-            .transpose()?,
-        pid: take(&mut row, 9)?,
-        created_at: take::<PrimitiveDateTime>(&mut row, 10)?.assume_utc(),
-        started_at: take::<Option<PrimitiveDateTime>>(&mut row, 11)?
-            .map(PrimitiveDateTime::assume_utc),
-        ended_at: take::<Option<PrimitiveDateTime>>(&mut row, 12)?
-            .map(PrimitiveDateTime::assume_utc),
-        end_reason: end_reason.as_deref().map(end_reason_parse).transpose()?,
-        exit_code: take(&mut row, 14)?,
-    };
-    Ok((seq, s))
-}
-
-fn event_params(
-    id: &SessionId,
-    s: &Session,
-    event: &str,
-    actor: Actor,
-    at: OffsetDateTime,
-) -> Params {
-    Params::Positional(vec![
-        id.as_str().into(),
-        utc(at).into(),
-        event.into(),
-        s.status.as_str().into(),
-        actor.as_str().into(),
-    ])
-}
-
-/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them).
-fn session_values(s: &Session) -> Vec<Value> {
-    let mut v = vec![
-        s.session_id.as_str().into(),
-        s.game_id.as_str().into(),
-        s.mode.as_str().into(),
-        s.config.clone().into(),
-        s.status.as_str().into(),
-        s.host_id.as_str().into(),
-        s.ip.map(|ip| ip.to_string()).into(),
-        s.port.map(u32::from).into(),
-        s.pid.into(),
-        utc(s.created_at).into(),
-    ];
-    v.extend(ended_values(s));
-    v
-}
-
-/// The columns a transition may change, in `arcade_transition` order.
-fn changed_values(s: &Session) -> Vec<Value> {
-    let mut v = vec![
-        s.status.as_str().into(),
-        s.ip.map(|ip| ip.to_string()).into(),
-        s.port.map(u32::from).into(),
-        s.pid.into(),
-    ];
-    v.extend(ended_values(s));
-    v
-}
-
-/// `started_at, ended_at, end_reason, exit_code`.
-fn ended_values(s: &Session) -> [Value; 4] {
-    [
-        opt_utc(s.started_at),
-        opt_utc(s.ended_at),
-        s.end_reason.map(end_reason_str).into(),
-        s.exit_code.into(),
-    ]
-}
-
-/// A session insert's outcome: a duplicate id is the caller's to handle.
-fn insert_result(s: &Session, r: Result<(), mysql_async::Error>) -> Result<(), StoreError> {
-    match r {
-        Err(mysql_async::Error::Server(e)) if e.code == 1062 => {
-            Err(StoreError::Duplicate(s.session_id.clone()))
-        }
-        other => other.map_err(unavailable),
     }
 }
 
@@ -428,7 +127,7 @@ impl MysqlStore {
                 ))
             })?
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))?;
-        store.migrate(&mut conn).await.map_err(|e| match e {
+        schema::migrate(&mut conn).await.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(format!("{masked}: {m}")),
             other => other,
         })?;
@@ -438,47 +137,6 @@ impl MysqlStore {
     /// Closes the pool's connections.
     pub async fn close(self) {
         let _ = self.pool.disconnect().await;
-    }
-
-    async fn migrate(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        let locked: Option<i64> = conn
-            .query_first("SELECT GET_LOCK('arcade_schema', 60)")
-            .await
-            .map_err(unavailable)?;
-        if locked != Some(1) {
-            return Err(StoreError::Unavailable(
-                "could not take the schema lock within 60 s".into(),
-            ));
-        }
-        let result = async {
-            conn.query_drop(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version INT UNSIGNED NOT NULL PRIMARY KEY,
-                    name VARCHAR(255) NOT NULL,
-                    applied_at DATETIME(6) NOT NULL
-                ) ENGINE=InnoDB",
-            )
-            .await?;
-            let applied: Vec<u32> = conn.query("SELECT version FROM schema_migrations").await?;
-            for (version, name, statements) in MIGRATIONS {
-                if applied.contains(version) {
-                    continue;
-                }
-                tracing::info!(version, name, "applying schema migration");
-                for sql in *statements {
-                    conn.query_drop(*sql).await?;
-                }
-                conn.exec_drop(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, utc(OffsetDateTime::now_utc())),
-                )
-                .await?;
-            }
-            Ok::<(), mysql_async::Error>(())
-        }
-        .await;
-        let _ = conn.query_drop("DO RELEASE_LOCK('arcade_schema')").await;
-        result.map_err(unavailable)
     }
 
     async fn bounded<T>(

@@ -1,0 +1,175 @@
+//! Sessions to and from MySQL rows and statement parameters, and the driver's errors in the
+//! store's terms.
+
+use std::net::IpAddr;
+
+use mysql_async::prelude::FromValue;
+use mysql_async::{Params, Row, Value};
+use protocol::api::{EndReason, Session, SessionStatus};
+use protocol::{GameId, HostId, SessionId};
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use crate::session::Actor;
+use crate::store::StoreError;
+
+/// The columns of `sessions`, in the order [`session_row`] reads them.
+pub(super) const SESSION_COLUMNS: &str =
+    "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
+     created_at, started_at, ended_at, end_reason, exit_code";
+
+pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
+    match e {
+        mysql_async::Error::Server(s) => StoreError::Backend(format!("{} ({})", s.message, s.code)),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+pub(super) fn utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+pub(super) fn opt_utc(t: Option<OffsetDateTime>) -> Value {
+    t.map_or(Value::NULL, |t| utc(t).into())
+}
+
+pub(super) fn take<T: FromValue>(row: &mut Row, idx: usize) -> Result<T, StoreError> {
+    row.take_opt::<T, usize>(idx)
+        .ok_or_else(|| StoreError::Backend(format!("missing column {idx}")))?
+        .map_err(|e| StoreError::Backend(format!("column {idx}: {e}")))
+}
+
+pub(super) fn parse<T: std::str::FromStr>(what: &str, v: &str) -> Result<T, StoreError> {
+    v.parse()
+        .map_err(|_| StoreError::Backend(format!("bad {what} {v:?} in the database")))
+}
+
+pub(super) fn end_reason_str(r: EndReason) -> &'static str {
+    match r {
+        EndReason::EndedByRequest => "ended_by_request",
+        EndReason::GameExited => "game_exited",
+        EndReason::LaunchFailed => "launch_failed",
+        EndReason::LaunchTimeout => "launch_timeout",
+        EndReason::HostLost => "host_lost",
+    }
+}
+
+pub(super) fn end_reason_parse(s: &str) -> Result<EndReason, StoreError> {
+    Ok(match s {
+        "ended_by_request" => EndReason::EndedByRequest,
+        "game_exited" => EndReason::GameExited,
+        "launch_failed" => EndReason::LaunchFailed,
+        "launch_timeout" => EndReason::LaunchTimeout,
+        "host_lost" => EndReason::HostLost,
+        other => {
+            return Err(StoreError::Backend(format!(
+                "bad end_reason {other:?} in the database"
+            )))
+        }
+    })
+}
+
+/// Decodes a row of [`SESSION_COLUMNS`] into its sequence number and session.
+pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
+    let seq: u64 = take(&mut row, 0)?;
+    let session_id: String = take(&mut row, 1)?;
+    let game_id: String = take(&mut row, 2)?;
+    let status: String = take(&mut row, 5)?;
+    let host_id: String = take(&mut row, 6)?;
+    let ip: Option<String> = take(&mut row, 7)?;
+    let end_reason: Option<String> = take(&mut row, 13)?;
+    let port: Option<u32> = take(&mut row, 8)?;
+    let s = Session {
+        session_id: parse("session id", &session_id)?,
+        game_id: parse::<GameId>("game id", &game_id)?,
+        mode: take(&mut row, 3)?,
+        config: take(&mut row, 4)?,
+        status: parse::<SessionStatus>("status", &status)?,
+        host_id: parse::<HostId>("host id", &host_id)?,
+        ip: ip
+            .as_deref()
+            .map(|ip| parse::<IpAddr>("ip", ip))
+            .transpose()?,
+        port: port
+            .map(|p| u16::try_from(p).map_err(|_| StoreError::Backend(format!("bad port {p}"))))
+            .transpose()?,
+        pid: take(&mut row, 9)?,
+        created_at: take::<PrimitiveDateTime>(&mut row, 10)?.assume_utc(),
+        started_at: take::<Option<PrimitiveDateTime>>(&mut row, 11)?
+            .map(PrimitiveDateTime::assume_utc),
+        ended_at: take::<Option<PrimitiveDateTime>>(&mut row, 12)?
+            .map(PrimitiveDateTime::assume_utc),
+        end_reason: end_reason.as_deref().map(end_reason_parse).transpose()?,
+        exit_code: take(&mut row, 14)?,
+    };
+    Ok((seq, s))
+}
+
+pub(super) fn event_params(
+    id: &SessionId,
+    s: &Session,
+    event: &str,
+    actor: Actor,
+    at: OffsetDateTime,
+) -> Params {
+    Params::Positional(vec![
+        id.as_str().into(),
+        utc(at).into(),
+        event.into(),
+        s.status.as_str().into(),
+        actor.as_str().into(),
+    ])
+}
+
+/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them).
+pub(super) fn session_values(s: &Session) -> Vec<Value> {
+    let mut v = vec![
+        s.session_id.as_str().into(),
+        s.game_id.as_str().into(),
+        s.mode.as_str().into(),
+        s.config.clone().into(),
+        s.status.as_str().into(),
+        s.host_id.as_str().into(),
+        s.ip.map(|ip| ip.to_string()).into(),
+        s.port.map(u32::from).into(),
+        s.pid.into(),
+        utc(s.created_at).into(),
+    ];
+    v.extend(ended_values(s));
+    v
+}
+
+/// The columns a transition may change, in `arcade_transition` order.
+pub(super) fn changed_values(s: &Session) -> Vec<Value> {
+    let mut v = vec![
+        s.status.as_str().into(),
+        s.ip.map(|ip| ip.to_string()).into(),
+        s.port.map(u32::from).into(),
+        s.pid.into(),
+    ];
+    v.extend(ended_values(s));
+    v
+}
+
+/// `started_at, ended_at, end_reason, exit_code`.
+pub(super) fn ended_values(s: &Session) -> [Value; 4] {
+    [
+        opt_utc(s.started_at),
+        opt_utc(s.ended_at),
+        s.end_reason.map(end_reason_str).into(),
+        s.exit_code.into(),
+    ]
+}
+
+/// A session insert's outcome: a duplicate id is the caller's to handle.
+pub(super) fn insert_result(
+    s: &Session,
+    r: Result<(), mysql_async::Error>,
+) -> Result<(), StoreError> {
+    match r {
+        Err(mysql_async::Error::Server(e)) if e.code == 1062 => {
+            Err(StoreError::Duplicate(s.session_id.clone()))
+        }
+        other => other.map_err(unavailable),
+    }
+}
