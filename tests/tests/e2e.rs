@@ -996,6 +996,46 @@ mod agent_restart {
 mod database {
     use super::*;
 
+    /// A fault of the broker's own (here: its schema broken under it) answers 500 with a
+    /// request id, and the database's words stay in the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fault_of_ours_is_a_500_with_a_request_id_and_no_internals() {
+        use mysql_async::prelude::Queryable;
+        let Some(url) = tests::mariadb::database().await else {
+            return;
+        };
+        let (broker, _agents, _client) = system_with(
+            BrokerOptions {
+                database_url: Some(url.clone()),
+                ..Default::default()
+            },
+            &[AgentOptions::host("host-a")],
+        )
+        .await;
+        let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        conn.query_drop("DROP PROCEDURE arcade_insert_session")
+            .await
+            .unwrap();
+        let (status, headers, json) = raw(
+            reqwest::Method::POST,
+            format!("{}/v1/sessions", broker.url),
+            Some(r#"{"game_id":"sleeper"}"#),
+        )
+        .await;
+        assert_eq!(status, 500, "{json}");
+        assert_eq!(json["error"]["code"], "internal");
+        let message = json["error"]["message"].as_str().unwrap();
+        let id = headers["x-request-id"].to_str().unwrap();
+        assert!(
+            message.contains(&format!("request id {id}")),
+            "{message} / {id}"
+        );
+        for internal in ["PROCEDURE", "arcade_insert_session", "1305", "exist"] {
+            assert!(!message.contains(internal), "{message}");
+        }
+        conn.disconnect().await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_session_history_says_who_did_what_in_mysql() {
         let Some(url) = tests::mariadb::database().await else {
