@@ -18,7 +18,9 @@ pub struct Args {
     /// Logs for people (`text`) or JSON lines for log shippers (`json`).
     #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::logs::LogFormat,
-    /// The broker's agent address.
+    /// The broker's agent address, or several replicas' (comma-separated; a name that resolves
+    /// to several addresses counts as several): one link at a time, the next address when it
+    /// fails.
     #[arg(long, env = "ARCADE_BROKER", default_value = "127.0.0.1:7070")]
     pub broker: String,
     /// The games this host can run (TOML).
@@ -183,17 +185,19 @@ impl Args {
                 "--stop-grace must be 0 to 3600 seconds".into(),
             ));
         }
+        let brokers = crate::brokers::parse_list(&self.broker)
+            .map_err(|e| ArgsError::Invalid(e.to_string()))?;
         let tls = match &self.broker_ca {
             Some(ca) => {
                 let name = match &self.broker_name {
                     Some(n) => n.clone(),
-                    None => broker_host(&self.broker),
+                    None => broker_host(&brokers[0]),
                 };
                 let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-                Some(
-                    crate::tls::Tls::new(ca, &name, client)
-                        .map_err(|e| ArgsError::Invalid(e.to_string()))?,
-                )
+                let mut tls = crate::tls::Tls::new(ca, &name, client)
+                    .map_err(|e| ArgsError::Invalid(e.to_string()))?;
+                tls.name_from_broker = self.broker_name.is_none();
+                Some(tls)
             }
             None if self.tls_cert.is_some() => {
                 return Err(ArgsError::Invalid(
@@ -205,7 +209,7 @@ impl Args {
         };
         Ok(Config {
             tls,
-            broker: self.broker,
+            brokers,
             catalog,
             host_id,
             hostname,

@@ -12,6 +12,7 @@
 //!
 //! The agent knows nothing of HTTP, sessions' records or placement: those are the broker's.
 
+pub mod brokers;
 pub mod catalog;
 pub mod cli;
 pub mod games;
@@ -41,8 +42,8 @@ use crate::link::LinkError;
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The broker's agent address, `host:port`.
-    pub broker: String,
+    /// The brokers' agent addresses, `host:port` each, tried in turn.
+    pub brokers: Vec<String>,
     /// The games this host offers.
     pub catalog: Catalog,
     /// Unique per host.
@@ -158,13 +159,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let sampler = tokio::task::spawn_blocking(load::Sampler::new)
         .await
         .unwrap_or_default();
-    tracing::info!(host = %config.host_id, broker = %config.broker, games = config.catalog.offers().len(), "agent starting");
+    tracing::info!(host = %config.host_id, brokers = %config.brokers.join(","), games = config.catalog.offers().len(), "agent starting");
     games.adopt(saved).await;
 
     let mut attempt = 0u32;
+    let mut brokers = brokers::Rotation::new(config.brokers.clone());
     while !shutdown.is_cancelled() {
-        let outcome =
-            link::connect_and_serve(&config, &games, &mut events, &sampler, &shutdown).await;
+        let outcome = match brokers.next().await {
+            Some(target) => {
+                link::connect_and_serve(&config, &target, &games, &mut events, &sampler, &shutdown)
+                    .await
+            }
+            None => link::LinkOutcome {
+                welcomed: false,
+                result: Err(LinkError::Lost(format!(
+                    "no address of --broker {} resolves",
+                    config.brokers.join(",")
+                ))),
+            },
+        };
         if outcome.welcomed {
             attempt = 0;
         }

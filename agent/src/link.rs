@@ -22,6 +22,7 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use crate::brokers::Target;
 use crate::games::Games;
 use crate::load::Sampler;
 use crate::Config;
@@ -78,31 +79,45 @@ where
     }
 }
 
-/// Connects once and serves until the link drops or `shutdown` fires.
+/// Connects once to `target` and serves until the link drops or `shutdown` fires.
 pub async fn connect_and_serve(
     config: &Config,
+    target: &Target,
     games: &Arc<Games>,
     events: &mut mpsc::Receiver<AgentMessage>,
     sampler: &Sampler,
     shutdown: &CancellationToken,
 ) -> LinkOutcome {
     let mut welcomed = false;
-    let result = serve(config, games, events, sampler, shutdown, &mut welcomed).await;
+    let result = serve(
+        config,
+        target,
+        games,
+        events,
+        sampler,
+        shutdown,
+        &mut welcomed,
+    )
+    .await;
     LinkOutcome { welcomed, result }
 }
 
 async fn serve(
     config: &Config,
+    target: &Target,
     games: &Arc<Games>,
     events: &mut mpsc::Receiver<AgentMessage>,
     sampler: &Sampler,
     shutdown: &CancellationToken,
     welcomed: &mut bool,
 ) -> Result<(), LinkError> {
-    let stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&config.broker))
+    let broker = &target.name;
+    let stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(target.addr))
         .await
-        .map_err(|_| LinkError::Lost(format!("connecting to {} timed out", config.broker)))?
-        .map_err(|e| LinkError::Lost(format!("cannot connect to {}: {e}", config.broker)))?;
+        .map_err(|_| LinkError::Lost(format!("connecting to {broker} timed out")))?
+        .map_err(|e| {
+            LinkError::Lost(format!("cannot connect to {broker} ({}): {e}", target.addr))
+        })?;
     // Small frames, latency matters more than packing.
     let _ = stream.set_nodelay(true);
     let ip = match config.advertise_ip {
@@ -114,23 +129,24 @@ async fn serve(
     };
     match &config.tls {
         Some(tls) => {
+            let server_name = tls
+                .name_for(broker)
+                .map_err(|e| LinkError::Rejected(e.to_string()))?;
             let stream = timeout(
                 HANDSHAKE_TIMEOUT,
-                tls.connector.connect(tls.server_name.clone(), stream),
+                tls.connector.connect(server_name, stream),
             )
             .await
             .map_err(|_| LinkError::Lost("the TLS handshake with the broker timed out".into()))?
-            .map_err(|e| {
-                LinkError::Rejected(format!("TLS handshake with {} failed: {e}", config.broker))
-            })?;
+            .map_err(|e| LinkError::Rejected(format!("TLS handshake with {broker} failed: {e}")))?;
             session(
-                config, stream, ip, games, events, sampler, shutdown, welcomed,
+                config, target, stream, ip, games, events, sampler, shutdown, welcomed,
             )
             .await
         }
         None => {
             session(
-                config, stream, ip, games, events, sampler, shutdown, welcomed,
+                config, target, stream, ip, games, events, sampler, shutdown, welcomed,
             )
             .await
         }
@@ -141,6 +157,7 @@ async fn serve(
 #[allow(clippy::too_many_arguments)]
 async fn session<S>(
     config: &Config,
+    target: &Target,
     stream: S,
     ip: IpAddr,
     games: &Arc<Games>,
@@ -188,7 +205,7 @@ where
         }
     };
     *welcomed = true;
-    tracing::info!(broker = %config.broker, host = %config.host_id, %ip, "registered with the broker");
+    tracing::info!(broker = %target.name, addr = %target.addr, host = %config.host_id, %ip, "registered with the broker");
     let framed = framed.map_codec(|_| MessageCodec::<BrokerMessage, AgentMessage>::new());
     let (mut sink, mut stream) = framed.split();
 

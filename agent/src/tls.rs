@@ -17,6 +17,9 @@ pub struct Tls {
     pub connector: TlsConnector,
     /// The name the broker's certificate must carry.
     pub server_name: ServerName<'static>,
+    /// Whether each broker's own host name (of its `--broker` entry) is checked instead of
+    /// `server_name`: with several brokers and no `--broker-name`.
+    pub name_from_broker: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -147,6 +150,16 @@ impl Tls {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            name_from_broker: false,
         })
+    }
+
+    /// The name the certificate of the broker at `entry` (`host:port`) must carry.
+    pub fn name_for(&self, entry: &str) -> Result<ServerName<'static>, TlsError> {
+        if !self.name_from_broker {
+            return Ok(self.server_name.clone());
+        }
+        let name = crate::cli::broker_host(entry);
+        ServerName::try_from(name.clone()).map_err(|source| TlsError::ServerName { name, source })
     }
 }

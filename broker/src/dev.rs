@@ -95,7 +95,7 @@ impl DevConfig {
         state_dir: PathBuf,
     ) -> Result<agent::Config, CatalogError> {
         Ok(agent::Config {
-            broker: broker.to_string(),
+            brokers: vec![broker.to_string()],
             catalog: self.catalog()?,
             host_id: HostId::new("dev-local").map_err(|e| CatalogError::Entry {
                 game: String::new(),

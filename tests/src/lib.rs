@@ -272,6 +272,8 @@ pub struct AgentOptions {
     pub run_as: Option<String>,
     /// `--broker-ca` and friends.
     pub tls: Option<agent::tls::Tls>,
+    /// More brokers after the first (`--broker A,B,...`), tried in turn.
+    pub more_brokers: Vec<SocketAddr>,
 }
 
 impl AgentOptions {
@@ -288,6 +290,7 @@ impl AgentOptions {
             state_dir: None,
             run_as: None,
             tls: None,
+            more_brokers: Vec::new(),
         }
     }
 }
@@ -391,7 +394,10 @@ impl TestAgent {
         let state_dir = tempfile::tempdir().expect("tempdir");
         let host_id = HostId::new(opts.host_id).expect("host id");
         let config = agent::Config {
-            broker: broker_addr.to_string(),
+            brokers: std::iter::once(broker_addr)
+                .chain(opts.more_brokers)
+                .map(|a| a.to_string())
+                .collect(),
             catalog: opts.catalog.unwrap_or_else(test_catalog),
             host_id: host_id.clone(),
             hostname: "test".into(),

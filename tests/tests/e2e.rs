@@ -1191,6 +1191,43 @@ async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
     stopping.await.unwrap().unwrap();
 }
 
+/// `--broker A,B,C`: the agent holds one link at a time, skips an address that refuses, and
+/// moves to the next broker when its broker goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_to_the_next_broker_when_its_broker_goes_away() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let b1 = TestBroker::start().await;
+    let b2 = TestBroker::start().await;
+    let c1 = Client::new(&b1.url, None).unwrap();
+    let c2 = Client::new(&b2.url, None).unwrap();
+    let mut opts = AgentOptions::host("host-a");
+    opts.more_brokers = vec![b1.agent_addr, b2.agent_addr];
+    opts.stop_games_on_exit = false;
+    let _agent = TestAgent::start(dead_addr, opts).await;
+    tests::wait_hosts_online(&c1, 1).await;
+    assert!(
+        c2.hosts().await.unwrap().hosts.is_empty(),
+        "one link at a time"
+    );
+    let s = c1.start_session(&start("sleeper")).await.unwrap();
+    let pid = s.pid.unwrap();
+    // The first broker stops: the agent moves on. This second broker keeps its own records
+    // (no shared database here), so to it the game has no session, and it is stopped.
+    b1.stop().await.unwrap();
+    tests::wait_hosts_online(&c2, 1).await;
+    wait_until(
+        "the game unknown to the new broker is stopped",
+        WAIT,
+        || async move { !group_alive(pid) },
+    )
+    .await;
+    let again = c2.start_session(&start("sleeper")).await.unwrap();
+    assert_eq!(again.status, SessionStatus::Running);
+    assert_eq!(again.host_id.as_str(), "host-a");
+}
+
 /// A start whose client hung up is a task of the broker's own: a graceful stop waits for it
 /// (it used to run on an HTTP worker's runtime, which stops with HTTP, and its game was then
 /// stopped as a late launch).
