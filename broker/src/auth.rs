@@ -28,7 +28,7 @@ pub enum Action {
     EndSession,
     /// `GET /v1/games`.
     ListGames,
-    /// `GET /v1/hosts`.
+    /// `GET /v1/hosts`, `GET /v1/brokers`.
     ListHosts,
     /// `POST /v1/hosts/{id}/drain|resume`.
     DrainHosts,

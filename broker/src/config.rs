@@ -75,6 +75,9 @@ pub struct Args {
     /// HTTP worker threads [default: the number of CPUs, at most 4].
     #[arg(long, env = "ARCADE_WORKERS")]
     pub workers: Option<usize>,
+    /// This broker's name among replicas, unique [default: the hostname and the agent port].
+    #[arg(long, env = "ARCADE_BROKER_ID")]
+    pub broker_id: Option<String>,
     /// Logs for people (`text`) or JSON lines for log shippers (`json`) [default: text].
     #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -104,6 +107,7 @@ struct FileConfig {
     agent_tls_key: Option<PathBuf>,
     agent_client_ca: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    broker_id: Option<String>,
 }
 
 /// Files of the agent link's TLS.
@@ -146,6 +150,8 @@ pub struct Config {
     pub workers: usize,
     /// How logs are written.
     pub log_format: LogFormat,
+    /// This broker's name; `None`: the hostname and the agent port, as bound.
+    pub broker_id: Option<String>,
     /// At shutdown, how long HTTP requests in flight may hold HTTP's workers (whole seconds;
     /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
     /// Not a flag; tests shorten it.
@@ -209,6 +215,7 @@ impl Config {
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             log_format: LogFormat::Text,
+            broker_id: None,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -327,6 +334,18 @@ impl Args {
             }),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: d.shutdown_grace,
+            broker_id: match self.broker_id.or(file.broker_id) {
+                Some(id)
+                    if id.is_empty()
+                        || id.len() > 128
+                        || !id.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    return Err(ConfigError::Invalid(
+                        "--broker-id must be 1 to 128 visible ASCII characters".into(),
+                    ))
+                }
+                other => other,
+            },
         };
         if config.agent_tls.is_none() && client_ca.is_some() {
             return Err(ConfigError::Invalid(

@@ -88,9 +88,27 @@ pub enum Error {
     /// The session store cannot be reached; nothing was changed.
     #[error("the session store cannot be reached; nothing was changed, retry shortly")]
     StoreUnavailable(#[source] StoreError),
+    /// Something the broker needs cannot be reached: it is not ready (`GET /readyz`).
+    #[error("not ready: the {0} cannot be reached")]
+    NotReady(Dependency),
     /// A fault of the broker's own. The text is for the log, never for the caller.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What the broker needs to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// The session store.
+    Store,
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Store => "session store",
+        })
+    }
 }
 
 /// Why an agent did not start a game.
@@ -150,7 +168,7 @@ impl Error {
             Self::NoCapacity {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::StoreUnavailable(_) | Self::HostUnavailable { .. } => Some(1),
+            Self::StoreUnavailable(_) | Self::HostUnavailable { .. } | Self::NotReady(_) => Some(1),
             _ => None,
         }
     }

@@ -164,10 +164,21 @@ pub async fn run(
     let registry = Arc::new(Registry::default());
     // Starts and ends in flight: drained after HTTP, before the agent links close.
     let requests = TaskTracker::new();
+    let hostname = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let broker_id = config
+        .broker_id
+        .clone()
+        .unwrap_or_else(|| format!("{hostname}:{}", agent_addr.port()));
+    tracing::info!(%broker_id, "this broker");
     let settings = ServiceSettings {
         launch_timeout: config.launch_timeout,
         stop_timeout: STOP_TIMEOUT,
         heartbeat_timeout: config.heartbeat_timeout,
+        broker_id,
+        agent_address: agent_addr.to_string(),
     };
     let service = Service::new(store, Arc::clone(&registry), settings, requests.clone());
     service.restore().await.map_err(BrokerError::Restore)?;

@@ -748,6 +748,7 @@ mod tests {
                 GameId::new("neverball").unwrap(),
             ],
             last_seen: datetime!(2026-11-23 10:00:00 UTC),
+            broker_id: Some("b1".into()),
         };
         let text = hosts_table(&[host], datetime!(2026-11-23 10:00:03 UTC));
         assert_eq!(

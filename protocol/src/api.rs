@@ -243,6 +243,9 @@ pub struct Host {
     /// When the broker last heard from it.
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
+    /// The broker its agent is connected to; `None` while it is offline.
+    #[serde(default)]
+    pub broker_id: Option<String>,
 }
 
 /// `GET /v1/hosts` answer.
@@ -268,6 +271,27 @@ pub struct Game {
 pub struct GameList {
     /// Ordered by game id.
     pub games: Vec<Game>,
+}
+
+/// One broker of the system (`GET /v1/brokers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broker {
+    /// Its `--broker-id`.
+    pub broker_id: String,
+    /// Where its agents connect (`--agent-listen`, as bound).
+    pub address: String,
+    /// When it was last known to be alive.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// Hosts whose agents are connected to it.
+    pub hosts: u32,
+}
+
+/// `GET /v1/brokers` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerList {
+    /// Ordered by broker id.
+    pub brokers: Vec<Broker>,
 }
 
 /// `GET /healthz` answer.

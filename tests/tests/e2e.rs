@@ -1120,9 +1120,32 @@ mod database {
         let client = Client::new(&broker.url, None).unwrap();
         tests::wait_hosts_online(&client, 1).await;
         let s = client.start_session(&start("sleeper")).await.unwrap();
+        let (status, _, json) =
+            raw(reqwest::Method::GET, format!("{}/readyz", broker.url), None).await;
+        assert_eq!((status, &json["status"]), (200, &Value::from("ready")));
         tokio::task::spawn_blocking(move || db.kill())
             .await
             .unwrap();
+        // Not ready, and says why (without the database's address); alive all the same.
+        let (status, headers, json) =
+            raw(reqwest::Method::GET, format!("{}/readyz", broker.url), None).await;
+        assert_eq!(status, 503, "{json}");
+        assert_eq!(json["error"]["code"], "store_unavailable");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("session store"),
+            "{json}"
+        );
+        assert!(headers.contains_key("retry-after"));
+        let (status, _, _) = raw(
+            reqwest::Method::GET,
+            format!("{}/healthz", broker.url),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
         let e = client.start_session(&start("sleeper")).await.unwrap_err();
         assert_eq!(
             (e.status(), api_code(&e)),
@@ -1226,6 +1249,39 @@ async fn an_agent_moves_to_the_next_broker_when_its_broker_goes_away() {
     let again = c2.start_session(&start("sleeper")).await.unwrap();
     assert_eq!(again.status, SessionStatus::Running);
     assert_eq!(again.host_id.as_str(), "host-a");
+}
+
+/// Each connected host names its broker; `GET /v1/brokers` lists this one; `--broker-id`
+/// defaults to the hostname and the agent port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_name_their_broker_and_brokers_are_listed() {
+    let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
+    let hosts = client.hosts().await.unwrap().hosts;
+    let id = hosts[0]
+        .broker_id
+        .clone()
+        .expect("a connected host names its broker");
+    assert!(
+        id.ends_with(&format!(":{}", broker.agent_addr.port())),
+        "{id}"
+    );
+    let (status, _, json) = raw(
+        reqwest::Method::GET,
+        format!("{}/v1/brokers", broker.url),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    let brokers = json["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 1);
+    assert_eq!(brokers[0]["broker_id"], Value::from(id));
+    assert_eq!(brokers[0]["hosts"], 1);
+    assert_eq!(
+        brokers[0]["address"],
+        Value::from(broker.agent_addr.to_string())
+    );
+    let (status, _, json) = raw(reqwest::Method::GET, format!("{}/readyz", broker.url), None).await;
+    assert_eq!((status, &json["status"]), (200, &Value::from("ready")));
 }
 
 /// A start whose client hung up is a task of the broker's own: a graceful stop waits for it

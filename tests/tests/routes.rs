@@ -25,6 +25,7 @@ const WRONG: &str = "wrong-key-0123456789";
 /// `every_route_is_declared_with_the_roles_api_md_gives_it`.
 const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/healthz", &["open"]),
+    ("GET", "/readyz", &["open"]),
     ("POST", "/v1/sessions", &["portal", "admin"]),
     ("GET", "/v1/sessions", &["portal", "provider", "admin"]),
     ("GET", "/v1/sessions/{id}", &["portal", "provider", "admin"]),
@@ -41,6 +42,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/hosts", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/drain", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/resume", &["provider", "admin"]),
+    ("GET", "/v1/brokers", &["provider", "admin"]),
     ("GET", "/v1/games", &["portal", "admin"]),
     ("GET", "/IP", &["portal", "admin"]),
     ("GET", "/End", &["portal", "provider", "admin"]),

@@ -63,6 +63,7 @@ impl HostEntry {
             mem_total_bytes: self.facts.mem_total_bytes,
             games: self.facts.games.iter().map(|g| g.game_id.clone()).collect(),
             last_seen: self.last_seen,
+            broker_id: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use protocol::api::{legacy, ErrorBody, ErrorCode, ErrorDetail};
 
 use super::request::RequestId;
 use crate::auth::{Action, Role};
-use crate::error::Error;
+use crate::error::{Dependency, Error};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl ApiError {
             Self::Service(Error::HostUnavailable { .. }) => {
                 (S::SERVICE_UNAVAILABLE, C::HostUnavailable)
             }
-            Self::Service(Error::StoreUnavailable(_)) => {
+            Self::Service(Error::StoreUnavailable(_) | Error::NotReady(Dependency::Store)) => {
                 (S::SERVICE_UNAVAILABLE, C::StoreUnavailable)
             }
             Self::Service(Error::LaunchTimeout { .. }) => (S::GATEWAY_TIMEOUT, C::LaunchTimeout),

@@ -12,6 +12,13 @@ pub async fn list(svc: web::Data<Service>) -> HttpResponse {
     HttpResponse::Ok().json(api::HostList { hosts: svc.hosts() })
 }
 
+/// `GET /v1/brokers`: the brokers of the system.
+pub async fn brokers(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(api::BrokerList {
+        brokers: svc.brokers(),
+    })
+}
+
 /// `POST /v1/hosts/{id}/drain`: the host takes no new session; its running ones go on.
 pub async fn drain(
     svc: web::Data<Service>,

@@ -98,6 +98,7 @@ const fn shaped(spec: RouteSpec, shape: Shape) -> RouteSpec {
 /// Every route of the API.
 pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/healthz", Open, |r| r.to(probes::healthz)),
+    route(Get, "/readyz", Open, |r| r.to(probes::readyz)),
     route(Post, "/v1/sessions", Role(A::StartSession), |r| {
         r.to(sessions::start)
     }),
@@ -122,6 +123,9 @@ pub static ROUTES: &[RouteSpec] = &[
     }),
     route(Post, "/v1/hosts/{id}/resume", Role(A::DrainHosts), |r| {
         r.to(hosts::resume)
+    }),
+    route(Get, "/v1/brokers", Role(A::ListHosts), |r| {
+        r.to(hosts::brokers)
     }),
     route(Get, "/v1/games", Role(A::ListGames), |r| r.to(games::list)),
     shaped(
@@ -271,6 +275,6 @@ mod tests {
             .filter(|r| r.access == Open)
             .map(|r| r.path)
             .collect();
-        assert_eq!(open, ["/healthz"]);
+        assert_eq!(open, ["/healthz", "/readyz"]);
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::Registry;
-use crate::error::Error;
+use crate::error::{Dependency, Error};
 use crate::session::{Actor, SessionEvent};
 use crate::store::{EventRecord, Page, Store, StoreError};
 use inflight::InFlight;
@@ -52,6 +52,10 @@ pub struct ServiceSettings {
     pub stop_timeout: Duration,
     /// A host away this long loses its sessions.
     pub heartbeat_timeout: Duration,
+    /// This broker's name among replicas.
+    pub broker_id: String,
+    /// Where this broker's agents connect.
+    pub agent_address: String,
 }
 
 /// The session service.
@@ -173,9 +177,39 @@ impl Service {
         Ok(self.store.events(id).await?)
     }
 
-    /// Every host.
+    /// Every host, with the broker its agent is connected to.
     pub fn hosts(&self) -> Vec<api::Host> {
-        self.registry.hosts()
+        let mut hosts = self.registry.hosts();
+        for h in &mut hosts {
+            if h.status != api::HostStatus::Offline {
+                h.broker_id = Some(self.settings.broker_id.clone());
+            }
+        }
+        hosts
+    }
+
+    /// The brokers of the system: this one (replicas are issue 15's).
+    pub fn brokers(&self) -> Vec<api::Broker> {
+        let connected = self
+            .registry
+            .hosts()
+            .iter()
+            .filter(|h| h.status != api::HostStatus::Offline)
+            .count();
+        vec![api::Broker {
+            broker_id: self.settings.broker_id.clone(),
+            address: self.settings.agent_address.clone(),
+            last_seen: OffsetDateTime::now_utc(),
+            hosts: u32::try_from(connected).unwrap_or(u32::MAX),
+        }]
+    }
+
+    /// Whether the broker can serve: its store answers.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store.ping().await.map_err(|e| {
+            tracing::warn!(error = %e, "not ready: the session store does not answer");
+            Error::NotReady(Dependency::Store)
+        })
     }
 
     /// The games on offer.

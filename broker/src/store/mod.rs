@@ -206,6 +206,14 @@ impl Store {
         }
     }
 
+    /// Whether the store answers now (a round trip, bounded like every call).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Mysql(m) => m.ping().await,
+        }
+    }
+
     /// One session.
     pub async fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
         match self {

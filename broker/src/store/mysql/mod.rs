@@ -318,6 +318,17 @@ impl MysqlStore {
         .await
     }
 
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            self.conn()
+                .await?
+                .query_drop("DO 1")
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     pub(super) async fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
         self.bounded(async { Self::read(&mut self.conn().await?, id).await })
             .await
