@@ -75,6 +75,15 @@ pub struct Args {
     /// HTTP worker threads [default: the number of CPUs, at most 4].
     #[arg(long, env = "ARCADE_WORKERS")]
     pub workers: Option<usize>,
+    /// NATS server(s) that replicas use to reach each other; repeatable or comma-separated for
+    /// a cluster; requires --database-url.
+    #[arg(
+        long = "nats-url",
+        env = "ARCADE_NATS_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub nats_urls: Vec<String>,
     /// This broker's name among replicas, unique [default: the hostname and the agent port].
     #[arg(long, env = "ARCADE_BROKER_ID")]
     pub broker_id: Option<String>,
@@ -108,6 +117,8 @@ struct FileConfig {
     agent_client_ca: Option<PathBuf>,
     log_format: Option<LogFormat>,
     broker_id: Option<String>,
+    #[serde(default)]
+    nats_urls: Vec<String>,
 }
 
 /// Files of the agent link's TLS.
@@ -152,6 +163,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// This broker's name; `None`: the hostname and the agent port, as bound.
     pub broker_id: Option<String>,
+    /// NATS servers of the replica set; empty: a single broker.
+    pub nats_urls: Vec<String>,
     /// At shutdown, how long HTTP requests in flight may hold HTTP's workers (whole seconds;
     /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
     /// Not a flag; tests shorten it.
@@ -217,6 +230,7 @@ impl Config {
             log_format: LogFormat::Text,
             broker_id: None,
             shutdown_grace: Duration::from_secs(30),
+            nats_urls: Vec::new(),
         }
     }
 
@@ -237,6 +251,11 @@ impl Config {
                 "--http {} is not a loopback address and no API key is configured, so anyone could start and end games: set --api-key ROLE:KEY (or ARCADE_API_KEYS), or keep --http on 127.0.0.1",
                 self.http
             )));
+        }
+        if !self.nats_urls.is_empty() && self.database_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "--nats-url makes this broker one of several replicas, which share their sessions through MySQL: set --database-url too".into(),
+            ));
         }
         if !self.api_keys.is_empty() && self.cors_origins.iter().any(|o| o == "*") {
             return Err(ConfigError::Invalid(
@@ -334,6 +353,11 @@ impl Args {
             }),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: d.shutdown_grace,
+            nats_urls: if self.nats_urls.is_empty() {
+                file.nats_urls
+            } else {
+                self.nats_urls
+            },
             broker_id: match self.broker_id.or(file.broker_id) {
                 Some(id)
                     if id.is_empty()
@@ -492,6 +516,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--agent-tls-key"));
+    }
+
+    #[test]
+    fn replicas_need_a_database() {
+        let args =
+            Args::try_parse_from(["arcade-broker", "--nats-url", "nats://127.0.0.1:4222"]).unwrap();
+        assert!(args
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--database-url"));
+        let args = Args::try_parse_from([
+            "arcade-broker",
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--database-url",
+            "mysql://u@db/arcade",
+        ])
+        .unwrap();
+        assert_eq!(args.resolve().unwrap().nats_urls.len(), 2);
     }
 
     #[test]

@@ -101,12 +101,15 @@ pub enum Error {
 pub enum Dependency {
     /// The session store.
     Store,
+    /// NATS, between replicas.
+    Nats,
 }
 
 impl std::fmt::Display for Dependency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Store => "session store",
+            Self::Nats => "replicas' NATS",
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod http;
+pub mod nats;
 pub mod placement;
 pub mod service;
 pub mod session;
@@ -105,6 +106,9 @@ pub enum BrokerError {
     /// The session store cannot be opened.
     #[error("--database-url: {0}")]
     Store(StoreError),
+    /// NATS cannot be reached.
+    #[error("{0}")]
+    Nats(nats::NatsError),
     /// The stored sessions cannot be read.
     #[error("--database-url: cannot read the stored sessions: {0}")]
     Restore(StoreError),
@@ -180,7 +184,22 @@ pub async fn run(
         broker_id,
         agent_address: agent_addr.to_string(),
     };
-    let service = Service::new(store, Arc::clone(&registry), settings, requests.clone());
+    let nats = if config.nats_urls.is_empty() {
+        None
+    } else {
+        Some(
+            nats::Nats::connect(&config.nats_urls, &settings.broker_id)
+                .await
+                .map_err(BrokerError::Nats)?,
+        )
+    };
+    let service = Service::new(
+        store,
+        nats,
+        Arc::clone(&registry),
+        settings,
+        requests.clone(),
+    );
     service.restore().await.map_err(BrokerError::Restore)?;
     let server = http::server(
         Arc::clone(&service),

@@ -333,6 +333,8 @@ pub enum ErrorCode {
     HostUnavailable,
     /// 500: a fault of the broker's own.
     Internal,
+    /// 503 (`GET /readyz`): the replicas' NATS cannot be reached.
+    NatsUnavailable,
 }
 
 /// The body of every error answer: `{"error": {"code", "message"}}`.

@@ -5,6 +5,7 @@
 //! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
 
 pub mod mariadb;
+pub mod nats;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,8 @@ pub struct BrokerOptions {
     pub http_tls: Option<(PathBuf, PathBuf)>,
     /// How long HTTP requests in flight may hold HTTP's workers at shutdown.
     pub shutdown_grace: Duration,
+    /// `--nats-url`s.
+    pub nats_urls: Vec<String>,
 }
 
 impl Default for BrokerOptions {
@@ -98,6 +101,7 @@ impl Default for BrokerOptions {
             agent_tls: None,
             http_tls: None,
             shutdown_grace: Duration::from_secs(30),
+            nats_urls: Vec::new(),
         }
     }
 }
@@ -137,6 +141,7 @@ impl TestBroker {
         config.agent_tls = opts.agent_tls;
         config.http_tls = opts.http_tls;
         config.shutdown_grace = opts.shutdown_grace;
+        config.nats_urls = opts.nats_urls;
         config.api_keys = opts
             .api_keys
             .iter()

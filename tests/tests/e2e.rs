@@ -996,6 +996,92 @@ mod agent_restart {
 mod database {
     use super::*;
 
+    async fn readyz(broker: &TestBroker) -> (u16, Value) {
+        let (status, _, json) =
+            raw(reqwest::Method::GET, format!("{}/readyz", broker.url), None).await;
+        (status, json)
+    }
+
+    /// With `--nats-url`, the broker is ready only while NATS is connected; it follows NATS
+    /// going away and coming back, and stays alive throughout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_follows_nats() {
+        let Some(url) = tests::mariadb::database().await else {
+            return;
+        };
+        let Some(mut nats) = tokio::task::spawn_blocking(tests::nats::NatsServer::start)
+            .await
+            .unwrap()
+        else {
+            return;
+        };
+        let broker = TestBroker::start_with(BrokerOptions {
+            database_url: Some(url),
+            nats_urls: vec![nats.url()],
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(readyz(&broker).await.0, 200);
+        let mut nats = tokio::task::spawn_blocking(move || {
+            nats.kill();
+            nats
+        })
+        .await
+        .unwrap();
+        wait_until("not ready without NATS", WAIT, || async {
+            let (status, json) = readyz(&broker).await;
+            status == 503 && json["error"]["code"] == "nats_unavailable"
+        })
+        .await;
+        let (status, _, _) = raw(
+            reqwest::Method::GET,
+            format!("{}/healthz", broker.url),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "alive all the same");
+        let _nats = tokio::task::spawn_blocking(move || {
+            nats.restart();
+            nats
+        })
+        .await
+        .unwrap();
+        wait_until(
+            "ready again once NATS is back",
+            Duration::from_secs(30),
+            || async { readyz(&broker).await.0 == 200 },
+        )
+        .await;
+    }
+
+    /// A broker whose NATS cannot be reached at start refuses to start, and says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_without_its_nats_refuses_to_start() {
+        let Some(url) = tests::mariadb::database().await else {
+            return;
+        };
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("nats://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let mut config = broker::Config::loopback();
+        config.http = "127.0.0.1:0".parse().unwrap();
+        config.agent_listen = "127.0.0.1:0".parse().unwrap();
+        config.database_url = Some(url);
+        config.nats_urls = vec![dead_url.clone()];
+        let listeners = broker::Listeners::bind(&config).unwrap();
+        let run = broker::run(
+            config,
+            listeners,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the broker gives up on NATS within its connect timeout")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NATS") && err.contains(&dead_url), "{err}");
+    }
+
     /// A fault of the broker's own (here: its schema broken under it) answers 500 with a
     /// request id, and the database's words stay in the log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,9 @@ impl ApiError {
             Self::Service(Error::StoreUnavailable(_) | Error::NotReady(Dependency::Store)) => {
                 (S::SERVICE_UNAVAILABLE, C::StoreUnavailable)
             }
+            Self::Service(Error::NotReady(Dependency::Nats)) => {
+                (S::SERVICE_UNAVAILABLE, C::NatsUnavailable)
+            }
             Self::Service(Error::LaunchTimeout { .. }) => (S::GATEWAY_TIMEOUT, C::LaunchTimeout),
         }
     }

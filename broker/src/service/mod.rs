@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agents::Registry;
 use crate::error::{Dependency, Error};
+use crate::nats::Nats;
 use crate::session::{Actor, SessionEvent};
 use crate::store::{EventRecord, Page, Store, StoreError};
 use inflight::InFlight;
@@ -62,6 +63,8 @@ pub struct ServiceSettings {
 #[derive(Debug)]
 pub struct Service {
     store: Store,
+    /// The replica set's messaging, when this broker is one of several.
+    nats: Option<Nats>,
     registry: Arc<Registry>,
     settings: ServiceSettings,
     inflight: InFlight,
@@ -78,12 +81,14 @@ impl Service {
     /// current runtime.
     pub fn new(
         store: Store,
+        nats: Option<Nats>,
         registry: Arc<Registry>,
         settings: ServiceSettings,
         tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            nats,
             registry,
             settings,
             inflight: InFlight::default(),
@@ -204,8 +209,12 @@ impl Service {
         }]
     }
 
-    /// Whether the broker can serve: its store answers.
+    /// Whether the broker can serve: its store answers, and NATS is connected when this
+    /// broker is one of several.
     pub async fn ready(&self) -> Result<(), Error> {
+        if self.nats.as_ref().is_some_and(|n| !n.is_connected()) {
+            return Err(Error::NotReady(Dependency::Nats));
+        }
         self.store.ping().await.map_err(|e| {
             tracing::warn!(error = %e, "not ready: the session store does not answer");
             Error::NotReady(Dependency::Store)
