@@ -24,7 +24,8 @@ pub struct MariaDb {
     _dir: tempfile::TempDir,
 }
 
-fn find(names: &[&str]) -> Option<PathBuf> {
+/// The first of `names` installed on `PATH` or in the usual system directories.
+pub fn find(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(PathBuf::from));
@@ -39,7 +40,8 @@ pub fn server_program() -> Option<PathBuf> {
     find(&["mariadbd", "mysqld"])
 }
 
-fn free_port() -> u16 {
+/// A loopback port free now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

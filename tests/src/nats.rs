@@ -22,12 +22,7 @@ pub struct NatsServer {
 
 /// The installed server program, if any.
 pub fn server_program() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/bin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("nats-server"))
-        .find(|p| p.is_file())
+    crate::mariadb::find(&["nats-server"])
 }
 
 impl NatsServer {
@@ -43,10 +38,7 @@ impl NatsServer {
             );
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = crate::mariadb::free_port();
         let mut me = Self {
             port,
             program,

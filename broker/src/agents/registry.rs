@@ -42,6 +42,28 @@ struct HostEntry {
 }
 
 impl HostEntry {
+    /// A host as first known: offline, not draining, no slot held, seen now.
+    fn offline(host: &HostId, facts: HostFacts) -> Self {
+        Self {
+            view: HostView {
+                host_id: host.clone(),
+                status: HostStatus::Offline,
+                games: facts.games.clone(),
+                max_sessions: facts.max_sessions,
+                sessions: 0,
+                cpu_percent: 0.0,
+            },
+            facts,
+            mem_used_bytes: 0,
+            last_seen: OffsetDateTime::now_utc(),
+            last_seen_at: Instant::now(),
+            draining: false,
+            conn: None,
+            ready: false,
+            slots: HashSet::new(),
+        }
+    }
+
     fn refresh_view(&mut self) {
         self.view.status = match (&self.conn, self.ready, self.draining) {
             (None, _, _) | (Some(_), false, _) => HostStatus::Offline,
@@ -126,24 +148,7 @@ impl Registry {
         let now = OffsetDateTime::now_utc();
         let entry = hosts
             .entry(hello.host_id.clone())
-            .or_insert_with(|| HostEntry {
-                view: HostView {
-                    host_id: hello.host_id.clone(),
-                    status: HostStatus::Offline,
-                    games: Vec::new(),
-                    max_sessions: 0,
-                    sessions: 0,
-                    cpu_percent: 0.0,
-                },
-                facts: hello.facts.clone(),
-                mem_used_bytes: 0,
-                last_seen: now,
-                last_seen_at: Instant::now(),
-                draining: false,
-                conn: None,
-                ready: false,
-                slots: HashSet::new(),
-            });
+            .or_insert_with(|| HostEntry::offline(&hello.host_id, hello.facts.clone()));
         if entry.conn.is_some() {
             return Err(RegisterError::AlreadyConnected(hello.host_id.clone()));
         }
@@ -172,7 +177,8 @@ impl Registry {
     pub fn restore(&self, host: &HostId, facts: Option<&HostFacts>, drained: bool) {
         let mut inner = self.lock();
         let Inner { hosts, index } = &mut *inner;
-        let now = OffsetDateTime::now_utc();
+        // Last seen now, counted from the broker's start: a host gets the whole timeout to come
+        // back.
         let entry = hosts.entry(host.clone()).or_insert_with(|| {
             let facts = facts.cloned().unwrap_or(HostFacts {
                 hostname: String::new(),
@@ -183,29 +189,20 @@ impl Registry {
                 max_sessions: 0,
                 port_range: protocol::wire::PortRange { lo: 0, hi: 0 },
             });
-            HostEntry {
-                view: HostView {
-                    host_id: host.clone(),
-                    status: HostStatus::Offline,
-                    games: facts.games.clone(),
-                    max_sessions: facts.max_sessions,
-                    sessions: 0,
-                    cpu_percent: 0.0,
-                },
-                facts,
-                mem_used_bytes: 0,
-                last_seen: now,
-                // Counted from the broker's start: a host gets the whole timeout to come back.
-                last_seen_at: Instant::now(),
-                draining: false,
-                conn: None,
-                ready: false,
-                slots: HashSet::new(),
-            }
+            HostEntry::offline(host, facts)
         });
         entry.draining |= drained;
         entry.refresh_view();
         index.upsert(&entry.view);
+    }
+
+    /// How many hosts have an agent connected now.
+    pub fn connected(&self) -> usize {
+        self.lock()
+            .hosts
+            .values()
+            .filter(|e| e.conn.is_some())
+            .count()
     }
 
     /// Whether the host was ever known.

@@ -195,12 +195,7 @@ impl Service {
 
     /// The brokers of the system: this one (replicas are issue 15's).
     pub fn brokers(&self) -> Vec<api::Broker> {
-        let connected = self
-            .registry
-            .hosts()
-            .iter()
-            .filter(|h| h.status != api::HostStatus::Offline)
-            .count();
+        let connected = self.registry.connected();
         vec![api::Broker {
             broker_id: self.settings.broker_id.clone(),
             address: self.settings.agent_address.clone(),
