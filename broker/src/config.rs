@@ -539,6 +539,19 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_id_is_printable_and_bounded() {
+        for bad in ["", "b 1", &"b".repeat(129)] {
+            let args = Args::try_parse_from(["arcade-broker", "--broker-id", bad]).unwrap();
+            assert!(args.resolve().is_err(), "{bad:?}");
+        }
+        let args = Args::try_parse_from(["arcade-broker", "--broker-id", "b1.eu-west"]).unwrap();
+        assert_eq!(
+            args.resolve().unwrap().broker_id.as_deref(),
+            Some("b1.eu-west")
+        );
+    }
+
+    #[test]
     fn refuses_silly_timeouts() {
         let args = Args::try_parse_from(["arcade-broker", "--launch-timeout", "0"]).unwrap();
         assert!(args.resolve().is_err());

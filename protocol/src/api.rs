@@ -335,6 +335,10 @@ pub enum ErrorCode {
     Internal,
     /// 503 (`GET /readyz`): the replicas' NATS cannot be reached.
     NatsUnavailable,
+    /// A code this client does not know yet (a newer broker's): decoding an error never fails
+    /// on its code. Brokers never send it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The body of every error answer: `{"error": {"code", "message"}}`.
@@ -432,6 +436,17 @@ pub mod legacy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unknown_error_code_still_decodes() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"brand_new","message":"m"}}"#).unwrap();
+        assert_eq!(body.error.code, ErrorCode::Unknown);
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"method_not_allowed","message":"m"}}"#)
+                .unwrap();
+        assert_eq!(body.error.code, ErrorCode::MethodNotAllowed);
+    }
+
     use super::*;
 
     #[test]
