@@ -115,7 +115,7 @@ impl std::fmt::Display for Dependency {
 }
 
 /// Why an agent did not start a game.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LaunchFailure {
     /// The agent tried and failed; its words.
     Agent(String),
@@ -136,7 +136,7 @@ impl LaunchFailure {
 }
 
 /// Why a session's host cannot be reached now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Unreachable {
     /// It is not connected; a session being ended stays `stopping` until it is back or lost.
     Offline,
@@ -146,6 +146,10 @@ pub enum Unreachable {
     StopTimedOut(Duration),
     /// It was declared lost while it launched the game.
     LostDuringLaunch,
+    /// Its agent moved to another broker meanwhile.
+    Moved,
+    /// The broker its agent is connected to cannot be reached (or NATS cannot).
+    ReplicaUnreachable,
 }
 
 impl Unreachable {
@@ -160,6 +164,10 @@ impl Unreachable {
                 format!("host {host} did not confirm the stop within {after:?}; retry")
             }
             Self::LostDuringLaunch => format!("host {host} went away during the launch; retry"),
+            Self::Moved => format!("host {host}'s agent moved to another broker meanwhile; retry"),
+            Self::ReplicaUnreachable => {
+                format!("the broker that host {host}'s agent is connected to cannot be reached; retry")
+            }
         }
     }
 }
@@ -185,6 +193,10 @@ impl From<StoreError> for Error {
             StoreError::BadCursor(_) => Self::Invalid(e.to_string()),
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
             StoreError::Backend(_) => Self::Internal(e.to_string()),
+            StoreError::Fenced(host) => Self::HostUnavailable {
+                host,
+                why: Unreachable::Moved,
+            },
         }
     }
 }

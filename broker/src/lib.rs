@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{Args, Config};
 
 use crate::agents::{LinkSettings, Registry};
-use crate::service::{Service, ServiceSettings};
+use crate::service::{Replicas, Service, ServiceSettings};
 use crate::store::mysql::MysqlStore;
 use crate::store::{Store, StoreError};
 
@@ -109,6 +109,12 @@ pub enum BrokerError {
     /// NATS cannot be reached.
     #[error("{0}")]
     Nats(nats::NatsError),
+    /// This replica cannot listen for the others' calls.
+    #[error("cannot listen on NATS for the other replicas: {0}")]
+    NatsInbox(nats::RequestError),
+    /// Replicas share their records through MySQL (the configuration checks this first).
+    #[error("--nats-url needs --database-url")]
+    ReplicasNeedMysql,
     /// The stored sessions cannot be read.
     #[error("--database-url: cannot read the stored sessions: {0}")]
     Restore(StoreError),
@@ -184,18 +190,28 @@ pub async fn run(
         broker_id,
         agent_address: agent_addr.to_string(),
     };
-    let nats = if config.nats_urls.is_empty() {
-        None
-    } else {
-        Some(
-            nats::Nats::connect(&config.nats_urls, &settings.broker_id)
+    let (replicas, inbox) = match (&store, config.nats_urls.is_empty()) {
+        (_, true) => (None, None),
+        (Store::Mysql(db), false) => {
+            let nats = nats::Nats::connect(&config.nats_urls, &settings.broker_id)
                 .await
-                .map_err(BrokerError::Nats)?,
-        )
+                .map_err(BrokerError::Nats)?;
+            let inbox = nats
+                .inbox(&settings.broker_id)
+                .await
+                .map_err(BrokerError::NatsInbox)?;
+            // Alive before any host is held here, so no replica takes this one's hosts for lost.
+            db.beat(&settings.broker_id, &settings.agent_address)
+                .await
+                .map_err(BrokerError::Store)?;
+            let db = db.clone();
+            (Some(Replicas { nats, db }), Some(inbox))
+        }
+        (Store::Memory(_), false) => return Err(BrokerError::ReplicasNeedMysql),
     };
     let service = Service::new(
         store,
-        nats,
+        replicas,
         Arc::clone(&registry),
         settings,
         requests.clone(),
@@ -234,6 +250,11 @@ pub async fn run(
     ));
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
+    if let Some(inbox) = inbox {
+        tracker.spawn(Arc::clone(&service).serve_calls(inbox, background.clone()));
+        let every = (config.heartbeat_timeout / 4).max(Duration::from_millis(100));
+        tracker.spawn(Arc::clone(&service).run_beats(every, background.clone()));
+    }
     let dev_shutdown = CancellationToken::new();
     let dev_agent = dev_agent.map(|agent_config| {
         tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");

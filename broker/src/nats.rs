@@ -1,9 +1,12 @@
 //! The broker's connection to NATS, which replicas use to reach each other (issue 15). Only
 //! this module knows async-nats.
 //!
-//! Today it connects at start (bounded; a broker that cannot reach NATS refuses to start) and
-//! tells readiness whether the connection is up; the client reconnects by itself, forever,
-//! while the broker runs. Routing commands to other replicas is built on it next.
+//! It connects at start (bounded; a broker that cannot reach NATS refuses to start), tells
+//! readiness whether the connection is up, and carries request-reply between replicas: each
+//! replica listens on its own subject ([`Nats::inbox`]), and a request to another replica is
+//! bounded by a deadline and tells "nobody listens" apart from "no answer in time". The client
+//! reconnects by itself, forever, while the broker runs. Payloads are opaque bytes here: what
+//! they mean is `crate::service::remote`'s.
 
 use std::time::Duration;
 
@@ -37,6 +40,50 @@ pub enum NatsError {
     },
 }
 
+/// Why a request to another replica got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Nobody listens on the subject: the replica is gone (or NATS lost its interest).
+    #[error("no replica listens")]
+    NoResponders,
+    /// The replica did not answer within the deadline.
+    #[error("no answer in time")]
+    TimedOut,
+    /// NATS cannot be reached now.
+    #[error("NATS cannot be reached")]
+    Disconnected,
+}
+
+/// One request from another replica, to answer with [`Incoming::respond`].
+#[derive(Debug)]
+pub struct Incoming {
+    /// What was asked.
+    pub payload: Vec<u8>,
+    reply: Option<async_nats::Subject>,
+}
+
+/// A replica's own subject: requests for it, in order of arrival.
+#[derive(Debug)]
+pub struct Inbox {
+    subscriber: async_nats::Subscriber,
+}
+
+impl Inbox {
+    /// The next request, or `None` once the subscription is over.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        use futures::StreamExt;
+        let m = self.subscriber.next().await?;
+        Some(Incoming {
+            payload: m.payload.to_vec(),
+            reply: m.reply,
+        })
+    }
+}
+
+/// Requests waiting in a replica's inbox, at most; NATS drops what does not fit (the caller's
+/// deadline then answers it).
+const INBOX_CAPACITY: usize = 4096;
+
 /// A connection to the replica set's NATS.
 #[derive(Debug, Clone)]
 pub struct Nats {
@@ -60,7 +107,8 @@ impl Nats {
         let joined = urls.join(",");
         let options = async_nats::ConnectOptions::new()
             .name(format!("arcade-broker {broker_id}"))
-            .connection_timeout(CONNECT_TIMEOUT);
+            .connection_timeout(CONNECT_TIMEOUT)
+            .subscription_capacity(INBOX_CAPACITY);
         let client = tokio::time::timeout(CONNECT_TIMEOUT, options.connect(addrs.as_slice()))
             .await
             .map_err(|_| NatsError::Unreachable {
@@ -77,5 +125,85 @@ impl Nats {
     /// Whether the connection is up now.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The subject a replica listens on. A broker id may hold characters a subject token may
+    /// not (`.`, `*`, `>`), so it is written in hex.
+    fn subject(broker_id: &str) -> String {
+        use std::fmt::Write;
+        let mut s = String::from("arcade.broker.");
+        for b in broker_id.bytes() {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// Starts listening on this replica's subject.
+    pub async fn inbox(&self, broker_id: &str) -> Result<Inbox, RequestError> {
+        let subscriber = self
+            .client
+            .subscribe(Self::subject(broker_id))
+            .await
+            .map_err(|_| RequestError::Disconnected)?;
+        // Once the server has the subscription, requests reach it.
+        self.client
+            .flush()
+            .await
+            .map_err(|_| RequestError::Disconnected)?;
+        Ok(Inbox { subscriber })
+    }
+
+    /// Asks replica `broker_id` and waits for its answer, at most `deadline`.
+    pub async fn request(
+        &self,
+        broker_id: &str,
+        payload: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
+        if !self.is_connected() {
+            return Err(RequestError::Disconnected);
+        }
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(deadline));
+        // The client's own timeout covers the answer; this one also covers a full send buffer.
+        let sent = self.client.send_request(Self::subject(broker_id), request);
+        match tokio::time::timeout(deadline + Duration::from_millis(100), sent).await {
+            Err(_) => Err(RequestError::TimedOut),
+            Ok(Ok(m)) => Ok(m.payload.to_vec()),
+            Ok(Err(e)) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => RequestError::NoResponders,
+                async_nats::RequestErrorKind::TimedOut => RequestError::TimedOut,
+                async_nats::RequestErrorKind::Other => RequestError::Disconnected,
+            }),
+        }
+    }
+
+    /// Answers a request (nothing to do for one that wants no answer).
+    pub async fn respond(&self, to: Incoming, payload: Vec<u8>) {
+        let Some(reply) = to.reply else { return };
+        if let Err(e) = self.client.publish(reply, payload.into()).await {
+            tracing::warn!(error = %e, "cannot answer another replica");
+        }
+    }
+
+    /// Sends without waiting for an answer.
+    pub async fn tell(&self, broker_id: &str, payload: Vec<u8>) -> Result<(), RequestError> {
+        self.client
+            .publish(Self::subject(broker_id), payload.into())
+            .await
+            .map_err(|_| RequestError::Disconnected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nats;
+
+    #[test]
+    fn a_broker_id_makes_one_subject_token() {
+        assert_eq!(Nats::subject("b1"), "arcade.broker.6231");
+        let s = Nats::subject("gpu.example.com:7070 *>");
+        assert!(!s["arcade.broker.".len()..].contains(['.', '*', '>', ' ']));
     }
 }

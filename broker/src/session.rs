@@ -39,7 +39,7 @@ pub enum SessionEvent {
 }
 
 /// Who caused a change, for the session's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Actor {
     /// A caller of the API when no API keys are configured (anyone on loopback).
     Api,

@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use protocol::api::{
-    ErrorBody, ErrorCode, GameList, Health, Host, HostList, Session, SessionList, SessionQuery,
-    StartSession,
+    BrokerList, ErrorBody, ErrorCode, GameList, Health, Host, HostList, Session, SessionList,
+    SessionQuery, StartSession,
 };
 use protocol::{HostId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
@@ -304,6 +304,12 @@ impl Client {
     /// `admin` role.
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.call(Method::GET, "/v1/hosts", |r| r).await
+    }
+
+    /// `GET /v1/brokers`: the brokers of the system (one, or every replica seen lately), by
+    /// id. Needs the `provider` or `admin` role.
+    pub async fn brokers(&self) -> Result<BrokerList, ClientError> {
+        self.call(Method::GET, "/v1/brokers", |r| r).await
     }
 
     /// `POST /v1/hosts/{id}/drain`: the host gets no new sessions; its running ones go on.

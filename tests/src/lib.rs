@@ -302,14 +302,28 @@ impl AgentOptions {
 
 /// A port range no other agent of this test process uses.
 pub fn fresh_port_range() -> PortRange {
+    fresh_port_ranges(1)
+}
+
+/// `n` of [`fresh_port_range`]'s ranges side by side (10 × `n` ports, `n` at most 30).
+pub fn fresh_port_ranges(n: u16) -> PortRange {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // Below Linux's ephemeral range (32768 and up), so no port-0 listener or outgoing
     // connection takes a game's port: 40 blocks of 30 ranges of 10 ports in 20000-31999, a
     // block per test process, a range per agent.
+    let n = n.clamp(1, 30);
     let block = (std::process::id() % 40) as u16;
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 30;
+    let slot = loop {
+        let first = NEXT.fetch_add(n, Ordering::Relaxed) % 30;
+        if first + n <= 30 {
+            break first;
+        }
+    };
     let lo = 20000 + block * 300 + slot * 10;
-    PortRange { lo, hi: lo + 9 }
+    PortRange {
+        lo,
+        hi: lo + 10 * n - 1,
+    }
 }
 
 /// The directory of config files the `configured` game may use (holds `good.conf`).

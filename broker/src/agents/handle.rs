@@ -209,6 +209,14 @@ pub enum HostEvent {
         /// The session.
         session_id: SessionId,
     },
+    /// A host's connection is gone. `epoch` is its ownership's, when the service recorded one
+    /// (replicas).
+    Disconnected {
+        /// The host.
+        host_id: HostId,
+        /// The connection's epoch.
+        epoch: Option<u64>,
+    },
     /// A game's processes are all gone, by themselves.
     Exited {
         /// The host.

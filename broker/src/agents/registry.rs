@@ -38,6 +38,8 @@ struct HostEntry {
     /// Set once the broker has squared its records with the host's games; until then the host
     /// takes no session.
     ready: bool,
+    /// The epoch of this connection's ownership of the host, once recorded (replicas).
+    epoch: Option<u64>,
     slots: HashSet<SessionId>,
 }
 
@@ -60,6 +62,7 @@ impl HostEntry {
             draining: false,
             conn: None,
             ready: false,
+            epoch: None,
             slots: HashSet::new(),
         }
     }
@@ -159,6 +162,7 @@ impl Registry {
         entry.last_seen_at = Instant::now();
         entry.conn = Some((id, link));
         entry.ready = false;
+        entry.epoch = None;
         entry.refresh_view();
         index.upsert(&entry.view);
         Ok(id)
@@ -210,15 +214,48 @@ impl Registry {
         self.lock().hosts.contains_key(host)
     }
 
-    /// Marks a host's connection gone (if `conn` is still its connection).
-    pub fn disconnect(&self, host: &HostId, conn: ConnId) {
+    /// Marks a host's connection gone (if `conn` is still its connection), and answers the
+    /// epoch its ownership had, if one was recorded.
+    pub fn disconnect(&self, host: &HostId, conn: ConnId) -> Option<u64> {
+        self.lock()
+            .update(host, |e| {
+                if e.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
+                    e.conn = None;
+                    e.ready = false;
+                    e.refresh_view();
+                    e.epoch.take()
+                } else {
+                    None
+                }
+            })
+            .flatten()
+    }
+
+    /// Records the epoch of a connected host's ownership (replicas).
+    pub fn set_epoch(&self, host: &HostId, epoch: u64) {
         self.lock().update(host, |e| {
-            if e.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
-                e.conn = None;
-                e.ready = false;
-                e.refresh_view();
+            if e.conn.is_some() {
+                e.epoch = Some(epoch);
             }
         });
+    }
+
+    /// The epoch of a connected host's ownership, once recorded.
+    pub fn epoch(&self, host: &HostId) -> Option<u64> {
+        self.lock()
+            .hosts
+            .get(host)
+            .filter(|e| e.conn.is_some())
+            .and_then(|e| e.epoch)
+    }
+
+    /// CPU and memory in use on a connected host, from its last heartbeat.
+    pub fn load(&self, host: &HostId) -> Option<(f32, u64)> {
+        self.lock()
+            .hosts
+            .get(host)
+            .filter(|e| e.conn.is_some())
+            .map(|e| (e.view.cpu_percent, e.mem_used_bytes))
     }
 
     /// Notes that a host was heard from, with its load when it sent one.
@@ -314,30 +351,7 @@ impl Registry {
 
     /// The games of online hosts, by id, with the modes any of them offers.
     pub fn games(&self) -> Vec<api::Game> {
-        let inner = self.lock();
-        let mut games: BTreeMap<GameId, api::Game> = BTreeMap::new();
-        for e in inner
-            .hosts
-            .values()
-            .filter(|e| e.view.status == HostStatus::Online)
-        {
-            for offer in &e.view.games {
-                let g = games
-                    .entry(offer.game_id.clone())
-                    .or_insert_with(|| api::Game {
-                        game_id: offer.game_id.clone(),
-                        modes: Vec::new(),
-                        hosts: 0,
-                    });
-                g.hosts += 1;
-                for m in &offer.modes {
-                    if !g.modes.contains(m) {
-                        g.modes.push(m.clone());
-                    }
-                }
-            }
-        }
-        games.into_values().collect()
+        games_on_offer(self.lock().hosts.values().map(|e| &e.view))
     }
 
     /// Hosts not connected for longer than `timeout` that still hold slots.
@@ -350,4 +364,27 @@ impl Registry {
             .map(|e| e.view.host_id.clone())
             .collect()
     }
+}
+
+/// The games of the online hosts among `views`, by id, with the modes any of them offers.
+pub fn games_on_offer<'a>(views: impl IntoIterator<Item = &'a HostView>) -> Vec<api::Game> {
+    let mut games: BTreeMap<GameId, api::Game> = BTreeMap::new();
+    for v in views.into_iter().filter(|v| v.status == HostStatus::Online) {
+        for offer in &v.games {
+            let g = games
+                .entry(offer.game_id.clone())
+                .or_insert_with(|| api::Game {
+                    game_id: offer.game_id.clone(),
+                    modes: Vec::new(),
+                    hosts: 0,
+                });
+            g.hosts += 1;
+            for m in &offer.modes {
+                if !g.modes.contains(m) {
+                    g.modes.push(m.clone());
+                }
+            }
+        }
+    }
+    games.into_values().collect()
 }

@@ -3,9 +3,12 @@
 use actix_web::{web, HttpResponse};
 use protocol::api;
 
+use super::errors::ApiError;
 use crate::service::Service;
 
 /// `GET /v1/games`: the games of online hosts.
-pub async fn list(svc: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(api::GameList { games: svc.games() })
+pub async fn list(svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api::GameList {
+        games: svc.games().await?,
+    }))
 }

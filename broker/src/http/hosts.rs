@@ -8,15 +8,17 @@ use super::extract;
 use crate::service::Service;
 
 /// `GET /v1/hosts`.
-pub async fn list(svc: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(api::HostList { hosts: svc.hosts() })
+pub async fn list(svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api::HostList {
+        hosts: svc.hosts().await?,
+    }))
 }
 
 /// `GET /v1/brokers`: the brokers of the system.
-pub async fn brokers(svc: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(api::BrokerList {
-        brokers: svc.brokers(),
-    })
+pub async fn brokers(svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api::BrokerList {
+        brokers: svc.brokers().await?,
+    }))
 }
 
 /// `POST /v1/hosts/{id}/drain`: the host takes no new session; its running ones go on.

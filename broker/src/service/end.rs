@@ -60,6 +60,12 @@ impl Service {
         if s.status.is_terminal() {
             return Ok(s);
         }
+        self.end_routed(&s.host_id, id, actor).await
+    }
+
+    /// Ends a session whose host's agent is connected here (or nowhere: the session is then
+    /// left `stopping`, and the answer says the host is offline).
+    pub(super) async fn end_here(&self, id: &SessionId, actor: Actor) -> Result<Session, Error> {
         let _ending = self.inflight.end_begins(id.clone());
         let s = match self.record(id, SessionEvent::StopRequested, actor).await {
             Ok(s) => s,
@@ -77,7 +83,10 @@ impl Service {
             .link(host)
             .ok_or_else(|| unreachable(Unreachable::Offline))?;
         match timeout(self.settings.stop_timeout, link.stop(id.clone())).await {
-            Ok(Ok(())) => match self.record(id, SessionEvent::Stopped, Actor::Agent).await {
+            Ok(Ok(())) => match self
+                .record_as_owner(host, id, SessionEvent::Stopped, Actor::Agent)
+                .await
+            {
                 Ok(s) => Ok(s),
                 // Ended otherwise meanwhile (the game exited, a concurrent end): the final
                 // state is the answer.

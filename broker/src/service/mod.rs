@@ -8,25 +8,35 @@
 //! - this file: the service, the one path every recorded change takes ([`Service::record`]),
 //!   reads, drains, and the restore at start;
 //! - [`start`]: placing and launching a game, at most once per `Idempotency-Key`;
+//!   [`claim`]: the same when the broker is one of several replicas;
 //! - [`end`]: stopping a game and ending its session;
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
-//! - [`inflight`]: starts and ends in flight, which reads and sweeps consult.
+//! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
+//! - [`hosts`]: hosts, games and brokers, as this broker holds them or replicas share them;
+//! - [`route`]: where a host's agent is — here or on another replica — the one place that
+//!   decides; [`remote`]: calls between replicas, over NATS.
 //!
 //! Starts and ends run as tasks of the service's own [`TaskTracker`], on the broker's runtime:
 //! a client that hangs up does not cut one short, and a graceful stop waits for them.
 
+mod claim;
 mod end;
+mod hosts;
 mod inflight;
 mod reconcile;
+mod remote;
+mod route;
 mod start;
 mod sweep;
+
+pub use remote::Replicas;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{self, Session, SessionQuery, SessionStatus};
+use protocol::api::{Session, SessionQuery, SessionStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -36,13 +46,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::agents::Registry;
 use crate::error::{Dependency, Error};
-use crate::nats::Nats;
 use crate::session::{Actor, SessionEvent};
-use crate::store::{EventRecord, Page, Store, StoreError};
+use crate::store::{EventRecord, Fence, Page, Store, StoreError};
 use inflight::InFlight;
 
 /// Session changes buffered for waiters; a waiter that falls behind re-reads the store.
 const CHANGE_QUEUE: usize = 1024;
+/// How often a waiter re-reads a session that another replica may change.
+const REPLICA_POLL: Duration = Duration::from_millis(100);
 
 /// Timing of the service.
 #[derive(Debug, Clone)]
@@ -63,8 +74,8 @@ pub struct ServiceSettings {
 #[derive(Debug)]
 pub struct Service {
     store: Store,
-    /// The replica set's messaging, when this broker is one of several.
-    nats: Option<Nats>,
+    /// NATS and the shared store's replica calls, when this broker is one of several.
+    replicas: Option<Replicas>,
     registry: Arc<Registry>,
     settings: ServiceSettings,
     inflight: InFlight,
@@ -81,14 +92,14 @@ impl Service {
     /// current runtime.
     pub fn new(
         store: Store,
-        nats: Option<Nats>,
+        replicas: Option<Replicas>,
         registry: Arc<Registry>,
         settings: ServiceSettings,
         tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            nats,
+            replicas,
             registry,
             settings,
             inflight: InFlight::default(),
@@ -120,6 +131,35 @@ impl Service {
         let s = self
             .store
             .transition(id, &event, actor, OffsetDateTime::now_utc())
+            .await?;
+        self.changed(&s, &event);
+        Ok(s)
+    }
+
+    /// Applies an event about a host that its agent's connection here made known (an exit, a
+    /// launch's or a stop's outcome, a reconcile's verdict). With replicas it applies only
+    /// while this connection is the host's newest: a replica paused or cut off while its agent
+    /// moved on changes nothing ([`StoreError::Fenced`]).
+    async fn record_as_owner(
+        &self,
+        host: &HostId,
+        id: &SessionId,
+        event: SessionEvent,
+        actor: Actor,
+    ) -> Result<Session, StoreError> {
+        let fence = match &self.replicas {
+            None => None,
+            Some(_) => Some(Fence {
+                host: host.clone(),
+                epoch: self
+                    .registry
+                    .epoch(host)
+                    .ok_or_else(|| StoreError::Fenced(host.clone()))?,
+            }),
+        };
+        let s = self
+            .store
+            .transition_fenced(id, &event, actor, OffsetDateTime::now_utc(), fence.as_ref())
             .await?;
         self.changed(&s, &event);
         Ok(s)
@@ -164,7 +204,16 @@ impl Service {
             if s.status != SessionStatus::Starting {
                 return Ok(s);
             }
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
+            // A start through another replica changes the record without a word here.
+            let until = match self.replicas {
+                Some(_) => deadline.min(Instant::now() + REPLICA_POLL),
+                None => deadline,
+            };
+            if Instant::now() >= deadline {
+                return Ok(s);
+            }
+            match tokio::time::timeout_at(until, changes.recv()).await {
+                Err(_) if until < deadline => {}
                 Err(_) => return Ok(s),
                 Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(s),
@@ -182,56 +231,20 @@ impl Service {
         Ok(self.store.events(id).await?)
     }
 
-    /// Every host, with the broker its agent is connected to.
-    pub fn hosts(&self) -> Vec<api::Host> {
-        let mut hosts = self.registry.hosts();
-        for h in &mut hosts {
-            if h.status != api::HostStatus::Offline {
-                h.broker_id = Some(self.settings.broker_id.clone());
-            }
-        }
-        hosts
-    }
-
-    /// The brokers of the system: this one (replicas are issue 15's).
-    pub fn brokers(&self) -> Vec<api::Broker> {
-        let connected = self.registry.connected();
-        vec![api::Broker {
-            broker_id: self.settings.broker_id.clone(),
-            address: self.settings.agent_address.clone(),
-            last_seen: OffsetDateTime::now_utc(),
-            hosts: u32::try_from(connected).unwrap_or(u32::MAX),
-        }]
-    }
-
     /// Whether the broker can serve: its store answers, and NATS is connected when this
     /// broker is one of several.
     pub async fn ready(&self) -> Result<(), Error> {
-        if self.nats.as_ref().is_some_and(|n| !n.is_connected()) {
+        if self
+            .replicas
+            .as_ref()
+            .is_some_and(|r| !r.nats.is_connected())
+        {
             return Err(Error::NotReady(Dependency::Nats));
         }
         self.store.ping().await.map_err(|e| {
             tracing::warn!(error = %e, "not ready: the session store does not answer");
             Error::NotReady(Dependency::Store)
         })
-    }
-
-    /// The games on offer.
-    pub fn games(&self) -> Vec<api::Game> {
-        self.registry.games()
-    }
-
-    /// Drains or resumes a host; the flag is recorded, so it survives restarts.
-    pub async fn set_draining(&self, host: &HostId, draining: bool) -> Result<api::Host, Error> {
-        if !self.registry.knows(host) {
-            return Err(Error::NoHost(host.clone()));
-        }
-        self.store
-            .set_drained(host, draining, OffsetDateTime::now_utc())
-            .await?;
-        self.registry
-            .set_draining(host, draining)
-            .ok_or_else(|| Error::NoHost(host.clone()))
     }
 
     /// Loads what the store knows at start: hosts (offline until they reconnect, with their

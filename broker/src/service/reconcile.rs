@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use protocol::api::{Session, SessionStatus};
-use protocol::wire::{ExitStatus, ExitedGame, RunningGame};
+use protocol::wire::{ExitStatus, ExitedGame, HostFacts, RunningGame};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Service;
 use crate::agents::HostEvent;
 use crate::session::{Actor, SessionEvent};
-use crate::store::StoreError;
+use crate::store::{Fence, StoreError};
 
 /// What to do with a game a reconnected host says it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ impl Service {
                     host_id,
                     session_id,
                 } => match self
-                    .record(&session_id, SessionEvent::Stopped, Actor::Agent)
+                    .record_as_owner(&host_id, &session_id, SessionEvent::Stopped, Actor::Agent)
                     .await
                 {
                     Ok(_) => {
@@ -97,18 +97,67 @@ impl Service {
                     facts,
                     running,
                     exited,
+                } => self.registered(&host_id, &facts, &running, &exited).await,
+                HostEvent::Disconnected {
+                    host_id,
+                    epoch: Some(epoch),
                 } => {
-                    if let Err(e) = self
-                        .store
-                        .save_host(&host_id, &facts, OffsetDateTime::now_utc())
-                        .await
-                    {
-                        tracing::warn!(host = %host_id, error = %e, "cannot record the host");
+                    if let Some(r) = &self.replicas {
+                        let fence = Fence {
+                            host: host_id,
+                            epoch,
+                        };
+                        if let Err(e) = r.db.disown_host(&fence).await {
+                            tracing::warn!(host = %fence.host, error = %e, "cannot record that the host left");
+                        }
                     }
-                    self.reconcile(&host_id, &running, &exited).await;
-                    self.registry.mark_ready(&host_id);
                 }
+                HostEvent::Disconnected { epoch: None, .. } => {}
             }
+        }
+    }
+
+    /// A host (re)registered: record it (with replicas: as held here, at a new epoch that
+    /// fences off any older owner), square its games with the records, then let it take
+    /// sessions.
+    async fn registered(
+        &self,
+        host: &HostId,
+        facts: &HostFacts,
+        running: &[RunningGame],
+        exited: &[ExitedGame],
+    ) {
+        let Some(r) = &self.replicas else {
+            if let Err(e) = self
+                .store
+                .save_host(host, facts, OffsetDateTime::now_utc())
+                .await
+            {
+                tracing::warn!(%host, error = %e, "cannot record the host");
+            }
+            self.reconcile(host, running, exited).await;
+            self.registry.mark_ready(host);
+            return;
+        };
+        let epoch = match r.db.own_host(host, &self.settings.broker_id, facts).await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                // Not held, so not ready: it takes no session until it reconnects.
+                tracing::error!(%host, error = %e, "cannot record that this broker holds the host");
+                return;
+            }
+        };
+        self.registry.set_epoch(host, epoch);
+        tracing::info!(%host, epoch, "holding the host");
+        self.reconcile(host, running, exited).await;
+        let fence = Fence {
+            host: host.clone(),
+            epoch,
+        };
+        match r.db.host_ready(&fence).await {
+            Ok(true) => self.registry.mark_ready(host),
+            Ok(false) => tracing::info!(%host, "the host moved on during its reconcile"),
+            Err(e) => tracing::error!(%host, error = %e, "cannot record the host ready"),
         }
     }
 
@@ -117,7 +166,7 @@ impl Service {
             return;
         }
         match self
-            .record(id, SessionEvent::Exited(status), Actor::GameExit)
+            .record_as_owner(host, id, SessionEvent::Exited(status), Actor::GameExit)
             .await
         {
             Ok(s) => {
@@ -154,7 +203,9 @@ impl Service {
                             ip,
                             port: g.port,
                         };
-                        let _ = self.record(&g.session_id, event, Actor::Recovery).await;
+                        let _ = self
+                            .record_as_owner(host, &g.session_id, event, Actor::Recovery)
+                            .await;
                     }
                 }
                 Running::Launching => {}
@@ -187,7 +238,9 @@ impl Service {
                 .map(|e| e.status);
             let event = gone(s.status, exit);
             tracing::info!(%host, session = %s.session_id, ?event, "game is gone from its host; settling the session");
-            let _ = self.record(&s.session_id, event, Actor::Recovery).await;
+            let _ = self
+                .record_as_owner(host, &s.session_id, event, Actor::Recovery)
+                .await;
         }
     }
 }

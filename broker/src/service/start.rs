@@ -49,6 +49,11 @@ fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
     Ok(())
 }
 
+/// A new session's id: a UUIDv7, so ids sort by creation.
+fn new_id() -> Result<SessionId, Error> {
+    SessionId::new(uuid::Uuid::now_v7().to_string()).map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// An `Idempotency-Key`, bound to the request it came with.
 fn idempotency_key(
     key: Option<String>,
@@ -64,7 +69,7 @@ fn idempotency_key(
 }
 
 /// Why placement found no host, in the caller's terms.
-fn placement_error(e: PlacementError, req: &StartSession) -> Error {
+pub(super) fn placement_error(e: PlacementError, req: &StartSession) -> Error {
     match e {
         PlacementError::UnknownGame => Error::UnknownGame(req.game_id.clone()),
         PlacementError::UnknownMode(offered) => Error::UnknownMode {
@@ -152,6 +157,40 @@ impl Service {
         .await
     }
 
+    /// Launches the game of a session claimed on a host whose agent is connected here, and
+    /// records the outcome (a start through another replica ends here, on the host's owner).
+    pub(super) async fn launch_here(
+        &self,
+        session: &Session,
+        req: &StartSession,
+    ) -> Result<Session, Error> {
+        let id = &session.session_id;
+        let Some(link) = self.registry.link(&session.host_id) else {
+            // Nothing ran: the claim's record fails, and the caller may retry.
+            let _ = self
+                .record(id, SessionEvent::LaunchFailed, Actor::Sweep)
+                .await;
+            return Err(Error::HostUnavailable {
+                host: session.host_id.clone(),
+                why: Unreachable::Moved,
+            });
+        };
+        let placed = Placed {
+            host_id: session.host_id.clone(),
+            mode: session.mode.clone(),
+            link,
+        };
+        let _in_flight = self.inflight.launch_begins(session.clone());
+        let launch = LaunchRequest {
+            session_id: id.clone(),
+            game_id: req.game_id.clone(),
+            mode: Some(session.mode.clone()),
+            config: req.config.clone(),
+        };
+        let reply = timeout(self.settings.launch_timeout, placed.link.launch(launch)).await;
+        self.launched(id, req, &placed, reply).await.map(|(s, _)| s)
+    }
+
     async fn start_once(
         &self,
         req: StartSession,
@@ -173,7 +212,7 @@ impl Service {
     }
 
     /// A session once it is no longer `starting` (bounded by the launch timeout).
-    async fn settled(&self, id: &SessionId) -> Result<Session, Error> {
+    pub(super) async fn settled(&self, id: &SessionId) -> Result<Session, Error> {
         self.wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
             .await
     }
@@ -188,8 +227,10 @@ impl Service {
     ) -> Result<(Session, bool), Error> {
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
-        let id = SessionId::new(uuid::Uuid::now_v7().to_string())
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let id = new_id()?;
+        if self.replicas.is_some() {
+            return self.start_claimed(id, req, key, actor).await;
+        }
         let placed = self
             .registry
             .place(&req.game_id, req.mode.as_deref(), &id)
@@ -312,7 +353,9 @@ impl Service {
         reply: LaunchOutcome,
     ) -> Result<(Session, bool), Error> {
         let (event, actor, failure) = self.outcome(id, req, placed, reply);
-        let recorded = self.record(id, event, actor).await;
+        let recorded = self
+            .record_as_owner(&placed.host_id, id, event, actor)
+            .await;
         self.settle_launch(id, placed, failure, recorded).await
     }
 
@@ -355,7 +398,7 @@ impl Service {
         let session = match (result, early_exit) {
             (Ok(_), Some(status)) => {
                 tracing::info!(session = %id, ?status, "game exited as it started");
-                self.record(id, SessionEvent::Exited(status), Actor::GameExit)
+                self.record_as_owner(host, id, SessionEvent::Exited(status), Actor::GameExit)
                     .await?
             }
             (result, _) => {

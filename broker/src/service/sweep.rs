@@ -5,24 +5,32 @@
 //!   fails, and whatever its host launched is stopped;
 //! - an end left `stopping` with no end in flight (an agent that disconnected mid-stop, a
 //!   timed-out end) is asked of its host again, at most every [`STOP_NUDGE_EVERY`].
+//!
+//! With replicas, one replica at a time sweeps: the holder of the store's `sweep` lease, which
+//! it renews at every round and another takes over once it has expired (its holder died or
+//! stopped). A host is lost when no live replica holds its agent; losing it is fenced by the
+//! epoch found, so a host whose agent connects meanwhile keeps its sessions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::api::{Session, SessionStatus};
-use protocol::SessionId;
+use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
 use crate::session::{Actor, SessionEvent};
+use crate::store::Fence;
 
 /// How often the sweep asks a host again to stop a game whose end was cut short.
 const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
 /// How long past the launch timeout a `starting` record is left before it is failed.
 const STALE_GRACE: Duration = Duration::from_secs(5);
+/// The name of the sweep's lease among replicas.
+const SWEEP_LEASE: &str = "sweep";
 
 /// Whether a `starting` record was left behind by a start that will never settle it.
 fn stale_start(
@@ -49,8 +57,30 @@ impl Service {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if !self.holds_sweep_lease(every).await {
+                continue;
+            }
             self.settle_stale(&mut nudged).await;
             self.lose_lost_hosts().await;
+        }
+    }
+
+    /// Whether this broker sweeps this round: always alone; with replicas, while it holds
+    /// the lease (taken or renewed now, for a few rounds).
+    async fn holds_sweep_lease(&self, every: Duration) -> bool {
+        let Some(r) = &self.replicas else {
+            return true;
+        };
+        match r
+            .db
+            .lease(SWEEP_LEASE, &self.settings.broker_id, every * 4)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the sweep's lease");
+                false
+            }
         }
     }
 
@@ -70,11 +100,9 @@ impl Service {
             if recently || self.inflight.is_ending(&s.session_id) {
                 continue;
             }
-            if let Some(link) = self.registry.link(&s.host_id) {
-                tracing::info!(session = %s.session_id, host = %s.host_id, "finishing a cut-short end");
-                link.stop_nowait(s.session_id.clone());
-                nudged.insert(s.session_id.clone(), Instant::now());
-            }
+            tracing::info!(session = %s.session_id, host = %s.host_id, "finishing a cut-short end");
+            self.stop_routed(&s.host_id, &s.session_id).await;
+            nudged.insert(s.session_id.clone(), Instant::now());
         }
         let now = OffsetDateTime::now_utc();
         for s in active {
@@ -88,16 +116,30 @@ impl Service {
                 .await
                 .is_ok()
             {
-                if let Some(link) = self.registry.link(&s.host_id) {
-                    link.stop_nowait(s.session_id.clone());
-                }
+                self.stop_routed(&s.host_id, &s.session_id).await;
             }
         }
     }
 
     /// Ends the sessions of hosts away longer than the heartbeat timeout.
     async fn lose_lost_hosts(&self) {
-        for host in self.registry.lost_hosts(self.settings.heartbeat_timeout) {
+        let timeout = self.settings.heartbeat_timeout;
+        let lost: Vec<(HostId, Option<Fence>)> = match &self.replicas {
+            None => self
+                .registry
+                .lost_hosts(timeout)
+                .into_iter()
+                .map(|h| (h, None))
+                .collect(),
+            Some(r) => match r.db.lost_hosts(timeout).await {
+                Ok(l) => l.into_iter().map(|f| (f.host.clone(), Some(f))).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep: cannot read the hosts");
+                    return;
+                }
+            },
+        };
+        for (host, fence) in lost {
             let sessions = match self.store.active(Some(&host)).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -107,11 +149,21 @@ impl Service {
             };
             tracing::warn!(%host, sessions = sessions.len(), "host lost; its sessions are lost");
             for s in sessions {
-                if let Err(e) = self
-                    .record(&s.session_id, SessionEvent::HostLost, Actor::HostLost)
-                    .await
-                {
-                    tracing::debug!(session = %s.session_id, error = %e, "sweep: not applied");
+                let lost = self
+                    .store
+                    .transition_fenced(
+                        &s.session_id,
+                        &SessionEvent::HostLost,
+                        Actor::HostLost,
+                        OffsetDateTime::now_utc(),
+                        fence.as_ref(),
+                    )
+                    .await;
+                match lost {
+                    Ok(s) => self.changed(&s, &SessionEvent::HostLost),
+                    Err(e) => {
+                        tracing::debug!(session = %s.session_id, error = %e, "sweep: not applied")
+                    }
                 }
             }
         }

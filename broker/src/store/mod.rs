@@ -45,6 +45,66 @@ pub enum StoreError {
     /// The storage answered with an error that is a fault of ours (a bug, a schema problem).
     #[error("session store error: {0}")]
     Backend(String),
+    /// A write about a host by a replica that no longer owns it (its agent connected to
+    /// another since): nothing was written.
+    #[error("host {0} is now owned by another connection")]
+    Fenced(HostId),
+}
+
+/// A host's owner as of one of its connections: writes about the host made because of what
+/// that connection said apply only while `epoch` is still the host's (no newer connection,
+/// through any replica, has claimed it since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The host.
+    pub host: HostId,
+    /// The epoch of the owner's connection.
+    pub epoch: u64,
+}
+
+/// The answer to claiming a slot on a host for a new session (replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The session is recorded `starting` in the slot; the host's owner is at this epoch.
+    New {
+        /// The host's epoch at the claim.
+        epoch: u64,
+    },
+    /// The host has no free slot.
+    Full,
+    /// The host has no owner, is not ready, or is drained.
+    Gone,
+    /// The `Idempotency-Key` is taken (by a concurrent start): nothing was written.
+    KeyTaken,
+}
+
+/// A host as the replicas share it: its record, its owner and that owner's epoch, and its
+/// live sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedHost {
+    /// What is recorded of it.
+    pub record: HostRecord,
+    /// The replica its agent is connected to, if any, while that replica is alive.
+    pub owner: Option<String>,
+    /// Grows at every connection of its agent.
+    pub epoch: u64,
+    /// Its owner has squared its games with the records: it takes sessions.
+    pub ready: bool,
+    /// Its sessions not yet over.
+    pub sessions: u32,
+}
+
+/// A replica, as it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRecord {
+    /// Its `--broker-id`.
+    pub broker_id: String,
+    /// Where its agents connect.
+    pub address: String,
+    /// When it last said so (the database's clock).
+    pub last_seen: OffsetDateTime,
+    /// Hosts whose agents are connected to it.
+    pub hosts: u32,
 }
 
 /// One page of a listing.
@@ -241,6 +301,24 @@ impl Store {
         match self {
             Self::Memory(m) => m.transition(id, event, actor, now),
             Self::Mysql(m) => m.transition(id, event, actor, now).await,
+        }
+    }
+
+    /// [`Self::transition`] for a change about a host made by its owner, applied only while
+    /// `fence` holds ([`StoreError::Fenced`] otherwise). Only MySQL has replicas, so only it
+    /// has fences: the memory store serves one broker, which owns every host, and has none to
+    /// check.
+    pub async fn transition_fenced(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+        fence: Option<&Fence>,
+    ) -> Result<Session, StoreError> {
+        match self {
+            Self::Memory(m) => m.transition(id, event, actor, now),
+            Self::Mysql(m) => m.transition_fenced(id, event, actor, now, fence).await,
         }
     }
 

@@ -13,11 +13,14 @@
 //! MariaDB-only syntax).
 //!
 //! - this file: the store, its connection pool and every call;
+//! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
+//!   brokers, leases;
 //! - [`schema`]: the versioned migrations and stored procedures, and applying them;
 //! - [`rows`]: sessions to and from rows and parameters.
 //!
 //! This is the only module that knows SQL.
 
+mod cluster;
 mod rows;
 mod schema;
 
@@ -37,7 +40,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::session::{apply, Actor, SessionEvent};
 use crate::store::{
-    parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
+    parse_cursor, Change, EventRecord, Fence, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
     StoreError, IDEMPOTENCY_TTL,
 };
 
@@ -394,6 +397,20 @@ impl MysqlStore {
         actor: Actor,
         now: OffsetDateTime,
     ) -> Result<Session, StoreError> {
+        self.transition_fenced(id, event, actor, now, None).await
+    }
+
+    /// [`Self::transition`], applied only while `fence` holds (when given): a write about a
+    /// host by its owner, which changes nothing once another connection owns the host
+    /// ([`StoreError::Fenced`]).
+    pub async fn transition_fenced(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+        fence: Option<&Fence>,
+    ) -> Result<Session, StoreError> {
         let result = self
             .bounded(async {
                 let mut conn = self.conn().await?;
@@ -414,17 +431,25 @@ impl MysqlStore {
                     let mut params = vec![id.as_str().into(), from.as_str().into()];
                     params.extend(changed_values(&s));
                     params.extend([utc(now).into(), event.name().into(), actor.as_str().into()]);
-                    let answer: Option<(bool, Option<String>)> = conn
-                        .exec_first(
-                            "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            Params::Positional(params),
-                        )
+                    let call = match fence {
+                        None => "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        Some(f) => {
+                            params.extend([f.host.as_str().into(), f.epoch.into()]);
+                            "CALL arcade_transition_fenced(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        }
+                    };
+                    let answer: Option<(u8, Option<String>)> = conn
+                        .exec_first(call, Params::Positional(params))
                         .await
                         .map_err(unavailable)?;
                     match answer {
-                        Some((true, _)) => return Ok(s),
-                        Some((false, Some(_))) => {} // changed meanwhile: read it, try again
-                        Some((false, None)) => return Err(StoreError::NotFound(id.clone())),
+                        Some((1, _)) => return Ok(s),
+                        Some((2, _)) => {
+                            let host = fence.map(|f| f.host.clone()).unwrap_or(s.host_id);
+                            return Err(StoreError::Fenced(host));
+                        }
+                        Some((_, Some(_))) => {} // changed meanwhile: read it, try again
+                        Some((_, None)) => return Err(StoreError::NotFound(id.clone())),
                         None => {
                             return Err(StoreError::Backend(
                                 "arcade_transition answered no row".into(),

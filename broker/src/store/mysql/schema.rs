@@ -69,6 +69,34 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_TRANSITION,
         ],
     ),
+    (
+        3,
+        "replicas: host owners and epochs, brokers, leases, claims, fenced transitions",
+        &[
+            // Plain ADD COLUMN (MySQL 8 has no IF NOT EXISTS here): this migration's statements
+            // are not idempotent; a broker killed in the middle of it leaves the columns to drop
+            // by hand. The other statements are.
+            "ALTER TABLE hosts ADD COLUMN owner VARCHAR(128) NULL, \
+             ADD COLUMN epoch BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+             ADD COLUMN ready BOOLEAN NOT NULL DEFAULT FALSE, \
+             ADD COLUMN max_sessions INT UNSIGNED NOT NULL DEFAULT 0",
+            "CREATE INDEX sessions_host_status ON sessions (host_id, status)",
+            "CREATE TABLE IF NOT EXISTS brokers (
+            broker_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            address VARCHAR(255) NOT NULL,
+            last_seen DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "CREATE TABLE IF NOT EXISTS leases (
+            name VARCHAR(64) NOT NULL PRIMARY KEY,
+            holder VARCHAR(128) NOT NULL,
+            expires_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION,
+            "DROP PROCEDURE IF EXISTS arcade_transition_fenced",
+            PROC_TRANSITION_FENCED,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -148,6 +176,114 @@ BEGIN
     START TRANSACTION;
     SELECT status INTO v_found FROM sessions WHERE session_id = p_session_id FOR UPDATE;
     IF v_found = p_from THEN
+        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
+            started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
+            exit_code = p_exit_code
+        WHERE session_id = p_session_id;
+        INSERT INTO session_events (session_id, at, event, status, actor)
+        VALUES (p_session_id, p_at, p_event, p_status, p_actor);
+        COMMIT;
+        SELECT 1, v_found;
+    ELSE
+        ROLLBACK;
+        SELECT 0, v_found;
+    END IF;
+END";
+
+/// Claims a slot on a host and records the session in it, in one transaction under READ
+/// COMMITTED: locks the host's row, checks that it has an owner, is ready and not drained, and
+/// counts its live sessions against its `max_sessions`; then binds the `Idempotency-Key` (when
+/// given; a duplicate raises error 1062, which the caller reads as "taken") and inserts the
+/// session and its first event. Answers one row: `new`, `full` or `gone`, and the host's epoch.
+/// Concurrent claims of one host queue on its row lock, so the count is exact; MariaDB's
+/// default REPEATABLE READ would take gap locks on the count and deadlock them instead.
+const PROC_CLAIM_SESSION: &str = "CREATE PROCEDURE arcade_claim_session(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_config VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_created_at DATETIME(6),
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_request TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key_expired DATETIME(6))
+BEGIN
+    DECLARE v_max INT UNSIGNED DEFAULT NULL;
+    DECLARE v_owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE v_ready BOOLEAN DEFAULT FALSE;
+    DECLARE v_drained BOOLEAN DEFAULT TRUE;
+    DECLARE v_epoch BIGINT UNSIGNED DEFAULT 0;
+    DECLARE v_used INT UNSIGNED DEFAULT 0;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_max = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    SELECT max_sessions, owner, ready, drained, epoch
+        INTO v_max, v_owner, v_ready, v_drained, v_epoch
+        FROM hosts WHERE host_id = p_host_id FOR UPDATE;
+    IF v_max IS NULL OR v_owner IS NULL OR NOT v_ready OR v_drained THEN
+        ROLLBACK;
+        SELECT 'gone', 0;
+    ELSE
+        SELECT COUNT(*) INTO v_used FROM sessions
+            WHERE host_id = p_host_id AND status IN ('starting', 'running', 'stopping');
+        IF v_used >= v_max THEN
+            ROLLBACK;
+            SELECT 'full', v_epoch;
+        ELSE
+            IF p_key IS NOT NULL THEN
+                DELETE FROM idempotency_keys WHERE idem_key = p_key AND created_at < p_key_expired;
+                INSERT INTO idempotency_keys (idem_key, request, session_id, created_at)
+                VALUES (p_key, p_request, p_session_id, p_created_at);
+            END IF;
+            INSERT INTO sessions (session_id, game_id, mode, config, status, host_id,
+                created_at)
+            VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id,
+                p_created_at);
+            INSERT INTO session_events (session_id, at, event, status, actor)
+            VALUES (p_session_id, p_created_at, 'created', p_status, p_actor);
+            COMMIT;
+            SELECT 'new', v_epoch;
+        END IF;
+    END IF;
+END";
+
+/// `arcade_transition` for a write about a host made by its owner: it applies only while the
+/// host's epoch is still `p_epoch` (the owner's connection is the newest), read under a shared
+/// lock so a new connection's claim waits for it or it sees the claim. Answers one row: 1
+/// applied, 0 changed meanwhile (or no such session: the status found is NULL), 2 fenced (the
+/// host moved on).
+const PROC_TRANSITION_FENCED: &str = "CREATE PROCEDURE arcade_transition_fenced(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_port INT UNSIGNED,
+    IN p_pid INT UNSIGNED,
+    IN p_started_at DATETIME(6),
+    IN p_ended_at DATETIME(6),
+    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_exit_code INT,
+    IN p_at DATETIME(6),
+    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_epoch BIGINT UNSIGNED)
+BEGIN
+    DECLARE v_found VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE v_epoch BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    SELECT status INTO v_found FROM sessions WHERE session_id = p_session_id FOR UPDATE;
+    SELECT epoch INTO v_epoch FROM hosts WHERE host_id = p_host_id LOCK IN SHARE MODE;
+    IF v_epoch IS NULL OR v_epoch <> p_epoch THEN
+        ROLLBACK;
+        SELECT 2, v_found;
+    ELSEIF v_found = p_from THEN
         UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
             started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
             exit_code = p_exit_code

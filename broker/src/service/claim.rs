@@ -1,0 +1,161 @@
+//! Starting a game when the broker is one of several replicas: place from the hosts the
+//! replicas share, claim the slot in the store, then launch where the host's agent is.
+//!
+//! Capacity is exact whatever the interleaving: the claim is one transaction that locks the
+//! host's row and counts its live sessions ([`MysqlStore::claim`]), so concurrent starts
+//! through any replicas queue on it. A start that loses the race for a host's last slot places
+//! again among the others, as Agones and Thundernetes retry placement on contention. The
+//! session is recorded (`starting`, bound to its `Idempotency-Key`) before anything is
+//! launched, so a retry through another replica, or a replica that dies mid-launch, finds it.
+//!
+//! [`MysqlStore::claim`]: crate::store::mysql::MysqlStore::claim
+
+use std::time::Duration;
+
+use protocol::api::{HostStatus, Session, StartSession};
+use protocol::SessionId;
+use time::OffsetDateTime;
+
+use super::start::placement_error;
+use super::Service;
+use crate::error::Error;
+use crate::placement::{self, HostView};
+use crate::session::Actor;
+use crate::store::{Claimed, IdempotencyKey, KeyMatch, SharedHost};
+
+/// How long a replica may be silent before its hosts count as offline. Replicas say they are
+/// alive a few times per heartbeat timeout.
+pub(super) fn alive_within(heartbeat_timeout: Duration) -> Duration {
+    heartbeat_timeout
+}
+
+/// What placement sees of a shared host: online when a live replica holds its agent, has
+/// squared its games, and it is not drained.
+pub(super) fn view(h: &SharedHost) -> HostView {
+    let facts = h.record.facts.as_ref();
+    let status = match (h.owner.is_some() && h.ready, h.record.drained) {
+        (false, _) => HostStatus::Offline,
+        (true, true) => HostStatus::Draining,
+        (true, false) => HostStatus::Online,
+    };
+    HostView {
+        host_id: h.record.host_id.clone(),
+        status,
+        games: facts.map(|f| f.games.clone()).unwrap_or_default(),
+        max_sessions: facts.map_or(0, |f| f.max_sessions),
+        sessions: h.sessions,
+        cpu_percent: 0.0,
+    }
+}
+
+impl Service {
+    /// Places, claims and launches a new session (see the module's doc).
+    pub(super) async fn start_claimed(
+        &self,
+        id: SessionId,
+        req: StartSession,
+        key: Option<&IdempotencyKey>,
+        actor: Actor,
+    ) -> Result<(Session, bool), Error> {
+        let replicas = self.replicas()?;
+        let shared = replicas
+            .db
+            .shared_hosts(alive_within(self.settings.heartbeat_timeout))
+            .await?;
+        let mut views: Vec<HostView> = shared.iter().map(view).collect();
+        // Each round either claims or takes one host out of the running.
+        let session = loop {
+            let choice = match placement::place(views.iter(), &req.game_id, req.mode.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A concurrent start with the same key may hold the last slot: it answers.
+                    if let Some(first) = self.same_key(key).await? {
+                        return Ok((self.settled(&first).await?, false));
+                    }
+                    return Err(placement_error(e, &req));
+                }
+            };
+            let session = crate::session::new_session(
+                id.clone(),
+                req.game_id.clone(),
+                choice.mode.clone(),
+                req.config.clone(),
+                choice.host_id.clone(),
+                OffsetDateTime::now_utc(),
+            );
+            match replicas.db.claim(&session, key, actor).await? {
+                Claimed::New { .. } => break session,
+                Claimed::Full | Claimed::Gone => {
+                    if let Some(v) = views.iter_mut().find(|v| v.host_id == choice.host_id) {
+                        v.status = HostStatus::Offline;
+                    }
+                }
+                Claimed::KeyTaken => {
+                    return match self.same_key(key).await? {
+                        Some(first) => Ok((self.settled(&first).await?, false)),
+                        None => Err(Error::KeyReused),
+                    };
+                }
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("session", tracing::field::display(&id));
+        span.record("host", tracing::field::display(&session.host_id));
+        let _ = self.changes.send(id.clone());
+        let result = self.launch_routed(&session, &req).await;
+        if let (Err(_), Some(k)) = (&result, key) {
+            if let Err(e) = self.store.forget_key(&k.key).await {
+                tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
+            }
+        }
+        result.map(|s| (s, true))
+    }
+
+    /// The session a key is bound to with this same request, if it is.
+    async fn same_key(&self, key: Option<&IdempotencyKey>) -> Result<Option<SessionId>, Error> {
+        let Some(k) = key else { return Ok(None) };
+        match self.store.find_key(k).await? {
+            Some(KeyMatch::Same(first)) => Ok(Some(first)),
+            Some(KeyMatch::Different) => Err(Error::KeyReused),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::HostRecord;
+    use protocol::HostId;
+
+    fn shared(owner: Option<&str>, ready: bool, drained: bool) -> SharedHost {
+        SharedHost {
+            record: HostRecord {
+                host_id: HostId::new("h").unwrap(),
+                drained,
+                facts: None,
+                last_seen: OffsetDateTime::UNIX_EPOCH,
+            },
+            owner: owner.map(str::to_owned),
+            epoch: 3,
+            ready,
+            sessions: 2,
+        }
+    }
+
+    #[test]
+    fn a_shared_host_is_online_only_when_held_reconciled_and_not_drained() {
+        let cases = [
+            (Some("b1"), true, false, HostStatus::Online),
+            (Some("b1"), true, true, HostStatus::Draining),
+            (Some("b1"), false, false, HostStatus::Offline),
+            (None, true, false, HostStatus::Offline),
+            (None, false, true, HostStatus::Offline),
+        ];
+        for (owner, ready, drained, status) in cases {
+            let v = view(&shared(owner, ready, drained));
+            assert_eq!(v.status, status, "{owner:?} {ready} {drained}");
+            assert_eq!(v.sessions, 2);
+        }
+    }
+}

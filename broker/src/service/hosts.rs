@@ -1,0 +1,152 @@
+//! Hosts, games and brokers: as this broker holds them, or, with replicas, as the store
+//! shares them (every replica answers the same), and draining. Also the replicas' beat: each
+//! says it is alive every few seconds, which is how the others tell a dead owner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::{self, HostStatus};
+use protocol::HostId;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::claim::{alive_within, view};
+use super::Service;
+use crate::agents::registry::games_on_offer;
+use crate::error::Error;
+use crate::placement::HostView;
+use crate::store::SharedHost;
+
+/// A replica silent this long drops from `GET /v1/brokers`.
+const BROKERS_LISTED_WITHIN: Duration = Duration::from_secs(300);
+
+impl Service {
+    /// The hosts the replicas share, when this broker is one of several.
+    async fn shared(&self) -> Result<Option<Vec<SharedHost>>, Error> {
+        match &self.replicas {
+            None => Ok(None),
+            Some(r) => Ok(Some(
+                r.db.shared_hosts(alive_within(self.settings.heartbeat_timeout))
+                    .await?,
+            )),
+        }
+    }
+
+    /// A shared host as the API shows it; its load as its owner last heard, when that is
+    /// this broker.
+    fn shared_to_api(&self, h: &SharedHost, v: &HostView) -> api::Host {
+        let facts = h.record.facts.as_ref();
+        let (cpu_percent, mem_used_bytes) = self.registry.load(&v.host_id).unwrap_or((0.0, 0));
+        api::Host {
+            host_id: v.host_id.clone(),
+            ip: facts.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.ip),
+            status: v.status,
+            max_sessions: v.max_sessions,
+            sessions: v.sessions,
+            cpu_percent,
+            mem_used_bytes,
+            mem_total_bytes: facts.map_or(0, |f| f.mem_total_bytes),
+            games: v.games.iter().map(|g| g.game_id.clone()).collect(),
+            last_seen: h.record.last_seen,
+            broker_id: if v.status == HostStatus::Offline {
+                None
+            } else {
+                h.owner.clone()
+            },
+        }
+    }
+
+    /// Every host, with the broker its agent is connected to.
+    pub async fn hosts(&self) -> Result<Vec<api::Host>, Error> {
+        if let Some(shared) = self.shared().await? {
+            return Ok(shared
+                .iter()
+                .map(|h| self.shared_to_api(h, &view(h)))
+                .collect());
+        }
+        let mut hosts = self.registry.hosts();
+        for h in &mut hosts {
+            if h.status != HostStatus::Offline {
+                h.broker_id = Some(self.settings.broker_id.clone());
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// The games on offer.
+    pub async fn games(&self) -> Result<Vec<api::Game>, Error> {
+        match self.shared().await? {
+            Some(shared) => Ok(games_on_offer(&shared.iter().map(view).collect::<Vec<_>>())),
+            None => Ok(self.registry.games()),
+        }
+    }
+
+    /// The brokers of the system: this one, or every replica seen lately.
+    pub async fn brokers(&self) -> Result<Vec<api::Broker>, Error> {
+        let Some(r) = &self.replicas else {
+            let connected = self.registry.connected();
+            return Ok(vec![api::Broker {
+                broker_id: self.settings.broker_id.clone(),
+                address: self.settings.agent_address.clone(),
+                last_seen: OffsetDateTime::now_utc(),
+                hosts: u32::try_from(connected).unwrap_or(u32::MAX),
+            }]);
+        };
+        Ok(r.db
+            .brokers(BROKERS_LISTED_WITHIN)
+            .await?
+            .into_iter()
+            .map(|b| api::Broker {
+                broker_id: b.broker_id,
+                address: b.address,
+                last_seen: b.last_seen,
+                hosts: b.hosts,
+            })
+            .collect())
+    }
+
+    /// Drains or resumes a host; the flag is recorded, so it survives restarts (and with
+    /// replicas, every replica's placement reads it).
+    pub async fn set_draining(&self, host: &HostId, draining: bool) -> Result<api::Host, Error> {
+        let known = match self.shared().await? {
+            Some(shared) => shared.iter().any(|h| &h.record.host_id == host),
+            None => self.registry.knows(host),
+        };
+        if !known {
+            return Err(Error::NoHost(host.clone()));
+        }
+        self.store
+            .set_drained(host, draining, OffsetDateTime::now_utc())
+            .await?;
+        let local = self.registry.set_draining(host, draining);
+        if let Some(shared) = self.shared().await? {
+            if let Some(h) = shared.iter().find(|h| &h.record.host_id == host) {
+                return Ok(self.shared_to_api(h, &view(h)));
+            }
+        }
+        local.ok_or_else(|| Error::NoHost(host.clone()))
+    }
+
+    /// With replicas, says this broker is alive every `every` until `shutdown` fires, then
+    /// says it left (so its hosts count as offline at once, and its lease is free).
+    pub async fn run_beats(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let Some(r) = &self.replicas else { return };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) =
+                r.db.beat(&self.settings.broker_id, &self.settings.agent_address)
+                    .await
+            {
+                tracing::warn!(error = %e, "cannot tell the other replicas this one is alive");
+            }
+        }
+        if let Err(e) = r.db.leave(&self.settings.broker_id).await {
+            tracing::warn!(error = %e, "cannot tell the other replicas this one left");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Replicas asking each other: a start or an end for a host whose agent is connected to
+//! another replica is done by that replica (the host's owner), over NATS request-reply, and
+//! its answer comes back.
+//!
+//! The calls are a closed enum ([`Call`]) and the answers carry the service's own errors
+//! ([`Failure`] mirrors the [`Error`]s an owner can answer), so a start through any replica
+//! answers what it would through the owner. Payloads are JSON, bounded by
+//! [`MAX_CALL_BYTES`]. Every call is bounded by a deadline; "nobody listens" (the replica is
+//! gone) and "no answer in time" are told apart, since only the first proves nothing ran.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::{Session, StartSession};
+use protocol::{GameId, HostId, SessionId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Service;
+use crate::error::{Error, LaunchFailure, Unreachable};
+use crate::nats::{Inbox, Nats, RequestError};
+use crate::session::Actor;
+use crate::store::mysql::MysqlStore;
+
+/// A call or an answer larger than this is refused (a session is well under 2 KiB).
+pub const MAX_CALL_BYTES: usize = 64 * 1024;
+/// Calls from other replicas served at once, at most; past it a call is answered
+/// "unreachable", and its caller retries.
+const MAX_SERVED: usize = 1024;
+
+/// What makes this broker one of several.
+#[derive(Debug)]
+pub struct Replicas {
+    /// Between replicas.
+    pub nats: Nats,
+    /// The shared store, for what only replicas need (owners, claims, leases).
+    pub db: MysqlStore,
+}
+
+/// What one replica asks the owner of a host.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Call {
+    /// Launch the game of a session claimed (recorded `starting`) on one of your hosts, and
+    /// record the outcome.
+    Launch {
+        /// The session as claimed.
+        session: Box<Session>,
+        /// The start request.
+        request: StartSession,
+    },
+    /// End a session on one of your hosts.
+    End {
+        /// The session.
+        session_id: SessionId,
+        /// Who asked.
+        actor: Actor,
+    },
+    /// Stop a game; nobody waits for the answer.
+    Stop {
+        /// The host.
+        host_id: HostId,
+        /// The session.
+        session_id: SessionId,
+    },
+}
+
+/// Why the owner could not do what was asked: the [`Error`]s a start or an end can answer.
+#[derive(Debug, Serialize, Deserialize)]
+enum Failure {
+    Refused(String),
+    NoSession(SessionId),
+    NoCapacity {
+        game: GameId,
+        retry_after_secs: u32,
+    },
+    LaunchFailed {
+        host: HostId,
+        why: LaunchFailure,
+    },
+    LaunchTimeout {
+        host: HostId,
+        after: Duration,
+    },
+    HostUnavailable {
+        host: HostId,
+        why: Unreachable,
+    },
+    Conflict(String),
+    StoreUnavailable,
+    /// A fault of the owner's own (logged there).
+    Internal,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Refused(m) => Self::Refused(m),
+            Error::NoSession(id) => Self::NoSession(id),
+            Error::NoCapacity {
+                game,
+                retry_after_secs,
+            } => Self::NoCapacity {
+                game,
+                retry_after_secs,
+            },
+            Error::LaunchFailed { host, why } => Self::LaunchFailed { host, why },
+            Error::LaunchTimeout { host, after } => Self::LaunchTimeout { host, after },
+            Error::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
+            Error::Conflict(m) => Self::Conflict(m),
+            Error::StoreUnavailable(_) | Error::NotReady(_) => Self::StoreUnavailable,
+            other => {
+                tracing::error!(error = %other, "a call from another replica failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Refused(m) => Self::Refused(m),
+            Failure::NoSession(id) => Self::NoSession(id),
+            Failure::NoCapacity {
+                game,
+                retry_after_secs,
+            } => Self::NoCapacity {
+                game,
+                retry_after_secs,
+            },
+            Failure::LaunchFailed { host, why } => Self::LaunchFailed { host, why },
+            Failure::LaunchTimeout { host, after } => Self::LaunchTimeout { host, after },
+            Failure::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
+            Failure::Conflict(m) => Self::Conflict(m),
+            Failure::StoreUnavailable => Self::StoreUnavailable(
+                crate::store::StoreError::Unavailable("on the host's broker".into()),
+            ),
+            Failure::Internal => Self::Internal("another replica failed the call".into()),
+        }
+    }
+}
+
+/// The owner's answer.
+type Answer = Result<Session, Failure>;
+
+/// Why a call to another replica got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotAnswered {
+    /// It never reached a replica: nothing was done.
+    NotDelivered,
+    /// It may have been done.
+    Unknown,
+}
+
+impl Service {
+    pub(super) fn replicas(&self) -> Result<&Replicas, Error> {
+        self.replicas
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a call to another replica without replicas".into()))
+    }
+
+    /// Asks replica `owner` to do `call` for `host`, waiting at most `deadline`. `Err(Ok(e))`:
+    /// the owner's answer is an error; `Err(Err(n))`: no answer.
+    pub(super) async fn call(
+        &self,
+        owner: &str,
+        call: &Call,
+        deadline: Duration,
+    ) -> Result<Session, Result<Error, NotAnswered>> {
+        let replicas = self.replicas().map_err(Ok)?;
+        let payload = serde_json::to_vec(call)
+            .map_err(|e| Ok(Error::Internal(format!("cannot encode a call: {e}"))))?;
+        let answer = replicas
+            .nats
+            .request(owner, payload, deadline)
+            .await
+            .map_err(|e| {
+                tracing::warn!(%owner, error = %e, "another replica did not answer");
+                Err(match e {
+                    RequestError::NoResponders | RequestError::Disconnected => {
+                        NotAnswered::NotDelivered
+                    }
+                    RequestError::TimedOut => NotAnswered::Unknown,
+                })
+            })?;
+        if answer.len() > MAX_CALL_BYTES {
+            return Err(Ok(Error::Internal("an answer too large".into())));
+        }
+        let answer: Answer = serde_json::from_slice(&answer)
+            .map_err(|e| Ok(Error::Internal(format!("cannot decode an answer: {e}"))))?;
+        answer.map_err(|f| Ok(f.into()))
+    }
+
+    /// Tells replica `owner` to stop a game, without waiting.
+    pub(super) async fn tell_stop(&self, owner: &str, host: &HostId, id: &SessionId) {
+        let Ok(replicas) = self.replicas() else {
+            return;
+        };
+        let call = Call::Stop {
+            host_id: host.clone(),
+            session_id: id.clone(),
+        };
+        match serde_json::to_vec(&call) {
+            Ok(payload) => {
+                if let Err(e) = replicas.nats.tell(owner, payload).await {
+                    tracing::warn!(%owner, session = %id, error = %e, "cannot ask for a stop");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a stop"),
+        }
+    }
+
+    /// Serves the calls of other replicas for this replica's hosts until `shutdown` fires.
+    /// Each runs as a start or an end does (tracked, to completion); a call for a host whose
+    /// agent is not here any more answers so.
+    pub async fn serve_calls(self: Arc<Self>, mut inbox: Inbox, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(MAX_SERVED));
+        loop {
+            let incoming = tokio::select! {
+                () = shutdown.cancelled() => return,
+                m = inbox.next() => match m { Some(m) => m, None => return },
+            };
+            let Some(replicas) = self.replicas.as_ref() else {
+                return;
+            };
+            if incoming.payload.len() > MAX_CALL_BYTES {
+                tracing::warn!(bytes = incoming.payload.len(), "a call too large; ignored");
+                continue;
+            }
+            let call: Call = match serde_json::from_slice(&incoming.payload) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a call that does not decode; ignored");
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!("too many calls from other replicas at once; one refused");
+                continue;
+            };
+            let nats = replicas.nats.clone();
+            let svc = Arc::clone(&self);
+            let span = tracing::info_span!("call", from = "replica");
+            self.tasks.spawn_on(
+                async move {
+                    let answer: Option<Answer> = svc.answer(call).await;
+                    drop(permit);
+                    if let Some(answer) = answer {
+                        match serde_json::to_vec(&answer) {
+                            Ok(bytes) => nats.respond(incoming, bytes).await,
+                            Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
+                        }
+                    }
+                }
+                .instrument(span),
+                &self.runtime,
+            );
+        }
+    }
+
+    /// Does what another replica asked; `None` for a call that wants no answer.
+    async fn answer(&self, call: Call) -> Option<Answer> {
+        match call {
+            Call::Launch { session, request } => Some(
+                self.launch_here(&session, &request)
+                    .await
+                    .map_err(Failure::from),
+            ),
+            Call::End { session_id, actor } => Some(
+                self.end_here(&session_id, actor)
+                    .await
+                    .map_err(Failure::from),
+            ),
+            Call::Stop {
+                host_id,
+                session_id,
+            } => {
+                if let Some(link) = self.registry.link(&host_id) {
+                    link.stop_nowait(session_id);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owners_errors_come_back_as_they_were() {
+        let host = HostId::new("gpu-1").unwrap();
+        let errors = [
+            Error::Refused("config outside config_dir".into()),
+            Error::NoSession(SessionId::new("s").unwrap()),
+            Error::LaunchFailed {
+                host: host.clone(),
+                why: LaunchFailure::Agent("exec failed".into()),
+            },
+            Error::LaunchTimeout {
+                host: host.clone(),
+                after: Duration::from_secs(30),
+            },
+            Error::HostUnavailable {
+                host,
+                why: Unreachable::StopTimedOut(Duration::from_secs(120)),
+            },
+        ];
+        for e in errors {
+            let wire = serde_json::to_vec(&Answer::Err(Failure::from(e.clone()))).unwrap();
+            let back: Answer = serde_json::from_slice(&wire).unwrap();
+            assert_eq!(Error::from(back.unwrap_err()), e);
+        }
+        let internal = Error::from(Failure::from(Error::Internal("secret detail".into())));
+        assert!(!internal.to_string().contains("secret"), "{internal}");
+    }
+}

@@ -1,0 +1,329 @@
+//! What replicas share through MySQL beyond the sessions: who owns each host and at which
+//! epoch, slots claimed against a host's capacity, which replicas are alive, and leases for
+//! the duties one replica does at a time.
+//!
+//! Every time here is the database's clock (`UTC_TIMESTAMP(6)`): the one clock all replicas
+//! read, so a replica's skew never makes another look dead or a lease look free.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Row, TxOpts};
+use protocol::api::Session;
+use protocol::wire::HostFacts;
+use protocol::HostId;
+use time::PrimitiveDateTime;
+
+use super::rows::{parse, take, unavailable, utc};
+use super::MysqlStore;
+use crate::session::Actor;
+use crate::store::{
+    BrokerRecord, Claimed, Fence, HostRecord, IdempotencyKey, SharedHost, StoreError,
+    IDEMPOTENCY_TTL,
+};
+
+/// MySQL's error for a duplicate key.
+const DUPLICATE_KEY: u16 = 1062;
+
+/// Microseconds, as MySQL's `INTERVAL ? MICROSECOND` takes them.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl MysqlStore {
+    /// Records that `broker` now holds `host`'s agent (with the facts of its handshake), not
+    /// ready until its games are reconciled, and answers the new epoch: one more than any
+    /// before, so every write of an older connection's owner is fenced off from now on.
+    pub async fn own_host(
+        &self,
+        host: &HostId,
+        broker: &str,
+        facts: &HostFacts,
+    ) -> Result<u64, StoreError> {
+        let json = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(unavailable)?;
+            tx.exec_drop(
+                "INSERT INTO hosts (host_id, drained, facts, last_seen, owner, epoch, ready, max_sessions) \
+                 VALUES (?, FALSE, ?, UTC_TIMESTAMP(6), ?, 1, FALSE, ?) \
+                 ON DUPLICATE KEY UPDATE facts = VALUES(facts), last_seen = VALUES(last_seen), \
+                 owner = VALUES(owner), epoch = epoch + 1, ready = FALSE, \
+                 max_sessions = VALUES(max_sessions)",
+                (host.as_str(), json, broker, facts.max_sessions),
+            )
+            .await
+            .map_err(unavailable)?;
+            let epoch: Option<u64> = tx
+                .exec_first("SELECT epoch FROM hosts WHERE host_id = ?", (host.as_str(),))
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            epoch.ok_or_else(|| StoreError::Backend("a host vanished as it was owned".into()))
+        })
+        .await
+    }
+
+    /// Marks a host ready (its games reconciled), if `fence` is still its owner's.
+    pub async fn host_ready(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.fenced_update(
+            "UPDATE hosts SET ready = TRUE, last_seen = UTC_TIMESTAMP(6) WHERE host_id = ? AND epoch = ?",
+            fence,
+        )
+        .await
+    }
+
+    /// Records that the connection of `fence` is gone, unless a newer one owns the host: it
+    /// has no owner from now, and was last seen now.
+    pub async fn disown_host(&self, fence: &Fence) -> Result<bool, StoreError> {
+        self.fenced_update(
+            "UPDATE hosts SET owner = NULL, ready = FALSE, last_seen = UTC_TIMESTAMP(6) \
+             WHERE host_id = ? AND epoch = ?",
+            fence,
+        )
+        .await
+    }
+
+    async fn fenced_update(&self, sql: &str, fence: &Fence) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(sql, (fence.host.as_str(), fence.epoch))
+                .await
+                .map_err(unavailable)?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    /// The replica that holds `host`'s agent, if any.
+    pub async fn owner(&self, host: &HostId) -> Result<Option<String>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let owner: Option<Option<String>> = conn
+                .exec_first(
+                    "SELECT owner FROM hosts WHERE host_id = ?",
+                    (host.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(owner.flatten())
+        })
+        .await
+    }
+
+    /// Every host, with its owner (only while that replica is alive: seen within `alive`) and
+    /// its live sessions.
+    pub async fn shared_hosts(&self, alive: Duration) -> Result<Vec<SharedHost>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    "SELECT h.host_id, h.drained, h.facts, h.last_seen, b.broker_id, h.epoch, h.ready, \
+                     (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
+                      AND s.status IN ('starting', 'running', 'stopping')) \
+                     FROM hosts h LEFT JOIN brokers b ON b.broker_id = h.owner \
+                     AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                     ORDER BY h.host_id",
+                    (micros(alive),),
+                )
+                .await
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|mut r| {
+                    let id: String = take(&mut r, 0)?;
+                    let facts: Option<String> = take(&mut r, 2)?;
+                    let last_seen: PrimitiveDateTime = take(&mut r, 3)?;
+                    Ok(SharedHost {
+                        record: HostRecord {
+                            host_id: parse("host id", &id)?,
+                            drained: take(&mut r, 1)?,
+                            facts: facts.and_then(|f| serde_json::from_str(&f).ok()),
+                            last_seen: last_seen.assume_utc(),
+                        },
+                        owner: take(&mut r, 4)?,
+                        epoch: take(&mut r, 5)?,
+                        ready: take(&mut r, 6)?,
+                        sessions: take(&mut r, 7)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Claims a slot on the session's host and records the session `starting` in it, bound
+    /// to `key` when given (see `arcade_claim_session`).
+    pub async fn claim(
+        &self,
+        s: &Session,
+        key: Option<&IdempotencyKey>,
+        actor: Actor,
+    ) -> Result<Claimed, StoreError> {
+        let params = vec![
+            s.session_id.as_str().into(),
+            s.game_id.as_str().into(),
+            s.mode.as_str().into(),
+            s.config.as_deref().into(),
+            s.status.as_str().into(),
+            s.host_id.as_str().into(),
+            utc(s.created_at).into(),
+            actor.as_str().into(),
+            key.map(|k| k.key.as_str()).into(),
+            key.map(|k| k.request.as_str()).into(),
+            utc(s.created_at - IDEMPOTENCY_TTL).into(),
+        ];
+        let claimed = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                let answer: Result<Option<(String, u64)>, _> = conn
+                    .exec_first(
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        Params::Positional(params),
+                    )
+                    .await;
+                match answer {
+                    Ok(Some((what, epoch))) => match what.as_str() {
+                        "new" => Ok(Claimed::New { epoch }),
+                        "full" => Ok(Claimed::Full),
+                        "gone" => Ok(Claimed::Gone),
+                        other => Err(StoreError::Backend(format!(
+                            "arcade_claim_session answered {other:?}"
+                        ))),
+                    },
+                    Ok(None) => Err(StoreError::Backend(
+                        "arcade_claim_session answered no row".into(),
+                    )),
+                    Err(mysql_async::Error::Server(e)) if e.code == DUPLICATE_KEY => {
+                        if key.is_some() {
+                            Ok(Claimed::KeyTaken)
+                        } else {
+                            Err(StoreError::Duplicate(s.session_id.clone()))
+                        }
+                    }
+                    Err(e) => Err(unavailable(e)),
+                }
+            })
+            .await?;
+        if matches!(claimed, Claimed::New { .. }) {
+            self.remember(s);
+        }
+        Ok(claimed)
+    }
+
+    /// Says this replica is alive, and where its agents connect.
+    pub async fn beat(&self, broker: &str, address: &str) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "INSERT INTO brokers (broker_id, address, last_seen) VALUES (?, ?, UTC_TIMESTAMP(6)) \
+                 ON DUPLICATE KEY UPDATE address = VALUES(address), last_seen = VALUES(last_seen)",
+                (broker, address),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Forgets a replica that stops.
+    pub async fn leave(&self, broker: &str) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop("DELETE FROM brokers WHERE broker_id = ?", (broker,))
+                .await
+                .map_err(unavailable)?;
+            conn.exec_drop("DELETE FROM leases WHERE holder = ?", (broker,))
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Replicas seen within `within`, by id, with how many hosts each holds.
+    pub async fn brokers(&self, within: Duration) -> Result<Vec<BrokerRecord>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(String, String, PrimitiveDateTime, u32)> = conn
+                .exec(
+                    "SELECT b.broker_id, b.address, b.last_seen, \
+                     (SELECT COUNT(*) FROM hosts h WHERE h.owner = b.broker_id) \
+                     FROM brokers b WHERE b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                     ORDER BY b.broker_id",
+                    (micros(within),),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(rows
+                .into_iter()
+                .map(|(broker_id, address, last_seen, hosts)| BrokerRecord {
+                    broker_id,
+                    address,
+                    last_seen: last_seen.assume_utc(),
+                    hosts,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`: true while `holder` has it.
+    /// Another replica gets it only once it has expired.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "UPDATE leases SET holder = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
+                 WHERE name = ? AND (holder = ? OR expires_at < UTC_TIMESTAMP(6))",
+                (holder, micros(ttl), name, holder),
+            )
+            .await
+            .map_err(unavailable)?;
+            if conn.affected_rows() == 1 {
+                return Ok(true);
+            }
+            conn.exec_drop(
+                "INSERT IGNORE INTO leases (name, holder, expires_at) \
+                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)",
+                (name, holder, micros(ttl)),
+            )
+            .await
+            .map_err(unavailable)?;
+            Ok(conn.affected_rows() == 1)
+        })
+        .await
+    }
+
+    /// Hosts with live sessions whose agent is connected to no live replica and was last seen
+    /// longer than `timeout` ago, each with its epoch as found (the fence for losing them: a
+    /// host whose agent connects meanwhile is not lost).
+    pub async fn lost_hosts(&self, timeout: Duration) -> Result<Vec<Fence>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(String, u64)> = conn
+                .exec(
+                    "SELECT h.host_id, h.epoch FROM hosts h \
+                     LEFT JOIN brokers b ON b.broker_id = h.owner \
+                     AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                     WHERE b.broker_id IS NULL \
+                     AND h.last_seen < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                     AND EXISTS (SELECT 1 FROM sessions s WHERE s.host_id = h.host_id \
+                       AND s.status IN ('starting', 'running', 'stopping'))",
+                    (micros(timeout), micros(timeout)),
+                )
+                .await
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(host, epoch)| {
+                    Ok(Fence {
+                        host: parse("host id", &host)?,
+                        epoch,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,640 @@
+//! Several brokers, one system, as operators run it: three real `arcade-broker` processes on
+//! one throwaway MariaDB and one throwaway `nats-server`, four agents that know all three,
+//! and a portal that sends each request to any replica. Replicas are killed (`kill -9`),
+//! paused (`SIGSTOP`), and cut from NATS, and every answer is checked against what one broker
+//! would have said.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use portal_client::{Client, ClientError};
+use protocol::api::{ErrorCode, HostStatus, Session, SessionStatus, StartSession};
+use protocol::{GameId, HostId, SessionId};
+use tests::nats::NatsServer;
+use tests::{fresh_port_ranges, mariadb, processes_of, wait_until, AgentOptions, TestAgent};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// `--heartbeat-timeout`: agents notice a silent broker after five 1 s heartbeats, within it.
+const HEARTBEAT_TIMEOUT: &str = "6";
+
+/// One replica: a real `arcade-broker` process.
+struct Replica {
+    id: String,
+    http: u16,
+    agents: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn spawn(id: &str, db: &str, nats: &str) -> Self {
+        let (http, agents) = (mariadb::free_port(), mariadb::free_port());
+        let log = std::env::temp_dir().join(format!(
+            "arcade-replica-{}-{id}-{http}.log",
+            std::process::id()
+        ));
+        let mut me = Self {
+            id: id.to_owned(),
+            http,
+            agents,
+            child: None,
+            log,
+        };
+        me.start(db, nats);
+        me
+    }
+
+    fn start(&mut self, db: &str, nats: &str) {
+        let child = Command::new(env!("CARGO_BIN_EXE_arcade-broker"))
+            .args(["--broker-id", &self.id])
+            .args(["--http", &format!("127.0.0.1:{}", self.http)])
+            .args(["--agent-listen", &format!("127.0.0.1:{}", self.agents)])
+            .args(["--database-url", db, "--nats-url", nats])
+            .args(["--heartbeat-timeout", HEARTBEAT_TIMEOUT])
+            .args(["--launch-timeout", "5"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&format!("http://127.0.0.1:{}", self.http), None).unwrap()
+    }
+
+    fn agent_addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.agents).parse().unwrap()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
+    }
+
+    fn signal(&self, s: Signal) {
+        kill(self.pid(), s).unwrap();
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and waits until the process has exited (its graceful stop is bounded).
+    fn terminate(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let mut c = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while c.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {} did not stop on SIGTERM; log: {}",
+                self.id,
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = kill(
+                Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)),
+                Signal::SIGCONT,
+            );
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Three replicas, four agents, one database and one NATS server, all throwaway.
+struct Cluster {
+    nats: NatsServer,
+    replicas: Vec<Replica>,
+    _agents: Vec<TestAgent>,
+    /// The capacity of each agent's host.
+    capacity: HashMap<HostId, u32>,
+}
+
+impl Cluster {
+    /// `None` outside CI when MariaDB or nats-server is not installed.
+    async fn start() -> Option<Self> {
+        let db = mariadb::database().await?;
+        let nats = NatsServer::start()?;
+        let replicas: Vec<Replica> = ["b1", "b2", "b3"]
+            .iter()
+            .map(|id| Replica::spawn(id, &db, &nats.url()))
+            .collect();
+        for r in &replicas {
+            let client = r.client();
+            let log = r.log.display().to_string();
+            wait_until(&format!("replica {} answers ({log})", r.id), WAIT, || {
+                let client = client.clone();
+                async move { client.health().await.is_ok() }
+            })
+            .await;
+        }
+        // Agent i prefers replica i mod 3, then the next ones: b1 holds two hosts.
+        let capacities = [12, 12, 13, 13];
+        let mut agents = Vec::new();
+        let mut capacity = HashMap::new();
+        for (i, max) in capacities.into_iter().enumerate() {
+            let order: Vec<SocketAddr> =
+                (0..3).map(|k| replicas[(i + k) % 3].agent_addr()).collect();
+            let mut opts = AgentOptions::host(&format!("gpu-{i}"));
+            opts.max_sessions = max;
+            opts.port_range = Some(fresh_port_ranges(2));
+            opts.more_brokers = order[1..].to_vec();
+            let agent = TestAgent::start(order[0], opts).await;
+            capacity.insert(agent.host_id.clone(), max);
+            agents.push(agent);
+        }
+        let me = Self {
+            nats,
+            replicas,
+            _agents: agents,
+            capacity,
+        };
+        me.wait_online(4).await;
+        Some(me)
+    }
+
+    fn client(&self, i: usize) -> Client {
+        self.replicas[i % self.replicas.len()].client()
+    }
+
+    /// Waits until `n` hosts are online as every live replica sees them.
+    async fn wait_online(&self, n: usize) {
+        for r in self.replicas.iter().filter(|r| r.child.is_some()) {
+            let client = r.client();
+            wait_until(&format!("{n} hosts online through {}", r.id), WAIT, || {
+                let client = client.clone();
+                async move {
+                    client.hosts().await.is_ok_and(|h| {
+                        h.hosts
+                            .iter()
+                            .filter(|h| h.status == HostStatus::Online && h.broker_id.is_some())
+                            .count()
+                            == n
+                    })
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Which replica holds each host's agent, as replica `via` says.
+    async fn owners(&self, via: usize) -> HashMap<HostId, String> {
+        self.client(via)
+            .hosts()
+            .await
+            .unwrap()
+            .hosts
+            .into_iter()
+            .filter_map(|h| Some((h.host_id, h.broker_id?)))
+            .collect()
+    }
+}
+
+fn sleeper() -> StartSession {
+    StartSession {
+        game_id: GameId::new("sleeper").unwrap(),
+        mode: None,
+        config: None,
+    }
+}
+
+fn no_capacity(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            status: 503,
+            code: ErrorCode::NoCapacity,
+            ..
+        }
+    )
+}
+
+/// Sessions not over, per host, as the store has them (through replica `via`).
+async fn live_per_host(c: &Cluster, via: usize) -> HashMap<HostId, u32> {
+    let hosts = c.client(via).hosts().await.unwrap().hosts;
+    hosts.into_iter().map(|h| (h.host_id, h.sessions)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_is_exact_and_any_replica_serves_any_call() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    // Every replica lists the three, and each host with the replica its agent is connected to.
+    for i in 0..3 {
+        let brokers = c.client(i).brokers().await.unwrap().brokers;
+        let ids: Vec<&str> = brokers.iter().map(|b| b.broker_id.as_str()).collect();
+        assert_eq!(ids, ["b1", "b2", "b3"]);
+        assert_eq!(brokers.iter().map(|b| b.hosts).sum::<u32>(), 4);
+    }
+    let owners = c.owners(0).await;
+    assert_eq!(owners.len(), 4);
+    assert_eq!(owners, c.owners(2).await, "replicas disagree on owners");
+
+    // 100 concurrent starts round-robin over the replicas against a total capacity of 50.
+    let total: u32 = c.capacity.values().sum();
+    assert_eq!(total, 50);
+    let starts = (0..100).map(|i| {
+        let client = c.client(i);
+        async move { client.start_session(&sleeper()).await }
+    });
+    let results = futures::future::join_all(starts).await;
+    let mut started: Vec<Session> = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => started.push(s),
+            Err(e) => assert!(no_capacity(&e), "a start failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(started.len(), 50, "exactly the capacity succeeds");
+    let ids: HashSet<&SessionId> = started.iter().map(|s| &s.session_id).collect();
+    assert_eq!(ids.len(), 50, "all sessions distinct");
+    let mut per_host: HashMap<&HostId, u32> = HashMap::new();
+    for s in &started {
+        assert_eq!(s.status, SessionStatus::Running);
+        *per_host.entry(&s.host_id).or_default() += 1;
+    }
+    for (host, n) in &per_host {
+        assert!(*n <= c.capacity[*host], "{host} is over capacity: {n}");
+    }
+    assert_eq!(live_per_host(&c, 1).await, { c.capacity.clone() });
+    let pids: HashSet<u32> = started.iter().filter_map(|s| s.pid).collect();
+    assert_eq!(pids.len(), 50);
+
+    // Any replica reads any session; any replica ends any session, whoever holds its host.
+    for (i, s) in started.iter().enumerate() {
+        let got = c.client(i + 1).get_session(&s.session_id).await.unwrap();
+        assert_eq!(got.pid, s.pid);
+    }
+    let ends = started.iter().enumerate().map(|(i, s)| {
+        let client = c.client(i + 2);
+        let id = s.session_id.clone();
+        async move { client.end_session(&id).await }
+    });
+    for ended in futures::future::join_all(ends).await {
+        assert_eq!(ended.unwrap().status, SessionStatus::Ended);
+    }
+    let all: Vec<SessionId> = started.iter().map(|s| s.session_id.clone()).collect();
+    assert!(processes_of(&all).is_empty(), "an ended game still runs");
+
+    // A start retried with the same Idempotency-Key through another replica answers the same
+    // session and starts nothing.
+    let first = c
+        .client(0)
+        .start_session_idempotent(&sleeper(), "order-42")
+        .await
+        .unwrap();
+    for i in 1..3 {
+        let again = c
+            .client(i)
+            .start_session_idempotent(&sleeper(), "order-42")
+            .await
+            .unwrap();
+        assert_eq!(again.session_id, first.session_id);
+        assert_eq!(again.pid, first.pid);
+    }
+    let running = c
+        .client(1)
+        .list_sessions(&protocol::api::SessionQuery {
+            status: Some(SessionStatus::Running),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.sessions.len(), 1, "a retry started nothing");
+
+    // Draining through one replica is what every replica's placement sees.
+    let host = first.host_id.clone();
+    c.client(2).drain_host(&host).await.unwrap();
+    for i in 0..6 {
+        let s = c.client(i).start_session(&sleeper()).await.unwrap();
+        assert_ne!(s.host_id, host, "a drained host took a session");
+    }
+}
+
+/// Every session the store has (through replica `via`), any status.
+async fn all_sessions(c: &Cluster, via: usize) -> Vec<Session> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = c
+            .client(via)
+            .list_sessions(&protocol::api::SessionQuery {
+                limit: Some(500),
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.extend(page.sessions);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return all,
+        }
+    }
+}
+
+/// Waits until no session is `starting`, and then checks that no game runs without a live
+/// session and every running session's game runs.
+async fn no_orphan(c: &Cluster, via: usize) {
+    wait_until("every start has settled", WAIT, || async {
+        all_sessions(c, via)
+            .await
+            .iter()
+            .all(|s| s.status != SessionStatus::Starting)
+    })
+    .await;
+    for s in all_sessions(c, via).await {
+        let procs = processes_of(std::slice::from_ref(&s.session_id));
+        match s.status {
+            SessionStatus::Running => assert!(
+                s.pid.is_some_and(|p| procs.contains(&p)),
+                "running session {} has no game",
+                s.session_id
+            ),
+            SessionStatus::Stopping => {}
+            _ => assert!(
+                procs.is_empty(),
+                "a game runs without a live session: {} is {}",
+                s.session_id,
+                s.status
+            ),
+        }
+    }
+}
+
+/// The replica holding the most hosts.
+async fn busiest(c: &Cluster) -> usize {
+    let owners = c.owners(0).await;
+    let count = |id: &str| owners.values().filter(|o| o.as_str() == id).count();
+    (0..3).max_by_key(|i| count(&c.replicas[*i].id)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_under_load_loses_no_session_and_leaves_no_orphan() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    let victim = busiest(&c).await;
+    let victim_id = c.replicas[victim].id.clone();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let before: Vec<Session> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            v.push(c.client(i).start_session(&sleeper()).await.unwrap());
+        }
+        v
+    };
+    // A start loop over every replica; the busiest is killed in the middle of it.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Session>::new()));
+    let clients: Vec<Client> = (0..3).map(|i| c.client(i)).collect();
+    let loop_acked = std::sync::Arc::clone(&acked);
+    let starts = tokio::spawn(async move {
+        for i in 0..30 {
+            if let Ok(s) = clients[i % 3].start_session(&sleeper()).await {
+                loop_acked.lock().unwrap().push(s);
+            }
+        }
+    });
+    wait_until("a few starts acknowledged", WAIT, || async {
+        acked.lock().unwrap().len() >= 5
+    })
+    .await;
+    c.replicas[victim].kill9();
+    starts.await.unwrap();
+
+    // Every agent re-homes on a survivor, within the heartbeat timeout.
+    let t0 = std::time::Instant::now();
+    c.wait_online(4).await;
+    let rehomed = t0.elapsed();
+    assert!(
+        rehomed < Duration::from_secs(6),
+        "agents took {rehomed:?} to re-home"
+    );
+    let owners = c.owners(survivors[0]).await;
+    assert_eq!(owners.len(), 4);
+    assert!(owners.values().all(|o| *o != victim_id), "{owners:?}");
+
+    // Every acknowledged session is still there, with the same game process.
+    let acked: Vec<Session> = acked.lock().unwrap().clone();
+    for s in before.iter().chain(&acked) {
+        let now = c
+            .client(survivors[1])
+            .get_session(&s.session_id)
+            .await
+            .unwrap();
+        assert_eq!(now.status, SessionStatus::Running, "{}", s.session_id);
+        assert_eq!(now.pid, s.pid);
+    }
+    no_orphan(&c, survivors[0]).await;
+    let lost = all_sessions(&c, survivors[0])
+        .await
+        .into_iter()
+        .filter(|s| s.status == SessionStatus::Lost)
+        .count();
+    assert_eq!(
+        lost, 0,
+        "a host was declared lost while its agent was connected"
+    );
+
+    // Each can be ended through any survivor.
+    for (i, s) in before.iter().chain(&acked).enumerate() {
+        let ended = c
+            .client(survivors[i % 2])
+            .end_session(&s.session_id)
+            .await
+            .unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
+    }
+    no_orphan(&c, survivors[1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_replica_whose_agents_moved_on_changes_nothing_when_it_resumes() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let paused = busiest(&c).await;
+    let paused_id = c.replicas[paused].id.clone();
+    let others: Vec<usize> = (0..3).filter(|i| *i != paused).collect();
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        sessions.push(
+            c.client(others[i % 2])
+                .start_session(&sleeper())
+                .await
+                .unwrap(),
+        );
+    }
+    c.replicas[paused].signal(Signal::SIGSTOP);
+    // Its agents find it silent and move on; the others take them at a newer epoch.
+    for i in &others {
+        let client = c.client(*i);
+        let paused_id = paused_id.clone();
+        wait_until("the paused replica's agents moved on", WAIT, || {
+            let client = client.clone();
+            let paused_id = paused_id.clone();
+            async move {
+                client.hosts().await.is_ok_and(|h| {
+                    h.hosts.iter().all(|h| {
+                        h.status == HostStatus::Online
+                            && h.broker_id.as_ref().is_some_and(|b| *b != paused_id)
+                    })
+                })
+            }
+        })
+        .await;
+    }
+    let owners = c.owners(others[0]).await;
+    c.replicas[paused].signal(Signal::SIGCONT);
+    // Once it has run again (it answers), what it had queued about its old hosts is applied
+    // against a newer epoch, and changes nothing.
+    let client = c.client(paused);
+    wait_until("the resumed replica answers", WAIT, || {
+        let client = client.clone();
+        async move { client.health().await.is_ok() }
+    })
+    .await;
+    for s in &sessions {
+        let now = c.client(paused).get_session(&s.session_id).await.unwrap();
+        assert_eq!(now.status, SessionStatus::Running);
+        assert_eq!(now.pid, s.pid);
+    }
+    assert_eq!(c.owners(others[1]).await, owners, "owners changed back");
+    // It serves as any replica: an end through it reaches the host's new owner.
+    let ended = c
+        .client(paused)
+        .end_session(&sessions[0].session_id)
+        .await
+        .unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    no_orphan(&c, others[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_nats_a_replica_answers_503_for_others_hosts_and_serves_its_own() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        sessions.push(c.client(i).start_session(&sleeper()).await.unwrap());
+    }
+    let owners = c.owners(0).await;
+    let b1 = c.replicas[0].id.clone();
+    let (mine, theirs): (Vec<&Session>, Vec<&Session>) =
+        sessions.iter().partition(|s| owners[&s.host_id] == b1);
+    assert!(!mine.is_empty() && !theirs.is_empty(), "{owners:?}");
+    c.nats.kill();
+    let client = c.client(0);
+    wait_until("b1 is not ready without NATS", WAIT, || {
+        let url = format!("{}/readyz", client.base_url());
+        async move {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 503)
+        }
+    })
+    .await;
+    // A command for a host held by another replica: 503 host_unavailable with Retry-After,
+    // at once rather than at a deadline.
+    let t0 = std::time::Instant::now();
+    match c.client(0).end_session(&theirs[0].session_id).await {
+        Err(ClientError::Api {
+            status: 503,
+            code: ErrorCode::HostUnavailable,
+            retry_after: Some(_),
+            ..
+        }) => {}
+        other => panic!("expected 503 host_unavailable, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Its own hosts keep working.
+    let ended = c.client(0).end_session(&mine[0].session_id).await.unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    // NATS back: the same call goes through.
+    c.nats.restart();
+    for i in 0..3 {
+        let client = c.client(i);
+        wait_until("ready again with NATS", WAIT, || {
+            let url = format!("{}/readyz", client.base_url());
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+    }
+    let ended = c
+        .client(0)
+        .end_session(&theirs[0].session_id)
+        .await
+        .unwrap();
+    assert_eq!(ended.status, SessionStatus::Ended);
+    no_orphan(&c, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_with_sigterm_hands_its_agents_over_without_losing_a_session() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    let mut sessions = Vec::new();
+    for i in 0..10 {
+        sessions.push(c.client(i).start_session(&sleeper()).await.unwrap());
+    }
+    let leaving = busiest(&c).await;
+    let leaving_id = c.replicas[leaving].id.clone();
+    let stay: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
+    c.replicas[leaving].terminate();
+    c.wait_online(4).await;
+    let owners = c.owners(stay[0]).await;
+    assert!(owners.values().all(|o| *o != leaving_id), "{owners:?}");
+    let brokers = c.client(stay[1]).brokers().await.unwrap().brokers;
+    assert!(
+        brokers.iter().all(|b| b.broker_id != leaving_id),
+        "a replica that left is still listed"
+    );
+    for (i, s) in sessions.iter().enumerate() {
+        let now = c
+            .client(stay[i % 2])
+            .get_session(&s.session_id)
+            .await
+            .unwrap();
+        assert_eq!((now.status, now.pid), (SessionStatus::Running, s.pid));
+        let ended = c
+            .client(stay[(i + 1) % 2])
+            .end_session(&s.session_id)
+            .await
+            .unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
+    }
+    no_orphan(&c, stay[0]).await;
+}
