@@ -576,3 +576,147 @@ async fn an_unreachable_database_names_the_url_without_its_password() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// What replicas share beyond sessions (issue 15), on MariaDB: a host's owner and epoch, the
+/// fence that makes a stale owner's writes change nothing, claims that never exceed a host's
+/// capacity, keys that bind once, and a lease one replica holds at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_owners_fences_claims_and_leases() {
+    use broker::store::{Claimed, Fence};
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let a = MysqlStore::connect(&url).await.unwrap();
+    let b = MysqlStore::connect(&url).await.unwrap();
+    let h = HostId::new("host-a").unwrap();
+    let facts = HostFacts {
+        hostname: "gpu-01".into(),
+        ip: "10.0.0.7".parse().unwrap(),
+        cpus: 8,
+        mem_total_bytes: 1 << 34,
+        games: vec![GameOffer {
+            game_id: GameId::new("g").unwrap(),
+            modes: vec!["default".into()],
+        }],
+        max_sessions: 2,
+        port_range: PortRange {
+            lo: 20000,
+            hi: 20099,
+        },
+    };
+    let e1 = a.own_host(&h, "b1", &facts).await.unwrap();
+    let old = Fence {
+        host: h.clone(),
+        epoch: e1,
+    };
+    let claim = |n: u32| {
+        let mut s = session(n, "g", "host-a");
+        s.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        s
+    };
+    assert_eq!(
+        a.claim(&claim(1), None, Actor::Portal).await.unwrap(),
+        Claimed::Gone,
+        "a host takes no session before its reconcile"
+    );
+    assert!(a.host_ready(&old).await.unwrap());
+    let (s1, s2) = (claim(2), claim(3));
+    for s in [&s1, &s2] {
+        assert_eq!(
+            a.claim(s, None, Actor::Portal).await.unwrap(),
+            Claimed::New { epoch: e1 }
+        );
+    }
+    assert_eq!(
+        b.claim(&claim(4), None, Actor::Portal).await.unwrap(),
+        Claimed::Full
+    );
+    // The agent connects to another replica: a new epoch fences the old owner off.
+    let e2 = b.own_host(&h, "b2", &facts).await.unwrap();
+    assert!(e2 > e1);
+    let stale = a
+        .transition_fenced(
+            &s1.session_id,
+            &launched(7),
+            Actor::Agent,
+            now(),
+            Some(&old),
+        )
+        .await;
+    assert_eq!(stale, Err(StoreError::Fenced(h.clone())));
+    let sb = Store::Mysql(b.clone());
+    assert_eq!(
+        sb.get(&s1.session_id).await.unwrap().status,
+        SessionStatus::Starting,
+        "the stale write changed nothing"
+    );
+    let new = Fence {
+        host: h.clone(),
+        epoch: e2,
+    };
+    let running = b
+        .transition_fenced(
+            &s1.session_id,
+            &launched(7),
+            Actor::Agent,
+            now(),
+            Some(&new),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.status, SessionStatus::Running);
+    assert!(!a.disown_host(&old).await.unwrap(), "a stale disconnect");
+    assert_eq!(a.owner(&h).await.unwrap().as_deref(), Some("b2"));
+    assert!(b.disown_host(&new).await.unwrap());
+    assert_eq!(a.owner(&h).await.unwrap(), None);
+
+    // A key binds one claim.
+    let e3 = a.own_host(&h, "b1", &facts).await.unwrap();
+    a.host_ready(&Fence {
+        host: h.clone(),
+        epoch: e3,
+    })
+    .await
+    .unwrap();
+    sb.transition(
+        &s2.session_id,
+        &SessionEvent::LaunchFailed,
+        Actor::Agent,
+        now(),
+    )
+    .await
+    .unwrap();
+    let req = StartSession {
+        game_id: GameId::new("g").unwrap(),
+        mode: None,
+        config: None,
+    };
+    let key = IdempotencyKey::new("k-1".into(), &req);
+    assert!(matches!(
+        a.claim(&claim(5), Some(&key), Actor::Portal).await.unwrap(),
+        Claimed::New { .. }
+    ));
+    // (A free slot, so the claim reaches the key.)
+    for e in [SessionEvent::StopRequested, SessionEvent::Stopped] {
+        sb.transition(&s1.session_id, &e, Actor::Api, now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        b.claim(&claim(6), Some(&key), Actor::Portal).await.unwrap(),
+        Claimed::KeyTaken
+    );
+
+    // One holder at a time; another takes the lease once it has expired.
+    let ttl = std::time::Duration::from_millis(300);
+    assert!(a.lease("sweep", "b1", ttl).await.unwrap());
+    assert!(!b.lease("sweep", "b2", ttl).await.unwrap());
+    assert!(a.lease("sweep", "b1", ttl).await.unwrap(), "renewed");
+    tests::wait_until(
+        "the lease expires",
+        std::time::Duration::from_secs(10),
+        || async { b.lease("sweep", "b2", ttl).await.unwrap() },
+    )
+    .await;
+    assert!(!a.lease("sweep", "b1", ttl).await.unwrap());
+}
