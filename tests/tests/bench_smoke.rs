@@ -91,6 +91,27 @@ fn pairs_smoke_against_mariadb_completes_with_sane_figures() {
 }
 
 #[test]
+fn replicas_smoke_completes_with_sane_figures() {
+    if tests::mariadb::server_program().is_none() || tests::nats::server_program().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MariaDB and nats-server are required in CI"
+        );
+        return;
+    }
+    let out = smoke(&["replicas", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "floor: NATS request-reply",
+            "start through another replica",
+            "3 replicas",
+            "errors: 0",
+        ],
+    );
+}
+
+#[test]
 fn scale_smoke_completes_with_sane_figures() {
     let out = smoke(&["scale", "--smoke"]);
     assert_shows(

@@ -5,6 +5,8 @@
 //!   broker and agents over loopback with a real static game program; see [`pairs`].
 //! - `arcade-bench scale`: one broker (its own process) and 10,000 simulated agents speaking
 //!   the real protocol over real sockets, heartbeating every second; see [`scale`].
+//! - `arcade-bench replicas`: start and end latency through the host's replica and through
+//!   another, and pairs/s with one and three replicas, on MariaDB and NATS; see [`replicas`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -16,6 +18,7 @@ mod idle;
 mod load;
 mod pairs;
 mod parts;
+mod replicas;
 mod scale;
 mod stats;
 
@@ -37,6 +40,8 @@ enum Command {
     Pairs(pairs::Args),
     /// 10,000 simulated agents heartbeating against one broker process.
     Scale(scale::Args),
+    /// Replicas on MariaDB and NATS: the cost of a call through another replica.
+    Replicas(replicas::Args),
     /// The real agent binary, idle: RSS and CPU.
     IdleAgent(idle::Args),
     /// The broker process of `scale` (internal).
@@ -55,6 +60,7 @@ fn main() -> std::process::ExitCode {
             None => pairs::run(pairs::Args::parse_from(["pairs"])).await,
             Some(Command::Pairs(a)) => pairs::run(a).await,
             Some(Command::Scale(a)) => scale::run(a).await,
+            Some(Command::Replicas(a)) => replicas::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
         }

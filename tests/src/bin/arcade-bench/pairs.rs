@@ -81,6 +81,23 @@ fn bench_port_range(clients: usize, agents: usize, i: usize) -> Option<PortRange
     })
 }
 
+/// The catalog of the benchmarks' agents: the game `bench`, which is `program 3600`.
+pub fn catalog(program: &std::path::Path) -> Catalog {
+    Catalog::from_entries([(
+        "bench".to_owned(),
+        GameEntry {
+            command: program.display().to_string(),
+            args: vec!["3600".into()],
+            modes: vec![],
+            config_dir: None,
+            default_config: None,
+            env: Default::default(),
+            limits: None,
+        },
+    )])
+    .expect("catalog")
+}
+
 pub async fn run(mut a: Args) -> bool {
     if a.smoke {
         (a.agents, a.clients, a.pairs, a.latency_pairs) = (2, 4, 40, 20);
@@ -145,19 +162,7 @@ pub async fn run(mut a: Args) -> bool {
         ..Default::default()
     })
     .await;
-    let catalog = Catalog::from_entries([(
-        "bench".to_owned(),
-        GameEntry {
-            command: program.display().to_string(),
-            args: vec!["3600".into()],
-            modes: vec![],
-            config_dir: None,
-            default_config: None,
-            env: Default::default(),
-            limits: None,
-        },
-    )])
-    .expect("catalog");
+    let catalog = catalog(&program);
     let mut agents = Vec::new();
     for i in 0..a.agents {
         let mut o = AgentOptions::host(&format!("bench-{i}"));
