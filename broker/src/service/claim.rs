@@ -8,9 +8,15 @@
 //! session is recorded (`starting`, bound to its `Idempotency-Key`) before anything is
 //! launched, so a retry through another replica, or a replica that dies mid-launch, finds it.
 //!
+//! Placement reads a view of the shared hosts kept for [`VIEW_TTL`] (reading it costs about as
+//! much as the claim itself: measured in BENCHMARKS.md), counting this replica's own claims
+//! meanwhile. It may be stale, never wrong: the claim decides, and a start that finds no
+//! host in a kept view reads the store again before it answers.
+//!
 //! [`MysqlStore::claim`]: crate::store::mysql::MysqlStore::claim
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use protocol::api::{HostStatus, Session, StartSession};
 use protocol::SessionId;
@@ -22,6 +28,37 @@ use crate::error::Error;
 use crate::placement::{self, HostView};
 use crate::session::Actor;
 use crate::store::{Claimed, IdempotencyKey, KeyMatch, SharedHost};
+
+/// How long placement uses a view of the shared hosts before it reads them again.
+const VIEW_TTL: Duration = Duration::from_secs(1);
+
+/// The view of the shared hosts placement uses, and when it was read.
+#[derive(Debug, Default)]
+pub(super) struct SharedView(Mutex<Option<(Instant, Vec<HostView>)>>);
+
+impl SharedView {
+    fn get(&self) -> Option<Vec<HostView>> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref()
+            .filter(|(at, _)| at.elapsed() < VIEW_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn set(&self, views: Vec<HostView>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), views));
+    }
+
+    /// Applies `change` to a host of the kept view.
+    fn update(&self, host: &protocol::HostId, change: impl FnOnce(&mut HostView)) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = kept
+            .as_mut()
+            .and_then(|(_, v)| v.iter_mut().find(|v| &v.host_id == host))
+        {
+            change(v);
+        }
+    }
+}
 
 /// How long a replica may be silent before its hosts count as offline. Replicas say they are
 /// alive a few times per heartbeat timeout.
@@ -58,15 +95,19 @@ impl Service {
         actor: Actor,
     ) -> Result<(Session, bool), Error> {
         let replicas = self.replicas()?;
-        let shared = replicas
-            .db
-            .shared_hosts(alive_within(self.settings.heartbeat_timeout))
-            .await?;
-        let mut views: Vec<HostView> = shared.iter().map(view).collect();
-        // Each round either claims or takes one host out of the running.
+        let (mut views, mut kept) = match self.shared_view.get() {
+            Some(v) => (v, true),
+            None => (self.read_view().await?, false),
+        };
+        // Each round claims, takes one host out of the running, or (once) reads the store.
         let session = loop {
             let choice = match placement::place(views.iter(), &req.game_id, req.mode.as_deref()) {
                 Ok(c) => c,
+                Err(_) if kept => {
+                    views = self.read_view().await?;
+                    kept = false;
+                    continue;
+                }
                 Err(e) => {
                     // A concurrent start with the same key may hold the last slot: it answers.
                     if let Some(first) = self.same_key(key).await? {
@@ -84,11 +125,17 @@ impl Service {
                 OffsetDateTime::now_utc(),
             );
             match replicas.db.claim(&session, key, actor).await? {
-                Claimed::New { .. } => break session,
+                Claimed::New { .. } => {
+                    self.shared_view
+                        .update(&choice.host_id, |v| v.sessions += 1);
+                    break session;
+                }
                 Claimed::Full | Claimed::Gone => {
+                    let out = |v: &mut HostView| v.status = HostStatus::Offline;
                     if let Some(v) = views.iter_mut().find(|v| v.host_id == choice.host_id) {
-                        v.status = HostStatus::Offline;
+                        out(v);
                     }
+                    self.shared_view.update(&choice.host_id, out);
                 }
                 Claimed::KeyTaken => {
                     return match self.same_key(key).await? {
@@ -109,6 +156,18 @@ impl Service {
             }
         }
         result.map(|s| (s, true))
+    }
+
+    /// Reads the shared hosts as placement sees them, and keeps the view.
+    async fn read_view(&self) -> Result<Vec<HostView>, Error> {
+        let shared = self
+            .replicas()?
+            .db
+            .shared_hosts(alive_within(self.settings.heartbeat_timeout))
+            .await?;
+        let views: Vec<HostView> = shared.iter().map(view).collect();
+        self.shared_view.set(views.clone());
+        Ok(views)
     }
 
     /// The session a key is bound to with this same request, if it is.

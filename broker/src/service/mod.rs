@@ -79,6 +79,8 @@ pub struct Service {
     registry: Arc<Registry>,
     settings: ServiceSettings,
     inflight: InFlight,
+    /// With replicas: placement's view of the shared hosts.
+    shared_view: claim::SharedView,
     changes: broadcast::Sender<SessionId>,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
@@ -103,6 +105,7 @@ impl Service {
             registry,
             settings,
             inflight: InFlight::default(),
+            shared_view: claim::SharedView::default(),
             changes: broadcast::channel(CHANGE_QUEUE).0,
             tasks,
             runtime: Handle::current(),

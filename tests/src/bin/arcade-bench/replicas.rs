@@ -37,8 +37,9 @@ pub struct Args {
     smoke: bool,
 }
 
-/// `n` replicas on a fresh database of the shared MariaDB, and NATS at `nats`.
-async fn replicas(n: usize, nats: &str) -> Option<Vec<TestBroker>> {
+/// `n` replicas on a fresh database of the shared MariaDB, and NATS at `nats`; and the
+/// database's URL.
+async fn replicas(n: usize, nats: &str) -> Option<(Vec<TestBroker>, String)> {
     let db = tests::mariadb::database().await?;
     let mut v = Vec::new();
     for _ in 0..n {
@@ -51,7 +52,99 @@ async fn replicas(n: usize, nats: &str) -> Option<Vec<TestBroker>> {
             .await,
         );
     }
-    Some(v)
+    Some((v, db))
+}
+
+/// The store calls of a replica's start and end, each alone, one after the other, on the
+/// host `host` (held and ready): what a start through the owner is made of.
+struct Calls {
+    ping: Summary,
+    shared_hosts: Summary,
+    owner: Summary,
+    claim: Summary,
+    fenced: Summary,
+    insert_once: Summary,
+}
+
+async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
+    use broker::session::{new_session, Actor, SessionEvent};
+    use broker::store::mysql::MysqlStore;
+    use broker::store::{Fence, Store};
+    use protocol::{GameId, HostId, SessionId};
+    let db = MysqlStore::connect(url).await.expect("database");
+    let store = Store::Mysql(db.clone());
+    let host = HostId::new(host).expect("host id");
+    let alive = Duration::from_secs(5);
+    let time = |v: &mut Vec<Duration>, t: Instant| v.push(t.elapsed());
+    let (mut ping, mut shared, mut owner, mut claim, mut fenced, mut once) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let epoch = db
+        .shared_hosts(alive)
+        .await
+        .expect("hosts")
+        .iter()
+        .find(|h| h.record.host_id == host)
+        .expect("the host")
+        .epoch;
+    let fence = Fence {
+        host: host.clone(),
+        epoch,
+    };
+    for i in 0..n {
+        let t = Instant::now();
+        store.ping().await.expect("ping");
+        time(&mut ping, t);
+        let t = Instant::now();
+        db.shared_hosts(alive).await.expect("hosts");
+        time(&mut shared, t);
+        let t = Instant::now();
+        db.owner(&host).await.expect("owner");
+        time(&mut owner, t);
+        let s = new_session(
+            SessionId::new(format!("calls-{i}")).expect("id"),
+            GameId::new("bench").expect("game"),
+            "default".into(),
+            None,
+            host.clone(),
+            time::OffsetDateTime::now_utc(),
+        );
+        let t = Instant::now();
+        db.claim(&s, None, Actor::Api).await.expect("claim");
+        time(&mut claim, t);
+        let t = Instant::now();
+        db.transition_fenced(
+            &s.session_id,
+            &SessionEvent::LaunchFailed,
+            Actor::Agent,
+            time::OffsetDateTime::now_utc(),
+            Some(&fence),
+        )
+        .await
+        .expect("fenced transition");
+        time(&mut fenced, t);
+        let mut once_s = s.clone();
+        once_s.session_id = SessionId::new(format!("calls-once-{i}")).expect("id");
+        let t = Instant::now();
+        store
+            .insert_after(
+                &once_s,
+                Actor::Api,
+                &SessionEvent::LaunchFailed,
+                Actor::Agent,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .expect("insert");
+        time(&mut once, t);
+    }
+    Calls {
+        ping: Summary::of(&mut ping),
+        shared_hosts: Summary::of(&mut shared),
+        owner: Summary::of(&mut owner),
+        claim: Summary::of(&mut claim),
+        fenced: Summary::of(&mut fenced),
+        insert_once: Summary::of(&mut once),
+    }
 }
 
 /// Agents `0..n`, agent `i` on replica `i mod replicas`.
@@ -139,7 +232,7 @@ pub async fn run(mut a: Args) -> bool {
     let floor = nats_floor(&nats.url(), 2000).await;
 
     // 1. Latency: one agent on replica 0; starts through it and through replica 1.
-    let Some(three) = replicas(3, &nats.url()).await else {
+    let Some((three, db)) = replicas(3, &nats.url()).await else {
         println!("no MariaDB server program (mariadbd) found");
         return false;
     };
@@ -149,6 +242,8 @@ pub async fn run(mut a: Args) -> bool {
         load::timed_pairs(through(&three[0]), a.latency_pairs).await;
     let (mut oth_s, mut oth_e, _, oth_err) =
         load::timed_pairs(through(&three[1]), a.latency_pairs).await;
+    let calls = store_calls(&db, "solo-0", a.latency_pairs).await;
+    let (db_rtt, db_commit) = stats::mysql_floor(&db, a.latency_pairs).await;
     for ag in solo {
         ag.stop().await;
     }
@@ -168,7 +263,7 @@ pub async fn run(mut a: Args) -> bool {
     for b in three {
         let _ = b.stop().await;
     }
-    let Some(one) = replicas(1, &nats.url()).await else {
+    let Some((one, _)) = replicas(1, &nats.url()).await else {
         return false;
     };
     let many = agents(&one, a.agents, &catalog, "one").await;
@@ -187,6 +282,38 @@ pub async fn run(mut a: Args) -> bool {
     row("start through another replica", &oth_s, Some(floor.p50));
     row("end through the host's replica", &own_e, Some(floor.p50));
     row("end through another replica", &oth_e, Some(floor.p50));
+    row("floor: database round trip (DO 1)", &db_rtt, None);
+    row("floor: database commit", &db_commit, None);
+    row(
+        "store: ping through the pool (DO 1)",
+        &calls.ping,
+        Some(db_rtt.p50),
+    );
+    row(
+        "store: shared hosts (placement's read)",
+        &calls.shared_hosts,
+        Some(db_rtt.p50),
+    );
+    row(
+        "store: a host's owner (routing's read)",
+        &calls.owner,
+        Some(db_rtt.p50),
+    );
+    row(
+        "store: claim (lock, count, insert)",
+        &calls.claim,
+        Some(db_commit.p50),
+    );
+    row(
+        "store: fenced transition",
+        &calls.fenced,
+        Some(db_commit.p50),
+    );
+    row(
+        "store: one broker's insert with outcome",
+        &calls.insert_once,
+        Some(db_commit.p50),
+    );
     println!();
     println!(
         "another replica adds {:.0} µs to a start's p50 and {:.0} µs to an end's: {:.1} and {:.1} NATS round trips",
