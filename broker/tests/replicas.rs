@@ -256,6 +256,20 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     let owners = c.owners(0).await;
     assert_eq!(owners.len(), 4);
     assert_eq!(owners, c.owners(2).await, "replicas disagree on owners");
+    // Each host's load, as its agent reports it to its owner, is seen through every replica.
+    for i in 0..3 {
+        let client = c.client(i);
+        wait_until("every host's load through every replica", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .is_ok_and(|h| h.hosts.iter().all(|h| h.mem_used_bytes > 0))
+            }
+        })
+        .await;
+    }
 
     // 100 concurrent starts round-robin over the replicas against a total capacity of 50.
     let total: u32 = c.capacity.values().sum();

@@ -665,6 +665,20 @@ async fn mysql_owners_fences_claims_and_leases() {
         .await
         .unwrap();
     assert_eq!(running.status, SessionStatus::Running);
+    // Load is written by the owner of the newest epoch only.
+    let load = |fence: &Fence, mem| broker::store::HostLoad {
+        fence: fence.clone(),
+        cpu_percent: 50.0,
+        mem_used_bytes: mem,
+    };
+    a.write_loads(&[load(&old, 1)]).await.unwrap();
+    b.write_loads(&[load(&new, 2)]).await.unwrap();
+    a.write_loads(&[load(&old, 3)]).await.unwrap();
+    let shared = a
+        .shared_hosts(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(shared[0].load, (50.0, 2));
     assert!(!a.disown_host(&old).await.unwrap(), "a stale disconnect");
     assert_eq!(a.owner(&h).await.unwrap().as_deref(), Some("b2"));
     assert!(b.disown_host(&new).await.unwrap());

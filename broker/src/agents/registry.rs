@@ -249,6 +249,25 @@ impl Registry {
             .and_then(|e| e.epoch)
     }
 
+    /// The connected hosts whose ownership is recorded: each with its epoch, CPU use and
+    /// memory in use from its last heartbeat.
+    pub fn held(&self) -> Vec<(HostId, u64, f32, u64)> {
+        self.lock()
+            .hosts
+            .values()
+            .filter(|e| e.conn.is_some())
+            .filter_map(|e| {
+                let epoch = e.epoch?;
+                Some((
+                    e.view.host_id.clone(),
+                    epoch,
+                    e.view.cpu_percent,
+                    e.mem_used_bytes,
+                ))
+            })
+            .collect()
+    }
+
     /// CPU and memory in use on a connected host, from its last heartbeat.
     pub fn load(&self, host: &HostId) -> Option<(f32, u64)> {
         self.lock()

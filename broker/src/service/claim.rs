@@ -81,7 +81,7 @@ pub(super) fn view(h: &SharedHost) -> HostView {
         games: facts.map(|f| f.games.clone()).unwrap_or_default(),
         max_sessions: facts.map_or(0, |f| f.max_sessions),
         sessions: h.sessions,
-        cpu_percent: 0.0,
+        cpu_percent: h.load.0,
     }
 }
 
@@ -199,6 +199,7 @@ mod tests {
             epoch: 3,
             ready,
             sessions: 2,
+            load: (12.5, 0),
         }
     }
 

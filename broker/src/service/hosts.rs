@@ -1,6 +1,7 @@
 //! Hosts, games and brokers: as this broker holds them, or, with replicas, as the store
 //! shares them (every replica answers the same), and draining. Also the replicas' beat: each
-//! says it is alive every few seconds, which is how the others tell a dead owner.
+//! says it is alive every few seconds, which is how the others tell a dead owner, and shares
+//! the load of the hosts it holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::Service;
 use crate::agents::registry::games_on_offer;
 use crate::error::Error;
 use crate::placement::HostView;
-use crate::store::SharedHost;
+use crate::store::{Fence, HostLoad, SharedHost};
 
 /// A replica silent this long drops from `GET /v1/brokers`.
 const BROKERS_LISTED_WITHIN: Duration = Duration::from_secs(300);
@@ -36,7 +37,8 @@ impl Service {
     /// this broker.
     fn shared_to_api(&self, h: &SharedHost, v: &HostView) -> api::Host {
         let facts = h.record.facts.as_ref();
-        let (cpu_percent, mem_used_bytes) = self.registry.load(&v.host_id).unwrap_or((0.0, 0));
+        // Fresher here, where its heartbeats arrive.
+        let (cpu_percent, mem_used_bytes) = self.registry.load(&v.host_id).unwrap_or(h.load);
         api::Host {
             host_id: v.host_id.clone(),
             ip: facts.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.ip),
@@ -143,6 +145,19 @@ impl Service {
                     .await
             {
                 tracing::warn!(error = %e, "cannot tell the other replicas this one is alive");
+            }
+            let loads: Vec<HostLoad> = self
+                .registry
+                .held()
+                .into_iter()
+                .map(|(host, epoch, cpu_percent, mem_used_bytes)| HostLoad {
+                    fence: Fence { host, epoch },
+                    cpu_percent,
+                    mem_used_bytes,
+                })
+                .collect();
+            if let Err(e) = r.db.write_loads(&loads).await {
+                tracing::warn!(error = %e, "cannot share the hosts' load");
             }
         }
         if let Err(e) = r.db.leave(&self.settings.broker_id).await {

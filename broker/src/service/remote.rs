@@ -89,6 +89,8 @@ enum Failure {
     },
     Conflict(String),
     StoreUnavailable,
+    /// The owner serves too many calls at once and did not take this one: nothing ran.
+    Busy,
     /// A fault of the owner's own (logged there).
     Internal,
 }
@@ -137,7 +139,9 @@ impl From<Failure> for Error {
             Failure::StoreUnavailable => Self::StoreUnavailable(
                 crate::store::StoreError::Unavailable("on the host's broker".into()),
             ),
-            Failure::Internal => Self::Internal("another replica failed the call".into()),
+            Failure::Busy | Failure::Internal => {
+                Self::Internal("another replica failed the call".into())
+            }
         }
     }
 }
@@ -190,7 +194,13 @@ impl Service {
         }
         let answer: Answer = serde_json::from_slice(&answer)
             .map_err(|e| Ok(Error::Internal(format!("cannot decode an answer: {e}"))))?;
-        answer.map_err(|f| Ok(f.into()))
+        answer.map_err(|f| match f {
+            Failure::Busy => {
+                tracing::warn!(%owner, "another replica is too busy to take a call");
+                Err(NotAnswered::NotDelivered)
+            }
+            f => Ok(f.into()),
+        })
     }
 
     /// Tells replica `owner` to stop a game, without waiting.
@@ -236,11 +246,14 @@ impl Service {
                     continue;
                 }
             };
+            let nats = replicas.nats.clone();
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 tracing::warn!("too many calls from other replicas at once; one refused");
+                if let Ok(bytes) = serde_json::to_vec(&Answer::Err(Failure::Busy)) {
+                    nats.respond(incoming, bytes).await;
+                }
                 continue;
             };
-            let nats = replicas.nats.clone();
             let svc = Arc::clone(&self);
             let span = tracing::info_span!("call", from = "replica");
             self.tasks.spawn_on(

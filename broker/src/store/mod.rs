@@ -92,6 +92,19 @@ pub struct SharedHost {
     pub ready: bool,
     /// Its sessions not yet over.
     pub sessions: u32,
+    /// CPU use, 0 to 100, and memory in use, as its owner last wrote them.
+    pub load: (f32, u64),
+}
+
+/// A held host's load, for the others to see: written by its owner, fenced by its epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostLoad {
+    /// The host, at its owner's epoch.
+    pub fence: Fence,
+    /// CPU use, 0 to 100.
+    pub cpu_percent: f32,
+    /// Memory in use.
+    pub mem_used_bytes: u64,
 }
 
 /// A replica, as it last said it was alive.

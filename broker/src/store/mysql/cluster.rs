@@ -18,9 +18,12 @@ use super::rows::{parse, take, unavailable, utc};
 use super::MysqlStore;
 use crate::session::Actor;
 use crate::store::{
-    BrokerRecord, Claimed, Fence, HostRecord, IdempotencyKey, SharedHost, StoreError,
+    BrokerRecord, Claimed, Fence, HostLoad, HostRecord, IdempotencyKey, SharedHost, StoreError,
     IDEMPOTENCY_TTL,
 };
+
+/// Hosts' loads written per statement, at most.
+const LOAD_BATCH: usize = 500;
 
 /// MySQL's error for a duplicate key.
 const DUPLICATE_KEY: u16 = 1062;
@@ -122,7 +125,7 @@ impl MysqlStore {
             let rows: Vec<Row> = conn
                 .exec(
                     "SELECT h.host_id, h.drained, h.facts, h.last_seen, b.broker_id, h.epoch, h.ready, \
-                     (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
+                     h.cpu_percent, h.mem_used_bytes, (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
                       AND s.status IN ('starting', 'running', 'stopping')) \
                      FROM hosts h LEFT JOIN brokers b ON b.broker_id = h.owner \
                      AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
@@ -146,7 +149,8 @@ impl MysqlStore {
                         owner: take(&mut r, 4)?,
                         epoch: take(&mut r, 5)?,
                         ready: take(&mut r, 6)?,
-                        sessions: take(&mut r, 7)?,
+                        load: (take(&mut r, 7)?, take(&mut r, 8)?),
+                        sessions: take(&mut r, 9)?,
                     })
                 })
                 .collect()
@@ -211,6 +215,38 @@ impl MysqlStore {
             self.remember(s);
         }
         Ok(claimed)
+    }
+
+    /// Writes the load of the hosts held here, each only while its epoch is the one given, in
+    /// batches of [`LOAD_BATCH`] rows per statement.
+    pub async fn write_loads(&self, loads: &[HostLoad]) -> Result<(), StoreError> {
+        for batch in loads.chunks(LOAD_BATCH) {
+            let sql = format!(
+                "UPDATE hosts h JOIN (SELECT ? AS host_id, ? AS epoch, ? AS cpu, ? AS mem \
+                 {}) l ON l.host_id = h.host_id AND l.epoch = h.epoch \
+                 SET h.cpu_percent = l.cpu, h.mem_used_bytes = l.mem",
+                " UNION ALL SELECT ?, ?, ?, ?".repeat(batch.len() - 1)
+            );
+            let params: Vec<mysql_async::Value> = batch
+                .iter()
+                .flat_map(|l| {
+                    [
+                        l.fence.host.as_str().into(),
+                        l.fence.epoch.into(),
+                        l.cpu_percent.into(),
+                        l.mem_used_bytes.into(),
+                    ]
+                })
+                .collect();
+            self.bounded(async {
+                let mut conn = self.conn().await?;
+                conn.exec_drop(sql, Params::Positional(params))
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Says this replica is alive, and where its agents connect.

@@ -97,6 +97,14 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_TRANSITION_FENCED,
         ],
     ),
+    (
+        4,
+        "replicas: each host's load, as its owner last heard it",
+        &[
+            "ALTER TABLE hosts ADD COLUMN cpu_percent FLOAT NOT NULL DEFAULT 0, \
+             ADD COLUMN mem_used_bytes BIGINT UNSIGNED NOT NULL DEFAULT 0",
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
