@@ -505,3 +505,138 @@ mod tests {
         assert_eq!(v["error"]["code"], "unknown_game");
     }
 }
+
+/// The type of an event of `GET /v1/events` (its `event:` line) and of a webhook: public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// A session was created (`starting`).
+    #[serde(rename = "session.created")]
+    SessionCreated,
+    /// Its game runs.
+    #[serde(rename = "session.running")]
+    SessionRunning,
+    /// It is being stopped.
+    #[serde(rename = "session.stopping")]
+    SessionStopping,
+    /// It ended (by request, or its game exited).
+    #[serde(rename = "session.ended")]
+    SessionEnded,
+    /// It never ran.
+    #[serde(rename = "session.failed")]
+    SessionFailed,
+    /// Its host went away.
+    #[serde(rename = "session.lost")]
+    SessionLost,
+    /// A host connected and takes sessions.
+    #[serde(rename = "host.online")]
+    HostOnline,
+    /// A host's agent disconnected.
+    #[serde(rename = "host.offline")]
+    HostOffline,
+    /// A host was drained.
+    #[serde(rename = "host.draining")]
+    HostDraining,
+    /// A drained host was resumed.
+    #[serde(rename = "host.resumed")]
+    HostResumed,
+    /// A type this client does not know yet (a newer broker's). Brokers never send it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl EventType {
+    /// Every type a broker sends.
+    pub const ALL: [EventType; 10] = [
+        Self::SessionCreated,
+        Self::SessionRunning,
+        Self::SessionStopping,
+        Self::SessionEnded,
+        Self::SessionFailed,
+        Self::SessionLost,
+        Self::HostOnline,
+        Self::HostOffline,
+        Self::HostDraining,
+        Self::HostResumed,
+    ];
+
+    /// Its name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionCreated => "session.created",
+            Self::SessionRunning => "session.running",
+            Self::SessionStopping => "session.stopping",
+            Self::SessionEnded => "session.ended",
+            Self::SessionFailed => "session.failed",
+            Self::SessionLost => "session.lost",
+            Self::HostOnline => "host.online",
+            Self::HostOffline => "host.offline",
+            Self::HostDraining => "host.draining",
+            Self::HostResumed => "host.resumed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The type named `s`, if a broker sends it.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The event of a session reaching `status`.
+    pub fn of_status(status: SessionStatus) -> Self {
+        match status {
+            SessionStatus::Starting => Self::SessionCreated,
+            SessionStatus::Running => Self::SessionRunning,
+            SessionStatus::Stopping => Self::SessionStopping,
+            SessionStatus::Ended => Self::SessionEnded,
+            SessionStatus::Failed => Self::SessionFailed,
+            SessionStatus::Lost => Self::SessionLost,
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event of `GET /v1/events` (its `data:`) and of a webhook's body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing, with no gap, in the order events are delivered.
+    pub id: u64,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who caused it (as in a session's history).
+    pub actor: String,
+    /// The session as it is after the event (session events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+    /// The host as it is after the event (host events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_by_name_and_unknown_ones_decode() {
+        for t in EventType::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{t}\""));
+            assert_eq!(serde_json::from_str::<EventType>(&json).unwrap(), t);
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(
+            serde_json::from_str::<EventType>("\"session.teleported\"").unwrap(),
+            EventType::Unknown
+        );
+        assert_eq!(EventType::parse("unknown"), None);
+    }
+}

@@ -448,6 +448,94 @@ async fn serialises_concurrent_changes_of_one_session(store: Store) {
     );
 }
 
+async fn streams_each_status_change_once_in_order(store: Store) {
+    use protocol::api::{EventType as T, Host, HostStatus};
+    assert_eq!(store.stream_head().await.unwrap(), 0);
+    let s1 = session(1, "g", "host-a");
+    insert(&store, &s1).await;
+    store
+        .transition(&s1.session_id, &launched(7), Actor::Agent, now())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        // The second request changes no status: history, but no stream event.
+        store
+            .transition(
+                &s1.session_id,
+                &SessionEvent::StopRequested,
+                Actor::Api,
+                now(),
+            )
+            .await
+            .unwrap();
+    }
+    let s2 = session(2, "g", "host-a");
+    store
+        .insert_after(
+            &s2,
+            Actor::Portal,
+            &SessionEvent::LaunchFailed,
+            Actor::Agent,
+            now(),
+        )
+        .await
+        .unwrap();
+    let host = Host {
+        host_id: HostId::new("host-a").unwrap(),
+        ip: "10.0.0.7".parse().unwrap(),
+        status: HostStatus::Draining,
+        max_sessions: 4,
+        sessions: 1,
+        cpu_percent: 3.5,
+        mem_used_bytes: 1,
+        mem_total_bytes: 2,
+        games: vec![GameId::new("g").unwrap()],
+        last_seen: now(),
+        broker_id: Some("b1".into()),
+    };
+    store
+        .append_host_event(T::HostDraining, &host, Actor::Provider, now())
+        .await
+        .unwrap();
+    let all = store.stream_after(0, 100).await.unwrap();
+    let got: Vec<(u64, T, &str)> = all
+        .iter()
+        .map(|e| (e.id, e.kind, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, T::SessionCreated, "portal"),
+            (2, T::SessionRunning, "agent"),
+            (3, T::SessionStopping, "api"),
+            (4, T::SessionCreated, "portal"),
+            (5, T::SessionFailed, "agent"),
+            (6, T::HostDraining, "provider"),
+        ]
+    );
+    let running = all[1].session.as_ref().unwrap();
+    assert_eq!(
+        (running.status, running.pid),
+        (SessionStatus::Running, Some(7))
+    );
+    assert_eq!(
+        all[3].session.as_ref().unwrap().status,
+        SessionStatus::Starting
+    );
+    assert_eq!(all[5].host.as_ref(), Some(&host));
+    assert!(all[5].session.is_none() && all[0].host.is_none());
+    assert_eq!(store.stream_head().await.unwrap(), 6);
+    let page: Vec<u64> = store
+        .stream_after(2, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(page, [3, 4]);
+    assert!(store.stream_after(6, 10).await.unwrap().is_empty());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -480,7 +568,69 @@ contract!(
     binds_idempotency_keys,
     remembers_hosts,
     serialises_concurrent_changes_of_one_session,
+    streams_each_status_change_once_in_order,
 );
+
+/// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the
+/// reader sees every event exactly once, numbers consecutive, never one before a smaller
+/// one (the reason for the counter row: an AUTO_INCREMENT would let it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_stream_is_gapless_under_concurrent_writers() {
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let a = Arc::new(Store::Mysql(MysqlStore::connect(&url).await.unwrap()));
+    let b = Arc::new(Store::Mysql(MysqlStore::connect(&url).await.unwrap()));
+    let writers: Vec<_> = (0..16u32)
+        .map(|w| {
+            let store = Arc::clone(if w % 2 == 0 { &a } else { &b });
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let s = session(w * 100 + i, "g", "h");
+                    insert(&store, &s).await;
+                    store
+                        .transition(&s.session_id, &launched(7), Actor::Agent, now())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let total = 16 * 10 * 2;
+    let reader = Arc::clone(&a);
+    let read = tokio::spawn(async move {
+        let mut last = 0u64;
+        let mut seen = Vec::new();
+        while last < total {
+            for e in reader.stream_after(last, 37).await.unwrap() {
+                assert_eq!(e.id, last + 1, "a gap or a repeat after {last}");
+                last = e.id;
+                seen.push(e);
+            }
+            tokio::task::yield_now().await;
+        }
+        seen
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the reader sees every event")
+        .unwrap();
+    // Each session's own events in its order: created, then running.
+    let mut first: std::collections::HashMap<SessionId, u64> = Default::default();
+    for e in &seen {
+        let s = e.session.as_ref().unwrap();
+        match e.kind {
+            protocol::api::EventType::SessionCreated => {
+                first.insert(s.session_id.clone(), e.id);
+            }
+            _ => assert!(first.contains_key(&s.session_id), "running before created"),
+        }
+    }
+    assert_eq!(first.len(), 160);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {

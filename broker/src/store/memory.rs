@@ -1,12 +1,15 @@
 //! The in-memory store: the embedded default for `--dev` and trials. Sessions are kept in
 //! insertion order (so "newest first" is a reverse walk and a cursor is a sequence number);
-//! at most [`MemoryStore::MAX_SESSIONS`] records, forgetting the oldest finished ones past that.
+//! at most [`MemoryStore::MAX_SESSIONS`] records, forgetting the oldest finished ones past that,
+//! and the last [`MemoryStore::MAX_EVENTS`] events of the stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use protocol::api::{Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use protocol::api::{
+    Event, EventType, Host, Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
 use protocol::wire::HostFacts;
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
@@ -30,6 +33,10 @@ struct Memory {
     next: u64,
     keys: HashMap<String, (String, SessionId, OffsetDateTime)>,
     hosts: BTreeMap<HostId, HostRecord>,
+    /// The last events of the stream, oldest first.
+    stream: VecDeque<Event>,
+    /// The number of the last event appended.
+    stream_head: u64,
 }
 
 #[derive(Debug)]
@@ -48,6 +55,30 @@ fn record(event: &str, s: &Session, actor: Actor, at: OffsetDateTime) -> EventRe
 }
 
 impl Memory {
+    /// Appends an event to the stream, numbered next, forgetting the oldest past
+    /// [`MemoryStore::MAX_EVENTS`].
+    fn append(
+        &mut self,
+        kind: EventType,
+        at: OffsetDateTime,
+        actor: Actor,
+        session: Option<&Session>,
+        host: Option<&Host>,
+    ) {
+        self.stream_head += 1;
+        if self.stream.len() >= MemoryStore::MAX_EVENTS {
+            self.stream.pop_front();
+        }
+        self.stream.push_back(Event {
+            id: self.stream_head,
+            kind,
+            at,
+            actor: actor.as_str().to_owned(),
+            session: session.cloned(),
+            host: host.cloned(),
+        });
+    }
+
     /// Adds a session with its history, forgetting the oldest finished ones past
     /// [`MemoryStore::MAX_SESSIONS`].
     fn add(&mut self, s: &Session, events: Vec<EventRecord>) {
@@ -84,6 +115,8 @@ impl MemoryStore {
     pub const MAX_SESSIONS: usize = 100_000;
     /// Idempotency keys kept at most (besides expiry after [`IDEMPOTENCY_TTL`]).
     pub const MAX_KEYS: usize = 100_000;
+    /// Events of the stream kept at most.
+    pub const MAX_EVENTS: usize = 10_000;
 
     fn read(&self) -> RwLockReadGuard<'_, Memory> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
@@ -131,6 +164,13 @@ impl MemoryStore {
             );
         }
         m.add(s, vec![record("created", s, actor, s.created_at)]);
+        m.append(
+            EventType::SessionCreated,
+            s.created_at,
+            actor,
+            Some(s),
+            None,
+        );
         Ok(Inserted::New)
     }
 
@@ -140,11 +180,24 @@ impl MemoryStore {
         if m.index.contains_key(&s.session_id) {
             return Err(StoreError::Duplicate(s.session_id.clone()));
         }
-        let events = events
+        let history = events
             .iter()
             .map(|(after, event, actor, at)| record(event, after, *actor, *at))
             .collect();
-        m.add(s, events);
+        m.add(s, history);
+        let mut before = None;
+        for (after, _, actor, at) in events {
+            if before != Some(after.status) {
+                m.append(
+                    EventType::of_status(after.status),
+                    *at,
+                    *actor,
+                    Some(after),
+                    None,
+                );
+            }
+            before = Some(after.status);
+        }
         Ok(())
     }
 
@@ -222,10 +275,15 @@ impl MemoryStore {
             .by_seq
             .get_mut(&seq)
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let from = e.session.status;
         apply(&mut e.session, event, now)?;
         let r = record(event.name(), &e.session, actor, now);
         e.events.push(r);
-        Ok(e.session.clone())
+        let s = e.session.clone();
+        if s.status != from {
+            m.append(EventType::of_status(s.status), now, actor, Some(&s), None);
+        }
+        Ok(s)
     }
 
     pub(super) fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
@@ -281,5 +339,33 @@ impl MemoryStore {
 
     pub(super) fn hosts(&self) -> Vec<HostRecord> {
         self.read().hosts.values().cloned().collect()
+    }
+
+    pub(super) fn append_host_event(
+        &self,
+        kind: EventType,
+        host: &Host,
+        actor: Actor,
+        at: OffsetDateTime,
+    ) {
+        self.write().append(kind, at, actor, None, Some(host));
+    }
+
+    pub(super) fn stream_after(&self, after: u64, limit: u32) -> Vec<Event> {
+        let m = self.read();
+        // Ids are consecutive: the first kept is `head - len + 1`.
+        let first = m.stream_head + 1 - m.stream.len() as u64;
+        let skip =
+            usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        m.stream
+            .iter()
+            .skip(skip)
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn stream_head(&self) -> u64 {
+        self.read().stream_head
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! Every state change goes through [`Store::transition`], which applies
 //! [`crate::session::apply`] atomically with respect to other changes of the same session and
-//! appends the change to the session's event history, with who caused it. A call returns only
-//! once the change is durable (for MySQL: committed).
+//! appends the change to the session's event history, with who caused it, and (when the
+//! status changes) to the event stream, numbered in commit order without a gap. A call returns
+//! only once the change is durable (for MySQL: committed).
 //!
 //! Only this module (and its submodules) knows how sessions are stored; only
 //! [`mysql`] knows SQL.
@@ -17,7 +18,7 @@ pub mod mysql;
 
 use std::net::IpAddr;
 
-use protocol::api::{Session, SessionQuery, StartSession};
+use protocol::api::{Event, EventType, Host, Session, SessionQuery, StartSession};
 use protocol::wire::HostFacts;
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
@@ -392,6 +393,42 @@ impl Store {
                 Ok(())
             }
             Self::Mysql(m) => m.set_drained(host, drained, now).await,
+        }
+    }
+
+    /// Appends a host event to the stream (session events are appended by the changes that
+    /// make them, in the same commit).
+    pub async fn append_host_event(
+        &self,
+        kind: EventType,
+        host: &Host,
+        actor: Actor,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.append_host_event(kind, host, actor, at);
+                Ok(())
+            }
+            Self::Mysql(m) => m.append_host_event(kind, host, actor, at).await,
+        }
+    }
+
+    /// The stream's events numbered above `after`, in order, at most `limit`. Numbers are
+    /// consecutive and commit in order, so a reader that has seen `n` has seen every event up
+    /// to `n`.
+    pub async fn stream_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.stream_after(after, limit)),
+            Self::Mysql(m) => m.stream_after(after, limit).await,
+        }
+    }
+
+    /// The number of the stream's last event (0: none yet).
+    pub async fn stream_head(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.stream_head()),
+            Self::Mysql(m) => m.stream_head().await,
         }
     }
 

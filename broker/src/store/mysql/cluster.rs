@@ -178,13 +178,16 @@ impl MysqlStore {
             key.map(|k| k.key.as_str()).into(),
             key.map(|k| k.request.as_str()).into(),
             utc(s.created_at - IDEMPOTENCY_TTL).into(),
+            serde_json::to_string(s)
+                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .into(),
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;

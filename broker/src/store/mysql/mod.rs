@@ -15,6 +15,7 @@
 //! - this file: the store, its connection pool and every call;
 //! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
 //!   brokers, leases;
+//! - [`stream`]: the event stream: host events, and reading it from a number;
 //! - [`schema`]: the versioned migrations and stored procedures, and applying them;
 //! - [`rows`]: sessions to and from rows and parameters.
 //!
@@ -23,6 +24,7 @@
 mod cluster;
 mod rows;
 mod schema;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,7 +35,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{
     Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value,
 };
-use protocol::api::{Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use protocol::api::{
+    EventType, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
 use protocol::wire::HostFacts;
 use protocol::{HostId, SessionId};
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -87,6 +91,14 @@ pub fn mask_url(url: &str) -> String {
         },
         None => format!("{scheme}://{rest}"),
     }
+}
+
+/// Appends a stream event inside the caller's transaction (see `arcade_append_event`).
+const APPEND_EVENT: &str = "CALL arcade_append_event(?, ?, ?, ?, ?, ?)";
+
+/// A stream event's body: the session as it is after the event.
+fn stream_body(s: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 const INSERT_EVENT: &str =
@@ -205,21 +217,29 @@ impl MysqlStore {
             )));
         }
         let mut params = session_values(s);
+        let mut before: Option<SessionStatus> = None;
         for i in 0..2 {
             match events.get(i) {
-                Some((after, event, actor, at)) => params.extend([
-                    (*event).into(),
-                    after.status.as_str().into(),
-                    utc(*at).into(),
-                    actor.as_str().into(),
-                ]),
-                None => params.extend([Value::NULL, Value::NULL, Value::NULL, Value::NULL]),
+                Some((after, event, actor, at)) => {
+                    let kind = (before != Some(after.status))
+                        .then(|| EventType::of_status(after.status).as_str());
+                    before = Some(after.status);
+                    params.extend([
+                        (*event).into(),
+                        after.status.as_str().into(),
+                        utc(*at).into(),
+                        actor.as_str().into(),
+                        kind.into(),
+                        stream_body(after)?.into(),
+                    ]);
+                }
+                None => params.extend(std::iter::repeat_n(Value::NULL, 6)),
             }
         }
         let called = conn
             .exec_drop(
                 "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                 ?, ?, ?, ?, ?, ?, ?, ?)",
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(params),
             )
             .await;
@@ -278,6 +298,19 @@ impl MysqlStore {
         tx.exec_drop(
             INSERT_EVENT,
             event_params(&s.session_id, s, "created", actor, s.created_at),
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.exec_drop(
+            APPEND_EVENT,
+            (
+                utc(s.created_at),
+                EventType::SessionCreated.as_str(),
+                actor.as_str(),
+                s.session_id.as_str(),
+                s.host_id.as_str(),
+                stream_body(s)?,
+            ),
         )
         .await
         .map_err(unavailable)?;
@@ -431,11 +464,16 @@ impl MysqlStore {
                     let mut params = vec![id.as_str().into(), from.as_str().into()];
                     params.extend(changed_values(&s));
                     params.extend([utc(now).into(), event.name().into(), actor.as_str().into()]);
+                    let kind = (s.status != from).then(|| EventType::of_status(s.status).as_str());
+                    params.extend([kind.into(), stream_body(&s)?.into()]);
                     let call = match fence {
-                        None => "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        None => {
+                            "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        }
                         Some(f) => {
                             params.extend([f.host.as_str().into(), f.epoch.into()]);
-                            "CALL arcade_transition_fenced(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                            "CALL arcade_transition_fenced(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                             ?, ?, ?, ?)"
                         }
                     };
                     let answer: Option<(u8, Option<String>)> = conn

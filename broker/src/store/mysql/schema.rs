@@ -105,6 +105,37 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
              ADD COLUMN mem_used_bytes BIGINT UNSIGNED NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        5,
+        "the event stream: gapless sequence, events written with each change",
+        &[
+            "CREATE TABLE IF NOT EXISTS stream_events (
+            seq BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+            at DATETIME(6) NOT NULL,
+            type VARCHAR(32) NOT NULL,
+            actor VARCHAR(16) NOT NULL,
+            session_id VARCHAR(128) NULL,
+            host_id VARCHAR(128) NULL,
+            body MEDIUMTEXT NOT NULL,
+            KEY stream_events_at (at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "CREATE TABLE IF NOT EXISTS stream_seq (
+            id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+            n BIGINT UNSIGNED NOT NULL
+        ) ENGINE=InnoDB",
+            "INSERT IGNORE INTO stream_seq (id, n) VALUES (1, 0)",
+            "DROP PROCEDURE IF EXISTS arcade_append_event",
+            PROC_APPEND_EVENT,
+            "DROP PROCEDURE IF EXISTS arcade_insert_session",
+            PROC_INSERT_SESSION_V5,
+            "DROP PROCEDURE IF EXISTS arcade_transition",
+            PROC_TRANSITION_V5,
+            "DROP PROCEDURE IF EXISTS arcade_transition_fenced",
+            PROC_TRANSITION_FENCED_V5,
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V5,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -303,6 +334,226 @@ BEGIN
     ELSE
         ROLLBACK;
         SELECT 0, v_found;
+    END IF;
+END";
+
+// Migration 5: every change that makes an event appends it, in the change's own transaction,
+// through `arcade_append_event`. Its sequence number comes from one counter row, taken last
+// before the commit: the row's lock orders the events' commits, so the numbers commit in
+// order and without a gap (a rolled-back change gives its number back). An AUTO_INCREMENT
+// would not do: it is assigned at insert, so a reader could see 105 before 104 commits and
+// skip 104. The lock is held only from the append to the commit.
+
+/// Appends one event, numbered next; runs inside its caller's transaction.
+const PROC_APPEND_EVENT: &str = "CREATE PROCEDURE arcade_append_event(
+    IN p_at DATETIME(6),
+    IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+BEGIN
+    UPDATE stream_seq SET n = LAST_INSERT_ID(n + 1) WHERE id = 1;
+    INSERT INTO stream_events (seq, at, type, actor, session_id, host_id, body)
+    VALUES (LAST_INSERT_ID(), p_at, p_type, p_actor, p_session_id, p_host_id, p_body);
+END";
+
+/// `arcade_insert_session` with each event's stream type and body (the session after it).
+const PROC_INSERT_SESSION_V5: &str = "CREATE PROCEDURE arcade_insert_session(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_config VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_port INT UNSIGNED,
+    IN p_pid INT UNSIGNED,
+    IN p_created_at DATETIME(6),
+    IN p_started_at DATETIME(6),
+    IN p_ended_at DATETIME(6),
+    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_exit_code INT,
+    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event_at DATETIME(6),
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2 VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_event2_at DATETIME(6),
+    IN p_actor2 VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_type2 VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body2 MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+BEGIN
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    START TRANSACTION;
+    INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid,
+        created_at, started_at, ended_at, end_reason, exit_code)
+    VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port, p_pid,
+        p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code);
+    INSERT INTO session_events (session_id, at, event, status, actor)
+    VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
+    IF p_event2 IS NOT NULL THEN
+        INSERT INTO session_events (session_id, at, event, status, actor)
+        VALUES (p_session_id, p_event2_at, p_event2, p_event2_status, p_actor2);
+    END IF;
+    CALL arcade_append_event(p_event_at, p_type, p_actor, p_session_id, p_host_id, p_body);
+    IF p_type2 IS NOT NULL THEN
+        CALL arcade_append_event(p_event2_at, p_type2, p_actor2, p_session_id, p_host_id,
+            p_body2);
+    END IF;
+    COMMIT;
+END";
+
+/// `arcade_transition` that also appends the change's stream event (`p_type` NULL: none, the
+/// status did not change).
+const PROC_TRANSITION_V5: &str = "CREATE PROCEDURE arcade_transition(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_port INT UNSIGNED,
+    IN p_pid INT UNSIGNED,
+    IN p_started_at DATETIME(6),
+    IN p_ended_at DATETIME(6),
+    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_exit_code INT,
+    IN p_at DATETIME(6),
+    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+BEGIN
+    DECLARE v_found VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE v_host VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    START TRANSACTION;
+    SELECT status, host_id INTO v_found, v_host FROM sessions
+        WHERE session_id = p_session_id FOR UPDATE;
+    IF v_found = p_from THEN
+        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
+            started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
+            exit_code = p_exit_code
+        WHERE session_id = p_session_id;
+        INSERT INTO session_events (session_id, at, event, status, actor)
+        VALUES (p_session_id, p_at, p_event, p_status, p_actor);
+        IF p_type IS NOT NULL THEN
+            CALL arcade_append_event(p_at, p_type, p_actor, p_session_id, v_host, p_body);
+        END IF;
+        COMMIT;
+        SELECT 1, v_found;
+    ELSE
+        ROLLBACK;
+        SELECT 0, v_found;
+    END IF;
+END";
+
+/// `arcade_transition_fenced` that also appends the change's stream event.
+const PROC_TRANSITION_FENCED_V5: &str = "CREATE PROCEDURE arcade_transition_fenced(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_port INT UNSIGNED,
+    IN p_pid INT UNSIGNED,
+    IN p_started_at DATETIME(6),
+    IN p_ended_at DATETIME(6),
+    IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_exit_code INT,
+    IN p_at DATETIME(6),
+    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_epoch BIGINT UNSIGNED)
+BEGIN
+    DECLARE v_found VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE v_epoch BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    SELECT status INTO v_found FROM sessions WHERE session_id = p_session_id FOR UPDATE;
+    SELECT epoch INTO v_epoch FROM hosts WHERE host_id = p_host_id LOCK IN SHARE MODE;
+    IF v_epoch IS NULL OR v_epoch <> p_epoch THEN
+        ROLLBACK;
+        SELECT 2, v_found;
+    ELSEIF v_found = p_from THEN
+        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
+            started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
+            exit_code = p_exit_code
+        WHERE session_id = p_session_id;
+        INSERT INTO session_events (session_id, at, event, status, actor)
+        VALUES (p_session_id, p_at, p_event, p_status, p_actor);
+        IF p_type IS NOT NULL THEN
+            CALL arcade_append_event(p_at, p_type, p_actor, p_session_id, p_host_id, p_body);
+        END IF;
+        COMMIT;
+        SELECT 1, v_found;
+    ELSE
+        ROLLBACK;
+        SELECT 0, v_found;
+    END IF;
+END";
+
+/// `arcade_claim_session` that also appends `session.created`.
+const PROC_CLAIM_SESSION_V5: &str = "CREATE PROCEDURE arcade_claim_session(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_config VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_created_at DATETIME(6),
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_request TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key_expired DATETIME(6),
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+BEGIN
+    DECLARE v_max INT UNSIGNED DEFAULT NULL;
+    DECLARE v_owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+    DECLARE v_ready BOOLEAN DEFAULT FALSE;
+    DECLARE v_drained BOOLEAN DEFAULT TRUE;
+    DECLARE v_epoch BIGINT UNSIGNED DEFAULT 0;
+    DECLARE v_used INT UNSIGNED DEFAULT 0;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_max = NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    SELECT max_sessions, owner, ready, drained, epoch
+        INTO v_max, v_owner, v_ready, v_drained, v_epoch
+        FROM hosts WHERE host_id = p_host_id FOR UPDATE;
+    IF v_max IS NULL OR v_owner IS NULL OR NOT v_ready OR v_drained THEN
+        ROLLBACK;
+        SELECT 'gone', 0;
+    ELSE
+        SELECT COUNT(*) INTO v_used FROM sessions
+            WHERE host_id = p_host_id AND status IN ('starting', 'running', 'stopping');
+        IF v_used >= v_max THEN
+            ROLLBACK;
+            SELECT 'full', v_epoch;
+        ELSE
+            IF p_key IS NOT NULL THEN
+                DELETE FROM idempotency_keys WHERE idem_key = p_key AND created_at < p_key_expired;
+                INSERT INTO idempotency_keys (idem_key, request, session_id, created_at)
+                VALUES (p_key, p_request, p_session_id, p_created_at);
+            END IF;
+            INSERT INTO sessions (session_id, game_id, mode, config, status, host_id,
+                created_at)
+            VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id,
+                p_created_at);
+            INSERT INTO session_events (session_id, at, event, status, actor)
+            VALUES (p_session_id, p_created_at, 'created', p_status, p_actor);
+            CALL arcade_append_event(p_created_at, 'session.created', p_actor, p_session_id,
+                p_host_id, p_body);
+            COMMIT;
+            SELECT 'new', v_epoch;
+        END IF;
     END IF;
 END";
 

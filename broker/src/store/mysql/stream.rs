@@ -1,0 +1,108 @@
+//! The event stream in MySQL: host events appended on their own, and reading the stream
+//! from a sequence number. Session events are appended by the procedures that record each
+//! change (see `schema`), in the change's transaction.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::TxOpts;
+use protocol::api::{Event, EventType, Host};
+use time::PrimitiveDateTime;
+
+use super::rows::{unavailable, utc};
+use super::{MysqlStore, APPEND_EVENT};
+use crate::session::Actor;
+use crate::store::StoreError;
+
+impl MysqlStore {
+    /// Appends a host event, numbered next, in a transaction of its own.
+    pub(in crate::store) async fn append_host_event(
+        &self,
+        kind: EventType,
+        host: &Host,
+        actor: Actor,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(host).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(unavailable)?;
+            tx.exec_drop(
+                APPEND_EVENT,
+                (
+                    utc(at),
+                    kind.as_str(),
+                    actor.as_str(),
+                    None::<String>,
+                    host.host_id.as_str(),
+                    body,
+                ),
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Events numbered above `after`, in order, at most `limit`.
+    pub(in crate::store) async fn stream_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(
+                u64,
+                PrimitiveDateTime,
+                String,
+                String,
+                Option<String>,
+                String,
+            )> = conn
+                .exec(
+                    "SELECT seq, at, type, actor, session_id, body FROM stream_events \
+                     WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, limit),
+                )
+                .await
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .map(|(id, at, kind, actor, session, body)| {
+                    let bad = |e: serde_json::Error| {
+                        StoreError::Backend(format!("event {id} does not decode: {e}"))
+                    };
+                    let kind = EventType::parse(&kind).unwrap_or(EventType::Unknown);
+                    let (session, host) = match session {
+                        Some(_) => (Some(serde_json::from_str(&body).map_err(bad)?), None),
+                        None => (None, Some(serde_json::from_str(&body).map_err(bad)?)),
+                    };
+                    Ok(Event {
+                        id,
+                        kind,
+                        at: at.assume_utc(),
+                        actor,
+                        session,
+                        host,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// The number of the last event appended (0: none yet).
+    pub(in crate::store) async fn stream_head(&self) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let n: Option<u64> = conn
+                .query_first("SELECT n FROM stream_seq WHERE id = 1")
+                .await
+                .map_err(unavailable)?;
+            Ok(n.unwrap_or(0))
+        })
+        .await
+    }
+}
