@@ -32,6 +32,8 @@ pub enum Action {
     ListHosts,
     /// `POST /v1/hosts/{id}/drain|resume`.
     DrainHosts,
+    /// `GET /v1/events`.
+    ReadEvents,
 }
 
 impl Role {
@@ -42,11 +44,11 @@ impl Role {
             Self::Admin => true,
             Self::Portal => matches!(
                 action,
-                A::StartSession | A::ReadSessions | A::EndSession | A::ListGames
+                A::StartSession | A::ReadSessions | A::EndSession | A::ListGames | A::ReadEvents
             ),
             Self::Provider => matches!(
                 action,
-                A::ReadSessions | A::EndSession | A::ListHosts | A::DrainHosts
+                A::ReadSessions | A::EndSession | A::ListHosts | A::DrainHosts | A::ReadEvents
             ),
         }
     }
@@ -216,6 +218,7 @@ mod tests {
             ListGames,
             ListHosts,
             DrainHosts,
+            ReadEvents,
         ];
         let allowed = |r: Role| {
             all.iter()
@@ -225,11 +228,17 @@ mod tests {
         };
         assert_eq!(
             allowed(Role::Portal),
-            [StartSession, ReadSessions, EndSession, ListGames]
+            [
+                StartSession,
+                ReadSessions,
+                EndSession,
+                ListGames,
+                ReadEvents
+            ]
         );
         assert_eq!(
             allowed(Role::Provider),
-            [ReadSessions, EndSession, ListHosts, DrainHosts]
+            [ReadSessions, EndSession, ListHosts, DrainHosts, ReadEvents]
         );
         assert_eq!(allowed(Role::Admin), all);
     }

@@ -91,6 +91,9 @@ pub enum Error {
     /// Something the broker needs cannot be reached: it is not ready (`GET /readyz`).
     #[error("not ready: the {0} cannot be reached")]
     NotReady(Dependency),
+    /// The broker serves as many event streams as it can.
+    #[error("this broker serves as many event streams as it can; retry shortly or through another broker")]
+    TooManyStreams,
     /// A fault of the broker's own. The text is for the log, never for the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -180,6 +183,7 @@ impl Error {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             Self::StoreUnavailable(_) | Self::HostUnavailable { .. } | Self::NotReady(_) => Some(1),
+            Self::TooManyStreams => Some(5),
             _ => None,
         }
     }

@@ -6,7 +6,8 @@
 //! - [`http`]: the HTTP API (the only module that knows actix-web), its one route table and
 //!   its one error-to-status mapping;
 //! - [`service`]: what the API does: start, end, reads; agents' events; sweeps; its
-//!   [`Error`](error::Error) knows nothing of HTTP;
+//!   [`Error`](error::Error) knows nothing of HTTP; [`events`]: the feed of new events that
+//!   every open event stream follows;
 //! - [`agents`]: agent connections, their handles, and the registry of hosts;
 //!   [`placement`]: the pure choice of a host;
 //! - [`store`]: session records (the only module that knows how they are stored);
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod nats;
 pub mod placement;
@@ -250,6 +252,7 @@ pub async fn run(
     ));
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
+    tracker.spawn(Arc::clone(&service).run_feed(background.clone()));
     if let Some(inbox) = inbox {
         tracker.spawn(Arc::clone(&service).serve_calls(inbox, background.clone()));
         let every = (config.heartbeat_timeout / 4).max(Duration::from_millis(100));
@@ -262,9 +265,12 @@ pub async fn run(
     });
     let handle = server.handle();
     tracing::info!(http = %http_addr, agents = %agent_addr, "arcade-broker ready");
+    let closing = Arc::clone(&service);
     let stopper = tracker.spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: draining HTTP requests");
+        // Event streams never end by themselves: end them, so HTTP can drain.
+        closing.close_streams();
         handle.stop(true).await;
     });
     let served = server.await;

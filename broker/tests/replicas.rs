@@ -271,6 +271,12 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
         .await;
     }
 
+    // Streams of events opened on two replicas, from the first event, live through it all.
+    let mut streams = Vec::new();
+    for i in [1, 2] {
+        streams.push(c.client(i).events(&[], None, None, Some(0)).await.unwrap());
+    }
+
     // 100 concurrent starts round-robin over the replicas against a total capacity of 50.
     let total: u32 = c.capacity.values().sum();
     assert_eq!(total, 50);
@@ -316,6 +322,29 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     }
     let all: Vec<SessionId> = started.iter().map(|s| s.session_id.clone()).collect();
     assert!(processes_of(&all).is_empty(), "an ended game still runs");
+
+    // Each stream told every change through whichever replica made it, once, in the same
+    // order, numbered without a gap.
+    let mut told = Vec::new();
+    for stream in &mut streams {
+        let mut ended = HashSet::new();
+        let mut events = Vec::new();
+        while ended.len() < 50 {
+            let e = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .expect("events from every replica")
+                .unwrap()
+                .unwrap();
+            if e.kind == protocol::api::EventType::SessionEnded {
+                ended.insert(e.session.as_ref().unwrap().session_id.clone());
+            }
+            events.push((e.id, e.kind, e.session.map(|s| (s.session_id, s.status))));
+        }
+        let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+        assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+        told.push(events);
+    }
+    assert_eq!(told[0], told[1], "two replicas told different stories");
 
     // A start retried with the same Idempotency-Key through another replica answers the same
     // session and starts nothing.

@@ -16,14 +16,15 @@
 use std::time::Duration;
 
 use protocol::api::{
-    BrokerList, ErrorBody, ErrorCode, GameList, Health, Host, HostList, Session, SessionList,
-    SessionQuery, StartSession,
+    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, Session,
+    SessionList, SessionQuery, StartSession,
 };
 use protocol::{HostId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
+use crate::events::EventStream;
 use crate::serde_name;
 
 /// How long to wait for the TCP connection to the broker.
@@ -31,6 +32,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole call may take, answer included. Generous, because a start waits for the
 /// game's launch and an end for its processes to be gone.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an event stream may stay open (it is reconnected past this).
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The header that makes a start idempotent.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// How much of an unexpected answer's body [`ClientError::UnexpectedStatus`] keeps, in chars.
@@ -51,6 +54,9 @@ pub enum ClientError {
         /// Seconds to wait before trying again, from `Retry-After` (sent with `no_capacity`).
         retry_after: Option<u64>,
     },
+    /// An event stream broke off or carried something that is not Server-Sent Events.
+    #[error("the event stream broke: {0}")]
+    Stream(String),
     /// The broker (or whatever answered at the URL) sent an error status whose body is not the
     /// API's error shape.
     #[error("{}", unexpected_message(*status, body))]
@@ -327,6 +333,51 @@ impl Client {
     /// `GET /v1/games`: the games online hosts offer, ordered by id.
     pub async fn games(&self) -> Result<GameList, ClientError> {
         self.call(Method::GET, "/v1/games", |r| r).await
+    }
+
+    /// `GET /v1/events`: the event stream, from the event after `after` (a previous stream's
+    /// [`last_event_id`](EventStream::last_event_id)) or, with `None`, from now on; only
+    /// `types` (all when empty) of `session` or `host` when given. Needs the `portal`,
+    /// `provider` or `admin` role. The stream has no deadline; the connection does.
+    pub async fn events(
+        &self,
+        types: &[EventType],
+        session: Option<&SessionId>,
+        host: Option<&HostId>,
+        after: Option<u64>,
+    ) -> Result<EventStream, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if !types.is_empty() {
+            let t: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+            query.push(("types", t.join(",")));
+        }
+        if let Some(s) = session {
+            query.push(("session_id", s.to_string()));
+        }
+        if let Some(h) = host {
+            query.push(("host_id", h.to_string()));
+        }
+        let mut request = self
+            .http
+            .get(format!("{}/v1/events", self.base_url))
+            .query(&query)
+            // A stream lasts as long as it is read.
+            .timeout(STREAM_TIMEOUT);
+        if let Some(a) = after {
+            request = request.header("Last-Event-ID", a.to_string());
+        }
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let body = response.bytes().await.map_err(|e| self.transport(e))?;
+            return Err(error_answer(status, retry_after, &body));
+        }
+        Ok(EventStream::new(response, after))
     }
 
     /// `GET /healthz`: whether the broker answers. Needs no API key.

@@ -30,6 +30,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod events;
 
 #[cfg(test)]
 mod test_server;

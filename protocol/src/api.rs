@@ -335,6 +335,8 @@ pub enum ErrorCode {
     Internal,
     /// 503 (`GET /readyz`): the replicas' NATS cannot be reached.
     NatsUnavailable,
+    /// 503 (`GET /v1/events`): the broker serves as many event streams as it can.
+    TooManyStreams,
     /// A code this client does not know yet (a newer broker's): decoding an error never fails
     /// on its code. Brokers never send it.
     #[serde(other)]

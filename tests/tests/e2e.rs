@@ -1519,3 +1519,110 @@ async fn resource_limits_are_applied_or_the_launch_fails_saying_why() {
         }
     }
 }
+
+mod events {
+    use super::*;
+    use portal_client::events::EventStream;
+    use protocol::api::{Event, EventType as T};
+
+    async fn next(s: &mut EventStream) -> Event {
+        tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream is open")
+            .expect("an event")
+    }
+
+    /// The stream as a portal reads it: every change of sessions and hosts, in order, with the
+    /// session or host as it is after it; filters; and a reconnect with `Last-Event-ID` that
+    /// gets exactly what it missed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_tells_every_change_once_in_order_and_resumes() {
+        let broker = TestBroker::start().await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let mut all = client.events(&[], None, None, Some(0)).await.unwrap();
+        let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("ev-1")).await;
+        let host = HostId::new("ev-1").unwrap();
+        let online = next(&mut all).await;
+        assert_eq!((online.id, online.kind), (1, T::HostOnline));
+        assert_eq!(online.actor, "agent");
+        assert_eq!(online.host.as_ref().unwrap().status, HostStatus::Online);
+
+        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let created = next(&mut all).await;
+        let running = next(&mut all).await;
+        assert_eq!(
+            (created.kind, running.kind),
+            (T::SessionCreated, T::SessionRunning)
+        );
+        assert_eq!(
+            created.session.as_ref().unwrap().status,
+            SessionStatus::Starting
+        );
+        assert_eq!(running.session.as_ref().unwrap().pid, s.pid);
+        assert_eq!((created.id, running.id), (2, 3));
+
+        client.drain_host(&host).await.unwrap();
+        client.resume_host(&host).await.unwrap();
+        let drained = next(&mut all).await;
+        let resumed = next(&mut all).await;
+        assert_eq!(
+            (drained.kind, resumed.kind),
+            (T::HostDraining, T::HostResumed)
+        );
+        assert_eq!(drained.host.as_ref().unwrap().status, HostStatus::Draining);
+
+        // Only session ends, opened from now on.
+        let mut ends = client
+            .events(&[T::SessionEnded], None, None, None)
+            .await
+            .unwrap();
+        let mut this_session = client
+            .events(&[], Some(&s.session_id), None, Some(0))
+            .await
+            .unwrap();
+        client.end_session(&s.session_id).await.unwrap();
+        let (stopping, ended) = (next(&mut all).await, next(&mut all).await);
+        assert_eq!(
+            (stopping.kind, ended.kind),
+            (T::SessionStopping, T::SessionEnded)
+        );
+        assert_eq!(ended.session.as_ref().unwrap().status, SessionStatus::Ended);
+        assert_eq!(next(&mut ends).await.id, ended.id);
+        let mine: Vec<T> = [
+            next(&mut this_session).await,
+            next(&mut this_session).await,
+            next(&mut this_session).await,
+            next(&mut this_session).await,
+        ]
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+        assert_eq!(
+            mine,
+            [
+                T::SessionCreated,
+                T::SessionRunning,
+                T::SessionStopping,
+                T::SessionEnded
+            ]
+        );
+
+        // A reconnect after event 3 gets 4, 5, ... exactly once, then live ones.
+        let mut again = client.events(&[], None, None, Some(3)).await.unwrap();
+        for want in 4..=ended.id {
+            assert_eq!(next(&mut again).await.id, want);
+        }
+        assert_eq!(again.last_event_id(), Some(ended.id));
+        agent.stop().await;
+        let offline = next(&mut again).await;
+        assert_eq!((offline.id, offline.kind), (ended.id + 1, T::HostOffline));
+        assert_eq!(next(&mut all).await.id, offline.id);
+
+        // What a bad request looks like.
+        match client.events(&[T::Unknown], None, None, None).await {
+            Err(ClientError::Api { status: 400, .. }) => {}
+            other => panic!("an unknown type: {other:?}"),
+        }
+    }
+}

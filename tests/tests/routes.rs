@@ -43,6 +43,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/hosts/{id}/drain", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/resume", &["provider", "admin"]),
     ("GET", "/v1/brokers", &["provider", "admin"]),
+    ("GET", "/v1/events", &["portal", "provider", "admin"]),
     ("GET", "/v1/games", &["portal", "admin"]),
     ("GET", "/IP", &["portal", "admin"]),
     ("GET", "/End", &["portal", "provider", "admin"]),
@@ -97,9 +98,18 @@ async fn raw(
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         conn.write_all(head.as_bytes()).await.unwrap();
+        // To the end, but an event stream has none: its head is the answer.
         let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await.unwrap();
-        answer
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            let streaming = text.contains("\r\n\r\n") && text.contains("text/event-stream");
+            if n == 0 || streaming {
+                return answer;
+            }
+        }
     };
     let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
         .await

@@ -250,14 +250,12 @@ impl Connection {
         }
         let epoch = self.registry.disconnect(&host, conn_id);
         tracing::info!(peer = %self.peer, %host, "agent disconnected");
-        if epoch.is_some() {
-            let gone = HostEvent::Disconnected {
-                host_id: host,
-                epoch,
-            };
-            // At shutdown nobody listens any more: the next owner's claim fences this one.
-            let _ = self.events.send(gone).await;
-        }
+        let gone = HostEvent::Disconnected {
+            host_id: host,
+            epoch,
+        };
+        // At shutdown nobody listens any more: the next owner's claim fences this one.
+        let _ = self.events.send(gone).await;
     }
 
     /// Tells the agent why it is refused (within the handshake's deadline) and logs it.

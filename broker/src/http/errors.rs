@@ -96,6 +96,7 @@ impl ApiError {
             Self::Service(Error::NotReady(Dependency::Nats)) => {
                 (S::SERVICE_UNAVAILABLE, C::NatsUnavailable)
             }
+            Self::Service(Error::TooManyStreams) => (S::SERVICE_UNAVAILABLE, C::TooManyStreams),
             Self::Service(Error::LaunchTimeout { .. }) => (S::GATEWAY_TIMEOUT, C::LaunchTimeout),
         }
     }

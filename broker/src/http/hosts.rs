@@ -1,6 +1,6 @@
 //! `/v1/hosts`: list, drain, resume.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::api;
 
 use super::errors::ApiError;
@@ -24,15 +24,21 @@ pub async fn brokers(svc: web::Data<Service>) -> Result<HttpResponse, ApiError> 
 /// `POST /v1/hosts/{id}/drain`: the host takes no new session; its running ones go on.
 pub async fn drain(
     svc: web::Data<Service>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.set_draining(&extract::host_id(&id)?, true).await?))
+    let host = extract::host_id(&id)?;
+    let h = svc.set_draining(&host, true, extract::actor(&req)).await?;
+    Ok(HttpResponse::Ok().json(h))
 }
 
 /// `POST /v1/hosts/{id}/resume`.
 pub async fn resume(
     svc: web::Data<Service>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.set_draining(&extract::host_id(&id)?, false).await?))
+    let host = extract::host_id(&id)?;
+    let h = svc.set_draining(&host, false, extract::actor(&req)).await?;
+    Ok(HttpResponse::Ok().json(h))
 }

@@ -10,6 +10,7 @@
 //!   and encodes its answer.
 
 pub mod errors;
+mod events;
 pub mod extract;
 mod games;
 mod hosts;

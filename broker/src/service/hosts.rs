@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{self, HostStatus};
+use protocol::api::{self, EventType, HostStatus};
 use protocol::HostId;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use super::Service;
 use crate::agents::registry::games_on_offer;
 use crate::error::Error;
 use crate::placement::HostView;
+use crate::session::Actor;
 use crate::store::{Fence, HostLoad, SharedHost};
 
 /// A replica silent this long drops from `GET /v1/brokers`.
@@ -109,7 +110,23 @@ impl Service {
 
     /// Drains or resumes a host; the flag is recorded, so it survives restarts (and with
     /// replicas, every replica's placement reads it).
-    pub async fn set_draining(&self, host: &HostId, draining: bool) -> Result<api::Host, Error> {
+    pub async fn set_draining(
+        &self,
+        host: &HostId,
+        draining: bool,
+        actor: Actor,
+    ) -> Result<api::Host, Error> {
+        let h = self.drain_or_resume(host, draining).await?;
+        let kind = if draining {
+            EventType::HostDraining
+        } else {
+            EventType::HostResumed
+        };
+        self.host_event(host, kind, actor).await;
+        Ok(h)
+    }
+
+    async fn drain_or_resume(&self, host: &HostId, draining: bool) -> Result<api::Host, Error> {
         let known = match self.shared().await? {
             Some(shared) => shared.iter().any(|h| &h.record.host_id == host),
             None => self.registry.knows(host),

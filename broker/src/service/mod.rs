@@ -13,6 +13,7 @@
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
+//! - [`stream`]: a client's stream of events, and the host events;
 //! - [`hosts`]: hosts, games and brokers, as this broker holds them or replicas share them;
 //! - [`route`]: where a host's agent is — here or on another replica — the one place that
 //!   decides; [`remote`]: calls between replicas, over NATS.
@@ -28,9 +29,11 @@ mod reconcile;
 mod remote;
 mod route;
 mod start;
+mod stream;
 mod sweep;
 
 pub use remote::Replicas;
+pub use stream::EventQuery;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,18 +43,27 @@ use protocol::api::{Session, SessionQuery, SessionStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::Registry;
 use crate::error::{Dependency, Error};
+use crate::events::Feed;
 use crate::session::{Actor, SessionEvent};
 use crate::store::{EventRecord, Fence, Page, Store, StoreError};
 use inflight::InFlight;
 
 /// Session changes buffered for waiters; a waiter that falls behind re-reads the store.
 const CHANGE_QUEUE: usize = 1024;
+/// Event streams (`GET /v1/events`) open at once, at most.
+pub const MAX_STREAMS: usize = 1024;
+/// How often the event feed reads the store without being woken: other replicas' events
+/// reach this broker's streams within this.
+const FEED_POLL_REPLICAS: Duration = Duration::from_millis(200);
+/// The same alone, where every change wakes the feed (a safety net only).
+const FEED_POLL_ALONE: Duration = Duration::from_secs(1);
 /// How often a waiter re-reads a session that another replica may change.
 const REPLICA_POLL: Duration = Duration::from_millis(100);
 
@@ -82,6 +94,12 @@ pub struct Service {
     /// With replicas: placement's view of the shared hosts.
     shared_view: claim::SharedView,
     changes: broadcast::Sender<SessionId>,
+    /// New events, for the open streams.
+    feed: Feed,
+    /// Streams open at once, at most [`MAX_STREAMS`].
+    streams: Arc<Semaphore>,
+    /// Fired when the broker starts to stop: open streams end.
+    closing: CancellationToken,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -107,6 +125,9 @@ impl Service {
             inflight: InFlight::default(),
             shared_view: claim::SharedView::default(),
             changes: broadcast::channel(CHANGE_QUEUE).0,
+            feed: Feed::default(),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            closing: CancellationToken::new(),
             tasks,
             runtime: Handle::current(),
         })
@@ -176,6 +197,22 @@ impl Service {
         }
         tracing::debug!(session = %s.session_id, status = %s.status, ?event, "session changed");
         let _ = self.changes.send(s.session_id.clone());
+        self.feed.wake();
+    }
+
+    /// Feeds the open event streams until `shutdown` fires.
+    pub async fn run_feed(self: Arc<Self>, shutdown: CancellationToken) {
+        let poll = match self.replicas {
+            Some(_) => FEED_POLL_REPLICAS,
+            None => FEED_POLL_ALONE,
+        };
+        self.feed.run(&self.store, poll, shutdown).await;
+    }
+
+    /// Ends the open event streams (the broker stops; their clients reconnect elsewhere with
+    /// their `Last-Event-ID`).
+    pub fn close_streams(&self) {
+        self.closing.cancel();
     }
 
     /// One session.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use protocol::api::{Session, SessionStatus};
+use protocol::api::{EventType, Session, SessionStatus};
 use protocol::wire::{ExitStatus, ExitedGame, HostFacts, RunningGame};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
@@ -98,21 +98,9 @@ impl Service {
                     running,
                     exited,
                 } => self.registered(&host_id, &facts, &running, &exited).await,
-                HostEvent::Disconnected {
-                    host_id,
-                    epoch: Some(epoch),
-                } => {
-                    if let Some(r) = &self.replicas {
-                        let fence = Fence {
-                            host: host_id,
-                            epoch,
-                        };
-                        if let Err(e) = r.db.disown_host(&fence).await {
-                            tracing::warn!(host = %fence.host, error = %e, "cannot record that the host left");
-                        }
-                    }
+                HostEvent::Disconnected { host_id, epoch } => {
+                    self.disconnected(&host_id, epoch).await;
                 }
-                HostEvent::Disconnected { epoch: None, .. } => {}
             }
         }
     }
@@ -137,6 +125,8 @@ impl Service {
             }
             self.reconcile(host, running, exited).await;
             self.registry.mark_ready(host);
+            self.host_event(host, EventType::HostOnline, Actor::Agent)
+                .await;
             return;
         };
         let epoch = match r.db.own_host(host, &self.settings.broker_id, facts).await {
@@ -155,10 +145,39 @@ impl Service {
             epoch,
         };
         match r.db.host_ready(&fence).await {
-            Ok(true) => self.registry.mark_ready(host),
+            Ok(true) => {
+                self.registry.mark_ready(host);
+                self.host_event(host, EventType::HostOnline, Actor::Agent)
+                    .await;
+            }
             Ok(false) => tracing::info!(%host, "the host moved on during its reconcile"),
             Err(e) => tracing::error!(%host, error = %e, "cannot record the host ready"),
         }
+    }
+
+    /// A host's connection here is gone: with replicas, it is released unless a newer
+    /// connection (through any replica) holds it already; either way, unless the host has
+    /// moved on, it is offline from now.
+    async fn disconnected(&self, host: &HostId, epoch: Option<u64>) {
+        if let (Some(r), Some(epoch)) = (&self.replicas, epoch) {
+            let fence = Fence {
+                host: host.clone(),
+                epoch,
+            };
+            match r.db.disown_host(&fence).await {
+                Ok(true) => {}
+                Ok(false) => return, // Held elsewhere already.
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "cannot record that the host left");
+                    return;
+                }
+            }
+        } else if self.replicas.is_some() {
+            // Never held here (its handshake could not be recorded).
+            return;
+        }
+        self.host_event(host, EventType::HostOffline, Actor::Agent)
+            .await;
     }
 
     async fn on_exited(&self, host: &HostId, id: &SessionId, status: ExitStatus) {

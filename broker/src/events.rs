@@ -1,0 +1,93 @@
+//! The event feed: the one reader of the store's event stream that tells every open stream
+//! (`GET /v1/events`) of new events, so a hundred clients cost one read per change, not a
+//! hundred.
+//!
+//! Events are numbered by the store, in commit order and without a gap
+//! ([`Store::stream_after`]); the feed reads them in that order and broadcasts each once. It
+//! reads when this broker has recorded a change ([`Feed::wake`]) and every `poll` (other
+//! replicas' changes). A stream that falls behind the broadcast, or sees a number jump, reads
+//! the store itself, so nothing is missed or repeated. This module knows nothing of HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::Event;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Events buffered for streams; a stream that falls further behind reads the store.
+const FEED_QUEUE: usize = 1024;
+/// Events read from the store at once.
+pub const PAGE: u32 = 500;
+
+/// New events, for every open stream.
+#[derive(Debug)]
+pub struct Feed {
+    tx: broadcast::Sender<Arc<Event>>,
+    wake: Notify,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(FEED_QUEUE).0,
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Feed {
+    /// Says the store has new events (a change was recorded here).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// New events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Reads new events from `store` and broadcasts them, when woken and every `poll`, until
+    /// `shutdown` fires.
+    pub async fn run(&self, store: &Store, poll: Duration, shutdown: CancellationToken) {
+        let mut last = loop {
+            match store.stream_head().await {
+                Ok(head) => break head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event feed: cannot read the stream's head");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+            loop {
+                let page = match store.stream_after(last, PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event feed: cannot read the stream");
+                        break;
+                    }
+                };
+                let full = page.len() == PAGE as usize;
+                for e in page {
+                    last = e.id;
+                    // Nobody listening is fine.
+                    let _ = self.tx.send(Arc::new(e));
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `GET /v1/events`: the event stream as Server-Sent Events.
+//!
+//! Each event is `id:` (its number), `event:` (its type) and `data:` (the event as JSON). A
+//! client that reconnects with `Last-Event-ID` (or `?after=`) gets every event after that
+//! number, then live ones. A comment every [`KEEP_ALIVE`] keeps proxies from closing an idle
+//! stream.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use protocol::api::{Event, EventType};
+use serde::Deserialize;
+
+use super::errors::ApiError;
+use super::extract;
+use crate::service::{EventQuery, Service};
+
+/// How often an idle stream gets a comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The query of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Comma-separated types.
+    types: Option<String>,
+    session_id: Option<String>,
+    host_id: Option<String>,
+    /// Events after this number (as `Last-Event-ID`, which wins).
+    after: Option<u64>,
+}
+
+/// The filters and starting point of a request.
+fn query(req: &HttpRequest, p: Params) -> Result<EventQuery, ApiError> {
+    let types = p
+        .types
+        .map(|t| {
+            t.split(',')
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    EventType::parse(t).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "unknown event type {:?}; types: {}",
+                            t.chars().take(64).collect::<String>(),
+                            EventType::ALL.map(EventType::as_str).join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let last_event_id = req
+        .headers()
+        .get("Last-Event-ID")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID must be an event's id".into()))
+        })
+        .transpose()?;
+    Ok(EventQuery {
+        types,
+        session_id: p
+            .session_id
+            .as_deref()
+            .map(extract::session_id)
+            .transpose()?,
+        host_id: p.host_id.as_deref().map(extract::host_id).transpose()?,
+        after: last_event_id.or(p.after),
+    })
+}
+
+/// One event as Server-Sent Events lines.
+fn frame(e: &Event) -> Bytes {
+    // JSON has no raw newline, so `data:` is one line.
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", e.id, e.kind))
+}
+
+/// `GET /v1/events[?types=T,...][&session_id=][&host_id=][&after=ID]`.
+pub async fn stream(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query(&req, params.into_inner())?;
+    let events = svc.into_inner().event_stream(q).await?;
+    let start = tokio::time::Instant::now() + KEEP_ALIVE;
+    // First, how long a client waits before it reconnects (with its Last-Event-ID).
+    let retry = futures::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Bytes::from_static(b"retry: 1000\n\n"))
+    });
+    let events = futures::stream::unfold(
+        (events, tokio::time::interval_at(start, KEEP_ALIVE)),
+        |(mut events, mut tick)| async move {
+            let chunk = tokio::select! {
+                e = events.recv() => frame(e?.as_ref()),
+                _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok::<_, std::convert::Infallible>(chunk), (events, tick)))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures::StreamExt::chain(retry, events)))
+}
