@@ -12,13 +12,15 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::api::{
-    Game, Host, HostStatus, Session, SessionQuery, SessionStatus, StartSession, MAX_LIST_LIMIT,
+    EventType, Game, Host, HostStatus, Session, SessionQuery, SessionStatus, StartSession,
+    MAX_LIST_LIMIT,
 };
 use protocol::{GameId, HostId, IdError, SessionId};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::client::{Client, ClientError};
+use crate::follow::{follow, Follow};
 use crate::serde_name;
 
 /// The broker's URL when neither `--url` nor `ARCADE_URL` is given.
@@ -111,6 +113,25 @@ pub enum Command {
     },
     /// List the games online hosts offer.
     Games,
+    /// Follow the event stream: a line per event (JSON lines with --json), reconnecting
+    /// after a break without missing or repeating one.
+    Events {
+        /// Only these types (`session.ended,host.offline`, ...).
+        #[arg(long, value_name = "T,...", value_delimiter = ',')]
+        types: Vec<String>,
+        /// Only this session's.
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Only this host's.
+        #[arg(long, value_name = "H")]
+        host: Option<String>,
+        /// From the event after this id (default: from now on).
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+        /// Exit after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
 }
 
 /// A session state, as given to `arcade sessions --status`.
@@ -167,6 +188,9 @@ pub enum CliError {
     /// The answer could not be turned into JSON.
     #[error("cannot format the answer as JSON")]
     Json(#[source] serde_json::Error),
+    /// `arcade events --types` names a type the broker does not send.
+    #[error("unknown event type {0:?}; types: session.created, session.running, session.stopping, session.ended, session.failed, session.lost, host.online, host.offline, host.draining, host.resumed")]
+    UnknownEventType(String),
 }
 
 impl CliError {
@@ -203,14 +227,37 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
         None => None,
     };
     let client = Client::with_ca(&cli.url, api_key, ca.as_deref())?;
-    let text = execute(&client, cli.command, cli.json).await?;
-    out.write_all(text.as_bytes()).map_err(CliError::Output)?;
-    out.flush().map_err(CliError::Output)
+    execute(&client, cli.command, cli.json, out).await
 }
 
-/// Runs one command and returns what to print.
-async fn execute(client: &Client, command: Command, json: bool) -> Result<String, CliError> {
-    match command {
+/// Runs one command and writes what it answers to `out`.
+async fn execute(
+    client: &Client,
+    command: Command,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let text = match command {
+        Command::Events {
+            types,
+            session,
+            host,
+            after,
+            count,
+        } => {
+            let types = types
+                .iter()
+                .map(|t| EventType::parse(t).ok_or_else(|| CliError::UnknownEventType(t.clone())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let f = Follow {
+                types,
+                session: session.map(SessionId::new).transpose()?,
+                host: host.map(HostId::new).transpose()?,
+                after,
+                count,
+            };
+            return follow(client, f, json, out).await;
+        }
         Command::Start { game, mode, config } => {
             let request = StartSession {
                 game_id: GameId::new(game)?,
@@ -268,7 +315,9 @@ async fn execute(client: &Client, command: Command, json: bool) -> Result<String
             let list = client.games().await?;
             render(json, &list, |l| games_table(&l.games))
         }
-    }
+    }?;
+    out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+    out.flush().map_err(CliError::Output)
 }
 
 /// `value` as pretty JSON with `--json`, else as `text` makes it.

@@ -6,7 +6,8 @@
 //!   else, or could not be reached.
 //! - [`cli`]: the `arcade` command line (`arcade [--url URL] [--api-key KEY] [--json] COMMAND`),
 //!   as a library so it can be tested; `src/main.rs` only parses the arguments and calls
-//!   [`cli::run`].
+//!   [`cli::run`]; [`follow`]: `arcade events`, following the event stream.
+//! - [`events`]: reading `GET /v1/events` (a Server-Sent Events parser).
 //!
 //! ```no_run
 //! use portal_client::Client;
@@ -31,6 +32,7 @@
 pub mod cli;
 pub mod client;
 pub mod events;
+pub mod follow;
 
 #[cfg(test)]
 mod test_server;

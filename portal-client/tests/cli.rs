@@ -130,3 +130,65 @@ async fn an_unreachable_broker_is_one_clear_line() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcade_events_follows_the_stream() {
+    use protocol::api::{Event, EventType};
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-e")).await;
+    let url = broker.url.clone();
+    wait_until("the agent is online", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { arcade(&url, &["hosts"]).await.stdout.contains("online") }
+    })
+    .await;
+    // Following from the first event, only session types, two of them, as JSON lines.
+    let follower = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let args = [
+                "events",
+                "--after",
+                "0",
+                "--types",
+                "session.created,session.running",
+                "--count",
+                "2",
+                "--json",
+            ];
+            tokio::time::timeout(Duration::from_secs(20), arcade(&url, &args))
+                .await
+                .expect("arcade events exits after --count events")
+        }
+    });
+    let started = arcade(&url, &["start", "sleeper", "--json"]).await;
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let s: Session = serde_json::from_str(&started.stdout).unwrap();
+    let out = follower.await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events: Vec<Event> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventType::SessionCreated, EventType::SessionRunning]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.session.as_ref().unwrap().session_id == s.session_id));
+
+    // For people: a line per event, from the first.
+    let text = arcade(&url, &["events", "--after", "0", "--count", "1"]).await;
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.starts_with("1 ") && text.stdout.contains("host.online host-e online by agent"),
+        "{}",
+        text.stdout
+    );
+    let bad = arcade(&url, &["events", "--types", "session.teleported"]).await;
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("unknown event type"), "{}", bad.stderr);
+}
