@@ -22,10 +22,27 @@ const FEED_QUEUE: usize = 1024;
 /// Events read from the store at once.
 pub const PAGE: u32 = 500;
 
+/// An event with its JSON, written once for every stream that sends it.
+#[derive(Debug)]
+pub struct Fed {
+    /// The event.
+    pub event: Event,
+    /// The event as JSON (one line: JSON has no raw newline).
+    pub json: String,
+}
+
+impl Fed {
+    /// `e`, with its JSON.
+    pub fn new(event: Event) -> Arc<Self> {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        Arc::new(Self { event, json })
+    }
+}
+
 /// New events, for every open stream.
 #[derive(Debug)]
 pub struct Feed {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Fed>>,
     wake: Notify,
 }
 
@@ -45,7 +62,7 @@ impl Feed {
     }
 
     /// New events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Fed>> {
         self.tx.subscribe()
     }
 
@@ -82,7 +99,7 @@ impl Feed {
                 for e in page {
                     last = e.id;
                     // Nobody listening is fine.
-                    let _ = self.tx.send(Arc::new(e));
+                    let _ = self.tx.send(Fed::new(e));
                 }
                 if !full {
                     break;

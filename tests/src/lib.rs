@@ -86,6 +86,8 @@ pub struct BrokerOptions {
     pub shutdown_grace: Duration,
     /// `--nats-url`s.
     pub nats_urls: Vec<String>,
+    /// `--workers` (HTTP worker threads); 1 by default in tests.
+    pub workers: usize,
 }
 
 impl Default for BrokerOptions {
@@ -102,6 +104,7 @@ impl Default for BrokerOptions {
             http_tls: None,
             shutdown_grace: Duration::from_secs(30),
             nats_urls: Vec::new(),
+            workers: 1,
         }
     }
 }
@@ -147,7 +150,7 @@ impl TestBroker {
             .iter()
             .map(|k| k.parse().expect("API key"))
             .collect();
-        config.workers = 1;
+        config.workers = opts.workers;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             config,

@@ -91,6 +91,19 @@ fn pairs_smoke_against_mariadb_completes_with_sane_figures() {
 }
 
 #[test]
+fn events_smoke_completes_with_sane_figures() {
+    let out = smoke(&["events", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "start, 5 streams open",
+            "game exit to session.ended on a stream",
+            "errors: 0",
+        ],
+    );
+}
+
+#[test]
 fn replicas_smoke_completes_with_sane_figures() {
     if tests::mariadb::server_program().is_none() || tests::nats::server_program().is_none() {
         assert!(

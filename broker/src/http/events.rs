@@ -10,11 +10,12 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use protocol::api::{Event, EventType};
+use protocol::api::EventType;
 use serde::Deserialize;
 
 use super::errors::ApiError;
 use super::extract;
+use crate::events::Fed;
 use crate::service::{EventQuery, Service};
 
 /// How often an idle stream gets a comment.
@@ -74,10 +75,10 @@ fn query(req: &HttpRequest, p: Params) -> Result<EventQuery, ApiError> {
 }
 
 /// One event as Server-Sent Events lines.
-fn frame(e: &Event) -> Bytes {
+fn frame(f: &Fed) -> String {
     // JSON has no raw newline, so `data:` is one line.
-    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-    Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", e.id, e.kind))
+    let e = &f.event;
+    format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.kind, f.json)
 }
 
 /// `GET /v1/events[?types=T,...][&session_id=][&host_id=][&after=ID]`.
@@ -97,7 +98,14 @@ pub async fn stream(
         (events, tokio::time::interval_at(start, KEEP_ALIVE)),
         |(mut events, mut tick)| async move {
             let chunk = tokio::select! {
-                e = events.recv() => frame(e?.as_ref()),
+                f = events.recv() => {
+                    // With whatever else is ready: one write for several events.
+                    let mut chunk = frame(f?.as_ref());
+                    while let Ok(f) = events.try_recv() {
+                        chunk.push_str(&frame(&f));
+                    }
+                    Bytes::from(chunk)
+                }
                 _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
             };
             Some((Ok::<_, std::convert::Infallible>(chunk), (events, tick)))

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Service;
 use crate::error::Error;
-use crate::events::PAGE;
+use crate::events::{Fed, PAGE};
 use crate::session::Actor;
 
 /// Events queued per stream for its client.
@@ -65,7 +65,7 @@ impl Service {
     pub async fn event_stream(
         self: &Arc<Self>,
         q: EventQuery,
-    ) -> Result<mpsc::Receiver<Arc<Event>>, Error> {
+    ) -> Result<mpsc::Receiver<Arc<Fed>>, Error> {
         let permit = Arc::clone(&self.streams)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyStreams)?;
@@ -91,8 +91,8 @@ impl Service {
         &self,
         q: EventQuery,
         mut last: u64,
-        mut live: broadcast::Receiver<Arc<Event>>,
-        tx: mpsc::Sender<Arc<Event>>,
+        mut live: broadcast::Receiver<Arc<Fed>>,
+        tx: mpsc::Sender<Arc<Fed>>,
     ) {
         if let Next::Stop = self.catch_up(&q, &mut last, &tx).await {
             return;
@@ -104,10 +104,10 @@ impl Service {
                 e = live.recv() => e,
             };
             let step = match next {
-                Ok(e) if e.id <= last => Next::Go,
-                Ok(e) if e.id == last + 1 => {
-                    last = e.id;
-                    if q.matches(&e) && tx.send(e).await.is_err() {
+                Ok(f) if f.event.id <= last => Next::Go,
+                Ok(f) if f.event.id == last + 1 => {
+                    last = f.event.id;
+                    if q.matches(&f.event) && tx.send(f).await.is_err() {
                         Next::Stop
                     } else {
                         Next::Go
@@ -126,12 +126,7 @@ impl Service {
     }
 
     /// Sends what the store has after `last`, in order.
-    async fn catch_up(
-        &self,
-        q: &EventQuery,
-        last: &mut u64,
-        tx: &mpsc::Sender<Arc<Event>>,
-    ) -> Next {
+    async fn catch_up(&self, q: &EventQuery, last: &mut u64, tx: &mpsc::Sender<Arc<Fed>>) -> Next {
         loop {
             let page = match self.store.stream_after(*last, PAGE).await {
                 Ok(p) => p,
@@ -144,7 +139,7 @@ impl Service {
             let full = page.len() == PAGE as usize;
             for e in page {
                 *last = e.id;
-                if q.matches(&e) && tx.send(Arc::new(e)).await.is_err() {
+                if q.matches(&e) && tx.send(Fed::new(e)).await.is_err() {
                     return Next::Stop;
                 }
             }

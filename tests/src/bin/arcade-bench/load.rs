@@ -153,6 +153,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The start request of the benchmarks' game.
+pub fn bench_start() -> StartSession {
+    StartSession {
+        game_id: GameId::new("bench").expect("a valid game id"),
+        mode: None,
+        config: None,
+    }
+}
+
 /// A client of the start+end loop ([`timed_pairs`]).
 pub enum PairClient {
     /// Through the `portal-client` crate, with its start request.
@@ -164,12 +173,7 @@ pub enum PairClient {
 impl PairClient {
     /// Through `client`.
     pub fn portal(client: Client) -> Self {
-        let req = StartSession {
-            game_id: GameId::new("bench").expect("a valid game id"),
-            mode: None,
-            config: None,
-        };
-        Self::Portal(client, req)
+        Self::Portal(client, bench_start())
     }
 
     /// Starts the game `bench`.

@@ -7,6 +7,8 @@
 //!   the real protocol over real sockets, heartbeating every second; see [`scale`].
 //! - `arcade-bench replicas`: start and end latency through the host's replica and through
 //!   another, and pairs/s with one and three replicas, on MariaDB and NATS; see [`replicas`].
+//! - `arcade-bench events`: start p50 with and without 100 event streams open, and a game's
+//!   exit to its `session.ended` on a stream; see [`events`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -14,6 +16,7 @@
 //! numbers. CI runs the smokes (`tests/tests/bench_smoke.rs`); they assert nothing about speed.
 //! BENCHMARKS.md has the commands, the figures and the machine.
 
+mod events;
 mod idle;
 mod load;
 mod pairs;
@@ -40,6 +43,9 @@ enum Command {
     Pairs(pairs::Args),
     /// 10,000 simulated agents heartbeating against one broker process.
     Scale(scale::Args),
+    /// The event stream: start p50 with and without 100 streams open, and a game's exit to
+    /// its event.
+    Events(events::Args),
     /// Replicas on MariaDB and NATS: the cost of a call through another replica.
     Replicas(replicas::Args),
     /// The real agent binary, idle: RSS and CPU.
@@ -61,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Pairs(a)) => pairs::run(a).await,
             Some(Command::Scale(a)) => scale::run(a).await,
             Some(Command::Replicas(a)) => replicas::run(a).await,
+            Some(Command::Events(a)) => events::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
         }

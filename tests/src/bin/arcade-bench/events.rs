@@ -1,0 +1,236 @@
+//! `arcade-bench events`: what the event stream costs and how fast it tells (issue 16).
+//!
+//! A broker (memory store, or a throwaway MariaDB with `--mariadb`) and agents in this
+//! process over loopback, starting the same game as `pairs`:
+//! 1. start p50 with no event stream open, with 100 open (each read by a lean client that
+//!    counts events), and with none again, one client doing start+end pairs;
+//! 2. the delay from a game's exit (SIGTERM to its process group) to an SSE client reading
+//!    `session.ended`, against the game's own exit (SIGTERM to reaped) as the floor.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use portal_client::Client;
+use protocol::api::EventType;
+use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::load::{self, PairClient};
+use crate::stats::{self, row, verdict, Summary};
+
+#[derive(Debug, clap::Parser)]
+pub struct Args {
+    /// Open event streams in the loaded phase.
+    #[arg(long, default_value_t = 100)]
+    streams: usize,
+    /// Start+end pairs per latency phase.
+    #[arg(long, default_value_t = 300)]
+    pairs: usize,
+    /// Game exits timed.
+    #[arg(long, default_value_t = 200)]
+    exits: usize,
+    /// Start a throwaway MariaDB (as the tests do) and use it.
+    #[arg(long)]
+    mariadb: bool,
+    /// Tiny counts; fail unless it completes with sane numbers.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// A lean stream reader, as a load generator should be (the broker's cost is measured, not
+/// a client's): counts the `event:` lines of `GET /v1/events` over plain HTTP/1.1.
+async fn lean_reader(addr: SocketAddr, opened: Arc<AtomicU64>, received: Arc<AtomicU64>) {
+    const NEEDLE: &[u8] = b"\nevent: ";
+    let Ok(mut c) = TcpStream::connect(addr).await else {
+        return;
+    };
+    let head = format!("GET /v1/events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    if c.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut open = false;
+    loop {
+        let n = match c.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        carry.extend_from_slice(&buf[..n]);
+        if !open && carry.windows(4).any(|w| w == b"\r\n\r\n") {
+            open = true;
+            opened.fetch_add(1, Ordering::Relaxed);
+        }
+        let found = carry.windows(NEEDLE.len()).filter(|w| *w == NEEDLE).count();
+        received.fetch_add(found as u64, Ordering::Relaxed);
+        // Keep what could begin a needle cut by the read.
+        let keep = carry.len().min(NEEDLE.len() - 1);
+        carry.drain(..carry.len() - keep);
+    }
+}
+
+/// Start latencies of `n` start+end pairs through `client`.
+async fn starts(client: &Client, n: usize) -> (Summary, usize) {
+    let (mut s, _, _, errors) = load::timed_pairs(PairClient::portal(client.clone()), n).await;
+    (Summary::of(&mut s), errors)
+}
+
+pub async fn run(mut a: Args) -> bool {
+    if a.smoke {
+        (a.streams, a.pairs, a.exits) = (5, 20, 10);
+    }
+    let database_url = if a.mariadb {
+        let Some(url) = tests::mariadb::database().await else {
+            println!("--mariadb: no MariaDB server program (mariadbd) found");
+            return false;
+        };
+        Some(url)
+    } else {
+        None
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let (program, what) = stats::game_program(work.path());
+    println!(
+        "arcade-bench events: {} streams, {} pairs per phase, {} exits, store: {}",
+        a.streams,
+        a.pairs,
+        a.exits,
+        if a.mariadb { "mysql" } else { "memory" }
+    );
+    println!("game: {what}");
+    let mut exit_floor = stats::exit_latency(&program, a.exits.min(200)).await;
+    let exit_floor = Summary::of(&mut exit_floor);
+
+    // One HTTP worker per core, as the broker runs by default.
+    let broker = TestBroker::start_with(BrokerOptions {
+        database_url,
+        workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+        ..Default::default()
+    })
+    .await;
+    let catalog = crate::pairs::catalog(&program);
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let mut o = AgentOptions::host(&format!("events-{i}"));
+        o.max_sessions = 1000;
+        o.catalog = Some(catalog.clone());
+        agents.push(TestAgent::start(broker.agent_addr, o).await);
+    }
+    let client = Client::new(&broker.url, None).expect("client");
+    tests::wait_hosts_online(&client, 2).await;
+
+    // 1. Start latency without, with, and again without open streams.
+    let (quiet1, e1) = starts(&client, a.pairs).await;
+    let received = Arc::new(AtomicU64::new(0));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..a.streams {
+        readers.push(tokio::spawn(lean_reader(
+            broker.http_addr,
+            Arc::clone(&opened),
+            Arc::clone(&received),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while opened.load(Ordering::Relaxed) < a.streams as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mark = stats::CpuMark::now();
+    let (loaded, e2) = starts(&client, a.pairs).await;
+    let (cpu_loaded, _) = mark.per_op(a.pairs);
+    // Every stream reads every event of those pairs (4 each), within a bound.
+    let expected = (a.streams * a.pairs * 4) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for r in &readers {
+        r.abort();
+    }
+    let told = received.load(Ordering::Relaxed);
+    let mark = stats::CpuMark::now();
+    let (quiet2, e3) = starts(&client, a.pairs).await;
+    let (cpu_quiet, _) = mark.per_op(a.pairs);
+
+    // 2. A game's exit to session.ended on a stream.
+    let mut ended = client
+        .events(&[EventType::SessionEnded], None, None, None)
+        .await
+        .expect("open a stream");
+    let mut delays = Vec::new();
+    let mut errors = e1 + e2 + e3;
+    for _ in 0..a.exits {
+        let Ok(s) = client.start_session(&crate::load::bench_start()).await else {
+            errors += 1;
+            continue;
+        };
+        let pid = s.pid.expect("a running session has a pid");
+        let t0 = Instant::now();
+        if killpg(Pid::from_raw(pid as i32), Signal::SIGTERM).is_err() {
+            errors += 1;
+            continue;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ended.next()).await {
+                Ok(Some(Ok(e))) => {
+                    if e.session.is_some_and(|x| x.session_id == s.session_id) {
+                        delays.push(t0.elapsed());
+                        break;
+                    }
+                }
+                _ => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    for ag in agents {
+        ag.stop().await;
+    }
+    let _ = broker.stop().await;
+    let delay = Summary::of(&mut delays);
+
+    println!();
+    stats::header();
+    row("floor: game exit, SIGTERM to reaped", &exit_floor, None);
+    row("start, no stream open", &quiet1, None);
+    row(
+        &format!("start, {} streams open", a.streams),
+        &loaded,
+        Some(quiet1.p50.min(quiet2.p50)),
+    );
+    row("start, no stream open (again)", &quiet2, None);
+    row(
+        "game exit to session.ended on a stream",
+        &delay,
+        Some(exit_floor.p50),
+    );
+    println!();
+    println!(
+        "events read by the {} streams: {told} (4 per pair: {expected})",
+        a.streams
+    );
+    println!(
+        "CPU per pair (this process: broker, agents, games, clients and the stream readers): {cpu_quiet:.0} µs without streams, {cpu_loaded:.0} µs with {}: {:.1} µs per event per stream",
+        a.streams,
+        (cpu_loaded - cpu_quiet) / (4.0 * a.streams as f64)
+    );
+    println!("errors: {errors}");
+    let slower = loaded.p50 / quiet1.p50.max(quiet2.p50);
+    verdict(
+        "start p50 with streams / without",
+        format!("{:.2}x", slower),
+        "<= 1.10x".into(),
+        slower <= 1.10,
+    );
+    let sane = [exit_floor, quiet1, loaded, quiet2, delay]
+        .iter()
+        .all(Summary::sane);
+    errors == 0 && sane && told >= expected
+}
