@@ -90,6 +90,15 @@ pub struct Args {
     /// Logs for people (`text`) or JSON lines for log shippers (`json`) [default: text].
     #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// POST every event (of --webhook-types) to this URL, signed; repeatable.
+    #[arg(long = "webhook", env = "ARCADE_WEBHOOKS", value_delimiter = ',')]
+    pub webhooks: Vec<String>,
+    /// The webhooks' signing secret: `whsec_<base64>` or raw; required with --webhook.
+    #[arg(long, env = "ARCADE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Which event types the webhooks receive [default: every session.* type].
+    #[arg(long, env = "ARCADE_WEBHOOK_TYPES", value_delimiter = ',')]
+    pub webhook_types: Vec<String>,
 }
 
 pub use agent::logs::LogFormat;
@@ -119,6 +128,11 @@ struct FileConfig {
     broker_id: Option<String>,
     #[serde(default)]
     nats_urls: Vec<String>,
+    #[serde(default)]
+    webhooks: Vec<String>,
+    webhook_secret: Option<String>,
+    #[serde(default)]
+    webhook_types: Vec<String>,
 }
 
 /// Files of the agent link's TLS.
@@ -165,6 +179,8 @@ pub struct Config {
     pub broker_id: Option<String>,
     /// NATS servers of the replica set; empty: a single broker.
     pub nats_urls: Vec<String>,
+    /// Where events are POSTed, and how; `None`: nowhere.
+    pub webhooks: Option<crate::events::webhooks::WebhookConfig>,
     /// At shutdown, how long HTTP requests in flight may hold HTTP's workers (whole seconds;
     /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
     /// Not a flag; tests shorten it.
@@ -185,6 +201,9 @@ pub enum ConfigError {
     /// A setting is wrong or unsafe.
     #[error("{0}")]
     Invalid(String),
+    /// The webhook settings are wrong.
+    #[error(transparent)]
+    Webhook(#[from] crate::events::webhooks::WebhookConfigError),
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -231,6 +250,7 @@ impl Config {
             broker_id: None,
             shutdown_grace: Duration::from_secs(30),
             nats_urls: Vec::new(),
+            webhooks: None,
         }
     }
 
@@ -358,6 +378,19 @@ impl Args {
             } else {
                 self.nats_urls
             },
+            webhooks: crate::events::webhooks::WebhookConfig::from_flags(
+                if self.webhooks.is_empty() {
+                    file.webhooks
+                } else {
+                    self.webhooks
+                },
+                self.webhook_secret.or(file.webhook_secret),
+                if self.webhook_types.is_empty() {
+                    file.webhook_types
+                } else {
+                    self.webhook_types
+                },
+            )?,
             broker_id: match self.broker_id.or(file.broker_id) {
                 Some(id)
                     if id.is_empty()

@@ -114,6 +114,9 @@ pub enum BrokerError {
     /// This replica cannot listen for the others' calls.
     #[error("cannot listen on NATS for the other replicas: {0}")]
     NatsInbox(nats::RequestError),
+    /// The webhooks' HTTP client cannot be made.
+    #[error("--webhook: {0}")]
+    Webhooks(reqwest::Error),
     /// Replicas share their records through MySQL (the configuration checks this first).
     #[error("--nats-url needs --database-url")]
     ReplicasNeedMysql,
@@ -172,6 +175,12 @@ pub async fn run(
             );
             Store::memory()
         }
+    };
+    let deliverer = match &config.webhooks {
+        Some(w) => Some(Arc::new(
+            events::webhooks::Deliverer::new(w.clone()).map_err(BrokerError::Webhooks)?,
+        )),
+        None => None,
     };
     let registry = Arc::new(Registry::default());
     // Starts and ends in flight: drained after HTTP, before the agent links close.
@@ -253,6 +262,9 @@ pub async fn run(
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
     tracker.spawn(Arc::clone(&service).run_feed(background.clone()));
+    if let Some(deliverer) = deliverer {
+        tracker.spawn(Arc::clone(&service).run_webhooks(deliverer, background.clone()));
+    }
     if let Some(inbox) = inbox {
         tracker.spawn(Arc::clone(&service).serve_calls(inbox, background.clone()));
         let every = (config.heartbeat_timeout / 4).max(Duration::from_millis(100));

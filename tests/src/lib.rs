@@ -7,6 +7,7 @@
 pub mod mariadb;
 pub mod nats;
 pub mod proxy;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -88,6 +89,8 @@ pub struct BrokerOptions {
     pub nats_urls: Vec<String>,
     /// `--workers` (HTTP worker threads); 1 by default in tests.
     pub workers: usize,
+    /// `--webhook`s, `--webhook-secret`, `--webhook-types`.
+    pub webhooks: Option<broker::events::webhooks::WebhookConfig>,
 }
 
 impl Default for BrokerOptions {
@@ -105,6 +108,7 @@ impl Default for BrokerOptions {
             shutdown_grace: Duration::from_secs(30),
             nats_urls: Vec::new(),
             workers: 1,
+            webhooks: None,
         }
     }
 }
@@ -151,6 +155,7 @@ impl TestBroker {
             .map(|k| k.parse().expect("API key"))
             .collect();
         config.workers = opts.workers;
+        config.webhooks = opts.webhooks;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             config,

@@ -1626,3 +1626,144 @@ mod events {
         }
     }
 }
+
+mod webhooks {
+    use super::*;
+    use broker::events::webhooks::WebhookConfig;
+    use protocol::api::{Event, EventType as T};
+    use tests::webhook::{verify, Receiver};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn config(url: &str) -> WebhookConfig {
+        let mut c = WebhookConfig::from_flags(vec![url.to_owned()], Some(SECRET.into()), vec![])
+            .unwrap()
+            .unwrap();
+        c.backoff = (Duration::from_millis(20), Duration::from_millis(200));
+        c
+    }
+
+    /// Waits until the receiver has accepted `n` deliveries, and returns them as events.
+    async fn accepted(r: &Receiver, n: usize) -> Vec<Event> {
+        wait_until("the deliveries", Duration::from_secs(20), || async {
+            r.accepted().len() >= n
+        })
+        .await;
+        r.accepted()
+            .iter()
+            .map(|d| serde_json::from_str(&d.body).unwrap())
+            .collect()
+    }
+
+    /// A receiver that refuses the first deliveries gets every session event once accepted,
+    /// in order, each signed so that the Standard Webhooks check passes, each the stream's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_session_event_is_delivered_signed_in_order_after_refusals() {
+        let receiver = Receiver::start(5).await;
+        let (broker, _agents, client) = system_with(
+            BrokerOptions {
+                webhooks: Some(config(&receiver.url)),
+                ..Default::default()
+            },
+            &[AgentOptions::host("hook-1")],
+        )
+        .await;
+        for _ in 0..3 {
+            let s = client.start_session(&start("sleeper")).await.unwrap();
+            client.end_session(&s.session_id).await.unwrap();
+        }
+        let events = accepted(&receiver, 12).await;
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "in order, once: {ids:?}"
+        );
+        assert_eq!(events.len(), 12, "host events are not sent by default");
+        assert!(events
+            .iter()
+            .all(|e| e.kind.as_str().starts_with("session.")));
+        let all = receiver.deliveries();
+        assert!(all.len() >= 17, "the first five were refused and retried");
+        for d in receiver.accepted() {
+            assert!(
+                verify(&d, SECRET),
+                "a signature does not verify: {:?}",
+                d.headers
+            );
+            assert_eq!(
+                d.headers.get("content-type").map(String::as_str),
+                Some("application/json")
+            );
+            let mut forged = d.clone();
+            forged.body.push(' ');
+            assert!(!verify(&forged, SECRET), "a changed body still verifies");
+        }
+        // Each delivery is the stream's event.
+        let mut stream = client.events(&[], None, None, Some(0)).await.unwrap();
+        let mut by_id = std::collections::HashMap::new();
+        while by_id.len() < events.last().unwrap().id as usize {
+            let e = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            by_id.insert(e.id, e);
+        }
+        for e in &events {
+            assert_eq!(Some(e), by_id.get(&e.id));
+        }
+        assert_eq!(events[0].kind, T::SessionCreated);
+        drop(broker);
+    }
+
+    /// With MySQL the stream is the outbox: events made while the receiver is down are
+    /// delivered by the next broker on the same database once it is back, each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_survive_a_broker_restart_on_mysql() {
+        let Some(db) = tests::mariadb::database().await else {
+            return;
+        };
+        let receiver = Receiver::start(0).await;
+        receiver.set_down(true);
+        let options = || BrokerOptions {
+            database_url: Some(db.clone()),
+            webhooks: Some(config(&receiver.url)),
+            ..Default::default()
+        };
+        let (broker, agents, client) =
+            system_with(options(), &[AgentOptions::host("hook-2")]).await;
+        for _ in 0..2 {
+            let s = client.start_session(&start("sleeper")).await.unwrap();
+            client.end_session(&s.session_id).await.unwrap();
+        }
+        wait_until("a delivery was tried", WAIT, || async {
+            !receiver.deliveries().is_empty()
+        })
+        .await;
+        broker.stop().await.unwrap();
+        drop(agents);
+        receiver.set_down(false);
+        let again = TestBroker::start_with(options()).await;
+        let events = accepted(&receiver, 8).await;
+        let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "in order, once: {ids:?}"
+        );
+        let kinds: Vec<T> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                T::SessionCreated,
+                T::SessionRunning,
+                T::SessionStopping,
+                T::SessionEnded,
+                T::SessionCreated,
+                T::SessionRunning,
+                T::SessionStopping,
+                T::SessionEnded
+            ]
+        );
+        drop(again);
+    }
+}

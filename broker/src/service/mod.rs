@@ -13,7 +13,8 @@
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
-//! - [`stream`]: a client's stream of events, and the host events;
+//! - [`stream`]: a client's stream of events, and the host events; [`webhooks`]: running
+//!   the deliveries to webhook receivers;
 //! - [`hosts`]: hosts, games and brokers, as this broker holds them or replicas share them;
 //! - [`route`]: where a host's agent is — here or on another replica — the one place that
 //!   decides; [`remote`]: calls between replicas, over NATS.
@@ -31,6 +32,7 @@ mod route;
 mod start;
 mod stream;
 mod sweep;
+mod webhooks;
 
 pub use remote::Replicas;
 pub use stream::EventQuery;

@@ -68,17 +68,19 @@ impl Service {
     /// Whether this broker sweeps this round: always alone; with replicas, while it holds
     /// the lease (taken or renewed now, for a few rounds).
     async fn holds_sweep_lease(&self, every: Duration) -> bool {
+        self.holds_lease(SWEEP_LEASE, every * 4).await
+    }
+
+    /// Whether this broker does the duty `name` now: always alone; with replicas, while it
+    /// holds its lease (taken or renewed now, for `ttl`).
+    pub(super) async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {
         let Some(r) = &self.replicas else {
             return true;
         };
-        match r
-            .db
-            .lease(SWEEP_LEASE, &self.settings.broker_id, every * 4)
-            .await
-        {
+        match r.db.lease(name, &self.settings.broker_id, ttl).await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot renew the sweep's lease");
+                tracing::warn!(lease = name, error = %e, "cannot renew a lease");
                 false
             }
         }

@@ -23,7 +23,8 @@ use crate::session::{apply, Actor, SessionEvent};
 /// The in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: RwLock<Memory>,
+    /// Boxed: the store is one variant of [`super::Store`], whose other is a handle.
+    inner: Box<RwLock<Memory>>,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +38,8 @@ struct Memory {
     stream: VecDeque<Event>,
     /// The number of the last event appended.
     stream_head: u64,
+    /// Each webhook receiver's last event taken.
+    cursors: HashMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -367,5 +370,13 @@ impl MemoryStore {
 
     pub(super) fn stream_head(&self) -> u64 {
         self.read().stream_head
+    }
+
+    pub(super) fn webhook_cursor(&self, endpoint: &str) -> Option<u64> {
+        self.read().cursors.get(endpoint).copied()
+    }
+
+    pub(super) fn set_webhook_cursor(&self, endpoint: &str, seq: u64) {
+        self.write().cursors.insert(endpoint.to_owned(), seq);
     }
 }

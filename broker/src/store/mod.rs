@@ -432,6 +432,25 @@ impl Store {
         }
     }
 
+    /// The last event webhook receiver `endpoint` took, if it has a cursor yet.
+    pub async fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.webhook_cursor(endpoint)),
+            Self::Mysql(m) => m.webhook_cursor(endpoint).await,
+        }
+    }
+
+    /// Moves webhook receiver `endpoint`'s cursor to `seq` (durable with MySQL).
+    pub async fn set_webhook_cursor(&self, endpoint: &str, seq: u64) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.set_webhook_cursor(endpoint, seq);
+                Ok(())
+            }
+            Self::Mysql(m) => m.set_webhook_cursor(endpoint, seq).await,
+        }
+    }
+
     /// Every host ever recorded.
     pub async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
         match self {

@@ -136,6 +136,15 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_CLAIM_SESSION_V5,
         ],
     ),
+    (
+        6,
+        "webhooks: each receiver's cursor in the event stream",
+        &["CREATE TABLE IF NOT EXISTS webhook_cursors (
+            endpoint VARCHAR(512) NOT NULL PRIMARY KEY,
+            seq BIGINT UNSIGNED NOT NULL,
+            updated_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent

@@ -105,4 +105,41 @@ impl MysqlStore {
         })
         .await
     }
+
+    /// The last event receiver `endpoint` took, if it has a cursor yet.
+    pub(in crate::store) async fn webhook_cursor(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_first(
+                "SELECT seq FROM webhook_cursors WHERE endpoint = ?",
+                (endpoint,),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Moves receiver `endpoint`'s cursor to `seq`.
+    pub(in crate::store) async fn set_webhook_cursor(
+        &self,
+        endpoint: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "INSERT INTO webhook_cursors (endpoint, seq, updated_at) \
+                 VALUES (?, ?, UTC_TIMESTAMP(6)) \
+                 ON DUPLICATE KEY UPDATE seq = VALUES(seq), updated_at = VALUES(updated_at)",
+                (endpoint, seq),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await
+    }
 }

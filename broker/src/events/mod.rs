@@ -7,6 +7,10 @@
 //! reads when this broker has recorded a change ([`Feed::wake`]) and every `poll` (other
 //! replicas' changes). A stream that falls behind the broadcast, or sees a number jump, reads
 //! the store itself, so nothing is missed or repeated. This module knows nothing of HTTP.
+//!
+//! [`webhooks`]: delivering the events to receivers' URLs, signed, from a cursor per URL.
+
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
