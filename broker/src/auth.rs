@@ -34,6 +34,8 @@ pub enum Action {
     DrainHosts,
     /// `GET /v1/events`.
     ReadEvents,
+    /// `GET /metrics`.
+    ReadMetrics,
 }
 
 impl Role {
@@ -48,7 +50,12 @@ impl Role {
             ),
             Self::Provider => matches!(
                 action,
-                A::ReadSessions | A::EndSession | A::ListHosts | A::DrainHosts | A::ReadEvents
+                A::ReadSessions
+                    | A::EndSession
+                    | A::ListHosts
+                    | A::DrainHosts
+                    | A::ReadEvents
+                    | A::ReadMetrics
             ),
         }
     }
@@ -219,6 +226,7 @@ mod tests {
             ListHosts,
             DrainHosts,
             ReadEvents,
+            ReadMetrics,
         ];
         let allowed = |r: Role| {
             all.iter()
@@ -238,7 +246,14 @@ mod tests {
         );
         assert_eq!(
             allowed(Role::Provider),
-            [ReadSessions, EndSession, ListHosts, DrainHosts, ReadEvents]
+            [
+                ReadSessions,
+                EndSession,
+                ListHosts,
+                DrainHosts,
+                ReadEvents,
+                ReadMetrics
+            ]
         );
         assert_eq!(allowed(Role::Admin), all);
     }

@@ -176,6 +176,23 @@ impl Unreachable {
 }
 
 impl Error {
+    /// A short name of the error, for metrics' outcome labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) | Self::UnknownMode { .. } | Self::Refused(_) => "bad_request",
+            Self::NoSession(_) | Self::NoHost(_) | Self::NoSessionAt { .. } => "not_found",
+            Self::UnknownGame(_) => "unknown_game",
+            Self::KeyReused | Self::Conflict(_) => "conflict",
+            Self::NoCapacity { .. } => "no_capacity",
+            Self::LaunchFailed { .. } => "launch_failed",
+            Self::LaunchTimeout { .. } => "launch_timeout",
+            Self::HostUnavailable { .. } => "host_unavailable",
+            Self::StoreUnavailable(_) | Self::NotReady(_) => "store_unavailable",
+            Self::TooManyStreams => "too_many_streams",
+            Self::Internal(_) => "internal",
+        }
+    }
+
     /// Seconds a caller should wait before retrying, where retrying is the remedy.
     pub fn retry_after(&self) -> Option<u32> {
         match self {

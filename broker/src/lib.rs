@@ -22,6 +22,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod placement;
 pub mod service;
@@ -163,9 +164,13 @@ pub async fn run(
         }
         None => None,
     };
+    let metrics = Arc::new(metrics::Metrics::new());
     let store = match &config.database_url {
         Some(url) => {
-            let store = MysqlStore::connect(url).await.map_err(BrokerError::Store)?;
+            let store = MysqlStore::connect(url)
+                .await
+                .map_err(BrokerError::Store)?
+                .observed(metrics.store_calls());
             tracing::info!(database = %store::mysql::mask_url(url), "session store: MySQL");
             Store::Mysql(store)
         }
@@ -178,7 +183,8 @@ pub async fn run(
     };
     let deliverer = match &config.webhooks {
         Some(w) => Some(Arc::new(
-            events::webhooks::Deliverer::new(w.clone()).map_err(BrokerError::Webhooks)?,
+            events::webhooks::Deliverer::new(w.clone(), metrics.webhook_counters())
+                .map_err(BrokerError::Webhooks)?,
         )),
         None => None,
     };
@@ -226,6 +232,7 @@ pub async fn run(
         Arc::clone(&registry),
         settings,
         requests.clone(),
+        Arc::clone(&metrics),
     );
     service.restore().await.map_err(BrokerError::Restore)?;
     let server = http::server(

@@ -1767,3 +1767,91 @@ mod webhooks {
         drop(again);
     }
 }
+
+mod metrics {
+    use super::*;
+
+    /// `/metrics` as Prometheus reads it: parsed by a Prometheus text parser, with the
+    /// counters, histograms and gauges of what just happened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_parse_and_count_what_happened() {
+        let (broker, _agents, client) = system(&[AgentOptions::host("metrics-1")]).await;
+        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let _running = client.start_session(&start("sleeper")).await.unwrap();
+        client.end_session(&s.session_id).await.unwrap();
+        let _ = client.start_session(&start("no-such-game")).await;
+        let text = reqwest::get(format!("{}/metrics", broker.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus parses it");
+        let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                })
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+                .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+        };
+        assert_eq!(
+            value("arcade_session_starts_total", &[("outcome", "started")]),
+            2.0
+        );
+        assert_eq!(
+            value(
+                "arcade_session_starts_total",
+                &[("outcome", "unknown_game")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value("arcade_session_ends_total", &[("outcome", "ended")]),
+            1.0
+        );
+        assert_eq!(
+            value(
+                "arcade_sessions",
+                &[("status", "running"), ("game_id", "sleeper")]
+            ),
+            1.0
+        );
+        assert_eq!(value("arcade_hosts", &[("status", "online")]), 1.0);
+        assert_eq!(
+            value("arcade_host_sessions", &[("host_id", "metrics-1")]),
+            1.0
+        );
+        assert_eq!(
+            value("arcade_host_capacity_sessions", &[("host_id", "metrics-1")]),
+            8.0
+        );
+        assert_eq!(value("arcade_agent_links", &[]), 1.0);
+        assert_eq!(
+            value(
+                "arcade_http_requests_total",
+                &[
+                    ("route", "/v1/sessions"),
+                    ("method", "POST"),
+                    ("status", "201")
+                ]
+            ),
+            2.0
+        );
+        assert!(
+            scrape
+                .samples
+                .iter()
+                .any(|s| s.metric == "arcade_session_start_duration_seconds"),
+            "the start latency histogram: {text}"
+        );
+    }
+}

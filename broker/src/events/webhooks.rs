@@ -17,6 +17,8 @@ use protocol::api::EventType;
 use ring::hmac;
 use time::OffsetDateTime;
 
+use crate::metrics::WebhookCounters;
+
 /// One attempt's deadline.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An event still undelivered this long after it happened is given up (and logged).
@@ -223,29 +225,17 @@ pub enum Delivery {
     Stopped,
 }
 
-/// Counts of deliveries, for the metrics.
-#[derive(Debug, Default)]
-pub struct Counts {
-    /// Events delivered.
-    pub delivered: std::sync::atomic::AtomicU64,
-    /// Attempts refused or unanswered.
-    pub failed_attempts: std::sync::atomic::AtomicU64,
-    /// Events given up.
-    pub given_up: std::sync::atomic::AtomicU64,
-}
-
 /// Sends events to the receivers.
 #[derive(Debug)]
 pub struct Deliverer {
     config: WebhookConfig,
     http: reqwest::Client,
-    /// Counts of deliveries.
-    pub counts: Counts,
+    counts: WebhookCounters,
 }
 
 impl Deliverer {
     /// A deliverer for `config`.
-    pub fn new(config: WebhookConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: WebhookConfig, counts: WebhookCounters) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .user_agent(concat!("arcade-broker/", env!("CARGO_PKG_VERSION")))
@@ -253,7 +243,7 @@ impl Deliverer {
         Ok(Self {
             config,
             http,
-            counts: Counts::default(),
+            counts,
         })
     }
 
@@ -277,7 +267,6 @@ impl Deliverer {
         body: &str,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Delivery {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut failures = 0u32;
         loop {
             let mut request = self
@@ -294,7 +283,7 @@ impl Deliverer {
             };
             match outcome {
                 Ok(r) if r.status().is_success() => {
-                    self.counts.delivered.fetch_add(1, Relaxed);
+                    self.counts.delivered.inc();
                     return Delivery::Delivered;
                 }
                 Ok(r) => {
@@ -304,10 +293,10 @@ impl Deliverer {
                     tracing::warn!(%url, event = id, error = %e, "webhook not answered; retrying");
                 }
             }
-            self.counts.failed_attempts.fetch_add(1, Relaxed);
+            self.counts.failed_attempts.inc();
             if OffsetDateTime::now_utc() - at > GIVE_UP_AFTER {
                 tracing::error!(%url, event = id, "webhook never delivered; given up");
-                self.counts.given_up.fetch_add(1, Relaxed);
+                self.counts.given_up.inc();
                 return Delivery::GaveUp;
             }
             let wait = backoff(failures, self.config.backoff);

@@ -15,6 +15,7 @@ pub mod extract;
 mod games;
 mod hosts;
 mod legacy;
+mod metrics;
 mod probes;
 pub mod request;
 pub mod routes;
@@ -118,12 +119,14 @@ pub fn server(
     settings: &HttpSettings,
     listener: TcpListener,
 ) -> std::io::Result<Server> {
+    let metrics = web::Data::from(Arc::clone(service.metrics()));
     let data = web::Data::from(service);
     let keys = web::Data::new(settings.keys.clone());
     let origins = settings.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(metrics.clone())
             .app_data(keys.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .configure(routes::configure)

@@ -15,6 +15,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
+use crate::metrics::Metrics;
+
 /// The request id header, read and answered.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest caller-chosen request id kept; a longer one is replaced.
@@ -71,6 +73,11 @@ pub async fn identify(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = RequestId::from_header(req.headers().get(REQUEST_ID));
+    // Counted by the route's pattern (not the path: ids would make a label per session).
+    let counted = req.app_data::<actix_web::web::Data<Metrics>>().map(|m| {
+        let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+        (m.clone(), route, req.method().to_string())
+    });
     let span = tracing::info_span!(
         "http",
         request_id = %id,
@@ -91,6 +98,9 @@ pub async fn identify(
     };
     if let Some(v) = header {
         res.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some((m, route, method)) = counted {
+        m.http_request(&route, &method, res.status().as_u16());
     }
     Ok(res)
 }

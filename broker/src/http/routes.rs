@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{events, games, hosts, legacy, probes, sessions};
+use super::{events, games, hosts, legacy, metrics, probes, sessions};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -130,6 +130,9 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/v1/games", Role(A::ListGames), |r| r.to(games::list)),
     route(Get, "/v1/events", Role(A::ReadEvents), |r| {
         r.to(events::stream)
+    }),
+    route(Get, "/metrics", Role(A::ReadMetrics), |r| {
+        r.to(metrics::metrics)
     }),
     shaped(
         route(Get, "/IP", Role(A::StartSession), |r| r.to(legacy::start)),

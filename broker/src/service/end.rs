@@ -24,8 +24,16 @@ impl Service {
     /// completion even if the caller goes away.
     pub async fn end(self: &Arc<Self>, id: SessionId, actor: Actor) -> Result<Session, Error> {
         let span = tracing::info_span!("end", session = %id, host = tracing::field::Empty);
-        self.detached(move |svc| async move { svc.end_once(&id, actor).await }.instrument(span))
-            .await
+        let t0 = std::time::Instant::now();
+        let result = self
+            .detached(move |svc| async move { svc.end_once(&id, actor).await }.instrument(span))
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ended",
+            Err(e) => e.kind(),
+        };
+        self.metrics.ended(outcome, t0.elapsed());
+        result
     }
 
     /// Ends the running session whose game is at `ip` with `pid` (the original portal's

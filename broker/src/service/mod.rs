@@ -41,7 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{Session, SessionQuery, SessionStatus};
+use protocol::api::{self, Session, SessionQuery, SessionStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -53,6 +53,7 @@ use tokio_util::task::TaskTracker;
 use crate::agents::Registry;
 use crate::error::{Dependency, Error};
 use crate::events::Feed;
+use crate::metrics::Metrics;
 use crate::session::{Actor, SessionEvent};
 use crate::store::{EventRecord, Fence, Page, Store, StoreError};
 use inflight::InFlight;
@@ -102,6 +103,10 @@ pub struct Service {
     streams: Arc<Semaphore>,
     /// Fired when the broker starts to stop: open streams end.
     closing: CancellationToken,
+    /// What is counted and timed.
+    metrics: Arc<Metrics>,
+    /// When each webhook receiver's oldest undelivered event happened (`None`: caught up).
+    webhook_backlog: std::sync::Mutex<std::collections::HashMap<String, Option<OffsetDateTime>>>,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -118,6 +123,7 @@ impl Service {
         registry: Arc<Registry>,
         settings: ServiceSettings,
         tasks: TaskTracker,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -130,6 +136,8 @@ impl Service {
             feed: Feed::default(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             closing: CancellationToken::new(),
+            metrics,
+            webhook_backlog: Default::default(),
             tasks,
             runtime: Handle::current(),
         })
@@ -209,6 +217,53 @@ impl Service {
             None => FEED_POLL_ALONE,
         };
         self.feed.run(&self.store, poll, shutdown).await;
+    }
+
+    /// What is counted and timed.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics' text, with the gauges of state read now.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let mut by: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for s in self.store.active(None).await? {
+            *by.entry((s.status.as_str().to_owned(), s.game_id.to_string()))
+                .or_default() += 1;
+        }
+        let hosts = self
+            .hosts()
+            .await?
+            .into_iter()
+            .map(|h| {
+                let status = match h.status {
+                    api::HostStatus::Online => "online",
+                    api::HostStatus::Draining => "draining",
+                    api::HostStatus::Offline => "offline",
+                };
+                (
+                    h.host_id.to_string(),
+                    status.to_owned(),
+                    u64::from(h.sessions),
+                    u64::from(h.max_sessions),
+                )
+            })
+            .collect();
+        let now = OffsetDateTime::now_utc();
+        let oldest = self
+            .webhook_backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .flatten()
+            .min()
+            .map(|at| (now - *at).unsigned_abs());
+        Ok(self.metrics.render(&crate::metrics::Snapshot {
+            sessions: by.into_iter().map(|((st, g), n)| (st, g, n)).collect(),
+            hosts,
+            agent_links: self.registry.connected() as u64,
+            webhook_oldest_undelivered: oldest,
+        }))
     }
 
     /// Ends the open event streams (the broker stops; their clients reconnect elsewhere with

@@ -151,10 +151,19 @@ impl Service {
             session = tracing::field::Empty,
             host = tracing::field::Empty,
         );
-        self.detached(move |svc| {
-            async move { svc.start_once(req, key, actor).await }.instrument(span)
-        })
-        .await
+        let t0 = std::time::Instant::now();
+        let result = self
+            .detached(move |svc| {
+                async move { svc.start_once(req, key, actor).await }.instrument(span)
+            })
+            .await;
+        let outcome = match &result {
+            Ok((_, true)) => "started",
+            Ok((_, false)) => "existing",
+            Err(e) => e.kind(),
+        };
+        self.metrics.started(outcome, t0.elapsed());
+        result
     }
 
     /// Launches the game of a session claimed on a host whose agent is connected here, and

@@ -64,6 +64,8 @@ impl Service {
         };
         let page = self.store.stream_after(cursor, PAGE).await?;
         let full = page.len() == PAGE as usize;
+        let oldest = page.iter().find(|e| d.wants(e.kind)).map(|e| e.at);
+        self.note_backlog(url, oldest);
         for e in page {
             let id = e.id;
             if d.wants(e.kind) {
@@ -75,6 +77,17 @@ impl Service {
             }
             self.store.set_webhook_cursor(url, id).await?;
         }
+        if !full {
+            self.note_backlog(url, None);
+        }
         Ok(full)
+    }
+
+    /// Notes when `url`'s oldest undelivered event happened, for the metrics.
+    fn note_backlog(&self, url: &str, oldest: Option<time::OffsetDateTime>) {
+        self.webhook_backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(url.to_owned(), oldest);
     }
 }

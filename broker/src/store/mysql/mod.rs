@@ -77,6 +77,8 @@ pub struct MysqlStore {
     /// and set on the status, so a stale entry (another broker changed the session) costs
     /// a read and a retry, never a wrong change. Never held across an `.await`.
     known: Arc<Mutex<HashMap<SessionId, Session>>>,
+    /// Where each call's duration and failure are counted, once set.
+    calls: Option<crate::metrics::StoreCalls>,
 }
 
 /// `url` with its password replaced by `***`, for messages and logs.
@@ -133,6 +135,7 @@ impl MysqlStore {
         let store = Self {
             pool,
             known: Arc::default(),
+            calls: None,
         };
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, store.pool.get_conn())
             .await
@@ -154,13 +157,28 @@ impl MysqlStore {
         let _ = self.pool.disconnect().await;
     }
 
+    /// The store, counting each call's duration and failures into `calls`.
+    pub fn observed(mut self, calls: crate::metrics::StoreCalls) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
     async fn bounded<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(CALL_TIMEOUT, f)
+        let t0 = std::time::Instant::now();
+        let result = tokio::time::timeout(CALL_TIMEOUT, f)
             .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}")))?
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}")))
+            .and_then(|r| r);
+        if let Some(c) = &self.calls {
+            c.seconds.observe(t0.elapsed().as_secs_f64());
+            if result.is_err() {
+                c.errors.inc();
+            }
+        }
+        result
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
