@@ -534,6 +534,23 @@ async fn streams_each_status_change_once_in_order(store: Store) {
         .collect();
     assert_eq!(page, [3, 4]);
     assert!(store.stream_after(6, 10).await.unwrap().is_empty());
+    // Retention: MySQL forgets what is older than the cutoff; numbers never move.
+    if store.is_durable() {
+        let forgot = store
+            .trim_stream(now() + time::Duration::seconds(1), 4)
+            .await
+            .unwrap();
+        assert_eq!(forgot, 4);
+        let left: Vec<u64> = store
+            .stream_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [5, 6]);
+        assert_eq!(store.stream_head().await.unwrap(), 6);
+    }
 }
 
 macro_rules! contract {

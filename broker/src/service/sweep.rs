@@ -29,6 +29,10 @@ use crate::store::Fence;
 const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
 /// How long past the launch timeout a `starting` record is left before it is failed.
 const STALE_GRACE: Duration = Duration::from_secs(5);
+/// Events are kept at least this long (API.md: at least 24 hours; webhooks give up at 25).
+const STREAM_RETENTION: time::Duration = time::Duration::hours(48);
+/// Events forgotten per round, at most, so one round stays short.
+const TRIM_PER_ROUND: u32 = 10_000;
 /// The name of the sweep's lease among replicas.
 const SWEEP_LEASE: &str = "sweep";
 
@@ -62,6 +66,17 @@ impl Service {
             }
             self.settle_stale(&mut nudged).await;
             self.lose_lost_hosts().await;
+            self.trim_stream().await;
+        }
+    }
+
+    /// Forgets the stream's events older than [`STREAM_RETENTION`].
+    async fn trim_stream(&self) {
+        let before = OffsetDateTime::now_utc() - STREAM_RETENTION;
+        match self.store.trim_stream(before, TRIM_PER_ROUND).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "forgot events older than the retention"),
+            Err(e) => tracing::warn!(error = %e, "sweep: cannot trim the event stream"),
         }
     }
 

@@ -432,6 +432,15 @@ impl Store {
         }
     }
 
+    /// Forgets the stream's events that happened before `before`, at most `limit` at once
+    /// (the memory store keeps its last 10,000 anyway); answers how many.
+    pub async fn trim_stream(&self, before: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(0),
+            Self::Mysql(m) => m.trim_stream(before, limit).await,
+        }
+    }
+
     /// The last event webhook receiver `endpoint` took, if it has a cursor yet.
     pub async fn webhook_cursor(&self, endpoint: &str) -> Result<Option<u64>, StoreError> {
         match self {

@@ -142,4 +142,24 @@ impl MysqlStore {
         })
         .await
     }
+
+    /// Forgets events that happened before `before`, at most `limit` at once; answers how
+    /// many.
+    pub(in crate::store) async fn trim_stream(
+        &self,
+        before: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            conn.exec_drop(
+                "DELETE FROM stream_events WHERE at < ? ORDER BY seq LIMIT ?",
+                (utc(before), limit),
+            )
+            .await
+            .map_err(unavailable)?;
+            Ok(conn.affected_rows())
+        })
+        .await
+    }
 }
