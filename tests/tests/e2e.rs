@@ -1624,6 +1624,24 @@ mod events {
             Err(ClientError::Api { status: 400, .. }) => {}
             other => panic!("an unknown type: {other:?}"),
         }
+        // Hostile or malformed inputs are refused before any stream opens: 400, or 404 for
+        // an id no session can have (as everywhere ids are taken).
+        let http = reqwest::Client::new();
+        for (header, query, want) in [
+            (Some("abc"), "", 400),
+            (Some("-1"), "", 400),
+            (None, "?after=x", 400),
+            (None, "?session_id=a%0Ab", 404),
+            (None, "?types=session.ended,session.teleported", 400),
+            (None, "?unknown=1", 400),
+        ] {
+            let mut r = http.get(format!("{}/v1/events{query}", broker.url));
+            if let Some(h) = header {
+                r = r.header("Last-Event-ID", h);
+            }
+            let status = r.send().await.unwrap().status().as_u16();
+            assert_eq!(status, want, "{header:?} {query:?}");
+        }
     }
 }
 

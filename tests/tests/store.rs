@@ -37,6 +37,25 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap()
 }
 
+/// What host `gpu-01` says of itself, with room for `max_sessions`.
+fn facts(max_sessions: u32) -> HostFacts {
+    HostFacts {
+        hostname: "gpu-01".into(),
+        ip: "10.0.0.7".parse().unwrap(),
+        cpus: 8,
+        mem_total_bytes: 1 << 34,
+        games: vec![GameOffer {
+            game_id: GameId::new("g").unwrap(),
+            modes: vec!["default".into()],
+        }],
+        max_sessions,
+        port_range: PortRange {
+            lo: 20000,
+            hi: 20099,
+        },
+    }
+}
+
 async fn insert(store: &Store, s: &Session) {
     assert_eq!(
         store.insert(s, None, Actor::Portal).await.unwrap(),
@@ -382,21 +401,7 @@ async fn binds_idempotency_keys(store: Store) {
 }
 
 async fn remembers_hosts(store: Store) {
-    let facts = HostFacts {
-        hostname: "gpu-01".into(),
-        ip: "10.0.0.7".parse().unwrap(),
-        cpus: 8,
-        mem_total_bytes: 1 << 34,
-        games: vec![GameOffer {
-            game_id: GameId::new("g").unwrap(),
-            modes: vec!["default".into()],
-        }],
-        max_sessions: 4,
-        port_range: PortRange {
-            lo: 20000,
-            hi: 20099,
-        },
-    };
+    let facts = facts(4);
     let a = HostId::new("host-a").unwrap();
     store.save_host(&a, &facts, now()).await.unwrap();
     store.set_drained(&a, true, now()).await.unwrap();
@@ -756,21 +761,7 @@ async fn mysql_owners_fences_claims_and_leases() {
     let a = MysqlStore::connect(&url).await.unwrap();
     let b = MysqlStore::connect(&url).await.unwrap();
     let h = HostId::new("host-a").unwrap();
-    let facts = HostFacts {
-        hostname: "gpu-01".into(),
-        ip: "10.0.0.7".parse().unwrap(),
-        cpus: 8,
-        mem_total_bytes: 1 << 34,
-        games: vec![GameOffer {
-            game_id: GameId::new("g").unwrap(),
-            modes: vec!["default".into()],
-        }],
-        max_sessions: 2,
-        port_range: PortRange {
-            lo: 20000,
-            hi: 20099,
-        },
-    };
+    let facts = facts(2);
     let e1 = a.own_host(&h, "b1", &facts).await.unwrap();
     let old = Fence {
         host: h.clone(),
