@@ -48,6 +48,13 @@ pub struct Args {
     /// SIGTERM to the game's process group, then SIGKILL after this many seconds.
     #[arg(long, env = "ARCADE_STOP_GRACE", default_value_t = 5.0)]
     pub stop_grace: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (games running, launches and stops by
+    /// outcome, state writes); off by default.
+    #[arg(long, env = "ARCADE_AGENT_METRICS", value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Ended sessions' game logs are removed this many days after their last write.
+    #[arg(long, env = "ARCADE_LOG_RETENTION", default_value_t = 7.0)]
+    pub log_retention: f64,
     /// On SIGTERM or SIGINT, stop every game; by default they keep running and the agent finds
     /// them again when it starts.
     #[arg(long, env = "ARCADE_STOP_GAMES_ON_EXIT")]
@@ -185,6 +192,11 @@ impl Args {
                 "--stop-grace must be 0 to 3600 seconds".into(),
             ));
         }
+        if !(0.0..=36_500.0).contains(&self.log_retention) {
+            return Err(ArgsError::Invalid(
+                "--log-retention must be 0 to 36500 days".into(),
+            ));
+        }
         let brokers = crate::brokers::parse_list(&self.broker)
             .map_err(|e| ArgsError::Invalid(e.to_string()))?;
         let tls = match &self.broker_ca {
@@ -220,6 +232,8 @@ impl Args {
             port_range: self.port_range,
             state_dir: self.state_dir.unwrap_or_else(default_state_dir),
             stop_grace: Duration::from_secs_f64(self.stop_grace),
+            log_retention: Duration::from_secs_f64(self.log_retention * 86_400.0),
+            metrics: self.metrics,
             backoff: Backoff::default(),
             stop_games_on_exit: self.stop_games_on_exit,
             run_as: self

@@ -22,7 +22,7 @@
 //! game up by its environment, or finds it gone, which is what happened anyway. So they are
 //! put off a little (`Games::persist_later`), and under load one write serves many.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -35,18 +35,23 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use protocol::wire::{
-    AgentMessage, ExitStatus, ExitedGame, LaunchFailure, LaunchRequest, Launched, PortRange,
-    RunningGame,
+    AgentMessage, ExitStatus, ExitedGame, LaunchFailure, LaunchRequest, Launched, LogPage,
+    LogRequest, LogUnavailable, PortRange, RunningGame,
 };
 use protocol::SessionId;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::{Catalog, ResolveError};
+use crate::metrics::{AgentMetrics, LaunchOutcome, StopOutcome};
+use crate::output;
 use crate::ports::PortPool;
 use crate::state;
+
+/// Log reads served at once, at most (each holds a page in memory and a blocking thread).
+const MAX_LOG_READS: usize = 4;
 
 /// How long after SIGKILL we wait for a group to be gone before giving up on it. SIGKILL
 /// cannot be ignored, so only a process stuck in the kernel (uninterruptible IO) outlives this.
@@ -206,6 +211,10 @@ pub struct Games {
     config: GamesConfig,
     events: mpsc::Sender<AgentMessage>,
     tracker: TaskTracker,
+    /// Log reads at once; past it the broker is told [`LogUnavailable::Busy`].
+    log_reads: Arc<Semaphore>,
+    /// What is counted.
+    metrics: Arc<AgentMetrics>,
     /// The state file's writer; its lock serialises writes, so the last holds the latest state.
     /// A blocking lock: it is taken only on the blocking pool (see [`Games::persist_blocking`]).
     state_file: Mutex<state::StateFile>,
@@ -237,6 +246,7 @@ impl Games {
         state_file: state::StateFile,
         events: mpsc::Sender<AgentMessage>,
         tracker: TaskTracker,
+        metrics: Arc<AgentMetrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(Table {
@@ -249,6 +259,8 @@ impl Games {
             config,
             events,
             tracker,
+            log_reads: Arc::new(Semaphore::new(MAX_LOG_READS)),
+            metrics,
             state_file: Mutex::new(state_file),
             launch_settled: tokio::sync::Notify::new(),
             changes: AtomicU64::new(0),
@@ -383,7 +395,9 @@ impl Games {
                 exited: t.exited.iter().map(|(e, _)| e.clone()).collect(),
             }
         };
-        file.write(&saved)?;
+        let written = file.write(&saved);
+        self.metrics.state_write(written.is_ok());
+        written?;
         self.written.store(upto, Ordering::SeqCst);
         Ok(())
     }
@@ -485,6 +499,14 @@ impl Games {
                 Reserved::Refused(e) => Err(e),
                 Reserved::InFlight => return,
             };
+            me.metrics.launch(match &outcome {
+                Ok(_) => LaunchOutcome::Launched,
+                Err((LaunchFailure::BadRequest | LaunchFailure::UnknownGame, _)) => {
+                    LaunchOutcome::Refused
+                }
+                Err((LaunchFailure::NoCapacity, _)) => LaunchOutcome::NoCapacity,
+                Err((LaunchFailure::SpawnFailed, _)) => LaunchOutcome::SpawnFailed,
+            });
             let (msg, unwatched) = match outcome {
                 Ok((launched, unwatched)) => (AgentMessage::Launched(launched), unwatched),
                 Err((kind, message)) => (
@@ -647,7 +669,7 @@ impl Games {
                 ResolveError::BadRequest(_) => (LaunchFailure::BadRequest, e.to_string()),
             })?;
         let spawn_err = |what: String| (LaunchFailure::SpawnFailed, what);
-        let log_path = self.config.log_dir.join(format!("{}.log", req.session_id));
+        let log_path = output::path(&self.config.log_dir, &req.session_id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -765,6 +787,7 @@ impl Games {
         match state {
             Some(GameState::Running) => {
                 tracing::info!(session = %session_id, status = ?last, "game exited by itself");
+                self.metrics.exit();
                 let msg = AgentMessage::Exited {
                     session_id,
                     status: last,
@@ -788,7 +811,13 @@ impl Games {
     /// Stops a session's game: SIGTERM to its group, SIGKILL after the grace. Returns when no
     /// process of the group is left (or, for a process stuck in the kernel, after a bound).
     /// A session this agent does not run is already stopped.
-    pub async fn stop(&self, session_id: &SessionId) {
+    pub async fn stop(&self, session_id: &SessionId) -> StopOutcome {
+        let outcome = self.stop_group(session_id).await;
+        self.metrics.stop(outcome);
+        outcome
+    }
+
+    async fn stop_group(&self, session_id: &SessionId) -> StopOutcome {
         // A stop that overtakes its launch waits for the launch to settle, then stops the game
         // it started (launches are bounded: a state write and a spawn).
         loop {
@@ -806,7 +835,7 @@ impl Games {
             })
         };
         let Some((pgid, mut gone)) = found else {
-            return;
+            return StopOutcome::NotRunning;
         };
         signal_group(pgid, Signal::SIGTERM);
         let wait_gone = |gone: &mut watch::Receiver<Option<ExitStatus>>, within| {
@@ -818,13 +847,15 @@ impl Games {
             }
         };
         if wait_gone(&mut gone, self.config.stop_grace).await {
-            return;
+            return StopOutcome::Terminated;
         }
         tracing::info!(session = %session_id, pgid, "game ignored SIGTERM; sending SIGKILL");
         signal_group(pgid, Signal::SIGKILL);
         if !wait_gone(&mut gone, KILL_WAIT).await {
             tracing::error!(session = %session_id, pgid, "game's process group outlived SIGKILL");
+            return StopOutcome::Stuck;
         }
+        StopOutcome::Killed
     }
 
     /// Stops a session's game in a tracked task and reports `Stopped` on the event channel.
@@ -835,6 +866,56 @@ impl Games {
             // Fails only when the agent is shutting down; the broker learns on reconnect.
             let _ = me.events.send(AgentMessage::Stopped { session_id }).await;
         });
+    }
+
+    /// Reads a page of a session's output in a tracked task and reports it as `Log`.
+    pub fn read_log_and_report(self: &Arc<Self>, req: LogRequest) {
+        let permit = Arc::clone(&self.log_reads).try_acquire_owned();
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let result = match permit {
+                Err(_) => Err(LogUnavailable::Busy),
+                Ok(permit) => {
+                    let dir = me.config.log_dir.clone();
+                    let (id, what) = (req.session_id.clone(), req.read);
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        output::read(&dir, &id, what)
+                    })
+                    .await
+                    .unwrap_or(Err(LogUnavailable::Unreadable))
+                }
+            };
+            me.metrics.log_read(match &result {
+                Ok(_) => "read",
+                Err(LogUnavailable::NotFound) => "not_found",
+                Err(LogUnavailable::Unreadable) => "unreadable",
+                Err(LogUnavailable::Busy) => "busy",
+            });
+            let page = LogPage {
+                request_id: req.request_id,
+                result,
+            };
+            // Fails only when the agent is shutting down.
+            let _ = me.events.send(AgentMessage::Log(page)).await;
+        });
+    }
+
+    /// Removes the logs of sessions that ended more than `retention` ago; answers how many.
+    pub async fn sweep_logs(&self, retention: Duration) -> usize {
+        let running: HashSet<SessionId> = {
+            let t = self.table();
+            t.games.keys().chain(t.pending.keys()).cloned().collect()
+        };
+        let dir = self.config.log_dir.clone();
+        tokio::task::spawn_blocking(move || output::sweep(&dir, retention, &running))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// How many games run now.
+    pub fn running_count(&self) -> usize {
+        self.table().games.len()
     }
 
     /// Stops every game, all at once.

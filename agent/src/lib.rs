@@ -7,7 +7,10 @@
 //!   into an argv. The agent refuses anything not in it, whatever the broker says.
 //! - [`games`]: the running games, their process groups and supervising tasks.
 //! - [`link`]: the connection to the broker (handshake, messages, heartbeats).
+//! - [`output`]: the games' stdout and stderr, read back for the broker and kept for
+//!   `--log-retention`.
 //! - [`ports`], [`load`]: the port pool and the load sampler.
+//! - [`metrics`]: what the agent counts, served to Prometheus with `--metrics ADDR`.
 //! - [`cli`]: the `arcade-agent` command line, turned into a [`Config`].
 //!
 //! The agent knows nothing of HTTP, sessions' records or placement: those are the broker's.
@@ -20,6 +23,8 @@ pub mod limits;
 pub mod link;
 pub mod load;
 pub mod logs;
+pub mod metrics;
+pub mod output;
 pub mod ports;
 pub mod state;
 pub mod tls;
@@ -66,12 +71,16 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Reconnect backoff: first pause and cap.
     pub backoff: Backoff,
+    /// Ended sessions' logs are removed this long after their last write.
+    pub log_retention: Duration,
     /// On exit, stop the games instead of leaving them running to be found again.
     pub stop_games_on_exit: bool,
     /// Run games as this unprivileged user.
     pub run_as: Option<games::RunAs>,
     /// TLS for the agent link; `None`: plain TCP.
     pub tls: Option<tls::Tls>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`; `None`: not at all.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Capped exponential backoff with jitter.
@@ -116,6 +125,14 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `--metrics` address cannot be listened on.
+    #[error("cannot listen on --metrics {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Events (exits, stop answers) waiting for the link; a full channel makes game tasks wait.
@@ -130,8 +147,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         path: log_dir.clone(),
         source,
     })?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     games::become_subreaper();
     let tracker = TaskTracker::new();
+    let metrics = std::sync::Arc::new(metrics::AgentMetrics::default());
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (state_file, saved) = {
         let dir = config.state_dir.clone();
@@ -155,12 +181,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         state_file,
         events_tx,
         tracker.clone(),
+        std::sync::Arc::clone(&metrics),
     );
     let sampler = tokio::task::spawn_blocking(load::Sampler::new)
         .await
         .unwrap_or_default();
     tracing::info!(host = %config.host_id, brokers = %config.brokers.join(","), games = config.catalog.offers().len(), "agent starting");
     games.adopt(saved).await;
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+        }
+        let scrape = {
+            let (metrics, games) = (
+                std::sync::Arc::clone(&metrics),
+                std::sync::Arc::clone(&games),
+            );
+            std::sync::Arc::new(move || metrics.encode(games.running_count()))
+        };
+        tracker.spawn(metrics::serve(
+            listener,
+            scrape,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    tracker.spawn(sweep_logs(
+        std::sync::Arc::clone(&games),
+        config.log_retention,
+        shutdown.clone(),
+    ));
 
     let mut attempt = 0u32;
     let mut brokers = brokers::Rotation::new(config.brokers.clone());
@@ -221,6 +271,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How often old game logs are looked for.
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes old game logs now and every [`LOG_SWEEP_EVERY`] until `shutdown`.
+async fn sweep_logs(
+    games: std::sync::Arc<Games>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(LOG_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let removed = games.sweep_logs(retention).await;
+        if removed > 0 {
+            tracing::info!(removed, ?retention, "removed old game logs");
+        }
+    }
 }
 
 #[cfg(test)]

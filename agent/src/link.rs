@@ -253,6 +253,7 @@ fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) {
     match msg {
         BrokerMessage::Launch(req) => games.launch_and_report(req, ip),
         BrokerMessage::Stop { session_id } => games.stop_and_report(session_id),
+        BrokerMessage::ReadLog(req) => games.read_log_and_report(req),
         BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => {}
     }
 }

@@ -36,6 +36,8 @@ pub enum Action {
     ReadEvents,
     /// `GET /metrics`.
     ReadMetrics,
+    /// `GET /v1/sessions/{id}/logs`.
+    ReadLogs,
 }
 
 impl Role {
@@ -56,6 +58,7 @@ impl Role {
                     | A::DrainHosts
                     | A::ReadEvents
                     | A::ReadMetrics
+                    | A::ReadLogs
             ),
         }
     }
@@ -227,6 +230,7 @@ mod tests {
             DrainHosts,
             ReadEvents,
             ReadMetrics,
+            ReadLogs,
         ];
         let allowed = |r: Role| {
             all.iter()
@@ -252,7 +256,8 @@ mod tests {
                 ListHosts,
                 DrainHosts,
                 ReadEvents,
-                ReadMetrics
+                ReadMetrics,
+                ReadLogs
             ]
         );
         assert_eq!(allowed(Role::Admin), all);

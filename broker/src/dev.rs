@@ -109,11 +109,13 @@ impl DevConfig {
             port_range: self.port_range,
             state_dir,
             stop_grace: Duration::from_secs(5),
+            log_retention: Duration::from_secs(7 * 86_400),
             backoff: agent::Backoff::default(),
             // Its state directory is per broker process, so its games could not be found again.
             stop_games_on_exit: true,
             run_as: None,
             tls: None,
+            metrics: None,
         })
     }
 }

@@ -33,6 +33,15 @@ pub enum Error {
     /// No such session.
     #[error("no session {0}")]
     NoSession(SessionId),
+    /// The session's host has no log of it: the game never started there, or the log was
+    /// removed after the agent's `--log-retention`.
+    #[error("host {host} has no log of session {session}: its game never started, or the log is older than the agent's --log-retention")]
+    NoLog {
+        /// The session.
+        session: SessionId,
+        /// Its host.
+        host: HostId,
+    },
     /// No such host.
     #[error("no host {0}")]
     NoHost(HostId),
@@ -153,6 +162,14 @@ pub enum Unreachable {
     Moved,
     /// The broker its agent is connected to cannot be reached (or NATS cannot).
     ReplicaUnreachable,
+    /// It is not connected, so its game logs cannot be read.
+    LogOffline,
+    /// Its agent is reading as many logs as it will at once.
+    LogBusy,
+    /// Its agent could not read the log (its own log says why).
+    LogUnreadable,
+    /// It did not answer in time.
+    NoAnswer(Duration),
 }
 
 impl Unreachable {
@@ -171,6 +188,14 @@ impl Unreachable {
             Self::ReplicaUnreachable => {
                 format!("the broker that host {host}'s agent is connected to cannot be reached; retry")
             }
+            Self::LogOffline => {
+                format!("host {host} is offline; its game logs can be read when it is back")
+            }
+            Self::LogBusy => format!("host {host} is busy reading other logs; retry"),
+            Self::LogUnreadable => {
+                format!("host {host} could not read the log; its agent's log says why")
+            }
+            Self::NoAnswer(after) => format!("host {host} did not answer within {after:?}; retry"),
         }
     }
 }
@@ -180,7 +205,10 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Invalid(_) | Self::UnknownMode { .. } | Self::Refused(_) => "bad_request",
-            Self::NoSession(_) | Self::NoHost(_) | Self::NoSessionAt { .. } => "not_found",
+            Self::NoSession(_)
+            | Self::NoLog { .. }
+            | Self::NoHost(_)
+            | Self::NoSessionAt { .. } => "not_found",
             Self::UnknownGame(_) => "unknown_game",
             Self::KeyReused | Self::Conflict(_) => "conflict",
             Self::NoCapacity { .. } => "no_capacity",

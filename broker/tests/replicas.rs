@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use portal_client::{Client, ClientError};
+use portal_client::{Client, ClientError, LogRange};
 use protocol::api::{ErrorCode, HostStatus, Session, SessionStatus, StartSession};
 use protocol::{GameId, HostId, SessionId};
 use tests::nats::NatsServer;
@@ -371,6 +371,41 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
         .await
         .unwrap();
     assert_eq!(running.sessions.len(), 1, "a retry started nothing");
+
+    // A game's output reads the same through every replica, whichever holds its host: the
+    // others fetch it from the owner page by page (`chatty` prints about 210 KB).
+    let chatty = c
+        .client(0)
+        .start_session(&StartSession {
+            game_id: GameId::new("chatty").unwrap(),
+            mode: None,
+            config: None,
+        })
+        .await
+        .unwrap();
+    let id = chatty.session_id.clone();
+    let mut logs = Vec::new();
+    for i in 0..3 {
+        let client = c.client(i);
+        wait_until(&format!("the whole log through replica {i}"), WAIT, || {
+            let (client, id) = (client.clone(), id.clone());
+            async move {
+                let log = client.session_log(&id, LogRange::Tail(1)).await;
+                log.is_ok_and(|l| l.text == b"ready\n")
+            }
+        })
+        .await;
+        logs.push(
+            client
+                .session_log(&id, LogRange::Tail(100_000))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[1], logs[2]);
+    assert_eq!(logs[0].text.split(|b| *b == b'\n').count(), 20_002);
+    c.client(2).end_session(&id).await.unwrap();
 
     // Draining through one replica is what every replica's placement sees.
     let host = first.host_id.clone();

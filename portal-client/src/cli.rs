@@ -132,6 +132,17 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Print a game's output (stdout and stderr), as its host's agent keeps it.
+    Logs {
+        /// The session id.
+        session: String,
+        /// The last this many lines.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        tail: u32,
+        /// Keep printing what the game writes, until its session is over.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
 }
 
 /// A session state, as given to `arcade sessions --status`.
@@ -257,6 +268,14 @@ async fn execute(
                 count,
             };
             return follow(client, f, json, out).await;
+        }
+        Command::Logs {
+            session,
+            tail,
+            follow,
+        } => {
+            let id = SessionId::new(session)?;
+            return crate::tail::print(client, &id, tail, follow, out).await;
         }
         Command::Start { game, mode, config } => {
             let request = StartSession {

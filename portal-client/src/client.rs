@@ -380,6 +380,56 @@ impl Client {
         Ok(EventStream::new(response, after))
     }
 
+    /// `GET /v1/sessions/{id}/logs`: the game's stdout and stderr, the last `tail` lines
+    /// ([`LogRange::Tail`]) or what follows an earlier answer's end ([`LogRange::From`]).
+    /// Needs the `provider` or `admin` role.
+    pub async fn session_log(
+        &self,
+        id: &SessionId,
+        range: LogRange,
+    ) -> Result<GameLog, ClientError> {
+        let query = match range {
+            LogRange::Tail(n) => ("tail", n.to_string()),
+            LogRange::From(offset) => ("from", offset.to_string()),
+        };
+        let response = self
+            .http
+            .get(format!("{}/v1/sessions/{id}/logs", self.base_url))
+            .query(&[query])
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let offset = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (start, end) = (offset("arcade-log-start"), offset("arcade-log-end"));
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        if !status.is_success() {
+            return Err(error_answer(status, retry_after, &body));
+        }
+        match (start, end) {
+            (Some(start), Some(end)) => Ok(GameLog {
+                text: body.to_vec(),
+                start,
+                end,
+            }),
+            _ => Err(ClientError::UnexpectedStatus {
+                status: status.as_u16(),
+                body: "a log answer without its Arcade-Log-Start and Arcade-Log-End headers".into(),
+            }),
+        }
+    }
+
     /// `GET /healthz`: whether the broker answers. Needs no API key.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/healthz", |r| r).await
@@ -418,6 +468,26 @@ impl Client {
             source,
         }
     }
+}
+
+/// Which part of a game's output [`Client::session_log`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRange {
+    /// The last lines (the broker answers at most 1 MiB).
+    Tail(u32),
+    /// What follows this offset: an earlier answer's [`GameLog::end`].
+    From(u64),
+}
+
+/// Part of a game's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GameLog {
+    /// The bytes, as the game wrote them.
+    pub text: Vec<u8>,
+    /// Where they begin in the whole log.
+    pub start: u64,
+    /// Where they end: the next [`LogRange::From`].
+    pub end: u64,
 }
 
 /// The error for a non-success answer.

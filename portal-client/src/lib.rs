@@ -6,7 +6,8 @@
 //!   else, or could not be reached.
 //! - [`cli`]: the `arcade` command line (`arcade [--url URL] [--api-key KEY] [--json] COMMAND`),
 //!   as a library so it can be tested; `src/main.rs` only parses the arguments and calls
-//!   [`cli::run`]; [`follow`]: `arcade events`, following the event stream.
+//!   [`cli::run`]; [`follow`]: `arcade events`, following the event stream; [`tail`]:
+//!   `arcade logs`, a game's output.
 //! - [`events`]: reading `GET /v1/events` (a Server-Sent Events parser).
 //!
 //! ```no_run
@@ -33,11 +34,12 @@ pub mod cli;
 pub mod client;
 pub mod events;
 pub mod follow;
+pub mod tail;
 
 #[cfg(test)]
 mod test_server;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, GameLog, LogRange};
 /// The shared wire types, so users of this crate need not depend on `protocol` themselves.
 pub use protocol;
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 use protocol::api::{HostStatus, Session, SessionStatus};
 use tests::{group_alive, wait_until, AgentOptions, TestAgent, TestBroker};
 
@@ -191,4 +193,63 @@ async fn arcade_events_follows_the_stream() {
     let bad = arcade(&url, &["events", "--types", "session.teleported"]).await;
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("unknown event type"), "{}", bad.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcade_logs_prints_a_games_output_and_follows_it_to_the_end() {
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-o")).await;
+    let url = broker.url.clone();
+    wait_until("the agent is online", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { arcade(&url, &["hosts"]).await.stdout.contains("online") }
+    })
+    .await;
+    let started = arcade(&url, &["start", "chatty", "--json"]).await;
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let s: Session = serde_json::from_str(&started.stdout).unwrap();
+    let id = s.session_id.to_string();
+    wait_until(
+        "the game has printed everything",
+        Duration::from_secs(10),
+        || {
+            let (url, id) = (url.clone(), id.clone());
+            async move { arcade(&url, &["logs", &id, "--tail", "1"]).await.stdout == "ready\n" }
+        },
+    )
+    .await;
+    let two = arcade(&url, &["logs", &id, "--tail", "2"]).await;
+    assert_eq!((two.code, two.stdout.as_str()), (0, "line 20000\nready\n"));
+
+    // --follow prints the tail, then what comes, and exits once the session is over.
+    let mut follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_arcade"))
+        .args(["logs", &id, "--tail", "1", "--follow"])
+        .env("ARCADE_URL", &url)
+        .env_remove("ARCADE_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .unwrap()
+    };
+    assert_eq!(next_line().await.as_deref(), Some("ready"));
+    tests::greeting(s.port.unwrap()).await.unwrap();
+    assert_eq!(next_line().await.as_deref(), Some("greeted a player"));
+    let ended = arcade(&url, &["end", &id]).await;
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    assert_eq!(next_line().await, None, "the output ends with the session");
+    let status = tokio::time::timeout(Duration::from_secs(10), follower.wait())
+        .await
+        .expect("arcade logs --follow exits when the session ends")
+        .unwrap();
+    assert!(status.success());
+
+    let none = arcade(&url, &["logs", "no-such-session"]).await;
+    assert_eq!(none.code, 1);
+    assert!(none.stderr.contains("not_found"), "{}", none.stderr);
 }

@@ -228,6 +228,18 @@ mod tests {
                 mem_total_bytes: 8 << 30,
                 sessions: vec![running()],
             }),
+            AgentMessage::Log(LogPage {
+                request_id: 7,
+                result: Ok(LogChunk {
+                    offset: 3,
+                    data: vec![b'x'; MAX_LOG_PAGE as usize],
+                    size: 1 << 20,
+                }),
+            }),
+            AgentMessage::Log(LogPage {
+                request_id: 8,
+                result: Err(LogUnavailable::NotFound),
+            }),
         ]
     }
 
@@ -242,6 +254,19 @@ mod tests {
             BrokerMessage::Stop { session_id: sid() },
             BrokerMessage::HeartbeatAck,
             BrokerMessage::GoingAway,
+            BrokerMessage::ReadLog(LogRequest {
+                request_id: 1,
+                session_id: sid(),
+                read: LogRead::Tail {
+                    lines: 200,
+                    max_bytes: 1 << 20,
+                },
+            }),
+            BrokerMessage::ReadLog(LogRequest {
+                request_id: 2,
+                session_id: sid(),
+                read: LogRead::From { offset: 1 << 40 },
+            }),
         ]
     }
 

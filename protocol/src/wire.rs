@@ -20,7 +20,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +152,8 @@ pub enum AgentMessage {
     },
     /// Sent every heartbeat interval.
     Heartbeat(Load),
+    /// Answer to [`BrokerMessage::ReadLog`] (added in version 2).
+    Log(LogPage),
 }
 
 /// A successful launch.
@@ -227,6 +229,77 @@ pub enum BrokerMessage {
     /// The broker is shutting down (its requests have drained); the agent keeps its games and
     /// reconnects, with backoff, to whichever broker comes up.
     GoingAway,
+    /// Read part of a session's game output; answered by one `Log` (added in version 2).
+    ReadLog(LogRequest),
+}
+
+/// The most bytes of game output one [`LogPage`] carries, well inside a frame. A longer read
+/// is several requests, each [`LogRead::From`] where the last page ended.
+pub const MAX_LOG_PAGE: u32 = 48 * 1024;
+
+/// A read of a session's game output (its stdout and stderr, in one file on the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRequest {
+    /// Chosen by the broker, unique among its outstanding reads on this link; the answer
+    /// carries it back.
+    pub request_id: u64,
+    /// Whose output.
+    pub session_id: SessionId,
+    /// Which part.
+    pub read: LogRead,
+}
+
+/// Which part of a log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRead {
+    /// Find where the last `lines` lines begin, looking back at most `max_bytes`, and read
+    /// from there.
+    Tail {
+        /// Lines wanted.
+        lines: u32,
+        /// How far back to look, at most.
+        max_bytes: u32,
+    },
+    /// Read from this byte offset.
+    From {
+        /// The offset.
+        offset: u64,
+    },
+}
+
+/// An agent's answer to a [`LogRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The request's id.
+    pub request_id: u64,
+    /// What was read, or why nothing was.
+    pub result: Result<LogChunk, LogUnavailable>,
+}
+
+/// Bytes of a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The offset of `data`'s first byte in the log.
+    pub offset: u64,
+    /// At most [`MAX_LOG_PAGE`] bytes.
+    pub data: Vec<u8>,
+    /// The log's length when it was read: more follows `data` while `offset + data.len()` is
+    /// below it.
+    pub size: u64,
+}
+
+/// Why an agent sends no log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LogUnavailable {
+    /// The agent has no log for that session (never ran here, or removed by the retention).
+    #[error("the host has no log for this session")]
+    NotFound,
+    /// The log exists but could not be read.
+    #[error("the host could not read the log")]
+    Unreadable,
+    /// The agent is serving as many reads as it will at once.
+    #[error("the host is busy reading other logs")]
+    Busy,
 }
 
 /// What to launch.

@@ -385,6 +385,10 @@ pub fn test_catalog() -> Catalog {
         ),
         ("stubborn".to_owned(), entry(&game, &["--ignore-term"], &[])),
         (
+            "chatty".to_owned(),
+            entry(&game, &["--print-lines", "20000", "--listen"], &[]),
+        ),
+        (
             "forker".to_owned(),
             entry(&game, &["--fork", "--listen"], &[]),
         ),
@@ -438,6 +442,7 @@ impl TestAgent {
                 .clone()
                 .unwrap_or_else(|| state_dir.path().to_owned()),
             stop_grace: opts.stop_grace,
+            log_retention: Duration::from_secs(7 * 86_400),
             backoff: agent::Backoff {
                 min: Duration::from_millis(20),
                 max: Duration::from_millis(200),
@@ -448,6 +453,7 @@ impl TestAgent {
                 .as_deref()
                 .map(|u| agent::games::RunAs::lookup(u).expect("--run-as user")),
             tls: opts.tls.clone(),
+            metrics: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent::run(config, shutdown.clone()));

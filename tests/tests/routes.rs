@@ -39,6 +39,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
         "/v1/sessions/{id}/events",
         &["portal", "provider", "admin"],
     ),
+    ("GET", "/v1/sessions/{id}/logs", &["provider", "admin"]),
     ("GET", "/v1/hosts", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/drain", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/resume", &["provider", "admin"]),

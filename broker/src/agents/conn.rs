@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use protocol::codec::{self, CodecError, MessageCodec, RawCodec};
 use protocol::wire::{
-    AgentMessage, BrokerMessage, Hello, HelloReply, HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
+    AgentMessage, BrokerMessage, Hello, HelloReply, LogChunk, LogRequest, LogUnavailable,
+    HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
 };
 use protocol::{HostId, SessionId};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,7 +25,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::{AgentCommand, AgentLink, HostEvent, Launch, LaunchReply, LinkInbox, Stop};
+use super::handle::{
+    AgentCommand, AgentLink, HostEvent, Launch, LaunchReply, LinkInbox, ReadLog, Stop,
+};
 use super::registry::Registry;
 use crate::auth::same_secret;
 
@@ -54,6 +57,12 @@ struct Waiter<T> {
 
 /// Connections in their handshake at once, at most.
 pub const MAX_HANDSHAKES: usize = 256;
+
+/// Log reads waiting for one agent's answers, at most; past it a read is answered "busy".
+const MAX_LOG_READS: usize = 16;
+
+/// Log reads waiting for an agent's answer, by request id.
+type LogWaiters = HashMap<u64, oneshot::Sender<Result<LogChunk, LogUnavailable>>>;
 
 /// Commands queued per agent connection.
 const COMMAND_QUEUE: usize = 256;
@@ -307,6 +316,8 @@ impl Connection {
         let mut framed = framed;
         let mut launches: HashMap<SessionId, Waiter<LaunchReply>> = HashMap::new();
         let mut stops: HashMap<SessionId, Vec<Waiter<()>>> = HashMap::new();
+        let mut reads = LogWaiters::new();
+        let mut next_read = 0u64;
         let silence = self.settings.heartbeat_timeout;
         // One timer for the link's life, re-armed only when it fires: moving a deadline on
         // every frame would touch the runtime's timer wheel 10,000 times a second at scale.
@@ -356,6 +367,17 @@ impl Connection {
                             stops.entry(session_id.clone()).or_default().push(Waiter { reply, span });
                             BrokerMessage::Stop { session_id }
                         }
+                        AgentCommand::ReadLog(read) => {
+                            let ReadLog { session_id, read, reply } = *read;
+                            reads.retain(|_, r| !r.is_closed());
+                            if reads.len() >= MAX_LOG_READS {
+                                let _ = reply.send(Err(LogUnavailable::Busy));
+                                continue;
+                            }
+                            next_read += 1;
+                            reads.insert(next_read, reply);
+                            BrokerMessage::ReadLog(LogRequest { request_id: next_read, session_id, read })
+                        }
                     };
                     if let Err(e) = write(&mut framed, msg).await {
                         tracing::warn!(%host, error = %e, "agent link write failed; closing it");
@@ -381,7 +403,7 @@ impl Connection {
                     };
                     last_heard = Instant::now();
                     let heartbeat = matches!(msg, AgentMessage::Heartbeat(_));
-                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut framed).await {
+                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut reads, &mut framed).await {
                         return;
                     }
                     if heartbeat {
@@ -404,6 +426,7 @@ impl Connection {
         msg: AgentMessage,
         launches: &mut HashMap<SessionId, Waiter<LaunchReply>>,
         stops: &mut HashMap<SessionId, Vec<Waiter<()>>>,
+        reads: &mut LogWaiters,
         sink: &mut S,
     ) -> Result<(), ()>
     where
@@ -460,6 +483,11 @@ impl Connection {
                     status,
                 };
                 self.events.send(event).await.map_err(|_| ())?;
+            }
+            AgentMessage::Log(page) => {
+                if let Some(reply) = reads.remove(&page.request_id) {
+                    let _ = reply.send(page.result);
+                }
             }
         }
         Ok(())

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use protocol::wire::{
-    ExitStatus, ExitedGame, HostFacts, LaunchFailure, LaunchRequest, Launched, RunningGame,
+    ExitStatus, ExitedGame, HostFacts, LaunchFailure, LaunchRequest, Launched, LogChunk, LogRead,
+    LogUnavailable, RunningGame,
 };
 use protocol::{HostId, SessionId};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -28,6 +29,19 @@ pub enum AgentCommand {
     Launch(Box<Launch>),
     /// Stop a session's game; its `reply` fires when the agent says no process is left.
     Stop(Box<Stop>),
+    /// Read a page of a session's game output.
+    ReadLog(Box<ReadLog>),
+}
+
+/// A read of a session's game output.
+#[derive(Debug)]
+pub struct ReadLog {
+    /// The session.
+    pub session_id: SessionId,
+    /// Which part.
+    pub read: LogRead,
+    /// The agent's answer.
+    pub reply: oneshot::Sender<Result<LogChunk, LogUnavailable>>,
 }
 
 /// A launch for an agent.
@@ -153,6 +167,25 @@ impl AgentLink {
                 session_id,
                 reply,
                 span,
+            })))
+            .await
+            .map_err(|_| LinkError::Closed)?;
+        rx.await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Asks the agent for a page of a session's output and waits for it (callers bound the
+    /// wait).
+    pub async fn read_log(
+        &self,
+        session_id: SessionId,
+        read: LogRead,
+    ) -> Result<Result<LogChunk, LogUnavailable>, LinkError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(AgentCommand::ReadLog(Box::new(ReadLog {
+                session_id,
+                read,
+                reply,
             })))
             .await
             .map_err(|_| LinkError::Closed)?;

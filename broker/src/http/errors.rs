@@ -77,9 +77,12 @@ impl ApiError {
             Self::Forbidden { .. } => (S::FORBIDDEN, C::Forbidden),
             Self::NoRoute { .. }
             | Self::NoSuch { .. }
-            | Self::Service(Error::NoSession(_) | Error::NoHost(_) | Error::NoSessionAt { .. }) => {
-                (S::NOT_FOUND, C::NotFound)
-            }
+            | Self::Service(
+                Error::NoSession(_)
+                | Error::NoLog { .. }
+                | Error::NoHost(_)
+                | Error::NoSessionAt { .. },
+            ) => (S::NOT_FOUND, C::NotFound),
             Self::Service(Error::UnknownGame(_)) => (S::NOT_FOUND, C::UnknownGame),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, C::MethodNotAllowed),
             Self::Service(Error::KeyReused | Error::Conflict(_)) => (S::CONFLICT, C::Conflict),

@@ -117,6 +117,9 @@ pub static ROUTES: &[RouteSpec] = &[
         Role(A::ReadSessions),
         |r| r.to(sessions::events),
     ),
+    route(Get, "/v1/sessions/{id}/logs", Role(A::ReadLogs), |r| {
+        r.to(sessions::logs)
+    }),
     route(Get, "/v1/hosts", Role(A::ListHosts), |r| r.to(hosts::list)),
     route(Post, "/v1/hosts/{id}/drain", Role(A::DrainHosts), |r| {
         r.to(hosts::drain)

@@ -10,6 +10,7 @@
 //! - [`start`]: placing and launching a game, at most once per `Idempotency-Key`;
 //!   [`claim`]: the same when the broker is one of several replicas;
 //! - [`end`]: stopping a game and ending its session;
+//! - [`logs`]: a session's game output, read from its agent;
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
@@ -26,6 +27,7 @@ mod claim;
 mod end;
 mod hosts;
 mod inflight;
+mod logs;
 mod reconcile;
 mod remote;
 mod route;
@@ -34,6 +36,7 @@ mod stream;
 mod sweep;
 mod webhooks;
 
+pub use logs::{GameLog, LogQuery, DEFAULT_TAIL, MAX_LOG_BYTES};
 pub use remote::Replicas;
 pub use stream::EventQuery;
 

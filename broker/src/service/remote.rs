@@ -11,8 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use protocol::api::{Session, StartSession};
+use protocol::wire::{LogChunk, LogRead};
 use protocol::{GameId, HostId, SessionId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +28,9 @@ use crate::nats::{Inbox, Nats, RequestError};
 use crate::session::Actor;
 use crate::store::mysql::MysqlStore;
 
-/// A call or an answer larger than this is refused (a session is well under 2 KiB).
-pub const MAX_CALL_BYTES: usize = 64 * 1024;
+/// A call or an answer larger than this is refused (a session is well under 2 KiB, a page of
+/// a game's log 64 KiB in base64).
+pub const MAX_CALL_BYTES: usize = 128 * 1024;
 /// Calls from other replicas served at once, at most; past it a call is answered
 /// "unreachable", and its caller retries.
 const MAX_SERVED: usize = 1024;
@@ -64,6 +69,47 @@ pub(super) enum Call {
         /// The session.
         session_id: SessionId,
     },
+    /// Read a page of a game's output on one of your hosts.
+    ReadLog {
+        /// The host.
+        host_id: HostId,
+        /// The session.
+        session_id: SessionId,
+        /// Which part.
+        read: LogRead,
+    },
+}
+
+/// A page of a game's log between replicas, its bytes in base64 (JSON has no bytes).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct LogPiece {
+    offset: u64,
+    size: u64,
+    data: String,
+}
+
+impl From<LogChunk> for LogPiece {
+    fn from(c: LogChunk) -> Self {
+        Self {
+            offset: c.offset,
+            size: c.size,
+            data: BASE64.encode(&c.data),
+        }
+    }
+}
+
+impl TryFrom<LogPiece> for LogChunk {
+    type Error = Error;
+    fn try_from(p: LogPiece) -> Result<Self, Error> {
+        let data = BASE64
+            .decode(p.data)
+            .map_err(|e| Error::Internal(format!("a log page that does not decode: {e}")))?;
+        Ok(Self {
+            offset: p.offset,
+            size: p.size,
+            data,
+        })
+    }
 }
 
 /// Why the owner could not do what was asked: the [`Error`]s a start or an end can answer.
@@ -71,6 +117,10 @@ pub(super) enum Call {
 enum Failure {
     Refused(String),
     NoSession(SessionId),
+    NoLog {
+        session: SessionId,
+        host: HostId,
+    },
     NoCapacity {
         game: GameId,
         retry_after_secs: u32,
@@ -100,6 +150,7 @@ impl From<Error> for Failure {
         match e {
             Error::Refused(m) => Self::Refused(m),
             Error::NoSession(id) => Self::NoSession(id),
+            Error::NoLog { session, host } => Self::NoLog { session, host },
             Error::NoCapacity {
                 game,
                 retry_after_secs,
@@ -125,6 +176,7 @@ impl From<Failure> for Error {
         match f {
             Failure::Refused(m) => Self::Refused(m),
             Failure::NoSession(id) => Self::NoSession(id),
+            Failure::NoLog { session, host } => Self::NoLog { session, host },
             Failure::NoCapacity {
                 game,
                 retry_after_secs,
@@ -146,8 +198,8 @@ impl From<Failure> for Error {
     }
 }
 
-/// The owner's answer.
-type Answer = Result<Session, Failure>;
+/// The owner's answer: a session for a launch or an end, a [`LogPiece`] for a log read.
+type Answer<T> = Result<T, Failure>;
 
 /// Why a call to another replica got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,12 +219,12 @@ impl Service {
 
     /// Asks replica `owner` to do `call` for `host`, waiting at most `deadline`. `Err(Ok(e))`:
     /// the owner's answer is an error; `Err(Err(n))`: no answer.
-    pub(super) async fn call(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         owner: &str,
         call: &Call,
         deadline: Duration,
-    ) -> Result<Session, Result<Error, NotAnswered>> {
+    ) -> Result<T, Result<Error, NotAnswered>> {
         let replicas = self.replicas().map_err(Ok)?;
         let payload = serde_json::to_vec(call)
             .map_err(|e| Ok(Error::Internal(format!("cannot encode a call: {e}"))))?;
@@ -192,7 +244,7 @@ impl Service {
         if answer.len() > MAX_CALL_BYTES {
             return Err(Ok(Error::Internal("an answer too large".into())));
         }
-        let answer: Answer = serde_json::from_slice(&answer)
+        let answer: Answer<T> = serde_json::from_slice(&answer)
             .map_err(|e| Ok(Error::Internal(format!("cannot decode an answer: {e}"))))?;
         answer.map_err(|f| match f {
             Failure::Busy => {
@@ -249,7 +301,7 @@ impl Service {
             let nats = replicas.nats.clone();
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 tracing::warn!("too many calls from other replicas at once; one refused");
-                if let Ok(bytes) = serde_json::to_vec(&Answer::Err(Failure::Busy)) {
+                if let Ok(bytes) = serde_json::to_vec(&Answer::<()>::Err(Failure::Busy)) {
                     nats.respond(incoming, bytes).await;
                 }
                 continue;
@@ -258,13 +310,12 @@ impl Service {
             let span = tracing::info_span!("call", from = "replica");
             self.tasks.spawn_on(
                 async move {
-                    let answer: Option<Answer> = svc.answer(call).await;
+                    let answer = svc.answer(call).await;
                     drop(permit);
-                    if let Some(answer) = answer {
-                        match serde_json::to_vec(&answer) {
-                            Ok(bytes) => nats.respond(incoming, bytes).await,
-                            Err(e) => tracing::error!(error = %e, "cannot encode an answer"),
-                        }
+                    match answer {
+                        Some(Ok(bytes)) => nats.respond(incoming, bytes).await,
+                        Some(Err(e)) => tracing::error!(error = %e, "cannot encode an answer"),
+                        None => {}
                     }
                 }
                 .instrument(span),
@@ -273,18 +324,23 @@ impl Service {
         }
     }
 
-    /// Does what another replica asked; `None` for a call that wants no answer.
-    async fn answer(&self, call: Call) -> Option<Answer> {
+    /// Does what another replica asked and answers it encoded; `None` for a call that wants
+    /// no answer.
+    async fn answer(&self, call: Call) -> Option<serde_json::Result<Vec<u8>>> {
+        fn encode<T: Serialize>(answer: Result<T, Error>) -> Option<serde_json::Result<Vec<u8>>> {
+            Some(serde_json::to_vec(&answer.map_err(Failure::from)))
+        }
         match call {
-            Call::Launch { session, request } => Some(
-                self.launch_here(&session, &request)
+            Call::Launch { session, request } => encode(self.launch_here(&session, &request).await),
+            Call::End { session_id, actor } => encode(self.end_here(&session_id, actor).await),
+            Call::ReadLog {
+                host_id,
+                session_id,
+                read,
+            } => encode(
+                self.log_page_here(&host_id, &session_id, read)
                     .await
-                    .map_err(Failure::from),
-            ),
-            Call::End { session_id, actor } => Some(
-                self.end_here(&session_id, actor)
-                    .await
-                    .map_err(Failure::from),
+                    .map(LogPiece::from),
             ),
             Call::Stop {
                 host_id,
@@ -309,6 +365,14 @@ mod tests {
         let errors = [
             Error::Refused("config outside config_dir".into()),
             Error::NoSession(SessionId::new("s").unwrap()),
+            Error::NoLog {
+                session: SessionId::new("s").unwrap(),
+                host: host.clone(),
+            },
+            Error::HostUnavailable {
+                host: host.clone(),
+                why: Unreachable::LogBusy,
+            },
             Error::LaunchFailed {
                 host: host.clone(),
                 why: LaunchFailure::Agent("exec failed".into()),
@@ -323,8 +387,9 @@ mod tests {
             },
         ];
         for e in errors {
-            let wire = serde_json::to_vec(&Answer::Err(Failure::from(e.clone()))).unwrap();
-            let back: Answer = serde_json::from_slice(&wire).unwrap();
+            let wire =
+                serde_json::to_vec(&Answer::<Session>::Err(Failure::from(e.clone()))).unwrap();
+            let back: Answer<Session> = serde_json::from_slice(&wire).unwrap();
             assert_eq!(Error::from(back.unwrap_err()), e);
         }
         let internal = Error::from(Failure::from(Error::Internal("secret detail".into())));

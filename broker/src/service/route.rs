@@ -1,5 +1,5 @@
 //! Where a host's agent is: connected here, or to another replica. The one place that decides;
-//! starts, ends and sweeps ask it and do not know which it was.
+//! starts, ends, log reads and sweeps ask it and do not know which it was.
 //!
 //! A host whose agent is connected here is served here. Otherwise, with replicas, the store
 //! names its owner and the call goes there over NATS ([`super::remote`]); without replicas, or
@@ -10,7 +10,10 @@ use std::time::Duration;
 use protocol::api::{Session, StartSession};
 use protocol::{HostId, SessionId};
 
-use super::remote::{Call, NotAnswered};
+use protocol::wire::{LogChunk, LogRead};
+
+use super::logs::PAGE_TIMEOUT;
+use super::remote::{Call, LogPiece, NotAnswered};
 use super::Service;
 use crate::agents::AgentLink;
 use crate::error::{Error, Unreachable};
@@ -116,6 +119,42 @@ impl Service {
                     why: Unreachable::ReplicaUnreachable,
                 },
             })
+    }
+
+    /// Reads a page of a game's output from `host`'s agent, wherever it is.
+    pub(super) async fn log_page_routed(
+        &self,
+        host: &HostId,
+        id: &SessionId,
+        read: LogRead,
+    ) -> Result<LogChunk, Error> {
+        let owner = match self.route(host).await {
+            Ok(Route::Here(_)) => return self.log_page_here(host, id, read).await,
+            Ok(Route::Replica(owner)) => owner,
+            Err(Error::HostUnavailable { host, .. }) => {
+                return Err(Error::HostUnavailable {
+                    host,
+                    why: Unreachable::LogOffline,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let call = Call::ReadLog {
+            host_id: host.clone(),
+            session_id: id.clone(),
+            read,
+        };
+        let piece: LogPiece = self
+            .call(&owner, &call, PAGE_TIMEOUT + CALL_GRACE)
+            .await
+            .map_err(|e| match e {
+                Ok(e) => e,
+                Err(_) => Error::HostUnavailable {
+                    host: host.clone(),
+                    why: Unreachable::ReplicaUnreachable,
+                },
+            })?;
+        piece.try_into()
     }
 
     /// Asks `host`'s agent, wherever it is, to stop a game; nobody waits for the answer.

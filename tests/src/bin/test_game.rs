@@ -7,7 +7,10 @@
 //! - `--ignore-term`: survive SIGTERM (only SIGKILL ends it);
 //! - `--fork`: start a copy of itself in the same process group (without `--fork`) and exit
 //!   at once, as a launcher does;
-//! - `--config PATH`: print the path (checked by tests through the log).
+//! - `--config PATH`: print the path (checked by tests through the log);
+//! - `--print-lines N`: print `line 1` to `line N` at start, every tenth to stderr (tests of
+//!   `GET /v1/sessions/{id}/logs`); with `--listen`, each connection is also logged as
+//!   `greeted a player`.
 //!
 //! It prints `ready` once its SIGTERM handler is in place (and it listens, with `--listen`).
 //! Without `--ignore-term`, SIGTERM makes it exit with status 0.
@@ -41,6 +44,16 @@ fn main() {
     }
     let exit_after = value("--exit-after-ms").map(|v| v.parse::<u64>().expect("--exit-after-ms N"));
     let exit_code: i32 = value("--exit-code").map_or(0, |v| v.parse().expect("--exit-code C"));
+    if let Some(n) = value("--print-lines") {
+        let n: u32 = n.parse().expect("--print-lines N");
+        for i in 1..=n {
+            if i % 10 == 0 {
+                eprintln!("line {i}");
+            } else {
+                println!("line {i}");
+            }
+        }
+    }
     let ignore_term = has("--ignore-term");
     let listen = has("--listen");
     let session = std::env::var("ARCADE_SESSION_ID").unwrap_or_default();
@@ -88,6 +101,7 @@ fn main() {
                     }
                 } => {
                     if let Ok((mut s, _)) = conn {
+                        println!("greeted a player");
                         let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
                     }
                 }

@@ -159,7 +159,7 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             }
             AgentMessage::Stopped { .. } => {}
             AgentMessage::LaunchFailed { .. } | AgentMessage::Exited { .. } => errors += 1,
-            AgentMessage::Heartbeat(_) => continue,
+            AgentMessage::Heartbeat(_) | AgentMessage::Log(_) => continue,
         }
         done += 1;
         if sent < n {
