@@ -12,6 +12,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// `POST /v1/sessions` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StartSession {
     /// The game to start.
@@ -26,6 +27,7 @@ pub struct StartSession {
 
 /// A session's lifecycle state. See API.md, "Session states".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     /// Placed on a host; the agent has been asked to launch.
@@ -101,6 +103,7 @@ impl FromStr for SessionStatus {
 
 /// Why a session is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// A portal or provider ended it.
@@ -117,6 +120,7 @@ pub enum EndReason {
 
 /// A session, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// Opaque id.
     pub session_id: SessionId,
@@ -131,6 +135,7 @@ pub struct Session {
     /// The host it was placed on.
     pub host_id: HostId,
     /// Where players connect; known once running.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     /// The game's port; known once running.
     pub port: Option<u16>,
@@ -153,6 +158,7 @@ pub struct Session {
 
 /// `GET /v1/sessions` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionList {
     /// Newest first.
     pub sessions: Vec<Session>,
@@ -163,6 +169,7 @@ pub struct SessionList {
 
 /// `GET /v1/sessions` query. All filters are optional and combine with "and".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 pub struct SessionQuery {
     /// Only sessions in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,8 +180,10 @@ pub struct SessionQuery {
     /// Only sessions on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<HostId>,
-    /// At most this many (default [`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`]).
+    /// At most this many (default [`DEFAULT_LIST_LIMIT`]; more than [`MAX_LIST_LIMIT`] counts
+    /// as that many).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(maximum = 4294967295.0, format = Int64))]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +192,7 @@ pub struct SessionQuery {
 
 /// One change in a session's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionEventView {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
@@ -197,6 +207,7 @@ pub struct SessionEventView {
 
 /// `GET /v1/sessions/{id}/events` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionEvents {
     /// Oldest first.
     pub events: Vec<SessionEventView>,
@@ -209,6 +220,7 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 
 /// A host's state as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     /// Connected and taking sessions.
@@ -221,10 +233,12 @@ pub enum HostStatus {
 
 /// A host, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Host {
     /// The host.
     pub host_id: HostId,
     /// Where its games are reached.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ip: IpAddr,
     /// Online, draining or offline.
     pub status: HostStatus,
@@ -250,6 +264,7 @@ pub struct Host {
 
 /// `GET /v1/hosts` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostList {
     /// Ordered by host id.
     pub hosts: Vec<Host>,
@@ -257,6 +272,7 @@ pub struct HostList {
 
 /// A game, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Game {
     /// The game.
     pub game_id: GameId,
@@ -268,6 +284,7 @@ pub struct Game {
 
 /// `GET /v1/games` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GameList {
     /// Ordered by game id.
     pub games: Vec<Game>,
@@ -275,6 +292,7 @@ pub struct GameList {
 
 /// One broker of the system (`GET /v1/brokers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Broker {
     /// Its `--broker-id`.
     pub broker_id: String,
@@ -289,6 +307,7 @@ pub struct Broker {
 
 /// `GET /v1/brokers` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerList {
     /// Ordered by broker id.
     pub brokers: Vec<Broker>,
@@ -296,6 +315,7 @@ pub struct BrokerList {
 
 /// `GET /healthz` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `"ok"` when the broker answers.
     pub status: String,
@@ -343,8 +363,54 @@ pub enum ErrorCode {
     Unknown,
 }
 
+impl ErrorCode {
+    /// Every code a broker sends (all but [`ErrorCode::Unknown`]).
+    pub const ALL: [ErrorCode; 16] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::UnknownGame,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::LaunchFailed,
+        Self::NoCapacity,
+        Self::LaunchTimeout,
+        Self::StoreUnavailable,
+        Self::HostUnavailable,
+        Self::Internal,
+        Self::NatsUnavailable,
+        Self::TooManyStreams,
+    ];
+
+    /// Its name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::UnknownGame => "unknown_game",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::LaunchFailed => "launch_failed",
+            Self::NoCapacity => "no_capacity",
+            Self::LaunchTimeout => "launch_timeout",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::HostUnavailable => "host_unavailable",
+            Self::Internal => "internal",
+            Self::NatsUnavailable => "nats_unavailable",
+            Self::TooManyStreams => "too_many_streams",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The body of every error answer: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -352,6 +418,7 @@ pub struct ErrorBody {
 
 /// An error's code and message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Machine-readable.
     pub code: ErrorCode,
@@ -368,6 +435,7 @@ pub mod legacy {
 
     /// `GET /IP` query.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
     pub struct StartQuery {
         /// The game.
         #[serde(rename = "gameId")]
@@ -382,6 +450,7 @@ pub mod legacy {
 
     /// `GET /IP` answer on success.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct Started {
         /// Always `"TRUE"`.
         pub gamestatus: String,
@@ -399,6 +468,7 @@ pub mod legacy {
 
     /// `GET /End` query.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
     pub struct EndQuery {
         /// Ignored (the portal sends it).
         #[serde(rename = "excuteMode", default)]
@@ -412,6 +482,7 @@ pub mod legacy {
 
     /// `GET /End` answer on success.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct Ended {
         /// Always `"end game sucessful"`.
         pub gamestatus: String,
@@ -419,6 +490,7 @@ pub mod legacy {
 
     /// `/IP` and `/End` error answers.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     pub struct Failed {
         /// `"FALSE"` for `/IP`, `"failed"` for `/End`.
         pub gamestatus: String,
@@ -493,6 +565,14 @@ mod tests {
             err.to_string(),
             "unknown status \"runing\": expected starting, running, stopping, ended, failed or lost"
         );
+    }
+
+    #[test]
+    fn error_codes_are_named_as_serde_names_them() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
     }
 
     #[test]
@@ -604,6 +684,7 @@ impl std::fmt::Display for EventType {
 
 /// One event of `GET /v1/events` (its `data:`) and of a webhook's body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Increasing, with no gap, in the order events are delivered.
     pub id: u64,

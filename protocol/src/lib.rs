@@ -9,11 +9,15 @@
 //!   most [`codec::MAX_FRAME_LEN`] bytes carrying bincode 2, always decoded with a limit). The
 //!   payload format is chosen in that one module, so it can be swapped there alone;
 //! - [`api`]: the HTTP API's JSON request and response types (serde only), used by the broker
-//!   to answer and by `portal-client` to ask.
+//!   to answer and by `portal-client` to ask;
+//! - `openapi` (feature `openapi`): the OpenAPI schemas the derive cannot say (ids, and the
+//!   enums whose `Unknown` is for clients only).
 
 pub mod api;
 pub mod codec;
 pub mod ids;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod wire;
 
 pub use ids::{GameId, HostId, IdError, SessionId};

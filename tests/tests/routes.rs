@@ -26,6 +26,7 @@ const WRONG: &str = "wrong-key-0123456789";
 const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/healthz", &["open"]),
     ("GET", "/readyz", &["open"]),
+    ("GET", "/openapi.json", &["open"]),
     ("POST", "/v1/sessions", &["portal", "admin"]),
     ("GET", "/v1/sessions", &["portal", "provider", "admin"]),
     ("GET", "/v1/sessions/{id}", &["portal", "provider", "admin"]),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use protocol::api::EventType;
+use protocol::api::{ErrorBody, Event, EventType};
+use protocol::{HostId, SessionId};
 use serde::Deserialize;
 
 use super::errors::ApiError;
@@ -22,14 +23,20 @@ use crate::service::{EventQuery, Service};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
-    /// Comma-separated types.
+    /// Only these types, comma-separated (`session.ended,host.offline`).
     types: Option<String>,
+    /// Only this session's events.
+    #[param(value_type = Option<SessionId>)]
     session_id: Option<String>,
+    /// Only this host's events.
+    #[param(value_type = Option<HostId>)]
     host_id: Option<String>,
-    /// Events after this number (as `Last-Event-ID`, which wins).
+    /// Events after this id (as `Last-Event-ID`, which wins).
+    #[param(maximum = 18446744073709551615.0, format = Int64)]
     after: Option<u64>,
 }
 
@@ -82,6 +89,23 @@ fn frame(f: &Fed) -> String {
 }
 
 /// `GET /v1/events[?types=T,...][&session_id=][&host_id=][&after=ID]`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "event_stream",
+    summary = "Every change of sessions and hosts, as Server-Sent Events",
+    description = "Each event has `id:` (increasing, gapless in delivery order), `event:` (its type) and `data:` (an Event as JSON). A client reconnecting with `Last-Event-ID` (or `?after=`) gets every later event once. A comment every 15 s keeps idle connections open.",
+    params(
+        Params,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (wins over `after`)."),
+    ),
+    responses(
+        (status = 200, description = "The stream; each `data:` is an Event.", body = Event, content_type = "text/event-stream"),
+        (status = 400, description = "`bad_request`: an unknown event type, or an id that is not a number", body = ErrorBody),
+        (status = 503, description = "`too_many_streams` (this broker serves as many as it can) or `store_unavailable`; retry", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     svc: web::Data<Service>,
     req: HttpRequest,

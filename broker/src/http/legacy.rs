@@ -15,6 +15,23 @@ fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiErro
 }
 
 /// `GET /IP?gameId=G&excuteMode=M&configfile=C`: starts a game.
+#[utoipa::path(
+    get,
+    path = "/IP",
+    tag = "original portal",
+    operation_id = "legacy_start",
+    summary = "Start a game (the original portal's call)",
+    description = "The first GamingAnywhere portal's call from the browser, kept with its field names and strings. Errors have the v1 status and `{\"gamestatus\": \"FALSE\", \"error\": {...}}`.",
+    params(legacy::StartQuery),
+    responses(
+        (status = 200, description = "The game runs (`PID` is a string, as the portal expects).", body = legacy::Started),
+        (status = 400, description = "`bad_request`", body = legacy::Failed),
+        (status = 404, description = "`unknown_game`", body = legacy::Failed),
+        (status = 502, description = "`launch_failed`", body = legacy::Failed),
+        (status = 503, description = "`no_capacity`, `host_unavailable` or `store_unavailable`", body = legacy::Failed),
+        (status = 504, description = "`launch_timeout`", body = legacy::Failed),
+    )
+)]
 pub async fn start(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpResponse, ShapedError> {
     started(svc, req)
         .await
@@ -47,6 +64,21 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
 }
 
 /// `GET /End?excuteMode=M&serverIp=IP&pid=PID`: ends the running session of that game.
+#[utoipa::path(
+    get,
+    path = "/End",
+    tag = "original portal",
+    operation_id = "legacy_end",
+    summary = "End a game (the original portal's call)",
+    description = "Ends the running session whose game has that IP and PID, once its processes are gone. Errors have the v1 status and `{\"gamestatus\": \"failed\", \"error\": {...}}`.",
+    params(legacy::EndQuery),
+    responses(
+        (status = 200, description = "`{\"gamestatus\": \"end game sucessful\"}` (spelled as the portal expects).", body = legacy::Ended),
+        (status = 400, description = "`bad_request`", body = legacy::Failed),
+        (status = 404, description = "`not_found`: no running session has that IP and PID", body = legacy::Failed),
+        (status = 503, description = "`host_unavailable` or `store_unavailable`", body = legacy::Failed),
+    )
+)]
 pub async fn end(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpResponse, ShapedError> {
     ended(svc, req)
         .await

@@ -16,6 +16,7 @@ mod games;
 mod hosts;
 mod legacy;
 mod metrics;
+pub mod openapi;
 mod probes;
 pub mod request;
 pub mod routes;

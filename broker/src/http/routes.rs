@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{events, games, hosts, legacy, metrics, probes, sessions};
+use super::{events, games, hosts, legacy, metrics, openapi, probes, sessions};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -99,6 +99,7 @@ const fn shaped(spec: RouteSpec, shape: Shape) -> RouteSpec {
 pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/healthz", Open, |r| r.to(probes::healthz)),
     route(Get, "/readyz", Open, |r| r.to(probes::readyz)),
+    route(Get, "/openapi.json", Open, |r| r.to(openapi::document)),
     route(Post, "/v1/sessions", Role(A::StartSession), |r| {
         r.to(sessions::start)
     }),

@@ -2,7 +2,10 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use protocol::api::{self, SessionQuery, StartSession};
+use protocol::api::{
+    self, ErrorBody, Session, SessionEvents, SessionList, SessionQuery, StartSession,
+};
+use protocol::SessionId;
 
 use super::errors::ApiError;
 use super::extract;
@@ -10,6 +13,29 @@ use crate::service::{LogQuery, Service, DEFAULT_TAIL};
 
 /// `POST /v1/sessions`: 201 and the session once its game runs; 200 and the first start's
 /// session for a repeated `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "start_session",
+    summary = "Start a game",
+    description = "Places the game on a host with a free slot and answers once its process runs, with the IP, port and PID players connect to.",
+    request_body = StartSession,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the start retry-safe: a repeated key answers 200 with the first start's session and starts nothing (1 to 255 bytes)."),
+    ),
+    responses(
+        (status = 201, description = "The game runs.", body = Session),
+        (status = 200, description = "A repeated `Idempotency-Key`: the first start's session.", body = Session),
+        (status = 400, description = "`bad_request`: malformed JSON, a field of the wrong type, an unknown mode, a config outside the game's config_dir", body = ErrorBody),
+        (status = 404, description = "`unknown_game`: no host offers the game", body = ErrorBody),
+        (status = 409, description = "`conflict`: the `Idempotency-Key` was used with another request", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 64 KiB", body = ErrorBody),
+        (status = 502, description = "`launch_failed`: the host could not start the game", body = ErrorBody),
+        (status = 503, description = "`no_capacity` (with `Retry-After`), `host_unavailable` or `store_unavailable`; retry", body = ErrorBody),
+        (status = 504, description = "`launch_timeout`: the host did not confirm the launch in time; nothing is left running", body = ErrorBody),
+    )
+)]
 pub async fn start(
     svc: web::Data<Service>,
     req: HttpRequest,
@@ -29,12 +55,38 @@ pub async fn start(
 }
 
 /// `GET /v1/sessions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    operation_id = "get_session",
+    summary = "One session",
+    params(("id" = SessionId, Path, description = "The session.")),
+    responses(
+        (status = 200, description = "The session.", body = Session),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the session store cannot be reached; retry", body = ErrorBody),
+    )
+)]
 pub async fn get(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let s = svc.get(&extract::session_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(s))
 }
 
 /// `GET /v1/sessions?status=&game_id=&host_id=&limit=&cursor=`: one page, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    operation_id = "list_sessions",
+    summary = "Sessions, newest first, one page",
+    params(SessionQuery),
+    responses(
+        (status = 200, description = "One page; pass `next_cursor` back as `cursor` for the next.", body = SessionList),
+        (status = 400, description = "`bad_request`: a filter that is not a status, an id or a number, or a cursor the broker did not hand out", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the session store cannot be reached; retry", body = ErrorBody),
+    )
+)]
 pub async fn list(
     svc: web::Data<Service>,
     q: web::Query<SessionQuery>,
@@ -47,6 +99,20 @@ pub async fn list(
 }
 
 /// `DELETE /v1/sessions/{id}`: answers once the game's processes are gone.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    operation_id = "end_session",
+    summary = "End a session",
+    description = "Answers once the game's processes are gone. Repeating it answers the same final state.",
+    params(("id" = SessionId, Path, description = "The session.")),
+    responses(
+        (status = 200, description = "The session, over.", body = Session),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 503, description = "`host_unavailable` (the host is offline or did not confirm the stop in time; the session is `stopping`) or `store_unavailable`; retry", body = ErrorBody),
+    )
+)]
 pub async fn end(
     svc: web::Data<Service>,
     req: HttpRequest,
@@ -58,6 +124,19 @@ pub async fn end(
 }
 
 /// `GET /v1/sessions/{id}/events`: the session's history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/events",
+    tag = "sessions",
+    operation_id = "session_history",
+    summary = "A session's history, oldest first",
+    params(("id" = SessionId, Path, description = "The session.")),
+    responses(
+        (status = 200, description = "What happened, when, and who caused it.", body = SessionEvents),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the session store cannot be reached; retry", body = ErrorBody),
+    )
+)]
 pub async fn events(
     svc: web::Data<Service>,
     id: web::Path<String>,
@@ -76,13 +155,16 @@ pub async fn events(
 }
 
 /// The query of `GET /v1/sessions/{id}/logs`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
-    /// The last this many lines (default [`DEFAULT_TAIL`]).
+    /// The last this many lines (default 200).
+    #[param(maximum = 4294967295.0, format = Int64)]
     tail: Option<u32>,
     /// Instead of a tail: the output from this byte offset (an earlier answer's
-    /// [`LOG_END`] header), to follow a log.
+    /// `Arcade-Log-End` header), to follow a log.
+    #[param(maximum = 18446744073709551615.0, format = Int64)]
     from: Option<u64>,
 }
 
@@ -92,6 +174,25 @@ pub const LOG_START: &str = "arcade-log-start";
 pub const LOG_END: &str = "arcade-log-end";
 
 /// `GET /v1/sessions/{id}/logs[?tail=N | ?from=OFFSET]`: the game's stdout and stderr as text.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/logs",
+    tag = "sessions",
+    operation_id = "session_logs",
+    summary = "A game's output",
+    description = "The game's stdout and stderr as its host's agent keeps them (for running sessions, and ended ones for the agent's --log-retention), at most 1 MiB.",
+    params(("id" = SessionId, Path, description = "The session."), LogsQuery),
+    responses(
+        (status = 200, description = "The output.", body = String, content_type = "text/plain",
+            headers(
+                ("Arcade-Log-Start" = u64, description = "The offset of the answer's first byte in the whole log."),
+                ("Arcade-Log-End" = u64, description = "The offset just past its last byte: `?from=` this to follow the log."),
+            )),
+        (status = 400, description = "`bad_request`: both `tail` and `from`, or a value that is not a number", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session, or its host no longer has its log", body = ErrorBody),
+        (status = 503, description = "`host_unavailable`: the session's host is offline, busy or did not answer; or `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn logs(
     svc: web::Data<Service>,
     id: web::Path<String>,

@@ -1,0 +1,195 @@
+//! `GET /openapi.json`: the API as an OpenAPI 3.1 document, generated from the code — the
+//! handlers' `#[utoipa::path]` annotations, the JSON types of `protocol::api`, and the route
+//! table, from which every operation gets its roles and its 401 and 403 answers. A copy is
+//! committed (`broker/openapi.json`); a test fails when it drifts from what this builds.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use protocol::api::ErrorBody;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
+use utoipa::{OpenApi, ToSchema};
+
+use super::routes::{Access, Verb, ROUTES};
+use super::{events, games, hosts, legacy, metrics, probes, sessions};
+use crate::auth::Role;
+
+/// The name of the bearer-key security scheme.
+const BEARER: &str = "api_key";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Arcade broker API",
+        description = "Start, watch and end game-streaming sessions on runtime hosts. With API keys configured (`--api-key ROLE:KEY`), every call but the probes, this document and the dashboard page needs `Authorization: Bearer KEY`, and each operation says which roles may call it.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        sessions::start,
+        sessions::list,
+        sessions::get,
+        sessions::end,
+        sessions::events,
+        sessions::logs,
+        hosts::list,
+        hosts::drain,
+        hosts::resume,
+        hosts::brokers,
+        games::list,
+        events::stream,
+        metrics::metrics,
+        probes::healthz,
+        probes::readyz,
+        legacy::start,
+        legacy::end,
+        document,
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This document",
+    responses((status = 200, description = "The API as OpenAPI 3.1.", content_type = "application/json"))
+)]
+pub async fn document() -> HttpResponse {
+    static JSON: OnceLock<String> = OnceLock::new();
+    let json = JSON.get_or_init(|| {
+        build()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json.as_str())
+}
+
+/// The document: the annotations, then what the route table says of each operation.
+pub fn build() -> Document {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API key given to the broker with --api-key ROLE:KEY.",
+                ))
+                .build(),
+        ),
+    );
+    for route in ROUTES {
+        let Access::Role(action) = route.access else {
+            continue;
+        };
+        let Some(op) = operation(&mut doc, route.path, route.verb) else {
+            continue;
+        };
+        let roles: Vec<&str> = [Role::Portal, Role::Provider, Role::Admin]
+            .into_iter()
+            .filter(|r| r.may(action))
+            .map(Role::as_str)
+            .collect();
+        let line = format!("Roles: {}.", roles.join(", "));
+        op.description = Some(match op.description.take() {
+            Some(d) => format!("{d}\n\n{line}"),
+            None => line,
+        });
+        op.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+        let error = |text: &str| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                            ErrorBody::name(),
+                        )))
+                        .build(),
+                )
+                .build()
+        };
+        let responses = &mut op.responses.responses;
+        responses.insert(
+            "401".into(),
+            error("`unauthorized`: no valid API key (keys are configured)").into(),
+        );
+        responses.insert(
+            "403".into(),
+            error("`forbidden`: the key's role may not call this").into(),
+        );
+    }
+    doc
+}
+
+/// The operation of `path` and `verb`, if the document has it.
+fn operation<'a>(doc: &'a mut Document, path: &str, verb: Verb) -> Option<&'a mut Operation> {
+    let item: &mut PathItem = doc.paths.paths.get_mut(path)?;
+    match verb {
+        Verb::Get => item.get.as_mut(),
+        Verb::Post => item.post.as_mut(),
+        Verb::Delete => item.delete.as_mut(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route of the table is in the document with its method, and nothing else is.
+    #[test]
+    fn the_document_has_every_route_and_only_them() {
+        let mut doc = build();
+        for route in ROUTES {
+            assert!(
+                operation(&mut doc, route.path, route.verb).is_some(),
+                "{} {} is not in the document: annotate its handler and list it in ApiDoc",
+                route.verb.as_str(),
+                route.path
+            );
+        }
+        let documented: usize = doc
+            .paths
+            .paths
+            .values()
+            .map(|i| {
+                usize::from(i.get.is_some())
+                    + usize::from(i.post.is_some())
+                    + usize::from(i.delete.is_some())
+                    + usize::from(i.put.is_some())
+                    + usize::from(i.patch.is_some())
+            })
+            .sum();
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "the document has operations no route serves"
+        );
+    }
+
+    /// The committed copy is what the code builds. To update it after a change of the API:
+    /// `ARCADE_UPDATE_OPENAPI=1 cargo test -p broker openapi`.
+    #[test]
+    fn the_committed_openapi_json_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let built = build().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("ARCADE_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &built).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == built,
+            "broker/openapi.json differs from the API the code describes; run \
+             ARCADE_UPDATE_OPENAPI=1 cargo test -p broker openapi, review and commit it"
+        );
+    }
+}
