@@ -6,7 +6,8 @@
 //! - [`request`]: each request's id and tracing span;
 //! - [`extract`]: bounded bodies, ids, the `Idempotency-Key`, the caller;
 //! - handlers, one file per resource: [`sessions`], [`hosts`], [`games`], [`probes`], and the
-//!   original portal's calls in [`legacy`]. A handler decodes, calls one [`Service`] method,
+//!   original portal's calls in [`legacy`], the dashboard's files in [`ui`], the OpenAPI
+//!   document in [`openapi`]. A handler decodes, calls one [`Service`] method,
 //!   and encodes its answer.
 
 pub mod errors;
@@ -21,6 +22,7 @@ mod probes;
 pub mod request;
 pub mod routes;
 mod sessions;
+mod ui;
 
 use std::net::TcpListener;
 use std::sync::Arc;

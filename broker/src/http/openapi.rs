@@ -13,7 +13,7 @@ use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
-use super::{events, games, hosts, legacy, metrics, probes, sessions};
+use super::{events, games, hosts, legacy, metrics, probes, sessions, ui};
 use crate::auth::Role;
 
 /// The name of the bearer-key security scheme.
@@ -45,6 +45,9 @@ const BEARER: &str = "api_key";
         legacy::start,
         legacy::end,
         document,
+        ui::page,
+        ui::script,
+        ui::style,
     ),
     components(schemas(ErrorBody))
 )]

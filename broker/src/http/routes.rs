@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{events, games, hosts, legacy, metrics, openapi, probes, sessions};
+use super::{events, games, hosts, legacy, metrics, openapi, probes, sessions, ui};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -100,6 +100,9 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/healthz", Open, |r| r.to(probes::healthz)),
     route(Get, "/readyz", Open, |r| r.to(probes::readyz)),
     route(Get, "/openapi.json", Open, |r| r.to(openapi::document)),
+    route(Get, "/ui", Open, |r| r.to(ui::page)),
+    route(Get, "/ui/app.js", Open, |r| r.to(ui::script)),
+    route(Get, "/ui/app.css", Open, |r| r.to(ui::style)),
     route(Post, "/v1/sessions", Role(A::StartSession), |r| {
         r.to(sessions::start)
     }),
@@ -279,12 +282,22 @@ mod tests {
     }
 
     #[test]
-    fn only_probes_are_open() {
+    fn only_probes_the_document_and_the_dashboard_page_are_open() {
         let open: Vec<&str> = ROUTES
             .iter()
             .filter(|r| r.access == Open)
             .map(|r| r.path)
             .collect();
-        assert_eq!(open, ["/healthz", "/readyz"]);
+        assert_eq!(
+            open,
+            [
+                "/healthz",
+                "/readyz",
+                "/openapi.json",
+                "/ui",
+                "/ui/app.js",
+                "/ui/app.css"
+            ]
+        );
     }
 }
