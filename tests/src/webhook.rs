@@ -18,6 +18,8 @@ pub struct Delivery {
     pub body: String,
     /// What the receiver answered.
     pub status: u16,
+    /// When its body had arrived whole.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +130,7 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
                 headers,
                 body,
                 status,
+                at: std::time::Instant::now(),
             });
         let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
         if conn.write_all(answer.as_bytes()).await.is_err() {

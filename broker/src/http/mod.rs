@@ -141,6 +141,9 @@ pub fn server(
             .wrap(from_fn(request::identify))
     })
     .workers(settings.workers)
+    // Small writes go out at once: an event on a stream must not wait for the ACK of the
+    // previous one (Nagle's algorithm and a delayed ACK held one for 40 ms).
+    .tcp_nodelay(true)
     .max_connections(10_000)
     .keep_alive(Duration::from_secs(75))
     .client_request_timeout(Duration::from_secs(10))

@@ -5,7 +5,8 @@
 //! 1. start p50 with no event stream open, with 100 open (each read by a lean client that
 //!    counts events), and with none again, one client doing start+end pairs;
 //! 2. the delay from a game's exit (SIGTERM to its process group) to an SSE client reading
-//!    `session.ended`, against the game's own exit (SIGTERM to reaped) as the floor.
+//!    `session.ended`, and to a webhook receiver (on loopback, answering 200 at once) having
+//!    its POST, against the game's own exit (SIGTERM to reaped) as the floor.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,8 +107,17 @@ pub async fn run(mut a: Args) -> bool {
     let mut exit_floor = stats::exit_latency(&program, a.exits.min(200)).await;
     let exit_floor = Summary::of(&mut exit_floor);
 
+    // Every session.ended is also POSTed to a receiver, as a portal's webhook.
+    let receiver = tests::webhook::Receiver::start(0).await;
+    let hooks = broker::events::webhooks::WebhookConfig::from_flags(
+        vec![receiver.url.clone()],
+        Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        vec!["session.ended".into()],
+    )
+    .expect("webhook config");
     // One HTTP worker per core, as the broker runs by default.
     let broker = TestBroker::start_with(BrokerOptions {
+        webhooks: hooks,
         database_url,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         ..Default::default()
@@ -163,6 +173,7 @@ pub async fn run(mut a: Args) -> bool {
         .await
         .expect("open a stream");
     let mut delays = Vec::new();
+    let mut killed = Vec::new();
     let mut errors = e1 + e2 + e3;
     for _ in 0..a.exits {
         let Ok(s) = client.start_session(&crate::load::bench_start()).await else {
@@ -180,6 +191,7 @@ pub async fn run(mut a: Args) -> bool {
                 Ok(Some(Ok(e))) => {
                     if e.session.is_some_and(|x| x.session_id == s.session_id) {
                         delays.push(t0.elapsed());
+                        killed.push((s.session_id.to_string(), t0));
                         break;
                     }
                 }
@@ -190,11 +202,30 @@ pub async fn run(mut a: Args) -> bool {
             }
         }
     }
+    // Each of those exits' webhook, timed from its SIGTERM to the receiver having it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut hooked = loop {
+        let got = receiver.accepted();
+        let hooked: Vec<Duration> = killed
+            .iter()
+            .filter_map(|(id, t0)| {
+                got.iter()
+                    .find(|d| d.body.contains(id.as_str()))
+                    .map(|d| d.at.saturating_duration_since(*t0))
+            })
+            .collect();
+        if hooked.len() == killed.len() || Instant::now() >= deadline {
+            break hooked;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    errors += killed.len() - hooked.len();
     for ag in agents {
         ag.stop().await;
     }
     let _ = broker.stop().await;
     let delay = Summary::of(&mut delays);
+    let hook_delay = Summary::of(&mut hooked);
 
     println!();
     stats::header();
@@ -209,6 +240,11 @@ pub async fn run(mut a: Args) -> bool {
     row(
         "game exit to session.ended on a stream",
         &delay,
+        Some(exit_floor.p50),
+    );
+    row(
+        "game exit to its webhook received",
+        &hook_delay,
         Some(exit_floor.p50),
     );
     println!();
