@@ -9,7 +9,10 @@
 const KEY = "arcade.apiKey";
 const LIVE = new Set(["starting", "running", "stopping"]);
 const STATUSES = ["starting", "running", "stopping", "ended", "failed", "lost"];
-const SESSIONS_LOADED = 500;
+// The newest sessions of any status shown; every live one is loaded besides.
+const RECENT_SESSIONS = 200;
+// CPU and memory come with heartbeats, not events: the hosts are read again this often.
+const HOSTS_EVERY_MS = 5000;
 
 const state = {
   key: sessionStorage.getItem(KEY),
@@ -20,6 +23,9 @@ const state = {
   pending: null,
   drawScheduled: false,
   connected: null,
+  // Bumped by each start() and askForKey(): a load or a stream of an earlier one (a key
+  // since replaced) must not touch the page.
+  generation: 0,
 };
 
 // Tells start() the stream is subscribed (the broker answers once it is), or gave up trying.
@@ -67,6 +73,7 @@ function showError(err) {
 }
 
 function askForKey(message) {
+  state.generation += 1;
   stopStream();
   sessionStorage.removeItem(KEY);
   state.key = null;
@@ -92,9 +99,10 @@ function setLive(on) {
   $("live").classList.toggle("off", !on);
 }
 
-async function follow() {
+async function follow(gen) {
   const ctrl = new AbortController();
   state.streaming = ctrl;
+  const current = () => gen === state.generation && !ctrl.signal.aborted;
   for (;;) {
     try {
       const h = headers();
@@ -102,6 +110,9 @@ async function follow() {
         h["Last-Event-ID"] = String(state.lastEventId);
       }
       const res = await fetch("/v1/events", { headers: h, signal: ctrl.signal, cache: "no-store" });
+      if (!current()) {
+        return;
+      }
       if (res.status === 401) {
         return askForKey(state.key ? "That key was not accepted." : "");
       }
@@ -112,13 +123,13 @@ async function follow() {
       connected();
       await readEvents(res.body.getReader());
     } catch (err) {
-      if (ctrl.signal.aborted) {
+      if (!current()) {
         return;
       }
     }
     setLive(false);
     await new Promise((r) => setTimeout(r, 1000));
-    if (ctrl.signal.aborted) {
+    if (!current()) {
       return;
     }
   }
@@ -192,6 +203,9 @@ function apply(e) {
 // ---- loading ----------------------------------------------------------------------------
 
 async function start() {
+  stopStream();
+  state.generation += 1;
+  const gen = state.generation;
   $("login").hidden = true;
   $("board").hidden = false;
   $("forget").hidden = !state.key;
@@ -204,13 +218,25 @@ async function start() {
     state.connected = resolve;
     setTimeout(resolve, 5000);
   });
-  follow();
+  follow(gen);
   await subscribed;
+  if (gen !== state.generation) {
+    return;
+  }
   try {
-    const list = await api("GET", `/v1/sessions?limit=${SESSIONS_LOADED}`);
-    state.sessions = new Map(list.sessions.map((s) => [s.session_id, s]));
+    const pages = await Promise.all([
+      api("GET", `/v1/sessions?limit=${RECENT_SESSIONS}`),
+      ...[...LIVE].map((st) => api("GET", `/v1/sessions?status=${st}&limit=1000`)),
+    ]);
+    if (gen !== state.generation) {
+      return;
+    }
+    state.sessions = new Map(pages.flatMap((p) => p.sessions).map((s) => [s.session_id, s]));
     $("sessions-note").hidden = true;
   } catch (err) {
+    if (gen !== state.generation) {
+      return;
+    }
     if (err instanceof ApiError && err.status === 401) {
       return askForKey(state.key ? "That key was not accepted." : "");
     }
@@ -218,15 +244,54 @@ async function start() {
   }
   try {
     const list = await api("GET", "/v1/hosts");
+    if (gen !== state.generation) {
+      return;
+    }
     state.hosts = new Map(list.hosts.map((h) => [h.host_id, h]));
     $("hosts-note").hidden = true;
   } catch (err) {
+    if (gen !== state.generation) {
+      return;
+    }
     note("hosts-note", err);
   }
   const pending = state.pending || [];
   state.pending = null;
   pending.forEach(apply);
   draw();
+  refreshHosts(gen);
+}
+
+async function refreshHosts(gen) {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, HOSTS_EVERY_MS));
+    if (gen !== state.generation) {
+      return;
+    }
+    try {
+      const list = await api("GET", "/v1/hosts");
+      if (gen !== state.generation) {
+        return;
+      }
+      for (const h of list.hosts) {
+        state.hosts.set(h.host_id, h);
+      }
+      draw();
+    } catch (_) {
+      // Shown by the next action that fails, or the stream's state.
+    }
+  }
+}
+
+// Sessions not over on each host, as this page knows them (live from the stream).
+function liveByHost() {
+  const n = new Map();
+  for (const s of state.sessions.values()) {
+    if (LIVE.has(s.status)) {
+      n.set(s.host_id, (n.get(s.host_id) || 0) + 1);
+    }
+  }
+  return n;
 }
 
 function note(id, err) {
@@ -287,12 +352,13 @@ function drawHosts() {
   const body = $("hosts").tBodies[0];
   body.replaceChildren();
   const hosts = [...state.hosts.values()].sort((a, b) => a.host_id.localeCompare(b.host_id));
+  const live = liveByHost();
   for (const h of hosts) {
     const tr = document.createElement("tr");
     tr.dataset.host = h.host_id;
     cell(tr, h.host_id);
     cell(tr, h.status, `status ${h.status}`);
-    cell(tr, `${h.sessions}/${h.max_sessions}`, "num sessions");
+    cell(tr, `${live.get(h.host_id) || 0}/${h.max_sessions}`, "num sessions");
     cell(tr, `${Math.round(h.cpu_percent)}%`, "num");
     cell(tr, `${gib(h.mem_used_bytes)}/${gib(h.mem_total_bytes)} GiB`, "num");
     cell(tr, h.broker_id || "");

@@ -284,6 +284,9 @@ async fn the_dashboard_shows_live_changes_and_its_buttons_act() {
         async move { b.find(&row).await.is_none() }
     })
     .await;
+    browser
+        .wait_text(&format!("{host_row} .sessions"), "2/8")
+        .await;
     let s = provider.get_session(&ended.session_id).await.unwrap();
     assert_eq!(s.status, SessionStatus::Ended);
     assert!(!group_alive(ended.pid.unwrap()));
