@@ -7,8 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use protocol::wire::{GameOffer, DEFAULT_MODE};
+use regex::Regex;
+
+use protocol::wire::{GameOffer, DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
 use protocol::{GameId, SessionId};
 use serde::Deserialize;
 
@@ -33,6 +36,34 @@ pub struct Game {
     default_config: Option<String>,
     env: BTreeMap<String, String>,
     limits: Limits,
+    ready: Option<Ready>,
+    ready_timeout: Duration,
+}
+
+/// How a game's readiness is known, as checked at load.
+#[derive(Debug, Clone)]
+enum Ready {
+    Tcp,
+    Log(Regex),
+    File(Template),
+}
+
+/// `ready_timeout` when the entry names none, in seconds.
+pub const DEFAULT_READY_TIMEOUT_SECS: u32 = 60;
+
+/// A catalog entry's `ready` table: exactly one of its keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyEntry {
+    /// Ready once a TCP connection to the session's port succeeds (must be `true`).
+    #[serde(default)]
+    pub tcp: Option<bool>,
+    /// Ready once a line of the game's output matches this regular expression.
+    #[serde(default)]
+    pub log: Option<String>,
+    /// Ready once this file exists (placeholders as in `args`).
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 /// A catalog entry as written in TOML.
@@ -59,6 +90,12 @@ pub struct GameEntry {
     /// Resource limits, applied through cgroups.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// How to know the game is ready for players; without it, a launched game is ready.
+    #[serde(default)]
+    pub ready: Option<ReadyEntry>,
+    /// Seconds the readiness check may take (default 60, at most 600).
+    #[serde(default)]
+    pub ready_timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +184,17 @@ pub enum EntryError {
     // Shown in the message, so not also returned as the source.
     #[error("default_config: {0}")]
     DefaultConfig(ConfigError),
+    /// `ready` does not name exactly one check.
+    #[error(
+        "ready must be one of {{ tcp = true }}, {{ log = \"REGEX\" }} or {{ file = \"PATH\" }}"
+    )]
+    ReadyKind,
+    /// `ready.log` is not a regular expression.
+    #[error("ready.log: {0}")]
+    ReadyRegex(String),
+    /// `ready_timeout` is out of range, or given without `ready`.
+    #[error("ready_timeout must be more than 0 and at most {MAX_READY_TIMEOUT_SECS} seconds, with a ready check")]
+    ReadyTimeout,
 }
 
 /// Why a mode or config name is refused.
@@ -223,7 +271,33 @@ pub struct LaunchSpec {
     pub mode: String,
     /// Resource limits to apply.
     pub limits: Limits,
+    /// The readiness check, if the game has one, and how long it may take.
+    pub ready: Option<(ReadyCheck, Duration)>,
 }
+
+/// A readiness check for one session.
+#[derive(Debug, Clone)]
+pub enum ReadyCheck {
+    /// A TCP connection to the session's port succeeds.
+    Tcp,
+    /// A line of the game's output matches.
+    Log(Regex),
+    /// This file exists.
+    File(PathBuf),
+}
+
+impl PartialEq for ReadyCheck {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Tcp, Self::Tcp) => true,
+            (Self::Log(a), Self::Log(b)) => a.as_str() == b.as_str(),
+            (Self::File(a), Self::File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ReadyCheck {}
 
 impl Catalog {
     /// Reads and checks a catalog file.
@@ -265,6 +339,10 @@ impl Catalog {
             .map(|(id, g)| GameOffer {
                 game_id: id.clone(),
                 modes: g.modes.clone(),
+                ready_timeout_ms: g
+                    .ready
+                    .as_ref()
+                    .map(|_| u32::try_from(g.ready_timeout.as_millis()).unwrap_or(u32::MAX)),
             })
             .collect()
     }
@@ -322,17 +400,27 @@ impl Catalog {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("ARCADE_SESSION_ID".into(), session_id.to_string()));
-        env.push(("ARCADE_PORT".into(), port_s));
+        env.push(("ARCADE_PORT".into(), port_s.clone()));
         env.push(("ARCADE_MODE".into(), mode.clone()));
         if let Some(c) = &config_path {
             env.push(("ARCADE_CONFIG".into(), c.clone()));
         }
+        let ready = match &game.ready {
+            None => None,
+            Some(Ready::Tcp) => Some(ReadyCheck::Tcp),
+            Some(Ready::Log(re)) => Some(ReadyCheck::Log(re.clone())),
+            Some(Ready::File(t)) => Some(ReadyCheck::File(PathBuf::from(
+                t.expand(&values).map_err(|p| needs(game_id, p))?,
+            ))),
+        }
+        .map(|check| (check, game.ready_timeout));
         Ok(LaunchSpec {
             program,
             args,
             env,
             mode,
             limits: game.limits,
+            ready,
         })
     }
 }
@@ -382,6 +470,25 @@ impl Game {
                 return Err(EntryError::EnvKey(k.clone()));
             }
         }
+        let ready = match entry.ready {
+            None => None,
+            Some(r) => Some(match (r.tcp, r.log, r.file) {
+                (Some(true), None, None) => Ready::Tcp,
+                (None, Some(re), None) => {
+                    Ready::Log(Regex::new(&re).map_err(|e| EntryError::ReadyRegex(e.to_string()))?)
+                }
+                (None, None, Some(path)) => Ready::File(Template::parse(&path)?),
+                _ => return Err(EntryError::ReadyKind),
+            }),
+        };
+        let ready_timeout = match entry.ready_timeout {
+            None => Duration::from_secs(u64::from(DEFAULT_READY_TIMEOUT_SECS)),
+            Some(_) if ready.is_none() => return Err(EntryError::ReadyTimeout),
+            Some(t) if t > 0.0 && t <= f64::from(MAX_READY_TIMEOUT_SECS) => {
+                Duration::from_secs_f64(t)
+            }
+            Some(_) => return Err(EntryError::ReadyTimeout),
+        };
         let game = Self {
             command,
             args,
@@ -390,6 +497,8 @@ impl Game {
             default_config: entry.default_config,
             env: entry.env,
             limits: entry.limits.unwrap_or_default(),
+            ready,
+            ready_timeout,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -618,6 +727,86 @@ default_config = "server.neverball.conf"
         );
     }
 
+    fn load(toml: &str) -> Result<Catalog, CatalogError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("catalog.toml");
+        std::fs::write(&path, toml).unwrap();
+        Catalog::load(&path)
+    }
+
+    #[test]
+    fn readiness_checks_are_read_checked_and_offered() {
+        let cat = load(
+            r#"
+[games.ga]
+command = "/opt/ga/server"
+ready = { tcp = true }
+ready_timeout = 2.5
+
+[games.logged]
+command = "/opt/ga/server"
+ready = { log = "^listening on [0-9]+$" }
+
+[games.touched]
+command = "/opt/ga/server"
+ready = { file = "/run/ga/{session_id}.ready" }
+
+[games.plain]
+command = "/bin/sleep"
+"#,
+        )
+        .unwrap();
+        let timeouts: Vec<(String, Option<u32>)> = cat
+            .offers()
+            .into_iter()
+            .map(|o| (o.game_id.to_string(), o.ready_timeout_ms))
+            .collect();
+        assert_eq!(
+            timeouts,
+            [
+                ("ga".into(), Some(2500)),
+                ("logged".into(), Some(60_000)),
+                ("plain".into(), None),
+                ("touched".into(), Some(60_000)),
+            ]
+        );
+        let ready = |g: &str| cat.resolve(&game(g), None, None, 1, &sid()).unwrap().ready;
+        assert_eq!(
+            ready("ga"),
+            Some((ReadyCheck::Tcp, Duration::from_millis(2500)))
+        );
+        assert_eq!(
+            ready("touched").unwrap().0,
+            ReadyCheck::File(PathBuf::from("/run/ga/s-1.ready"))
+        );
+        assert!(
+            matches!(ready("logged").unwrap().0, ReadyCheck::Log(re) if re.is_match("listening on 20000"))
+        );
+        assert_eq!(ready("plain"), None);
+
+        for (bad, says) in [
+            ("ready = { tcp = false }", "ready must be one of"),
+            (
+                "ready = { tcp = true, log = \"x\" }",
+                "ready must be one of",
+            ),
+            ("ready = {}", "ready must be one of"),
+            ("ready = { log = \"(\" }", "ready.log"),
+            ("ready = { tcp = true }\nready_timeout = 0", "ready_timeout"),
+            (
+                "ready = { tcp = true }\nready_timeout = 601",
+                "ready_timeout",
+            ),
+            ("ready_timeout = 5", "ready_timeout"),
+            ("ready = { file = \"/x/{nope}\" }", "unknown placeholder"),
+            ("ready = { http = \"/\" }", "unknown field"),
+        ] {
+            let toml = format!("[games.g]\ncommand = \"/bin/true\"\n{bad}\n");
+            let e = load(&toml).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn default_mode_is_the_first() {
         let tmp = tempfile::tempdir().unwrap();
@@ -677,6 +866,8 @@ default_config = "server.neverball.conf"
                 default_config: None,
                 env: BTreeMap::new(),
                 limits: None,
+                ready: None,
+                ready_timeout: None,
             },
         )])
         .unwrap();
@@ -704,6 +895,8 @@ default_config = "server.neverball.conf"
                     default_config: None,
                     env: BTreeMap::new(),
                     limits: None,
+                    ready: None,
+                    ready_timeout: None,
                 },
             )]);
             assert!(r.is_err(), "{name} {command}");
@@ -719,6 +912,8 @@ default_config = "server.neverball.conf"
             default_config: None,
             env: BTreeMap::new(),
             limits: None,
+            ready: None,
+            ready_timeout: None,
         }
     }
 

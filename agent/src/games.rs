@@ -44,10 +44,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::catalog::{Catalog, ResolveError};
+use crate::catalog::{Catalog, ReadyCheck, ResolveError};
 use crate::metrics::{AgentMetrics, LaunchOutcome, StopOutcome};
 use crate::output;
 use crate::ports::PortPool;
+use crate::ready;
 use crate::state;
 
 /// Log reads served at once, at most (each holds a page in memory and a blocking thread).
@@ -65,7 +66,10 @@ const GROUP_POLL_MAX: Duration = Duration::from_millis(250);
 /// in the supervising task (any -> removed, when the group is gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GameState {
-    /// Started; no stop asked.
+    /// Started, its readiness check not passed yet; its end is answered by the launch
+    /// (`LaunchFailed`), not `Exited`.
+    Readying,
+    /// Started (and ready); no stop asked.
     Running,
     /// SIGTERM sent; its end is answered with `Stopped`, not `Exited`.
     Stopping,
@@ -91,6 +95,8 @@ struct Spawned {
     start_time: Option<u64>,
     /// Whether it got a cgroup.
     limited: bool,
+    /// Its readiness check and how long it may take.
+    ready: Option<(ReadyCheck, Duration)>,
 }
 
 /// What [`Games::reserve`] found for a launch request.
@@ -114,6 +120,8 @@ struct Unwatched {
     leader: Child,
     pgid: u32,
     gone: watch::Sender<Option<ExitStatus>>,
+    /// Its readiness check, to pass before it is reported `Launched`.
+    ready: Option<(ReadyCheck, Duration)>,
 }
 
 #[derive(Debug)]
@@ -499,14 +507,26 @@ impl Games {
                 Reserved::Refused(e) => Err(e),
                 Reserved::InFlight => return,
             };
-            me.metrics.launch(match &outcome {
-                Ok(_) => LaunchOutcome::Launched,
-                Err((LaunchFailure::BadRequest | LaunchFailure::UnknownGame, _)) => {
-                    LaunchOutcome::Refused
-                }
-                Err((LaunchFailure::NoCapacity, _)) => LaunchOutcome::NoCapacity,
-                Err((LaunchFailure::SpawnFailed, _)) => LaunchOutcome::SpawnFailed,
-            });
+            let outcome = match outcome {
+                Ok((launched, Some(mut u))) => match u.ready.take() {
+                    // Watched from now, so an exit during the check is seen; the check's
+                    // verdict is the launch's answer.
+                    Some((check, within)) => {
+                        let gone = u.gone.subscribe();
+                        let watcher = Arc::clone(&me);
+                        me.tracker.spawn(async move {
+                            watcher
+                                .supervise(u.session_id, Some(u.leader), u.pgid, u.gone)
+                                .await;
+                        });
+                        let verdict = me.wait_ready(&launched, &check, within, gone).await;
+                        me.report_ready(launched, verdict).await;
+                        return;
+                    }
+                    None => Ok((launched, Some(u))),
+                },
+                other => other,
+            };
             let (msg, unwatched) = match outcome {
                 Ok((launched, unwatched)) => (AgentMessage::Launched(launched), unwatched),
                 Err((kind, message)) => (
@@ -518,6 +538,7 @@ impl Games {
                     None,
                 ),
             };
+            me.count_launch(&msg);
             // Fails only when the agent is shutting down; the broker learns at the handshake.
             let _ = me.events.send(msg).await;
             if let Some(u) = unwatched {
@@ -527,11 +548,99 @@ impl Games {
         });
     }
 
+    /// Counts a launch's answer.
+    fn count_launch(&self, msg: &AgentMessage) {
+        let outcome = match msg {
+            AgentMessage::LaunchFailed { kind, .. } => match kind {
+                LaunchFailure::BadRequest | LaunchFailure::UnknownGame => LaunchOutcome::Refused,
+                LaunchFailure::NoCapacity => LaunchOutcome::NoCapacity,
+                LaunchFailure::SpawnFailed => LaunchOutcome::SpawnFailed,
+                LaunchFailure::NotReady => LaunchOutcome::NotReady,
+                LaunchFailure::ExitedBeforeReady => LaunchOutcome::ExitedBeforeReady,
+            },
+            _ => LaunchOutcome::Launched,
+        };
+        self.metrics.launch(outcome);
+    }
+
+    /// Waits for a launched game's readiness check to pass, within `within`. A game that
+    /// exits first, or is not ready in time (it is then stopped), fails the launch.
+    async fn wait_ready(
+        &self,
+        launched: &Launched,
+        check: &ReadyCheck,
+        within: Duration,
+        mut gone: watch::Receiver<Option<ExitStatus>>,
+    ) -> Result<(), (LaunchFailure, String)> {
+        let id = &launched.session_id;
+        let addr = std::net::SocketAddr::new(launched.ip, launched.port);
+        let log = output::path(&self.config.log_dir, id);
+        let started = Instant::now();
+        tokio::select! {
+            () = ready::wait(check, addr, &log) => {
+                tracing::info!(session = %id, after = ?started.elapsed(), "game ready");
+                Ok(())
+            }
+            status = async { gone.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+                Err((
+                    LaunchFailure::ExitedBeforeReady,
+                    format!("the game ended ({}) before it was ready", describe_exit(status)),
+                ))
+            }
+            () = tokio::time::sleep(within) => {
+                let what = ready::describe(check, addr);
+                tracing::warn!(session = %id, ?within, %what, "game not ready in time; stopping it");
+                self.stop(id).await;
+                Err((
+                    LaunchFailure::NotReady,
+                    format!("the game was not ready within {within:?} ({what}); it was stopped"),
+                ))
+            }
+        }
+    }
+
+    /// Answers a launch whose readiness check has its verdict: `Launched` if the game is
+    /// still there and ready (it is then `Running`, so its later exit is reported as
+    /// `Exited`, after this), else `LaunchFailed`. The answer's place in the queue is taken
+    /// before the table is looked at, so no `Exited` of the game can overtake it.
+    async fn report_ready(&self, launched: Launched, verdict: Result<(), (LaunchFailure, String)>) {
+        let Ok(permit) = self.events.reserve().await else {
+            return;
+        };
+        let id = launched.session_id.clone();
+        let msg = {
+            let mut t = self.table();
+            match verdict {
+                Ok(()) => match t.games.get_mut(&id) {
+                    Some(e) if e.state == GameState::Readying => {
+                        e.state = GameState::Running;
+                        AgentMessage::Launched(launched)
+                    }
+                    _ => AgentMessage::LaunchFailed {
+                        session_id: id,
+                        kind: LaunchFailure::ExitedBeforeReady,
+                        message: "the game ended or was stopped as it became ready".into(),
+                    },
+                },
+                Err((kind, message)) => AgentMessage::LaunchFailed {
+                    session_id: id,
+                    kind,
+                    message,
+                },
+            }
+        };
+        self.count_launch(&msg);
+        permit.send(msg);
+    }
+
     /// Takes a slot and a port for a launch, or says why not. A repeated request for a
     /// session already running answers as the first one did and starts nothing.
     fn reserve(&self, req: &LaunchRequest, ip: IpAddr) -> Reserved {
         let mut t = self.table();
         if let Some(e) = t.games.get(&req.session_id) {
+            if e.state == GameState::Readying {
+                return Reserved::InFlight;
+            }
             return Reserved::Running(Launched {
                 session_id: req.session_id.clone(),
                 pid: e.pid,
@@ -605,6 +714,7 @@ impl Games {
                 pid,
                 start_time,
                 limited,
+                ready,
             }) => {
                 let (gone_tx, gone_rx) = watch::channel(None);
                 {
@@ -616,7 +726,11 @@ impl Games {
                             pid,
                             port,
                             start_time,
-                            state: GameState::Running,
+                            state: if ready.is_some() {
+                                GameState::Readying
+                            } else {
+                                GameState::Running
+                            },
                             limited,
                             gone: gone_rx,
                         },
@@ -637,6 +751,7 @@ impl Games {
                     leader: child,
                     pgid: pid,
                     gone: gone_tx,
+                    ready,
                 };
                 Ok((launched, Some(unwatched)))
             }
@@ -712,6 +827,7 @@ impl Games {
             pid,
             start_time: state::proc_stat(pid).map(|(_, start)| start),
             limited: spec.limits.any(),
+            ready: spec.ready,
         })
     }
 
@@ -798,6 +914,9 @@ impl Games {
             }
             Some(GameState::Stopping) => {
                 tracing::info!(session = %session_id, status = ?last, "game stopped");
+            }
+            Some(GameState::Readying) => {
+                tracing::info!(session = %session_id, status = ?last, "game ended before it was ready");
             }
             None => {}
         }
@@ -922,6 +1041,15 @@ impl Games {
     pub async fn stop_all(&self) {
         let ids: Vec<SessionId> = self.table().games.keys().cloned().collect();
         futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
+    }
+}
+
+/// How a game ended, in words.
+fn describe_exit(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(ExitStatus::Code(c)) => format!("exit code {c}"),
+        Some(ExitStatus::Signal(s)) => format!("signal {s}"),
+        Some(ExitStatus::Unknown) | None => "how is unknown".into(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`link`]: the connection to the broker (handshake, messages, heartbeats).
 //! - [`output`]: the games' stdout and stderr, read back for the broker and kept for
 //!   `--log-retention`.
+//! - [`ready`]: a launched game's readiness check (catalog `ready`), tried until it passes.
 //! - [`ports`], [`load`]: the port pool and the load sampler.
 //! - [`metrics`]: what the agent counts, served to Prometheus with `--metrics ADDR`.
 //! - [`cli`]: the `arcade-agent` command line, turned into a [`Config`].
@@ -26,6 +27,7 @@ pub mod logs;
 pub mod metrics;
 pub mod output;
 pub mod ports;
+pub mod ready;
 pub mod state;
 pub mod tls;
 

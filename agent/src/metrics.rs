@@ -46,6 +46,10 @@ pub enum LaunchOutcome {
     NoCapacity,
     /// The program could not be started.
     SpawnFailed,
+    /// Its readiness check did not pass in time (it was stopped).
+    NotReady,
+    /// It exited before its readiness check passed.
+    ExitedBeforeReady,
 }
 
 /// How a stop ended.
@@ -136,6 +140,8 @@ impl AgentMetrics {
             LaunchOutcome::Refused => "refused",
             LaunchOutcome::NoCapacity => "no_capacity",
             LaunchOutcome::SpawnFailed => "spawn_failed",
+            LaunchOutcome::NotReady => "not_ready",
+            LaunchOutcome::ExitedBeforeReady => "exited_before_ready",
         };
         self.launches.get_or_create(&label(name)).inc();
     }

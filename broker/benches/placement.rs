@@ -25,6 +25,7 @@ fn hosts(n: usize) -> Vec<HostView> {
                 .map(|g| GameOffer {
                     game_id: GameId::new(format!("game-{}", (i + g) % 20)).expect("id"),
                     modes: vec!["event-driven".into(), "periodic".into()],
+                    ready_timeout_ms: None,
                 })
                 .collect(),
             max_sessions: 8,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent::catalog::{Catalog, CatalogError, GameEntry};
+use agent::catalog::{Catalog, CatalogError, GameEntry, ReadyEntry};
 use protocol::wire::PortRange;
 use protocol::HostId;
 
@@ -68,6 +68,12 @@ impl DevConfig {
                 std::env::var("ARCADE_DEMO_BIND").unwrap_or_else(|_| "0.0.0.0".into()),
             )]),
             limits: None,
+            // Answered once the demo game listens, as a streamed game's server should be.
+            ready: Some(ReadyEntry {
+                tcp: Some(true),
+                ..ReadyEntry::default()
+            }),
+            ready_timeout: Some(10.0),
         };
         Catalog::from_entries([
             ("pong".to_owned(), demo("Pong", &["classic", "turbo"])),
@@ -82,6 +88,8 @@ impl DevConfig {
                     default_config: None,
                     env: BTreeMap::new(),
                     limits: None,
+                    ready: None,
+                    ready_timeout: None,
                 },
             ),
         ])

@@ -86,6 +86,14 @@ pub enum Error {
         /// The launch timeout.
         after: Duration,
     },
+    /// The game's readiness check did not pass in time; the agent stopped it.
+    #[error("host {host}: {why}")]
+    GameNotReady {
+        /// The host.
+        host: HostId,
+        /// What the agent said.
+        why: String,
+    },
     /// The session's host cannot be reached now.
     #[error("{}", why.of(host))]
     HostUnavailable {
@@ -213,7 +221,7 @@ impl Error {
             Self::KeyReused | Self::Conflict(_) => "conflict",
             Self::NoCapacity { .. } => "no_capacity",
             Self::LaunchFailed { .. } => "launch_failed",
-            Self::LaunchTimeout { .. } => "launch_timeout",
+            Self::LaunchTimeout { .. } | Self::GameNotReady { .. } => "launch_timeout",
             Self::HostUnavailable { .. } => "host_unavailable",
             Self::StoreUnavailable(_) | Self::NotReady(_) => "store_unavailable",
             Self::TooManyStreams => "too_many_streams",

@@ -398,6 +398,7 @@ mod tests {
                 .map(|(g, modes)| GameOffer {
                     game_id: GameId::new(*g).unwrap(),
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
+                    ready_timeout_ms: None,
                 })
                 .collect(),
             max_sessions: max,
@@ -585,6 +586,7 @@ mod tests {
                 .map(|(g, modes)| GameOffer {
                     game_id: GameId::new(g).unwrap(),
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
+                    ready_timeout_ms: None,
                 })
                 .collect(),
             max_sessions: max,

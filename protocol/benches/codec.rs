@@ -94,6 +94,7 @@ fn hello() -> Hello {
                 .map(|i| GameOffer {
                     game_id: GameId::new(format!("game-{i}")).expect("id"),
                     modes: vec!["event-driven".into(), "periodic".into()],
+                    ready_timeout_ms: None,
                 })
                 .collect(),
             max_sessions: 8,

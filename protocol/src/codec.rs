@@ -180,6 +180,7 @@ mod tests {
                 games: vec![GameOffer {
                     game_id: GameId::new("neverball").unwrap(),
                     modes: vec!["event-driven".into(), "periodic".into()],
+                    ready_timeout_ms: None,
                 }],
                 max_sessions: 4,
                 port_range: PortRange {

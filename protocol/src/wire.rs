@@ -20,7 +20,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +83,15 @@ pub struct GameOffer {
     /// Its modes; the first is the default. Never empty: a game without modes offers
     /// [`DEFAULT_MODE`].
     pub modes: Vec<String>,
+    /// With a readiness check (catalog `ready`), how long the agent waits for it before it
+    /// stops the game and answers [`LaunchFailure::NotReady`]; the broker waits that much
+    /// longer for the launch's answer (added in version 3; absent from facts stored before).
+    #[serde(default)]
+    pub ready_timeout_ms: Option<u32>,
 }
+
+/// The longest readiness timeout a catalog may give a game, in seconds.
+pub const MAX_READY_TIMEOUT_SECS: u32 = 600;
 
 /// The mode of a game whose catalog entry lists none.
 pub const DEFAULT_MODE: &str = "default";
@@ -181,6 +189,11 @@ pub enum LaunchFailure {
     NoCapacity,
     /// The program could not be started (missing binary, permissions, log file).
     SpawnFailed,
+    /// The game's readiness check did not pass within its `ready_timeout`; the game was
+    /// stopped before this was sent (added in version 3).
+    NotReady,
+    /// The game exited before its readiness check passed (added in version 3).
+    ExitedBeforeReady,
 }
 
 /// How a process ended.

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
-use agent::catalog::{Catalog, GameEntry};
+use agent::catalog::{Catalog, GameEntry, ReadyEntry};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg};
 use nix::unistd::Pid;
@@ -345,6 +345,13 @@ pub fn config_dir() -> &'static Path {
     .path()
 }
 
+/// Where `slow-toucher` games say they are ready (`{session_id}.ready`).
+pub fn ready_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("arcade-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("ready dir");
+    dir
+}
+
 /// The test catalog:
 /// - `game` (modes `normal`, `hard`): listens on its port;
 /// - `crasher`: exits with code 3 after 300 ms;
@@ -355,7 +362,12 @@ pub fn config_dir() -> &'static Path {
 /// - `configured`: takes `{config}` from [`config_dir`];
 /// - `sleeper`: `/bin/sleep 3600`;
 /// - `broken`: a program that does not exist;
-/// - `limited`: `/bin/sleep 3600` with at most 16 processes and 64 MiB.
+/// - `limited`: `/bin/sleep 3600` with at most 16 processes and 64 MiB;
+/// - `chatty`: prints 20,000 lines, then listens;
+/// - `slow-listener`, `slow-logger`, `slow-toucher`: ready 700 ms after they start, by a TCP
+///   connect, a `ready` line of output, or a file in [`ready_dir`];
+/// - `never-ready`: never listens (ready by TCP within 1 s);
+/// - `dies-before-ready`: exits with code 4 after 300 ms, before it listens.
 pub fn test_catalog() -> Catalog {
     let game = test_game().display().to_string();
     let entry = |command: &str, args: &[&str], modes: &[&str]| GameEntry {
@@ -366,6 +378,8 @@ pub fn test_catalog() -> Catalog {
         default_config: None,
         env: BTreeMap::new(),
         limits: None,
+        ready: None,
+        ready_timeout: None,
     };
     let mut configured = entry(&game, &["--config", "{config}", "--listen"], &[]);
     configured.config_dir = Some(config_dir().to_owned());
@@ -384,6 +398,49 @@ pub fn test_catalog() -> Catalog {
             entry(&game, &["--exit-after-ms", "0", "--exit-code", "7"], &[]),
         ),
         ("stubborn".to_owned(), entry(&game, &["--ignore-term"], &[])),
+        ("slow-listener".to_owned(), {
+            let mut e = entry(&game, &["--listen", "--listen-after-ms", "700"], &[]);
+            e.ready = Some(ReadyEntry {
+                tcp: Some(true),
+                ..ReadyEntry::default()
+            });
+            e.ready_timeout = Some(10.0);
+            e
+        }),
+        ("slow-logger".to_owned(), {
+            let mut e = entry(&game, &["--listen", "--listen-after-ms", "700"], &[]);
+            e.ready = Some(ReadyEntry {
+                log: Some("^ready$".into()),
+                ..ReadyEntry::default()
+            });
+            e
+        }),
+        ("slow-toucher".to_owned(), {
+            let touch = ready_dir().join("{session_id}.ready").display().to_string();
+            let mut e = entry(&game, &["--listen-after-ms", "700", "--touch", &touch], &[]);
+            e.ready = Some(ReadyEntry {
+                file: Some(touch),
+                ..ReadyEntry::default()
+            });
+            e
+        }),
+        ("never-ready".to_owned(), {
+            let mut e = entry(&game, &[], &[]);
+            e.ready = Some(ReadyEntry {
+                tcp: Some(true),
+                ..ReadyEntry::default()
+            });
+            e.ready_timeout = Some(1.0);
+            e
+        }),
+        ("dies-before-ready".to_owned(), {
+            let mut e = entry(&game, &["--exit-after-ms", "300", "--exit-code", "4"], &[]);
+            e.ready = Some(ReadyEntry {
+                tcp: Some(true),
+                ..ReadyEntry::default()
+            });
+            e
+        }),
         (
             "chatty".to_owned(),
             entry(&game, &["--print-lines", "20000", "--listen"], &[]),
@@ -562,6 +619,7 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
             games: vec![GameOffer {
                 game_id: protocol::GameId::new("sleeper").expect("game id"),
                 modes: vec![protocol::wire::DEFAULT_MODE.to_owned()],
+                ready_timeout_ms: None,
             }],
             max_sessions: 4,
             port_range: PortRange { lo: 1, hi: 100 },

@@ -47,6 +47,7 @@ fn facts(max_sessions: u32) -> HostFacts {
         games: vec![GameOffer {
             game_id: GameId::new("g").unwrap(),
             modes: vec!["default".into()],
+            ready_timeout_ms: None,
         }],
         max_sessions,
         port_range: PortRange {

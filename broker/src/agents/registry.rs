@@ -346,6 +346,21 @@ impl Registry {
             .and_then(|e| e.conn.as_ref().map(|(_, l)| l.clone()))
     }
 
+    /// How long `host`'s agent may take to find `game` ready after it starts it: its offer's
+    /// readiness timeout; `None` when the host or its offer of the game is not known.
+    pub fn ready_timeout(&self, host: &HostId, game: &GameId) -> Option<Duration> {
+        let inner = self.lock();
+        let offer = inner
+            .hosts
+            .get(host)?
+            .facts
+            .games
+            .iter()
+            .find(|g| &g.game_id == game)?
+            .ready_timeout_ms;
+        Some(Duration::from_millis(u64::from(offer.unwrap_or(0))))
+    }
+
     /// The IP a host advertises.
     pub fn ip(&self, host: &HostId) -> Option<IpAddr> {
         self.lock().hosts.get(host).map(|e| e.facts.ip)

@@ -100,7 +100,9 @@ impl ApiError {
                 (S::SERVICE_UNAVAILABLE, C::NatsUnavailable)
             }
             Self::Service(Error::TooManyStreams) => (S::SERVICE_UNAVAILABLE, C::TooManyStreams),
-            Self::Service(Error::LaunchTimeout { .. }) => (S::GATEWAY_TIMEOUT, C::LaunchTimeout),
+            Self::Service(Error::LaunchTimeout { .. } | Error::GameNotReady { .. }) => {
+                (S::GATEWAY_TIMEOUT, C::LaunchTimeout)
+            }
         }
     }
 

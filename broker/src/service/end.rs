@@ -62,7 +62,7 @@ impl Service {
         let mut s = self.session(id).await?;
         if s.status == SessionStatus::Starting {
             s = self
-                .wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
+                .wait_while_starting(id, self.longest_launch() + Duration::from_secs(1))
                 .await?;
         }
         if s.status.is_terminal() {

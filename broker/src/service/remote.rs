@@ -133,6 +133,10 @@ enum Failure {
         host: HostId,
         after: Duration,
     },
+    GameNotReady {
+        host: HostId,
+        why: String,
+    },
     HostUnavailable {
         host: HostId,
         why: Unreachable,
@@ -160,6 +164,7 @@ impl From<Error> for Failure {
             },
             Error::LaunchFailed { host, why } => Self::LaunchFailed { host, why },
             Error::LaunchTimeout { host, after } => Self::LaunchTimeout { host, after },
+            Error::GameNotReady { host, why } => Self::GameNotReady { host, why },
             Error::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
             Error::Conflict(m) => Self::Conflict(m),
             Error::StoreUnavailable(_) | Error::NotReady(_) => Self::StoreUnavailable,
@@ -186,6 +191,7 @@ impl From<Failure> for Error {
             },
             Failure::LaunchFailed { host, why } => Self::LaunchFailed { host, why },
             Failure::LaunchTimeout { host, after } => Self::LaunchTimeout { host, after },
+            Failure::GameNotReady { host, why } => Self::GameNotReady { host, why },
             Failure::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
             Failure::Conflict(m) => Self::Conflict(m),
             Failure::StoreUnavailable => Self::StoreUnavailable(

@@ -71,7 +71,8 @@ impl Service {
                     session: Box::new(session.clone()),
                     request: request.clone(),
                 };
-                let deadline = self.settings.launch_timeout + CALL_GRACE;
+                // The owner answers within the game's launch deadline, which it knows.
+                let deadline = self.longest_launch() + CALL_GRACE;
                 match self.call(&owner, &call, deadline).await {
                     Ok(s) => return Ok(s),
                     Err(Ok(e)) => return Err(e),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::api::{Session, StartSession};
-use protocol::wire::{LaunchFailure, LaunchRequest};
-use protocol::SessionId;
+use protocol::wire::{LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
+use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::timeout;
 use tracing::Instrument;
@@ -109,10 +109,19 @@ fn launch_outcome(
                     game: req.game_id.clone(),
                     retry_after_secs: NO_CAPACITY_RETRY_SECS,
                 },
-                LaunchFailure::UnknownGame | LaunchFailure::SpawnFailed => Error::LaunchFailed {
+                LaunchFailure::UnknownGame
+                | LaunchFailure::SpawnFailed
+                | LaunchFailure::ExitedBeforeReady => Error::LaunchFailed {
                     host: host.clone(),
                     why: error::LaunchFailure::Agent(message),
                 },
+                LaunchFailure::NotReady => {
+                    let error = Error::GameNotReady {
+                        host: host.clone(),
+                        why: message,
+                    };
+                    return (SessionEvent::LaunchTimedOut, Actor::Agent, Some(error));
+                }
             };
             (SessionEvent::LaunchFailed, Actor::Agent, Some(error))
         }
@@ -134,6 +143,17 @@ fn launch_outcome(
 }
 
 impl Service {
+    /// How long a launch of `game` on `host` may take to be answered: the launch timeout,
+    /// plus the game's readiness timeout on that host, if it has a check.
+    pub(super) fn launch_deadline(&self, host: &HostId, game: &GameId) -> Duration {
+        self.settings.launch_timeout + self.registry.ready_timeout(host, game).unwrap_or_default()
+    }
+
+    /// The longest any launch may take, for waits that do not know the game or its host.
+    pub(super) fn longest_launch(&self) -> Duration {
+        self.settings.launch_timeout + Duration::from_secs(u64::from(MAX_READY_TIMEOUT_SECS))
+    }
+
     /// Starts a game, at most once per `key`: a repeated key with the same request answers the
     /// first start's session (and `false`: not new) and starts nothing, whatever the capacity
     /// now; with another request, [`Error::KeyReused`]. A key whose first start is still in
@@ -196,7 +216,8 @@ impl Service {
             mode: Some(session.mode.clone()),
             config: req.config.clone(),
         };
-        let reply = timeout(self.settings.launch_timeout, placed.link.launch(launch)).await;
+        let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
+        let reply = timeout(deadline, placed.link.launch(launch)).await;
         self.launched(id, req, &placed, reply).await.map(|(s, _)| s)
     }
 
@@ -222,7 +243,7 @@ impl Service {
 
     /// A session once it is no longer `starting` (bounded by the launch timeout).
     pub(super) async fn settled(&self, id: &SessionId) -> Result<Session, Error> {
-        self.wait_while_starting(id, self.settings.launch_timeout + Duration::from_secs(1))
+        self.wait_while_starting(id, self.longest_launch() + Duration::from_secs(1))
             .await
     }
 
@@ -265,7 +286,8 @@ impl Service {
             mode: Some(placed.mode.clone()),
             config: req.config.clone(),
         };
-        let launch = timeout(self.settings.launch_timeout, placed.link.launch(launch));
+        let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
+        let launch = timeout(deadline, placed.link.launch(launch));
         tokio::pin!(launch);
         // Most launches answer within a millisecond or two: then the session is recorded once,
         // with its outcome. A start under an Idempotency-Key is recorded first, so a
@@ -317,7 +339,8 @@ impl Service {
         placed: &Placed,
         reply: LaunchOutcome,
     ) -> (SessionEvent, Actor, Option<Error>) {
-        let outcome = launch_outcome(reply, req, placed, self.settings.launch_timeout);
+        let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
+        let outcome = launch_outcome(reply, req, placed, deadline);
         if outcome.0 == SessionEvent::LaunchTimedOut {
             placed.link.stop_nowait(id.clone());
         }

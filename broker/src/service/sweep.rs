@@ -40,11 +40,11 @@ const SWEEP_LEASE: &str = "sweep";
 fn stale_start(
     s: &Session,
     now: OffsetDateTime,
-    launch_timeout: Duration,
+    launch_deadline: Duration,
     launching: bool,
 ) -> bool {
     s.status == SessionStatus::Starting
-        && now - s.created_at > launch_timeout + STALE_GRACE
+        && now - s.created_at > launch_deadline + STALE_GRACE
         && !launching
 }
 
@@ -124,7 +124,11 @@ impl Service {
         let now = OffsetDateTime::now_utc();
         for s in active {
             let launching = self.inflight.is_launching(&s.session_id);
-            if !stale_start(&s, now, self.settings.launch_timeout, launching) {
+            let deadline = self
+                .registry
+                .ready_timeout(&s.host_id, &s.game_id)
+                .map_or(self.longest_launch(), |r| self.settings.launch_timeout + r);
+            if !stale_start(&s, now, deadline, launching) {
                 continue;
             }
             tracing::warn!(session = %s.session_id, host = %s.host_id, "start never settled; failing it");

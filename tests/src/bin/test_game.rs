@@ -8,6 +8,9 @@
 //! - `--fork`: start a copy of itself in the same process group (without `--fork`) and exit
 //!   at once, as a launcher does;
 //! - `--config PATH`: print the path (checked by tests through the log);
+//! - `--listen-after-ms N`: do everything else N ms late: listen, print `ready`, touch (tests of
+//!   readiness);
+//! - `--touch PATH`: create PATH once ready;
 //! - `--print-lines N`: print `line 1` to `line N` at start, every tenth to stderr (tests of
 //!   `GET /v1/sessions/{id}/logs`); with `--listen`, each connection is also logged as
 //!   `greeted a player`.
@@ -62,12 +65,17 @@ fn main() {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
 
+    let late = value("--listen-after-ms").map(|v| v.parse::<u64>().expect("--listen-after-ms N"));
+    let touch = value("--touch");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let code = rt.block_on(async move {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        if let Some(ms) = late {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let listener = if listen {
             Some(
                 tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -85,6 +93,9 @@ fn main() {
         };
         tokio::pin!(exit_timer);
         println!("ready");
+        if let Some(path) = &touch {
+            std::fs::write(path, "ready\n").expect("touch");
+        }
         loop {
             tokio::select! {
                 () = &mut exit_timer => return exit_code,

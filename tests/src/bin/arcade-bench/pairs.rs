@@ -93,6 +93,8 @@ pub fn catalog(program: &std::path::Path) -> Catalog {
             default_config: None,
             env: Default::default(),
             limits: None,
+            ready: None,
+            ready_timeout: None,
         },
     )])
     .expect("catalog")

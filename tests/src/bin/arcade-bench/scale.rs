@@ -90,6 +90,7 @@ fn hello(i: usize) -> Hello {
     h.facts.games = vec![GameOffer {
         game_id: GameId::new("bench").expect("id"),
         modes: vec![DEFAULT_MODE.to_owned()],
+        ready_timeout_ms: None,
     }];
     h.facts.max_sessions = 8;
     h
@@ -341,6 +342,7 @@ pub async fn run(mut a: Args) -> bool {
                 .map(|g| GameOffer {
                     game_id: g.clone(),
                     modes: vec![DEFAULT_MODE.to_owned()],
+                    ready_timeout_ms: None,
                 })
                 .collect(),
             max_sessions: h.max_sessions,
