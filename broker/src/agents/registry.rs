@@ -361,6 +361,11 @@ impl Registry {
         Some(Duration::from_millis(u64::from(offer.unwrap_or(0))))
     }
 
+    /// Whether any host's agent is connected (its host online or draining).
+    pub fn any_connected(&self) -> bool {
+        self.lock().hosts.values().any(|e| e.conn.is_some())
+    }
+
     /// The IP a host advertises.
     pub fn ip(&self, host: &HostId) -> Option<IpAddr> {
         self.lock().hosts.get(host).map(|e| e.facts.ip)

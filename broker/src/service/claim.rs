@@ -22,7 +22,6 @@ use protocol::api::{HostStatus, Session, StartSession};
 use protocol::SessionId;
 use time::OffsetDateTime;
 
-use super::start::placement_error;
 use super::Service;
 use crate::error::Error;
 use crate::placement::{self, HostView};
@@ -113,7 +112,8 @@ impl Service {
                     if let Some(first) = self.same_key(key).await? {
                         return Ok((self.settled(&first).await?, false));
                     }
-                    return Err(placement_error(e, &req));
+                    let any = views.iter().any(|v| v.status != HostStatus::Offline);
+                    return Err(self.placement_failed(e, &req, any).await);
                 }
             };
             let session = crate::session::new_session(

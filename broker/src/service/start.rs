@@ -68,6 +68,32 @@ fn idempotency_key(
     }
 }
 
+impl Service {
+    /// Why placement found no host, in the caller's terms. A game no connected host offers
+    /// is unknown (404) only while some host is connected and none has ever offered it: a
+    /// game whose hosts are all away, or any game while no host is there at all (a broker
+    /// just started), may be playable shortly (503 with `Retry-After`).
+    pub(super) async fn placement_failed(
+        &self,
+        e: PlacementError,
+        req: &StartSession,
+        any_connected: bool,
+    ) -> Error {
+        if e != PlacementError::UnknownGame {
+            return placement_error(e, req);
+        }
+        let unavailable = placement_error(PlacementError::NoCapacity, req);
+        if !any_connected {
+            return unavailable;
+        }
+        match self.store.is_known_game(&req.game_id).await {
+            Ok(true) => unavailable,
+            Ok(false) => placement_error(e, req),
+            Err(e) => e.into(),
+        }
+    }
+}
+
 /// Why placement found no host, in the caller's terms.
 pub(super) fn placement_error(e: PlacementError, req: &StartSession) -> Error {
     match e {
@@ -261,10 +287,13 @@ impl Service {
         if self.replicas.is_some() {
             return self.start_claimed(id, req, key, actor).await;
         }
-        let placed = self
-            .registry
-            .place(&req.game_id, req.mode.as_deref(), &id)
-            .map_err(|e| placement_error(e, &req))?;
+        let placed = match self.registry.place(&req.game_id, req.mode.as_deref(), &id) {
+            Ok(p) => p,
+            Err(e) => {
+                let any = self.registry.any_connected();
+                return Err(self.placement_failed(e, &req, any).await);
+            }
+        };
         let span = tracing::Span::current();
         span.record("session", tracing::field::display(&id));
         span.record("host", tracing::field::display(&placed.host_id));

@@ -11,7 +11,7 @@ use protocol::api::{
     Event, EventType, Host, Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
-use protocol::{HostId, SessionId};
+use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 
 use super::{
@@ -40,6 +40,8 @@ struct Memory {
     stream_head: u64,
     /// Each webhook receiver's last event taken.
     cursors: HashMap<String, u64>,
+    /// Every game any host has offered.
+    known_games: std::collections::BTreeSet<GameId>,
 }
 
 #[derive(Debug)]
@@ -327,6 +329,12 @@ impl MemoryStore {
         });
         r.facts = Some(facts.clone());
         r.last_seen = now;
+        m.known_games
+            .extend(facts.games.iter().map(|g| g.game_id.clone()));
+    }
+
+    pub(super) fn is_known_game(&self, game: &GameId) -> bool {
+        self.read().known_games.contains(game)
     }
 
     pub(super) fn set_drained(&self, host: &HostId, drained: bool, now: OffsetDateTime) {

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use protocol::api::{Event, EventType, Host, Session, SessionQuery, StartSession};
 use protocol::wire::HostFacts;
-use protocol::{HostId, SessionId};
+use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 
 use crate::session::{Actor, SessionEvent, TransitionError};
@@ -364,7 +364,8 @@ impl Store {
         }
     }
 
-    /// Records a host's handshake facts (keeping its drained flag).
+    /// Records a host's handshake facts (keeping its drained flag), and remembers the games
+    /// it offers.
     pub async fn save_host(
         &self,
         host: &HostId,
@@ -377,6 +378,14 @@ impl Store {
                 Ok(())
             }
             Self::Mysql(m) => m.save_host(host, facts, now).await,
+        }
+    }
+
+    /// Whether any host has ever offered `game` (with MySQL, across restarts).
+    pub async fn is_known_game(&self, game: &GameId) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.is_known_game(game)),
+            Self::Mysql(m) => m.is_known_game(game).await,
         }
     }
 

@@ -39,7 +39,7 @@ use protocol::api::{
     EventType, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
-use protocol::{HostId, SessionId};
+use protocol::{GameId, HostId, SessionId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::session::{apply, Actor, SessionEvent};
@@ -645,6 +645,7 @@ impl MysqlStore {
         facts: &HostFacts,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
         let facts = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.bounded(async {
             let mut conn = self.conn().await?;
@@ -654,7 +655,30 @@ impl MysqlStore {
                 (host.as_str(), facts, utc(now)),
             )
             .await
+            .map_err(unavailable)?;
+            // Games are remembered beyond the hosts' current catalogs.
+            conn.exec_batch(
+                "INSERT INTO known_games (game_id, first_offered_at, last_offered_at) \
+                 VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE last_offered_at = VALUES(last_offered_at)",
+                games.iter().map(|g| (g.as_str(), utc(now), utc(now))),
+            )
+            .await
             .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn is_known_game(&self, game: &GameId) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let found: Option<u8> = conn
+                .exec_first(
+                    "SELECT 1 FROM known_games WHERE game_id = ?",
+                    (game.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(found.is_some())
         })
         .await
     }

@@ -145,6 +145,16 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             updated_at DATETIME(6) NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     ),
+    (
+        7,
+        "known games: every game any host has offered, so a start of one whose hosts are all \
+         offline is a 503, not a 404",
+        &["CREATE TABLE IF NOT EXISTS known_games (
+            game_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            first_offered_at DATETIME(6) NOT NULL,
+            last_offered_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
