@@ -21,6 +21,17 @@ pub enum SessionEvent {
         /// The game's port.
         port: u16,
     },
+    /// The agent started a pool's game and found it ready: it waits for a player.
+    Readied {
+        /// The game's PID.
+        pid: u32,
+        /// Where players connect.
+        ip: IpAddr,
+        /// The game's port.
+        port: u16,
+    },
+    /// A player's start took a pool's ready game.
+    Claimed,
     /// The agent could not start it.
     LaunchFailed,
     /// The agent did not confirm in time.
@@ -99,6 +110,8 @@ impl SessionEvent {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Launched { .. } => "launched",
+            Self::Readied { .. } => "ready",
+            Self::Claimed => "claimed",
             Self::LaunchFailed => "launch failed",
             Self::LaunchTimedOut => "launch timed out",
             Self::StopRequested => "stop requested",
@@ -173,19 +186,29 @@ pub fn apply(
             s.port = Some(*port);
             s.started_at = Some(now);
         }
+        (S::Starting, E::Readied { pid, ip, port }) => {
+            s.status = S::Ready;
+            s.pid = Some(*pid);
+            s.ip = Some(*ip);
+            s.port = Some(*port);
+            s.started_at = Some(now);
+        }
+        (S::Ready, E::Claimed) => s.status = S::Running,
         (S::Starting, E::LaunchFailed) => end(s, S::Failed, EndReason::LaunchFailed),
         (S::Starting, E::LaunchTimedOut) => end(s, S::Failed, EndReason::LaunchTimeout),
         (S::Starting, E::HostLost) => end(s, S::Failed, EndReason::HostLost),
-        (S::Running, E::StopRequested) | (S::Stopping, E::StopRequested) => {
+        (S::Ready | S::Running | S::Stopping, E::StopRequested) => {
             s.status = S::Stopping;
         }
         (S::Stopping, E::Stopped) => end(s, S::Ended, EndReason::EndedByRequest),
-        (S::Running | S::Stopping, E::Exited(st)) => {
+        (S::Ready | S::Running | S::Stopping, E::Exited(st)) => {
             end(s, S::Ended, EndReason::GameExited);
             s.exit_code = exit_code(*st);
         }
-        (S::Running | S::Stopping, E::HostLost) => end(s, S::Lost, EndReason::HostLost),
-        (S::Running | S::Stopping, E::Vanished) => end(s, S::Ended, EndReason::GameExited),
+        (S::Ready | S::Running | S::Stopping, E::HostLost) => end(s, S::Lost, EndReason::HostLost),
+        (S::Ready | S::Running | S::Stopping, E::Vanished) => {
+            end(s, S::Ended, EndReason::GameExited)
+        }
         (status, event) => {
             return Err(TransitionError::Invalid {
                 status,
@@ -225,6 +248,14 @@ mod tests {
             apply(&mut s, e, OffsetDateTime::UNIX_EPOCH)?;
         }
         Ok(s)
+    }
+
+    fn readied() -> SessionEvent {
+        SessionEvent::Readied {
+            pid: 7,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 20000,
+        }
     }
 
     #[test]
@@ -283,6 +314,28 @@ mod tests {
                 Some(EndReason::HostLost),
                 None,
             ),
+            // A pool's game: ready, then claimed by a player's start, or ended unclaimed.
+            (&[readied()], S::Ready, None, None),
+            (&[readied(), E::Claimed], S::Running, None, None),
+            (
+                &[readied(), E::Claimed, E::StopRequested, E::Stopped],
+                S::Ended,
+                Some(EndReason::EndedByRequest),
+                None,
+            ),
+            (&[readied(), E::StopRequested], S::Stopping, None, None),
+            (
+                &[readied(), E::Exited(ExitStatus::Code(1))],
+                S::Ended,
+                Some(EndReason::GameExited),
+                Some(1),
+            ),
+            (
+                &[readied(), E::HostLost],
+                S::Lost,
+                Some(EndReason::HostLost),
+                None,
+            ),
         ];
         for (events, status, reason, code) in ok {
             let s = run(events).unwrap_or_else(|e| panic!("{events:?}: {e}"));
@@ -304,6 +357,13 @@ mod tests {
             &[launched(), E::StopRequested, E::Stopped, E::StopRequested],
             &[launched(), E::HostLost, E::Exited(ExitStatus::Code(0))],
             &[E::Vanished],
+            &[E::Claimed],
+            &[launched(), E::Claimed],
+            &[readied(), E::Claimed, E::Claimed],
+            &[readied(), readied()],
+            &[readied(), launched()],
+            &[launched(), readied()],
+            &[readied(), E::StopRequested, E::Claimed],
         ];
         for events in bad {
             assert!(run(events).is_err(), "{events:?}");

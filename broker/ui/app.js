@@ -7,8 +7,8 @@
 "use strict";
 
 const KEY = "arcade.apiKey";
-const LIVE = new Set(["starting", "running", "stopping"]);
-const STATUSES = ["starting", "running", "stopping", "ended", "failed", "lost"];
+const LIVE = new Set(["starting", "ready", "running", "stopping"]);
+const STATUSES = ["starting", "ready", "running", "stopping", "ended", "failed", "lost"];
 // The newest sessions of any status shown; every live one is loaded besides.
 const RECENT_SESSIONS = 200;
 // CPU and memory come with heartbeats, not events: the hosts are read again this often.

@@ -150,6 +150,8 @@ pub enum Command {
 pub enum StatusArg {
     /// Placed on a host, launching.
     Starting,
+    /// A pool's game waiting for a player.
+    Ready,
     /// The game is live.
     Running,
     /// Being stopped.
@@ -166,6 +168,7 @@ impl From<StatusArg> for SessionStatus {
     fn from(arg: StatusArg) -> Self {
         match arg {
             StatusArg::Starting => Self::Starting,
+            StatusArg::Ready => Self::Ready,
             StatusArg::Running => Self::Running,
             StatusArg::Stopping => Self::Stopping,
             StatusArg::Ended => Self::Ended,
@@ -200,7 +203,7 @@ pub enum CliError {
     #[error("cannot format the answer as JSON")]
     Json(#[source] serde_json::Error),
     /// `arcade events --types` names a type the broker does not send.
-    #[error("unknown event type {0:?}; types: session.created, session.running, session.stopping, session.ended, session.failed, session.lost, host.online, host.offline, host.draining, host.resumed")]
+    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, host.online, host.offline, host.draining, host.resumed")]
     UnknownEventType(String),
 }
 

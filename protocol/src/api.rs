@@ -32,6 +32,9 @@ pub struct StartSession {
 pub enum SessionStatus {
     /// Placed on a host; the agent has been asked to launch.
     Starting,
+    /// A pool's game, launched and ready, waiting for a player's start to claim it. Listed
+    /// only when asked for (`?status=ready`).
+    Ready,
     /// The game is live.
     Running,
     /// The agent has been asked to stop it.
@@ -46,8 +49,9 @@ pub enum SessionStatus {
 
 impl SessionStatus {
     /// Every state, in lifecycle order.
-    pub const ALL: [SessionStatus; 6] = [
+    pub const ALL: [SessionStatus; 7] = [
         Self::Starting,
+        Self::Ready,
         Self::Running,
         Self::Stopping,
         Self::Ended,
@@ -64,6 +68,7 @@ impl SessionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",
+            Self::Ready => "ready",
             Self::Running => "running",
             Self::Stopping => "stopping",
             Self::Ended => "ended",
@@ -81,7 +86,7 @@ impl fmt::Display for SessionStatus {
 
 /// A string that names no [`SessionStatus`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {0:?}: expected starting, running, stopping, ended, failed or lost")]
+#[error("unknown status {0:?}: expected starting, ready, running, stopping, ended, failed or lost")]
 pub struct UnknownStatus(String);
 
 impl UnknownStatus {
@@ -563,7 +568,7 @@ mod tests {
         assert_eq!(err.given(), "runing");
         assert_eq!(
             err.to_string(),
-            "unknown status \"runing\": expected starting, running, stopping, ended, failed or lost"
+            "unknown status \"runing\": expected starting, ready, running, stopping, ended, failed or lost"
         );
     }
 
@@ -594,6 +599,9 @@ pub enum EventType {
     /// A session was created (`starting`).
     #[serde(rename = "session.created")]
     SessionCreated,
+    /// A pool's game is ready, waiting to be claimed.
+    #[serde(rename = "session.ready")]
+    SessionReady,
     /// Its game runs.
     #[serde(rename = "session.running")]
     SessionRunning,
@@ -628,8 +636,9 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a broker sends.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         Self::SessionCreated,
+        Self::SessionReady,
         Self::SessionRunning,
         Self::SessionStopping,
         Self::SessionEnded,
@@ -645,6 +654,7 @@ impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SessionCreated => "session.created",
+            Self::SessionReady => "session.ready",
             Self::SessionRunning => "session.running",
             Self::SessionStopping => "session.stopping",
             Self::SessionEnded => "session.ended",
@@ -667,6 +677,7 @@ impl EventType {
     pub fn of_status(status: SessionStatus) -> Self {
         match status {
             SessionStatus::Starting => Self::SessionCreated,
+            SessionStatus::Ready => Self::SessionReady,
             SessionStatus::Running => Self::SessionRunning,
             SessionStatus::Stopping => Self::SessionStopping,
             SessionStatus::Ended => Self::SessionEnded,

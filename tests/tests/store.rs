@@ -559,6 +559,60 @@ async fn streams_each_status_change_once_in_order(store: Store) {
     }
 }
 
+/// A pool's game waiting for a player (`ready`) is listed only when asked for; claimed, it
+/// is an ordinary running session, with `ready` and `claimed` in its history.
+async fn lists_ready_games_only_when_asked_for(store: Store) {
+    let plain = session(1, "g", "h");
+    let pooled = session(2, "g", "h");
+    insert(&store, &plain).await;
+    insert(&store, &pooled).await;
+    let readied = SessionEvent::Readied {
+        pid: 42,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20001,
+    };
+    let ready = store
+        .transition(&pooled.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!((ready.status, ready.pid), (SessionStatus::Ready, Some(42)));
+    let ids = |p: broker::store::Page| {
+        p.sessions
+            .into_iter()
+            .map(|s| s.session_id.to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = store.list(&SessionQuery::default()).await.unwrap();
+    assert_eq!(ids(all), ["s-0001"]);
+    let waiting = SessionQuery {
+        status: Some(SessionStatus::Ready),
+        ..SessionQuery::default()
+    };
+    assert_eq!(ids(store.list(&waiting).await.unwrap()), ["s-0002"]);
+    let claimed = store
+        .transition(
+            &pooled.session_id,
+            &SessionEvent::Claimed,
+            Actor::Portal,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.status, SessionStatus::Running);
+    assert_eq!(
+        ids(store.list(&SessionQuery::default()).await.unwrap()),
+        ["s-0002", "s-0001"]
+    );
+    let history: Vec<String> = store
+        .events(&pooled.session_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(history, ["created", "ready", "claimed"]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -587,6 +641,7 @@ contract!(
     enforces_the_lifecycle_and_keeps_history,
     records_a_session_with_its_first_change,
     lists_newest_first_with_filters_and_pages,
+    lists_ready_games_only_when_asked_for,
     finds_active_sessions,
     binds_idempotency_keys,
     remembers_hosts,

@@ -201,7 +201,12 @@ mod tests {
             Err(WebhookConfigError::UnknownType(_))
         ));
         let c = config("0123456789abcdef");
-        assert_eq!(c.types.len(), 6, "every session type by default");
+        let sessions = protocol::api::EventType::ALL
+            .iter()
+            .filter(|t| t.as_str().starts_with("session."))
+            .count();
+        assert_eq!(c.types.len(), sessions, "every session type by default");
+        assert_eq!(sessions, 7);
         assert!(!format!("{c:?}").contains("0123"), "the key never shows");
     }
 

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::api::{
-    Event, EventType, Host, Session, SessionQuery, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    Event, EventType, Host, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
 use protocol::{GameId, HostId, SessionId};
@@ -249,7 +250,11 @@ impl MemoryStore {
             .range(..below)
             .rev()
             .map(|(seq, e)| (*seq, &e.session))
-            .filter(|(_, s)| q.status.is_none_or(|st| s.status == st))
+            // A pool's games waiting for players are listed only when asked for.
+            .filter(|(_, s)| match q.status {
+                Some(st) => s.status == st,
+                None => s.status != SessionStatus::Ready,
+            })
             .filter(|(_, s)| q.game_id.as_ref().is_none_or(|g| &s.game_id == g))
             .filter(|(_, s)| q.host_id.as_ref().is_none_or(|h| &s.host_id == h))
             .take(limit)

@@ -397,9 +397,13 @@ impl MysqlStore {
         // Only the filters given, so each query can use its (filter, seq) index.
         let mut sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE 1 = 1");
         let mut params: Vec<Value> = Vec::new();
-        if let Some(st) = q.status {
-            sql.push_str(" AND status = ?");
-            params.push(st.as_str().into());
+        match q.status {
+            Some(st) => {
+                sql.push_str(" AND status = ?");
+                params.push(st.as_str().into());
+            }
+            // A pool's games waiting for players are listed only when asked for.
+            None => sql.push_str(" AND status <> 'ready'"),
         }
         if let Some(g) = &q.game_id {
             sql.push_str(" AND game_id = ?");
