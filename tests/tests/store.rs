@@ -589,6 +589,17 @@ async fn lists_ready_games_only_when_asked_for(store: Store) {
         ..SessionQuery::default()
     };
     assert_eq!(ids(store.list(&waiting).await.unwrap()), ["s-0002"]);
+    // It is live: its host's reconcile keeps it.
+    let host = HostId::new("h").unwrap();
+    let mut live: Vec<String> = store
+        .active(Some(&host))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id.to_string())
+        .collect();
+    live.sort();
+    assert_eq!(live, ["s-0001", "s-0002"]);
     let claimed = store
         .transition(
             &pooled.session_id,
@@ -947,4 +958,59 @@ async fn mysql_owners_fences_claims_and_leases() {
     )
     .await;
     assert!(!a.lease("sweep", "b1", ttl).await.unwrap());
+}
+
+/// A pool's ready game holds its host's slot: claims see the host full, and the shared view
+/// counts it (migration 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_ready_games_hold_their_slots() {
+    use broker::store::{Claimed, Fence};
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let a = MysqlStore::connect(&url).await.unwrap();
+    let h = HostId::new("host-a").unwrap();
+    let epoch = a.own_host(&h, "b1", &facts(2)).await.unwrap();
+    assert!(a
+        .host_ready(&Fence {
+            host: h.clone(),
+            epoch
+        })
+        .await
+        .unwrap());
+    let claim = |n: u32| {
+        let mut s = session(n, "g", "host-a");
+        s.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        s
+    };
+    let pooled = claim(1);
+    assert_eq!(
+        a.claim(&pooled, None, Actor::Portal).await.unwrap(),
+        Claimed::New { epoch }
+    );
+    let readied = SessionEvent::Readied {
+        pid: 9,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20002,
+    };
+    let store = Store::Mysql(a.clone());
+    store
+        .transition(&pooled.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.claim(&claim(2), None, Actor::Portal).await.unwrap(),
+        Claimed::New { epoch }
+    );
+    assert_eq!(
+        a.claim(&claim(3), None, Actor::Portal).await.unwrap(),
+        Claimed::Full,
+        "the ready game holds the second slot"
+    );
+    let shared = a
+        .shared_hosts(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let host = shared.iter().find(|s| s.record.host_id == h).unwrap();
+    assert_eq!(host.sessions, 2);
 }

@@ -14,7 +14,7 @@ use protocol::wire::HostFacts;
 use protocol::HostId;
 use time::PrimitiveDateTime;
 
-use super::rows::{parse, take, unavailable, utc};
+use super::rows::{parse, take, unavailable, utc, LIVE_STATUSES};
 use super::MysqlStore;
 use crate::session::Actor;
 use crate::store::{
@@ -124,12 +124,14 @@ impl MysqlStore {
             let mut conn = self.conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
-                    "SELECT h.host_id, h.drained, h.facts, h.last_seen, b.broker_id, h.epoch, h.ready, \
-                     h.cpu_percent, h.mem_used_bytes, (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
-                      AND s.status IN ('starting', 'running', 'stopping')) \
-                     FROM hosts h LEFT JOIN brokers b ON b.broker_id = h.owner \
-                     AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
-                     ORDER BY h.host_id",
+                    format!(
+                        "SELECT h.host_id, h.drained, h.facts, h.last_seen, b.broker_id, h.epoch, h.ready, \
+                         h.cpu_percent, h.mem_used_bytes, (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
+                          AND s.status IN {LIVE_STATUSES}) \
+                         FROM hosts h LEFT JOIN brokers b ON b.broker_id = h.owner \
+                         AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                         ORDER BY h.host_id"
+                    ),
                     (micros(alive),),
                 )
                 .await
@@ -343,13 +345,15 @@ impl MysqlStore {
             let mut conn = self.conn().await?;
             let rows: Vec<(String, u64)> = conn
                 .exec(
-                    "SELECT h.host_id, h.epoch FROM hosts h \
-                     LEFT JOIN brokers b ON b.broker_id = h.owner \
-                     AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
-                     WHERE b.broker_id IS NULL \
-                     AND h.last_seen < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
-                     AND EXISTS (SELECT 1 FROM sessions s WHERE s.host_id = h.host_id \
-                       AND s.status IN ('starting', 'running', 'stopping'))",
+                    format!(
+                        "SELECT h.host_id, h.epoch FROM hosts h \
+                         LEFT JOIN brokers b ON b.broker_id = h.owner \
+                         AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                         WHERE b.broker_id IS NULL \
+                         AND h.last_seen < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                         AND EXISTS (SELECT 1 FROM sessions s WHERE s.host_id = h.host_id \
+                           AND s.status IN {LIVE_STATUSES})"
+                    ),
                     (micros(timeout), micros(timeout)),
                 )
                 .await

@@ -50,7 +50,7 @@ use crate::store::{
 
 use rows::{
     changed_values, event_params, insert_result, parse, session_row, session_values, unavailable,
-    utc, SESSION_COLUMNS,
+    utc, LIVE_STATUSES, SESSION_COLUMNS,
 };
 pub use schema::MIGRATIONS;
 
@@ -610,7 +610,7 @@ impl MysqlStore {
                 .exec_first(
                     format!(
                         "SELECT {SESSION_COLUMNS} FROM sessions WHERE ip = ? AND pid = ? \
-                         AND status IN ('starting', 'running', 'stopping') ORDER BY seq DESC LIMIT 1"
+                         AND status IN {LIVE_STATUSES} ORDER BY seq DESC LIMIT 1"
                     ),
                     (ip.to_string(), pid),
                 )
@@ -624,7 +624,7 @@ impl MysqlStore {
     pub(super) async fn active(&self, host: Option<&HostId>) -> Result<Vec<Session>, StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
-            let active = "status IN ('starting', 'running', 'stopping')";
+            let active = format!("status IN {LIVE_STATUSES}");
             let rows: Vec<Row> = match host {
                 Some(h) => conn
                     .exec(

@@ -12,6 +12,10 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use crate::session::Actor;
 use crate::store::StoreError;
 
+/// The statuses of a session that is not over: it holds its host's slot, its game runs or
+/// is about to (a pool's `ready` game included). For SQL: `status IN {LIVE_STATUSES}`.
+pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
+
 /// The columns of `sessions`, in the order [`session_row`] reads them.
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \

@@ -155,6 +155,14 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             last_offered_at DATETIME(6) NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     ),
+    (
+        8,
+        "pools: a ready game holds its host's slot in claims",
+        &[
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V8,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -520,7 +528,11 @@ BEGIN
 END";
 
 /// `arcade_claim_session` that also appends `session.created`.
-const PROC_CLAIM_SESSION_V5: &str = "CREATE PROCEDURE arcade_claim_session(
+/// `arcade_claim_session` with the statuses that hold a host's slot.
+macro_rules! claim_session_proc {
+    ($live:literal) => {
+        concat!(
+            "CREATE PROCEDURE arcade_claim_session(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -552,7 +564,10 @@ BEGIN
         SELECT 'gone', 0;
     ELSE
         SELECT COUNT(*) INTO v_used FROM sessions
-            WHERE host_id = p_host_id AND status IN ('starting', 'running', 'stopping');
+            WHERE host_id = p_host_id AND status ",
+            "IN ",
+            $live,
+            ";
         IF v_used >= v_max THEN
             ROLLBACK;
             SELECT 'full', v_epoch;
@@ -574,7 +589,15 @@ BEGIN
             SELECT 'new', v_epoch;
         END IF;
     END IF;
-END";
+END"
+        )
+    };
+}
+
+const PROC_CLAIM_SESSION_V5: &str = claim_session_proc!("('starting', 'running', 'stopping')");
+/// Version 8: a pool's ready games hold their slots too.
+const PROC_CLAIM_SESSION_V8: &str =
+    claim_session_proc!("('starting', 'ready', 'running', 'stopping')");
 
 /// Creates or migrates the schema, under a named lock so brokers starting at once do not race.
 pub(super) async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
