@@ -18,7 +18,7 @@ use crate::catalog::ReadyCheck;
 /// The first pause between two looks, doubled up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest pause between two looks.
-const LONGEST_PAUSE: Duration = Duration::from_millis(250);
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
 /// One connect attempt's bound.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A line of output longer than this is looked at in pieces of this size.

@@ -42,12 +42,15 @@ pub fn init_tracing() {
 /// The test game program, built with this crate.
 pub fn test_game() -> PathBuf {
     // Test executables live in target/<profile>/deps; cargo builds this crate's binaries into
-    // target/<profile> before running its integration tests.
+    // target/<profile> before running its integration tests. `arcade-bench` lives there too.
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("arcade-test-game"))
-        .unwrap_or_default()
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    dir.join("arcade-test-game")
 }
 
 /// A broker under test.

@@ -104,6 +104,19 @@ fn events_smoke_completes_with_sane_figures() {
 }
 
 #[test]
+fn ready_smoke_completes_with_sane_figures() {
+    let out = smoke(&["ready", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "ready check: game connectable (first try)",
+            "no check: game connectable (client retries)",
+            "errors: 0",
+        ],
+    );
+}
+
+#[test]
 fn replicas_smoke_completes_with_sane_figures() {
     if tests::mariadb::server_program().is_none() || tests::nats::server_program().is_none() {
         assert!(

@@ -9,6 +9,8 @@
 //!   another, and pairs/s with one and three replicas, on MariaDB and NATS; see [`replicas`].
 //! - `arcade-bench events`: start p50 with and without 100 event streams open, and a game's
 //!   exit to its `session.ended` on a stream; see [`events`].
+//! - `arcade-bench ready`: a start to a connectable game, for a game slow to listen, with and
+//!   without a readiness check; see [`ready`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -21,6 +23,7 @@ mod idle;
 mod load;
 mod pairs;
 mod parts;
+mod ready;
 mod replicas;
 mod scale;
 mod stats;
@@ -48,6 +51,9 @@ enum Command {
     Events(events::Args),
     /// Replicas on MariaDB and NATS: the cost of a call through another replica.
     Replicas(replicas::Args),
+    /// A start to a connectable game, for a game slow to listen, with and without a
+    /// readiness check.
+    Ready(ready::Args),
     /// The real agent binary, idle: RSS and CPU.
     IdleAgent(idle::Args),
     /// The broker process of `scale` (internal).
@@ -68,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Scale(a)) => scale::run(a).await,
             Some(Command::Replicas(a)) => replicas::run(a).await,
             Some(Command::Events(a)) => events::run(a).await,
+            Some(Command::Ready(a)) => ready::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
         }
