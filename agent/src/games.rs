@@ -587,6 +587,12 @@ impl Games {
                     format!("the game ended ({}) before it was ready", describe_exit(status)),
                 ))
             }
+            // The agent is exiting and leaves its games running: the broker learns how this
+            // one is at the next handshake.
+            () = self.leave.cancelled() => Err((
+                LaunchFailure::ExitedBeforeReady,
+                "the agent is restarting; the game's readiness was not settled".into(),
+            )),
             () = tokio::time::sleep(within) => {
                 let what = ready::describe(check, addr);
                 tracing::warn!(session = %id, ?within, %what, "game not ready in time; stopping it");
