@@ -67,7 +67,7 @@ pub struct ReadyEntry {
 }
 
 /// A catalog entry as written in TOML.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GameEntry {
     /// The program; may hold placeholders.
@@ -862,12 +862,7 @@ command = "/bin/sleep"
                 command: "/bin/echo".into(),
                 args: vec!["{mode}{port}".into()],
                 modes: vec!["{port}".into()],
-                config_dir: None,
-                default_config: None,
-                env: BTreeMap::new(),
-                limits: None,
-                ready: None,
-                ready_timeout: None,
+                ..GameEntry::default()
             },
         )])
         .unwrap();
@@ -894,9 +889,7 @@ command = "/bin/sleep"
                     config_dir: dir.map(PathBuf::from),
                     default_config: None,
                     env: BTreeMap::new(),
-                    limits: None,
-                    ready: None,
-                    ready_timeout: None,
+                    ..GameEntry::default()
                 },
             )]);
             assert!(r.is_err(), "{name} {command}");
@@ -907,13 +900,7 @@ command = "/bin/sleep"
         GameEntry {
             command: command.into(),
             args: vec![],
-            modes: vec![],
-            config_dir: None,
-            default_config: None,
-            env: BTreeMap::new(),
-            limits: None,
-            ready: None,
-            ready_timeout: None,
+            ..GameEntry::default()
         }
     }
 

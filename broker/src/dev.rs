@@ -83,13 +83,7 @@ impl DevConfig {
                 GameEntry {
                     command: "/bin/sleep".into(),
                     args: vec!["3600".into()],
-                    modes: vec![],
-                    config_dir: None,
-                    default_config: None,
-                    env: BTreeMap::new(),
-                    limits: None,
-                    ready: None,
-                    ready_timeout: None,
+                    ..GameEntry::default()
                 },
             ),
         ])

@@ -9,7 +9,6 @@ pub mod nats;
 pub mod proxy;
 pub mod webhook;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -377,12 +376,7 @@ pub fn test_catalog() -> Catalog {
         command: command.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         modes: modes.iter().map(|m| (*m).to_owned()).collect(),
-        config_dir: None,
-        default_config: None,
-        env: BTreeMap::new(),
-        limits: None,
-        ready: None,
-        ready_timeout: None,
+        ..GameEntry::default()
     };
     let mut configured = entry(&game, &["--config", "{config}", "--listen"], &[]);
     configured.config_dir = Some(config_dir().to_owned());

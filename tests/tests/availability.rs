@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
 
-use std::collections::BTreeMap;
-
 use agent::catalog::{Catalog, GameEntry};
 use portal_client::{Client, ClientError};
 use protocol::api::{ErrorCode, StartSession};
@@ -30,13 +28,7 @@ fn sleepers(names: &[&str]) -> Catalog {
             GameEntry {
                 command: "/bin/sleep".into(),
                 args: vec!["3600".into()],
-                modes: vec![],
-                config_dir: None,
-                default_config: None,
-                env: BTreeMap::new(),
-                limits: None,
-                ready: None,
-                ready_timeout: None,
+                ..GameEntry::default()
             },
         )
     }))
@@ -66,22 +58,6 @@ async fn refused(client: &Client, game: &str) -> (u16, ErrorCode, Option<u64>) {
 const UNAVAILABLE: (u16, ErrorCode, Option<u64>) = (503, ErrorCode::NoCapacity, Some(5));
 const UNKNOWN: (u16, ErrorCode, Option<u64>) = (404, ErrorCode::UnknownGame, None);
 
-async fn online(client: &Client, n: usize) {
-    tests::wait_until("hosts online", std::time::Duration::from_secs(10), || {
-        let client = client.clone();
-        async move {
-            client.hosts().await.is_ok_and(|h| {
-                h.hosts
-                    .iter()
-                    .filter(|h| h.status == protocol::api::HostStatus::Online)
-                    .count()
-                    == n
-            })
-        }
-    })
-    .await;
-}
-
 /// The answers through one broker's life; `restart` gives a broker on the same store.
 async fn answers(opts: impl Fn() -> BrokerOptions, durable: bool) {
     let broker = TestBroker::start_with(opts()).await;
@@ -92,7 +68,7 @@ async fn answers(opts: impl Fn() -> BrokerOptions, durable: bool) {
 
     // A host offers pong and tetris: only games nobody offers are unknown.
     let a = TestAgent::start(broker.agent_addr, agent("host-a", &["pong", "tetris"])).await;
-    online(&client, 1).await;
+    tests::wait_hosts_online(&client, 1).await;
     assert_eq!(refused(&client, "no-such-game").await, UNKNOWN);
     let s = client.start_session(&start("pong")).await.unwrap();
     client.end_session(&s.session_id).await.unwrap();
@@ -102,13 +78,13 @@ async fn answers(opts: impl Fn() -> BrokerOptions, durable: bool) {
     a.stop().await;
     let a = TestAgent::start(broker.agent_addr, agent("host-a", &["pong"])).await;
     let b = TestAgent::start(broker.agent_addr, agent("host-b", &["chess"])).await;
-    online(&client, 2).await;
+    tests::wait_hosts_online(&client, 2).await;
     assert_eq!(refused(&client, "tetris").await, UNAVAILABLE);
     assert_eq!(refused(&client, "no-such-game").await, UNKNOWN);
 
     // Pong's host away, chess's there: pong is known, so 503.
     a.stop().await;
-    online(&client, 1).await;
+    tests::wait_hosts_online(&client, 1).await;
     assert_eq!(refused(&client, "pong").await, UNAVAILABLE);
     b.stop().await;
     let _ = broker.stop().await;
@@ -121,7 +97,7 @@ async fn answers(opts: impl Fn() -> BrokerOptions, durable: bool) {
     let broker = TestBroker::start_with(opts()).await;
     let client = Client::new(&broker.url, None).unwrap();
     let _b = TestAgent::start(broker.agent_addr, agent("host-b", &["chess"])).await;
-    online(&client, 1).await;
+    tests::wait_hosts_online(&client, 1).await;
     for known in ["pong", "tetris"] {
         assert_eq!(refused(&client, known).await, UNAVAILABLE, "{known}");
     }

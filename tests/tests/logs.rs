@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use portal_client::{Client, LogRange};
-use protocol::api::{ErrorCode, HostStatus, StartSession};
+use protocol::api::{ErrorCode, StartSession};
 use protocol::{GameId, SessionId};
 use tests::{greeting, wait_until, AgentOptions, TestAgent, TestBroker};
 
@@ -23,16 +23,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
     let broker = TestBroker::start().await;
     let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-l")).await;
     let client = Client::new(&broker.url, None).unwrap();
-    wait_until("the agent is online", WAIT, || {
-        let client = client.clone();
-        async move {
-            client
-                .hosts()
-                .await
-                .is_ok_and(|h| h.hosts.iter().any(|h| h.status == HostStatus::Online))
-        }
-    })
-    .await;
+    tests::wait_hosts_online(&client, 1).await;
     // `chatty` prints `line 1` to `line 20000` (every tenth on stderr), then `ready`: about
     // 210 KB, five pages of the agent link.
     let s = client
@@ -133,16 +124,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
     assert!(e.to_string().contains("--log-retention"), "{e}");
     // A host that is not connected.
     agent.stop().await;
-    wait_until("the host is offline", WAIT, || {
-        let client = client.clone();
-        async move {
-            client
-                .hosts()
-                .await
-                .is_ok_and(|h| h.hosts.iter().all(|h| h.status == HostStatus::Offline))
-        }
-    })
-    .await;
+    tests::wait_hosts_online(&client, 0).await;
     let e = client
         .session_log(&id, LogRange::Tail(5))
         .await

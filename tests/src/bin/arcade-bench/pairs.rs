@@ -92,9 +92,7 @@ pub fn catalog(program: &std::path::Path) -> Catalog {
             config_dir: None,
             default_config: None,
             env: Default::default(),
-            limits: None,
-            ready: None,
-            ready_timeout: None,
+            ..GameEntry::default()
         },
     )])
     .expect("catalog")

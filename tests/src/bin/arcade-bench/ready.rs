@@ -12,7 +12,6 @@
 //! The floor is the game's own delay. Claims from a warm pool, the third figure of issue 17,
 //! come with pools.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agent::catalog::{Catalog, GameEntry, ReadyEntry};
@@ -45,13 +44,9 @@ fn catalog(listen_after_ms: u64) -> Catalog {
     let entry = |ready: Option<ReadyEntry>| GameEntry {
         command: game.clone(),
         args: vec!["--listen".into(), "--listen-after-ms".into(), late.clone()],
-        modes: vec![],
-        config_dir: None,
-        default_config: None,
-        env: BTreeMap::new(),
-        limits: None,
         ready,
         ready_timeout: Some(60.0),
+        ..GameEntry::default()
     };
     let mut unchecked = entry(None);
     unchecked.ready_timeout = None;
