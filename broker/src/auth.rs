@@ -38,6 +38,8 @@ pub enum Action {
     ReadMetrics,
     /// `GET /v1/sessions/{id}/logs`.
     ReadLogs,
+    /// `/v1/pools`: read, create, change and remove warm pools (admin only).
+    ManagePools,
 }
 
 impl Role {

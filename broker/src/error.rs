@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use protocol::{GameId, HostId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 
 use crate::store::StoreError;
 
@@ -45,6 +45,12 @@ pub enum Error {
     /// No such host.
     #[error("no host {0}")]
     NoHost(HostId),
+    /// No such pool.
+    #[error("no pool {0}")]
+    NoPool(PoolId),
+    /// `If-Match` names a version that is not the pool's current one.
+    #[error("pool {0} has changed (or does not exist): read it again for its current ETag")]
+    PreconditionFailed(PoolId),
     /// No running session has this game address (the original portal's `/End`).
     #[error("no running session has IP {ip:?} and PID {pid:?}")]
     NoSessionAt {
@@ -216,7 +222,9 @@ impl Error {
             Self::NoSession(_)
             | Self::NoLog { .. }
             | Self::NoHost(_)
+            | Self::NoPool(_)
             | Self::NoSessionAt { .. } => "not_found",
+            Self::PreconditionFailed(_) => "precondition_failed",
             Self::UnknownGame(_) => "unknown_game",
             Self::KeyReused | Self::Conflict(_) => "conflict",
             Self::NoCapacity { .. } => "no_capacity",

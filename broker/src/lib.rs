@@ -269,6 +269,7 @@ pub async fn run(
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
     tracker.spawn(Arc::clone(&service).run_feed(background.clone()));
+    tracker.spawn(Arc::clone(&service).run_pools(background.clone()));
     if let Some(deliverer) = deliverer {
         tracker.spawn(Arc::clone(&service).run_webhooks(deliverer, background.clone()));
     }

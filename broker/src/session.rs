@@ -32,6 +32,10 @@ pub enum SessionEvent {
     },
     /// A player's start took a pool's ready game.
     Claimed,
+    /// Its pool retires a ready game nobody claimed (replaced for age, its host draining, its
+    /// pool smaller or removed): it is stopped. Only a `ready` game may be retired, so a
+    /// retirement never races a player's claim into stopping the player's game.
+    Retired,
     /// The agent could not start it.
     LaunchFailed,
     /// The agent did not confirm in time.
@@ -70,6 +74,8 @@ pub enum Actor {
     Sweep,
     /// The broker squaring its records with a host after a restart or reconnect.
     Recovery,
+    /// A pool keeping itself full: launching, replacing and retiring its ready games.
+    Pool,
 }
 
 impl Actor {
@@ -85,6 +91,7 @@ impl Actor {
             Self::HostLost => "host_lost",
             Self::Sweep => "sweep",
             Self::Recovery => "recovery",
+            Self::Pool => "pool",
         }
     }
 }
@@ -112,6 +119,7 @@ impl SessionEvent {
             Self::Launched { .. } => "launched",
             Self::Readied { .. } => "ready",
             Self::Claimed => "claimed",
+            Self::Retired => "retired",
             Self::LaunchFailed => "launch failed",
             Self::LaunchTimedOut => "launch timed out",
             Self::StopRequested => "stop requested",
@@ -147,6 +155,7 @@ pub fn new_session(
         ended_at: None,
         end_reason: None,
         exit_code: None,
+        pool_id: None,
     }
 }
 
@@ -193,10 +202,15 @@ pub fn apply(
             s.port = Some(*port);
             s.started_at = Some(now);
         }
-        (S::Ready, E::Claimed) => s.status = S::Running,
+        (S::Ready, E::Claimed) => {
+            // The player's session starts now; it was ready since `started_at`.
+            s.status = S::Running;
+            s.started_at = Some(now);
+        }
         (S::Starting, E::LaunchFailed) => end(s, S::Failed, EndReason::LaunchFailed),
         (S::Starting, E::LaunchTimedOut) => end(s, S::Failed, EndReason::LaunchTimeout),
         (S::Starting, E::HostLost) => end(s, S::Failed, EndReason::HostLost),
+        (S::Ready, E::Retired) => s.status = S::Stopping,
         (S::Ready | S::Running | S::Stopping, E::StopRequested) => {
             s.status = S::Stopping;
         }
@@ -325,6 +339,12 @@ mod tests {
             ),
             (&[readied(), E::StopRequested], S::Stopping, None, None),
             (
+                &[readied(), E::Retired, E::Stopped],
+                S::Ended,
+                Some(EndReason::EndedByRequest),
+                None,
+            ),
+            (
                 &[readied(), E::Exited(ExitStatus::Code(1))],
                 S::Ended,
                 Some(EndReason::GameExited),
@@ -364,6 +384,10 @@ mod tests {
             &[readied(), launched()],
             &[launched(), readied()],
             &[readied(), E::StopRequested, E::Claimed],
+            &[readied(), E::Claimed, E::Retired],
+            &[launched(), E::Retired],
+            &[E::Retired],
+            &[readied(), E::Retired, E::Claimed],
         ];
         for events in bad {
             assert!(run(events).is_err(), "{events:?}");

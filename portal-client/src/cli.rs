@@ -12,10 +12,10 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use protocol::api::{
-    EventType, Game, Host, HostStatus, Session, SessionQuery, SessionStatus, StartSession,
-    MAX_LIST_LIMIT,
+    EventType, Game, Host, HostStatus, Pool, PoolSpec, Session, SessionQuery, SessionStatus,
+    StartSession, MAX_LIST_LIMIT, MAX_POOL_SIZE,
 };
-use protocol::{GameId, HostId, IdError, SessionId};
+use protocol::{GameId, HostId, IdError, PoolId, SessionId};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -132,6 +132,14 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// List the warm pools: their size, games ready and starting, claims, misses, failures.
+    Pools,
+    /// Create, change or remove a warm pool.
+    Pool {
+        /// What to do.
+        #[command(subcommand)]
+        action: PoolCommand,
+    },
     /// Print a game's output (stdout and stderr), as its host's agent keeps it.
     Logs {
         /// The session id.
@@ -142,6 +150,41 @@ pub enum Command {
         /// Keep printing what the game writes, until its session is over.
         #[arg(long, short = 'f')]
         follow: bool,
+    },
+}
+
+/// `arcade pool ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum PoolCommand {
+    /// Create or change a pool: keep SIZE games of GAME launched and ready for players.
+    Set {
+        /// The pool's name.
+        pool: String,
+        /// The game, as listed by `arcade games`.
+        game: String,
+        /// Games to keep ready.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_POOL_SIZE)))]
+        size: u32,
+        /// The games' mode (starts must ask for the same one to be served from the pool).
+        #[arg(long, value_name = "M")]
+        mode: Option<String>,
+        /// The games' config file (likewise).
+        #[arg(long, value_name = "C")]
+        config: Option<String>,
+        /// Replace a ready game once it is this many seconds old (default: a day).
+        #[arg(long, value_name = "SECS")]
+        max_age: Option<u64>,
+        /// Write only if the pool is still at this version (as `arcade pools` shows it).
+        #[arg(long, value_name = "V")]
+        if_version: Option<u64>,
+    },
+    /// Remove a pool and stop its ready games.
+    Delete {
+        /// The pool's name.
+        pool: String,
+        /// Remove only if the pool is still at this version.
+        #[arg(long, value_name = "V")]
+        if_version: Option<u64>,
     },
 }
 
@@ -332,6 +375,40 @@ async fn execute(
         Command::Resume { host } => {
             let host = client.resume_host(&HostId::new(host)?).await?;
             render(json, &host, host_text)
+        }
+        Command::Pools => {
+            let list = client.pools().await?;
+            render(json, &list, |l| pools_table(&l.pools))
+        }
+        Command::Pool {
+            action:
+                PoolCommand::Set {
+                    pool,
+                    game,
+                    size,
+                    mode,
+                    config,
+                    max_age,
+                    if_version,
+                },
+        } => {
+            let spec = PoolSpec {
+                game_id: GameId::new(game)?,
+                mode,
+                config,
+                size,
+                max_age_s: max_age,
+            };
+            let pool = client
+                .put_pool(&PoolId::new(pool)?, &spec, if_version)
+                .await?;
+            render(json, &pool, |p| pools_table(std::slice::from_ref(p)))
+        }
+        Command::Pool {
+            action: PoolCommand::Delete { pool, if_version },
+        } => {
+            let pool = client.delete_pool(&PoolId::new(pool)?, if_version).await?;
+            render(json, &pool, |p| format!("pool {} removed\n", p.pool_id))
         }
         Command::Games => {
             let list = client.games().await?;
@@ -612,6 +689,43 @@ fn games_table(games: &[Game]) -> String {
     table.render()
 }
 
+/// Pools as a table.
+fn pools_table(pools: &[Pool]) -> String {
+    if pools.is_empty() {
+        return "no pools\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        "POOL",
+        "GAME",
+        "MODE",
+        "SIZE",
+        "READY",
+        "STARTING",
+        "CLAIMS",
+        "MISSES",
+        "FAILURES",
+        "VERSION",
+        "LAST ERROR",
+    ])
+    .right(&[3, 4, 5, 6, 7, 8, 9]);
+    for p in pools {
+        table.row(vec![
+            p.pool_id.to_string(),
+            p.game_id.to_string(),
+            p.mode.clone().unwrap_or_else(|| "-".into()),
+            p.size.to_string(),
+            p.ready.to_string(),
+            p.starting.to_string(),
+            p.claims.to_string(),
+            p.misses.to_string(),
+            p.failures.to_string(),
+            p.version.to_string(),
+            p.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,6 +754,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             exit_code: None,
+            pool_id: None,
         }
     }
 
@@ -826,6 +941,55 @@ mod tests {
             text,
             "HOST    IP        STATUS    SESSIONS  CPU%           MEM  GAMES              LAST SEEN\n\
              host-a  10.0.0.5  draining       2/8  12.3  1.5/16.0 GiB  sleeper,neverball  3s ago\n"
+        );
+    }
+
+    #[test]
+    fn pools_table_shows_counts_and_the_last_error() {
+        let pool = Pool {
+            pool_id: PoolId::new("lobby").unwrap(),
+            game_id: GameId::new("neverball").unwrap(),
+            mode: None,
+            config: None,
+            size: 5,
+            max_age_s: 86_400,
+            ready: 4,
+            starting: 1,
+            claims: 12,
+            misses: 2,
+            failures: 1,
+            last_error: Some("no capacity".into()),
+            version: 3,
+        };
+        let text = pools_table(&[pool]);
+        assert_eq!(
+            text,
+            "POOL   GAME       MODE  SIZE  READY  STARTING  CLAIMS  MISSES  FAILURES  VERSION  LAST ERROR\n\
+             lobby  neverball  -        5      4         1      12       2         1        3  no capacity\n"
+        );
+        assert_eq!(pools_table(&[]), "no pools\n");
+        let set = parse(&[
+            "pool",
+            "set",
+            "lobby",
+            "neverball",
+            "--size",
+            "5",
+            "--if-version",
+            "3",
+        ]);
+        assert!(matches!(
+            set.command,
+            Command::Pool {
+                action: PoolCommand::Set {
+                    size: 5,
+                    if_version: Some(3),
+                    ..
+                }
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["arcade", "pool", "set", "p", "g", "--size", "1001"]).is_err()
         );
     }
 

@@ -16,11 +16,11 @@
 use std::time::Duration;
 
 use protocol::api::{
-    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, Session,
-    SessionList, SessionQuery, StartSession,
+    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, Pool, PoolList,
+    PoolSpec, Session, SessionEvents, SessionList, SessionQuery, StartSession,
 };
-use protocol::{HostId, SessionId};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use protocol::{HostId, PoolId, SessionId};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
@@ -293,6 +293,13 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/sessions/{id}/events`: the session's history, oldest first: each change, its
+    /// state after it, and who caused it.
+    pub async fn session_history(&self, id: &SessionId) -> Result<SessionEvents, ClientError> {
+        self.call(Method::GET, &format!("/v1/sessions/{id}/events"), |r| r)
+            .await
+    }
+
     /// `GET /v1/sessions`: sessions matching every filter set in `query`, newest first.
     pub async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionList, ClientError> {
         self.call(Method::GET, "/v1/sessions", |r| r.query(query))
@@ -328,6 +335,54 @@ impl Client {
     pub async fn resume_host(&self, id: &HostId) -> Result<Host, ClientError> {
         self.call(Method::POST, &format!("/v1/hosts/{id}/resume"), |r| r)
             .await
+    }
+
+    /// `GET /v1/pools`: the warm pools and their counts, by id. Needs the `admin` role.
+    pub async fn pools(&self) -> Result<PoolList, ClientError> {
+        self.call(Method::GET, "/v1/pools", |r| r).await
+    }
+
+    /// `GET /v1/pools/{id}`: one warm pool and its counts. Needs the `admin` role.
+    pub async fn pool(&self, id: &PoolId) -> Result<Pool, ClientError> {
+        self.call(Method::GET, &format!("/v1/pools/{id}"), |r| r)
+            .await
+    }
+
+    /// `PUT /v1/pools/{id}`: creates or changes a warm pool. With `version` (a pool's
+    /// [`version`](Pool::version), as read before), only if the pool is still at it: else a
+    /// [`ClientError::Api`] with [`ErrorCode::PreconditionFailed`]. Needs the `admin` role.
+    pub async fn put_pool(
+        &self,
+        id: &PoolId,
+        spec: &PoolSpec,
+        version: Option<u64>,
+    ) -> Result<Pool, ClientError> {
+        self.call(Method::PUT, &format!("/v1/pools/{id}"), |r| {
+            let r = r.json(spec);
+            match version {
+                Some(v) => r.header(IF_MATCH, format!("\"{v}\"")),
+                None => r,
+            }
+        })
+        .await
+    }
+
+    /// `DELETE /v1/pools/{id}`: removes a warm pool and stops its ready games; `version` as
+    /// for [`put_pool`](Self::put_pool). Needs the `admin` role.
+    pub async fn delete_pool(
+        &self,
+        id: &PoolId,
+        version: Option<u64>,
+    ) -> Result<Pool, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/pools/{id}"),
+            |r| match version {
+                Some(v) => r.header(IF_MATCH, format!("\"{v}\"")),
+                None => r,
+            },
+        )
+        .await
     }
 
     /// `GET /v1/games`: the games online hosts offer, ordered by id.

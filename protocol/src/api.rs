@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ids::{GameId, HostId, SessionId};
+use crate::ids::{GameId, HostId, PoolId, SessionId};
 
 /// `POST /v1/sessions` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +159,9 @@ pub struct Session {
     pub end_reason: Option<EndReason>,
     /// The game's exit code, when it exited by itself with one.
     pub exit_code: Option<i32>,
+    /// The pool that launched it, when a start claimed it from one.
+    #[serde(default)]
+    pub pool_id: Option<PoolId>,
 }
 
 /// `GET /v1/sessions` answer.
@@ -310,6 +313,74 @@ pub struct Broker {
     pub hosts: u32,
 }
 
+/// The largest pool: ready games a pool keeps at most.
+pub const MAX_POOL_SIZE: u32 = 1000;
+/// A pool's ready games are replaced once this old, unless its `max_age_s` says otherwise.
+pub const DEFAULT_POOL_MAX_AGE_SECS: u64 = 86_400;
+
+/// `PUT /v1/pools/{pool_id}` body: what a pool keeps ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// The game its sessions run.
+    pub game_id: GameId,
+    /// Their mode; a start claims from the pool only when it asks for the same mode (absent:
+    /// the game's default, for starts that name no mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Their config file; a start claims only when it asks for the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Ready games to keep, 0 to [`MAX_POOL_SIZE`].
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000))]
+    pub size: u32,
+    /// A ready game older than this is replaced (default [`DEFAULT_POOL_MAX_AGE_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_536_000))]
+    pub max_age_s: Option<u64>,
+}
+
+/// A pool, as the API shows it. Its `ETag` header names its spec's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pool {
+    /// Its name.
+    pub pool_id: PoolId,
+    /// The game its sessions run.
+    pub game_id: GameId,
+    /// Their mode, as asked for (`None`: the default).
+    pub mode: Option<String>,
+    /// Their config file, if any.
+    pub config: Option<String>,
+    /// Ready games it keeps.
+    pub size: u32,
+    /// A ready game older than this many seconds is replaced.
+    pub max_age_s: u64,
+    /// Its games ready now, waiting for a player.
+    pub ready: u32,
+    /// Its games launching now.
+    pub starting: u32,
+    /// Starts that took one of its ready games.
+    pub claims: u64,
+    /// Starts that matched it and found no ready game (they started cold).
+    pub misses: u64,
+    /// Its launches that failed.
+    pub failures: u64,
+    /// Why its last launch failed, until one succeeds.
+    pub last_error: Option<String>,
+    /// The version of its spec: grows at every `PUT`; its `ETag` is this, quoted.
+    pub version: u64,
+}
+
+/// `GET /v1/pools` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolList {
+    /// Ordered by pool id.
+    pub pools: Vec<Pool>,
+}
+
 /// `GET /v1/brokers` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -344,6 +415,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the request conflicts with the resource's state.
     Conflict,
+    /// 412: `If-Match` names a version that is not the resource's current one.
+    PreconditionFailed,
     /// 413: the body is too large.
     PayloadTooLarge,
     /// 502: the agent could not start the game.
@@ -370,7 +443,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a broker sends (all but [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -378,6 +451,7 @@ impl ErrorCode {
         Self::UnknownGame,
         Self::MethodNotAllowed,
         Self::Conflict,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::LaunchFailed,
         Self::NoCapacity,
@@ -399,6 +473,7 @@ impl ErrorCode {
             Self::UnknownGame => "unknown_game",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::LaunchFailed => "launch_failed",
             Self::NoCapacity => "no_capacity",
@@ -545,6 +620,7 @@ mod tests {
             ended_at: None,
             end_reason: Some(EndReason::EndedByRequest),
             exit_code: None,
+            pool_id: None,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["status"], "running");

@@ -128,6 +128,11 @@ typed_id!(
     GameId,
     "game id"
 );
+typed_id!(
+    /// A warm pool of ready games, named by the operator who made it (`PUT /v1/pools/{id}`).
+    PoolId,
+    "pool id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -20,4 +20,4 @@ pub mod ids;
 pub mod openapi;
 pub mod wire;
 
-pub use ids::{GameId, HostId, IdError, SessionId};
+pub use ids::{GameId, HostId, IdError, PoolId, SessionId};

@@ -9,7 +9,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::api::{ErrorCode, EventType};
-use crate::ids::{GameId, HostId, SessionId, MAX_ID_LEN};
+use crate::ids::{GameId, HostId, PoolId, SessionId, MAX_ID_LEN};
 
 /// The pattern every id matches (see [`crate::ids`]).
 pub const ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$";
@@ -61,6 +61,11 @@ schema!(
     GameId,
     "GameId",
     id_schema("A game, as named in the agents' catalogs.")
+);
+schema!(
+    PoolId,
+    "PoolId",
+    id_schema("A warm pool, named by the operator who made it.")
 );
 schema!(
     ErrorCode,

@@ -51,6 +51,10 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/events", &["portal", "provider", "admin"]),
     ("GET", "/metrics", &["provider", "admin"]),
     ("GET", "/v1/games", &["portal", "admin"]),
+    ("GET", "/v1/pools", &["admin"]),
+    ("GET", "/v1/pools/{id}", &["admin"]),
+    ("PUT", "/v1/pools/{id}", &["admin"]),
+    ("DELETE", "/v1/pools/{id}", &["admin"]),
     ("GET", "/IP", &["portal", "admin"]),
     ("GET", "/End", &["portal", "provider", "admin"]),
 ];
@@ -76,6 +80,7 @@ fn concrete(pattern: &str) -> (String, &'static str) {
         "/IP" => ("?gameId=no-such-game", ""),
         "/End" => ("?serverIp=127.0.0.1&pid=1", ""),
         "/v1/sessions" => ("", r#"{"game_id":"no-such-game"}"#),
+        "/v1/pools/{id}" => ("", r#"{"game_id":"no-such-game","size":0}"#),
         _ => ("", ""),
     };
     (format!("{path}{query}"), body)

@@ -10,7 +10,7 @@ use broker::store::mysql::MysqlStore;
 use broker::store::{IdempotencyKey, Inserted, Store, StoreError};
 use protocol::api::{EndReason, Session, SessionQuery, SessionStatus, StartSession};
 use protocol::wire::{ExitStatus, GameOffer, HostFacts, PortRange};
-use protocol::{GameId, HostId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
 fn session(n: u32, game: &str, host: &str) -> Session {
@@ -624,6 +624,218 @@ async fn lists_ready_games_only_when_asked_for(store: Store) {
     assert_eq!(history, ["created", "ready", "claimed"]);
 }
 
+fn pool_spec(size: u32) -> protocol::api::PoolSpec {
+    protocol::api::PoolSpec {
+        game_id: GameId::new("g").unwrap(),
+        mode: None,
+        config: None,
+        size,
+        max_age_s: Some(60),
+    }
+}
+
+/// A pool's spec is written only while `If-Match` holds, each write a new version; its
+/// launches' outcomes are counted.
+async fn keeps_pools_under_if_match(store: Store) {
+    use broker::store::pools::{LaunchResult, PoolRemoved, PoolWrite, Precondition};
+    let id = PoolId::new("lobby").unwrap();
+    let other = PoolId::new("other").unwrap();
+    let v = |w: PoolWrite| match w {
+        PoolWrite::Created(p) | PoolWrite::Updated(p) => p.version,
+        PoolWrite::PreconditionFailed => 0,
+    };
+    assert!(matches!(
+        store.put_pool(&id, &pool_spec(2), None).await.unwrap(),
+        PoolWrite::Created(ref p) if p.version == 1 && p.spec == pool_spec(2)
+    ));
+    let at1 = Precondition::Version(vec![1]);
+    let w = store
+        .put_pool(&id, &pool_spec(5), Some(&at1))
+        .await
+        .unwrap();
+    assert!(matches!(w, PoolWrite::Updated(_)));
+    assert_eq!(v(w), 2);
+    // A second writer that read version 1 loses.
+    assert_eq!(
+        store
+            .put_pool(&id, &pool_spec(9), Some(&at1))
+            .await
+            .unwrap(),
+        PoolWrite::PreconditionFailed
+    );
+    // `If-Match: *` on a pool that does not exist.
+    assert_eq!(
+        store
+            .put_pool(&other, &pool_spec(1), Some(&Precondition::Exists))
+            .await
+            .unwrap(),
+        PoolWrite::PreconditionFailed
+    );
+    store
+        .pool_launched(&id, &LaunchResult::Failed("no capacity".into()))
+        .await
+        .unwrap();
+    let pools = store.pools().await.unwrap();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        (pools[0].spec.size, pools[0].version, pools[0].failures),
+        (5, 2, 1)
+    );
+    assert_eq!(pools[0].last_error.as_deref(), Some("no capacity"));
+    store
+        .pool_launched(&id, &LaunchResult::Ready)
+        .await
+        .unwrap();
+    assert_eq!(store.pools().await.unwrap()[0].last_error, None);
+    assert_eq!(
+        store.remove_pool(&id, Some(&at1)).await.unwrap(),
+        PoolRemoved::PreconditionFailed
+    );
+    assert!(matches!(
+        store
+            .remove_pool(&id, Some(&Precondition::Version(vec![2])))
+            .await
+            .unwrap(),
+        PoolRemoved::Removed(ref p) if p.version == 2
+    ));
+    assert_eq!(
+        store.remove_pool(&id, None).await.unwrap(),
+        PoolRemoved::NotFound
+    );
+    assert!(store.pools().await.unwrap().is_empty());
+}
+
+/// Concurrent claims take each ready game once, oldest first, and count claims and misses;
+/// a claim binds the start's `Idempotency-Key`.
+async fn claims_each_ready_game_once(store: Store) {
+    use broker::store::pools::ReadyClaim;
+    let store = Arc::new(store);
+    let pool = PoolId::new("lobby").unwrap();
+    store.put_pool(&pool, &pool_spec(3), None).await.unwrap();
+    for n in 1..=3 {
+        let mut s = session(n, "g", "h");
+        s.pool_id = Some(pool.clone());
+        insert(&store, &s).await;
+        let readied = SessionEvent::Readied {
+            pid: 100 + n,
+            ip: "10.0.0.5".parse().unwrap(),
+            port: 20000,
+        };
+        let ready = store
+            .transition(&s.session_id, &readied, Actor::Agent, now())
+            .await
+            .unwrap();
+        assert_eq!(ready.pool_id.as_ref(), Some(&pool));
+    }
+    // A plain session of the same game is never claimed.
+    insert(&store, &session(9, "g", "h")).await;
+    let claims: Vec<_> = (0..5)
+        .map(|_| {
+            let (store, pool) = (Arc::clone(&store), pool.clone());
+            tokio::spawn(async move {
+                store
+                    .claim_ready(&pool, Actor::Portal, None, now())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut empty = 0;
+    for c in claims {
+        match c.await.unwrap() {
+            ReadyClaim::Claimed(s) => {
+                assert_eq!(s.status, SessionStatus::Running);
+                assert_eq!(s.started_at, Some(now()));
+                got.push(s.session_id.to_string());
+            }
+            ReadyClaim::Empty => empty += 1,
+            ReadyClaim::KeyTaken => panic!("no key was given"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["s-0001", "s-0002", "s-0003"]);
+    assert_eq!(empty, 2);
+    let p = &store.pools().await.unwrap()[0];
+    assert_eq!((p.claims, p.misses), (3, 2));
+    let first = SessionId::new("s-0001").unwrap();
+    let history: Vec<(String, String)> = store
+        .events(&first)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event, e.actor))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("created".into(), "portal".into()),
+            ("ready".into(), "agent".into()),
+            ("claimed".into(), "portal".into())
+        ]
+    );
+    let stream = store.stream_after(0, 100).await.unwrap();
+    let running = stream
+        .iter()
+        .filter(|e| e.kind == protocol::api::EventType::SessionRunning)
+        .count();
+    assert_eq!(running, 3, "{stream:?}");
+    // With a key: bound to the claimed game; the same key again finds it taken.
+    let mut s = session(4, "g", "h");
+    s.pool_id = Some(pool.clone());
+    insert(&store, &s).await;
+    let readied = SessionEvent::Readied {
+        pid: 104,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20000,
+    };
+    store
+        .transition(&s.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    let req = StartSession {
+        game_id: GameId::new("g").unwrap(),
+        mode: None,
+        config: None,
+    };
+    let key = IdempotencyKey::new("order-7".into(), &req);
+    assert!(matches!(
+        store.claim_ready(&pool, Actor::Portal, Some(&key), OffsetDateTime::now_utc()).await.unwrap(),
+        ReadyClaim::Claimed(ref c) if c.session_id == s.session_id
+    ));
+    assert_eq!(
+        store.find_key(&key).await.unwrap(),
+        Some(broker::store::KeyMatch::Same(s.session_id.clone()))
+    );
+    let mut s = session(5, "g", "h");
+    s.pool_id = Some(pool.clone());
+    insert(&store, &s).await;
+    store
+        .transition(&s.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_ready(&pool, Actor::Portal, Some(&key), OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        ReadyClaim::KeyTaken
+    );
+    assert_eq!(
+        store.get(&s.session_id).await.unwrap().status,
+        SessionStatus::Ready
+    );
+    // A removed pool's games are not claimed.
+    store.remove_pool(&pool, None).await.unwrap();
+    assert_eq!(
+        store
+            .claim_ready(&pool, Actor::Portal, None, now())
+            .await
+            .unwrap(),
+        ReadyClaim::Empty
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -658,6 +870,8 @@ contract!(
     remembers_hosts,
     serialises_concurrent_changes_of_one_session,
     streams_each_status_change_once_in_order,
+    keeps_pools_under_if_match,
+    claims_each_ready_game_once,
 );
 
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the

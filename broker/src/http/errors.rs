@@ -81,11 +81,15 @@ impl ApiError {
                 Error::NoSession(_)
                 | Error::NoLog { .. }
                 | Error::NoHost(_)
+                | Error::NoPool(_)
                 | Error::NoSessionAt { .. },
             ) => (S::NOT_FOUND, C::NotFound),
             Self::Service(Error::UnknownGame(_)) => (S::NOT_FOUND, C::UnknownGame),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, C::MethodNotAllowed),
             Self::Service(Error::KeyReused | Error::Conflict(_)) => (S::CONFLICT, C::Conflict),
+            Self::Service(Error::PreconditionFailed(_)) => {
+                (S::PRECONDITION_FAILED, C::PreconditionFailed)
+            }
             Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, C::PayloadTooLarge),
             Self::Service(Error::Internal(_)) => (S::INTERNAL_SERVER_ERROR, C::Internal),
             Self::Service(Error::LaunchFailed { .. }) => (S::BAD_GATEWAY, C::LaunchFailed),

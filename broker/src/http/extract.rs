@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{web, HttpMessage, HttpRequest};
 use futures::StreamExt;
-use protocol::{HostId, SessionId};
+use protocol::{HostId, PoolId, SessionId};
 
 use super::errors::ApiError;
 use crate::auth::{Caller, Role};
@@ -71,6 +71,14 @@ pub fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 pub fn host_id(raw: &str) -> Result<HostId, ApiError> {
     HostId::new(raw).map_err(|_| ApiError::NoSuch {
         what: "host",
+        raw: raw.to_owned(),
+    })
+}
+
+/// A pool id from the path; one that cannot be an id names no pool.
+pub fn pool_id(raw: &str) -> Result<PoolId, ApiError> {
+    PoolId::new(raw).map_err(|_| ApiError::NoSuch {
+        what: "pool",
         raw: raw.to_owned(),
     })
 }

@@ -18,6 +18,7 @@ mod hosts;
 mod legacy;
 mod metrics;
 pub mod openapi;
+mod pools;
 mod probes;
 pub mod request;
 pub mod routes;

@@ -13,7 +13,7 @@ use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
-use super::{events, games, hosts, legacy, metrics, probes, sessions, ui};
+use super::{events, games, hosts, legacy, metrics, pools, probes, sessions, ui};
 use crate::auth::Role;
 
 /// The name of the bearer-key security scheme.
@@ -33,6 +33,10 @@ const BEARER: &str = "api_key";
         sessions::end,
         sessions::events,
         sessions::logs,
+        pools::list,
+        pools::get,
+        pools::put,
+        pools::delete,
         hosts::list,
         hosts::drain,
         hosts::resume,
@@ -140,6 +144,7 @@ fn operation<'a>(doc: &'a mut Document, path: &str, verb: Verb) -> Option<&'a mu
     match verb {
         Verb::Get => item.get.as_mut(),
         Verb::Post => item.post.as_mut(),
+        Verb::Put => item.put.as_mut(),
         Verb::Delete => item.delete.as_mut(),
     }
 }

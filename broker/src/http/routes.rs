@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{events, games, hosts, legacy, metrics, openapi, probes, sessions, ui};
+use super::{events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -25,6 +25,8 @@ pub enum Verb {
     Get,
     /// POST.
     Post,
+    /// PUT.
+    Put,
     /// DELETE.
     Delete,
 }
@@ -35,6 +37,7 @@ impl Verb {
         match self {
             Self::Get => "GET",
             Self::Post => "POST",
+            Self::Put => "PUT",
             Self::Delete => "DELETE",
         }
     }
@@ -43,6 +46,7 @@ impl Verb {
         match self {
             Self::Get => Method::GET,
             Self::Post => Method::POST,
+            Self::Put => Method::PUT,
             Self::Delete => Method::DELETE,
         }
     }
@@ -74,7 +78,7 @@ pub struct RouteSpec {
 
 use Access::{Open, Role};
 use Action as A;
-use Verb::{Delete, Get, Post};
+use Verb::{Delete, Get, Post, Put};
 
 const fn route(
     verb: Verb,
@@ -137,6 +141,18 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/v1/games", Role(A::ListGames), |r| r.to(games::list)),
     route(Get, "/v1/events", Role(A::ReadEvents), |r| {
         r.to(events::stream)
+    }),
+    route(Get, "/v1/pools", Role(A::ManagePools), |r| {
+        r.to(pools::list)
+    }),
+    route(Get, "/v1/pools/{id}", Role(A::ManagePools), |r| {
+        r.to(pools::get)
+    }),
+    route(Put, "/v1/pools/{id}", Role(A::ManagePools), |r| {
+        r.to(pools::put)
+    }),
+    route(Delete, "/v1/pools/{id}", Role(A::ManagePools), |r| {
+        r.to(pools::delete)
     }),
     route(Get, "/metrics", Role(A::ReadMetrics), |r| {
         r.to(metrics::metrics)

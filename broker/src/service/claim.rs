@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::api::{HostStatus, Session, StartSession};
-use protocol::SessionId;
+use protocol::{PoolId, SessionId};
 use time::OffsetDateTime;
 
 use super::Service;
@@ -92,6 +92,7 @@ impl Service {
         req: StartSession,
         key: Option<&IdempotencyKey>,
         actor: Actor,
+        pool: Option<&PoolId>,
     ) -> Result<(Session, bool), Error> {
         let replicas = self.replicas()?;
         let (mut views, mut kept) = match self.shared_view.get() {
@@ -116,7 +117,7 @@ impl Service {
                     return Err(self.placement_failed(e, &req, any).await);
                 }
             };
-            let session = crate::session::new_session(
+            let mut session = crate::session::new_session(
                 id.clone(),
                 req.game_id.clone(),
                 choice.mode.clone(),
@@ -124,6 +125,7 @@ impl Service {
                 choice.host_id.clone(),
                 OffsetDateTime::now_utc(),
             );
+            session.pool_id = pool.cloned();
             match replicas.db.claim(&session, key, actor).await? {
                 Claimed::New { .. } => {
                     self.shared_view

@@ -16,6 +16,8 @@
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
 //! - [`stream`]: a client's stream of events, and the host events; [`webhooks`]: running
 //!   the deliveries to webhook receivers;
+//! - [`pools`]: warm pools' specs and counts, and a start's claim of a ready game;
+//!   [`keeper`]: the loop that keeps each pool at its size;
 //! - [`hosts`]: hosts, games and brokers, as this broker holds them or replicas share them;
 //! - [`route`]: where a host's agent is — here or on another replica — the one place that
 //!   decides; [`remote`]: calls between replicas, over NATS.
@@ -27,7 +29,9 @@ mod claim;
 mod end;
 mod hosts;
 mod inflight;
+mod keeper;
 mod logs;
+mod pools;
 mod reconcile;
 mod remote;
 mod route;
@@ -110,6 +114,12 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// When each webhook receiver's oldest undelivered event happened (`None`: caught up).
     webhook_backlog: std::sync::Mutex<std::collections::HashMap<String, Option<OffsetDateTime>>>,
+    /// The pools as last read, for starts to match.
+    pool_cache: pools::PoolCache,
+    /// Wakes the pool keeper (a claim, a pool written, a pool launch settled).
+    pool_wake: tokio::sync::Notify,
+    /// What the pool keeper knows between its rounds.
+    keeper: keeper::Keeper,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -141,6 +151,9 @@ impl Service {
             closing: CancellationToken::new(),
             metrics,
             webhook_backlog: Default::default(),
+            pool_cache: pools::PoolCache::default(),
+            pool_wake: tokio::sync::Notify::new(),
+            keeper: keeper::Keeper::default(),
             tasks,
             runtime: Handle::current(),
         })

@@ -217,10 +217,11 @@ impl Service {
                         link.stop_nowait(g.session_id.clone());
                     }
                     if let (true, Some(ip)) = (mark_running, ip) {
-                        let event = SessionEvent::Launched {
-                            pid: g.pid,
-                            ip,
-                            port: g.port,
+                        let (pid, port) = (g.pid, g.port);
+                        // A pool's game waits for a player; a player's runs.
+                        let event = match &record {
+                            Ok(s) if s.pool_id.is_some() => SessionEvent::Readied { pid, ip, port },
+                            _ => SessionEvent::Launched { pid, ip, port },
                         };
                         let _ = self
                             .record_as_owner(host, &g.session_id, event, Actor::Recovery)

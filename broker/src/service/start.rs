@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use protocol::api::{Session, StartSession};
 use protocol::wire::{LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
-use protocol::{GameId, HostId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::timeout;
 use tracing::Instrument;
@@ -39,7 +39,7 @@ const RECORD_AT_ONCE: Duration = Duration::from_millis(50);
 type LaunchOutcome = Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>;
 
 /// A mode or config value: 1 to [`MAX_VALUE_LEN`] bytes, no control characters.
-fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
+pub(super) fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
     let Some(v) = v else { return Ok(()) };
     if v.is_empty() || v.len() > MAX_VALUE_LEN || v.chars().any(char::is_control) {
         return Err(Error::Invalid(format!(
@@ -244,7 +244,9 @@ impl Service {
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let reply = timeout(deadline, placed.link.launch(launch)).await;
-        self.launched(id, req, &placed, reply).await.map(|(s, _)| s)
+        self.launched(session, req, &placed, reply)
+            .await
+            .map(|(s, _)| s)
     }
 
     async fn start_once(
@@ -264,7 +266,32 @@ impl Service {
                 None => {}
             }
         }
-        self.start_new(req, key.as_ref(), actor).await
+        check_value("mode", req.mode.as_deref())?;
+        check_value("config", req.config.as_deref())?;
+        if let Some(claimed) = self.claim_from_pool(&req, key.as_ref(), actor).await? {
+            return Ok(claimed);
+        }
+        self.start_new(req, key.as_ref(), actor, None).await
+    }
+
+    /// Launches a game for `pool`: its session, `ready` once launched (and ready, with a
+    /// readiness check), waits for a player's start to claim it.
+    pub(super) async fn launch_for_pool(
+        &self,
+        pool: &PoolId,
+        req: StartSession,
+    ) -> Result<Session, Error> {
+        let span = tracing::info_span!(
+            "pool launch",
+            %pool,
+            game = %req.game_id,
+            session = tracing::field::Empty,
+            host = tracing::field::Empty,
+        );
+        self.start_new(req, None, Actor::Pool, Some(pool))
+            .instrument(span)
+            .await
+            .map(|(s, _)| s)
     }
 
     /// A session once it is no longer `starting` (bounded by the launch timeout).
@@ -273,19 +300,18 @@ impl Service {
             .await
     }
 
-    /// Places a new session, launches its game, records it, and answers once the game runs
-    /// (or why it does not).
+    /// Places a new session (of `pool`, when given), launches its game, records it, and
+    /// answers once the game runs (or why it does not).
     async fn start_new(
         &self,
         req: StartSession,
         key: Option<&IdempotencyKey>,
         actor: Actor,
+        pool: Option<&PoolId>,
     ) -> Result<(Session, bool), Error> {
-        check_value("mode", req.mode.as_deref())?;
-        check_value("config", req.config.as_deref())?;
         let id = new_id()?;
         if self.replicas.is_some() {
-            return self.start_claimed(id, req, key, actor).await;
+            return self.start_claimed(id, req, key, actor, pool).await;
         }
         let placed = match self.registry.place(&req.game_id, req.mode.as_deref(), &id) {
             Ok(p) => p,
@@ -297,7 +323,7 @@ impl Service {
         let span = tracing::Span::current();
         span.record("session", tracing::field::display(&id));
         span.record("host", tracing::field::display(&placed.host_id));
-        let session = crate::session::new_session(
+        let mut session = crate::session::new_session(
             id.clone(),
             req.game_id.clone(),
             placed.mode.clone(),
@@ -305,6 +331,7 @@ impl Service {
             placed.host_id.clone(),
             OffsetDateTime::now_utc(),
         );
+        session.pool_id = pool.cloned();
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -350,7 +377,7 @@ impl Service {
             Ok(Inserted::KeyConflict) => return Err(Error::KeyReused),
             Err(e) => return Err(e.into()),
         }
-        let result = self.launched(&id, &req, &placed, reply).await;
+        let result = self.launched(&session, &req, &placed, reply).await;
         if let (Err(_), Some(k)) = (&result, key) {
             if let Err(e) = self.store.forget_key(&k.key).await {
                 tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
@@ -363,15 +390,20 @@ impl Service {
     /// agent launched late: it must not run without a session.
     fn outcome(
         &self,
-        id: &SessionId,
+        session: &Session,
         req: &StartSession,
         placed: &Placed,
         reply: LaunchOutcome,
     ) -> (SessionEvent, Actor, Option<Error>) {
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
-        let outcome = launch_outcome(reply, req, placed, deadline);
-        if outcome.0 == SessionEvent::LaunchTimedOut {
-            placed.link.stop_nowait(id.clone());
+        let mut outcome = launch_outcome(reply, req, placed, deadline);
+        match outcome.0 {
+            SessionEvent::LaunchTimedOut => placed.link.stop_nowait(session.session_id.clone()),
+            // A pool's game waits for a player.
+            SessionEvent::Launched { pid, ip, port } if session.pool_id.is_some() => {
+                outcome.0 = SessionEvent::Readied { pid, ip, port };
+            }
+            _ => {}
         }
         outcome
     }
@@ -386,7 +418,7 @@ impl Service {
         actor: Actor,
     ) -> Result<(Session, bool), Error> {
         let id = &session.session_id;
-        let (event, event_actor, failure) = self.outcome(id, req, placed, reply);
+        let (event, event_actor, failure) = self.outcome(session, req, placed, reply);
         let recorded = self
             .store
             .insert_after(
@@ -408,12 +440,13 @@ impl Service {
     /// Records the agent's answer to the launch of a recorded session.
     async fn launched(
         &self,
-        id: &SessionId,
+        session: &Session,
         req: &StartSession,
         placed: &Placed,
         reply: LaunchOutcome,
     ) -> Result<(Session, bool), Error> {
-        let (event, actor, failure) = self.outcome(id, req, placed, reply);
+        let id = &session.session_id;
+        let (event, actor, failure) = self.outcome(session, req, placed, reply);
         let recorded = self
             .record_as_owner(&placed.host_id, id, event, actor)
             .await;

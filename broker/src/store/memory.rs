@@ -3,18 +3,22 @@
 //! at most [`MemoryStore::MAX_SESSIONS`] records, forgetting the oldest finished ones past that,
 //! and the last [`MemoryStore::MAX_EVENTS`] events of the stream.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use protocol::api::PoolSpec;
 use protocol::api::{
     Event, EventType, Host, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
-use protocol::{GameId, HostId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
+use super::pools::{
+    bounded_error, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition, ReadyClaim,
+};
 use super::{
     parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
     StoreError, IDEMPOTENCY_TTL,
@@ -42,7 +46,11 @@ struct Memory {
     /// Each webhook receiver's last event taken.
     cursors: HashMap<String, u64>,
     /// Every game any host has offered.
-    known_games: std::collections::BTreeSet<GameId>,
+    known_games: BTreeSet<GameId>,
+    /// The pools.
+    pools: BTreeMap<PoolId, PoolRecord>,
+    /// Each pool's ready sessions, by sequence number (oldest first).
+    ready: HashMap<PoolId, BTreeSet<u64>>,
 }
 
 #[derive(Debug)]
@@ -85,11 +93,53 @@ impl Memory {
         });
     }
 
+    /// Keeps [`Memory::ready`] true of the session at `seq`, as it is now.
+    fn index_ready(&mut self, seq: u64, s: &Session) {
+        let Some(pool) = &s.pool_id else { return };
+        if s.status == SessionStatus::Ready {
+            self.ready.entry(pool.clone()).or_default().insert(seq);
+        } else if let Some(set) = self.ready.get_mut(pool) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.ready.remove(pool);
+            }
+        }
+    }
+
+    /// Applies `event` to a session, with its history and the stream.
+    fn change(
+        &mut self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+    ) -> Result<Session, StoreError> {
+        let seq = *self
+            .index
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let e = self
+            .by_seq
+            .get_mut(&seq)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let from = e.session.status;
+        apply(&mut e.session, event, now)?;
+        let r = record(event.name(), &e.session, actor, now);
+        e.events.push(r);
+        let s = e.session.clone();
+        self.index_ready(seq, &s);
+        if s.status != from {
+            self.append(EventType::of_status(s.status), now, actor, Some(&s), None);
+        }
+        Ok(s)
+    }
+
     /// Adds a session with its history, forgetting the oldest finished ones past
     /// [`MemoryStore::MAX_SESSIONS`].
     fn add(&mut self, s: &Session, events: Vec<EventRecord>) {
         let seq = self.next;
         self.next += 1;
+        self.index_ready(seq, s);
         self.index.insert(s.session_id.clone(), seq);
         self.by_seq.insert(
             seq,
@@ -276,24 +326,7 @@ impl MemoryStore {
         actor: Actor,
         now: OffsetDateTime,
     ) -> Result<Session, StoreError> {
-        let mut m = self.write();
-        let seq = *m
-            .index
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        let e = m
-            .by_seq
-            .get_mut(&seq)
-            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        let from = e.session.status;
-        apply(&mut e.session, event, now)?;
-        let r = record(event.name(), &e.session, actor, now);
-        e.events.push(r);
-        let s = e.session.clone();
-        if s.status != from {
-            m.append(EventType::of_status(s.status), now, actor, Some(&s), None);
-        }
-        Ok(s)
+        self.write().change(id, event, actor, now)
     }
 
     pub(super) fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
@@ -391,5 +424,109 @@ impl MemoryStore {
 
     pub(super) fn set_webhook_cursor(&self, endpoint: &str, seq: u64) {
         self.write().cursors.insert(endpoint.to_owned(), seq);
+    }
+
+    pub(super) fn put_pool(
+        &self,
+        id: &PoolId,
+        spec: &PoolSpec,
+        cond: Option<&Precondition>,
+    ) -> PoolWrite {
+        let mut m = self.write();
+        let current = m.pools.get(id).map(|p| p.version);
+        if cond.is_some_and(|c| !c.holds(current)) {
+            return PoolWrite::PreconditionFailed;
+        }
+        match m.pools.get_mut(id) {
+            Some(p) => {
+                p.spec = spec.clone();
+                p.version += 1;
+                PoolWrite::Updated(p.clone())
+            }
+            None => {
+                let p = PoolRecord {
+                    pool_id: id.clone(),
+                    spec: spec.clone(),
+                    version: 1,
+                    claims: 0,
+                    misses: 0,
+                    failures: 0,
+                    last_error: None,
+                };
+                m.pools.insert(id.clone(), p.clone());
+                PoolWrite::Created(p)
+            }
+        }
+    }
+
+    pub(super) fn remove_pool(&self, id: &PoolId, cond: Option<&Precondition>) -> PoolRemoved {
+        let mut m = self.write();
+        let current = m.pools.get(id).map(|p| p.version);
+        if current.is_none() {
+            return PoolRemoved::NotFound;
+        }
+        if cond.is_some_and(|c| !c.holds(current)) {
+            return PoolRemoved::PreconditionFailed;
+        }
+        match m.pools.remove(id) {
+            Some(p) => PoolRemoved::Removed(p),
+            None => PoolRemoved::NotFound,
+        }
+    }
+
+    pub(super) fn pools(&self) -> Vec<PoolRecord> {
+        self.read().pools.values().cloned().collect()
+    }
+
+    pub(super) fn pool_launched(&self, id: &PoolId, r: &LaunchResult) {
+        let mut m = self.write();
+        let Some(p) = m.pools.get_mut(id) else { return };
+        match r {
+            LaunchResult::Ready => p.last_error = None,
+            LaunchResult::Failed(why) => {
+                p.failures += 1;
+                p.last_error = Some(bounded_error(why));
+            }
+        }
+    }
+
+    pub(super) fn claim_ready(
+        &self,
+        pool: &PoolId,
+        actor: Actor,
+        key: Option<&IdempotencyKey>,
+        now: OffsetDateTime,
+    ) -> Result<ReadyClaim, StoreError> {
+        let mut m = self.write();
+        if let Some(k) = key {
+            let taken = m
+                .keys
+                .get(&k.key)
+                .is_some_and(|(_, _, at)| now - *at < IDEMPOTENCY_TTL);
+            if taken {
+                return Ok(ReadyClaim::KeyTaken);
+            }
+        }
+        let oldest = m
+            .ready
+            .get(pool)
+            .and_then(|set| set.first().copied())
+            .and_then(|seq| m.by_seq.get(&seq).map(|e| e.session.session_id.clone()));
+        let Some(p) = m.pools.get_mut(pool) else {
+            return Ok(ReadyClaim::Empty);
+        };
+        let Some(id) = oldest else {
+            p.misses += 1;
+            return Ok(ReadyClaim::Empty);
+        };
+        p.claims += 1;
+        let s = m.change(&id, &SessionEvent::Claimed, actor, now)?;
+        if let Some(k) = key {
+            m.keys.insert(
+                k.key.clone(),
+                (k.request.clone(), s.session_id.clone(), now),
+            );
+        }
+        Ok(ReadyClaim::Claimed(Box::new(s)))
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod memory;
 pub mod mysql;
+pub mod pools;
 
 use std::net::IpAddr;
 

@@ -183,13 +183,14 @@ impl MysqlStore {
             serde_json::to_string(s)
                 .map_err(|e| StoreError::Backend(e.to_string()))?
                 .into(),
+            s.pool_id.as_ref().map(|p| p.as_str()).into(),
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;

@@ -22,6 +22,7 @@
 //! This is the only module that knows SQL.
 
 mod cluster;
+mod pools;
 mod rows;
 mod schema;
 mod stream;
@@ -256,7 +257,7 @@ impl MysqlStore {
         }
         let called = conn
             .exec_drop(
-                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
                  ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(params),
             )
@@ -307,8 +308,8 @@ impl MysqlStore {
         let inserted = tx
             .exec_drop(
                 "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-                 created_at, started_at, ended_at, end_reason, exit_code) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, started_at, ended_at, end_reason, exit_code, pool_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(session_values(s)),
             )
             .await;

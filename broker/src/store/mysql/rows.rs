@@ -19,7 +19,7 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 /// The columns of `sessions`, in the order [`session_row`] reads them.
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-     created_at, started_at, ended_at, end_reason, exit_code";
+     created_at, started_at, ended_at, end_reason, exit_code, pool_id";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -83,6 +83,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let ip: Option<String> = take(&mut row, 7)?;
     let end_reason: Option<String> = take(&mut row, 13)?;
     let port: Option<u32> = take(&mut row, 8)?;
+    let pool_id: Option<String> = take(&mut row, 15)?;
     let s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
@@ -105,6 +106,10 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
             .map(PrimitiveDateTime::assume_utc),
         end_reason: end_reason.as_deref().map(end_reason_parse).transpose()?,
         exit_code: take(&mut row, 14)?,
+        pool_id: pool_id
+            .as_deref()
+            .map(|p| parse("pool id", p))
+            .transpose()?,
     };
     Ok((seq, s))
 }
@@ -125,7 +130,8 @@ pub(super) fn event_params(
     ])
 }
 
-/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them).
+/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them),
+/// its pool last.
 pub(super) fn session_values(s: &Session) -> Vec<Value> {
     let mut v = vec![
         s.session_id.as_str().into(),
@@ -140,6 +146,7 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         utc(s.created_at).into(),
     ];
     v.extend(ended_values(s));
+    v.push(s.pool_id.as_ref().map(|p| p.as_str()).into());
     v
 }
 

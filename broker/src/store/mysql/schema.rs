@@ -163,6 +163,36 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_CLAIM_SESSION_V8,
         ],
     ),
+    (
+        9,
+        "pools: the pools, each session's pool, the claim of a ready session",
+        &[
+            "CREATE TABLE IF NOT EXISTS pools (
+            pool_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            game_id VARCHAR(128) NOT NULL,
+            mode VARCHAR(255) NULL,
+            config VARCHAR(255) NULL,
+            size INT UNSIGNED NOT NULL,
+            max_age_s BIGINT UNSIGNED NOT NULL,
+            version BIGINT UNSIGNED NOT NULL,
+            claims BIGINT UNSIGNED NOT NULL DEFAULT 0,
+            misses BIGINT UNSIGNED NOT NULL DEFAULT 0,
+            failures BIGINT UNSIGNED NOT NULL DEFAULT 0,
+            last_error VARCHAR(1024) NULL,
+            updated_at DATETIME(6) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            // Not idempotent, like migration 3's: a broker killed between this and the
+            // migration's record leaves the column to drop by hand.
+            "ALTER TABLE sessions ADD COLUMN pool_id VARCHAR(128) NULL",
+            "CREATE INDEX sessions_pool ON sessions (pool_id, status, seq)",
+            "DROP PROCEDURE IF EXISTS arcade_insert_session",
+            PROC_INSERT_SESSION_V9,
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V9,
+            "DROP PROCEDURE IF EXISTS arcade_claim_ready",
+            PROC_CLAIM_READY,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -385,8 +415,12 @@ BEGIN
     VALUES (LAST_INSERT_ID(), p_at, p_type, p_actor, p_session_id, p_host_id, p_body);
 END";
 
-/// `arcade_insert_session` with each event's stream type and body (the session after it).
-const PROC_INSERT_SESSION_V5: &str = "CREATE PROCEDURE arcade_insert_session(
+/// `arcade_insert_session` with each event's stream type and body (the session after it),
+/// and from version 9 the session's pool (`$param`, `$column` and `$value` add it).
+macro_rules! insert_session_proc {
+    ($param:literal, $column:literal, $value:literal) => {
+        concat!(
+            "CREATE PROCEDURE arcade_insert_session(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_game_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_mode VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -401,7 +435,9 @@ const PROC_INSERT_SESSION_V5: &str = "CREATE PROCEDURE arcade_insert_session(
     IN p_ended_at DATETIME(6),
     IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_exit_code INT,
-    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+",
+            $param,
+            "    IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_at DATETIME(6),
     IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -417,9 +453,13 @@ BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     START TRANSACTION;
     INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid,
-        created_at, started_at, ended_at, end_reason, exit_code)
+        created_at, started_at, ended_at, end_reason, exit_code",
+            $column,
+            ")
     VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port, p_pid,
-        p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code);
+        p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code",
+            $value,
+            ");
     INSERT INTO session_events (session_id, at, event, status, actor)
     VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
     IF p_event2 IS NOT NULL THEN
@@ -432,7 +472,18 @@ BEGIN
             p_body2);
     END IF;
     COMMIT;
-END";
+END"
+        )
+    };
+}
+
+const PROC_INSERT_SESSION_V5: &str = insert_session_proc!("", "", "");
+/// Version 9: with the session's pool.
+const PROC_INSERT_SESSION_V9: &str = insert_session_proc!(
+    "    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,\n",
+    ", pool_id",
+    ", p_pool_id"
+);
 
 /// `arcade_transition` that also appends the change's stream event (`p_type` NULL: none, the
 /// status did not change).
@@ -527,10 +578,10 @@ BEGIN
     END IF;
 END";
 
-/// `arcade_claim_session` that also appends `session.created`.
-/// `arcade_claim_session` with the statuses that hold a host's slot.
+/// `arcade_claim_session` that also appends `session.created`, with the statuses that hold a
+/// host's slot and (from version 9) the session's pool.
 macro_rules! claim_session_proc {
-    ($live:literal) => {
+    ($live:literal, $param:literal, $column:literal, $value:literal) => {
         concat!(
             "CREATE PROCEDURE arcade_claim_session(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -544,7 +595,9 @@ macro_rules! claim_session_proc {
     IN p_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_request TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_key_expired DATETIME(6),
-    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            $param,
+            ")
 BEGIN
     DECLARE v_max INT UNSIGNED DEFAULT NULL;
     DECLARE v_owner VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
@@ -578,9 +631,13 @@ BEGIN
                 VALUES (p_key, p_request, p_session_id, p_created_at);
             END IF;
             INSERT INTO sessions (session_id, game_id, mode, config, status, host_id,
-                created_at)
+                created_at",
+            $column,
+            ")
             VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id,
-                p_created_at);
+                p_created_at",
+            $value,
+            ");
             INSERT INTO session_events (session_id, at, event, status, actor)
             VALUES (p_session_id, p_created_at, 'created', p_status, p_actor);
             CALL arcade_append_event(p_created_at, 'session.created', p_actor, p_session_id,
@@ -594,10 +651,49 @@ END"
     };
 }
 
-const PROC_CLAIM_SESSION_V5: &str = claim_session_proc!("('starting', 'running', 'stopping')");
+const PROC_CLAIM_SESSION_V5: &str =
+    claim_session_proc!("('starting', 'running', 'stopping')", "", "", "");
 /// Version 8: a pool's ready games hold their slots too.
 const PROC_CLAIM_SESSION_V8: &str =
-    claim_session_proc!("('starting', 'ready', 'running', 'stopping')");
+    claim_session_proc!("('starting', 'ready', 'running', 'stopping')", "", "", "");
+/// Version 9: with the session's pool.
+const PROC_CLAIM_SESSION_V9: &str = claim_session_proc!(
+    "('starting', 'ready', 'running', 'stopping')",
+    ",\n    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+    ", pool_id",
+    ", p_pool_id"
+);
+
+/// Takes a pool's ready session for a start, in the transaction in which the caller locked
+/// its row (`SELECT ... FOR UPDATE SKIP LOCKED`): binds the `Idempotency-Key` (when given; a
+/// duplicate raises error 1062, read as "taken"), writes the claim (status, `started_at`, the
+/// history, the stream) and counts it on the pool, and commits.
+const PROC_CLAIM_READY: &str = "CREATE PROCEDURE arcade_claim_ready(
+    IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_at DATETIME(6),
+    IN p_actor VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_request TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_key_expired DATETIME(6))
+BEGIN
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    IF p_key IS NOT NULL THEN
+        DELETE FROM idempotency_keys WHERE idem_key = p_key AND created_at < p_key_expired;
+        INSERT INTO idempotency_keys (idem_key, request, session_id, created_at)
+        VALUES (p_key, p_request, p_session_id, p_at);
+    END IF;
+    UPDATE sessions SET status = p_status, started_at = p_at WHERE session_id = p_session_id;
+    INSERT INTO session_events (session_id, at, event, status, actor)
+    VALUES (p_session_id, p_at, 'claimed', p_status, p_actor);
+    CALL arcade_append_event(p_at, p_type, p_actor, p_session_id, p_host_id, p_body);
+    UPDATE pools SET claims = claims + 1 WHERE pool_id = p_pool_id;
+    COMMIT;
+END";
 
 /// Creates or migrates the schema, under a named lock so brokers starting at once do not race.
 pub(super) async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
