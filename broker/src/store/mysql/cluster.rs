@@ -44,6 +44,7 @@ impl MysqlStore {
         facts: &HostFacts,
     ) -> Result<u64, StoreError> {
         let json = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
         self.bounded(async {
             let mut conn = self.conn().await?;
             let mut tx = conn
@@ -64,6 +65,8 @@ impl MysqlStore {
                 .exec_first("SELECT epoch FROM hosts WHERE host_id = ?", (host.as_str(),))
                 .await
                 .map_err(unavailable)?;
+            // As a broker alone does in `save_host`.
+            Self::remember_games(&mut tx, &games, time::OffsetDateTime::now_utc()).await?;
             tx.commit().await.map_err(unavailable)?;
             epoch.ok_or_else(|| StoreError::Backend("a host vanished as it was owned".into()))
         })

@@ -661,16 +661,24 @@ impl MysqlStore {
             )
             .await
             .map_err(unavailable)?;
-            // Games are remembered beyond the hosts' current catalogs.
-            conn.exec_batch(
-                "INSERT INTO known_games (game_id, first_offered_at, last_offered_at) \
-                 VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE last_offered_at = VALUES(last_offered_at)",
-                games.iter().map(|g| (g.as_str(), utc(now), utc(now))),
-            )
-            .await
-            .map_err(unavailable)
+            Self::remember_games(&mut conn, &games, now).await
         })
         .await
+    }
+
+    /// Remembers the games a host offers, beyond its current catalog.
+    pub(super) async fn remember_games(
+        q: &mut impl Queryable,
+        games: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        q.exec_batch(
+            "INSERT INTO known_games (game_id, first_offered_at, last_offered_at) \
+             VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE last_offered_at = VALUES(last_offered_at)",
+            games.iter().map(|g| (g.as_str(), utc(now), utc(now))),
+        )
+        .await
+        .map_err(unavailable)
     }
 
     pub(super) async fn is_known_game(&self, game: &GameId) -> Result<bool, StoreError> {
