@@ -716,3 +716,67 @@ async fn a_replica_stopped_with_sigterm_hands_its_agents_over_without_losing_a_s
     }
     no_orphan(&c, stay[0]).await;
 }
+
+/// A warm pool served through every replica: one keeper (the `pools` lease holder) fills it
+/// across the hosts of all replicas, and starts sent at once to all three replicas take each
+/// ready game once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_serves_starts_through_every_replica_each_ready_game_once() {
+    use protocol::api::PoolSpec;
+    use protocol::PoolId;
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let id = PoolId::new("lobby").unwrap();
+    let spec = PoolSpec {
+        game_id: GameId::new("sleeper").unwrap(),
+        mode: None,
+        config: None,
+        size: 8,
+        max_age_s: None,
+    };
+    c.client(0).put_pool(&id, &spec, None).await.unwrap();
+    let full = |via: usize| {
+        let (client, id) = (c.client(via), id.clone());
+        async move {
+            client
+                .pool(&id)
+                .await
+                .is_ok_and(|p| p.ready == 8 && p.starting == 0)
+        }
+    };
+    wait_until("the pool is full, as replica b3 reads it", WAIT, || full(2)).await;
+    let q = protocol::api::SessionQuery {
+        status: Some(SessionStatus::Ready),
+        ..protocol::api::SessionQuery::default()
+    };
+    let ready: Vec<Session> = c.client(1).list_sessions(&q).await.unwrap().sessions;
+    assert_eq!(ready.len(), 8);
+    let hosts: HashSet<&HostId> = ready.iter().map(|s| &s.host_id).collect();
+    assert!(hosts.len() >= 3, "spread over the hosts: {hosts:?}");
+    let starts: Vec<_> = (0..24)
+        .map(|i| {
+            let client = c.client(i);
+            tokio::spawn(async move { client.start_session(&sleeper()).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut hits = 0u64;
+    for s in starts {
+        let s = s.await.unwrap().unwrap();
+        assert_eq!(s.status, SessionStatus::Running);
+        assert!(ids.insert(s.session_id.clone()), "answered twice");
+        hits += u64::from(s.pool_id.is_some());
+    }
+    assert!(ready.iter().all(|s| ids.contains(&s.session_id)));
+    assert!(hits >= 8, "{hits} hits");
+    let p = c.client(1).pool(&id).await.unwrap();
+    assert_eq!((p.claims, p.misses), (hits, 24 - hits));
+    // The keeper refills it, whichever replica holds its lease.
+    wait_until("the pool is full again", WAIT, || full(0)).await;
+    c.client(2).delete_pool(&id, None).await.unwrap();
+    for s in &ids {
+        c.client(0).end_session(s).await.unwrap();
+    }
+    no_orphan(&c, 1).await;
+}

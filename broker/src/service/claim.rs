@@ -47,6 +47,28 @@ impl SharedView {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), views));
     }
 
+    /// Places a session on the kept view, if it is fresh, and counts it there at once, so
+    /// concurrent starts through this replica spread over the hosts instead of all choosing
+    /// the one that was least loaded when they began.
+    fn place(
+        &self,
+        game: &protocol::GameId,
+        mode: Option<&str>,
+    ) -> Option<Result<placement::Choice, placement::PlacementError>> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, views) = kept.as_mut()?;
+        if at.elapsed() >= VIEW_TTL {
+            return None;
+        }
+        let choice = placement::place(views.iter(), game, mode);
+        if let Ok(c) = &choice {
+            if let Some(v) = views.iter_mut().find(|v| v.host_id == c.host_id) {
+                v.sessions += 1;
+            }
+        }
+        Some(choice)
+    }
+
     /// Applies `change` to a host of the kept view.
     fn update(&self, host: &protocol::HostId, change: impl FnOnce(&mut HostView)) {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -95,17 +117,24 @@ impl Service {
         pool: Option<&PoolId>,
     ) -> Result<(Session, bool), Error> {
         let replicas = self.replicas()?;
-        let (mut views, mut kept) = match self.shared_view.get() {
-            Some(v) => (v, true),
-            None => (self.read_view().await?, false),
-        };
+        // The store is read at most once: a start that finds no host in a kept view reads it
+        // again before it answers.
+        let mut fresh = false;
         // Each round claims, takes one host out of the running, or (once) reads the store.
         let session = loop {
-            let choice = match placement::place(views.iter(), &req.game_id, req.mode.as_deref()) {
+            let placed = match self.shared_view.place(&req.game_id, req.mode.as_deref()) {
+                Some(p) => p,
+                None => {
+                    self.read_view().await?;
+                    fresh = true;
+                    continue;
+                }
+            };
+            let choice = match placed {
                 Ok(c) => c,
-                Err(_) if kept => {
-                    views = self.read_view().await?;
-                    kept = false;
+                Err(_) if !fresh => {
+                    self.read_view().await?;
+                    fresh = true;
                     continue;
                 }
                 Err(e) => {
@@ -113,7 +142,10 @@ impl Service {
                     if let Some(first) = self.same_key(key).await? {
                         return Ok((self.settled(&first).await?, false));
                     }
-                    let any = views.iter().any(|v| v.status != HostStatus::Offline);
+                    let any = self
+                        .shared_view
+                        .get()
+                        .is_some_and(|v| v.iter().any(|v| v.status != HostStatus::Offline));
                     return Err(self.placement_failed(e, &req, any).await);
                 }
             };
@@ -127,17 +159,10 @@ impl Service {
             );
             session.pool_id = pool.cloned();
             match replicas.db.claim(&session, key, actor).await? {
-                Claimed::New { .. } => {
-                    self.shared_view
-                        .update(&choice.host_id, |v| v.sessions += 1);
-                    break session;
-                }
+                Claimed::New { .. } => break session,
                 Claimed::Full | Claimed::Gone => {
-                    let out = |v: &mut HostView| v.status = HostStatus::Offline;
-                    if let Some(v) = views.iter_mut().find(|v| v.host_id == choice.host_id) {
-                        out(v);
-                    }
-                    self.shared_view.update(&choice.host_id, out);
+                    self.shared_view
+                        .update(&choice.host_id, |v| v.status = HostStatus::Offline);
                 }
                 Claimed::KeyTaken => {
                     return match self.same_key(key).await? {
