@@ -111,6 +111,9 @@ fn ready_smoke_completes_with_sane_figures() {
         &[
             "ready check: game connectable (first try)",
             "no check: game connectable (client retries)",
+            "pool claim: game connectable (first try)",
+            "store: claim of a ready game",
+            "pool hits: 3 of 3 starts",
             "errors: 0",
         ],
     );

@@ -10,7 +10,8 @@
 //! - `arcade-bench events`: start p50 with and without 100 event streams open, and a game's
 //!   exit to its `session.ended` on a stream; see [`events`].
 //! - `arcade-bench ready`: a start to a connectable game, for a game slow to listen, with and
-//!   without a readiness check; see [`ready`].
+//!   without a readiness check and claimed from a warm pool, and the store's claim alone;
+//!   see [`ready`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!

@@ -9,16 +9,24 @@
 //! - with `ready = { tcp = true }`, the start answers once the agent connected, and the
 //!   client's first connect must succeed (one that does not is an error).
 //!
-//! The floor is the game's own delay. Claims from a warm pool, the third figure of issue 17,
-//! come with pools.
+//! - claimed from a warm pool of the checked game (filled first, one ready game per start):
+//!   the start answers with a game ready long ago, and the first connect must succeed.
+//!
+//! The floor is the game's own delay. Then the claim itself, as the store does it (no HTTP):
+//! `claim_ready` of a pool's ready session, timed against a plain state change of a session
+//! (one `transition`, a committed write with MySQL) in the same run.
 
 use std::time::{Duration, Instant};
 
 use agent::catalog::{Catalog, GameEntry, ReadyEntry};
+use broker::session::{new_session, Actor, SessionEvent};
+use broker::store::pools::ReadyClaim;
+use broker::store::Store;
 use portal_client::Client;
-use protocol::api::StartSession;
-use protocol::GameId;
+use protocol::api::{PoolSpec, StartSession};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
+use time::OffsetDateTime;
 
 use crate::stats::{row, Summary};
 
@@ -27,9 +35,12 @@ pub struct Args {
     /// How long the game takes to listen, in ms.
     #[arg(long, default_value_t = 2000)]
     listen_after_ms: u64,
-    /// Starts timed per way.
+    /// Starts timed per way (and the pool's size).
     #[arg(long, default_value_t = 20)]
     starts: usize,
+    /// Claims timed in the store.
+    #[arg(long, default_value_t = 500)]
+    claims: usize,
     /// Start a throwaway MariaDB (as the tests do) and use it.
     #[arg(long)]
     mariadb: bool,
@@ -110,9 +121,113 @@ async fn time(client: &Client, game: &str, n: usize, retry: bool) -> (Summary, S
     )
 }
 
+/// Fills a pool of `size` games of `game` and waits until they are all ready.
+async fn fill(client: &Client, game: &str, size: usize) -> bool {
+    let id = PoolId::new("bench").expect("id");
+    let spec = PoolSpec {
+        game_id: GameId::new(game).expect("id"),
+        mode: None,
+        config: None,
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+        max_age_s: None,
+    };
+    if client.put_pool(&id, &spec, None).await.is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Ok(p) = client.pool(&id).await {
+            if p.ready as usize == size && p.starting == 0 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A pooled session `n`, recorded `ready` in `store`.
+async fn ready_session(store: &Store, pool: &PoolId, n: usize) -> Option<SessionId> {
+    let mut s = new_session(
+        SessionId::new(format!("bench-{n}")).ok()?,
+        GameId::new("checked").ok()?,
+        "default".into(),
+        None,
+        HostId::new("bench-host").ok()?,
+        OffsetDateTime::now_utc(),
+    );
+    s.pool_id = Some(pool.clone());
+    store.insert(&s, None, Actor::Pool).await.ok()?;
+    let readied = SessionEvent::Readied {
+        pid: 4242,
+        ip: [127, 0, 0, 1].into(),
+        port: 20000,
+    };
+    store
+        .transition(
+            &s.session_id,
+            &readied,
+            Actor::Agent,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .ok()?;
+    Some(s.session_id)
+}
+
+/// Times `n` claims of a pool's ready sessions in `store`, and `n` plain changes (a stop
+/// request of another ready session) as the floor: (claims, floor, errors).
+async fn claim_latency(store: &Store, n: usize) -> (Summary, Summary, usize) {
+    let pool = PoolId::new("claims").expect("id");
+    let spec = PoolSpec {
+        game_id: GameId::new("checked").expect("id"),
+        mode: None,
+        config: None,
+        size: 0,
+        max_age_s: None,
+    };
+    if store.put_pool(&pool, &spec, None).await.is_err() {
+        return (Summary::of(&mut []), Summary::of(&mut []), 1);
+    }
+    let mut errors = 0;
+    let mut others = Vec::new();
+    for i in 0..2 * n {
+        match ready_session(store, &pool, i).await {
+            Some(id) if i % 2 == 1 => others.push(id),
+            Some(_) => {}
+            None => errors += 1,
+        }
+    }
+    let (mut claims, mut floor) = (Vec::new(), Vec::new());
+    for other in &others {
+        let t0 = Instant::now();
+        match store
+            .claim_ready(&pool, Actor::Portal, None, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(ReadyClaim::Claimed(_)) => claims.push(t0.elapsed()),
+            _ => errors += 1,
+        }
+        let t0 = Instant::now();
+        match store
+            .transition(
+                other,
+                &SessionEvent::StopRequested,
+                Actor::Portal,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        {
+            Ok(_) => floor.push(t0.elapsed()),
+            Err(_) => errors += 1,
+        }
+    }
+    (Summary::of(&mut claims), Summary::of(&mut floor), errors)
+}
+
 pub async fn run(mut a: Args) -> bool {
     if a.smoke {
-        (a.listen_after_ms, a.starts) = (200, 3);
+        (a.listen_after_ms, a.starts, a.claims) = (200, 3, 20);
     }
     let database_url = if a.mariadb {
         let Some(url) = tests::mariadb::database().await else {
@@ -130,20 +245,42 @@ pub async fn run(mut a: Args) -> bool {
         if a.mariadb { "mysql" } else { "memory" }
     );
     let broker = TestBroker::start_with(BrokerOptions {
-        database_url,
+        database_url: database_url.clone(),
         ..Default::default()
     })
     .await;
     let mut o = AgentOptions::host("ready-0");
     o.catalog = Some(catalog(a.listen_after_ms));
+    // The pool, the claimed games and the pool's refills at once.
+    o.max_sessions = u32::try_from(3 * a.starts + 4).unwrap_or(u32::MAX);
+    o.port_range = Some(tests::fresh_port_ranges(
+        u16::try_from((3 * a.starts + 4).div_ceil(10)).unwrap_or(30),
+    ));
     let agent = TestAgent::start(broker.agent_addr, o).await;
     let client = Client::new(&broker.url, None).expect("client");
     tests::wait_hosts_online(&client, 1).await;
 
     let (plain_answer, plain_game, e1) = time(&client, "unchecked", a.starts, true).await;
     let (ready_answer, ready_game, e2) = time(&client, "checked", a.starts, false).await;
+    let filled = fill(&client, "checked", a.starts).await;
+    let (pool_answer, pool_game, e3) = time(&client, "checked", a.starts, false).await;
+    let hits = client
+        .pool(&PoolId::new("bench").expect("id"))
+        .await
+        .map_or(0, |p| p.claims);
     agent.stop().await;
     let _ = broker.stop().await;
+    let store = match &database_url {
+        Some(url) => match broker::store::mysql::MysqlStore::connect(url).await {
+            Ok(m) => Store::Mysql(m),
+            Err(e) => {
+                println!("cannot connect to the bench's MariaDB: {e}");
+                return false;
+            }
+        },
+        None => Store::memory(),
+    };
+    let (claim, change, e4) = claim_latency(&store, a.claims).await;
 
     let floor = a.listen_after_ms as f64 * 1000.0;
     println!();
@@ -160,11 +297,37 @@ pub async fn run(mut a: Args) -> bool {
         &ready_game,
         Some(floor),
     );
+    row("pool claim: start answered", &pool_answer, Some(floor));
+    row(
+        "pool claim: game connectable (first try)",
+        &pool_game,
+        Some(floor),
+    );
+    println!();
+    row("store: a plain change (floor)", &change, None);
+    row("store: claim of a ready game", &claim, Some(change.p50));
     println!();
     println!(
-        "floor: the game's own {} ms before it listens",
+        "floor: the game's own {} ms before it listens; the store's: one plain change",
         a.listen_after_ms
     );
-    println!("errors: {}", e1 + e2);
-    e1 + e2 == 0 && ready_game.p50 >= floor && ready_answer.p50 >= floor
+    let (target, limit) = if a.mariadb {
+        ("2 ms", 2000.0)
+    } else {
+        ("1 ms", 1000.0)
+    };
+    crate::stats::verdict(
+        "claim p50",
+        format!("{:.0} µs", claim.p50),
+        format!("under {target}"),
+        claim.p50 < limit,
+    );
+    println!("pool hits: {hits} of {} starts", a.starts);
+    let errors = e1 + e2 + e3 + e4 + usize::from(!filled);
+    println!("errors: {errors}");
+    errors == 0
+        && ready_game.p50 >= floor
+        && ready_answer.p50 >= floor
+        && hits == a.starts as u64
+        && claim.sane()
 }
