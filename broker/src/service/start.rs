@@ -268,8 +268,13 @@ impl Service {
         }
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
-        if let Some(claimed) = self.claim_from_pool(&req, key.as_ref(), actor).await? {
-            return Ok(claimed);
+        // A pool is a shortcut: when it cannot be read or claimed from, the start goes cold
+        // (and meets the store's trouble, if any, in its own record).
+        match self.claim_from_pool(&req, key.as_ref(), actor).await {
+            Ok(Some(claimed)) => return Ok(claimed),
+            Ok(None) => {}
+            Err(Error::KeyReused) => return Err(Error::KeyReused),
+            Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
         }
         self.start_new(req, key.as_ref(), actor, None).await
     }
