@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod output;
 pub mod ports;
 pub mod ready;
+pub mod session_config;
 pub mod state;
 pub mod tls;
 
