@@ -16,6 +16,8 @@ use protocol::{GameId, SessionId};
 use serde::Deserialize;
 
 use crate::limits::Limits;
+use crate::ports::Lease;
+use crate::session_config::SessionConfig;
 
 /// The longest mode or config name accepted in a request, in bytes.
 pub const MAX_VALUE_LEN: usize = 255;
@@ -38,6 +40,8 @@ pub struct Game {
     limits: Limits,
     ready: Option<Ready>,
     ready_timeout: Duration,
+    ports: u16,
+    config_set: Vec<(String, Template)>,
 }
 
 /// How a game's readiness is known, as checked at load.
@@ -96,7 +100,17 @@ pub struct GameEntry {
     /// Seconds the readiness check may take (default 60, at most 600).
     #[serde(default)]
     pub ready_timeout: Option<f64>,
+    /// Ports each session gets (default 1, at most [`MAX_PORTS`]): `{port}`, `{port1}`, ...
+    #[serde(default)]
+    pub ports: Option<u16>,
+    /// Keys written into the session's own copy of its config file, with placeholders
+    /// (`"server-port" = "{port}"`); `{config}` is then that copy.
+    #[serde(default)]
+    pub config_set: BTreeMap<String, String>,
 }
+
+/// The most ports a session may take.
+pub const MAX_PORTS: u16 = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,7 +169,7 @@ pub enum EntryError {
     UnclosedBrace(String),
     /// A placeholder of `command` or `args` is not one of the known ones.
     #[error(
-        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}} or {{session_id}}"
+        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}}, {{port1}}..., {{slot}} or {{session_id}}"
     )]
     UnknownPlaceholder {
         /// The name between the braces.
@@ -195,6 +209,24 @@ pub enum EntryError {
     /// `ready_timeout` is out of range, or given without `ready`.
     #[error("ready_timeout must be more than 0 and at most {MAX_READY_TIMEOUT_SECS} seconds, with a ready check")]
     ReadyTimeout,
+    /// `ports` is out of range.
+    #[error("ports must be 1 to {MAX_PORTS}")]
+    Ports,
+    /// A `{portN}` names a port the session does not get.
+    #[error("{{port{index}}} needs ports = {} or more", index + 1)]
+    PortIndex {
+        /// N.
+        index: u16,
+    },
+    /// A `config_set` key is empty, `include`, or holds `=`, `#`, `[` or a control character.
+    #[error("config_set key {0:?} is not allowed")]
+    ConfigSetKey(String),
+    /// A `config_set` value holds a control character (it could add a line to the file).
+    #[error("config_set value of {0:?} must not hold control characters")]
+    ConfigSetValue(String),
+    /// `config_set` is given for a game without a config file to copy.
+    #[error("config_set needs a config_dir")]
+    ConfigSetWithoutConfig,
 }
 
 /// Why a mode or config name is refused.
@@ -273,6 +305,9 @@ pub struct LaunchSpec {
     pub limits: Limits,
     /// The readiness check, if the game has one, and how long it may take.
     pub ready: Option<(ReadyCheck, Duration)>,
+    /// The session's own copy of its config, to write before the spawn, if the game sets
+    /// keys in it.
+    pub session_config: Option<SessionConfig>,
 }
 
 /// A readiness check for one session.
@@ -352,14 +387,22 @@ impl Catalog {
         self.games.is_empty()
     }
 
-    /// Turns a launch request into what to run.
+    /// How many ports a session of `game_id` takes (1 for a game not in the catalog: its
+    /// launch is refused anyway).
+    pub fn ports_of(&self, game_id: &GameId) -> u16 {
+        self.games.get(game_id).map_or(1, |g| g.ports)
+    }
+
+    /// Turns a launch request into what to run, for a session holding `lease`, whose own
+    /// files go in `session_dir`.
     pub fn resolve(
         &self,
         game_id: &GameId,
         mode: Option<&str>,
         config: Option<&str>,
-        port: u16,
+        lease: &Lease,
         session_id: &SessionId,
+        session_dir: &Path,
     ) -> Result<LaunchSpec, ResolveError> {
         let game = self
             .games
@@ -376,14 +419,42 @@ impl Catalog {
                 )))
             }
         };
-        let config_path = game.resolve_config(game_id, config)?;
-        let port_s = port.to_string();
-        let values = Values {
+        let chosen = game.resolve_config(game_id, config)?;
+        let ports: Vec<String> = lease.ports.iter().map(u16::to_string).collect();
+        let slot = lease.slot.to_string();
+        let mut values = Values {
             mode: &mode,
-            config: config_path.as_deref(),
-            port: &port_s,
+            config: chosen.as_deref(),
+            ports: &ports,
+            slot: &slot,
             session_id: session_id.as_str(),
         };
+        // With keys to set, `{config}` is the session's own copy of the chosen file.
+        let session_config = match (&chosen, game.config_set.is_empty()) {
+            (_, true) => None,
+            (None, false) => return Err(needs(game_id, Placeholder::Config)),
+            (Some(original), false) => {
+                let original = PathBuf::from(original);
+                let name = original.file_name().unwrap_or_default();
+                let set = game
+                    .config_set
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), t.expand(&values)?)))
+                    .collect::<Result<Vec<_>, Placeholder>>()
+                    .map_err(|p| needs(game_id, p))?;
+                Some(SessionConfig {
+                    path: session_dir.join(name),
+                    original,
+                    set,
+                })
+            }
+        };
+        let copy = session_config
+            .as_ref()
+            .map(|c| c.path.display().to_string());
+        if let Some(c) = &copy {
+            values.config = Some(c);
+        }
         let program = game
             .command
             .expand(&values)
@@ -400,10 +471,12 @@ impl Catalog {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("ARCADE_SESSION_ID".into(), session_id.to_string()));
-        env.push(("ARCADE_PORT".into(), port_s.clone()));
+        env.push(("ARCADE_PORT".into(), ports[0].clone()));
+        env.push(("ARCADE_PORTS".into(), ports.join(",")));
+        env.push(("ARCADE_SLOT".into(), slot.clone()));
         env.push(("ARCADE_MODE".into(), mode.clone()));
-        if let Some(c) = &config_path {
-            env.push(("ARCADE_CONFIG".into(), c.clone()));
+        if let Some(c) = values.config {
+            env.push(("ARCADE_CONFIG".into(), c.to_owned()));
         }
         let ready = match &game.ready {
             None => None,
@@ -421,11 +494,19 @@ impl Catalog {
             mode,
             limits: game.limits,
             ready,
+            session_config,
         })
     }
 }
 
 fn needs(game_id: &GameId, placeholder: Placeholder) -> ResolveError {
+    if let Placeholder::Port(_) = placeholder {
+        // Checked at load: a lease always has every port its templates use.
+        return ResolveError::BadRequest(format!(
+            "game {game_id}: {{{}}} has no port in this lease",
+            placeholder.name()
+        ));
+    }
     ResolveError::BadRequest(format!(
         "game {game_id} needs a {} and none was given (its catalog entry has no default)",
         placeholder.name()
@@ -489,6 +570,40 @@ impl Game {
             }
             Some(_) => return Err(EntryError::ReadyTimeout),
         };
+        let ports = entry.ports.unwrap_or(1);
+        if !(1..=MAX_PORTS).contains(&ports) {
+            return Err(EntryError::Ports);
+        }
+        if !entry.config_set.is_empty() && config_dir.is_none() {
+            return Err(EntryError::ConfigSetWithoutConfig);
+        }
+        let mut config_set = Vec::new();
+        for (k, v) in entry.config_set {
+            let bad_key = k.trim().is_empty()
+                || k.trim() != k
+                || k == "include"
+                || k.contains(['=', '#', '['])
+                || k.chars().any(char::is_control);
+            if bad_key {
+                return Err(EntryError::ConfigSetKey(k));
+            }
+            if !crate::session_config::is_safe_value(&v) {
+                return Err(EntryError::ConfigSetValue(k));
+            }
+            config_set.push((k, Template::parse(&v)?));
+        }
+        let templates = std::iter::once(&command)
+            .chain(&args)
+            .chain(config_set.iter().map(|(_, t)| t))
+            .chain(match &ready {
+                Some(Ready::File(t)) => Some(t),
+                _ => None,
+            });
+        if let Some(index) = templates.filter_map(Template::max_port).max() {
+            if index >= ports {
+                return Err(EntryError::PortIndex { index });
+            }
+        }
         let game = Self {
             command,
             args,
@@ -499,6 +614,8 @@ impl Game {
             limits: entry.limits.unwrap_or_default(),
             ready,
             ready_timeout,
+            ports,
+            config_set,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -573,18 +690,29 @@ fn check_value(what: &'static str, v: &str) -> Result<(), ValueError> {
 enum Placeholder {
     Mode,
     Config,
-    Port,
+    /// `{port}` (0), `{port1}`, ...
+    Port(u16),
+    /// `{slot}`.
+    Slot,
     SessionId,
 }
 
 impl Placeholder {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Self::Mode => "mode",
-            Self::Config => "config",
-            Self::Port => "port",
-            Self::SessionId => "session_id",
+            Self::Mode => "mode".into(),
+            Self::Config => "config".into(),
+            Self::Port(0) => "port".into(),
+            Self::Port(n) => format!("port{n}"),
+            Self::Slot => "slot".into(),
+            Self::SessionId => "session_id".into(),
         }
+    }
+
+    /// `{portN}`, N from 1 to [`MAX_PORTS`] - 1.
+    fn port(name: &str) -> Option<Self> {
+        let n: u16 = name.strip_prefix("port")?.parse().ok()?;
+        (1..MAX_PORTS).contains(&n).then_some(Self::Port(n))
     }
 }
 
@@ -602,7 +730,8 @@ struct Template(Vec<Piece>);
 struct Values<'a> {
     mode: &'a str,
     config: Option<&'a str>,
-    port: &'a str,
+    ports: &'a [String],
+    slot: &'a str,
     session_id: &'a str,
 }
 
@@ -621,8 +750,12 @@ impl Template {
             let var = match &rest[open + 1..close] {
                 "mode" => Placeholder::Mode,
                 "config" => Placeholder::Config,
-                "port" => Placeholder::Port,
+                "port" => Placeholder::Port(0),
+                "slot" => Placeholder::Slot,
                 "session_id" => Placeholder::SessionId,
+                other if Placeholder::port(other).is_some() => {
+                    Placeholder::port(other).unwrap_or(Placeholder::Port(0))
+                }
                 other => {
                     return Err(EntryError::UnknownPlaceholder {
                         name: other.to_owned(),
@@ -639,6 +772,17 @@ impl Template {
         Ok(Self(pieces))
     }
 
+    /// The highest `{portN}` it uses.
+    fn max_port(&self) -> Option<u16> {
+        self.0
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Var(Placeholder::Port(n)) => Some(*n),
+                _ => None,
+            })
+            .max()
+    }
+
     fn expand(&self, v: &Values<'_>) -> Result<String, Placeholder> {
         let mut out = String::new();
         for p in &self.0 {
@@ -648,7 +792,11 @@ impl Template {
                 Piece::Var(Placeholder::Config) => {
                     out.push_str(v.config.ok_or(Placeholder::Config)?)
                 }
-                Piece::Var(Placeholder::Port) => out.push_str(v.port),
+                Piece::Var(Placeholder::Port(n)) => {
+                    let port = v.ports.get(usize::from(*n));
+                    out.push_str(port.ok_or(Placeholder::Port(*n))?);
+                }
+                Piece::Var(Placeholder::Slot) => out.push_str(v.slot),
                 Piece::Var(Placeholder::SessionId) => out.push_str(v.session_id),
             }
         }
@@ -659,6 +807,13 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lease(port: u16) -> Lease {
+        Lease {
+            ports: vec![port],
+            slot: 0,
+        }
+    }
 
     fn ga_catalog(dir: &Path) -> Catalog {
         std::fs::write(dir.join("server.neverball.conf"), "x").unwrap();
@@ -696,7 +851,14 @@ default_config = "server.neverball.conf"
         let tmp = tempfile::tempdir().unwrap();
         let cat = ga_catalog(tmp.path());
         let spec = cat
-            .resolve(&game("neverball"), Some("periodic"), None, 20001, &sid())
+            .resolve(
+                &game("neverball"),
+                Some("periodic"),
+                None,
+                &lease(20001),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            )
             .unwrap();
         assert_eq!(spec.program, "/opt/ga/bin/ga-server-periodic");
         let conf = tmp
@@ -719,7 +881,14 @@ default_config = "server.neverball.conf"
             .env
             .contains(&("ARCADE_PORT".to_owned(), "20001".to_owned())));
         let spec = cat
-            .resolve(&game("sleeper"), None, None, 20002, &sid())
+            .resolve(
+                &game("sleeper"),
+                None,
+                None,
+                &lease(20002),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            )
             .unwrap();
         assert_eq!(
             (spec.program.as_str(), spec.mode.as_str()),
@@ -770,7 +939,18 @@ command = "/bin/sleep"
                 ("touched".into(), Some(60_000)),
             ]
         );
-        let ready = |g: &str| cat.resolve(&game(g), None, None, 1, &sid()).unwrap().ready;
+        let ready = |g: &str| {
+            cat.resolve(
+                &game(g),
+                None,
+                None,
+                &lease(1),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            )
+            .unwrap()
+            .ready
+        };
         assert_eq!(
             ready("ga"),
             Some((ReadyCheck::Tcp, Duration::from_millis(2500)))
@@ -812,7 +992,14 @@ command = "/bin/sleep"
         let tmp = tempfile::tempdir().unwrap();
         let cat = ga_catalog(tmp.path());
         let spec = cat
-            .resolve(&game("neverball"), None, Some("other.conf"), 1, &sid())
+            .resolve(
+                &game("neverball"),
+                None,
+                Some("other.conf"),
+                &lease(1),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            )
             .unwrap();
         assert_eq!(spec.mode, "event-driven");
         assert!(spec.args[0].ends_with("/other.conf"));
@@ -838,18 +1025,39 @@ command = "/bin/sleep"
             (None, Some(&"x".repeat(300))),
         ];
         for (mode, config) in cases {
-            let r = cat.resolve(&nb, *mode, *config, 1, &sid());
+            let r = cat.resolve(
+                &nb,
+                *mode,
+                *config,
+                &lease(1),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            );
             assert!(
                 matches!(r, Err(ResolveError::BadRequest(_))),
                 "{mode:?} {config:?}: {r:?}"
             );
         }
         assert!(matches!(
-            cat.resolve(&game("sleeper"), None, Some("x.conf"), 1, &sid()),
+            cat.resolve(
+                &game("sleeper"),
+                None,
+                Some("x.conf"),
+                &lease(1),
+                &sid(),
+                Path::new("/run/arcade/s")
+            ),
             Err(ResolveError::BadRequest(_))
         ));
         assert!(matches!(
-            cat.resolve(&game("nope"), None, None, 1, &sid()),
+            cat.resolve(
+                &game("nope"),
+                None,
+                None,
+                &lease(1),
+                &sid(),
+                Path::new("/run/arcade/s")
+            ),
             Err(ResolveError::UnknownGame(_))
         ));
     }
@@ -866,7 +1074,16 @@ command = "/bin/sleep"
             },
         )])
         .unwrap();
-        let spec = cat.resolve(&game("g"), None, None, 7, &sid()).unwrap();
+        let spec = cat
+            .resolve(
+                &game("g"),
+                None,
+                None,
+                &lease(7),
+                &sid(),
+                Path::new("/run/arcade/s"),
+            )
+            .unwrap();
         assert_eq!(spec.args, vec!["{port}7".to_owned()]);
     }
 
@@ -930,7 +1147,39 @@ command = "/bin/sleep"
         );
         assert_eq!(
             load_error(entry("/bin/{nope}")),
-            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port} or {session_id}"#
+            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port}, {port1}..., {slot} or {session_id}"#
+        );
+        assert_eq!(
+            load_error(entry("/bin/{port16}")),
+            r#"catalog game "g": unknown placeholder {port16} in "/bin/{port16}": use {mode}, {config}, {port}, {port1}..., {slot} or {session_id}"#
+        );
+        assert_eq!(
+            load_error(entry("/bin/g{port2}")),
+            r#"catalog game "g": {port2} needs ports = 3 or more"#
+        );
+        assert_eq!(
+            with(&|e| e.ports = Some(0)),
+            r#"catalog game "g": ports must be 1 to 16"#
+        );
+        assert_eq!(
+            with(&|e| e.config_set = BTreeMap::from([("a".into(), "1".into())])),
+            r#"catalog game "g": config_set needs a config_dir"#
+        );
+        for key in ["", "include", "a=b", "a#", "[x]", " a", "a\nb"] {
+            assert_eq!(
+                with(&|e| {
+                    e.config_dir = Some(dir.clone());
+                    e.config_set = BTreeMap::from([(key.to_owned(), "1".into())]);
+                }),
+                format!("catalog game \"g\": config_set key {key:?} is not allowed")
+            );
+        }
+        assert_eq!(
+            with(&|e| {
+                e.config_dir = Some(dir.clone());
+                e.config_set = BTreeMap::from([("fps".into(), "30\ninclude = /x".into())]);
+            }),
+            r#"catalog game "g": config_set value of "fps" must not hold control characters"#
         );
         assert_eq!(
             with(&|e| e.modes = vec![String::new()]),
@@ -989,8 +1238,9 @@ command = "/bin/sleep"
             &game(game_id),
             None,
             Some(config),
-            1,
+            &lease(1),
             &sid(),
+            Path::new("/run/arcade/s"),
         ) {
             Err(ResolveError::BadRequest(m)) => m,
             other => panic!("{config:?}: {other:?}"),
@@ -1017,6 +1267,63 @@ command = "/bin/sleep"
         assert_eq!(
             dirless.resolve_config_in("x").unwrap_err().to_string(),
             "this game takes no config file"
+        );
+    }
+
+    /// A game with two ports and keys set in its config: the session's copy is `{config}`,
+    /// its values are this lease's, and the environment says the ports and the slot.
+    #[test]
+    fn a_lease_fills_ports_slot_and_the_session_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        std::fs::write(dir.join("server.conf"), "server-port = 8554\n").unwrap();
+        let mut e = entry("/opt/ga/ga-server-event-driven");
+        e.args = vec!["{config}".into(), "--slot={slot}".into()];
+        e.ports = Some(2);
+        e.config_dir = Some(dir.clone());
+        e.default_config = Some("server.conf".into());
+        e.config_set = BTreeMap::from([
+            ("server-port".into(), "{port}".into()),
+            ("control-port".into(), "{port1}".into()),
+            ("display".into(), ":{slot}".into()),
+        ]);
+        let cat = Catalog::from_entries([("ga".to_owned(), e)]).unwrap();
+        assert_eq!(cat.ports_of(&game("ga")), 2);
+        assert_eq!(cat.ports_of(&game("nope")), 1);
+        let lease = Lease {
+            ports: vec![20004, 20007],
+            slot: 3,
+        };
+        let spec = cat
+            .resolve(
+                &game("ga"),
+                None,
+                None,
+                &lease,
+                &sid(),
+                Path::new("/var/lib/arcade/sessions/s"),
+            )
+            .unwrap();
+        assert_eq!(
+            spec.args,
+            ["/var/lib/arcade/sessions/s/server.conf", "--slot=3"]
+        );
+        let copy = spec.session_config.unwrap();
+        assert_eq!(copy.original, dir.join("server.conf"));
+        assert_eq!(
+            copy.set,
+            [
+                ("control-port".to_owned(), "20007".to_owned()),
+                ("display".to_owned(), ":3".to_owned()),
+                ("server-port".to_owned(), "20004".to_owned()),
+            ]
+        );
+        let env: BTreeMap<String, String> = spec.env.into_iter().collect();
+        assert_eq!(env["ARCADE_PORTS"], "20004,20007");
+        assert_eq!(env["ARCADE_SLOT"], "3");
+        assert_eq!(
+            env["ARCADE_CONFIG"],
+            "/var/lib/arcade/sessions/s/server.conf"
         );
     }
 }

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,8 +47,9 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::{Catalog, ReadyCheck, ResolveError};
 use crate::metrics::{AgentMetrics, LaunchOutcome, StopOutcome};
 use crate::output;
-use crate::ports::PortPool;
+use crate::ports::{Lease, PortPool};
 use crate::ready;
+use crate::session_config;
 use crate::state;
 
 /// Log reads served at once, at most (each holds a page in memory and a blocking thread).
@@ -78,7 +79,8 @@ enum GameState {
 #[derive(Debug)]
 struct Entry {
     pid: u32,
-    port: u16,
+    /// Its ports and slot.
+    lease: Lease,
     start_time: Option<u64>,
     state: GameState,
     /// Whether a cgroup may exist for it, to remove when it ends.
@@ -102,8 +104,8 @@ struct Spawned {
 /// What [`Games::reserve`] found for a launch request.
 #[derive(Debug)]
 enum Reserved {
-    /// A slot and this port are taken; launch.
-    Port(u16),
+    /// A slot and these ports are taken; launch.
+    Taken(Lease),
     /// The session's game runs already: this is its answer.
     Running(Launched),
     /// The session's launch is in flight; its answer will come.
@@ -131,8 +133,8 @@ struct Table {
     /// Exits reported again at each handshake until they age out, in case the link dropped
     /// before the broker read them.
     exited: VecDeque<(ExitedGame, Instant)>,
-    /// Launches between their record and their spawn: session and port.
-    pending: HashMap<SessionId, u16>,
+    /// Launches between their record and their spawn: session, ports and slot.
+    pending: HashMap<SessionId, Lease>,
 }
 
 /// Exits remembered for re-reporting: at most this many, for at most [`EXIT_MEMORY`].
@@ -302,12 +304,12 @@ impl Games {
                     let (gone_tx, gone_rx) = watch::channel(None);
                     {
                         let mut t = self.table();
-                        t.ports.claim(game.port);
+                        let lease = saved_lease(&mut t.ports, &game);
                         t.games.insert(
                             game.session_id.clone(),
                             Entry {
                                 pid: pgid,
-                                port: game.port,
+                                lease,
                                 start_time,
                                 state: GameState::Running,
                                 // A previous run may have made it a cgroup.
@@ -382,20 +384,12 @@ impl Games {
             let mut games: Vec<state::SavedGame> = t
                 .games
                 .iter()
-                .map(|(id, e)| state::SavedGame {
-                    session_id: id.clone(),
-                    pid: e.pid,
-                    port: e.port,
-                    start_time: e.start_time,
-                    pending: false,
-                })
-                .chain(t.pending.iter().map(|(id, port)| state::SavedGame {
-                    session_id: id.clone(),
-                    pid: 0,
-                    port: *port,
-                    start_time: None,
-                    pending: true,
-                }))
+                .map(|(id, e)| state::SavedGame::new(id, e.pid, &e.lease, e.start_time, false))
+                .chain(
+                    t.pending
+                        .iter()
+                        .map(|(id, lease)| state::SavedGame::new(id, 0, lease, None, true)),
+                )
                 .collect();
             games.sort_by(|a, b| a.session_id.cmp(&b.session_id));
             state::Saved {
@@ -456,11 +450,11 @@ impl Games {
         self.launch_settled.notify_waiters();
     }
 
-    /// Gives back a launch's slot and port: it will not start.
-    fn abandon_launch(&self, session_id: &SessionId, port: u16) {
+    /// Gives back a launch's slot and lease: it will not start.
+    fn abandon_launch(&self, session_id: &SessionId, lease: &Lease) {
         let mut t = self.table();
         self.unpend(&mut t, session_id);
-        t.ports.release(port);
+        t.ports.release(lease);
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -479,7 +473,7 @@ impl Games {
                 session_id: id.clone(),
                 pid: e.pid,
                 pgid: e.pid,
-                port: e.port,
+                port: e.lease.port(),
             })
             .collect();
         v.sort_by(|a, b| a.session_id.cmp(&b.session_id));
@@ -502,7 +496,7 @@ impl Games {
         let me = Arc::clone(self);
         self.tracker.spawn(async move {
             let outcome = match reserved {
-                Reserved::Port(port) => me.launch(&req, ip, port).await,
+                Reserved::Taken(lease) => me.launch(&req, ip, lease).await,
                 Reserved::Running(launched) => Ok((launched, None)),
                 Reserved::Refused(e) => Err(e),
                 Reserved::InFlight => return,
@@ -651,7 +645,7 @@ impl Games {
                 session_id: req.session_id.clone(),
                 pid: e.pid,
                 ip,
-                port: e.port,
+                port: e.lease.port(),
             });
         }
         if t.pending.contains_key(&req.session_id) {
@@ -666,24 +660,26 @@ impl Games {
                 ),
             ));
         }
-        let Some(port) = t.ports.take() else {
+        let wanted = usize::from(self.catalog.ports_of(&req.game_id));
+        let Some(lease) = t.ports.take(wanted) else {
             return Reserved::Refused((
                 LaunchFailure::NoCapacity,
-                "no free port in the host's --port-range".to_owned(),
+                format!("fewer than {wanted} free ports in the host's --port-range"),
             ));
         };
-        t.pending.insert(req.session_id.clone(), port);
-        Reserved::Port(port)
+        t.pending.insert(req.session_id.clone(), lease.clone());
+        Reserved::Taken(lease)
     }
 
-    /// Starts a game on its reserved `port` once its launch is recorded in the state file.
+    /// Starts a game on its reserved `lease` once its launch is recorded in the state file.
     /// Returns the answer and the game to watch.
     async fn launch(
         self: &Arc<Self>,
         req: &LaunchRequest,
         ip: IpAddr,
-        port: u16,
+        lease: Lease,
     ) -> Result<(Launched, Option<Unwatched>), (LaunchFailure, String)> {
+        let port = lease.port();
         // One hop to the blocking pool for all that blocks: the record made before the spawn
         // (an agent killed between the spawn and the next write still finds the game again,
         // by its environment, so it never runs unknown; a game that cannot be recorded is not
@@ -691,16 +687,17 @@ impl Games {
         let blocking = {
             let me = Arc::clone(self);
             let req = req.clone();
+            let lease = lease.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 me.persist_blocking()?;
-                Ok(me.start_process(&req, port))
+                Ok(me.start_process(&req, &lease))
             })
             .await
         };
         let spawned = match blocking {
             Ok(Ok(spawned)) => spawned,
             Ok(Err(e)) => {
-                self.abandon_launch(&req.session_id, port);
+                self.abandon_launch(&req.session_id, &lease);
                 return Err((
                     LaunchFailure::SpawnFailed,
                     format!(
@@ -730,7 +727,7 @@ impl Games {
                         req.session_id.clone(),
                         Entry {
                             pid,
-                            port,
+                            lease: lease.clone(),
                             start_time,
                             state: if ready.is_some() {
                                 GameState::Readying
@@ -762,7 +759,8 @@ impl Games {
                 Ok((launched, Some(unwatched)))
             }
             Err(e) => {
-                self.abandon_launch(&req.session_id, port);
+                self.abandon_launch(&req.session_id, &lease);
+                remove_session_dir(&self.config.state_dir, &req.session_id).await;
                 self.persist_later();
                 tracing::warn!(session = %req.session_id, game = %req.game_id, error = %e.1, "launch refused");
                 Err(e)
@@ -774,22 +772,32 @@ impl Games {
     fn start_process(
         &self,
         req: &LaunchRequest,
-        port: u16,
+        lease: &Lease,
     ) -> Result<Spawned, (LaunchFailure, String)> {
+        let session_dir = session_config::dir(&self.config.state_dir, &req.session_id);
         let spec = self
             .catalog
             .resolve(
                 &req.game_id,
                 req.mode.as_deref(),
                 req.config.as_deref(),
-                port,
+                lease,
                 &req.session_id,
+                &session_dir,
             )
             .map_err(|e| match e {
                 ResolveError::UnknownGame(_) => (LaunchFailure::UnknownGame, e.to_string()),
                 ResolveError::BadRequest(_) => (LaunchFailure::BadRequest, e.to_string()),
             })?;
         let spawn_err = |what: String| (LaunchFailure::SpawnFailed, what);
+        if let Some(copy) = &spec.session_config {
+            session_config::write(copy).map_err(|e| {
+                spawn_err(format!(
+                    "cannot write the session's config {}: {e}",
+                    copy.path.display()
+                ))
+            })?;
+        }
         let log_path = output::path(&self.config.log_dir, &req.session_id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -881,7 +889,7 @@ impl Games {
             let mut t = self.table();
             let entry = t.games.remove(&session_id);
             if let Some(e) = &entry {
-                t.ports.release(e.port);
+                t.ports.release(&e.lease);
             }
             (
                 entry.as_ref().map(|e| e.state),
@@ -892,6 +900,7 @@ impl Games {
             let id = session_id.clone();
             let _ = tokio::task::spawn_blocking(move || crate::limits::remove(&id)).await;
         }
+        remove_session_dir(&self.config.state_dir, &session_id).await;
         gone.send_replace(Some(last));
         if state == Some(GameState::Running) {
             let mut t = self.table();
@@ -1106,4 +1115,29 @@ fn signal_group(pgid: u32, sig: Signal) {
             Err(e) => tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal game"),
         }
     }
+}
+
+/// A saved game's lease, taken again from `pool` (a state of an older agent has no slot: it
+/// gets the lowest free one).
+fn saved_lease(pool: &mut PortPool, g: &state::SavedGame) -> Lease {
+    let lease = Lease {
+        ports: std::iter::once(g.port)
+            .chain(g.more_ports.iter().copied())
+            .collect(),
+        slot: g.slot.unwrap_or_else(|| pool.free_slot()),
+    };
+    pool.claim(&lease);
+    lease
+}
+
+/// Removes a session's own files (its config copy), if it has any. Off the async threads.
+async fn remove_session_dir(state_dir: &Path, id: &SessionId) {
+    let dir = session_config::dir(state_dir, id);
+    let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a session's files");
+        }
+        _ => {}
+    })
+    .await;
 }

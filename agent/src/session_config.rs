@@ -14,10 +14,43 @@
 //! refuse them), so a value can never add a line to the file.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use protocol::SessionId;
 
 /// The key of an `include` line.
 const INCLUDE: &str = "include";
+
+/// A session's own files: `STATE_DIR/sessions/SESSION_ID`, removed when its game is gone.
+pub fn dir(state_dir: &Path, id: &SessionId) -> PathBuf {
+    state_dir.join("sessions").join(id.as_str())
+}
+
+/// A session's copy of its config: where it goes, what it is a copy of, the keys it sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The copy: in the session's [`dir`], under the original's file name.
+    pub path: PathBuf,
+    /// The config the start chose (inside the game's `config_dir`).
+    pub original: PathBuf,
+    /// The keys to set, with their values for this session.
+    pub set: Vec<(String, String)>,
+}
+
+/// Writes the copy (its directory made first), readable by the game whatever user it runs
+/// as. Blocking.
+pub fn write(c: &SessionConfig) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let original = std::fs::read_to_string(&c.original)?;
+    let base = c.original.parent().unwrap_or(Path::new("/"));
+    let text = rewrite(&original, &c.set, base);
+    if let Some(parent) = c.path.parent() {
+        std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::write(&c.path, text)?;
+    std::fs::set_permissions(&c.path, std::fs::Permissions::from_mode(0o644))
+}
 
 /// Whether `v` can be written as a value: no control character (so no line break).
 pub fn is_safe_value(v: &str) -> bool {

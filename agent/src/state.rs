@@ -28,14 +28,41 @@ pub struct SavedGame {
     pub session_id: SessionId,
     /// The leader's PID, which is also the process group id.
     pub pid: u32,
-    /// The port handed to it.
+    /// The (first) port handed to it.
     pub port: u16,
+    /// Its other ports (`ports = N` in its catalog entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_ports: Vec<u16>,
+    /// Its slot number (absent in the state of an agent before slots).
+    #[serde(default)]
+    pub slot: Option<u32>,
     /// The leader's start time (`/proc/PID/stat` field 22), to tell a reused PID apart.
     pub start_time: Option<u64>,
     /// Recorded just before the spawn: the PID is not known yet (0). Found again, if the agent
     /// died in between, by the `ARCADE_SESSION_ID` in its processes' environment.
     #[serde(default)]
     pub pending: bool,
+}
+
+impl SavedGame {
+    /// A game as saved: `pid` 0 and `pending` while it is being spawned.
+    pub fn new(
+        session_id: &SessionId,
+        pid: u32,
+        lease: &crate::ports::Lease,
+        start_time: Option<u64>,
+        pending: bool,
+    ) -> Self {
+        Self {
+            session_id: session_id.clone(),
+            pid,
+            port: lease.port(),
+            more_ports: lease.ports[1..].to_vec(),
+            slot: Some(lease.slot),
+            start_time,
+            pending,
+        }
+    }
 }
 
 /// The saved state.
@@ -268,6 +295,8 @@ mod tests {
             session_id: SessionId::new("s").unwrap(),
             pid: me,
             port: 1,
+            more_ports: Vec::new(),
+            slot: Some(0),
             start_time,
             pending: false,
         };
@@ -286,6 +315,8 @@ mod tests {
                 session_id: SessionId::new("s").unwrap(),
                 pid: 42,
                 port: 20000,
+                more_ports: Vec::new(),
+                slot: Some(0),
                 start_time: Some(7),
                 pending: false,
             }],
@@ -299,6 +330,8 @@ mod tests {
                     session_id: SessionId::new(format!("s{i}")).unwrap(),
                     pid: 100 + i,
                     port: 20000,
+                    more_ports: Vec::new(),
+                    slot: Some(0),
                     start_time: None,
                     pending: true,
                 })
@@ -334,6 +367,8 @@ mod tests {
             session_id: SessionId::new(format!("s{i}")).unwrap(),
             pid: 100 + i,
             port: 20000,
+            more_ports: Vec::new(),
+            slot: Some(0),
             start_time: Some(5),
             pending: false,
         };
@@ -363,6 +398,8 @@ mod tests {
             session_id: SessionId::new(format!("s{i}")).unwrap(),
             pid: 100 + i,
             port: 20000,
+            more_ports: Vec::new(),
+            slot: Some(0),
             start_time: None,
             pending: false,
         };

@@ -60,8 +60,6 @@ impl DevConfig {
             .map(String::from)
             .to_vec(),
             modes: modes.iter().map(|m| (*m).to_owned()).collect(),
-            config_dir: None,
-            default_config: None,
             // Games get no environment of the agent's: pass the bind address on explicitly.
             env: BTreeMap::from([(
                 "DEMO_BIND".to_owned(),
@@ -74,6 +72,7 @@ impl DevConfig {
                 ..ReadyEntry::default()
             }),
             ready_timeout: Some(10.0),
+            ..GameEntry::default()
         };
         Catalog::from_entries([
             ("pong".to_owned(), demo("Pong", &["classic", "turbo"])),

@@ -336,12 +336,36 @@ pub fn fresh_port_ranges(n: u16) -> PortRange {
     }
 }
 
-/// The directory of config files the `configured` game may use (holds `good.conf`).
+/// A GamingAnywhere-style server config, as `ga-style` games start from it.
+pub const GA_SERVER: &str = "\
+# GamingAnywhere event-driven server
+[core]
+include = common/server-common.conf
+
+[video]
+video-fps = 60                  # Video frame-per-sec (FPS)
+video-specific[b] = 18000000    # Video bitrate
+
+[ga-server-event-driven]
+server-port = 8554
+display = :0
+enable-audio = true
+";
+
+/// The file name of [`GA_SERVER`] in [`config_dir`].
+pub const GA_SERVER_CONF: &str = "ga-server.conf";
+
+/// The directory of config files the `configured` and `ga-style` games use (holds
+/// `good.conf`, and [`GA_SERVER_CONF`] with its `common/` include).
 pub fn config_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let d = tempfile::tempdir().expect("tempdir");
         std::fs::write(d.path().join("good.conf"), "level = 1\n").expect("write config");
+        std::fs::create_dir_all(d.path().join("common")).expect("common dir");
+        std::fs::write(d.path().join("common/server-common.conf"), "# shared\n")
+            .expect("write config");
+        std::fs::write(d.path().join(GA_SERVER_CONF), GA_SERVER).expect("write config");
         d
     })
     .path()
@@ -362,6 +386,7 @@ pub fn ready_dir() -> PathBuf {
 /// - `forker`: a launcher that forks the listening game and exits;
 /// - `fork-crasher`: a launcher whose forked game exits with code 5 after 300 ms;
 /// - `configured`: takes `{config}` from [`config_dir`];
+/// - `ga-style`: two ports, and its own copy of [`GA_SERVER`] with its ports and slot set;
 /// - `sleeper`: `/bin/sleep 3600`;
 /// - `broken`: a program that does not exist;
 /// - `limited`: `/bin/sleep 3600` with at most 16 processes and 64 MiB;
@@ -455,6 +480,18 @@ pub fn test_catalog() -> Catalog {
             ),
         ),
         ("configured".to_owned(), configured),
+        ("ga-style".to_owned(), {
+            let mut e = entry(&game, &["--config", "{config}", "--listen"], &[]);
+            e.config_dir = Some(config_dir().to_owned());
+            e.default_config = Some(GA_SERVER_CONF.into());
+            e.ports = Some(2);
+            e.config_set = std::collections::BTreeMap::from([
+                ("server-port".to_owned(), "{port}".to_owned()),
+                ("control-port".to_owned(), "{port1}".to_owned()),
+                ("display".to_owned(), ":{slot}".to_owned()),
+            ]);
+            e
+        }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
         (
             "broken".to_owned(),

@@ -969,6 +969,8 @@ mod agent_restart {
                 session_id: protocol::SessionId::new("old-session").unwrap(),
                 pid,
                 port: 20001,
+                more_ports: Vec::new(),
+                slot: None,
                 start_time: Some(1),
                 pending: false,
             }],

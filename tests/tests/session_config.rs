@@ -1,0 +1,113 @@
+//! Per-session config files (issue 18): two sessions of one GamingAnywhere-style game on one
+//! host each run with their own copy of its config, with their own ports and slot set and
+//! every other line as it was; the copy is gone once the session has ended.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::time::Duration;
+
+use portal_client::Client;
+use protocol::api::{Session, SessionStatus, StartSession};
+use protocol::GameId;
+use tests::{wait_until, AgentOptions, TestAgent, TestBroker, GA_SERVER};
+
+/// What the game's log says its config is.
+async fn config_of(agent: &TestAgent, s: &Session) -> std::path::PathBuf {
+    let log = agent
+        .state_dir
+        .path()
+        .join("logs")
+        .join(format!("{}.log", s.session_id));
+    let mut found = None;
+    wait_until("the game says its config", Duration::from_secs(10), || {
+        found = std::fs::read_to_string(&log).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("config: ").map(std::path::PathBuf::from))
+        });
+        let done = found.is_some();
+        async move { done }
+    })
+    .await;
+    found.unwrap()
+}
+
+/// [`GA_SERVER`] as a session holding `ports` and `slot` gets it: only the three keys set
+/// differ, and the relative include points at the original's directory.
+fn expected(ports: [u16; 2], slot: u32) -> String {
+    GA_SERVER
+        .replace(
+            "include = common/server-common.conf",
+            &format!(
+                "include = {}",
+                tests::config_dir()
+                    .canonicalize()
+                    .unwrap()
+                    .join("common/server-common.conf")
+                    .display()
+            ),
+        )
+        .replace("server-port = 8554", &format!("server-port = {}", ports[0]))
+        .replace("display = :0", &format!("display = :{slot}"))
+        + &format!(
+            "# set by arcade-agent for this session\ncontrol-port = {}\n",
+            ports[1]
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_slot() {
+    let broker = TestBroker::start().await;
+    let range = tests::fresh_port_range();
+    let mut o = AgentOptions::host("ga-host");
+    o.port_range = Some(range);
+    let agent = TestAgent::start(broker.agent_addr, o).await;
+    let client = Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let req = StartSession {
+        game_id: GameId::new("ga-style").unwrap(),
+        mode: None,
+        config: None,
+    };
+    let a = client.start_session(&req).await.unwrap();
+    let b = client.start_session(&req).await.unwrap();
+    assert_eq!(
+        (a.status, b.status),
+        (SessionStatus::Running, SessionStatus::Running)
+    );
+    let (pa, pb) = (a.port.unwrap(), b.port.unwrap());
+    // Two ports each, from the host's range: the first is the session's `port`.
+    assert_eq!((pa, pb), (range.lo, range.lo + 2));
+    let (ca, cb) = (config_of(&agent, &a).await, config_of(&agent, &b).await);
+    let sessions = agent.state_dir.path().join("sessions");
+    assert_eq!(
+        ca,
+        sessions.join(a.session_id.as_str()).join("ga-server.conf")
+    );
+    assert_eq!(
+        cb,
+        sessions.join(b.session_id.as_str()).join("ga-server.conf")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ca).unwrap(),
+        expected([pa, pa + 1], 0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cb).unwrap(),
+        expected([pb, pb + 1], 1)
+    );
+    // The game listens on its session's port.
+    assert!(tests::greeting(pa).await.is_ok());
+    // Ended, its copy is gone and its ports and slot are free for the next session.
+    client.end_session(&a.session_id).await.unwrap();
+    assert!(!ca.parent().unwrap().exists(), "{}", ca.display());
+    let c = client.start_session(&req).await.unwrap();
+    assert_eq!(c.port, Some(range.lo));
+    let cc = config_of(&agent, &c).await;
+    assert_eq!(
+        std::fs::read_to_string(&cc).unwrap(),
+        expected([pa, pa + 1], 0)
+    );
+    for s in [&b, &c] {
+        client.end_session(&s.session_id).await.unwrap();
+    }
+}
