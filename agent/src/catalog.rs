@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use protocol::wire::{GameOffer, DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
-use protocol::{GameId, SessionId};
+use protocol::settings::SettingOffer;
+use protocol::wire::{GameOffer, LaunchRequest, DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
+use protocol::GameId;
 use serde::Deserialize;
 
 use crate::limits::Limits;
@@ -42,6 +43,7 @@ pub struct Game {
     ready_timeout: Duration,
     ports: u16,
     config_set: Vec<(String, Template)>,
+    settings: Vec<SettingOffer>,
 }
 
 /// How a game's readiness is known, as checked at load.
@@ -107,6 +109,28 @@ pub struct GameEntry {
     /// (`"server-port" = "{port}"`); `{config}` is then that copy.
     #[serde(default)]
     pub config_set: BTreeMap<String, String>,
+    /// Keys a start may choose values for (`"video-fps" = { values = ["30", "60"] }`), written
+    /// into the session's copy of its config like `config_set`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingEntry>,
+}
+
+/// A setting of a catalog entry: an allow-list of values or a numeric range, and a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingEntry {
+    /// The values allowed.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// The smallest number allowed (without `values`).
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// The largest number allowed (without `values`).
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// The value when a start chooses none.
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// The most ports a session may take.
@@ -224,9 +248,18 @@ pub enum EntryError {
     /// A `config_set` value holds a control character (it could add a line to the file).
     #[error("config_set value of {0:?} must not hold control characters")]
     ConfigSetValue(String),
-    /// `config_set` is given for a game without a config file to copy.
-    #[error("config_set needs a config_dir")]
+    /// `config_set` or `settings` is given for a game without a config file to copy.
+    #[error("config_set and settings need a config_dir")]
     ConfigSetWithoutConfig,
+    /// A setting is wrong: its key (as for `config_set`), both or neither of a list and a
+    /// range, a value or default that is not allowed, a key also in `config_set`.
+    #[error("setting {key:?}: {why}")]
+    Setting {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// Why a mode or config name is refused.
@@ -378,6 +411,7 @@ impl Catalog {
                     .ready
                     .as_ref()
                     .map(|_| u32::try_from(g.ready_timeout.as_millis()).unwrap_or(u32::MAX)),
+                settings: g.settings.clone(),
             })
             .collect()
     }
@@ -397,13 +431,12 @@ impl Catalog {
     /// files go in `session_dir`.
     pub fn resolve(
         &self,
-        game_id: &GameId,
-        mode: Option<&str>,
-        config: Option<&str>,
+        req: &LaunchRequest,
         lease: &Lease,
-        session_id: &SessionId,
         session_dir: &Path,
     ) -> Result<LaunchSpec, ResolveError> {
+        let (game_id, session_id) = (&req.game_id, &req.session_id);
+        let (mode, config) = (req.mode.as_deref(), req.config.as_deref());
         let game = self
             .games
             .get(game_id)
@@ -429,19 +462,22 @@ impl Catalog {
             slot: &slot,
             session_id: session_id.as_str(),
         };
+        let applied = protocol::settings::apply(&game.settings, &req.settings)
+            .map_err(|e| ResolveError::BadRequest(e.to_string()))?;
         // With keys to set, `{config}` is the session's own copy of the chosen file.
-        let session_config = match (&chosen, game.config_set.is_empty()) {
+        let session_config = match (&chosen, game.config_set.is_empty() && applied.is_empty()) {
             (_, true) => None,
             (None, false) => return Err(needs(game_id, Placeholder::Config)),
             (Some(original), false) => {
                 let original = PathBuf::from(original);
                 let name = original.file_name().unwrap_or_default();
-                let set = game
+                let mut set = game
                     .config_set
                     .iter()
                     .map(|(k, t)| Ok((k.clone(), t.expand(&values)?)))
                     .collect::<Result<Vec<_>, Placeholder>>()
                     .map_err(|p| needs(game_id, p))?;
+                set.extend(applied);
                 Some(SessionConfig {
                     path: session_dir.join(name),
                     original,
@@ -497,6 +533,67 @@ impl Catalog {
             session_config,
         })
     }
+}
+
+/// Whether `k` may be a key set in a config file: not empty, not `include`, no blank at either
+/// end, no `=`, `#`, `[` or control character.
+fn is_config_key(k: &str) -> bool {
+    !(k.trim().is_empty()
+        || k.trim() != k
+        || k == "include"
+        || k.contains(['=', '#', '['])
+        || k.chars().any(char::is_control))
+}
+
+/// A catalog entry's settings, checked, as offered to the broker.
+fn check_settings(
+    entries: BTreeMap<String, SettingEntry>,
+    config_set: &BTreeMap<String, String>,
+) -> Result<Vec<SettingOffer>, EntryError> {
+    let bad = |key: &str, why: &str| EntryError::Setting {
+        key: key.to_owned(),
+        why: why.to_owned(),
+    };
+    if entries.len() > protocol::settings::MAX_SETTINGS {
+        return Err(bad("", "too many settings"));
+    }
+    let mut offers = Vec::new();
+    for (key, e) in entries {
+        // `video-specific[b]` is a GamingAnywhere key: brackets are allowed in settings.
+        if !is_config_key(&key.replace(['[', ']'], "_")) || !protocol::settings::is_text(&key) {
+            return Err(bad(&key, "not a key that can be set"));
+        }
+        if config_set.contains_key(&key) {
+            return Err(bad(&key, "also in config_set"));
+        }
+        let range = e.min.is_some() || e.max.is_some();
+        if e.values.is_empty() != range {
+            return Err(bad(&key, "give either values or a min and max"));
+        }
+        if e.min.zip(e.max).is_some_and(|(lo, hi)| lo > hi) {
+            return Err(bad(&key, "min is above max"));
+        }
+        if let Some(v) = e.values.iter().find(|v| !protocol::settings::is_text(v)) {
+            return Err(bad(
+                &key,
+                &format!("value {v:?} is empty, too long or holds control characters"),
+            ));
+        }
+        let offer = SettingOffer {
+            key: key.clone(),
+            values: e.values,
+            min: e.min,
+            max: e.max,
+            default: e.default,
+        };
+        if let Some(d) = &offer.default {
+            offer
+                .check(d)
+                .map_err(|err| bad(&key, &format!("default: {err}")))?;
+        }
+        offers.push(offer);
+    }
+    Ok(offers)
 }
 
 fn needs(game_id: &GameId, placeholder: Placeholder) -> ResolveError {
@@ -574,17 +671,13 @@ impl Game {
         if !(1..=MAX_PORTS).contains(&ports) {
             return Err(EntryError::Ports);
         }
-        if !entry.config_set.is_empty() && config_dir.is_none() {
+        if (!entry.config_set.is_empty() || !entry.settings.is_empty()) && config_dir.is_none() {
             return Err(EntryError::ConfigSetWithoutConfig);
         }
+        let settings = check_settings(entry.settings, &entry.config_set)?;
         let mut config_set = Vec::new();
         for (k, v) in entry.config_set {
-            let bad_key = k.trim().is_empty()
-                || k.trim() != k
-                || k == "include"
-                || k.contains(['=', '#', '['])
-                || k.chars().any(char::is_control);
-            if bad_key {
+            if !is_config_key(&k) {
                 return Err(EntryError::ConfigSetKey(k));
             }
             if !crate::session_config::is_safe_value(&v) {
@@ -616,6 +709,7 @@ impl Game {
             ready_timeout,
             ports,
             config_set,
+            settings,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -807,6 +901,22 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::SessionId;
+
+    fn req(
+        game_id: GameId,
+        mode: Option<&str>,
+        config: Option<&str>,
+        settings: &BTreeMap<String, String>,
+    ) -> LaunchRequest {
+        LaunchRequest {
+            session_id: sid(),
+            game_id,
+            mode: mode.map(str::to_owned),
+            config: config.map(str::to_owned),
+            settings: settings.clone(),
+        }
+    }
 
     fn lease(port: u16) -> Lease {
         Lease {
@@ -852,11 +962,8 @@ default_config = "server.neverball.conf"
         let cat = ga_catalog(tmp.path());
         let spec = cat
             .resolve(
-                &game("neverball"),
-                Some("periodic"),
-                None,
+                &req(game("neverball"), Some("periodic"), None, &BTreeMap::new()),
                 &lease(20001),
-                &sid(),
                 Path::new("/run/arcade/s"),
             )
             .unwrap();
@@ -882,11 +989,8 @@ default_config = "server.neverball.conf"
             .contains(&("ARCADE_PORT".to_owned(), "20001".to_owned())));
         let spec = cat
             .resolve(
-                &game("sleeper"),
-                None,
-                None,
+                &req(game("sleeper"), None, None, &BTreeMap::new()),
                 &lease(20002),
-                &sid(),
                 Path::new("/run/arcade/s"),
             )
             .unwrap();
@@ -941,11 +1045,8 @@ command = "/bin/sleep"
         );
         let ready = |g: &str| {
             cat.resolve(
-                &game(g),
-                None,
-                None,
+                &req(game(g), None, None, &BTreeMap::new()),
                 &lease(1),
-                &sid(),
                 Path::new("/run/arcade/s"),
             )
             .unwrap()
@@ -993,11 +1094,13 @@ command = "/bin/sleep"
         let cat = ga_catalog(tmp.path());
         let spec = cat
             .resolve(
-                &game("neverball"),
-                None,
-                Some("other.conf"),
+                &req(
+                    game("neverball"),
+                    None,
+                    Some("other.conf"),
+                    &BTreeMap::new(),
+                ),
                 &lease(1),
-                &sid(),
                 Path::new("/run/arcade/s"),
             )
             .unwrap();
@@ -1026,11 +1129,8 @@ command = "/bin/sleep"
         ];
         for (mode, config) in cases {
             let r = cat.resolve(
-                &nb,
-                *mode,
-                *config,
+                &req(nb.clone(), *mode, *config, &BTreeMap::new()),
                 &lease(1),
-                &sid(),
                 Path::new("/run/arcade/s"),
             );
             assert!(
@@ -1040,22 +1140,16 @@ command = "/bin/sleep"
         }
         assert!(matches!(
             cat.resolve(
-                &game("sleeper"),
-                None,
-                Some("x.conf"),
+                &req(game("sleeper"), None, Some("x.conf"), &BTreeMap::new()),
                 &lease(1),
-                &sid(),
                 Path::new("/run/arcade/s")
             ),
             Err(ResolveError::BadRequest(_))
         ));
         assert!(matches!(
             cat.resolve(
-                &game("nope"),
-                None,
-                None,
+                &req(game("nope"), None, None, &BTreeMap::new()),
                 &lease(1),
-                &sid(),
                 Path::new("/run/arcade/s")
             ),
             Err(ResolveError::UnknownGame(_))
@@ -1076,11 +1170,8 @@ command = "/bin/sleep"
         .unwrap();
         let spec = cat
             .resolve(
-                &game("g"),
-                None,
-                None,
+                &req(game("g"), None, None, &BTreeMap::new()),
                 &lease(7),
-                &sid(),
                 Path::new("/run/arcade/s"),
             )
             .unwrap();
@@ -1163,7 +1254,7 @@ command = "/bin/sleep"
         );
         assert_eq!(
             with(&|e| e.config_set = BTreeMap::from([("a".into(), "1".into())])),
-            r#"catalog game "g": config_set needs a config_dir"#
+            r#"catalog game "g": config_set and settings need a config_dir"#
         );
         for key in ["", "include", "a=b", "a#", "[x]", " a", "a\nb"] {
             assert_eq!(
@@ -1181,6 +1272,66 @@ command = "/bin/sleep"
             }),
             r#"catalog game "g": config_set value of "fps" must not hold control characters"#
         );
+        let setting = |key: &str, entry: SettingEntry| {
+            with(&|e| {
+                e.config_dir = Some(dir.clone());
+                e.settings = BTreeMap::from([(key.to_owned(), entry.clone())]);
+            })
+        };
+        let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        for (key, entry, why) in [
+            (
+                "fps",
+                SettingEntry::default(),
+                "give either values or a min and max",
+            ),
+            (
+                "fps",
+                SettingEntry {
+                    values: values(&["30"]),
+                    min: Some(1.0),
+                    ..SettingEntry::default()
+                },
+                "give either values or a min and max",
+            ),
+            (
+                "fps",
+                SettingEntry {
+                    min: Some(60.0),
+                    max: Some(30.0),
+                    ..SettingEntry::default()
+                },
+                "min is above max",
+            ),
+            (
+                "fps",
+                SettingEntry {
+                    values: values(&["30", "6\n0"]),
+                    ..SettingEntry::default()
+                },
+                "holds control characters",
+            ),
+            (
+                "fps",
+                SettingEntry {
+                    values: values(&["30"]),
+                    default: Some("60".into()),
+                    ..SettingEntry::default()
+                },
+                "default: setting \"fps\": \"60\" is not one of 30",
+            ),
+            (
+                "include",
+                SettingEntry {
+                    values: values(&["x"]),
+                    ..SettingEntry::default()
+                },
+                "not a key that can be set",
+            ),
+        ] {
+            let message = setting(key, entry);
+            assert!(message.contains(why), "{message}");
+        }
         assert_eq!(
             with(&|e| e.modes = vec![String::new()]),
             r#"catalog game "g": mode must not be empty"#
@@ -1235,11 +1386,8 @@ command = "/bin/sleep"
         std::os::unix::fs::symlink(outside.path().join("secret"), tmp.path().join("link.conf"))
             .unwrap();
         let message = |game_id: &str, config: &str| match cat.resolve(
-            &game(game_id),
-            None,
-            Some(config),
+            &req(game(game_id), None, Some(config), &BTreeMap::new()),
             &lease(1),
-            &sid(),
             Path::new("/run/arcade/s"),
         ) {
             Err(ResolveError::BadRequest(m)) => m,
@@ -1287,7 +1435,27 @@ command = "/bin/sleep"
             ("control-port".into(), "{port1}".into()),
             ("display".into(), ":{slot}".into()),
         ]);
+        e.settings = BTreeMap::from([
+            (
+                "video-fps".into(),
+                SettingEntry {
+                    values: vec!["30".into(), "60".into()],
+                    default: Some("60".into()),
+                    ..SettingEntry::default()
+                },
+            ),
+            (
+                "video-specific[b]".into(),
+                SettingEntry {
+                    min: Some(1e6),
+                    max: Some(2e7),
+                    default: Some("8000000".into()),
+                    ..SettingEntry::default()
+                },
+            ),
+        ]);
         let cat = Catalog::from_entries([("ga".to_owned(), e)]).unwrap();
+        assert_eq!(cat.offers()[0].settings.len(), 2);
         assert_eq!(cat.ports_of(&game("ga")), 2);
         assert_eq!(cat.ports_of(&game("nope")), 1);
         let lease = Lease {
@@ -1296,11 +1464,13 @@ command = "/bin/sleep"
         };
         let spec = cat
             .resolve(
-                &game("ga"),
-                None,
-                None,
+                &req(
+                    game("ga"),
+                    None,
+                    None,
+                    &BTreeMap::from([("video-fps".to_owned(), "30".to_owned())]),
+                ),
                 &lease,
-                &sid(),
                 Path::new("/var/lib/arcade/sessions/s"),
             )
             .unwrap();
@@ -1316,7 +1486,27 @@ command = "/bin/sleep"
                 ("control-port".to_owned(), "20007".to_owned()),
                 ("display".to_owned(), ":3".to_owned()),
                 ("server-port".to_owned(), "20004".to_owned()),
+                // The setting chosen, and the other's default.
+                ("video-fps".to_owned(), "30".to_owned()),
+                ("video-specific[b]".to_owned(), "8000000".to_owned()),
             ]
+        );
+        let refused = cat.resolve(
+            &req(
+                game("ga"),
+                None,
+                None,
+                &BTreeMap::from([(
+                    "video-fps".to_owned(),
+                    "30\ninclude = /etc/shadow".to_owned(),
+                )]),
+            ),
+            &lease,
+            Path::new("/var/lib/arcade/sessions/s"),
+        );
+        assert!(
+            matches!(&refused, Err(ResolveError::BadRequest(m)) if m.contains("video-fps")),
+            "{refused:?}"
         );
         let env: BTreeMap<String, String> = spec.env.into_iter().collect();
         assert_eq!(env["ARCADE_PORTS"], "20004,20007");

@@ -646,6 +646,7 @@ impl Games {
                 pid: e.pid,
                 ip,
                 port: e.lease.port(),
+                ports: e.lease.ports.clone(),
             });
         }
         if t.pending.contains_key(&req.session_id) {
@@ -748,6 +749,7 @@ impl Games {
                     pid,
                     ip,
                     port,
+                    ports: lease.ports.clone(),
                 };
                 let unwatched = Unwatched {
                     session_id: req.session_id.clone(),
@@ -777,14 +779,7 @@ impl Games {
         let session_dir = session_config::dir(&self.config.state_dir, &req.session_id);
         let spec = self
             .catalog
-            .resolve(
-                &req.game_id,
-                req.mode.as_deref(),
-                req.config.as_deref(),
-                lease,
-                &req.session_id,
-                &session_dir,
-            )
+            .resolve(req, lease, &session_dir)
             .map_err(|e| match e {
                 ResolveError::UnknownGame(_) => (LaunchFailure::UnknownGame, e.to_string()),
                 ResolveError::BadRequest(_) => (LaunchFailure::BadRequest, e.to_string()),

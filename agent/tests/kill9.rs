@@ -61,6 +61,7 @@ fn sleeper() -> StartSession {
         game_id: GameId::new("sleeper").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ fn hosts(n: usize) -> Vec<HostView> {
                     game_id: GameId::new(format!("game-{}", (i + g) % 20)).expect("id"),
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 })
                 .collect(),
             max_sessions: 8,

@@ -399,6 +399,7 @@ mod tests {
                     game_id: GameId::new(*g).unwrap(),
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 })
                 .collect(),
             max_sessions: max,
@@ -587,6 +588,7 @@ mod tests {
                     game_id: GameId::new(g).unwrap(),
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 })
                 .collect(),
             max_sessions: max,

@@ -20,6 +20,8 @@ pub enum SessionEvent {
         ip: IpAddr,
         /// The game's port.
         port: u16,
+        /// Every port it was given, `port` first.
+        ports: Vec<u16>,
     },
     /// The agent started a pool's game and found it ready: it waits for a player.
     Readied {
@@ -29,6 +31,8 @@ pub enum SessionEvent {
         ip: IpAddr,
         /// The game's port.
         port: u16,
+        /// Every port it was given, `port` first.
+        ports: Vec<u16>,
     },
     /// A player's start took a pool's ready game.
     Claimed,
@@ -156,6 +160,8 @@ pub fn new_session(
         end_reason: None,
         exit_code: None,
         pool_id: None,
+        ports: Vec::new(),
+        settings: std::collections::BTreeMap::new(),
     }
 }
 
@@ -188,18 +194,32 @@ pub fn apply(
         s.ended_at = Some(now);
     };
     match (s.status, event) {
-        (S::Starting, E::Launched { pid, ip, port }) => {
-            s.status = S::Running;
+        (
+            S::Starting,
+            E::Launched {
+                pid,
+                ip,
+                port,
+                ports,
+            },
+        )
+        | (
+            S::Starting,
+            E::Readied {
+                pid,
+                ip,
+                port,
+                ports,
+            },
+        ) => {
+            s.status = match event {
+                E::Readied { .. } => S::Ready,
+                _ => S::Running,
+            };
             s.pid = Some(*pid);
             s.ip = Some(*ip);
             s.port = Some(*port);
-            s.started_at = Some(now);
-        }
-        (S::Starting, E::Readied { pid, ip, port }) => {
-            s.status = S::Ready;
-            s.pid = Some(*pid);
-            s.ip = Some(*ip);
-            s.port = Some(*port);
+            s.ports.clone_from(ports);
             s.started_at = Some(now);
         }
         (S::Ready, E::Claimed) => {
@@ -253,6 +273,7 @@ mod tests {
             pid: 7,
             ip: "127.0.0.1".parse().unwrap(),
             port: 20000,
+            ports: vec![20000, 20001],
         }
     }
 
@@ -269,6 +290,7 @@ mod tests {
             pid: 7,
             ip: "127.0.0.1".parse().unwrap(),
             port: 20000,
+            ports: vec![20000, 20001],
         }
     }
 

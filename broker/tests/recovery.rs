@@ -68,6 +68,7 @@ fn sleeper() -> StartSession {
         game_id: GameId::new("sleeper").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 
@@ -303,6 +304,7 @@ async fn the_event_stream_loses_and_repeats_nothing_across_a_kill_9() {
         game_id: GameId::new("game").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     };
     let mut acked = Vec::new();
     for _ in 0..3 {

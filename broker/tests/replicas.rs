@@ -221,6 +221,7 @@ fn sleeper() -> StartSession {
         game_id: GameId::new("sleeper").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 
@@ -380,6 +381,7 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
             game_id: GameId::new("chatty").unwrap(),
             mode: None,
             config: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();

@@ -328,6 +328,7 @@ async fn execute(
                 game_id: GameId::new(game)?,
                 mode,
                 config,
+                settings: Default::default(),
             };
             let session = client.start_session(&request).await?;
             render(json, &session, started_text)
@@ -755,6 +756,8 @@ mod tests {
             end_reason: None,
             exit_code: None,
             pool_id: None,
+            ports: vec![20000],
+            settings: Default::default(),
         }
     }
 

@@ -578,6 +578,7 @@ mod tests {
             game_id: GameId::new(game).unwrap(),
             mode: Some("periodic".into()),
             config: None,
+            settings: Default::default(),
         }
     }
 

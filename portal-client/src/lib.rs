@@ -22,6 +22,7 @@
 //!         game_id: GameId::new("sleeper")?,
 //!         mode: None,
 //!         config: None,
+//!         settings: Default::default(),
 //!     })
 //!     .await?;
 //! println!("connect to {:?}:{:?}", session.ip, session.port);

@@ -33,6 +33,7 @@ fn agent_messages() -> Vec<(&'static str, AgentMessage)> {
                 pid: 4242,
                 ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
                 port: 20001,
+                ports: vec![20001],
             }),
         ),
         (
@@ -72,6 +73,7 @@ fn broker_messages() -> Vec<(&'static str, BrokerMessage)> {
                 game_id: GameId::new("neverball").expect("id"),
                 mode: Some("event-driven".into()),
                 config: Some("server.neverball.conf".into()),
+                settings: Default::default(),
             }),
         ),
         ("stop", BrokerMessage::Stop { session_id: sid(1) }),
@@ -95,6 +97,7 @@ fn hello() -> Hello {
                     game_id: GameId::new(format!("game-{i}")).expect("id"),
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 })
                 .collect(),
             max_sessions: 8,

@@ -1,6 +1,7 @@
 //! The HTTP API's JSON types, as in `shared/API.md`. Serde only: the broker serializes them,
 //! `portal-client` deserializes them, and neither knows the other's HTTP stack.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -23,6 +24,10 @@ pub struct StartSession {
     /// A config file inside the game's `config_dir`; absent for the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// Values for the settings the game offers (`{"video-fps": "30"}`), written into the
+    /// session's copy of its config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// A session's lifecycle state. See API.md, "Session states".
@@ -162,6 +167,12 @@ pub struct Session {
     /// The pool that launched it, when a start claimed it from one.
     #[serde(default)]
     pub pool_id: Option<PoolId>,
+    /// Every port the game was given, `port` first; known once running.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// The settings it runs with: those its start chose and the game's defaults.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// `GET /v1/sessions` answer.
@@ -621,6 +632,8 @@ mod tests {
             end_reason: Some(EndReason::EndedByRequest),
             exit_code: None,
             pool_id: None,
+            ports: vec![20000],
+            settings: BTreeMap::new(),
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["status"], "running");

@@ -181,6 +181,7 @@ mod tests {
                     game_id: GameId::new("neverball").unwrap(),
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 }],
                 max_sessions: 4,
                 port_range: PortRange {
@@ -203,6 +204,7 @@ mod tests {
                 pid: 1,
                 ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
                 port: 20001,
+                ports: vec![20001],
             }),
             AgentMessage::LaunchFailed {
                 session_id: sid(),
@@ -251,6 +253,7 @@ mod tests {
                 game_id: GameId::new("neverball").unwrap(),
                 mode: Some("periodic".into()),
                 config: Some("server.neverball.conf".into()),
+                settings: Default::default(),
             }),
             BrokerMessage::Stop { session_id: sid() },
             BrokerMessage::HeartbeatAck,

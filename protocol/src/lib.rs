@@ -10,6 +10,8 @@
 //!   payload format is chosen in that one module, so it can be swapped there alone;
 //! - [`api`]: the HTTP API's JSON request and response types (serde only), used by the broker
 //!   to answer and by `portal-client` to ask;
+//! - [`settings`]: the settings a game offers a start, and the one check of a request against
+//!   them;
 //! - `openapi` (feature `openapi`): the OpenAPI schemas the derive cannot say (ids, and the
 //!   enums whose `Unknown` is for clients only).
 
@@ -18,6 +20,7 @@ pub mod codec;
 pub mod ids;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod settings;
 pub mod wire;
 
 pub use ids::{GameId, HostId, IdError, PoolId, SessionId};

@@ -20,7 +20,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub struct HostFacts {
 }
 
 /// One catalog entry as the broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GameOffer {
     /// The game.
     pub game_id: GameId,
@@ -88,6 +88,9 @@ pub struct GameOffer {
     /// longer for the launch's answer (added in version 3; absent from facts stored before).
     #[serde(default)]
     pub ready_timeout_ms: Option<u32>,
+    /// The settings a start may choose (added in version 4; absent from facts stored before).
+    #[serde(default)]
+    pub settings: Vec<crate::settings::SettingOffer>,
 }
 
 /// The longest readiness timeout a catalog may give a game, in seconds.
@@ -175,6 +178,8 @@ pub struct Launched {
     pub ip: IpAddr,
     /// The port handed to the game.
     pub port: u16,
+    /// Every port handed to it, `port` first (added in version 4).
+    pub ports: Vec<u16>,
 }
 
 /// Why a launch did not happen.
@@ -326,4 +331,6 @@ pub struct LaunchRequest {
     pub mode: Option<String>,
     /// A config file name inside the game's `config_dir`; `None` for its default.
     pub config: Option<String>,
+    /// The settings the start chose (checked by the broker; added in version 4).
+    pub settings: std::collections::BTreeMap<String, String>,
 }

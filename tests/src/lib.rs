@@ -386,7 +386,8 @@ pub fn ready_dir() -> PathBuf {
 /// - `forker`: a launcher that forks the listening game and exits;
 /// - `fork-crasher`: a launcher whose forked game exits with code 5 after 300 ms;
 /// - `configured`: takes `{config}` from [`config_dir`];
-/// - `ga-style`: two ports, and its own copy of [`GA_SERVER`] with its ports and slot set;
+/// - `ga-style`: two ports, and its own copy of [`GA_SERVER`] with its ports and slot set,
+///   and `video-fps` a setting (30, 45 or 60; 45 by default);
 /// - `sleeper`: `/bin/sleep 3600`;
 /// - `broken`: a program that does not exist;
 /// - `limited`: `/bin/sleep 3600` with at most 16 processes and 64 MiB;
@@ -490,6 +491,14 @@ pub fn test_catalog() -> Catalog {
                 ("control-port".to_owned(), "{port1}".to_owned()),
                 ("display".to_owned(), ":{slot}".to_owned()),
             ]);
+            e.settings = std::collections::BTreeMap::from([(
+                "video-fps".to_owned(),
+                agent::catalog::SettingEntry {
+                    values: vec!["30".into(), "45".into(), "60".into()],
+                    default: Some("45".into()),
+                    ..agent::catalog::SettingEntry::default()
+                },
+            )]);
             e
         }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
@@ -654,6 +663,7 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
                 game_id: protocol::GameId::new("sleeper").expect("game id"),
                 modes: vec![protocol::wire::DEFAULT_MODE.to_owned()],
                 ready_timeout_ms: None,
+                settings: Vec::new(),
             }],
             max_sessions: 4,
             port_range: PortRange { lo: 1, hi: 100 },
@@ -711,6 +721,7 @@ impl FakeAgent {
             pid: 4242,
             ip: "127.0.0.1".parse().expect("ip"),
             port: 1,
+            ports: vec![1],
         });
         self.send(msg).await;
     }

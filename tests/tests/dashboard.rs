@@ -217,6 +217,7 @@ fn start(game: &str) -> StartSession {
         game_id: GameId::new(game).unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
             game_id: GameId::new("chatty").unwrap(),
             mode: None,
             config: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();

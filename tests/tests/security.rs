@@ -19,6 +19,7 @@ fn sleeper() -> StartSession {
         game_id: GameId::new("sleeper").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 

@@ -31,9 +31,9 @@ async fn config_of(agent: &TestAgent, s: &Session) -> std::path::PathBuf {
     found.unwrap()
 }
 
-/// [`GA_SERVER`] as a session holding `ports` and `slot` gets it: only the three keys set
-/// differ, and the relative include points at the original's directory.
-fn expected(ports: [u16; 2], slot: u32) -> String {
+/// [`GA_SERVER`] as a session holding `ports` and `slot` with `fps` gets it: only the keys
+/// set differ, and the relative include points at the original's directory.
+fn expected(ports: [u16; 2], slot: u32, fps: &str) -> String {
     GA_SERVER
         .replace(
             "include = common/server-common.conf",
@@ -48,6 +48,10 @@ fn expected(ports: [u16; 2], slot: u32) -> String {
         )
         .replace("server-port = 8554", &format!("server-port = {}", ports[0]))
         .replace("display = :0", &format!("display = :{slot}"))
+        .replace(
+            "video-fps = 60                  #",
+            &format!("video-fps = {fps}                  #"),
+        )
         + &format!(
             "# set by arcade-agent for this session\ncontrol-port = {}\n",
             ports[1]
@@ -67,9 +71,14 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
         game_id: GameId::new("ga-style").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     };
     let a = client.start_session(&req).await.unwrap();
-    let b = client.start_session(&req).await.unwrap();
+    let thirty = StartSession {
+        settings: [("video-fps".to_owned(), "30".to_owned())].into(),
+        ..req.clone()
+    };
+    let b = client.start_session(&thirty).await.unwrap();
     assert_eq!(
         (a.status, b.status),
         (SessionStatus::Running, SessionStatus::Running)
@@ -77,6 +86,13 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
     let (pa, pb) = (a.port.unwrap(), b.port.unwrap());
     // Two ports each, from the host's range: the first is the session's `port`.
     assert_eq!((pa, pb), (range.lo, range.lo + 2));
+    assert_eq!(
+        (a.ports.as_slice(), b.ports.as_slice()),
+        (&[pa, pa + 1][..], &[pb, pb + 1][..])
+    );
+    // The settings each runs with: the default, or the one its start chose.
+    assert_eq!(a.settings["video-fps"], "45");
+    assert_eq!(b.settings["video-fps"], "30");
     let (ca, cb) = (config_of(&agent, &a).await, config_of(&agent, &b).await);
     let sessions = agent.state_dir.path().join("sessions");
     assert_eq!(
@@ -89,11 +105,11 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
     );
     assert_eq!(
         std::fs::read_to_string(&ca).unwrap(),
-        expected([pa, pa + 1], 0)
+        expected([pa, pa + 1], 0, "45")
     );
     assert_eq!(
         std::fs::read_to_string(&cb).unwrap(),
-        expected([pb, pb + 1], 1)
+        expected([pb, pb + 1], 1, "30")
     );
     // The game listens on its session's port.
     assert!(tests::greeting(pa).await.is_ok());
@@ -105,9 +121,50 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
     let cc = config_of(&agent, &c).await;
     assert_eq!(
         std::fs::read_to_string(&cc).unwrap(),
-        expected([pa, pa + 1], 0)
+        expected([pa, pa + 1], 0, "45")
     );
     for s in [&b, &c] {
         client.end_session(&s.session_id).await.unwrap();
     }
+}
+
+/// Settings a game does not take, or values it does not allow, are refused with the key named,
+/// before anything is placed or launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched() {
+    let broker = TestBroker::start().await;
+    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("set-host")).await;
+    let client = Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let with = |k: &str, v: &str| StartSession {
+        game_id: GameId::new("ga-style").unwrap(),
+        mode: None,
+        config: None,
+        settings: [(k.to_owned(), v.to_owned())].into(),
+    };
+    let cases = [
+        (with("resolution", "4k"), "resolution"),
+        (with("video-fps", "144"), "video-fps"),
+        (with("video-fps", "30\ninclude = /etc/shadow"), "video-fps"),
+        (with("video-fps", ""), "video-fps"),
+    ];
+    for (req, key) in cases {
+        let e = client.start_session(&req).await.unwrap_err();
+        assert!(
+            matches!(&e, portal_client::ClientError::Api { status: 400, message, .. } if message.contains(key)),
+            "{e}"
+        );
+    }
+    assert!(client
+        .list_sessions(&protocol::api::SessionQuery::default())
+        .await
+        .unwrap()
+        .sessions
+        .is_empty());
+    let logs = agent.state_dir.path().join("logs");
+    assert_eq!(
+        std::fs::read_dir(&logs).map_or(0, Iterator::count),
+        0,
+        "a game was launched"
+    );
 }

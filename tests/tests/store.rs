@@ -30,6 +30,7 @@ fn launched(pid: u32) -> SessionEvent {
         pid,
         ip: "10.0.0.5".parse().unwrap(),
         port: 20000,
+        ports: vec![20000, 20007],
     }
 }
 
@@ -48,6 +49,7 @@ fn facts(max_sessions: u32) -> HostFacts {
             game_id: GameId::new("g").unwrap(),
             modes: vec!["default".into()],
             ready_timeout_ms: None,
+            settings: Vec::new(),
         }],
         max_sessions,
         port_range: PortRange {
@@ -69,6 +71,9 @@ async fn round_trips_every_field(store: Store) {
     // Not only ASCII: a database whose default character set is latin1 must not mangle it.
     s.config = Some("конфиг/server.conf".into());
     s.mode = "périodique-模式".into();
+    s.settings = [("video-fps", "30"), ("video-specific[b]", "8000000")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
     insert(&store, &s).await;
     assert_eq!(store.get(&s.session_id).await.unwrap(), s);
     let running = store
@@ -76,6 +81,7 @@ async fn round_trips_every_field(store: Store) {
         .await
         .unwrap();
     assert_eq!(running.status, SessionStatus::Running);
+    assert_eq!(running.ports, [20000, 20007]);
     assert_eq!(store.get(&s.session_id).await.unwrap(), running);
     let ended = store
         .transition(
@@ -352,6 +358,7 @@ async fn binds_idempotency_keys(store: Store) {
         game_id: GameId::new("g").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     };
     let key = IdempotencyKey::new("order-1".into(), &req);
     let first = session(1, "g", "h");
@@ -570,6 +577,7 @@ async fn lists_ready_games_only_when_asked_for(store: Store) {
         pid: 42,
         ip: "10.0.0.5".parse().unwrap(),
         port: 20001,
+        ports: vec![20001],
     };
     let ready = store
         .transition(&pooled.session_id, &readied, Actor::Agent, now())
@@ -720,6 +728,7 @@ async fn claims_each_ready_game_once(store: Store) {
             pid: 100 + n,
             ip: "10.0.0.5".parse().unwrap(),
             port: 20000,
+            ports: vec![20000],
         };
         let ready = store
             .transition(&s.session_id, &readied, Actor::Agent, now())
@@ -788,6 +797,7 @@ async fn claims_each_ready_game_once(store: Store) {
         pid: 104,
         ip: "10.0.0.5".parse().unwrap(),
         port: 20000,
+        ports: vec![20000],
     };
     store
         .transition(&s.session_id, &readied, Actor::Agent, now())
@@ -797,6 +807,7 @@ async fn claims_each_ready_game_once(store: Store) {
         game_id: GameId::new("g").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     };
     let key = IdempotencyKey::new("order-7".into(), &req);
     assert!(matches!(
@@ -1143,6 +1154,7 @@ async fn mysql_owners_fences_claims_and_leases() {
         game_id: GameId::new("g").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
     };
     let key = IdempotencyKey::new("k-1".into(), &req);
     assert!(matches!(
@@ -1206,6 +1218,7 @@ async fn mysql_ready_games_hold_their_slots() {
         pid: 9,
         ip: "10.0.0.5".parse().unwrap(),
         port: 20002,
+        ports: vec![20002],
     };
     let store = Store::Mysql(a.clone());
     store

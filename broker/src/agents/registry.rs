@@ -361,6 +361,18 @@ impl Registry {
         Some(Duration::from_millis(u64::from(offer.unwrap_or(0))))
     }
 
+    /// The settings a game offers, as a connected host that offers it says.
+    pub fn game_settings(&self, game: &GameId) -> Option<Vec<protocol::settings::SettingOffer>> {
+        let inner = self.lock();
+        inner
+            .hosts
+            .values()
+            .filter(|e| e.conn.is_some())
+            .flat_map(|e| e.facts.games.iter())
+            .find(|g| &g.game_id == game)
+            .map(|g| g.settings.clone())
+    }
+
     /// Whether any host's agent is connected (its host online or draining).
     pub fn any_connected(&self) -> bool {
         self.lock().hosts.values().any(|e| e.conn.is_some())

@@ -49,6 +49,7 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         game_id,
         mode: blank(q.excute_mode),
         config: blank(q.configfile),
+        settings: Default::default(),
     };
     let (s, _) = svc
         .into_inner()

@@ -158,6 +158,7 @@ impl Service {
                 OffsetDateTime::now_utc(),
             );
             session.pool_id = pool.cloned();
+            session.settings.clone_from(&req.settings);
             match replicas.db.claim(&session, key, actor).await? {
                 Claimed::New { .. } => break session,
                 Claimed::Full | Claimed::Gone => {
@@ -183,6 +184,23 @@ impl Service {
             }
         }
         result.map(|s| (s, true))
+    }
+
+    /// The settings a game offers, as a shared host that offers it says.
+    pub(super) async fn shared_game_settings(
+        &self,
+        game: &protocol::GameId,
+    ) -> Result<Option<Vec<protocol::settings::SettingOffer>>, Error> {
+        let views = match self.shared_view.get() {
+            Some(v) => v,
+            None => self.read_view().await?,
+        };
+        Ok(views
+            .iter()
+            .filter(|v| v.status != HostStatus::Offline)
+            .flat_map(|v| v.games.iter())
+            .find(|g| &g.game_id == game)
+            .map(|g| g.settings.clone()))
     }
 
     /// Reads the shared hosts as placement sees them, and keeps the view.

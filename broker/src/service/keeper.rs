@@ -219,6 +219,7 @@ impl Service {
             game_id: pool.spec.game_id.clone(),
             mode: pool.spec.mode.clone(),
             config: pool.spec.config.clone(),
+            settings: Default::default(),
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

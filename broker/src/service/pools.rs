@@ -306,6 +306,7 @@ mod tests {
             game_id: GameId::new(game).unwrap(),
             mode: mode.map(str::to_owned),
             config: config.map(str::to_owned),
+            settings: Default::default(),
         };
         assert!(matches(&pool, &req("pong", Some("turbo"), None)));
         assert!(!matches(&pool, &req("pong", None, None)));

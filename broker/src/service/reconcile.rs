@@ -218,10 +218,22 @@ impl Service {
                     }
                     if let (true, Some(ip)) = (mark_running, ip) {
                         let (pid, port) = (g.pid, g.port);
+                        // Its other ports are not told at a reconnect.
+                        let ports = vec![port];
                         // A pool's game waits for a player; a player's runs.
                         let event = match &record {
-                            Ok(s) if s.pool_id.is_some() => SessionEvent::Readied { pid, ip, port },
-                            _ => SessionEvent::Launched { pid, ip, port },
+                            Ok(s) if s.pool_id.is_some() => SessionEvent::Readied {
+                                pid,
+                                ip,
+                                port,
+                                ports,
+                            },
+                            _ => SessionEvent::Launched {
+                                pid,
+                                ip,
+                                port,
+                                ports,
+                            },
                         };
                         let _ = self
                             .record_as_owner(host, &g.session_id, event, Actor::Recovery)

@@ -5,10 +5,12 @@
 //! and given back exactly when the start fails or the session ends. No game runs without a
 //! session: a launch that times out, or whose record fails, is stopped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::api::{Session, StartSession};
+use protocol::settings::SettingError;
 use protocol::wire::{LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
@@ -121,10 +123,16 @@ fn launch_outcome(
     let host = &placed.host_id;
     match reply {
         Ok(Ok(LaunchReply::Launched(l))) => {
+            let ports = if l.ports.is_empty() {
+                vec![l.port]
+            } else {
+                l.ports
+            };
             let event = SessionEvent::Launched {
                 pid: l.pid,
                 ip: l.ip,
                 port: l.port,
+                ports,
             };
             (event, Actor::Agent, None)
         }
@@ -173,6 +181,32 @@ impl Service {
     /// plus the game's readiness timeout on that host, if it has a check.
     pub(super) fn launch_deadline(&self, host: &HostId, game: &GameId) -> Duration {
         self.settings.launch_timeout + self.registry.ready_timeout(host, game).unwrap_or_default()
+    }
+
+    /// The settings a session of `game` runs with: `requested`, checked against what the
+    /// game's hosts offer (a refusal names the key), and the game's defaults. While no host
+    /// offers the game, the requested ones if they could be written at all: placement then
+    /// says why the game cannot start.
+    pub(super) async fn settings_for(
+        &self,
+        game: &GameId,
+        requested: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let offers = match &self.replicas {
+            None => self.registry.game_settings(game),
+            Some(_) => self.shared_game_settings(game).await?,
+        };
+        let checked = match offers {
+            Some(offers) => protocol::settings::apply(&offers, requested),
+            None => match requested
+                .iter()
+                .find(|(k, v)| !protocol::settings::is_text(k) || !protocol::settings::is_text(v))
+            {
+                Some((k, _)) => Err(SettingError::BadText { key: k.clone() }),
+                None => Ok(requested.clone()),
+            },
+        };
+        checked.map_err(|e| Error::Invalid(e.to_string()))
     }
 
     /// The longest any launch may take, for waits that do not know the game or its host.
@@ -241,6 +275,7 @@ impl Service {
             game_id: req.game_id.clone(),
             mode: Some(session.mode.clone()),
             config: req.config.clone(),
+            settings: session.settings.clone(),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let reply = timeout(deadline, placed.link.launch(launch)).await;
@@ -251,7 +286,7 @@ impl Service {
 
     async fn start_once(
         &self,
-        req: StartSession,
+        mut req: StartSession,
         key: Option<String>,
         actor: Actor,
     ) -> Result<(Session, bool), Error> {
@@ -268,13 +303,19 @@ impl Service {
         }
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
+        let requested = std::mem::take(&mut req.settings);
+        // From here on, the settings the session runs with: those asked for and the defaults.
+        req.settings = self.settings_for(&req.game_id, &requested).await?;
         // A pool is a shortcut: when it cannot be read or claimed from, the start goes cold
-        // (and meets the store's trouble, if any, in its own record).
-        match self.claim_from_pool(&req, key.as_ref(), actor).await {
-            Ok(Some(claimed)) => return Ok(claimed),
-            Ok(None) => {}
-            Err(Error::KeyReused) => return Err(Error::KeyReused),
-            Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
+        // (and meets the store's trouble, if any, in its own record). Its games run with the
+        // game's default settings: a start that chooses settings is not served from it.
+        if requested.is_empty() {
+            match self.claim_from_pool(&req, key.as_ref(), actor).await {
+                Ok(Some(claimed)) => return Ok(claimed),
+                Ok(None) => {}
+                Err(Error::KeyReused) => return Err(Error::KeyReused),
+                Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
+            }
         }
         self.start_new(req, key.as_ref(), actor, None).await
     }
@@ -284,8 +325,9 @@ impl Service {
     pub(super) async fn launch_for_pool(
         &self,
         pool: &PoolId,
-        req: StartSession,
+        mut req: StartSession,
     ) -> Result<Session, Error> {
+        req.settings = self.settings_for(&req.game_id, &BTreeMap::new()).await?;
         let span = tracing::info_span!(
             "pool launch",
             %pool,
@@ -337,6 +379,7 @@ impl Service {
             OffsetDateTime::now_utc(),
         );
         session.pool_id = pool.cloned();
+        session.settings.clone_from(&req.settings);
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -346,6 +389,7 @@ impl Service {
             game_id: req.game_id.clone(),
             mode: Some(placed.mode.clone()),
             config: req.config.clone(),
+            settings: session.settings.clone(),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let launch = timeout(deadline, placed.link.launch(launch));
@@ -401,16 +445,27 @@ impl Service {
         reply: LaunchOutcome,
     ) -> (SessionEvent, Actor, Option<Error>) {
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
-        let mut outcome = launch_outcome(reply, req, placed, deadline);
-        match outcome.0 {
-            SessionEvent::LaunchTimedOut => placed.link.stop_nowait(session.session_id.clone()),
-            // A pool's game waits for a player.
-            SessionEvent::Launched { pid, ip, port } if session.pool_id.is_some() => {
-                outcome.0 = SessionEvent::Readied { pid, ip, port };
+        let (event, actor, error) = launch_outcome(reply, req, placed, deadline);
+        let event = match event {
+            SessionEvent::LaunchTimedOut => {
+                placed.link.stop_nowait(session.session_id.clone());
+                SessionEvent::LaunchTimedOut
             }
-            _ => {}
-        }
-        outcome
+            // A pool's game waits for a player.
+            SessionEvent::Launched {
+                pid,
+                ip,
+                port,
+                ports,
+            } if session.pool_id.is_some() => SessionEvent::Readied {
+                pid,
+                ip,
+                port,
+                ports,
+            },
+            other => other,
+        };
+        (event, actor, error)
     }
 
     /// Records a session and its launch's outcome as one change (see [`RECORD_AT_ONCE`]).
@@ -523,6 +578,7 @@ mod tests {
             game_id: GameId::new("pong").unwrap(),
             mode: mode.map(str::to_owned),
             config: None,
+            settings: Default::default(),
         }
     }
 
@@ -576,6 +632,7 @@ mod tests {
             pid: 42,
             ip: [127, 0, 0, 1].into(),
             port: 20000,
+            ports: vec![20000, 20001],
         };
         let failed = |kind| {
             Ok(Ok(LaunchReply::Failed {
@@ -590,6 +647,7 @@ mod tests {
                     pid: 42,
                     ip: [127, 0, 0, 1].into(),
                     port: 20000,
+                    ports: vec![20000, 20001],
                 },
                 Actor::Agent,
                 None,

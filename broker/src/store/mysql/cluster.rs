@@ -187,13 +187,16 @@ impl MysqlStore {
                 .map_err(|e| StoreError::Backend(e.to_string()))?
                 .into(),
             s.pool_id.as_ref().map(|p| p.as_str()).into(),
+            super::rows::settings_value(s),
+            // The session's user comes with quotas.
+            mysql_async::Value::NULL,
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;

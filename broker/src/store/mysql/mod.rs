@@ -257,7 +257,7 @@ impl MysqlStore {
         }
         let called = conn
             .exec_drop(
-                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
                  ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(params),
             )
@@ -308,8 +308,8 @@ impl MysqlStore {
         let inserted = tx
             .exec_drop(
                 "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-                 created_at, started_at, ended_at, end_reason, exit_code, pool_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, \
+                 user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(session_values(s)),
             )
             .await;
@@ -491,12 +491,12 @@ impl MysqlStore {
                     params.extend([kind.into(), stream_body(&s)?.into()]);
                     let call = match fence {
                         None => {
-                            "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                            "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                         }
                         Some(f) => {
                             params.extend([f.host.as_str().into(), f.epoch.into()]);
                             "CALL arcade_transition_fenced(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                             ?, ?, ?, ?)"
+                             ?, ?, ?, ?, ?)"
                         }
                     };
                     let answer: Option<(u8, Option<String>)> = conn

@@ -19,7 +19,7 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 /// The columns of `sessions`, in the order [`session_row`] reads them.
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-     created_at, started_at, ended_at, end_reason, exit_code, pool_id";
+     created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -84,6 +84,8 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let end_reason: Option<String> = take(&mut row, 13)?;
     let port: Option<u32> = take(&mut row, 8)?;
     let pool_id: Option<String> = take(&mut row, 15)?;
+    let settings: Option<String> = take(&mut row, 16)?;
+    let ports: Option<String> = take(&mut row, 17)?;
     let s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
@@ -110,6 +112,12 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
             .as_deref()
             .map(|p| parse("pool id", p))
             .transpose()?,
+        ports: ports_parse(ports.as_deref())?,
+        settings: match settings.as_deref() {
+            None | Some("") => Default::default(),
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| StoreError::Backend(format!("bad settings in the database: {e}")))?,
+        },
     };
     Ok((seq, s))
 }
@@ -146,8 +154,38 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         utc(s.created_at).into(),
     ];
     v.extend(ended_values(s));
-    v.push(s.pool_id.as_ref().map(|p| p.as_str()).into());
+    v.extend([
+        s.pool_id.as_ref().map(|p| p.as_str()).into(),
+        settings_value(s),
+        ports_value(s),
+        // The session's user comes with quotas.
+        Value::NULL,
+    ]);
     v
+}
+
+/// A session's settings as stored: JSON, NULL when it has none.
+pub(super) fn settings_value(s: &Session) -> Value {
+    if s.settings.is_empty() {
+        return Value::NULL;
+    }
+    serde_json::to_string(&s.settings).ok().into()
+}
+
+/// A session's ports as stored: `20000,20001`, NULL before it runs.
+pub(super) fn ports_value(s: &Session) -> Value {
+    if s.ports.is_empty() {
+        return Value::NULL;
+    }
+    let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+    ports.join(",").into()
+}
+
+fn ports_parse(v: Option<&str>) -> Result<Vec<u16>, StoreError> {
+    match v {
+        None | Some("") => Ok(Vec::new()),
+        Some(list) => list.split(',').map(|p| parse("port", p)).collect(),
+    }
 }
 
 /// The columns a transition may change, in `arcade_transition` order.
@@ -157,6 +195,7 @@ pub(super) fn changed_values(s: &Session) -> Vec<Value> {
         s.ip.map(|ip| ip.to_string()).into(),
         s.port.map(u32::from).into(),
         s.pid.into(),
+        ports_value(s),
     ];
     v.extend(ended_values(s));
     v

@@ -193,6 +193,24 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_CLAIM_READY,
         ],
     ),
+    (
+        10,
+        "per-session settings, ports and users",
+        &[
+            // Not idempotent, like migration 3's.
+            "ALTER TABLE sessions ADD COLUMN settings TEXT NULL, \
+             ADD COLUMN ports VARCHAR(128) NULL, ADD COLUMN user_id VARCHAR(128) NULL",
+            "CREATE INDEX sessions_user ON sessions (user_id, status)",
+            "DROP PROCEDURE IF EXISTS arcade_insert_session",
+            PROC_INSERT_SESSION_V10,
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V10,
+            "DROP PROCEDURE IF EXISTS arcade_transition",
+            PROC_TRANSITION_V10,
+            "DROP PROCEDURE IF EXISTS arcade_transition_fenced",
+            PROC_TRANSITION_FENCED_V10,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -487,14 +505,19 @@ const PROC_INSERT_SESSION_V9: &str = insert_session_proc!(
 
 /// `arcade_transition` that also appends the change's stream event (`p_type` NULL: none, the
 /// status did not change).
-const PROC_TRANSITION_V5: &str = "CREATE PROCEDURE arcade_transition(
+macro_rules! transition_proc {
+    ($param:literal, $set:literal) => {
+        concat!(
+            "CREATE PROCEDURE arcade_transition(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_port INT UNSIGNED,
     IN p_pid INT UNSIGNED,
-    IN p_started_at DATETIME(6),
+",
+            $param,
+            "    IN p_started_at DATETIME(6),
     IN p_ended_at DATETIME(6),
     IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_exit_code INT,
@@ -512,7 +535,9 @@ BEGIN
     SELECT status, host_id INTO v_found, v_host FROM sessions
         WHERE session_id = p_session_id FOR UPDATE;
     IF v_found = p_from THEN
-        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
+        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,",
+            $set,
+            "
             started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
             exit_code = p_exit_code
         WHERE session_id = p_session_id;
@@ -527,17 +552,27 @@ BEGIN
         ROLLBACK;
         SELECT 0, v_found;
     END IF;
-END";
+END"
+        )
+    };
+}
+
+const PROC_TRANSITION_V5: &str = transition_proc!("", "");
 
 /// `arcade_transition_fenced` that also appends the change's stream event.
-const PROC_TRANSITION_FENCED_V5: &str = "CREATE PROCEDURE arcade_transition_fenced(
+macro_rules! transition_fenced_proc {
+    ($param:literal, $set:literal) => {
+        concat!(
+            "CREATE PROCEDURE arcade_transition_fenced(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_from VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_ip VARCHAR(45) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_port INT UNSIGNED,
     IN p_pid INT UNSIGNED,
-    IN p_started_at DATETIME(6),
+",
+            $param,
+            "    IN p_started_at DATETIME(6),
     IN p_ended_at DATETIME(6),
     IN p_end_reason VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_exit_code INT,
@@ -561,7 +596,9 @@ BEGIN
         ROLLBACK;
         SELECT 2, v_found;
     ELSEIF v_found = p_from THEN
-        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
+        UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,",
+            $set,
+            "
             started_at = p_started_at, ended_at = p_ended_at, end_reason = p_end_reason,
             exit_code = p_exit_code
         WHERE session_id = p_session_id;
@@ -576,7 +613,12 @@ BEGIN
         ROLLBACK;
         SELECT 0, v_found;
     END IF;
-END";
+END"
+        )
+    };
+}
+
+const PROC_TRANSITION_FENCED_V5: &str = transition_fenced_proc!("", "");
 
 /// `arcade_claim_session` that also appends `session.created`, with the statuses that hold a
 /// host's slot and (from version 9) the session's pool.
@@ -694,6 +736,35 @@ BEGIN
     UPDATE pools SET claims = claims + 1 WHERE pool_id = p_pool_id;
     COMMIT;
 END";
+
+/// Version 10: the ports a game was given, written with its launch.
+const PROC_TRANSITION_V10: &str = transition_proc!(
+    "    IN p_ports VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,\n",
+    " ports = p_ports,"
+);
+/// Version 10: the same for a host's owner.
+const PROC_TRANSITION_FENCED_V10: &str = transition_fenced_proc!(
+    "    IN p_ports VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,\n",
+    " ports = p_ports,"
+);
+/// Version 10: with the session's settings, ports and user.
+const PROC_INSERT_SESSION_V10: &str = insert_session_proc!(
+    "    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ports VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,\n",
+    ", pool_id, settings, ports, user_id",
+    ", p_pool_id, p_settings, p_ports, p_user_id"
+);
+/// Version 10: with the session's settings and user.
+const PROC_CLAIM_SESSION_V10: &str = claim_session_proc!(
+    "('starting', 'ready', 'running', 'stopping')",
+    ",\n    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+    ", pool_id, settings, user_id",
+    ", p_pool_id, p_settings, p_user_id"
+);
 
 /// Creates or migrates the schema, under a named lock so brokers starting at once do not race.
 pub(super) async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {

@@ -159,6 +159,7 @@ pub fn bench_start() -> StartSession {
         game_id: GameId::new("bench").expect("a valid game id"),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 

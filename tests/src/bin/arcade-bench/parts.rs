@@ -135,6 +135,7 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             game_id: GameId::new("bench").expect("id"),
             mode: None,
             config: None,
+            settings: Default::default(),
         })
     };
     let (mut sent, mut done, mut errors) = (0, 0, 0);

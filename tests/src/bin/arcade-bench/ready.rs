@@ -79,6 +79,7 @@ fn start(game: &str) -> StartSession {
         game_id: GameId::new(game).expect("id"),
         mode: None,
         config: None,
+        settings: Default::default(),
     }
 }
 
@@ -162,6 +163,7 @@ async fn ready_session(store: &Store, pool: &PoolId, n: usize) -> Option<Session
         pid: 4242,
         ip: [127, 0, 0, 1].into(),
         port: 20000,
+        ports: vec![20000],
     };
     store
         .transition(

@@ -91,6 +91,7 @@ fn hello(i: usize) -> Hello {
         game_id: GameId::new("bench").expect("id"),
         modes: vec![DEFAULT_MODE.to_owned()],
         ready_timeout_ms: None,
+        settings: Vec::new(),
     }];
     h.facts.max_sessions = 8;
     h
@@ -171,6 +172,7 @@ pub async fn sim_agent(
                         pid: next_pid,
                         ip: "127.0.0.1".parse().expect("ip"),
                         port,
+                        ports: vec![port],
                     })
                 }
                 Some(Ok(BrokerMessage::Stop { session_id })) => {
@@ -343,6 +345,7 @@ pub async fn run(mut a: Args) -> bool {
                     game_id: g.clone(),
                     modes: vec![DEFAULT_MODE.to_owned()],
                     ready_timeout_ms: None,
+                    settings: Vec::new(),
                 })
                 .collect(),
             max_sessions: h.max_sessions,
