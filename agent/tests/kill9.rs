@@ -62,6 +62,7 @@ fn sleeper() -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 

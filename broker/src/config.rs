@@ -99,6 +99,9 @@ pub struct Args {
     /// Which event types the webhooks receive [default: every session.* type].
     #[arg(long, env = "ARCADE_WEBHOOK_TYPES", value_delimiter = ',')]
     pub webhook_types: Vec<String>,
+    /// Sessions one `user_id` may hold at once; a start beyond is 429 [default: no limit].
+    #[arg(long, env = "ARCADE_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<u32>,
 }
 
 pub use agent::logs::LogFormat;
@@ -128,6 +131,7 @@ struct FileConfig {
     broker_id: Option<String>,
     #[serde(default)]
     nats_urls: Vec<String>,
+    max_sessions_per_user: Option<u32>,
     #[serde(default)]
     webhooks: Vec<String>,
     webhook_secret: Option<String>,
@@ -181,6 +185,8 @@ pub struct Config {
     pub nats_urls: Vec<String>,
     /// Where events are POSTed, and how; `None`: nowhere.
     pub webhooks: Option<crate::events::webhooks::WebhookConfig>,
+    /// Sessions one user may hold at once; `None`: no limit.
+    pub max_sessions_per_user: Option<u32>,
     /// At shutdown, how long HTTP requests in flight may hold HTTP's workers (whole seconds;
     /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
     /// Not a flag; tests shorten it.
@@ -251,6 +257,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             nats_urls: Vec::new(),
             webhooks: None,
+            max_sessions_per_user: None,
         }
     }
 
@@ -373,6 +380,14 @@ impl Args {
             }),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: d.shutdown_grace,
+            max_sessions_per_user: match self.max_sessions_per_user.or(file.max_sessions_per_user) {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "--max-sessions-per-user must be at least 1".into(),
+                    ))
+                }
+                other => other,
+            },
             nats_urls: if self.nats_urls.is_empty() {
                 file.nats_urls
             } else {

@@ -68,6 +68,14 @@ pub enum Error {
     /// The change conflicts with the session's state.
     #[error("{0}")]
     Conflict(String),
+    /// The user holds as many sessions as `--max-sessions-per-user` allows.
+    #[error("user {user:?} holds {} sessions, the most allowed: {}; end one to start another", sessions.len(), sessions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    QuotaExceeded {
+        /// The user.
+        user: String,
+        /// Its sessions not over.
+        sessions: Vec<SessionId>,
+    },
     /// No online host offers the game with a free slot.
     #[error("no online host has a free slot for game \"{game}\"; retry in {retry_after_secs} s")]
     NoCapacity {
@@ -227,6 +235,7 @@ impl Error {
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::UnknownGame(_) => "unknown_game",
             Self::KeyReused | Self::Conflict(_) => "conflict",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::NoCapacity { .. } => "no_capacity",
             Self::LaunchFailed { .. } => "launch_failed",
             Self::LaunchTimeout { .. } | Self::GameNotReady { .. } => "launch_timeout",

@@ -206,6 +206,7 @@ pub async fn run(
         heartbeat_timeout: config.heartbeat_timeout,
         broker_id,
         agent_address: agent_addr.to_string(),
+        max_sessions_per_user: config.max_sessions_per_user,
     };
     let (replicas, inbox) = match (&store, config.nats_urls.is_empty()) {
         (_, true) => (None, None),

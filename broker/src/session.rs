@@ -162,6 +162,7 @@ pub fn new_session(
         pool_id: None,
         ports: Vec::new(),
         settings: std::collections::BTreeMap::new(),
+        user_id: None,
     }
 }
 

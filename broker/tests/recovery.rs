@@ -69,6 +69,7 @@ fn sleeper() -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 
@@ -305,6 +306,7 @@ async fn the_event_stream_loses_and_repeats_nothing_across_a_kill_9() {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     };
     let mut acked = Vec::new();
     for _ in 0..3 {

@@ -59,6 +59,8 @@ impl Replica {
             .args(["--database-url", db, "--nats-url", nats])
             .args(["--heartbeat-timeout", HEARTBEAT_TIMEOUT])
             .args(["--launch-timeout", "5"])
+            // Only starts that name a user are counted: the per-user test's.
+            .args(["--max-sessions-per-user", "3"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(
@@ -222,6 +224,7 @@ fn sleeper() -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 
@@ -382,6 +385,7 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
             mode: None,
             config: None,
             settings: Default::default(),
+            user_id: None,
         })
         .await
         .unwrap();
@@ -781,4 +785,40 @@ async fn a_pool_serves_starts_through_every_replica_each_ready_game_once() {
         c.client(0).end_session(s).await.unwrap();
     }
     no_orphan(&c, 1).await;
+}
+
+/// `--max-sessions-per-user 3` on every replica: 12 starts of one user sent at once through
+/// all three replicas leave the user with exactly 3 sessions; the others are 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_quota_holds_across_replicas() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let of_user = StartSession {
+        user_id: Some("player-1".into()),
+        ..sleeper()
+    };
+    let starts: Vec<_> = (0..12)
+        .map(|i| {
+            let (client, req) = (c.client(i), of_user.clone());
+            tokio::spawn(async move { client.start_session(&req).await })
+        })
+        .collect();
+    let (mut running, mut refused) = (Vec::new(), 0);
+    for s in starts {
+        match s.await.unwrap() {
+            Ok(s) => running.push(s),
+            Err(ClientError::Api {
+                status: 429,
+                code: ErrorCode::QuotaExceeded,
+                ..
+            }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((running.len(), refused), (3, 9));
+    for s in &running {
+        c.client(2).end_session(&s.session_id).await.unwrap();
+    }
+    no_orphan(&c, 0).await;
 }

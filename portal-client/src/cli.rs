@@ -70,6 +70,12 @@ pub enum Command {
         /// A config file inside the game's config directory (default: the game's own).
         #[arg(long, value_name = "C")]
         config: Option<String>,
+        /// A setting the game offers, as KEY=VALUE; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// The player, for the broker's per-user quota and `arcade sessions --user`.
+        #[arg(long = "user", value_name = "U")]
+        user: Option<String>,
     },
     /// End a session; answers once the game's processes are gone.
     End {
@@ -87,6 +93,9 @@ pub enum Command {
         /// Only sessions on this host.
         #[arg(long, value_name = "H")]
         host: Option<String>,
+        /// Only sessions of this player.
+        #[arg(long = "user", value_name = "U")]
+        user: Option<String>,
         /// At most this many (the broker's default is 100).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIST_LIMIT)))]
         limit: Option<u32>,
@@ -186,6 +195,14 @@ pub enum PoolCommand {
         #[arg(long, value_name = "V")]
         if_version: Option<u64>,
     },
+}
+
+/// `--set KEY=VALUE`.
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// A session state, as given to `arcade sessions --status`.
@@ -323,12 +340,19 @@ async fn execute(
             let id = SessionId::new(session)?;
             return crate::tail::print(client, &id, tail, follow, out).await;
         }
-        Command::Start { game, mode, config } => {
+        Command::Start {
+            game,
+            mode,
+            config,
+            settings,
+            user,
+        } => {
             let request = StartSession {
                 game_id: GameId::new(game)?,
                 mode,
                 config,
-                settings: Default::default(),
+                settings: settings.into_iter().collect(),
+                user_id: user,
             };
             let session = client.start_session(&request).await?;
             render(json, &session, started_text)
@@ -341,6 +365,7 @@ async fn execute(
             status,
             game,
             host,
+            user,
             limit,
             cursor,
         } => {
@@ -348,6 +373,7 @@ async fn execute(
                 status: status.map(SessionStatus::from),
                 game_id: game.map(GameId::new).transpose()?,
                 host_id: host.map(HostId::new).transpose()?,
+                user_id: user,
                 limit,
                 cursor,
             };
@@ -758,6 +784,7 @@ mod tests {
             pool_id: None,
             ports: vec![20000],
             settings: Default::default(),
+            user_id: None,
         }
     }
 
@@ -784,6 +811,7 @@ mod tests {
                 status: Some(StatusArg::Running),
                 game: None,
                 host: None,
+                user: None,
                 limit: None,
                 cursor: None
             }
@@ -795,9 +823,31 @@ mod tests {
             Command::Start {
                 game: "neverball".into(),
                 mode: Some("periodic".into()),
-                config: None
+                config: None,
+                settings: vec![],
+                user: None,
             }
         );
+        let cli = parse(&[
+            "start",
+            "ga",
+            "--set",
+            "video-fps=30",
+            "--set",
+            "video-specific[b]=8000000",
+            "--user",
+            "player-1",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Start { settings, user: Some(u), .. }
+                if u == "player-1"
+                    && settings == [
+                        ("video-fps".to_owned(), "30".to_owned()),
+                        ("video-specific[b]".to_owned(), "8000000".to_owned())
+                    ]
+        ));
+        assert!(Cli::try_parse_from(["arcade", "start", "g", "--set", "novalue"]).is_err());
         let cli = parse(&["start", "g", "--config", "c.conf", "--api-key", "k2"]);
         assert_eq!(cli.api_key.as_deref(), Some("k2"));
         assert!(matches!(cli.command, Command::Start { config: Some(c), .. } if c == "c.conf"));
@@ -833,6 +883,7 @@ mod tests {
                 status: None,
                 game: Some("g".into()),
                 host: Some("h".into()),
+                user: None,
                 limit: Some(7),
                 cursor: None
             }

@@ -579,6 +579,7 @@ mod tests {
             mode: Some("periodic".into()),
             config: None,
             settings: Default::default(),
+            user_id: None,
         }
     }
 
@@ -667,6 +668,7 @@ mod tests {
             status: Some(SessionStatus::Running),
             game_id: Some(GameId::new("sleeper").unwrap()),
             host_id: None,
+            user_id: Some("player 1".into()),
             limit: Some(5),
             cursor: None,
         };
@@ -674,7 +676,9 @@ mod tests {
         assert!(list.sessions.is_empty());
         let request = request.await.unwrap();
         assert!(
-            request.starts_with("GET /v1/sessions?status=running&game_id=sleeper&limit=5 "),
+            request.starts_with(
+                "GET /v1/sessions?status=running&game_id=sleeper&user_id=player+1&limit=5 "
+            ),
             "{request}"
         );
     }

@@ -23,6 +23,7 @@
 //!         mode: None,
 //!         config: None,
 //!         settings: Default::default(),
+//!         user_id: None,
 //!     })
 //!     .await?;
 //! println!("connect to {:?}:{:?}", session.ip, session.port);

@@ -28,7 +28,14 @@ pub struct StartSession {
     /// session's copy of its config.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, String>,
+    /// The player, opaque to the broker (1 to 128 characters): sessions are listed by it, and
+    /// `--max-sessions-per-user` counts by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
+
+/// The longest `user_id`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
 
 /// A session's lifecycle state. See API.md, "Session states".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,6 +180,9 @@ pub struct Session {
     /// The settings it runs with: those its start chose and the game's defaults.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// The player its start named, if any.
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 /// `GET /v1/sessions` answer.
@@ -199,6 +209,9 @@ pub struct SessionQuery {
     /// Only sessions on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<HostId>,
+    /// Only sessions of this player.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// At most this many (default [`DEFAULT_LIST_LIMIT`]; more than [`MAX_LIST_LIMIT`] counts
     /// as that many).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,6 +443,8 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// 413: the body is too large.
     PayloadTooLarge,
+    /// 429: the user holds `--max-sessions-per-user` sessions.
+    QuotaExceeded,
     /// 502: the agent could not start the game.
     LaunchFailed,
     /// 503: no online host offers the game with a free slot.
@@ -454,7 +469,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a broker sends (all but [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -464,6 +479,7 @@ impl ErrorCode {
         Self::Conflict,
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
+        Self::QuotaExceeded,
         Self::LaunchFailed,
         Self::NoCapacity,
         Self::LaunchTimeout,
@@ -486,6 +502,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::LaunchFailed => "launch_failed",
             Self::NoCapacity => "no_capacity",
             Self::LaunchTimeout => "launch_timeout",
@@ -634,6 +651,7 @@ mod tests {
             pool_id: None,
             ports: vec![20000],
             settings: BTreeMap::new(),
+            user_id: None,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["status"], "running");

@@ -93,6 +93,8 @@ pub struct BrokerOptions {
     pub workers: usize,
     /// `--webhook`s, `--webhook-secret`, `--webhook-types`.
     pub webhooks: Option<broker::events::webhooks::WebhookConfig>,
+    /// `--max-sessions-per-user`.
+    pub max_sessions_per_user: Option<u32>,
 }
 
 impl Default for BrokerOptions {
@@ -111,6 +113,7 @@ impl Default for BrokerOptions {
             nats_urls: Vec::new(),
             workers: 1,
             webhooks: None,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -158,6 +161,7 @@ impl TestBroker {
             .collect();
         config.workers = opts.workers;
         config.webhooks = opts.webhooks;
+        config.max_sessions_per_user = opts.max_sessions_per_user;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             config,

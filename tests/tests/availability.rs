@@ -18,6 +18,7 @@ fn start(game: &str) -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 

@@ -32,6 +32,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
             mode: None,
             config: None,
             settings: Default::default(),
+            user_id: None,
         })
         .await
         .unwrap();

@@ -72,6 +72,7 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     };
     let a = client.start_session(&req).await.unwrap();
     let thirty = StartSession {
@@ -141,6 +142,7 @@ async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched()
         mode: None,
         config: None,
         settings: [(k.to_owned(), v.to_owned())].into(),
+        user_id: None,
     };
     let cases = [
         (with("resolution", "4k"), "resolution"),
@@ -167,4 +169,69 @@ async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched()
         0,
         "a game was launched"
     );
+}
+
+/// `--max-sessions-per-user 3`: of 20 starts of one user at once, exactly 3 run and the others
+/// are 429 naming them; other users are not counted; an end makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_its_quota_even_under_concurrent_starts() {
+    let broker = TestBroker::start_with(tests::BrokerOptions {
+        max_sessions_per_user: Some(3),
+        ..tests::BrokerOptions::default()
+    })
+    .await;
+    let mut o = AgentOptions::host("quota-host");
+    o.max_sessions = 30;
+    o.port_range = Some(tests::fresh_port_ranges(3));
+    let _agent = TestAgent::start(broker.agent_addr, o).await;
+    let client = Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let of = |user: &str| StartSession {
+        game_id: GameId::new("sleeper").unwrap(),
+        mode: None,
+        config: None,
+        settings: Default::default(),
+        user_id: Some(user.to_owned()),
+    };
+    let starts: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, req) = (client.clone(), of("player-1"));
+            tokio::spawn(async move { client.start_session(&req).await })
+        })
+        .collect();
+    let (mut running, mut refused) = (Vec::new(), Vec::new());
+    for s in starts {
+        match s.await.unwrap() {
+            Ok(s) => running.push(s),
+            Err(portal_client::ClientError::Api {
+                status: 429,
+                code: protocol::api::ErrorCode::QuotaExceeded,
+                message,
+                ..
+            }) => refused.push(message),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((running.len(), refused.len()), (3, 17));
+    assert!(running
+        .iter()
+        .all(|s| s.user_id.as_deref() == Some("player-1")));
+    // Each refusal names the sessions the user holds.
+    for m in &refused {
+        for s in &running {
+            assert!(m.contains(s.session_id.as_str()), "{m}");
+        }
+    }
+    let q = protocol::api::SessionQuery {
+        user_id: Some("player-1".into()),
+        ..protocol::api::SessionQuery::default()
+    };
+    assert_eq!(client.list_sessions(&q).await.unwrap().sessions.len(), 3);
+    // Another user is not counted; an end makes room.
+    client.start_session(&of("player-2")).await.unwrap();
+    client.end_session(&running[0].session_id).await.unwrap();
+    let again = client.start_session(&of("player-1")).await.unwrap();
+    assert_eq!(again.status, SessionStatus::Running);
+    let e = client.start_session(&of("player-1")).await.unwrap_err();
+    assert_eq!(e.status(), Some(429), "{e}");
 }

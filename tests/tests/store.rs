@@ -234,7 +234,10 @@ async fn lists_newest_first_with_filters_and_pages(store: Store) {
     for n in 0..25 {
         let game = if n % 2 == 0 { "even" } else { "odd" };
         let host = if n < 10 { "host-a" } else { "host-b" };
-        insert(&store, &session(n, game, host)).await;
+        let mut s = session(n, game, host);
+        // Every fifth session is player-5's.
+        s.user_id = (n % 5 == 0).then(|| "player-5".to_owned());
+        insert(&store, &s).await;
     }
     store
         .transition(
@@ -259,9 +262,22 @@ async fn lists_newest_first_with_filters_and_pages(store: Store) {
         status,
         game_id: game.map(|g| GameId::new(g).unwrap()),
         host_id: host.map(|h| HostId::new(h).unwrap()),
+        user_id: None,
         limit,
         cursor,
     };
+    let player = SessionQuery {
+        user_id: Some("player-5".into()),
+        ..SessionQuery::default()
+    };
+    assert_eq!(
+        ids(&store.list(&player).await.unwrap()),
+        ["s-0020", "s-0015", "s-0010", "s-0005", "s-0000"]
+    );
+    let mut live = store.live_of_user("player-5").await.unwrap();
+    live.sort();
+    assert_eq!(live.len(), 5);
+    assert!(store.live_of_user("nobody").await.unwrap().is_empty());
     let running = store
         .list(&q(Some(SessionStatus::Running), None, None, None, None))
         .await
@@ -359,6 +375,7 @@ async fn binds_idempotency_keys(store: Store) {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     };
     let key = IdempotencyKey::new("order-1".into(), &req);
     let first = session(1, "g", "h");
@@ -743,7 +760,7 @@ async fn claims_each_ready_game_once(store: Store) {
             let (store, pool) = (Arc::clone(&store), pool.clone());
             tokio::spawn(async move {
                 store
-                    .claim_ready(&pool, Actor::Portal, None, now())
+                    .claim_ready(&pool, Actor::Portal, None, None, now())
                     .await
                     .unwrap()
             })
@@ -759,7 +776,7 @@ async fn claims_each_ready_game_once(store: Store) {
                 got.push(s.session_id.to_string());
             }
             ReadyClaim::Empty => empty += 1,
-            ReadyClaim::KeyTaken => panic!("no key was given"),
+            ReadyClaim::KeyTaken | ReadyClaim::Quota => panic!("no key and no quota"),
         }
     }
     got.sort();
@@ -808,10 +825,11 @@ async fn claims_each_ready_game_once(store: Store) {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     };
     let key = IdempotencyKey::new("order-7".into(), &req);
     assert!(matches!(
-        store.claim_ready(&pool, Actor::Portal, Some(&key), OffsetDateTime::now_utc()).await.unwrap(),
+        store.claim_ready(&pool, Actor::Portal, Some(&key), None, OffsetDateTime::now_utc()).await.unwrap(),
         ReadyClaim::Claimed(ref c) if c.session_id == s.session_id
     ));
     assert_eq!(
@@ -827,7 +845,13 @@ async fn claims_each_ready_game_once(store: Store) {
         .unwrap();
     assert_eq!(
         store
-            .claim_ready(&pool, Actor::Portal, Some(&key), OffsetDateTime::now_utc())
+            .claim_ready(
+                &pool,
+                Actor::Portal,
+                Some(&key),
+                None,
+                OffsetDateTime::now_utc()
+            )
             .await
             .unwrap(),
         ReadyClaim::KeyTaken
@@ -840,7 +864,7 @@ async fn claims_each_ready_game_once(store: Store) {
     store.remove_pool(&pool, None).await.unwrap();
     assert_eq!(
         store
-            .claim_ready(&pool, Actor::Portal, None, now())
+            .claim_ready(&pool, Actor::Portal, None, None, now())
             .await
             .unwrap(),
         ReadyClaim::Empty
@@ -1065,7 +1089,7 @@ async fn mysql_owners_fences_claims_and_leases() {
         s
     };
     assert_eq!(
-        a.claim(&claim(1), None, Actor::Portal).await.unwrap(),
+        a.claim(&claim(1), None, Actor::Portal, None).await.unwrap(),
         Claimed::Gone,
         "a host takes no session before its reconcile"
     );
@@ -1073,12 +1097,12 @@ async fn mysql_owners_fences_claims_and_leases() {
     let (s1, s2) = (claim(2), claim(3));
     for s in [&s1, &s2] {
         assert_eq!(
-            a.claim(s, None, Actor::Portal).await.unwrap(),
+            a.claim(s, None, Actor::Portal, None).await.unwrap(),
             Claimed::New { epoch: e1 }
         );
     }
     assert_eq!(
-        b.claim(&claim(4), None, Actor::Portal).await.unwrap(),
+        b.claim(&claim(4), None, Actor::Portal, None).await.unwrap(),
         Claimed::Full
     );
     // The agent connects to another replica: a new epoch fences the old owner off.
@@ -1155,10 +1179,13 @@ async fn mysql_owners_fences_claims_and_leases() {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     };
     let key = IdempotencyKey::new("k-1".into(), &req);
     assert!(matches!(
-        a.claim(&claim(5), Some(&key), Actor::Portal).await.unwrap(),
+        a.claim(&claim(5), Some(&key), Actor::Portal, None)
+            .await
+            .unwrap(),
         Claimed::New { .. }
     ));
     // (A free slot, so the claim reaches the key.)
@@ -1168,7 +1195,9 @@ async fn mysql_owners_fences_claims_and_leases() {
             .unwrap();
     }
     assert_eq!(
-        b.claim(&claim(6), Some(&key), Actor::Portal).await.unwrap(),
+        b.claim(&claim(6), Some(&key), Actor::Portal, None)
+            .await
+            .unwrap(),
         Claimed::KeyTaken
     );
 
@@ -1211,7 +1240,7 @@ async fn mysql_ready_games_hold_their_slots() {
     };
     let pooled = claim(1);
     assert_eq!(
-        a.claim(&pooled, None, Actor::Portal).await.unwrap(),
+        a.claim(&pooled, None, Actor::Portal, None).await.unwrap(),
         Claimed::New { epoch }
     );
     let readied = SessionEvent::Readied {
@@ -1226,11 +1255,11 @@ async fn mysql_ready_games_hold_their_slots() {
         .await
         .unwrap();
     assert_eq!(
-        a.claim(&claim(2), None, Actor::Portal).await.unwrap(),
+        a.claim(&claim(2), None, Actor::Portal, None).await.unwrap(),
         Claimed::New { epoch }
     );
     assert_eq!(
-        a.claim(&claim(3), None, Actor::Portal).await.unwrap(),
+        a.claim(&claim(3), None, Actor::Portal, None).await.unwrap(),
         Claimed::Full,
         "the ready game holds the second slot"
     );
@@ -1240,4 +1269,86 @@ async fn mysql_ready_games_hold_their_slots() {
         .unwrap();
     let host = shared.iter().find(|s| s.record.host_id == h).unwrap();
     assert_eq!(host.sessions, 2);
+}
+
+/// With replicas, a user's quota is counted in the claim's own transaction: of concurrent
+/// claims for one user through two stores, exactly as many as the quota are recorded, and a
+/// pool's ready game is not claimed past it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_claims_count_each_users_quota() {
+    use broker::store::pools::ReadyClaim;
+    use broker::store::{Claimed, Fence};
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let a = MysqlStore::connect(&url).await.unwrap();
+    let b = MysqlStore::connect(&url).await.unwrap();
+    let h = HostId::new("host-a").unwrap();
+    let epoch = a.own_host(&h, "b1", &facts(20)).await.unwrap();
+    assert!(a.host_ready(&Fence { host: h, epoch }).await.unwrap());
+    let claims: Vec<_> = (0..8u32)
+        .map(|n| {
+            let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut s = session(n, "g", "host-a");
+                s.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+                s.user_id = Some("player-1".into());
+                store.claim(&s, None, Actor::Portal, Some(3)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for c in claims {
+        got.push(c.await.unwrap());
+    }
+    let new = got
+        .iter()
+        .filter(|c| matches!(c, Claimed::New { .. }))
+        .count();
+    let quota = got.iter().filter(|c| **c == Claimed::Quota).count();
+    assert_eq!((new, quota), (3, 5), "{got:?}");
+    let store = Store::Mysql(a.clone());
+    assert_eq!(store.live_of_user("player-1").await.unwrap().len(), 3);
+    // Another user is not counted.
+    let mut other = session(20, "g", "host-a");
+    other.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    other.user_id = Some("player-2".into());
+    assert!(matches!(
+        a.claim(&other, None, Actor::Portal, Some(3)).await.unwrap(),
+        Claimed::New { .. }
+    ));
+    // A pool's ready game: not past the quota, and the user's once claimed.
+    let pool = PoolId::new("lobby").unwrap();
+    store.put_pool(&pool, &pool_spec(1), None).await.unwrap();
+    let mut ready = session(30, "g", "host-a");
+    ready.pool_id = Some(pool.clone());
+    insert(&store, &ready).await;
+    let readied = SessionEvent::Readied {
+        pid: 9,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20009,
+        ports: vec![20009],
+    };
+    store
+        .transition(&ready.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    let at = OffsetDateTime::now_utc();
+    assert_eq!(
+        store
+            .claim_ready(&pool, Actor::Portal, None, Some(("player-1", Some(3))), at)
+            .await
+            .unwrap(),
+        ReadyClaim::Quota
+    );
+    match store
+        .claim_ready(&pool, Actor::Portal, None, Some(("player-2", Some(3))), at)
+        .await
+        .unwrap()
+    {
+        ReadyClaim::Claimed(s) => assert_eq!(s.user_id.as_deref(), Some("player-2")),
+        other => panic!("{other:?}"),
+    }
+    let claimed = store.get(&ready.session_id).await.unwrap();
+    assert_eq!(claimed.user_id.as_deref(), Some("player-2"));
 }

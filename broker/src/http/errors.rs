@@ -91,6 +91,7 @@ impl ApiError {
                 (S::PRECONDITION_FAILED, C::PreconditionFailed)
             }
             Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, C::PayloadTooLarge),
+            Self::Service(Error::QuotaExceeded { .. }) => (S::TOO_MANY_REQUESTS, C::QuotaExceeded),
             Self::Service(Error::Internal(_)) => (S::INTERNAL_SERVER_ERROR, C::Internal),
             Self::Service(Error::LaunchFailed { .. }) => (S::BAD_GATEWAY, C::LaunchFailed),
             Self::Service(Error::NoCapacity { .. }) => (S::SERVICE_UNAVAILABLE, C::NoCapacity),

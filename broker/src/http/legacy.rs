@@ -50,6 +50,7 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         mode: blank(q.excute_mode),
         config: blank(q.configfile),
         settings: Default::default(),
+        user_id: None,
     };
     let (s, _) = svc
         .into_inner()

@@ -159,11 +159,16 @@ impl Service {
             );
             session.pool_id = pool.cloned();
             session.settings.clone_from(&req.settings);
-            match replicas.db.claim(&session, key, actor).await? {
+            session.user_id.clone_from(&req.user_id);
+            let max = self.settings.max_sessions_per_user;
+            match replicas.db.claim(&session, key, actor, max).await? {
                 Claimed::New { .. } => break session,
                 Claimed::Full | Claimed::Gone => {
                     self.shared_view
                         .update(&choice.host_id, |v| v.status = HostStatus::Offline);
+                }
+                Claimed::Quota => {
+                    return Err(self.quota_exceeded(req.user_id.as_deref()).await);
                 }
                 Claimed::KeyTaken => {
                     return match self.same_key(key).await? {

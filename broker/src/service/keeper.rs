@@ -220,6 +220,7 @@ impl Service {
             mode: pool.spec.mode.clone(),
             config: pool.spec.config.clone(),
             settings: Default::default(),
+            user_id: None,
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

@@ -16,6 +16,7 @@
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
 //! - [`stream`]: a client's stream of events, and the host events; [`webhooks`]: running
 //!   the deliveries to webhook receivers;
+//! - [`quota`]: per-user quotas, exact under concurrent starts;
 //! - [`pools`]: warm pools' specs and counts, and a start's claim of a ready game;
 //!   [`keeper`]: the loop that keeps each pool at its size;
 //! - [`hosts`]: hosts, games and brokers, as this broker holds them or replicas share them;
@@ -32,6 +33,7 @@ mod inflight;
 mod keeper;
 mod logs;
 mod pools;
+mod quota;
 mod reconcile;
 mod remote;
 mod route;
@@ -90,6 +92,8 @@ pub struct ServiceSettings {
     pub broker_id: String,
     /// Where this broker's agents connect.
     pub agent_address: String,
+    /// Sessions one user may hold at once (`--max-sessions-per-user`).
+    pub max_sessions_per_user: Option<u32>,
 }
 
 /// The session service.
@@ -120,6 +124,8 @@ pub struct Service {
     pool_wake: tokio::sync::Notify,
     /// What the pool keeper knows between its rounds.
     keeper: keeper::Keeper,
+    /// The users' turns and starts in flight, for their quotas.
+    quotas: quota::Quotas,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -154,6 +160,7 @@ impl Service {
             pool_cache: pools::PoolCache::default(),
             pool_wake: tokio::sync::Notify::new(),
             keeper: keeper::Keeper::default(),
+            quotas: quota::Quotas::default(),
             tasks,
             runtime: Handle::current(),
         })

@@ -228,9 +228,15 @@ impl Service {
             return Ok(None);
         };
         let now = OffsetDateTime::now_utc();
+        // A broker alone counted the user's quota already (its ticket); replicas count here.
+        let max = self
+            .replicas
+            .as_ref()
+            .and(self.settings.max_sessions_per_user);
+        let user = req.user_id.as_deref().map(|u| (u, max));
         match self
             .store
-            .claim_ready(&pool.pool_id, actor, key, now)
+            .claim_ready(&pool.pool_id, actor, key, user, now)
             .await?
         {
             ReadyClaim::Claimed(s) => {
@@ -242,6 +248,7 @@ impl Service {
                 Ok(Some((s, true)))
             }
             ReadyClaim::Empty => Ok(None),
+            ReadyClaim::Quota => Err(self.quota_exceeded(req.user_id.as_deref()).await),
             ReadyClaim::KeyTaken => match key {
                 Some(k) => match self.store.find_key(k).await? {
                     Some(KeyMatch::Same(first)) => Ok(Some((self.settled(&first).await?, false))),
@@ -307,6 +314,7 @@ mod tests {
             mode: mode.map(str::to_owned),
             config: config.map(str::to_owned),
             settings: Default::default(),
+            user_id: None,
         };
         assert!(matches(&pool, &req("pong", Some("turbo"), None)));
         assert!(!matches(&pool, &req("pong", None, None)));

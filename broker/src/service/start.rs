@@ -303,9 +303,13 @@ impl Service {
         }
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
+        super::quota::check_user(req.user_id.as_deref())?;
         let requested = std::mem::take(&mut req.settings);
         // From here on, the settings the session runs with: those asked for and the defaults.
         req.settings = self.settings_for(&req.game_id, &requested).await?;
+        let id = new_id()?;
+        // Held until the start's outcome is recorded.
+        let _ticket = self.take_ticket(req.user_id.as_deref(), &id).await?;
         // A pool is a shortcut: when it cannot be read or claimed from, the start goes cold
         // (and meets the store's trouble, if any, in its own record). Its games run with the
         // game's default settings: a start that chooses settings is not served from it.
@@ -313,11 +317,11 @@ impl Service {
             match self.claim_from_pool(&req, key.as_ref(), actor).await {
                 Ok(Some(claimed)) => return Ok(claimed),
                 Ok(None) => {}
-                Err(Error::KeyReused) => return Err(Error::KeyReused),
+                Err(e @ (Error::KeyReused | Error::QuotaExceeded { .. })) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
             }
         }
-        self.start_new(req, key.as_ref(), actor, None).await
+        self.start_new(id, req, key.as_ref(), actor, None).await
     }
 
     /// Launches a game for `pool`: its session, `ready` once launched (and ready, with a
@@ -335,7 +339,7 @@ impl Service {
             session = tracing::field::Empty,
             host = tracing::field::Empty,
         );
-        self.start_new(req, None, Actor::Pool, Some(pool))
+        self.start_new(new_id()?, req, None, Actor::Pool, Some(pool))
             .instrument(span)
             .await
             .map(|(s, _)| s)
@@ -351,12 +355,12 @@ impl Service {
     /// answers once the game runs (or why it does not).
     async fn start_new(
         &self,
+        id: SessionId,
         req: StartSession,
         key: Option<&IdempotencyKey>,
         actor: Actor,
         pool: Option<&PoolId>,
     ) -> Result<(Session, bool), Error> {
-        let id = new_id()?;
         if self.replicas.is_some() {
             return self.start_claimed(id, req, key, actor, pool).await;
         }
@@ -380,6 +384,7 @@ impl Service {
         );
         session.pool_id = pool.cloned();
         session.settings.clone_from(&req.settings);
+        session.user_id.clone_from(&req.user_id);
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -579,6 +584,7 @@ mod tests {
             mode: mode.map(str::to_owned),
             config: None,
             settings: Default::default(),
+            user_id: None,
         }
     }
 

@@ -307,6 +307,7 @@ impl MemoryStore {
             })
             .filter(|(_, s)| q.game_id.as_ref().is_none_or(|g| &s.game_id == g))
             .filter(|(_, s)| q.host_id.as_ref().is_none_or(|h| &s.host_id == h))
+            .filter(|(_, s)| q.user_id.is_none() || s.user_id == q.user_id)
             .take(limit)
             .map(|(seq, s)| (seq, s.clone()))
             .collect();
@@ -345,6 +346,16 @@ impl MemoryStore {
             .map(|e| &e.session)
             .find(|s| !s.status.is_terminal() && s.ip == Some(ip) && s.pid == Some(pid))
             .cloned()
+    }
+
+    pub(super) fn live_of_user(&self, user: &str) -> Vec<SessionId> {
+        self.read()
+            .by_seq
+            .values()
+            .map(|e| &e.session)
+            .filter(|s| !s.status.is_terminal() && s.user_id.as_deref() == Some(user))
+            .map(|s| s.session_id.clone())
+            .collect()
     }
 
     pub(super) fn active(&self, host: Option<&HostId>) -> Vec<Session> {
@@ -495,6 +506,7 @@ impl MemoryStore {
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
+        user: Option<(&str, Option<u32>)>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         let mut m = self.write();
@@ -519,7 +531,29 @@ impl MemoryStore {
             p.misses += 1;
             return Ok(ReadyClaim::Empty);
         };
+        if let Some((u, Some(max))) = user {
+            let mine = m
+                .by_seq
+                .values()
+                .filter(|e| !e.session.status.is_terminal())
+                .filter(|e| e.session.user_id.as_deref() == Some(u))
+                .count();
+            if mine >= max as usize {
+                return Ok(ReadyClaim::Quota);
+            }
+        }
+        let Some(p) = m.pools.get_mut(pool) else {
+            return Ok(ReadyClaim::Empty);
+        };
         p.claims += 1;
+        if let Some(e) = m
+            .index
+            .get(&id)
+            .copied()
+            .and_then(|seq| m.by_seq.get_mut(&seq))
+        {
+            e.session.user_id = user.map(|(u, _)| u.to_owned());
+        }
         let s = m.change(&id, &SessionEvent::Claimed, actor, now)?;
         if let Some(k) = key {
             m.keys.insert(

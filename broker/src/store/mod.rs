@@ -78,6 +78,8 @@ pub enum Claimed {
     Gone,
     /// The `Idempotency-Key` is taken (by a concurrent start): nothing was written.
     KeyTaken,
+    /// The session's user holds its quota of sessions: nothing was written.
+    Quota,
 }
 
 /// A host as the replicas share it: its record, its owner and that owner's epoch, and its
@@ -354,6 +356,14 @@ impl Store {
         match self {
             Self::Memory(m) => Ok(m.find_active_by_addr(ip, pid)),
             Self::Mysql(m) => m.find_active_by_addr(ip, pid).await,
+        }
+    }
+
+    /// The sessions not over whose start named `user`.
+    pub async fn live_of_user(&self, user: &str) -> Result<Vec<SessionId>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.live_of_user(user)),
+            Self::Mysql(m) => m.live_of_user(user).await,
         }
     }
 

@@ -94,6 +94,8 @@ pub enum ReadyClaim {
     Empty,
     /// The start's `Idempotency-Key` is bound already (a concurrent retry): nothing changed.
     KeyTaken,
+    /// The start's user holds its quota of sessions: nothing changed.
+    Quota,
 }
 
 /// A pool launch's outcome, for its counters.
@@ -159,18 +161,20 @@ impl Store {
         }
     }
 
-    /// Gives the oldest ready session of `pool` to a start by `actor`, bound to `key` when
-    /// given (see the module's doc); counts a claim, or a miss.
+    /// Gives the oldest ready session of `pool` to a start by `actor` for `user` (with the
+    /// most sessions it may hold, counted in the same change), bound to `key` when given (see
+    /// the module's doc); counts a claim, or a miss.
     pub async fn claim_ready(
         &self,
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
+        user: Option<(&str, Option<u32>)>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         match self {
-            Self::Memory(m) => m.claim_ready(pool, actor, key, now),
-            Self::Mysql(m) => m.claim_ready(pool, actor, key, now).await,
+            Self::Memory(m) => m.claim_ready(pool, actor, key, user, now),
+            Self::Mysql(m) => m.claim_ready(pool, actor, key, user, now).await,
         }
     }
 }

@@ -170,6 +170,7 @@ impl MysqlStore {
         s: &Session,
         key: Option<&IdempotencyKey>,
         actor: Actor,
+        user_max: Option<u32>,
     ) -> Result<Claimed, StoreError> {
         let params = vec![
             s.session_id.as_str().into(),
@@ -188,15 +189,15 @@ impl MysqlStore {
                 .into(),
             s.pool_id.as_ref().map(|p| p.as_str()).into(),
             super::rows::settings_value(s),
-            // The session's user comes with quotas.
-            mysql_async::Value::NULL,
+            s.user_id.clone().into(),
+            user_max.into(),
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;
@@ -205,6 +206,7 @@ impl MysqlStore {
                         "new" => Ok(Claimed::New { epoch }),
                         "full" => Ok(Claimed::Full),
                         "gone" => Ok(Claimed::Gone),
+                        "quota" => Ok(Claimed::Quota),
                         other => Err(StoreError::Backend(format!(
                             "arcade_claim_session answered {other:?}"
                         ))),

@@ -414,6 +414,10 @@ impl MysqlStore {
             sql.push_str(" AND host_id = ?");
             params.push(h.as_str().into());
         }
+        if let Some(u) = &q.user_id {
+            sql.push_str(" AND user_id = ?");
+            params.push(u.as_str().into());
+        }
         if let Some(b) = below {
             sql.push_str(" AND seq < ?");
             params.push(b.into());
@@ -618,6 +622,24 @@ impl MysqlStore {
                 .await
                 .map_err(unavailable)?;
             row.map(|r| session_row(r).map(|(_, s)| s)).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn live_of_user(&self, user: &str) -> Result<Vec<SessionId>, StoreError> {
+        self.bounded(async {
+            let ids: Vec<String> = self
+                .conn()
+                .await?
+                .exec(
+                    format!(
+                        "SELECT session_id FROM sessions WHERE user_id = ? AND status IN {LIVE_STATUSES}"
+                    ),
+                    (user,),
+                )
+                .await
+                .map_err(unavailable)?;
+            ids.iter().map(|id| parse("session id", id)).collect()
         })
         .await
     }

@@ -192,6 +192,7 @@ impl MysqlStore {
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
+        user: Option<(&str, Option<u32>)>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         let claimed = self
@@ -225,6 +226,7 @@ impl MysqlStore {
                 };
                 let (_, mut s) = session_row(row)?;
                 apply(&mut s, &SessionEvent::Claimed, now)?;
+                s.user_id = user.map(|(u, _)| u.to_owned());
                 let params = vec![
                     s.session_id.as_str().into(),
                     pool.as_str().into(),
@@ -237,15 +239,18 @@ impl MysqlStore {
                     key.map(|k| k.key.as_str()).into(),
                     key.map(|k| k.request.as_str()).into(),
                     utc(now - IDEMPOTENCY_TTL).into(),
+                    user.map(|(u, _)| u).into(),
+                    user.and_then(|(_, max)| max).into(),
                 ];
-                let called = tx
-                    .exec_drop(
-                        "CALL arcade_claim_ready(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                let called: Result<Option<(String, u64)>, _> = tx
+                    .exec_first(
+                        "CALL arcade_claim_ready(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;
                 match called {
-                    Ok(()) => Ok(ReadyClaim::Claimed(Box::new(s))),
+                    Ok(Some((what, _))) if what == "quota" => Ok(ReadyClaim::Quota),
+                    Ok(_) => Ok(ReadyClaim::Claimed(Box::new(s))),
                     Err(mysql_async::Error::Server(e)) if e.code == DUPLICATE_KEY => {
                         Ok(ReadyClaim::KeyTaken)
                     }

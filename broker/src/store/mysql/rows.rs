@@ -19,7 +19,7 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 /// The columns of `sessions`, in the order [`session_row`] reads them.
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-     created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports";
+     created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -86,6 +86,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let pool_id: Option<String> = take(&mut row, 15)?;
     let settings: Option<String> = take(&mut row, 16)?;
     let ports: Option<String> = take(&mut row, 17)?;
+    let user_id: Option<String> = take(&mut row, 18)?;
     let s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
@@ -113,6 +114,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
             .map(|p| parse("pool id", p))
             .transpose()?,
         ports: ports_parse(ports.as_deref())?,
+        user_id,
         settings: match settings.as_deref() {
             None | Some("") => Default::default(),
             Some(json) => serde_json::from_str(json)
@@ -158,8 +160,7 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         s.pool_id.as_ref().map(|p| p.as_str()).into(),
         settings_value(s),
         ports_value(s),
-        // The session's user comes with quotas.
-        Value::NULL,
+        s.user_id.clone().into(),
     ]);
     v
 }

@@ -211,6 +211,19 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_TRANSITION_FENCED_V10,
         ],
     ),
+    (
+        11,
+        "quotas: a claimed pool game becomes its player's; replicas count users' sessions",
+        &[
+            "CREATE TABLE IF NOT EXISTS user_locks (
+            user_id VARCHAR(128) NOT NULL PRIMARY KEY
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "DROP PROCEDURE IF EXISTS arcade_claim_ready",
+            PROC_CLAIM_READY_V11,
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V11,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -623,7 +636,7 @@ const PROC_TRANSITION_FENCED_V5: &str = transition_fenced_proc!("", "");
 /// `arcade_claim_session` that also appends `session.created`, with the statuses that hold a
 /// host's slot and (from version 9) the session's pool.
 macro_rules! claim_session_proc {
-    ($live:literal, $param:literal, $column:literal, $value:literal) => {
+    ($live:literal, $param:literal, $column:literal, $value:literal, $declare:expr, $check:expr, $end:expr) => {
         concat!(
             "CREATE PROCEDURE arcade_claim_session(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -647,11 +660,15 @@ BEGIN
     DECLARE v_drained BOOLEAN DEFAULT TRUE;
     DECLARE v_epoch BIGINT UNSIGNED DEFAULT 0;
     DECLARE v_used INT UNSIGNED DEFAULT 0;
-    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_max = NULL;
+",
+            $declare,
+            "    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_max = NULL;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
-    SELECT max_sessions, owner, ready, drained, epoch
+",
+            $check,
+            "    SELECT max_sessions, owner, ready, drained, epoch
         INTO v_max, v_owner, v_ready, v_drained, v_epoch
         FROM hosts WHERE host_id = p_host_id FOR UPDATE;
     IF v_max IS NULL OR v_owner IS NULL OR NOT v_ready OR v_drained THEN
@@ -688,29 +705,51 @@ BEGIN
             SELECT 'new', v_epoch;
         END IF;
     END IF;
-END"
+",
+            $end,
+            "END"
         )
     };
 }
 
-const PROC_CLAIM_SESSION_V5: &str =
-    claim_session_proc!("('starting', 'running', 'stopping')", "", "", "");
+const PROC_CLAIM_SESSION_V5: &str = claim_session_proc!(
+    "('starting', 'running', 'stopping')",
+    "",
+    "",
+    "",
+    "",
+    "",
+    ""
+);
 /// Version 8: a pool's ready games hold their slots too.
-const PROC_CLAIM_SESSION_V8: &str =
-    claim_session_proc!("('starting', 'ready', 'running', 'stopping')", "", "", "");
+const PROC_CLAIM_SESSION_V8: &str = claim_session_proc!(
+    "('starting', 'ready', 'running', 'stopping')",
+    "",
+    "",
+    "",
+    "",
+    "",
+    ""
+);
 /// Version 9: with the session's pool.
 const PROC_CLAIM_SESSION_V9: &str = claim_session_proc!(
     "('starting', 'ready', 'running', 'stopping')",
     ",\n    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
     ", pool_id",
-    ", p_pool_id"
+    ", p_pool_id",
+    "",
+    "",
+    ""
 );
 
 /// Takes a pool's ready session for a start, in the transaction in which the caller locked
 /// its row (`SELECT ... FOR UPDATE SKIP LOCKED`): binds the `Idempotency-Key` (when given; a
 /// duplicate raises error 1062, read as "taken"), writes the claim (status, `started_at`, the
 /// history, the stream) and counts it on the pool, and commits.
-const PROC_CLAIM_READY: &str = "CREATE PROCEDURE arcade_claim_ready(
+macro_rules! claim_ready_proc {
+    ($param:literal, $set:literal, $declare:expr, $check:expr, $end:expr) => {
+        concat!(
+            "CREATE PROCEDURE arcade_claim_ready(
     IN p_session_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -721,21 +760,89 @@ const PROC_CLAIM_READY: &str = "CREATE PROCEDURE arcade_claim_ready(
     IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_request TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_key_expired DATETIME(6))
+    IN p_key_expired DATETIME(6)",
+            $param,
+            ")
 BEGIN
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
-    IF p_key IS NOT NULL THEN
+",
+            $declare,
+            "    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+",
+            $check,
+            "    IF p_key IS NOT NULL THEN
         DELETE FROM idempotency_keys WHERE idem_key = p_key AND created_at < p_key_expired;
         INSERT INTO idempotency_keys (idem_key, request, session_id, created_at)
         VALUES (p_key, p_request, p_session_id, p_at);
     END IF;
-    UPDATE sessions SET status = p_status, started_at = p_at WHERE session_id = p_session_id;
+    UPDATE sessions SET status = p_status, started_at = p_at",
+            $set,
+            " WHERE session_id = p_session_id;
     INSERT INTO session_events (session_id, at, event, status, actor)
     VALUES (p_session_id, p_at, 'claimed', p_status, p_actor);
     CALL arcade_append_event(p_at, p_type, p_actor, p_session_id, p_host_id, p_body);
     UPDATE pools SET claims = claims + 1 WHERE pool_id = p_pool_id;
     COMMIT;
-END";
+",
+            $end,
+            "END"
+        )
+    };
+}
+
+const PROC_CLAIM_READY: &str = claim_ready_proc!("", "", "", "", "");
+
+// Version 11, quotas with replicas: a start naming a user, with `--max-sessions-per-user`,
+// first locks the user's row of `user_locks` (made on first use) and counts the user's live
+// sessions, in the transaction that records the session, so concurrent starts of one user
+// through any replicas queue on that row and the count is exact. Claims lock the user after
+// the host (or the pool's session): no lock is taken in the other order, so none deadlocks.
+
+/// Declares the user's count.
+macro_rules! quota_declare {
+    () => {
+        "    DECLARE v_mine INT UNSIGNED DEFAULT 0;\n"
+    };
+}
+/// Locks the user and counts its sessions, then refuses (answering `quota`) or goes on.
+macro_rules! quota_check {
+    () => {
+        "    IF p_user_id IS NOT NULL AND p_user_max IS NOT NULL THEN
+        INSERT INTO user_locks (user_id) VALUES (p_user_id)
+            ON DUPLICATE KEY UPDATE user_id = user_id;
+        SELECT COUNT(*) INTO v_mine FROM sessions
+            WHERE user_id = p_user_id AND status IN ('starting', 'ready', 'running', 'stopping');
+    END IF;
+    IF v_mine >= COALESCE(p_user_max, 4294967295) THEN
+        ROLLBACK;
+        SELECT 'quota', 0;
+    ELSE
+"
+    };
+}
+
+/// Version 11: the claiming start's user becomes the session's, within its quota. Answers
+/// `claimed` or `quota`.
+const PROC_CLAIM_READY_V11: &str = claim_ready_proc!(
+    ",\n    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_max INT UNSIGNED",
+    ", user_id = p_user_id",
+    quota_declare!(),
+    quota_check!(),
+    "    SELECT 'claimed', 0;\n    END IF;\n"
+);
+/// Version 11: a replica's claim of a slot, within the user's quota (answers `quota`).
+const PROC_CLAIM_SESSION_V11: &str = claim_session_proc!(
+    "('starting', 'ready', 'running', 'stopping')",
+    ",\n    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_max INT UNSIGNED",
+    ", pool_id, settings, user_id",
+    ", p_pool_id, p_settings, p_user_id",
+    quota_declare!(),
+    quota_check!(),
+    "    END IF;\n"
+);
 
 /// Version 10: the ports a game was given, written with its launch.
 const PROC_TRANSITION_V10: &str = transition_proc!(
@@ -763,7 +870,10 @@ const PROC_CLAIM_SESSION_V10: &str = claim_session_proc!(
     IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
     ", pool_id, settings, user_id",
-    ", p_pool_id, p_settings, p_user_id"
+    ", p_pool_id, p_settings, p_user_id",
+    "",
+    "",
+    ""
 );
 
 /// Creates or migrates the schema, under a named lock so brokers starting at once do not race.

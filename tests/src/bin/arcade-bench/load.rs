@@ -160,6 +160,7 @@ pub fn bench_start() -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 

@@ -80,6 +80,7 @@ fn start(game: &str) -> StartSession {
         mode: None,
         config: None,
         settings: Default::default(),
+        user_id: None,
     }
 }
 
@@ -204,7 +205,7 @@ async fn claim_latency(store: &Store, n: usize) -> (Summary, Summary, usize) {
     for other in &others {
         let t0 = Instant::now();
         match store
-            .claim_ready(&pool, Actor::Portal, None, OffsetDateTime::now_utc())
+            .claim_ready(&pool, Actor::Portal, None, None, OffsetDateTime::now_utc())
             .await
         {
             Ok(ReadyClaim::Claimed(_)) => claims.push(t0.elapsed()),

@@ -109,7 +109,7 @@ async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
             time::OffsetDateTime::now_utc(),
         );
         let t = Instant::now();
-        db.claim(&s, None, Actor::Api).await.expect("claim");
+        db.claim(&s, None, Actor::Api, None).await.expect("claim");
         time(&mut claim, t);
         let t = Instant::now();
         db.transition_fenced(
