@@ -1053,6 +1053,7 @@ mod tests {
             game_id: GameId::new("neverball").unwrap(),
             modes: vec!["event-driven".into(), "periodic".into()],
             hosts: 2,
+            settings: vec![],
         }];
         assert_eq!(
             games_table(&games),

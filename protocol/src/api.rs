@@ -303,7 +303,7 @@ pub struct HostList {
 }
 
 /// A game, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Game {
     /// The game.
@@ -312,10 +312,14 @@ pub struct Game {
     pub modes: Vec<String>,
     /// How many online hosts offer it.
     pub hosts: u32,
+    /// The settings a start may choose (`"settings"` of `POST /v1/sessions`), as its hosts
+    /// offer them; absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<crate::settings::SettingOffer>,
 }
 
 /// `GET /v1/games` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GameList {
     /// Ordered by game id.

@@ -144,6 +144,16 @@ async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched()
         settings: [(k.to_owned(), v.to_owned())].into(),
         user_id: None,
     };
+    // What a portal may offer its players: the game's settings, as its hosts offer them.
+    let games = client.games().await.unwrap().games;
+    let ga = games
+        .iter()
+        .find(|g| g.game_id.as_str() == "ga-style")
+        .unwrap();
+    assert_eq!(ga.settings.len(), 1);
+    assert_eq!(ga.settings[0].key, "video-fps");
+    assert_eq!(ga.settings[0].values, ["30", "45", "60"]);
+    assert_eq!(ga.settings[0].default.as_deref(), Some("45"));
     let cases = [
         (with("resolution", "4k"), "resolution"),
         (with("video-fps", "144"), "video-fps"),

@@ -428,6 +428,7 @@ pub fn games_on_offer<'a>(views: impl IntoIterator<Item = &'a HostView>) -> Vec<
                     game_id: offer.game_id.clone(),
                     modes: Vec::new(),
                     hosts: 0,
+                    settings: offer.settings.clone(),
                 });
             g.hosts += 1;
             for m in &offer.modes {
