@@ -43,8 +43,18 @@ impl SharedView {
             .map(|(_, v)| v.clone())
     }
 
-    fn set(&self, views: Vec<HostView>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), views));
+    /// Keeps `views`, read from the store now, unless `keep_fresh` and another start kept a
+    /// view read within [`VIEW_TTL`] meanwhile: that one holds the claims counted since, which
+    /// concurrent starts must see to spread. Answers the view kept.
+    fn set(&self, views: Vec<HostView>, keep_fresh: bool) -> Vec<HostView> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match kept.as_ref() {
+            Some((at, v)) if keep_fresh && at.elapsed() < VIEW_TTL => v.clone(),
+            _ => {
+                *kept = Some((Instant::now(), views.clone()));
+                views
+            }
+        }
     }
 
     /// Places a session on the kept view, if it is fresh, and counts it there at once, so
@@ -125,7 +135,7 @@ impl Service {
             let placed = match self.shared_view.place(&req.game_id, req.mode.as_deref()) {
                 Some(p) => p,
                 None => {
-                    self.read_view().await?;
+                    self.read_view_keeping_fresh(true).await?;
                     fresh = true;
                     continue;
                 }
@@ -133,7 +143,7 @@ impl Service {
             let choice = match placed {
                 Ok(c) => c,
                 Err(_) if !fresh => {
-                    self.read_view().await?;
+                    self.read_view_keeping_fresh(false).await?;
                     fresh = true;
                     continue;
                 }
@@ -210,14 +220,18 @@ impl Service {
 
     /// Reads the shared hosts as placement sees them, and keeps the view.
     async fn read_view(&self) -> Result<Vec<HostView>, Error> {
+        self.read_view_keeping_fresh(false).await
+    }
+
+    /// [`Self::read_view`], but a view another start kept meanwhile wins when `keep_fresh`.
+    async fn read_view_keeping_fresh(&self, keep_fresh: bool) -> Result<Vec<HostView>, Error> {
         let shared = self
             .replicas()?
             .db
             .shared_hosts(alive_within(self.settings.heartbeat_timeout))
             .await?;
         let views: Vec<HostView> = shared.iter().map(view).collect();
-        self.shared_view.set(views.clone());
-        Ok(views)
+        Ok(self.shared_view.set(views, keep_fresh))
     }
 
     /// The session a key is bound to with this same request, if it is.
