@@ -136,11 +136,19 @@ struct Cluster {
     _agents: Vec<TestAgent>,
     /// The capacity of each agent's host.
     capacity: HashMap<HostId, u32>,
+    /// This test's turn: dropped last, once its processes are gone.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// One cluster at a time: seven at once (three brokers, a NATS server and four agents each)
+/// overloaded two cores, and their free ports, picked before the processes bind them, could
+/// be taken meanwhile by another cluster's.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Cluster {
     /// `None` outside CI when MariaDB or nats-server is not installed.
     async fn start() -> Option<Self> {
+        let turn = TURN.lock().await;
         let db = mariadb::database().await?;
         let nats = NatsServer::start()?;
         let replicas: Vec<Replica> = ["b1", "b2", "b3"]
@@ -176,6 +184,7 @@ impl Cluster {
             replicas,
             _agents: agents,
             capacity,
+            _turn: turn,
         };
         me.wait_online(4).await;
         Some(me)
