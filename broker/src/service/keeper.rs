@@ -52,6 +52,9 @@ struct KeeperState {
     pools: HashMap<PoolId, Track>,
     /// Ready games being retired.
     retiring: HashSet<SessionId>,
+    /// The last round found no pool, no pool's game and nothing in flight: until a pool
+    /// appears, rounds read only the pools.
+    idle: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -143,6 +146,9 @@ impl Service {
     /// One round of the keeper (see the module's doc).
     async fn keep_pools(self: &Arc<Self>) -> Result<(), Error> {
         let pools = self.store.pools().await?;
+        if pools.is_empty() && self.keeper.lock().idle {
+            return Ok(());
+        }
         // Launches in flight are read before the sessions: one that ends in between is
         // counted twice (a round launches one fewer), never missed (one too many).
         let in_flight: HashMap<PoolId, usize> = self
@@ -191,6 +197,12 @@ impl Service {
         state
             .pools
             .retain(|p, t| t.launching > 0 || known.contains(p));
+        // Pools' games still live (orphans: `live` holds what no pool took) keep the next
+        // round reading them.
+        state.idle = pools.is_empty()
+            && live.is_empty()
+            && state.pools.is_empty()
+            && state.retiring.is_empty();
         Ok(())
     }
 
