@@ -649,6 +649,23 @@ async fn lists_ready_games_only_when_asked_for(store: Store) {
     assert_eq!(history, ["created", "ready", "claimed"]);
 }
 
+/// Session `n` of `pool` on `host`, recorded `ready` (pid `100 + n`).
+async fn ready_in_pool(store: &Store, n: u32, host: &str, pool: &PoolId) -> Session {
+    let mut s = session(n, "g", host);
+    s.pool_id = Some(pool.clone());
+    insert(store, &s).await;
+    let readied = SessionEvent::Readied {
+        pid: 100 + n,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20000,
+        ports: vec![20000],
+    };
+    store
+        .transition(&s.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap()
+}
+
 fn pool_spec(size: u32) -> protocol::api::PoolSpec {
     protocol::api::PoolSpec {
         game_id: GameId::new("g").unwrap(),
@@ -738,19 +755,7 @@ async fn claims_each_ready_game_once(store: Store) {
     let pool = PoolId::new("lobby").unwrap();
     store.put_pool(&pool, &pool_spec(3), None).await.unwrap();
     for n in 1..=3 {
-        let mut s = session(n, "g", "h");
-        s.pool_id = Some(pool.clone());
-        insert(&store, &s).await;
-        let readied = SessionEvent::Readied {
-            pid: 100 + n,
-            ip: "10.0.0.5".parse().unwrap(),
-            port: 20000,
-            ports: vec![20000],
-        };
-        let ready = store
-            .transition(&s.session_id, &readied, Actor::Agent, now())
-            .await
-            .unwrap();
+        let ready = ready_in_pool(&store, n, "h", &pool).await;
         assert_eq!(ready.pool_id.as_ref(), Some(&pool));
     }
     // A plain session of the same game is never claimed.
@@ -807,19 +812,7 @@ async fn claims_each_ready_game_once(store: Store) {
         .count();
     assert_eq!(running, 3, "{stream:?}");
     // With a key: bound to the claimed game; the same key again finds it taken.
-    let mut s = session(4, "g", "h");
-    s.pool_id = Some(pool.clone());
-    insert(&store, &s).await;
-    let readied = SessionEvent::Readied {
-        pid: 104,
-        ip: "10.0.0.5".parse().unwrap(),
-        port: 20000,
-        ports: vec![20000],
-    };
-    store
-        .transition(&s.session_id, &readied, Actor::Agent, now())
-        .await
-        .unwrap();
+    let s = ready_in_pool(&store, 4, "h", &pool).await;
     let req = StartSession {
         game_id: GameId::new("g").unwrap(),
         mode: None,
@@ -836,13 +829,7 @@ async fn claims_each_ready_game_once(store: Store) {
         store.find_key(&key).await.unwrap(),
         Some(broker::store::KeyMatch::Same(s.session_id.clone()))
     );
-    let mut s = session(5, "g", "h");
-    s.pool_id = Some(pool.clone());
-    insert(&store, &s).await;
-    store
-        .transition(&s.session_id, &readied, Actor::Agent, now())
-        .await
-        .unwrap();
+    let s = ready_in_pool(&store, 5, "h", &pool).await;
     assert_eq!(
         store
             .claim_ready(
@@ -1320,19 +1307,7 @@ async fn mysql_claims_count_each_users_quota() {
     // A pool's ready game: not past the quota, and the user's once claimed.
     let pool = PoolId::new("lobby").unwrap();
     store.put_pool(&pool, &pool_spec(1), None).await.unwrap();
-    let mut ready = session(30, "g", "host-a");
-    ready.pool_id = Some(pool.clone());
-    insert(&store, &ready).await;
-    let readied = SessionEvent::Readied {
-        pid: 9,
-        ip: "10.0.0.5".parse().unwrap(),
-        port: 20009,
-        ports: vec![20009],
-    };
-    store
-        .transition(&ready.session_id, &readied, Actor::Agent, now())
-        .await
-        .unwrap();
+    let ready = ready_in_pool(&store, 30, "host-a", &pool).await;
     let at = OffsetDateTime::now_utc();
     assert_eq!(
         store
