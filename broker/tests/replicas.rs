@@ -12,10 +12,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use broker::session::Actor;
+use broker::store::mysql::MysqlStore;
+use broker::store::Claimed;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use portal_client::{Client, ClientError, LogRange};
-use protocol::api::{ErrorCode, HostStatus, Session, SessionStatus, StartSession};
+use protocol::api::{EndReason, ErrorCode, HostStatus, Session, SessionStatus, StartSession};
 use protocol::{GameId, HostId, SessionId};
 use tests::nats::NatsServer;
 use tests::{fresh_port_ranges, mariadb, processes_of, wait_until, AgentOptions, TestAgent};
@@ -133,6 +136,8 @@ impl Drop for Replica {
 
 /// Three replicas, four agents, one database and one NATS server, all throwaway.
 struct Cluster {
+    /// The shared database's URL.
+    db: String,
     nats: NatsServer,
     replicas: Vec<Replica>,
     _agents: Vec<TestAgent>,
@@ -182,6 +187,7 @@ impl Cluster {
             agents.push(agent);
         }
         let me = Self {
+            db,
             nats,
             replicas,
             _agents: agents,
@@ -568,6 +574,46 @@ async fn a_replica_killed_under_load_loses_no_session_and_leaves_no_orphan() {
         assert_eq!(ended.status, SessionStatus::Ended);
     }
     no_orphan(&c, survivors[1]).await;
+}
+
+/// A start recorded by a replica that died before any agent heard of it is failed by
+/// whichever replica sweeps, at the game's own launch deadline, whoever holds its host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_a_dead_replica_left_fails_at_its_deadline_whoever_sweeps() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    // What a replica killed between its claim and its call leaves: a `starting` session in
+    // the store, on each host (one replica sweeps; the others hold most of these hosts).
+    let store = MysqlStore::connect(&c.db).await.unwrap();
+    let mut left = Vec::new();
+    for (i, host) in c.capacity.keys().enumerate() {
+        let s = broker::session::new_session(
+            SessionId::new(format!("left-by-a-dead-replica-{i}")).unwrap(),
+            sleeper().game_id,
+            "default".into(),
+            None,
+            host.clone(),
+            time::OffsetDateTime::now_utc(),
+        );
+        let claimed = store.claim(&s, None, Actor::Portal, None).await.unwrap();
+        assert!(matches!(claimed, Claimed::New { .. }), "{claimed:?}");
+        left.push(s.session_id);
+    }
+    // `--launch-timeout 5`, no readiness check, and the sweep's grace: well within WAIT.
+    let client = c.client(0);
+    wait_until("every start left behind has failed", WAIT, || async {
+        for id in &left {
+            match client.get_session(id).await {
+                Ok(s) if s.status == SessionStatus::Failed => {
+                    assert_eq!(s.end_reason, Some(EndReason::LaunchTimeout));
+                }
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::api::{HostStatus, Session, StartSession};
-use protocol::{PoolId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
 use super::Service;
@@ -216,6 +216,28 @@ impl Service {
             .flat_map(|v| v.games.iter())
             .find(|g| &g.game_id == game)
             .map(|g| g.settings.clone()))
+    }
+
+    /// How long the readiness check of `game` on `host` may take, as the shared view of the
+    /// hosts says; `None` when the view does not know the host or it cannot be read.
+    pub(super) async fn shared_ready_timeout(
+        &self,
+        host: &HostId,
+        game: &GameId,
+    ) -> Option<Duration> {
+        let views = match self.shared_view.get() {
+            Some(v) => v,
+            None => self.read_view().await.ok()?,
+        };
+        let offer = views
+            .iter()
+            .find(|v| &v.host_id == host)?
+            .games
+            .iter()
+            .find(|g| &g.game_id == game)?;
+        Some(Duration::from_millis(u64::from(
+            offer.ready_timeout_ms.unwrap_or(0),
+        )))
     }
 
     /// Reads the shared hosts as placement sees them, and keeps the view.

@@ -71,8 +71,10 @@ impl Service {
                     session: Box::new(session.clone()),
                     request: request.clone(),
                 };
-                // The owner answers within the game's launch deadline, which it knows.
-                let deadline = self.longest_launch() + CALL_GRACE;
+                // The owner answers within the game's launch deadline; a caller whose owner
+                // died mid-launch waits no longer than that.
+                let deadline =
+                    self.launch_deadline_anywhere(host, &session.game_id).await + CALL_GRACE;
                 match self.call(&owner, &call, deadline).await {
                     Ok(s) => return Ok(s),
                     Err(Ok(e)) => return Err(e),

@@ -209,6 +209,18 @@ impl Service {
         checked.map_err(|e| Error::Invalid(e.to_string()))
     }
 
+    /// [`Self::launch_deadline`] for a host wherever its agent is: as the host offers the
+    /// game here or, for another replica's host, in the replicas' shared view;
+    /// [`Self::longest_launch`] when neither knows the host.
+    pub(super) async fn launch_deadline_anywhere(&self, host: &HostId, game: &GameId) -> Duration {
+        let ready = match self.registry.ready_timeout(host, game) {
+            Some(r) => Some(r),
+            None if self.replicas.is_some() => self.shared_ready_timeout(host, game).await,
+            None => None,
+        };
+        ready.map_or(self.longest_launch(), |r| self.settings.launch_timeout + r)
+    }
+
     /// The longest any launch may take, for waits that do not know the game or its host.
     pub(super) fn longest_launch(&self) -> Duration {
         self.settings.launch_timeout + Duration::from_secs(u64::from(MAX_READY_TIMEOUT_SECS))

@@ -124,11 +124,16 @@ impl Service {
         let now = OffsetDateTime::now_utc();
         for s in active {
             let launching = self.inflight.is_launching(&s.session_id);
-            let deadline = self
-                .registry
-                .ready_timeout(&s.host_id, &s.game_id)
-                .map_or(self.longest_launch(), |r| self.settings.launch_timeout + r);
-            if !stale_start(&s, now, deadline, launching) {
+            // No launch is shorter than the launch timeout: only those past it need their
+            // game's own deadline, which for another replica's host is read from the store.
+            if !stale_start(&s, now, self.settings.launch_timeout, launching)
+                || !stale_start(
+                    &s,
+                    now,
+                    self.launch_deadline_anywhere(&s.host_id, &s.game_id).await,
+                    launching,
+                )
+            {
                 continue;
             }
             tracing::warn!(session = %s.session_id, host = %s.host_id, "start never settled; failing it");
