@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use protocol::api::MAX_DURATION_S;
 use protocol::settings::SettingOffer;
 use protocol::wire::{GameOffer, LaunchRequest, DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
 use protocol::GameId;
@@ -44,6 +45,8 @@ pub struct Game {
     ports: u16,
     config_set: Vec<(String, Template)>,
     settings: Vec<SettingOffer>,
+    max_duration_s: Option<u32>,
+    idle_timeout_s: Option<u32>,
 }
 
 /// How a game's readiness is known, as checked at load.
@@ -113,6 +116,14 @@ pub struct GameEntry {
     /// into the session's copy of its config like `config_set`.
     #[serde(default)]
     pub settings: BTreeMap<String, SettingEntry>,
+    /// A session ends `expired` at this age, in seconds (the broker ends it; a start may ask
+    /// for less).
+    #[serde(default)]
+    pub max_duration_s: Option<u32>,
+    /// A running session ends `idle` after this many seconds with no established TCP
+    /// connection on any of its ports (read from the host's TCP table).
+    #[serde(default)]
+    pub idle_timeout_s: Option<u32>,
 }
 
 /// A setting of a catalog entry: an allow-list of values or a numeric range, and a default.
@@ -236,6 +247,9 @@ pub enum EntryError {
     /// `ports` is out of range.
     #[error("ports must be 1 to {MAX_PORTS}")]
     Ports,
+    /// `max_duration_s` or `idle_timeout_s` is out of range.
+    #[error("{0} must be 1 to {MAX_DURATION_S} seconds")]
+    Limit(&'static str),
     /// A `{portN}` names a port the session does not get.
     #[error("{{port{index}}} needs ports = {} or more", index + 1)]
     PortIndex {
@@ -412,8 +426,18 @@ impl Catalog {
                     .as_ref()
                     .map(|_| u32::try_from(g.ready_timeout.as_millis()).unwrap_or(u32::MAX)),
                 settings: g.settings.clone(),
+                max_duration_s: g.max_duration_s,
+                idle_timeout_s: g.idle_timeout_s,
             })
             .collect()
+    }
+
+    /// How long a session of `game` may go without a connection on its ports, if limited.
+    pub fn idle_timeout(&self, game: &GameId) -> Option<Duration> {
+        self.games
+            .get(game)?
+            .idle_timeout_s
+            .map(|s| Duration::from_secs(u64::from(s)))
     }
 
     /// Whether the catalog has no game.
@@ -667,6 +691,14 @@ impl Game {
             }
             Some(_) => return Err(EntryError::ReadyTimeout),
         };
+        for (key, limit) in [
+            ("max_duration_s", entry.max_duration_s),
+            ("idle_timeout_s", entry.idle_timeout_s),
+        ] {
+            if limit.is_some_and(|l| !(1..=MAX_DURATION_S).contains(&l)) {
+                return Err(EntryError::Limit(key));
+            }
+        }
         let ports = entry.ports.unwrap_or(1);
         if !(1..=MAX_PORTS).contains(&ports) {
             return Err(EntryError::Ports);
@@ -710,6 +742,8 @@ impl Game {
             ports,
             config_set,
             settings,
+            max_duration_s: entry.max_duration_s,
+            idle_timeout_s: entry.idle_timeout_s,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -1079,6 +1113,8 @@ command = "/bin/sleep"
                 "ready_timeout",
             ),
             ("ready_timeout = 5", "ready_timeout"),
+            ("max_duration_s = 0", "max_duration_s must be 1 to"),
+            ("idle_timeout_s = 2592001", "idle_timeout_s must be 1 to"),
             ("ready = { file = \"/x/{nope}\" }", "unknown placeholder"),
             ("ready = { http = \"/\" }", "unknown field"),
         ] {
@@ -1086,6 +1122,24 @@ command = "/bin/sleep"
             let e = load(&toml).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn session_limits_are_offered_to_the_broker() {
+        let cat = load(
+            "[games.g]\ncommand = \"/bin/true\"\nmax_duration_s = 7200\nidle_timeout_s = 300\n\
+             [games.h]\ncommand = \"/bin/true\"\n",
+        )
+        .unwrap();
+        let offers = cat.offers();
+        let limits = |id: &str| {
+            let o = offers.iter().find(|o| o.game_id.as_str() == id).unwrap();
+            (o.max_duration_s, o.idle_timeout_s)
+        };
+        assert_eq!(limits("g"), (Some(7200), Some(300)));
+        assert_eq!(limits("h"), (None, None));
+        let g = GameId::new("g").unwrap();
+        assert_eq!(cat.idle_timeout(&g), Some(Duration::from_secs(300)));
     }
 
     #[test]

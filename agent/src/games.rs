@@ -86,6 +86,26 @@ struct Entry {
     /// Whether a cgroup may exist for it, to remove when it ends.
     limited: bool,
     gone: watch::Receiver<Option<ExitStatus>>,
+    /// With an idle timeout: since when nobody has been connected to its ports.
+    idle: Option<IdleWatch>,
+}
+
+/// A game's idle timeout (catalog `idle_timeout_s`) and when it last had a connection.
+#[derive(Debug, Clone, Copy)]
+struct IdleWatch {
+    timeout: Duration,
+    /// Its launch, its last connection seen, or (for a game of a previous run) the agent's
+    /// start.
+    last_active: Instant,
+}
+
+impl IdleWatch {
+    fn new(timeout: Option<Duration>) -> Option<Self> {
+        timeout.map(|timeout| Self {
+            timeout,
+            last_active: Instant::now(),
+        })
+    }
 }
 
 /// A started game process.
@@ -315,6 +335,10 @@ impl Games {
                                 // A previous run may have made it a cgroup.
                                 limited: true,
                                 gone: gone_rx,
+                                idle: IdleWatch::new(
+                                    game.idle_timeout_s
+                                        .map(|s| Duration::from_secs(u64::from(s))),
+                                ),
                             },
                         );
                     }
@@ -384,7 +408,11 @@ impl Games {
             let mut games: Vec<state::SavedGame> = t
                 .games
                 .iter()
-                .map(|(id, e)| state::SavedGame::new(id, e.pid, &e.lease, e.start_time, false))
+                .map(|(id, e)| {
+                    let mut g = state::SavedGame::new(id, e.pid, &e.lease, e.start_time, false);
+                    g.idle_timeout_s = e.idle.map(|w| saturating_secs(w.timeout));
+                    g
+                })
                 .chain(
                     t.pending
                         .iter()
@@ -465,17 +493,45 @@ impl Games {
 
     /// The games running now.
     pub fn running(&self) -> Vec<RunningGame> {
-        let t = self.table();
+        self.running_seen(None)
+    }
+
+    /// Whether any game has an idle timeout: only then is the TCP table worth reading.
+    pub fn watches_idle(&self) -> bool {
+        self.table().games.values().any(|e| e.idle.is_some())
+    }
+
+    /// [`Self::running`], as of `connected`, the local ports with an established TCP
+    /// connection now (when read): a game with a connection on any of its ports is active
+    /// now, and one without any for at least its idle timeout says for how long.
+    pub fn running_seen(&self, connected: Option<&HashSet<u16>>) -> Vec<RunningGame> {
+        let now = Instant::now();
+        let mut t = self.table();
         let mut v: Vec<RunningGame> = t
             .games
-            .iter()
-            .map(|(id, e)| RunningGame {
-                session_id: id.clone(),
-                pid: e.pid,
-                pgid: e.pid,
-                port: e.lease.port(),
+            .iter_mut()
+            .map(|(id, e)| {
+                let idle_ms = match (e.idle.as_mut(), connected) {
+                    (Some(w), Some(connected)) => {
+                        if e.lease.ports.iter().any(|p| connected.contains(p)) {
+                            w.last_active = now;
+                        }
+                        let idle = now.duration_since(w.last_active);
+                        (e.state == GameState::Running && idle >= w.timeout)
+                            .then(|| u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+                    }
+                    _ => None,
+                };
+                RunningGame {
+                    session_id: id.clone(),
+                    pid: e.pid,
+                    pgid: e.pid,
+                    port: e.lease.port(),
+                    idle_ms,
+                }
             })
             .collect();
+        drop(t);
         v.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         v
     }
@@ -737,6 +793,7 @@ impl Games {
                             },
                             limited,
                             gone: gone_rx,
+                            idle: IdleWatch::new(self.catalog.idle_timeout(&req.game_id)),
                         },
                     );
                 }
@@ -1052,6 +1109,11 @@ impl Games {
         let ids: Vec<SessionId> = self.table().games.keys().cloned().collect();
         futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
     }
+}
+
+/// `d` in whole seconds, as the state file keeps it.
+fn saturating_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// How a game ended, in words.

@@ -30,6 +30,7 @@ pub mod ports;
 pub mod ready;
 pub mod session_config;
 pub mod state;
+pub mod tcp;
 pub mod tls;
 
 use std::net::IpAddr;

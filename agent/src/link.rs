@@ -236,15 +236,36 @@ where
                     )));
                 }
                 let s = sampler.sample().await;
+                let connected = connected_ports(games).await;
                 let heartbeat = AgentMessage::Heartbeat(Load {
                     cpu_percent: s.cpu_percent,
                     mem_used_bytes: s.mem_used_bytes,
                     mem_total_bytes: s.mem_total_bytes,
-                    sessions: games.running(),
+                    sessions: games.running_seen(connected.as_ref()),
                 });
                 write(&mut sink, heartbeat, WRITE_TIMEOUT).await?;
             }
         }
+    }
+}
+
+/// The local ports with a connection now, when a game watches for idleness (off the async
+/// threads); `None` when none does, or the TCP table cannot be read (said once: idle games
+/// then keep running).
+async fn connected_ports(games: &Arc<Games>) -> Option<std::collections::HashSet<u16>> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !games.watches_idle() {
+        return None;
+    }
+    match tokio::task::spawn_blocking(crate::tcp::established_ports).await {
+        Ok(Ok(ports)) => Some(ports),
+        Ok(Err(e)) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot read the TCP table; idle timeouts are not enforced");
+            }
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -42,6 +42,10 @@ pub struct SavedGame {
     /// died in between, by the `ARCADE_SESSION_ID` in its processes' environment.
     #[serde(default)]
     pub pending: bool,
+    /// Its catalog `idle_timeout_s` when it was launched, so a restarted agent keeps watching
+    /// it (absent while pending: a game found again from its pending record is not watched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u32>,
 }
 
 impl SavedGame {
@@ -61,6 +65,7 @@ impl SavedGame {
             slot: Some(lease.slot),
             start_time,
             pending,
+            idle_timeout_s: None,
         }
     }
 }
@@ -299,6 +304,7 @@ mod tests {
             slot: Some(0),
             start_time,
             pending: false,
+            idle_timeout_s: None,
         };
         if pgrp == me {
             assert!(matches!(find(&game(Some(start))), Found::Running { .. }));
@@ -319,6 +325,7 @@ mod tests {
                 slot: Some(0),
                 start_time: Some(7),
                 pending: false,
+                idle_timeout_s: None,
             }],
             exited: vec![],
         };
@@ -334,6 +341,7 @@ mod tests {
                     slot: Some(0),
                     start_time: None,
                     pending: true,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             exited: vec![],
@@ -371,6 +379,7 @@ mod tests {
             slot: Some(0),
             start_time: Some(5),
             pending: false,
+            idle_timeout_s: None,
         };
         let legacy = Saved {
             games: vec![game(1), game(2)],
@@ -402,6 +411,7 @@ mod tests {
             slot: Some(0),
             start_time: None,
             pending: false,
+            idle_timeout_s: None,
         };
         let long = Saved {
             games: (0..10).map(game).collect(),

@@ -63,6 +63,7 @@ fn sleeper() -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 

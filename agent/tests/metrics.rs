@@ -29,6 +29,7 @@ fn start(game: &str) -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 

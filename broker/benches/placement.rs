@@ -27,6 +27,8 @@ fn hosts(n: usize) -> Vec<HostView> {
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             max_sessions: 8,

@@ -400,6 +400,8 @@ mod tests {
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             max_sessions: max,
@@ -589,6 +591,8 @@ mod tests {
                     modes: modes.iter().map(|m| (*m).to_owned()).collect(),
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             max_sessions: max,

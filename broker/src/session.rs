@@ -46,6 +46,11 @@ pub enum SessionEvent {
     LaunchTimedOut,
     /// A portal or provider asked to end it.
     StopRequested,
+    /// It reached its `max_duration_s`: it is stopped, and ends `expired`.
+    Expired,
+    /// Nobody was connected to its ports for its game's `idle_timeout_s`: it is stopped, and
+    /// ends `idle`.
+    IdledOut,
     /// The agent stopped it: no process of its group is left.
     Stopped,
     /// Its game's processes all exited by themselves.
@@ -127,6 +132,8 @@ impl SessionEvent {
             Self::LaunchFailed => "launch failed",
             Self::LaunchTimedOut => "launch timed out",
             Self::StopRequested => "stop requested",
+            Self::Expired => "expired",
+            Self::IdledOut => "idle",
             Self::Stopped => "stopped",
             Self::Exited(_) => "exited",
             Self::HostLost => "host lost",
@@ -163,6 +170,19 @@ pub fn new_session(
         ports: Vec::new(),
         settings: std::collections::BTreeMap::new(),
         user_id: None,
+        max_duration_s: None,
+        expires_at: None,
+    }
+}
+
+/// When `s` ends `expired`: while it runs for its player (`running` or `stopping`),
+/// `started_at` plus its `max_duration_s`. Every store derives the field with this.
+pub fn expires_at(s: &Session) -> Option<OffsetDateTime> {
+    match s.status {
+        SessionStatus::Running | SessionStatus::Stopping => {
+            Some(s.started_at? + time::Duration::seconds(i64::from(s.max_duration_s?)))
+        }
+        _ => None,
     }
 }
 
@@ -235,14 +255,29 @@ pub fn apply(
         (S::Ready | S::Running | S::Stopping, E::StopRequested) => {
             s.status = S::Stopping;
         }
-        (S::Stopping, E::Stopped) => end(s, S::Ended, EndReason::EndedByRequest),
+        // A limit decides how the session ends when it begins to: its `end_reason` is set
+        // while it is `stopping`, and kept whatever ends it then.
+        (S::Running, E::Expired) => {
+            s.status = S::Stopping;
+            s.end_reason = Some(EndReason::Expired);
+        }
+        (S::Running, E::IdledOut) => {
+            s.status = S::Stopping;
+            s.end_reason = Some(EndReason::Idle);
+        }
+        (S::Stopping, E::Stopped) => {
+            let reason = s.end_reason.unwrap_or(EndReason::EndedByRequest);
+            end(s, S::Ended, reason);
+        }
         (S::Ready | S::Running | S::Stopping, E::Exited(st)) => {
-            end(s, S::Ended, EndReason::GameExited);
+            let reason = s.end_reason.unwrap_or(EndReason::GameExited);
+            end(s, S::Ended, reason);
             s.exit_code = exit_code(*st);
         }
         (S::Ready | S::Running | S::Stopping, E::HostLost) => end(s, S::Lost, EndReason::HostLost),
         (S::Ready | S::Running | S::Stopping, E::Vanished) => {
-            end(s, S::Ended, EndReason::GameExited)
+            let reason = s.end_reason.unwrap_or(EndReason::GameExited);
+            end(s, S::Ended, reason);
         }
         (status, event) => {
             return Err(TransitionError::Invalid {
@@ -251,6 +286,7 @@ pub fn apply(
             })
         }
     }
+    s.expires_at = expires_at(s);
     Ok(())
 }
 
@@ -379,6 +415,37 @@ mod tests {
                 Some(EndReason::HostLost),
                 None,
             ),
+            // Limits: the reason is decided when the stop begins and kept to the end.
+            (
+                &[launched(), E::Expired],
+                S::Stopping,
+                Some(EndReason::Expired),
+                None,
+            ),
+            (
+                &[launched(), E::Expired, E::StopRequested, E::Stopped],
+                S::Ended,
+                Some(EndReason::Expired),
+                None,
+            ),
+            (
+                &[launched(), E::IdledOut, E::Exited(ExitStatus::Code(0))],
+                S::Ended,
+                Some(EndReason::Idle),
+                Some(0),
+            ),
+            (
+                &[readied(), E::Claimed, E::IdledOut, E::Vanished],
+                S::Ended,
+                Some(EndReason::Idle),
+                None,
+            ),
+            (
+                &[launched(), E::Expired, E::HostLost],
+                S::Lost,
+                Some(EndReason::HostLost),
+                None,
+            ),
         ];
         for (events, status, reason, code) in ok {
             let s = run(events).unwrap_or_else(|e| panic!("{events:?}: {e}"));
@@ -411,10 +478,42 @@ mod tests {
             &[launched(), E::Retired],
             &[E::Retired],
             &[readied(), E::Retired, E::Claimed],
+            &[E::Expired],
+            &[readied(), E::Expired],
+            &[readied(), E::IdledOut],
+            &[launched(), E::StopRequested, E::Expired],
+            &[launched(), E::Expired, E::IdledOut],
         ];
         for events in bad {
             assert!(run(events).is_err(), "{events:?}");
         }
+    }
+
+    #[test]
+    fn a_limited_session_expires_its_limit_after_it_begins_to_run_for_its_player() {
+        let t = |secs| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs);
+        let mut cold = fresh();
+        cold.max_duration_s = Some(60);
+        apply(&mut cold, &launched(), t(5)).unwrap();
+        assert_eq!(cold.expires_at, Some(t(65)));
+
+        // A pool's game: its limit runs from the claim, not from when it became ready.
+        let mut pooled = fresh();
+        pooled.max_duration_s = Some(60);
+        apply(&mut pooled, &readied(), t(5)).unwrap();
+        assert_eq!(pooled.expires_at, None);
+        apply(&mut pooled, &SessionEvent::Claimed, t(100)).unwrap();
+        assert_eq!(pooled.expires_at, Some(t(160)));
+
+        let mut unlimited = fresh();
+        apply(&mut unlimited, &launched(), t(5)).unwrap();
+        assert_eq!(unlimited.expires_at, None);
+
+        // Stopping, it still says when; once over, never.
+        apply(&mut cold, &SessionEvent::StopRequested, t(10)).unwrap();
+        assert_eq!(cold.expires_at, Some(t(65)));
+        apply(&mut cold, &SessionEvent::Stopped, t(11)).unwrap();
+        assert_eq!(cold.expires_at, None);
     }
 
     #[test]

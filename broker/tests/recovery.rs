@@ -70,6 +70,7 @@ fn sleeper() -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 
@@ -307,6 +308,7 @@ async fn the_event_stream_loses_and_repeats_nothing_across_a_kill_9() {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let mut acked = Vec::new();
     for _ in 0..3 {

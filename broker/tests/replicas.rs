@@ -242,6 +242,7 @@ fn sleeper() -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 
@@ -403,6 +404,7 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
             config: None,
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         })
         .await
         .unwrap();
@@ -853,6 +855,7 @@ async fn a_users_quota_holds_across_replicas() {
     };
     let of_user = StartSession {
         user_id: Some("player-1".into()),
+        max_duration_s: None,
         ..sleeper()
     };
     let starts: Vec<_> = (0..12)

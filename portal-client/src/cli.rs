@@ -76,6 +76,10 @@ pub enum Command {
         /// The player, for the broker's per-user quota and `arcade sessions --user`.
         #[arg(long = "user", value_name = "U")]
         user: Option<String>,
+        /// End the session (`expired`) at this age, in seconds, unless the game's own limit is
+        /// shorter.
+        #[arg(long = "max-duration", value_name = "SECONDS")]
+        max_duration: Option<u32>,
     },
     /// End a session; answers once the game's processes are gone.
     End {
@@ -263,7 +267,7 @@ pub enum CliError {
     #[error("cannot format the answer as JSON")]
     Json(#[source] serde_json::Error),
     /// `arcade events --types` names a type the broker does not send.
-    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, host.online, host.offline, host.draining, host.resumed")]
+    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, host.online, host.offline, host.draining, host.resumed")]
     UnknownEventType(String),
 }
 
@@ -346,6 +350,7 @@ async fn execute(
             config,
             settings,
             user,
+            max_duration,
         } => {
             let request = StartSession {
                 game_id: GameId::new(game)?,
@@ -353,6 +358,7 @@ async fn execute(
                 config,
                 settings: settings.into_iter().collect(),
                 user_id: user,
+                max_duration_s: max_duration,
             };
             let session = client.start_session(&request).await?;
             render(json, &session, started_text)
@@ -785,6 +791,8 @@ mod tests {
             ports: vec![20000],
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
+            expires_at: None,
         }
     }
 
@@ -826,6 +834,7 @@ mod tests {
                 config: None,
                 settings: vec![],
                 user: None,
+                max_duration: None,
             }
         );
         let cli = parse(&[
@@ -837,10 +846,12 @@ mod tests {
             "video-specific[b]=8000000",
             "--user",
             "player-1",
+            "--max-duration",
+            "7200",
         ]);
         assert!(matches!(
             cli.command,
-            Command::Start { settings, user: Some(u), .. }
+            Command::Start { settings, user: Some(u), max_duration: Some(7200), .. }
                 if u == "player-1"
                     && settings == [
                         ("video-fps".to_owned(), "30".to_owned()),

@@ -580,6 +580,7 @@ mod tests {
             config: None,
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         }
     }
 

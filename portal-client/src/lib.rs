@@ -24,6 +24,7 @@
 //!         config: None,
 //!         settings: Default::default(),
 //!         user_id: None,
+//!         max_duration_s: None,
 //!     })
 //!     .await?;
 //! println!("connect to {:?}:{:?}", session.ip, session.port);

@@ -118,6 +118,73 @@ async fn the_cli_drives_a_live_broker() {
     assert!(missing.stderr.contains("not_found"), "{}", missing.stderr);
 }
 
+/// A start that chooses settings, names its player and limits its length, as a portal
+/// operator types it; the player's sessions listed by name; a setting the game does not allow
+/// refused on one line, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcade_start_sets_settings_a_user_and_a_limit() {
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let url = broker.url.clone();
+    let client = portal_client::Client::new(&url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+
+    let started = arcade(
+        &url,
+        &[
+            "start",
+            "ga-style",
+            "--set",
+            "video-fps=30",
+            "--user",
+            "player-1",
+            "--max-duration",
+            "600",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let s: Session = serde_json::from_str(&started.stdout).unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(s.settings["video-fps"], "30");
+    assert_eq!(s.user_id.as_deref(), Some("player-1"));
+    assert_eq!(s.max_duration_s, Some(600));
+    let other = arcade(&url, &["start", "sleeper", "--user", "player-2", "--json"]).await;
+    assert_eq!(other.code, 0, "{}", other.stderr);
+
+    let mine = arcade(&url, &["sessions", "--user", "player-1"]).await;
+    assert_eq!(mine.code, 0, "{}", mine.stderr);
+    assert!(
+        mine.stdout.contains(s.session_id.as_str()),
+        "{}",
+        mine.stdout
+    );
+    assert_eq!(
+        mine.stdout
+            .lines()
+            .filter(|l| l.contains("running"))
+            .count(),
+        1,
+        "{}",
+        mine.stdout
+    );
+
+    let refused = arcade(&url, &["start", "ga-style", "--set", "video-fps=29"]).await;
+    assert_ne!(refused.code, 0);
+    assert_eq!(
+        refused.stderr.trim().lines().count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("bad_request") && refused.stderr.contains("video-fps"),
+        "{}",
+        refused.stderr
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_is_one_clear_line() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

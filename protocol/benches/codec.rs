@@ -20,6 +20,7 @@ fn running(n: u32) -> Vec<RunningGame> {
             pid: 1000 + i,
             pgid: 1000 + i,
             port: 20000 + i as u16,
+            idle_ms: None,
         })
         .collect()
 }
@@ -98,6 +99,8 @@ fn hello() -> Hello {
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             max_sessions: 8,

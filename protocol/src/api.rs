@@ -32,10 +32,20 @@ pub struct StartSession {
     /// `--max-sessions-per-user` counts by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The session ends (`expired`) at this age, in seconds, or sooner if its game's catalog
+    /// entry says so (the smaller wins). 1 to [`MAX_DURATION_S`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<u32>,
 }
 
 /// The longest `user_id`, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// The longest `max_duration_s` a start or a catalog may ask for: 30 days.
+pub const MAX_DURATION_S: u32 = 30 * 24 * 3600;
+
+/// How long before a session expires `session.expiring` is sent.
+pub const EXPIRY_WARNING_S: u32 = 60;
 
 /// A session's lifecycle state. See API.md, "Session states".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,6 +143,10 @@ pub enum EndReason {
     LaunchTimeout,
     /// Its host went offline.
     HostLost,
+    /// It reached its `max_duration_s`.
+    Expired,
+    /// Nobody was connected to its ports for its game's `idle_timeout_s`.
+    Idle,
 }
 
 /// A session, as the API shows it.
@@ -183,6 +197,13 @@ pub struct Session {
     /// The player its start named, if any.
     #[serde(default)]
     pub user_id: Option<String>,
+    /// Its limit in seconds, if any: the smaller of its start's and its game's
+    /// `max_duration_s`.
+    #[serde(default)]
+    pub max_duration_s: Option<u32>,
+    /// When it ends `expired`: `started_at` plus `max_duration_s`, once it runs.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// `GET /v1/sessions` answer.
@@ -656,9 +677,13 @@ mod tests {
             ports: vec![20000],
             settings: BTreeMap::new(),
             user_id: None,
+            max_duration_s: Some(7200),
+            expires_at: Some(time::macros::datetime!(2026-11-23 12:00:00 UTC)),
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["status"], "running");
+        assert_eq!(v["max_duration_s"], 7200);
+        assert_eq!(v["expires_at"], "2026-11-23T12:00:00Z");
         assert_eq!(v["ip"], "127.0.0.1");
         assert_eq!(v["created_at"], "2026-11-23T10:00:00Z");
         assert_eq!(v["started_at"], serde_json::Value::Null);
@@ -728,6 +753,10 @@ pub enum EventType {
     /// Its host went away.
     #[serde(rename = "session.lost")]
     SessionLost,
+    /// It ends `expired` in [`EXPIRY_WARNING_S`] seconds (or sooner, when its whole limit
+    /// is shorter): sent once.
+    #[serde(rename = "session.expiring")]
+    SessionExpiring,
     /// A host connected and takes sessions.
     #[serde(rename = "host.online")]
     HostOnline,
@@ -747,7 +776,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a broker sends.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::SessionRunning,
@@ -755,6 +784,7 @@ impl EventType {
         Self::SessionEnded,
         Self::SessionFailed,
         Self::SessionLost,
+        Self::SessionExpiring,
         Self::HostOnline,
         Self::HostOffline,
         Self::HostDraining,
@@ -771,6 +801,7 @@ impl EventType {
             Self::SessionEnded => "session.ended",
             Self::SessionFailed => "session.failed",
             Self::SessionLost => "session.lost",
+            Self::SessionExpiring => "session.expiring",
             Self::HostOnline => "host.online",
             Self::HostOffline => "host.offline",
             Self::HostDraining => "host.draining",

@@ -164,6 +164,7 @@ mod tests {
             pid: 4242,
             pgid: 4242,
             port: 20000,
+            idle_ms: None,
         }
     }
 
@@ -182,6 +183,8 @@ mod tests {
                     modes: vec!["event-driven".into(), "periodic".into()],
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 }],
                 max_sessions: 4,
                 port_range: PortRange {

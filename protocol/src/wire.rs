@@ -20,7 +20,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +91,14 @@ pub struct GameOffer {
     /// The settings a start may choose (added in version 4; absent from facts stored before).
     #[serde(default)]
     pub settings: Vec<crate::settings::SettingOffer>,
+    /// The catalog's `max_duration_s`: a session ends `expired` at this age (added in
+    /// version 5; absent from facts stored before).
+    #[serde(default)]
+    pub max_duration_s: Option<u32>,
+    /// The catalog's `idle_timeout_s`: a running session whose ports have had no established
+    /// TCP connection for this long ends `idle` (added in version 5).
+    #[serde(default)]
+    pub idle_timeout_s: Option<u32>,
 }
 
 /// The longest readiness timeout a catalog may give a game, in seconds.
@@ -119,6 +127,10 @@ pub struct RunningGame {
     pub pgid: u32,
     /// The port handed to it.
     pub port: u16,
+    /// For a game with an idle timeout, once its ports have had no established TCP
+    /// connection for at least that long: for how long, in milliseconds, counted from its
+    /// launch or its last connection (added in version 5).
+    pub idle_ms: Option<u64>,
 }
 
 /// The broker's answer to a [`Hello`].

@@ -382,6 +382,9 @@ pub fn ready_dir() -> PathBuf {
     dir
 }
 
+/// The `idle_timeout_s` of the test catalog's `idler`.
+pub const IDLE_TIMEOUT_S: u32 = 2;
+
 /// The test catalog:
 /// - `game` (modes `normal`, `hard`): listens on its port;
 /// - `crasher`: exits with code 3 after 300 ms;
@@ -399,7 +402,9 @@ pub fn ready_dir() -> PathBuf {
 /// - `slow-listener`, `slow-logger`, `slow-toucher`: ready 700 ms after they start, by a TCP
 ///   connect, a `ready` line of output, or a file in [`ready_dir`];
 /// - `never-ready`: never listens (ready by TCP within 1 s);
-/// - `dies-before-ready`: exits with code 4 after 300 ms, before it listens.
+/// - `dies-before-ready`: exits with code 4 after 300 ms, before it listens;
+/// - `timed`: listens, and ends `expired` at an hour (`max_duration_s = 3600`);
+/// - `idler`: listens, and ends `idle` after 2 s without a connection (`idle_timeout_s`).
 pub fn test_catalog() -> Catalog {
     let game = test_game().display().to_string();
     let entry = |command: &str, args: &[&str], modes: &[&str]| GameEntry {
@@ -503,6 +508,16 @@ pub fn test_catalog() -> Catalog {
                     ..agent::catalog::SettingEntry::default()
                 },
             )]);
+            e
+        }),
+        ("timed".to_owned(), {
+            let mut e = entry(&game, &["--listen"], &[]);
+            e.max_duration_s = Some(3600);
+            e
+        }),
+        ("idler".to_owned(), {
+            let mut e = entry(&game, &["--listen"], &[]);
+            e.idle_timeout_s = Some(IDLE_TIMEOUT_S);
             e
         }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
@@ -668,6 +683,8 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
                 modes: vec![protocol::wire::DEFAULT_MODE.to_owned()],
                 ready_timeout_ms: None,
                 settings: Vec::new(),
+                max_duration_s: None,
+                idle_timeout_s: None,
             }],
             max_sessions: 4,
             port_range: PortRange { lo: 1, hi: 100 },

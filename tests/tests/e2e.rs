@@ -22,6 +22,7 @@ fn start(game: &str) -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 
@@ -755,6 +756,7 @@ mod agent_link {
             pid: 4242,
             pgid: 4242,
             port: 1,
+            idle_ms: None,
         }];
         let mut back = FakeAgent::connect(broker.agent_addr, hello).await.unwrap();
         let Some(BrokerMessage::Stop { session_id }) = back.recv(WAIT).await else {
@@ -975,6 +977,7 @@ mod agent_restart {
                 slot: None,
                 start_time: Some(1),
                 pending: false,
+                idle_timeout_s: None,
             }],
             exited: vec![],
         };

@@ -33,6 +33,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
             config: None,
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         })
         .await
         .unwrap();

@@ -73,6 +73,7 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let a = client.start_session(&req).await.unwrap();
     let thirty = StartSession {
@@ -143,6 +144,7 @@ async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched()
         config: None,
         settings: [(k.to_owned(), v.to_owned())].into(),
         user_id: None,
+        max_duration_s: None,
     };
     // What a portal may offer its players: the game's settings, as its hosts offer them.
     let games = client.games().await.unwrap().games;
@@ -202,6 +204,7 @@ async fn a_user_holds_at_most_its_quota_even_under_concurrent_starts() {
         config: None,
         settings: Default::default(),
         user_id: Some(user.to_owned()),
+        max_duration_s: None,
     };
     let starts: Vec<_> = (0..20)
         .map(|_| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use broker::session::{new_session, Actor, SessionEvent};
 use broker::store::mysql::MysqlStore;
 use broker::store::{IdempotencyKey, Inserted, Store, StoreError};
-use protocol::api::{EndReason, Session, SessionQuery, SessionStatus, StartSession};
+use protocol::api::{EndReason, EventType, Session, SessionQuery, SessionStatus, StartSession};
 use protocol::wire::{ExitStatus, GameOffer, HostFacts, PortRange};
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
@@ -50,6 +50,8 @@ fn facts(max_sessions: u32) -> HostFacts {
             modes: vec!["default".into()],
             ready_timeout_ms: None,
             settings: Vec::new(),
+            max_duration_s: None,
+            idle_timeout_s: None,
         }],
         max_sessions,
         port_range: PortRange {
@@ -376,6 +378,7 @@ async fn binds_idempotency_keys(store: Store) {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let key = IdempotencyKey::new("order-1".into(), &req);
     let first = session(1, "g", "h");
@@ -750,7 +753,7 @@ async fn keeps_pools_under_if_match(store: Store) {
 /// Concurrent claims take each ready game once, oldest first, and count claims and misses;
 /// a claim binds the start's `Idempotency-Key`.
 async fn claims_each_ready_game_once(store: Store) {
-    use broker::store::pools::ReadyClaim;
+    use broker::store::pools::{Claimant, ReadyClaim};
     let store = Arc::new(store);
     let pool = PoolId::new("lobby").unwrap();
     store.put_pool(&pool, &pool_spec(3), None).await.unwrap();
@@ -765,7 +768,7 @@ async fn claims_each_ready_game_once(store: Store) {
             let (store, pool) = (Arc::clone(&store), pool.clone());
             tokio::spawn(async move {
                 store
-                    .claim_ready(&pool, Actor::Portal, None, None, now())
+                    .claim_ready(&pool, Actor::Portal, None, Claimant::default(), now())
                     .await
                     .unwrap()
             })
@@ -819,10 +822,11 @@ async fn claims_each_ready_game_once(store: Store) {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let key = IdempotencyKey::new("order-7".into(), &req);
     assert!(matches!(
-        store.claim_ready(&pool, Actor::Portal, Some(&key), None, OffsetDateTime::now_utc()).await.unwrap(),
+        store.claim_ready(&pool, Actor::Portal, Some(&key), Claimant::default(), OffsetDateTime::now_utc()).await.unwrap(),
         ReadyClaim::Claimed(ref c) if c.session_id == s.session_id
     ));
     assert_eq!(
@@ -836,7 +840,7 @@ async fn claims_each_ready_game_once(store: Store) {
                 &pool,
                 Actor::Portal,
                 Some(&key),
-                None,
+                Claimant::default(),
                 OffsetDateTime::now_utc()
             )
             .await
@@ -851,11 +855,112 @@ async fn claims_each_ready_game_once(store: Store) {
     store.remove_pool(&pool, None).await.unwrap();
     assert_eq!(
         store
-            .claim_ready(&pool, Actor::Portal, None, None, now())
+            .claim_ready(&pool, Actor::Portal, None, Claimant::default(), now())
             .await
             .unwrap(),
         ReadyClaim::Empty
     );
+}
+
+/// A session's limit is kept with it, and its expiry follows from it while it runs; a claim
+/// keeps the smaller of the pool game's and the claimer's; a notice is appended once.
+async fn keeps_limits_and_sends_each_notice_once(store: Store) {
+    use broker::store::pools::{Claimant, ReadyClaim};
+    let mut cold = session(1, "g", "h");
+    cold.max_duration_s = Some(60);
+    insert(&store, &cold).await;
+    let running = store
+        .transition(&cold.session_id, &launched(7), Actor::Agent, now())
+        .await
+        .unwrap();
+    let expires = Some(now() + time::Duration::seconds(60));
+    assert_eq!(running.expires_at, expires);
+    let read = store.get(&cold.session_id).await.unwrap();
+    assert_eq!((read.max_duration_s, read.expires_at), (Some(60), expires));
+
+    // A pool's game carries its game's limit; its claimer's is shorter, and wins.
+    let pool = PoolId::new("timed").unwrap();
+    store.put_pool(&pool, &pool_spec(1), None).await.unwrap();
+    let mut ready = session(2, "g", "h");
+    ready.pool_id = Some(pool.clone());
+    ready.max_duration_s = Some(3600);
+    insert(&store, &ready).await;
+    let readied = SessionEvent::Readied {
+        pid: 8,
+        ip: "10.0.0.5".parse().unwrap(),
+        port: 20001,
+        ports: vec![20001],
+    };
+    let waiting = store
+        .transition(&ready.session_id, &readied, Actor::Agent, now())
+        .await
+        .unwrap();
+    assert_eq!(waiting.expires_at, None, "no clock runs while it waits");
+    let claimed_at = now() + time::Duration::seconds(500);
+    let claimant = Claimant {
+        max_duration_s: Some(120),
+        ..Claimant::default()
+    };
+    let ReadyClaim::Claimed(claimed) = store
+        .claim_ready(&pool, Actor::Portal, None, claimant, claimed_at)
+        .await
+        .unwrap()
+    else {
+        panic!("the ready game is claimed");
+    };
+    let expires = Some(claimed_at + time::Duration::seconds(120));
+    assert_eq!(
+        (claimed.max_duration_s, claimed.expires_at),
+        (Some(120), expires)
+    );
+    let read = store.get(&ready.session_id).await.unwrap();
+    assert_eq!((read.max_duration_s, read.expires_at), (Some(120), expires));
+
+    // Warned once, however often asked.
+    let head = store.stream_head().await.unwrap();
+    let mut sent = 0;
+    for _ in 0..3 {
+        if store
+            .notice_once(EventType::SessionExpiring, &read, Actor::Sweep, claimed_at)
+            .await
+            .unwrap()
+        {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1);
+    let after = store.stream_after(head, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].kind, EventType::SessionExpiring);
+    assert_eq!(
+        after[0].session.as_ref().unwrap().session_id,
+        read.session_id
+    );
+    // Ending by its limit: `expired` from the stop on.
+    let stopping = store
+        .transition(
+            &read.session_id,
+            &SessionEvent::Expired,
+            Actor::Sweep,
+            claimed_at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopping.end_reason, Some(EndReason::Expired));
+    let over = store
+        .transition(
+            &read.session_id,
+            &SessionEvent::Stopped,
+            Actor::Agent,
+            claimed_at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (over.status, over.end_reason, over.expires_at),
+        (SessionStatus::Ended, Some(EndReason::Expired), None)
+    );
+    assert_eq!(store.get(&read.session_id).await.unwrap(), over);
 }
 
 macro_rules! contract {
@@ -894,6 +999,7 @@ contract!(
     streams_each_status_change_once_in_order,
     keeps_pools_under_if_match,
     claims_each_ready_game_once,
+    keeps_limits_and_sends_each_notice_once,
 );
 
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the
@@ -1167,6 +1273,7 @@ async fn mysql_owners_fences_claims_and_leases() {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let key = IdempotencyKey::new("k-1".into(), &req);
     assert!(matches!(
@@ -1263,10 +1370,14 @@ async fn mysql_ready_games_hold_their_slots() {
 /// pool's ready game is not claimed past it either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mysql_claims_count_each_users_quota() {
-    use broker::store::pools::ReadyClaim;
+    use broker::store::pools::{Claimant, ReadyClaim};
     use broker::store::{Claimed, Fence};
     let Some(url) = tests::mariadb::database().await else {
         return;
+    };
+    let user = |u, max| Claimant {
+        user: Some((u, Some(max))),
+        ..Claimant::default()
     };
     let a = MysqlStore::connect(&url).await.unwrap();
     let b = MysqlStore::connect(&url).await.unwrap();
@@ -1311,13 +1422,13 @@ async fn mysql_claims_count_each_users_quota() {
     let at = OffsetDateTime::now_utc();
     assert_eq!(
         store
-            .claim_ready(&pool, Actor::Portal, None, Some(("player-1", Some(3))), at)
+            .claim_ready(&pool, Actor::Portal, None, user("player-1", 3), at)
             .await
             .unwrap(),
         ReadyClaim::Quota
     );
     match store
-        .claim_ready(&pool, Actor::Portal, None, Some(("player-2", Some(3))), at)
+        .claim_ready(&pool, Actor::Portal, None, user("player-2", 3), at)
         .await
         .unwrap()
     {

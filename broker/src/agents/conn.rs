@@ -433,7 +433,17 @@ impl Connection {
         S: futures::Sink<BrokerMessage, Error = CodecError> + Unpin,
     {
         match msg {
-            AgentMessage::Heartbeat(load) => self.registry.seen(host, Some(&load)),
+            AgentMessage::Heartbeat(load) => {
+                self.registry.seen(host, Some(&load));
+                for g in load.sessions.into_iter().filter(|g| g.idle_ms.is_some()) {
+                    let event = HostEvent::Idle {
+                        host_id: host.clone(),
+                        idle: std::time::Duration::from_millis(g.idle_ms.unwrap_or_default()),
+                        session_id: g.session_id,
+                    };
+                    self.events.send(event).await.map_err(|_| ())?;
+                }
+            }
             AgentMessage::Launched(l) => {
                 self.registry.seen(host, None);
                 let id = l.session_id.clone();

@@ -250,6 +250,16 @@ pub enum HostEvent {
         /// The connection's epoch.
         epoch: Option<u64>,
     },
+    /// Nobody has been connected to a game's ports for at least its idle timeout, as its
+    /// agent saw in the host's TCP table (said at every heartbeat while it lasts).
+    Idle {
+        /// The host.
+        host_id: HostId,
+        /// The session.
+        session_id: SessionId,
+        /// For how long, counted from the game's launch or last connection.
+        idle: std::time::Duration,
+    },
     /// A game's processes are all gone, by themselves.
     Exited {
         /// The host.

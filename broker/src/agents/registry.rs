@@ -346,19 +346,18 @@ impl Registry {
             .and_then(|e| e.conn.as_ref().map(|(_, l)| l.clone()))
     }
 
-    /// How long `host`'s agent may take to find `game` ready after it starts it: its offer's
-    /// readiness timeout; `None` when the host or its offer of the game is not known.
-    pub fn ready_timeout(&self, host: &HostId, game: &GameId) -> Option<Duration> {
+    /// How `host` offers `game` (its modes, readiness timeout, settings and limits); `None`
+    /// when the host or its offer of the game is not known.
+    pub fn offer(&self, host: &HostId, game: &GameId) -> Option<protocol::wire::GameOffer> {
         let inner = self.lock();
-        let offer = inner
+        inner
             .hosts
             .get(host)?
             .facts
             .games
             .iter()
-            .find(|g| &g.game_id == game)?
-            .ready_timeout_ms;
-        Some(Duration::from_millis(u64::from(offer.unwrap_or(0))))
+            .find(|g| &g.game_id == game)
+            .cloned()
     }
 
     /// The settings a game offers, as a connected host that offers it says.

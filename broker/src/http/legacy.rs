@@ -51,6 +51,7 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         config: blank(q.configfile),
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     };
     let (s, _) = svc
         .into_inner()

@@ -19,6 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use protocol::api::{HostStatus, Session, StartSession};
+use protocol::wire::GameOffer;
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
@@ -170,6 +171,7 @@ impl Service {
             session.pool_id = pool.cloned();
             session.settings.clone_from(&req.settings);
             session.user_id.clone_from(&req.user_id);
+            session.max_duration_s = self.max_duration(&choice.host_id, &req).await;
             let max = self.settings.max_sessions_per_user;
             match replicas.db.claim(&session, key, actor, max).await? {
                 Claimed::New { .. } => break session,
@@ -218,26 +220,20 @@ impl Service {
             .map(|g| g.settings.clone()))
     }
 
-    /// How long the readiness check of `game` on `host` may take, as the shared view of the
-    /// hosts says; `None` when the view does not know the host or it cannot be read.
-    pub(super) async fn shared_ready_timeout(
-        &self,
-        host: &HostId,
-        game: &GameId,
-    ) -> Option<Duration> {
+    /// How `host` offers `game`, as the shared view of the hosts says; `None` when the view
+    /// does not know the host or it cannot be read.
+    pub(super) async fn shared_offer(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
         let views = match self.shared_view.get() {
             Some(v) => v,
             None => self.read_view().await.ok()?,
         };
-        let offer = views
+        views
             .iter()
             .find(|v| &v.host_id == host)?
             .games
             .iter()
-            .find(|g| &g.game_id == game)?;
-        Some(Duration::from_millis(u64::from(
-            offer.ready_timeout_ms.unwrap_or(0),
-        )))
+            .find(|g| &g.game_id == game)
+            .cloned()
     }
 
     /// Reads the shared hosts as placement sees them, and keeps the view.

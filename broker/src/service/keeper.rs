@@ -233,6 +233,7 @@ impl Service {
             config: pool.spec.config.clone(),
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

@@ -31,6 +31,7 @@ mod end;
 mod hosts;
 mod inflight;
 mod keeper;
+mod limits;
 mod logs;
 mod pools;
 mod quota;
@@ -126,6 +127,8 @@ pub struct Service {
     keeper: keeper::Keeper,
     /// The users' turns and starts in flight, for their quotas.
     quotas: quota::Quotas,
+    /// When idle sessions were last looked up.
+    idle_checks: limits::IdleChecks,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -161,6 +164,7 @@ impl Service {
             pool_wake: tokio::sync::Notify::new(),
             keeper: keeper::Keeper::default(),
             quotas: quota::Quotas::default(),
+            idle_checks: limits::IdleChecks::default(),
             tasks,
             runtime: Handle::current(),
         })

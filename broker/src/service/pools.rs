@@ -21,7 +21,7 @@ use super::start::check_value;
 use super::Service;
 use crate::error::Error;
 use crate::session::{Actor, SessionEvent};
-use crate::store::pools::{PoolRecord, PoolRemoved, PoolWrite, Precondition, ReadyClaim};
+use crate::store::pools::{Claimant, PoolRecord, PoolRemoved, PoolWrite, Precondition, ReadyClaim};
 use crate::store::{IdempotencyKey, KeyMatch};
 
 /// How long a start uses its copy of the pools before reading them again: a pool written
@@ -233,10 +233,13 @@ impl Service {
             .replicas
             .as_ref()
             .and(self.settings.max_sessions_per_user);
-        let user = req.user_id.as_deref().map(|u| (u, max));
+        let claimant = Claimant {
+            user: req.user_id.as_deref().map(|u| (u, max)),
+            max_duration_s: req.max_duration_s,
+        };
         match self
             .store
-            .claim_ready(&pool.pool_id, actor, key, user, now)
+            .claim_ready(&pool.pool_id, actor, key, claimant, now)
             .await?
         {
             ReadyClaim::Claimed(s) => {
@@ -315,6 +318,7 @@ mod tests {
             config: config.map(str::to_owned),
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         };
         assert!(matches(&pool, &req("pong", Some("turbo"), None)));
         assert!(!matches(&pool, &req("pong", None, None)));

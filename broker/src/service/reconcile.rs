@@ -98,6 +98,11 @@ impl Service {
                     running,
                     exited,
                 } => self.registered(&host_id, &facts, &running, &exited).await,
+                HostEvent::Idle {
+                    host_id,
+                    session_id,
+                    idle,
+                } => self.idle_seen(&host_id, &session_id, idle).await,
                 HostEvent::Disconnected { host_id, epoch } => {
                     self.disconnected(&host_id, epoch).await;
                 }

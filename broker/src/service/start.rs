@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{Session, StartSession};
+use protocol::api::{Session, StartSession, MAX_DURATION_S};
 use protocol::settings::SettingError;
-use protocol::wire::{LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
+use protocol::wire::{GameOffer, LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::timeout;
@@ -49,6 +49,23 @@ pub(super) fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// How long a game's readiness check may take, as offered (none: no check).
+fn ready_timeout(offer: Option<&GameOffer>) -> Duration {
+    Duration::from_millis(u64::from(
+        offer.and_then(|o| o.ready_timeout_ms).unwrap_or(0),
+    ))
+}
+
+/// A start's `max_duration_s`, if any, must be 1 to [`MAX_DURATION_S`].
+fn check_max_duration(v: Option<u32>) -> Result<(), Error> {
+    match v {
+        Some(d) if !(1..=MAX_DURATION_S).contains(&d) => Err(Error::Invalid(format!(
+            "max_duration_s must be 1 to {MAX_DURATION_S} seconds"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A new session's id: a UUIDv7, so ids sort by creation.
@@ -180,7 +197,30 @@ impl Service {
     /// How long a launch of `game` on `host` may take to be answered: the launch timeout,
     /// plus the game's readiness timeout on that host, if it has a check.
     pub(super) fn launch_deadline(&self, host: &HostId, game: &GameId) -> Duration {
-        self.settings.launch_timeout + self.registry.ready_timeout(host, game).unwrap_or_default()
+        self.settings.launch_timeout + ready_timeout(self.registry.offer(host, game).as_ref())
+    }
+
+    /// How `host` offers `game`, wherever its agent is: here, or (for another replica's host)
+    /// in the replicas' shared view.
+    pub(super) async fn offer_anywhere(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
+        match self.registry.offer(host, game) {
+            Some(o) => Some(o),
+            None if self.replicas.is_some() => self.shared_offer(host, game).await,
+            None => None,
+        }
+    }
+
+    /// The limit of a session of `req` placed on `host`: the smaller of the start's and the
+    /// game's `max_duration_s` there. A pool's game takes its claimer's limit when claimed.
+    pub(super) async fn max_duration(&self, host: &HostId, req: &StartSession) -> Option<u32> {
+        let offered = self
+            .offer_anywhere(host, &req.game_id)
+            .await
+            .and_then(|o| o.max_duration_s);
+        match (offered, req.max_duration_s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The settings a session of `game` runs with: `requested`, checked against what the
@@ -213,12 +253,10 @@ impl Service {
     /// game here or, for another replica's host, in the replicas' shared view;
     /// [`Self::longest_launch`] when neither knows the host.
     pub(super) async fn launch_deadline_anywhere(&self, host: &HostId, game: &GameId) -> Duration {
-        let ready = match self.registry.ready_timeout(host, game) {
-            Some(r) => Some(r),
-            None if self.replicas.is_some() => self.shared_ready_timeout(host, game).await,
-            None => None,
-        };
-        ready.map_or(self.longest_launch(), |r| self.settings.launch_timeout + r)
+        match self.offer_anywhere(host, game).await {
+            Some(o) => self.settings.launch_timeout + ready_timeout(Some(&o)),
+            None => self.longest_launch(),
+        }
     }
 
     /// The longest any launch may take, for waits that do not know the game or its host.
@@ -315,6 +353,7 @@ impl Service {
         }
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
+        check_max_duration(req.max_duration_s)?;
         super::quota::check_user(req.user_id.as_deref())?;
         let requested = std::mem::take(&mut req.settings);
         // From here on, the settings the session runs with: those asked for and the defaults.
@@ -397,6 +436,7 @@ impl Service {
         session.pool_id = pool.cloned();
         session.settings.clone_from(&req.settings);
         session.user_id.clone_from(&req.user_id);
+        session.max_duration_s = self.max_duration(&placed.host_id, &req).await;
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -597,6 +637,7 @@ mod tests {
             config: None,
             settings: Default::default(),
             user_id: None,
+            max_duration_s: None,
         }
     }
 

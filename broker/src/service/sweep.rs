@@ -4,7 +4,8 @@
 //! - a start left `starting` past the launch timeout with no start in flight (a broker crash)
 //!   fails, and whatever its host launched is stopped;
 //! - an end left `stopping` with no end in flight (an agent that disconnected mid-stop, a
-//!   timed-out end) is asked of its host again, at most every [`STOP_NUDGE_EVERY`].
+//!   timed-out end) is asked of its host again, at most every [`STOP_NUDGE_EVERY`];
+//! - a session at its `max_duration_s` ends `expired` ([`super::limits`]).
 //!
 //! With replicas, one replica at a time sweeps: the holder of the store's `sweep` lease, which
 //! it renews at every round and another takes over once it has expired (its holder died or
@@ -64,7 +65,11 @@ impl Service {
             if !self.holds_sweep_lease(every).await {
                 continue;
             }
-            self.settle_stale(&mut nudged).await;
+            let Ok(active) = self.store.active(None).await else {
+                continue;
+            };
+            self.settle_stale(&active, &mut nudged).await;
+            self.expire_due(&active, OffsetDateTime::now_utc()).await;
             self.lose_lost_hosts().await;
             self.trim_stream().await;
         }
@@ -102,10 +107,7 @@ impl Service {
     }
 
     /// Settles sessions whose start or end was cut short.
-    async fn settle_stale(&self, nudged: &mut HashMap<SessionId, Instant>) {
-        let Ok(active) = self.store.active(None).await else {
-            return;
-        };
+    async fn settle_stale(&self, active: &[Session], nudged: &mut HashMap<SessionId, Instant>) {
         nudged.retain(|id, _| active.iter().any(|s| &s.session_id == id));
         for s in active
             .iter()
@@ -126,9 +128,9 @@ impl Service {
             let launching = self.inflight.is_launching(&s.session_id);
             // No launch is shorter than the launch timeout: only those past it need their
             // game's own deadline, which for another replica's host is read from the store.
-            if !stale_start(&s, now, self.settings.launch_timeout, launching)
+            if !stale_start(s, now, self.settings.launch_timeout, launching)
                 || !stale_start(
-                    &s,
+                    s,
                     now,
                     self.launch_deadline_anywhere(&s.host_id, &s.game_id).await,
                     launching,

@@ -17,7 +17,8 @@ use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
 use super::pools::{
-    bounded_error, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition, ReadyClaim,
+    bounded_error, Claimant, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition,
+    ReadyClaim,
 };
 use super::{
     parse_cursor, Change, EventRecord, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
@@ -57,6 +58,8 @@ struct Memory {
 struct Entry {
     session: Session,
     events: Vec<EventRecord>,
+    /// The notices sent for it (`session.expiring`).
+    notices: Vec<EventType>,
 }
 
 fn record(event: &str, s: &Session, actor: Actor, at: OffsetDateTime) -> EventRecord {
@@ -146,6 +149,7 @@ impl Memory {
             Entry {
                 session: s.clone(),
                 events,
+                notices: Vec::new(),
             },
         );
         if self.by_seq.len() > MemoryStore::MAX_SESSIONS {
@@ -411,6 +415,30 @@ impl MemoryStore {
         self.write().append(kind, at, actor, None, Some(host));
     }
 
+    pub(super) fn notice_once(
+        &self,
+        kind: EventType,
+        s: &Session,
+        actor: Actor,
+        at: OffsetDateTime,
+    ) -> bool {
+        let mut m = self.write();
+        let Some(e) = m
+            .index
+            .get(&s.session_id)
+            .copied()
+            .and_then(|seq| m.by_seq.get_mut(&seq))
+        else {
+            return false;
+        };
+        if e.notices.contains(&kind) {
+            return false;
+        }
+        e.notices.push(kind);
+        m.append(kind, at, actor, Some(s), None);
+        true
+    }
+
     pub(super) fn stream_after(&self, after: u64, limit: u32) -> Vec<Event> {
         let m = self.read();
         // Ids are consecutive: the first kept is `head - len + 1`.
@@ -506,7 +534,7 @@ impl MemoryStore {
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
-        user: Option<(&str, Option<u32>)>,
+        claimant: Claimant<'_>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         let mut m = self.write();
@@ -531,7 +559,7 @@ impl MemoryStore {
             p.misses += 1;
             return Ok(ReadyClaim::Empty);
         };
-        if let Some((u, Some(max))) = user {
+        if let Some((u, Some(max))) = claimant.user {
             let mine = m
                 .by_seq
                 .values()
@@ -552,7 +580,7 @@ impl MemoryStore {
             .copied()
             .and_then(|seq| m.by_seq.get_mut(&seq))
         {
-            e.session.user_id = user.map(|(u, _)| u.to_owned());
+            claimant.take(&mut e.session);
         }
         let s = m.change(&id, &SessionEvent::Claimed, actor, now)?;
         if let Some(k) = key {

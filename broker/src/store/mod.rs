@@ -434,6 +434,22 @@ impl Store {
         }
     }
 
+    /// Appends a session event that changes nothing (`session.expiring`) to the stream, once
+    /// per session and type however often it is asked for, by any replica: true when this
+    /// call appended it.
+    pub async fn notice_once(
+        &self,
+        kind: EventType,
+        s: &Session,
+        actor: Actor,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.notice_once(kind, s, actor, at)),
+            Self::Mysql(m) => m.notice_once(kind, s, actor, at).await,
+        }
+    }
+
     /// The stream's events numbered above `after`, in order, at most `limit`. Numbers are
     /// consecutive and commit in order, so a reader that has seen `n` has seen every event up
     /// to `n`.

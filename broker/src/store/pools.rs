@@ -85,6 +85,27 @@ pub enum PoolRemoved {
     PreconditionFailed,
 }
 
+/// Who claims a ready game, and what of theirs the session takes on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claimant<'a> {
+    /// The player (`user_id`), with the most sessions it may hold
+    /// (`--max-sessions-per-user`), counted in the claim's own change.
+    pub user: Option<(&'a str, Option<u32>)>,
+    /// The start's `max_duration_s`: the session keeps the smaller of it and its game's.
+    pub max_duration_s: Option<u32>,
+}
+
+impl Claimant<'_> {
+    /// Makes `s`, a ready game being claimed, the claimant's.
+    pub(crate) fn take(&self, s: &mut protocol::api::Session) {
+        s.user_id = self.user.map(|(u, _)| u.to_owned());
+        s.max_duration_s = match (s.max_duration_s, self.max_duration_s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// The answer to a start's claim of a ready session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadyClaim {
@@ -161,20 +182,19 @@ impl Store {
         }
     }
 
-    /// Gives the oldest ready session of `pool` to a start by `actor` for `user` (with the
-    /// most sessions it may hold, counted in the same change), bound to `key` when given (see
-    /// the module's doc); counts a claim, or a miss.
+    /// Gives the oldest ready session of `pool` to a start by `actor` for `claimant`, bound to
+    /// `key` when given (see the module's doc); counts a claim, or a miss.
     pub async fn claim_ready(
         &self,
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
-        user: Option<(&str, Option<u32>)>,
+        claimant: Claimant<'_>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         match self {
-            Self::Memory(m) => m.claim_ready(pool, actor, key, user, now),
-            Self::Mysql(m) => m.claim_ready(pool, actor, key, user, now).await,
+            Self::Memory(m) => m.claim_ready(pool, actor, key, claimant, now),
+            Self::Mysql(m) => m.claim_ready(pool, actor, key, claimant, now).await,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! chooses with flags.
 //!
 //! - `--listen`: listen on 127.0.0.1:$ARCADE_PORT and greet each connection with
-//!   `session $ARCADE_SESSION_ID\n`;
+//!   `session $ARCADE_SESSION_ID\n`, then hold it open until the player closes it, as a game
+//!   server holds its players' streams (tests of idle timeouts);
 //! - `--exit-after-ms N` and `--exit-code C`: exit with C after N ms;
 //! - `--ignore-term`: survive SIGTERM (only SIGKILL ends it);
 //! - `--fork`: start a copy of itself in the same process group (without `--fork`) and exit
@@ -20,7 +21,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() {
@@ -114,6 +115,10 @@ fn main() {
                     if let Ok((mut s, _)) = conn {
                         println!("greeted a player");
                         let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
+                        tokio::spawn(async move {
+                            let mut buf = [0u8; 256];
+                            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                        });
                     }
                 }
             }

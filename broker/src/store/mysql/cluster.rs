@@ -191,13 +191,14 @@ impl MysqlStore {
             super::rows::settings_value(s),
             s.user_id.clone().into(),
             user_max.into(),
+            s.max_duration_s.into(),
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;

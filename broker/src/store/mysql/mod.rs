@@ -258,7 +258,7 @@ impl MysqlStore {
         let called = conn
             .exec_drop(
                 "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(params),
             )
             .await;
@@ -309,7 +309,7 @@ impl MysqlStore {
             .exec_drop(
                 "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
                  created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, \
-                 user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 user_id, max_duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(session_values(s)),
             )
             .await;

@@ -15,7 +15,8 @@ use super::rows::{parse, session_row, take, unavailable, utc, SESSION_COLUMNS};
 use super::{stream_body, MysqlStore};
 use crate::session::{apply, Actor, SessionEvent};
 use crate::store::pools::{
-    bounded_error, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition, ReadyClaim,
+    bounded_error, Claimant, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition,
+    ReadyClaim,
 };
 use crate::store::{IdempotencyKey, StoreError, IDEMPOTENCY_TTL};
 
@@ -192,7 +193,7 @@ impl MysqlStore {
         pool: &PoolId,
         actor: Actor,
         key: Option<&IdempotencyKey>,
-        user: Option<(&str, Option<u32>)>,
+        claimant: Claimant<'_>,
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         let claimed = self
@@ -225,8 +226,8 @@ impl MysqlStore {
                     return Ok(ReadyClaim::Empty);
                 };
                 let (_, mut s) = session_row(row)?;
+                claimant.take(&mut s);
                 apply(&mut s, &SessionEvent::Claimed, now)?;
-                s.user_id = user.map(|(u, _)| u.to_owned());
                 let params = vec![
                     s.session_id.as_str().into(),
                     pool.as_str().into(),
@@ -239,12 +240,13 @@ impl MysqlStore {
                     key.map(|k| k.key.as_str()).into(),
                     key.map(|k| k.request.as_str()).into(),
                     utc(now - IDEMPOTENCY_TTL).into(),
-                    user.map(|(u, _)| u).into(),
-                    user.and_then(|(_, max)| max).into(),
+                    claimant.user.map(|(u, _)| u).into(),
+                    claimant.user.and_then(|(_, max)| max).into(),
+                    s.max_duration_s.into(),
                 ];
                 let called: Result<Option<(String, u64)>, _> = tx
                     .exec_first(
-                        "CALL arcade_claim_ready(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "CALL arcade_claim_ready(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         Params::Positional(params),
                     )
                     .await;

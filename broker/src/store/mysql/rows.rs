@@ -19,7 +19,8 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 /// The columns of `sessions`, in the order [`session_row`] reads them.
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
-     created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id";
+     created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id, \
+     max_duration_s";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -55,6 +56,8 @@ pub(super) fn end_reason_str(r: EndReason) -> &'static str {
         EndReason::LaunchFailed => "launch_failed",
         EndReason::LaunchTimeout => "launch_timeout",
         EndReason::HostLost => "host_lost",
+        EndReason::Expired => "expired",
+        EndReason::Idle => "idle",
     }
 }
 
@@ -65,6 +68,8 @@ pub(super) fn end_reason_parse(s: &str) -> Result<EndReason, StoreError> {
         "launch_failed" => EndReason::LaunchFailed,
         "launch_timeout" => EndReason::LaunchTimeout,
         "host_lost" => EndReason::HostLost,
+        "expired" => EndReason::Expired,
+        "idle" => EndReason::Idle,
         other => {
             return Err(StoreError::Backend(format!(
                 "bad end_reason {other:?} in the database"
@@ -87,7 +92,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let settings: Option<String> = take(&mut row, 16)?;
     let ports: Option<String> = take(&mut row, 17)?;
     let user_id: Option<String> = take(&mut row, 18)?;
-    let s = Session {
+    let mut s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
         mode: take(&mut row, 3)?,
@@ -120,7 +125,10 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
             Some(json) => serde_json::from_str(json)
                 .map_err(|e| StoreError::Backend(format!("bad settings in the database: {e}")))?,
         },
+        max_duration_s: take(&mut row, 19)?,
+        expires_at: None,
     };
+    s.expires_at = crate::session::expires_at(&s);
     Ok((seq, s))
 }
 
@@ -161,6 +169,7 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         settings_value(s),
         ports_value(s),
         s.user_id.clone().into(),
+        s.max_duration_s.into(),
     ]);
     v
 }

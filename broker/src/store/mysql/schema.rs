@@ -224,6 +224,27 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_CLAIM_SESSION_V11,
         ],
     ),
+    (
+        12,
+        "session limits: each session's max duration, notices sent once",
+        &[
+            // Not idempotent, like migration 3's.
+            "ALTER TABLE sessions ADD COLUMN max_duration_s INT UNSIGNED NULL",
+            "CREATE TABLE IF NOT EXISTS session_notices (
+            session_id VARCHAR(128) NOT NULL,
+            type VARCHAR(32) NOT NULL,
+            at DATETIME(6) NOT NULL,
+            PRIMARY KEY (session_id, type),
+            KEY session_notices_at (at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "DROP PROCEDURE IF EXISTS arcade_insert_session",
+            PROC_INSERT_SESSION_V12,
+            "DROP PROCEDURE IF EXISTS arcade_claim_session",
+            PROC_CLAIM_SESSION_V12,
+            "DROP PROCEDURE IF EXISTS arcade_claim_ready",
+            PROC_CLAIM_READY_V12,
+        ],
+    ),
 ];
 
 // Why procedures: a change is a transaction of several statements, and each statement sent
@@ -874,6 +895,41 @@ const PROC_CLAIM_SESSION_V10: &str = claim_session_proc!(
     "",
     "",
     ""
+);
+
+/// Version 12: with the session's max duration.
+const PROC_INSERT_SESSION_V12: &str = insert_session_proc!(
+    "    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_ports VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_max_duration_s INT UNSIGNED,\n",
+    ", pool_id, settings, ports, user_id, max_duration_s",
+    ", p_pool_id, p_settings, p_ports, p_user_id, p_max_duration_s"
+);
+/// Version 12: a replica's claim, with the session's max duration.
+const PROC_CLAIM_SESSION_V12: &str = claim_session_proc!(
+    "('starting', 'ready', 'running', 'stopping')",
+    ",\n    IN p_pool_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_settings TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_max INT UNSIGNED,
+    IN p_max_duration_s INT UNSIGNED",
+    ", pool_id, settings, user_id, max_duration_s",
+    ", p_pool_id, p_settings, p_user_id, p_max_duration_s",
+    quota_declare!(),
+    quota_check!(),
+    "    END IF;\n"
+);
+/// Version 12: the claiming start's limit becomes the session's.
+const PROC_CLAIM_READY_V12: &str = claim_ready_proc!(
+    ",\n    IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_user_max INT UNSIGNED,
+    IN p_max_duration_s INT UNSIGNED",
+    ", user_id = p_user_id, max_duration_s = p_max_duration_s",
+    quota_declare!(),
+    quota_check!(),
+    "    SELECT 'claimed', 0;\n    END IF;\n"
 );
 
 /// Creates or migrates the schema, under a named lock so brokers starting at once do not race.

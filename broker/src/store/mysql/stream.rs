@@ -4,7 +4,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
-use protocol::api::{Event, EventType, Host};
+use protocol::api::{Event, EventType, Host, Session};
 use time::PrimitiveDateTime;
 
 use super::rows::{unavailable, utc};
@@ -42,6 +42,51 @@ impl MysqlStore {
             .await
             .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)
+        })
+        .await
+    }
+
+    /// Appends a session's notice of `kind` unless one was: the row of `session_notices` and
+    /// the event commit together.
+    pub(in crate::store) async fn notice_once(
+        &self,
+        kind: EventType,
+        s: &Session,
+        actor: Actor,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(unavailable)?;
+            tx.exec_drop(
+                "INSERT IGNORE INTO session_notices (session_id, type, at) VALUES (?, ?, ?)",
+                (s.session_id.as_str(), kind.as_str(), utc(at)),
+            )
+            .await
+            .map_err(unavailable)?;
+            if tx.affected_rows() == 0 {
+                tx.rollback().await.map_err(unavailable)?;
+                return Ok(false);
+            }
+            tx.exec_drop(
+                APPEND_EVENT,
+                (
+                    utc(at),
+                    kind.as_str(),
+                    actor.as_str(),
+                    s.session_id.as_str(),
+                    s.host_id.as_str(),
+                    body,
+                ),
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(true)
         })
         .await
     }
@@ -158,7 +203,16 @@ impl MysqlStore {
             )
             .await
             .map_err(unavailable)?;
-            Ok(conn.affected_rows())
+            let events = conn.affected_rows();
+            // A notice is sent at most a minute before its session ends: one older than the
+            // stream's retention is of a session long over.
+            conn.exec_drop(
+                "DELETE FROM session_notices WHERE at < ? LIMIT ?",
+                (utc(before), limit),
+            )
+            .await
+            .map_err(unavailable)?;
+            Ok(events)
         })
         .await
     }

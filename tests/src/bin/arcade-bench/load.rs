@@ -161,6 +161,7 @@ pub fn bench_start() -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agent::catalog::{Catalog, GameEntry, ReadyEntry};
 use broker::session::{new_session, Actor, SessionEvent};
-use broker::store::pools::ReadyClaim;
+use broker::store::pools::{Claimant, ReadyClaim};
 use broker::store::Store;
 use portal_client::Client;
 use protocol::api::{PoolSpec, StartSession};
@@ -81,6 +81,7 @@ fn start(game: &str) -> StartSession {
         config: None,
         settings: Default::default(),
         user_id: None,
+        max_duration_s: None,
     }
 }
 
@@ -205,7 +206,13 @@ async fn claim_latency(store: &Store, n: usize) -> (Summary, Summary, usize) {
     for other in &others {
         let t0 = Instant::now();
         match store
-            .claim_ready(&pool, Actor::Portal, None, None, OffsetDateTime::now_utc())
+            .claim_ready(
+                &pool,
+                Actor::Portal,
+                None,
+                Claimant::default(),
+                OffsetDateTime::now_utc(),
+            )
             .await
         {
             Ok(ReadyClaim::Claimed(_)) => claims.push(t0.elapsed()),

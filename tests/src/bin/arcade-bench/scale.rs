@@ -92,6 +92,8 @@ fn hello(i: usize) -> Hello {
         modes: vec![DEFAULT_MODE.to_owned()],
         ready_timeout_ms: None,
         settings: Vec::new(),
+        max_duration_s: None,
+        idle_timeout_s: None,
     }];
     h.facts.max_sessions = 8;
     h
@@ -166,6 +168,7 @@ pub async fn sim_agent(
                         pid: next_pid,
                         pgid: next_pid,
                         port,
+                        idle_ms: None,
                     });
                     AgentMessage::Launched(Launched {
                         session_id: req.session_id,
@@ -346,6 +349,8 @@ pub async fn run(mut a: Args) -> bool {
                     modes: vec![DEFAULT_MODE.to_owned()],
                     ready_timeout_ms: None,
                     settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
                 })
                 .collect(),
             max_sessions: h.max_sessions,

@@ -1,0 +1,221 @@
+//! Session limits: a session ends `expired` at its `max_duration_s`, with `session.expiring`
+//! sent [`EXPIRY_WARNING_S`] before, and `idle` once nobody has been connected to its ports for
+//! its game's `idle_timeout_s`.
+//!
+//! Expiry is the sweep's (one replica at a time), decided from the sessions it reads each
+//! round, so it holds whichever replica placed the session and across restarts. Idleness is
+//! seen by the agent in its host's TCP table and decided here by the host's owner, which
+//! hears its heartbeats: both clocks run only while the session runs for its player (a
+//! pool's game from its claim). A limit records the session `stopping` with its end reason
+//! already set, then has the game stopped; the agent's answer ends it, as for any stop.
+//!
+//! [`EXPIRY_WARNING_S`]: protocol::api::EXPIRY_WARNING_S
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use protocol::api::{EventType, Session, SessionStatus, EXPIRY_WARNING_S};
+use protocol::{HostId, SessionId};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use super::Service;
+use crate::session::{Actor, SessionEvent};
+
+/// An idle session is looked up in the store at most this often: its agent says it is idle
+/// at every heartbeat, and a pool's ready game (idle until claimed) for as long as it waits.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
+/// What a session's `max_duration_s` asks for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// Within a minute of its end: `session.expiring`, once.
+    Warn,
+    /// At or past its end: stop it, `expired`.
+    Expire,
+}
+
+/// What `s`'s limit asks for at `now`, if anything: only a running session expires.
+pub(super) fn due(s: &Session, now: OffsetDateTime) -> Option<Due> {
+    if s.status != SessionStatus::Running {
+        return None;
+    }
+    let at = s.expires_at?;
+    if now >= at {
+        Some(Due::Expire)
+    } else if now >= at - time::Duration::seconds(i64::from(EXPIRY_WARNING_S)) {
+        Some(Due::Warn)
+    } else {
+        None
+    }
+}
+
+/// Whether a session seen idle for `idle` has outlasted `timeout` while running for its
+/// player: the agent counts from the game's launch or last connection, which for a pool's
+/// game may be long before its claim (`started_at`).
+pub(super) fn idled_out(
+    s: &Session,
+    idle: Duration,
+    timeout: Duration,
+    now: OffsetDateTime,
+) -> bool {
+    let Some(started) = s.started_at else {
+        return false;
+    };
+    let running_for = Duration::try_from(now - started).unwrap_or_default();
+    s.status == SessionStatus::Running && idle.min(running_for) >= timeout
+}
+
+/// When each idle session was last looked up, so a long idleness costs one read per
+/// [`IDLE_RECHECK`], not one per heartbeat.
+#[derive(Debug, Default)]
+pub(super) struct IdleChecks(Mutex<HashMap<SessionId, Instant>>);
+
+impl IdleChecks {
+    /// Whether `id` may be looked up now (and notes that it is).
+    fn due(&self, id: &SessionId) -> bool {
+        let mut checked = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        checked.retain(|_, at| now.duration_since(*at) < IDLE_RECHECK);
+        if checked.contains_key(id) {
+            return false;
+        }
+        checked.insert(id.clone(), now);
+        true
+    }
+}
+
+impl Service {
+    /// Warns the running sessions of `active` near their end, and ends those past it.
+    pub(super) async fn expire_due(&self, active: &[Session], now: OffsetDateTime) {
+        for s in active {
+            match due(s, now) {
+                None => {}
+                Some(Due::Warn) => {
+                    match self
+                        .store
+                        .notice_once(EventType::SessionExpiring, s, Actor::Sweep, now)
+                        .await
+                    {
+                        Ok(true) => self.feed.wake(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(session = %s.session_id, error = %e, "cannot send session.expiring")
+                        }
+                    }
+                }
+                Some(Due::Expire) => {
+                    tracing::info!(session = %s.session_id, host = %s.host_id, "session reached its max_duration_s; ending it");
+                    self.end_for_limit(s, SessionEvent::Expired).await;
+                }
+            }
+        }
+    }
+
+    /// `host`'s agent sees nobody connected to session `id`'s ports for `idle`: ends it if it
+    /// runs for its player and has outlasted its game's `idle_timeout_s`.
+    pub(super) async fn idle_seen(&self, host: &HostId, id: &SessionId, idle: Duration) {
+        if !self.idle_checks.due(id) {
+            return;
+        }
+        let s = match self.store.get(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(session = %id, error = %e, "idle session not read");
+                return;
+            }
+        };
+        let timeout = self
+            .registry
+            .offer(host, &s.game_id)
+            .and_then(|o| o.idle_timeout_s)
+            .map(|t| Duration::from_secs(u64::from(t)));
+        let Some(timeout) = timeout else {
+            return;
+        };
+        if idled_out(&s, idle, timeout, OffsetDateTime::now_utc()) {
+            tracing::info!(session = %id, %host, ?idle, "nobody connected for idle_timeout_s; ending it");
+            self.end_for_limit(&s, SessionEvent::IdledOut).await;
+        }
+    }
+
+    /// Records `s` stopping because of a limit (`event`), and has its game stopped; the
+    /// agent's answer ends it. A session that changed meanwhile (ended, already stopping) is
+    /// left as it is.
+    async fn end_for_limit(&self, s: &Session, event: SessionEvent) {
+        match self.record(&s.session_id, event, Actor::Sweep).await {
+            Ok(_) => self.stop_routed(&s.host_id, &s.session_id).await,
+            Err(e) => {
+                tracing::debug!(session = %s.session_id, error = %e, "limit not applied")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::GameId;
+
+    fn running(started_s: i64, max: Option<u32>) -> Session {
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let mut s = crate::session::new_session(
+            SessionId::new("s").unwrap(),
+            GameId::new("g").unwrap(),
+            "default".into(),
+            None,
+            HostId::new("h").unwrap(),
+            t0,
+        );
+        s.status = SessionStatus::Running;
+        s.started_at = Some(t0 + time::Duration::seconds(started_s));
+        s.max_duration_s = max;
+        s.expires_at = crate::session::expires_at(&s);
+        s
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
+    }
+
+    #[test]
+    fn a_limit_warns_a_minute_before_and_expires_at_its_end() {
+        let s = running(10, Some(7200));
+        for (now, want) in [
+            (10, None),
+            (7149, None),
+            (7150, Some(Due::Warn)),
+            (7209, Some(Due::Warn)),
+            (7210, Some(Due::Expire)),
+            (9999, Some(Due::Expire)),
+        ] {
+            assert_eq!(due(&s, at(now)), want, "at {now}");
+        }
+        // A limit shorter than the warning warns at once.
+        assert_eq!(due(&running(0, Some(30)), at(0)), Some(Due::Warn));
+        assert_eq!(due(&running(0, None), at(99_999)), None);
+        let mut stopping = s.clone();
+        stopping.status = SessionStatus::Stopping;
+        assert_eq!(due(&stopping, at(9999)), None, "already ending");
+    }
+
+    #[test]
+    fn idleness_counts_only_while_the_session_runs_for_its_player() {
+        let timeout = Duration::from_secs(300);
+        let s = running(1000, None);
+        // Idle since long before its claim at 1000: only the time since counts.
+        assert!(!idled_out(&s, Duration::from_secs(5000), timeout, at(1299)));
+        assert!(idled_out(&s, Duration::from_secs(5000), timeout, at(1300)));
+        assert!(!idled_out(&s, Duration::from_secs(299), timeout, at(5000)));
+        assert!(idled_out(&s, Duration::from_secs(300), timeout, at(5000)));
+        let mut ready = s.clone();
+        ready.status = SessionStatus::Ready;
+        assert!(!idled_out(
+            &ready,
+            Duration::from_secs(5000),
+            timeout,
+            at(9000)
+        ));
+    }
+}
