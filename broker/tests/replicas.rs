@@ -797,6 +797,7 @@ async fn a_pool_serves_starts_through_every_replica_each_ready_game_once() {
         game_id: GameId::new("sleeper").unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
         size: 8,
         max_age_s: None,
     };

@@ -184,6 +184,9 @@ pub enum PoolCommand {
         /// The games' config file (likewise).
         #[arg(long, value_name = "C")]
         config: Option<String>,
+        /// A setting of the games, as KEY=VALUE; repeatable (likewise).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
         /// Replace a ready game once it is this many seconds old (default: a day).
         #[arg(long, value_name = "SECS")]
         max_age: Option<u64>,
@@ -421,6 +424,7 @@ async fn execute(
                     size,
                     mode,
                     config,
+                    settings,
                     max_age,
                     if_version,
                 },
@@ -429,6 +433,7 @@ async fn execute(
                 game_id: GameId::new(game)?,
                 mode,
                 config,
+                settings: settings.into_iter().collect(),
                 size,
                 max_age_s: max_age,
             };
@@ -1016,6 +1021,7 @@ mod tests {
             game_id: GameId::new("neverball").unwrap(),
             mode: None,
             config: None,
+            settings: Default::default(),
             size: 5,
             max_age_s: 86_400,
             ready: 4,

@@ -381,6 +381,10 @@ pub struct PoolSpec {
     /// Their config file; a start claims only when it asks for the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// The settings its games run with (with the game's defaults); a start claims only when
+    /// its own come to the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
     /// Ready games to keep, 0 to [`MAX_POOL_SIZE`].
     #[cfg_attr(feature = "openapi", schema(maximum = 1000))]
     pub size: u32,
@@ -402,6 +406,9 @@ pub struct Pool {
     pub mode: Option<String>,
     /// Their config file, if any.
     pub config: Option<String>,
+    /// The settings asked for its games.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
     /// Ready games it keeps.
     pub size: u32,
     /// A ready game older than this many seconds is replaced.

@@ -33,6 +33,7 @@ fn spec(game: &str, size: u32, max_age_s: Option<u64>) -> PoolSpec {
         game_id: GameId::new(game).unwrap(),
         mode: None,
         config: None,
+        settings: Default::default(),
         size,
         max_age_s,
     }
@@ -464,4 +465,68 @@ async fn a_broker_restart_on_mariadb_keeps_the_pool_and_its_ready_games() {
     assert_eq!(s.pool_id, Some(pool_id("kept")));
     assert!(tests::pid_alive(s.pid.unwrap()));
     drop(again);
+}
+
+/// A pool's games run with its settings; a start is served from it only when its own settings
+/// come to the same, the game's defaults filled in on both sides; a pool's setting the game
+/// does not allow is refused as a start's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_serves_only_starts_whose_settings_equal_its_own() {
+    let (_broker, _agents, client) = system(&["set-pool"], 10).await;
+    let with = |fps: Option<&str>| StartSession {
+        settings: fps
+            .map(|f| [("video-fps".to_owned(), f.to_owned())].into())
+            .unwrap_or_default(),
+        ..start("ga-style")
+    };
+    let thirty = PoolSpec {
+        settings: [("video-fps".to_owned(), "30".to_owned())].into(),
+        ..spec("ga-style", 2, None)
+    };
+    let put = client
+        .put_pool(&pool_id("thirty"), &thirty, None)
+        .await
+        .unwrap();
+    assert_eq!(put.settings, thirty.settings);
+    wait_full(&client, "thirty", 2).await;
+    for r in ready(&client, "ga-style").await {
+        assert_eq!(r.settings["video-fps"], "30");
+    }
+
+    // The game's default (45) is not the pool's: cold.
+    let cold = client.start_session(&with(None)).await.unwrap();
+    assert_eq!(
+        (cold.pool_id, cold.settings["video-fps"].as_str()),
+        (None, "45")
+    );
+    let served = client.start_session(&with(Some("30"))).await.unwrap();
+    assert_eq!(served.pool_id, Some(pool_id("thirty")));
+    assert_eq!(served.settings["video-fps"], "30");
+
+    // A pool that names no settings runs the defaults, and serves a start that names them.
+    client
+        .put_pool(&pool_id("plain"), &spec("ga-style", 1, None), None)
+        .await
+        .unwrap();
+    wait_full(&client, "plain", 1).await;
+    let defaulted = client.start_session(&with(Some("45"))).await.unwrap();
+    assert_eq!(defaulted.pool_id, Some(pool_id("plain")));
+
+    let bad = PoolSpec {
+        settings: [("video-fps".to_owned(), "29".to_owned())].into(),
+        ..spec("ga-style", 1, None)
+    };
+    match client.put_pool(&pool_id("bad"), &bad, None).await {
+        Err(ClientError::Api {
+            status: 400,
+            code: ErrorCode::BadRequest,
+            message,
+            ..
+        }) => assert!(message.contains("video-fps"), "{message}"),
+        other => panic!("a pool with a setting the game refuses: {other:?}"),
+    }
+    assert!(matches!(
+        client.pool(&pool_id("bad")).await,
+        Err(ClientError::Api { status: 404, .. })
+    ));
 }

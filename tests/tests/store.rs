@@ -674,6 +674,7 @@ fn pool_spec(size: u32) -> protocol::api::PoolSpec {
         game_id: GameId::new("g").unwrap(),
         mode: None,
         config: None,
+        settings: [("video-fps".to_owned(), "30".to_owned())].into(),
         size,
         max_age_s: Some(60),
     }

@@ -231,7 +231,7 @@ impl Service {
             game_id: pool.spec.game_id.clone(),
             mode: pool.spec.mode.clone(),
             config: pool.spec.config.clone(),
-            settings: Default::default(),
+            settings: pool.spec.settings.clone(),
             user_id: None,
             max_duration_s: None,
         };
@@ -314,6 +314,7 @@ mod tests {
                 game_id: GameId::new("pong").unwrap(),
                 mode: None,
                 config: None,
+                settings: Default::default(),
                 size,
                 max_age_s: Some(max_age_s),
             },

@@ -54,7 +54,8 @@ impl PoolCache {
     }
 }
 
-/// Whether a start asks for what `pool` keeps ready.
+/// Whether a start asks for the game, mode and config `pool` keeps ready (its settings are
+/// compared once the game's defaults fill both in: [`Service::claim_from_pool`]).
 fn matches(pool: &PoolRecord, req: &StartSession) -> bool {
     pool.spec.game_id == req.game_id && pool.spec.mode == req.mode && pool.spec.config == req.config
 }
@@ -117,6 +118,7 @@ fn view(p: PoolRecord, live: Option<&PoolSessions>) -> Pool {
         game_id: p.spec.game_id,
         mode: p.spec.mode,
         config: p.spec.config,
+        settings: p.spec.settings,
         size: p.spec.size,
         max_age_s,
         ready: live.map_or(0, |l| u32::try_from(l.ready.len()).unwrap_or(u32::MAX)),
@@ -169,6 +171,8 @@ impl Service {
         cond: Option<&Precondition>,
     ) -> Result<(Pool, bool), Error> {
         let spec = checked(spec)?;
+        // Settings the game does not take are refused as a start's would be.
+        self.settings_for(&spec.game_id, &spec.settings).await?;
         let any = self
             .hosts()
             .await?
@@ -224,7 +228,20 @@ impl Service {
         actor: Actor,
     ) -> Result<Option<(Session, bool)>, Error> {
         let pools = self.pool_records().await?;
-        let Some(pool) = pools.iter().find(|p| matches(p, req)) else {
+        // `req.settings` are the start's with the game's defaults: a pool's must come to the
+        // same (a start asking for a default value is served by a pool that names none).
+        let mut found = None;
+        for p in pools.iter().filter(|p| matches(p, req)) {
+            if self
+                .settings_for(&p.spec.game_id, &p.spec.settings)
+                .await
+                .is_ok_and(|s| s == req.settings)
+            {
+                found = Some(p);
+                break;
+            }
+        }
+        let Some(pool) = found else {
             return Ok(None);
         };
         let now = OffsetDateTime::now_utc();
@@ -273,6 +290,7 @@ mod tests {
             game_id: GameId::new("pong").unwrap(),
             mode: None,
             config: None,
+            settings: Default::default(),
             size,
             max_age_s,
         }

@@ -362,15 +362,12 @@ impl Service {
         // Held until the start's outcome is recorded.
         let _ticket = self.take_ticket(req.user_id.as_deref(), &id).await?;
         // A pool is a shortcut: when it cannot be read or claimed from, the start goes cold
-        // (and meets the store's trouble, if any, in its own record). Its games run with the
-        // game's default settings: a start that chooses settings is not served from it.
-        if requested.is_empty() {
-            match self.claim_from_pool(&req, key.as_ref(), actor).await {
-                Ok(Some(claimed)) => return Ok(claimed),
-                Ok(None) => {}
-                Err(e @ (Error::KeyReused | Error::QuotaExceeded { .. })) => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
-            }
+        // (and meets the store's trouble, if any, in its own record).
+        match self.claim_from_pool(&req, key.as_ref(), actor).await {
+            Ok(Some(claimed)) => return Ok(claimed),
+            Ok(None) => {}
+            Err(e @ (Error::KeyReused | Error::QuotaExceeded { .. })) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
         }
         self.start_new(id, req, key.as_ref(), actor, None).await
     }
@@ -382,7 +379,7 @@ impl Service {
         pool: &PoolId,
         mut req: StartSession,
     ) -> Result<Session, Error> {
-        req.settings = self.settings_for(&req.game_id, &BTreeMap::new()).await?;
+        req.settings = self.settings_for(&req.game_id, &req.settings).await?;
         let span = tracing::info_span!(
             "pool launch",
             %pool,

@@ -11,7 +11,9 @@ use protocol::api::{EventType, PoolSpec, SessionStatus};
 use protocol::{GameId, PoolId};
 use time::OffsetDateTime;
 
-use super::rows::{parse, session_row, take, unavailable, utc, SESSION_COLUMNS};
+use super::rows::{
+    parse, session_row, settings_json, settings_parse, take, unavailable, utc, SESSION_COLUMNS,
+};
 use super::{stream_body, MysqlStore};
 use crate::session::{apply, Actor, SessionEvent};
 use crate::store::pools::{
@@ -25,11 +27,13 @@ const DUPLICATE_KEY: u16 = 1062;
 
 /// The columns of `pools`, in the order [`pool_row`] reads them.
 const POOL_COLUMNS: &str =
-    "pool_id, game_id, mode, config, size, max_age_s, version, claims, misses, failures, last_error";
+    "pool_id, game_id, mode, config, size, max_age_s, version, claims, misses, failures, last_error, \
+     settings";
 
 fn pool_row(mut row: Row) -> Result<PoolRecord, StoreError> {
     let pool_id: String = take(&mut row, 0)?;
     let game_id: String = take(&mut row, 1)?;
+    let settings: Option<String> = take(&mut row, 11)?;
     Ok(PoolRecord {
         pool_id: parse("pool id", &pool_id)?,
         spec: PoolSpec {
@@ -38,6 +42,7 @@ fn pool_row(mut row: Row) -> Result<PoolRecord, StoreError> {
             config: take(&mut row, 3)?,
             size: take(&mut row, 4)?,
             max_age_s: Some(take(&mut row, 5)?),
+            settings: settings_parse(settings.as_deref())?,
         },
         version: take(&mut row, 6)?,
         claims: take(&mut row, 7)?,
@@ -81,18 +86,19 @@ impl MysqlStore {
                 spec.config.as_deref(),
                 spec.size,
                 max_age,
+                settings_json(&spec.settings),
                 now,
                 id.as_str(),
             );
             match current {
                 Some(_) => tx.exec_drop(
                     "UPDATE pools SET game_id = ?, mode = ?, config = ?, size = ?, max_age_s = ?, \
-                     updated_at = ?, version = version + 1 WHERE pool_id = ?",
+                     settings = ?, updated_at = ?, version = version + 1 WHERE pool_id = ?",
                     values,
                 ),
                 None => tx.exec_drop(
-                    "INSERT INTO pools (game_id, mode, config, size, max_age_s, updated_at, \
-                     pool_id, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    "INSERT INTO pools (game_id, mode, config, size, max_age_s, settings, \
+                     updated_at, pool_id, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
                     values,
                 ),
             }

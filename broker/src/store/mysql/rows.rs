@@ -1,6 +1,7 @@
 //! Sessions to and from MySQL rows and statement parameters, and the driver's errors in the
 //! store's terms.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use mysql_async::prelude::FromValue;
@@ -120,11 +121,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
             .transpose()?,
         ports: ports_parse(ports.as_deref())?,
         user_id,
-        settings: match settings.as_deref() {
-            None | Some("") => Default::default(),
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| StoreError::Backend(format!("bad settings in the database: {e}")))?,
-        },
+        settings: settings_parse(settings.as_deref())?,
         max_duration_s: take(&mut row, 19)?,
         expires_at: None,
     };
@@ -176,10 +173,24 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
 
 /// A session's settings as stored: JSON, NULL when it has none.
 pub(super) fn settings_value(s: &Session) -> Value {
-    if s.settings.is_empty() {
-        return Value::NULL;
+    settings_json(&s.settings).into()
+}
+
+/// Settings as stored: JSON, `None` (NULL) when there are none.
+pub(super) fn settings_json(settings: &BTreeMap<String, String>) -> Option<String> {
+    if settings.is_empty() {
+        return None;
     }
-    serde_json::to_string(&s.settings).ok().into()
+    serde_json::to_string(settings).ok()
+}
+
+/// Settings as read back (NULL: none).
+pub(super) fn settings_parse(v: Option<&str>) -> Result<BTreeMap<String, String>, StoreError> {
+    match v {
+        None | Some("") => Ok(BTreeMap::new()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StoreError::Backend(format!("bad settings in the database: {e}"))),
+    }
 }
 
 /// A session's ports as stored: `20000,20001`, NULL before it runs.

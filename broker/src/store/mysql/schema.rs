@@ -226,10 +226,11 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     ),
     (
         12,
-        "session limits: each session's max duration, notices sent once",
+        "session limits: each session's max duration, notices sent once; pools' settings",
         &[
             // Not idempotent, like migration 3's.
             "ALTER TABLE sessions ADD COLUMN max_duration_s INT UNSIGNED NULL",
+            "ALTER TABLE pools ADD COLUMN settings TEXT NULL",
             "CREATE TABLE IF NOT EXISTS session_notices (
             session_id VARCHAR(128) NOT NULL,
             type VARCHAR(32) NOT NULL,

@@ -131,6 +131,7 @@ async fn fill(client: &Client, game: &str, size: usize) -> bool {
         game_id: GameId::new(game).expect("id"),
         mode: None,
         config: None,
+        settings: Default::default(),
         size: u32::try_from(size).unwrap_or(u32::MAX),
         max_age_s: None,
     };
@@ -187,6 +188,7 @@ async fn claim_latency(store: &Store, n: usize) -> (Summary, Summary, usize) {
         game_id: GameId::new("checked").expect("id"),
         mode: None,
         config: None,
+        settings: Default::default(),
         size: 0,
         max_age_s: None,
     };
