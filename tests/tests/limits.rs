@@ -200,3 +200,50 @@ async fn a_session_nobody_is_connected_to_ends_idle() {
     );
     assert!(!pid_alive(played.pid.unwrap()), "its game still runs");
 }
+
+/// A pool's ready game is idle until a player claims it, and is never ended for that; once
+/// claimed, its idle timeout counts from the claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_game_idles_out_only_after_its_claim() {
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("idle-pool")).await;
+    let client = Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let timeout = Duration::from_secs(u64::from(IDLE_TIMEOUT_S));
+    let pool = protocol::PoolId::new("idlers").unwrap();
+    let spec = protocol::api::PoolSpec {
+        game_id: GameId::new("idler").unwrap(),
+        mode: None,
+        config: None,
+        settings: Default::default(),
+        size: 1,
+        max_age_s: None,
+    };
+    client.put_pool(&pool, &spec, None).await.unwrap();
+    let ready_query = protocol::api::SessionQuery {
+        status: Some(SessionStatus::Ready),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let waiting = loop {
+        let ready = client.list_sessions(&ready_query).await.unwrap().sessions;
+        if let Some(s) = ready.into_iter().next() {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no ready game");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Nobody connected, three timeouts long: still waiting for its player.
+    let since = tokio::time::Instant::now();
+    while since.elapsed() < timeout * 3 {
+        let now = client.get_session(&waiting.session_id).await.unwrap();
+        assert_eq!(now.status, SessionStatus::Ready, "a waiting game was ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let claimed = client.start_session(&start("idler", None)).await.unwrap();
+    assert_eq!(claimed.session_id, waiting.session_id);
+    let s = ended(&client, &claimed.session_id).await;
+    assert_eq!(s.end_reason, Some(EndReason::Idle));
+    let after = s.ended_at.unwrap() - claimed.started_at.unwrap();
+    assert!(after >= timeout, "ended {after:?} after its claim");
+}

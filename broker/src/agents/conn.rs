@@ -435,13 +435,17 @@ impl Connection {
         match msg {
             AgentMessage::Heartbeat(load) => {
                 self.registry.seen(host, Some(&load));
+                // Said again at every heartbeat while it lasts: one the service has no room
+                // for now is dropped rather than holding up the link.
                 for g in load.sessions.into_iter().filter(|g| g.idle_ms.is_some()) {
                     let event = HostEvent::Idle {
                         host_id: host.clone(),
                         idle: std::time::Duration::from_millis(g.idle_ms.unwrap_or_default()),
                         session_id: g.session_id,
                     };
-                    self.events.send(event).await.map_err(|_| ())?;
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = self.events.try_send(event) {
+                        return Err(());
+                    }
                 }
             }
             AgentMessage::Launched(l) => {

@@ -24,8 +24,12 @@ use super::Service;
 use crate::session::{Actor, SessionEvent};
 
 /// An idle session is looked up in the store at most this often: its agent says it is idle
-/// at every heartbeat, and a pool's ready game (idle until claimed) for as long as it waits.
+/// at every heartbeat while it lasts.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// A pool's ready game found idle is looked up again only after this: it is idle until
+/// claimed, and its agent does not know when that happens. So a claimed game with an idle
+/// timeout may end up to this much later than its timeout.
+const READY_RECHECK: Duration = Duration::from_secs(10);
 
 /// What a session's `max_duration_s` asks for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +71,27 @@ pub(super) fn idled_out(
     s.status == SessionStatus::Running && idle.min(running_for) >= timeout
 }
 
-/// When each idle session was last looked up, so a long idleness costs one read per
-/// [`IDLE_RECHECK`], not one per heartbeat.
+/// When each idle session may be looked up again, so a long idleness costs one read per
+/// [`IDLE_RECHECK`] (a ready game's, per [`READY_RECHECK`]), not one per heartbeat.
 #[derive(Debug, Default)]
 pub(super) struct IdleChecks(Mutex<HashMap<SessionId, Instant>>);
 
 impl IdleChecks {
-    /// Whether `id` may be looked up now (and notes that it is).
-    fn due(&self, id: &SessionId) -> bool {
-        let mut checked = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        checked.retain(|_, at| now.duration_since(*at) < IDLE_RECHECK);
-        if checked.contains_key(id) {
+    /// Whether `id` may be looked up at `now` (and, if so, not again for [`IDLE_RECHECK`]).
+    fn due(&self, id: &SessionId, now: Instant) -> bool {
+        let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        next.retain(|_, at| now < *at);
+        if next.contains_key(id) {
             return false;
         }
-        checked.insert(id.clone(), now);
+        next.insert(id.clone(), now + IDLE_RECHECK);
         true
+    }
+
+    /// `id` was found waiting in a pool at `now`: not again for [`READY_RECHECK`].
+    fn waiting(&self, id: &SessionId, now: Instant) {
+        let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        next.insert(id.clone(), now + READY_RECHECK);
     }
 }
 
@@ -116,7 +125,7 @@ impl Service {
     /// `host`'s agent sees nobody connected to session `id`'s ports for `idle`: ends it if it
     /// runs for its player and has outlasted its game's `idle_timeout_s`.
     pub(super) async fn idle_seen(&self, host: &HostId, id: &SessionId, idle: Duration) {
-        if !self.idle_checks.due(id) {
+        if !self.idle_checks.due(id, Instant::now()) {
             return;
         }
         let s = match self.store.get(id).await {
@@ -126,6 +135,10 @@ impl Service {
                 return;
             }
         };
+        if s.status == SessionStatus::Ready {
+            self.idle_checks.waiting(id, Instant::now());
+            return;
+        }
         let timeout = self
             .registry
             .offer(host, &s.game_id)
@@ -198,6 +211,26 @@ mod tests {
         let mut stopping = s.clone();
         stopping.status = SessionStatus::Stopping;
         assert_eq!(due(&stopping, at(9999)), None, "already ending");
+    }
+
+    #[test]
+    fn an_idle_session_is_looked_up_once_per_recheck_and_a_waiting_one_less_often() {
+        let checks = IdleChecks::default();
+        let (a, b) = (SessionId::new("a").unwrap(), SessionId::new("b").unwrap());
+        let t0 = Instant::now();
+        assert!(checks.due(&a, t0));
+        assert!(
+            !checks.due(&a, t0 + Duration::from_secs(1)),
+            "the next heartbeat"
+        );
+        assert!(checks.due(&b, t0));
+        checks.waiting(&b, t0);
+        assert!(checks.due(&a, t0 + IDLE_RECHECK));
+        assert!(
+            !checks.due(&b, t0 + IDLE_RECHECK),
+            "a ready game waits longer"
+        );
+        assert!(checks.due(&b, t0 + READY_RECHECK));
     }
 
     #[test]
