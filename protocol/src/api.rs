@@ -181,7 +181,8 @@ pub struct Session {
     /// When it reached a final state.
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
-    /// Why it is over.
+    /// Why it is over; while it is `stopping` because of a limit, already `expired` or
+    /// `idle`.
     pub end_reason: Option<EndReason>,
     /// The game's exit code, when it exited by itself with one.
     pub exit_code: Option<i32>,

@@ -472,7 +472,8 @@ async fn a_broker_restart_on_mariadb_keeps_the_pool_and_its_ready_games() {
 /// does not allow is refused as a start's is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_serves_only_starts_whose_settings_equal_its_own() {
-    let (_broker, _agents, client) = system(&["set-pool"], 10).await;
+    // Two ports a game: twenty sessions' worth, for the ten ga-style games at most alive.
+    let (_broker, _agents, client) = system(&["set-pool"], 20).await;
     let with = |fps: Option<&str>| StartSession {
         settings: fps
             .map(|f| [("video-fps".to_owned(), f.to_owned())].into())
@@ -511,6 +512,36 @@ async fn a_pool_serves_only_starts_whose_settings_equal_its_own() {
     wait_full(&client, "plain", 1).await;
     let defaulted = client.start_session(&with(Some("45"))).await.unwrap();
     assert_eq!(defaulted.pool_id, Some(pool_id("plain")));
+
+    // Its settings changed: the games made for the old ones are retired, new ones made, and
+    // a start with the old settings goes cold.
+    wait_full(&client, "thirty", 2).await;
+    let of_thirty = |all: Vec<Session>| -> Vec<Session> {
+        all.into_iter()
+            .filter(|s| s.pool_id == Some(pool_id("thirty")))
+            .collect()
+    };
+    let old: Vec<Session> = of_thirty(ready(&client, "ga-style").await);
+    assert_eq!(old.len(), 2);
+    let sixty = PoolSpec {
+        settings: [("video-fps".to_owned(), "60".to_owned())].into(),
+        ..thirty.clone()
+    };
+    client
+        .put_pool(&pool_id("thirty"), &sixty, None)
+        .await
+        .unwrap();
+    wait_until("only games with the new settings ready", WAIT, || async {
+        let now = of_thirty(ready(&client, "ga-style").await);
+        now.len() == 2 && now.iter().all(|s| s.settings["video-fps"] == "60")
+    })
+    .await;
+    for s in &old {
+        let retired = client.get_session(&s.session_id).await.unwrap();
+        assert!(retired.status.is_terminal() || retired.status == SessionStatus::Stopping);
+    }
+    let cold30 = client.start_session(&with(Some("30"))).await.unwrap();
+    assert_eq!(cold30.pool_id, None);
 
     let bad = PoolSpec {
         settings: [("video-fps".to_owned(), "29".to_owned())].into(),

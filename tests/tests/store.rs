@@ -898,8 +898,23 @@ async fn keeps_limits_and_sends_each_notice_once(store: Store) {
         .unwrap();
     assert_eq!(waiting.expires_at, None, "no clock runs while it waits");
     let claimed_at = now() + time::Duration::seconds(500);
+    // A claim for other settings than the ready game's takes nothing.
+    let other = [("video-fps".to_owned(), "60".to_owned())].into();
+    let mismatch = Claimant {
+        settings: Some(&other),
+        ..Claimant::default()
+    };
+    assert!(matches!(
+        store
+            .claim_ready(&pool, Actor::Portal, None, mismatch, claimed_at)
+            .await
+            .unwrap(),
+        ReadyClaim::Empty
+    ));
+    let none = std::collections::BTreeMap::new();
     let claimant = Claimant {
         max_duration_s: Some(120),
+        settings: Some(&none),
         ..Claimant::default()
     };
     let ReadyClaim::Claimed(claimed) = store

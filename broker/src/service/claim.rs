@@ -225,7 +225,8 @@ impl Service {
     pub(super) async fn shared_offer(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
         let views = match self.shared_view.get() {
             Some(v) => v,
-            None => self.read_view().await.ok()?,
+            // A view a start kept meanwhile holds the claims it counted: it wins.
+            None => self.read_view_keeping_fresh(true).await.ok()?,
         };
         views
             .iter()

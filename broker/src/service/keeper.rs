@@ -283,20 +283,25 @@ impl Service {
             let svc = Arc::clone(self);
             self.tasks.spawn_on(
                 async move {
-                    match svc.record(&id, SessionEvent::Retired, Actor::Pool).await {
-                        Ok(_) => {
-                            if let Err(e) = svc.end(id.clone(), Actor::Pool).await {
-                                tracing::warn!(session = %id, error = %e, "cannot stop a retired pool game");
-                            }
-                        }
-                        // Claimed, or ended, meanwhile.
-                        Err(StoreError::Transition(_) | StoreError::NotFound(_)) => {}
-                        Err(e) => tracing::warn!(session = %id, error = %e, "cannot retire a pool game"),
-                    }
+                    svc.retire_now(&id).await;
                     svc.keeper.lock().retiring.remove(&id);
                 },
                 &self.runtime,
             );
+        }
+    }
+
+    /// Retires the ready game `id` and answers once it is stopped; a game claimed (or ended)
+    /// meanwhile is left alone: only a `ready` game can be retired.
+    pub(super) async fn retire_now(self: &Arc<Self>, id: &SessionId) {
+        match self.record(id, SessionEvent::Retired, Actor::Pool).await {
+            Ok(_) => {
+                if let Err(e) = self.end(id.clone(), Actor::Pool).await {
+                    tracing::warn!(session = %id, error = %e, "cannot stop a retired pool game");
+                }
+            }
+            Err(StoreError::Transition(_) | StoreError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(session = %id, error = %e, "cannot retire a pool game"),
         }
     }
 }

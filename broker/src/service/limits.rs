@@ -7,12 +7,13 @@
 //! seen by the agent in its host's TCP table and decided here by the host's owner, which
 //! hears its heartbeats: both clocks run only while the session runs for its player (a
 //! pool's game from its claim). A limit records the session `stopping` with its end reason
-//! already set, then has the game stopped; the agent's answer ends it, as for any stop.
+//! already set (by `sweep`, the broker's own timers), then has the game stopped; the agent's
+//! answer ends it, as for any stop.
 //!
 //! [`EXPIRY_WARNING_S`]: protocol::api::EXPIRY_WARNING_S
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use protocol::api::{EventType, Session, SessionStatus, EXPIRY_WARNING_S};
@@ -26,6 +27,8 @@ use crate::session::{Actor, SessionEvent};
 /// An idle session is looked up in the store at most this often: its agent says it is idle
 /// at every heartbeat while it lasts.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// Idle sessions looked into at once, at most.
+pub(super) const MAX_IDLE_LOOKUPS: usize = 16;
 /// A pool's ready game found idle is looked up again only after this: it is idle until
 /// claimed, and its agent does not know when that happens. So a claimed game with an idle
 /// timeout may end up to this much later than its timeout.
@@ -74,60 +77,97 @@ pub(super) fn idled_out(
 /// When each idle session may be looked up again, so a long idleness costs one read per
 /// [`IDLE_RECHECK`] (a ready game's, per [`READY_RECHECK`]), not one per heartbeat.
 #[derive(Debug, Default)]
-pub(super) struct IdleChecks(Mutex<HashMap<SessionId, Instant>>);
+pub(super) struct IdleChecks(Mutex<Checks>);
+
+#[derive(Debug, Default)]
+struct Checks {
+    /// When each session may be looked up again.
+    next: HashMap<SessionId, Instant>,
+    /// How many entries were left at the last pruning.
+    pruned_at: usize,
+}
+
+/// The map is pruned only once it holds more than this many entries (and twice as many as
+/// the last pruning left).
+const PRUNE_FLOOR: usize = 64;
 
 impl IdleChecks {
     /// Whether `id` may be looked up at `now` (and, if so, not again for [`IDLE_RECHECK`]).
+    /// Entries past their time are forgotten when the map has grown past the sessions it
+    /// held at the last pruning, so each heartbeat costs a lookup, not a scan.
     fn due(&self, id: &SessionId, now: Instant) -> bool {
-        let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        next.retain(|_, at| now < *at);
-        if next.contains_key(id) {
+        let mut checks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if checks.next.get(id).is_some_and(|at| now < *at) {
             return false;
         }
-        next.insert(id.clone(), now + IDLE_RECHECK);
+        checks.next.insert(id.clone(), now + IDLE_RECHECK);
+        if checks.next.len() > checks.pruned_at.max(PRUNE_FLOOR) * 2 {
+            checks.next.retain(|_, at| now < *at);
+            checks.pruned_at = checks.next.len();
+        }
         true
     }
 
     /// `id` was found waiting in a pool at `now`: not again for [`READY_RECHECK`].
     fn waiting(&self, id: &SessionId, now: Instant) {
-        let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        next.insert(id.clone(), now + READY_RECHECK);
+        let mut checks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        checks.next.insert(id.clone(), now + READY_RECHECK);
     }
 }
 
 impl Service {
-    /// Warns the running sessions of `active` near their end, and ends those past it.
+    /// Warns the running sessions of `active` near their end, and ends those past it: each
+    /// is warned before it ends, even one whose whole minute of warning a round missed (a
+    /// limit shorter than a round, a lease handover, a store outage).
     pub(super) async fn expire_due(&self, active: &[Session], now: OffsetDateTime) {
         for s in active {
-            match due(s, now) {
-                None => {}
-                Some(Due::Warn) => {
-                    match self
-                        .store
-                        .notice_once(EventType::SessionExpiring, s, Actor::Sweep, now)
-                        .await
-                    {
-                        Ok(true) => self.feed.wake(),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(session = %s.session_id, error = %e, "cannot send session.expiring")
-                        }
-                    }
+            let Some(due) = due(s, now) else {
+                continue;
+            };
+            match self
+                .store
+                .notice_once(EventType::SessionExpiring, s, Actor::Sweep, now)
+                .await
+            {
+                Ok(true) => self.feed.wake(),
+                Ok(false) => {}
+                Err(e) => {
+                    // Not ended unwarned: the next round tries again.
+                    tracing::warn!(session = %s.session_id, error = %e, "cannot send session.expiring");
+                    continue;
                 }
-                Some(Due::Expire) => {
-                    tracing::info!(session = %s.session_id, host = %s.host_id, "session reached its max_duration_s; ending it");
-                    self.end_for_limit(s, SessionEvent::Expired).await;
-                }
+            }
+            if due == Due::Expire {
+                tracing::info!(session = %s.session_id, host = %s.host_id, "session reached its max_duration_s; ending it");
+                self.end_for_limit(s, SessionEvent::Expired).await;
             }
         }
     }
 
-    /// `host`'s agent sees nobody connected to session `id`'s ports for `idle`: ends it if it
-    /// runs for its player and has outlasted its game's `idle_timeout_s`.
-    pub(super) async fn idle_seen(&self, host: &HostId, id: &SessionId, idle: Duration) {
-        if !self.idle_checks.due(id, Instant::now()) {
+    /// `host`'s agent sees nobody connected to session `id`'s ports for `idle`: looks into it
+    /// at most every [`IDLE_RECHECK`], in a task of its own (at most [`MAX_IDLE_LOOKUPS`] at
+    /// once: the agents' other news waits behind none of them, and a report with no room is
+    /// dropped, since the agent says it again at its next heartbeat).
+    pub(super) fn idle_seen(self: &Arc<Self>, host: HostId, id: SessionId, idle: Duration) {
+        if !self.idle_checks.due(&id, Instant::now()) {
             return;
         }
+        let Ok(permit) = Arc::clone(&self.idle_lookups).try_acquire_owned() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        self.tasks.spawn_on(
+            async move {
+                me.end_if_idle(&host, &id, idle).await;
+                drop(permit);
+            },
+            &self.runtime,
+        );
+    }
+
+    /// Ends session `id` if it runs for its player and has outlasted its game's
+    /// `idle_timeout_s`, idle for `idle` as its agent says.
+    async fn end_if_idle(&self, host: &HostId, id: &SessionId, idle: Duration) {
         let s = match self.store.get(id).await {
             Ok(s) => s,
             Err(e) => {

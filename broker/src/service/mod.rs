@@ -129,6 +129,8 @@ pub struct Service {
     quotas: quota::Quotas,
     /// When idle sessions were last looked up.
     idle_checks: limits::IdleChecks,
+    /// Idle sessions being looked into, at most [`limits::MAX_IDLE_LOOKUPS`].
+    idle_lookups: Arc<Semaphore>,
     /// Starts and ends, each run to completion in a task of its own.
     tasks: TaskTracker,
     /// The broker's runtime, where those tasks run (not an HTTP worker's, which stops with
@@ -165,6 +167,7 @@ impl Service {
             keeper: keeper::Keeper::default(),
             quotas: quota::Quotas::default(),
             idle_checks: limits::IdleChecks::default(),
+            idle_lookups: Arc::new(Semaphore::new(limits::MAX_IDLE_LOOKUPS)),
             tasks,
             runtime: Handle::current(),
         })

@@ -60,6 +60,12 @@ fn matches(pool: &PoolRecord, req: &StartSession) -> bool {
     pool.spec.game_id == req.game_id && pool.spec.mode == req.mode && pool.spec.config == req.config
 }
 
+/// Whether two specs make the same games (game, mode, config and settings; not how many
+/// or for how long).
+fn same_games(a: &PoolSpec, b: &PoolSpec) -> bool {
+    a.game_id == b.game_id && a.mode == b.mode && a.config == b.config && a.settings == b.settings
+}
+
 /// A spec as stored: checked, with its `max_age_s` spelled out.
 fn checked(spec: PoolSpec) -> Result<PoolSpec, Error> {
     check_value("mode", spec.mode.as_deref())?;
@@ -165,7 +171,7 @@ impl Service {
     /// Creates or changes a pool, when `cond` holds; `true` when it is new. The pool's
     /// keeper brings it to its new size.
     pub async fn put_pool(
-        &self,
+        self: &Arc<Self>,
         id: &PoolId,
         spec: PoolSpec,
         cond: Option<&Precondition>,
@@ -181,14 +187,29 @@ impl Service {
         if any && !self.store.is_known_game(&spec.game_id).await? {
             return Err(Error::UnknownGame(spec.game_id));
         }
+        let before = self
+            .store
+            .pools()
+            .await?
+            .into_iter()
+            .find(|p| &p.pool_id == id);
         let written = self.store.put_pool(id, &spec, cond).await?;
         self.pool_cache.clear();
-        self.pool_wake.notify_one();
         let created = match written {
             PoolWrite::Created(_) => true,
             PoolWrite::Updated(_) => false,
             PoolWrite::PreconditionFailed => return Err(Error::PreconditionFailed(id.clone())),
         };
+        // Games made ready for what the pool was are not what it keeps now: retired, and the
+        // keeper launches new ones (a claim never takes one with other settings meanwhile).
+        if before.is_some_and(|old| !same_games(&old.spec, &spec)) {
+            let ready = by_pool(self.store.active(None).await?)
+                .remove(id)
+                .map(|l| l.ready.into_iter().map(|s| s.session_id).collect())
+                .unwrap_or_default();
+            self.retire(ready);
+        }
+        self.pool_wake.notify_one();
         Ok((self.pool(id).await?, created))
     }
 
@@ -210,12 +231,8 @@ impl Service {
         let ready: Vec<SessionId> = live
             .map(|l| l.ready.into_iter().map(|s| s.session_id).collect())
             .unwrap_or_default();
-        let stops = ready.into_iter().map(|s| self.end(s, Actor::Pool));
-        for r in futures::future::join_all(stops).await {
-            if let Err(e) = r {
-                tracing::warn!(pool = %id, error = %e, "could not stop a removed pool's game");
-            }
-        }
+        // Retired, not ended: a game a player claimed meanwhile is the player's.
+        futures::future::join_all(ready.iter().map(|s| self.retire_now(s))).await;
         Ok(pool)
     }
 
@@ -253,6 +270,7 @@ impl Service {
         let claimant = Claimant {
             user: req.user_id.as_deref().map(|u| (u, max)),
             max_duration_s: req.max_duration_s,
+            settings: Some(&req.settings),
         };
         match self
             .store

@@ -102,7 +102,7 @@ impl Service {
                     host_id,
                     session_id,
                     idle,
-                } => self.idle_seen(&host_id, &session_id, idle).await,
+                } => self.idle_seen(host_id, session_id, idle),
                 HostEvent::Disconnected { host_id, epoch } => {
                     self.disconnected(&host_id, epoch).await;
                 }

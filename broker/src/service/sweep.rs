@@ -28,8 +28,10 @@ use crate::store::Fence;
 
 /// How often the sweep asks a host again to stop a game whose end was cut short.
 const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
-/// How long past the launch timeout a `starting` record is left before it is failed.
-const STALE_GRACE: Duration = Duration::from_secs(5);
+/// How long past the launch timeout a `starting` record is left before it is failed. More
+/// than a routed launch's own grace (`route::CALL_GRACE`, 2 s): a start through another
+/// replica may begin its launch that much later than its record.
+const STALE_GRACE: Duration = Duration::from_secs(8);
 /// Events are kept at least this long (API.md: at least 24 hours; webhooks give up at 25).
 const STREAM_RETENTION: time::Duration = time::Duration::hours(48);
 /// Events forgotten per round, at most, so one round stays short.

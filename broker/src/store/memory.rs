@@ -431,7 +431,7 @@ impl MemoryStore {
         else {
             return false;
         };
-        if e.notices.contains(&kind) {
+        if e.session.status != SessionStatus::Running || e.notices.contains(&kind) {
             return false;
         }
         e.notices.push(kind);
@@ -547,11 +547,12 @@ impl MemoryStore {
                 return Ok(ReadyClaim::KeyTaken);
             }
         }
-        let oldest = m
-            .ready
-            .get(pool)
-            .and_then(|set| set.first().copied())
-            .and_then(|seq| m.by_seq.get(&seq).map(|e| e.session.session_id.clone()));
+        let oldest = m.ready.get(pool).and_then(|set| {
+            set.iter()
+                .filter_map(|seq| m.by_seq.get(seq))
+                .find(|e| claimant.fits(&e.session))
+                .map(|e| e.session.session_id.clone())
+        });
         let Some(p) = m.pools.get_mut(pool) else {
             return Ok(ReadyClaim::Empty);
         };

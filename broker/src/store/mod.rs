@@ -435,8 +435,8 @@ impl Store {
     }
 
     /// Appends a session event that changes nothing (`session.expiring`) to the stream, once
-    /// per session and type however often it is asked for, by any replica: true when this
-    /// call appended it.
+    /// per session and type however often it is asked for, by any replica, and only while the
+    /// session is `running`: true when this call appended it.
     pub async fn notice_once(
         &self,
         kind: EventType,

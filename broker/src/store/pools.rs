@@ -93,9 +93,18 @@ pub struct Claimant<'a> {
     pub user: Option<(&'a str, Option<u32>)>,
     /// The start's `max_duration_s`: the session keeps the smaller of it and its game's.
     pub max_duration_s: Option<u32>,
+    /// The settings the start runs with (the game's defaults filled in): only a ready game
+    /// launched with exactly these is taken (one launched before its pool's settings changed
+    /// is not). `None`: any.
+    pub settings: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 impl Claimant<'_> {
+    /// Whether the ready game `s` is one this claimant may take.
+    pub(crate) fn fits(&self, s: &protocol::api::Session) -> bool {
+        self.settings.is_none_or(|want| *want == s.settings)
+    }
+
     /// Makes `s`, a ready game being claimed, the claimant's.
     pub(crate) fn take(&self, s: &mut protocol::api::Session) {
         s.user_id = self.user.map(|(u, _)| u.to_owned());

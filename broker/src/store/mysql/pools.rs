@@ -209,15 +209,21 @@ impl MysqlStore {
                     .start_transaction(TxOpts::default())
                     .await
                     .map_err(unavailable)?;
+                // Settings as `settings_value` stores them (canonical JSON: sorted keys).
+                let (any_settings, settings) = match claimant.settings {
+                    None => (true, None),
+                    Some(s) => (false, settings_json(s)),
+                };
                 let row: Option<Row> = tx
                     .exec_first(
                         format!(
                             "SELECT {SESSION_COLUMNS} FROM sessions FORCE INDEX (sessions_pool) \
                              WHERE pool_id = ? AND status = 'ready' \
+                             AND (? OR settings <=> ?) \
                              AND EXISTS (SELECT 1 FROM pools WHERE pool_id = ?) \
                              ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
                         ),
-                        (pool.as_str(), pool.as_str()),
+                        (pool.as_str(), any_settings, settings, pool.as_str()),
                     )
                     .await
                     .map_err(unavailable)?;

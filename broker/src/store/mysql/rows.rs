@@ -145,8 +145,7 @@ pub(super) fn event_params(
     ])
 }
 
-/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them),
-/// its pool last.
+/// A session's columns in `INSERT INTO sessions` order (as `arcade_insert_session` takes them).
 pub(super) fn session_values(s: &Session) -> Vec<Value> {
     let mut v = vec![
         s.session_id.as_str().into(),

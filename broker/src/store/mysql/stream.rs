@@ -46,8 +46,8 @@ impl MysqlStore {
         .await
     }
 
-    /// Appends a session's notice of `kind` unless one was: the row of `session_notices` and
-    /// the event commit together.
+    /// Appends a session's notice of `kind` while it runs, unless one was: the row of
+    /// `session_notices` and the event commit together.
     pub(in crate::store) async fn notice_once(
         &self,
         kind: EventType,
@@ -62,9 +62,12 @@ impl MysqlStore {
                 .start_transaction(TxOpts::default())
                 .await
                 .map_err(unavailable)?;
+            // Only while it runs: the row is locked, so an end committed meanwhile is seen.
             tx.exec_drop(
-                "INSERT IGNORE INTO session_notices (session_id, type, at) VALUES (?, ?, ?)",
-                (s.session_id.as_str(), kind.as_str(), utc(at)),
+                "INSERT IGNORE INTO session_notices (session_id, type, at) \
+                 SELECT session_id, ?, ? FROM sessions \
+                 WHERE session_id = ? AND status = 'running' FOR UPDATE",
+                (kind.as_str(), utc(at), s.session_id.as_str()),
             )
             .await
             .map_err(unavailable)?;
