@@ -1322,6 +1322,9 @@ async fn mysql_owners_fences_claims_and_leases() {
         || async { b.lease("sweep", "b2", ttl).await.unwrap() },
     )
     .await;
+    // Renewed for long enough that a loaded machine cannot let it lapse before a asks.
+    let long = std::time::Duration::from_secs(60);
+    assert!(b.lease("sweep", "b2", long).await.unwrap(), "renewed");
     assert!(!a.lease("sweep", "b1", ttl).await.unwrap());
 }
 
