@@ -175,6 +175,15 @@ pub fn new_session(
     }
 }
 
+/// The limit of a session two sides ask for (its game's and its start's `max_duration_s`):
+/// the smaller, or the one given.
+pub fn shorter_limit(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// When `s` ends `expired`: while it runs for its player (`running` or `stopping`),
 /// `started_at` plus its `max_duration_s`. Every store derives the field with this.
 pub fn expires_at(s: &Session) -> Option<OffsetDateTime> {

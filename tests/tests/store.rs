@@ -656,9 +656,14 @@ async fn lists_ready_games_only_when_asked_for(store: Store) {
 async fn ready_in_pool(store: &Store, n: u32, host: &str, pool: &PoolId) -> Session {
     let mut s = session(n, "g", host);
     s.pool_id = Some(pool.clone());
-    insert(store, &s).await;
+    ready_as(store, &s, 100 + n).await
+}
+
+/// `s` (of a pool), recorded and then `ready` with `pid`.
+async fn ready_as(store: &Store, s: &Session, pid: u32) -> Session {
+    insert(store, s).await;
     let readied = SessionEvent::Readied {
-        pid: 100 + n,
+        pid,
         ip: "10.0.0.5".parse().unwrap(),
         port: 20000,
         ports: vec![20000],
@@ -885,17 +890,7 @@ async fn keeps_limits_and_sends_each_notice_once(store: Store) {
     let mut ready = session(2, "g", "h");
     ready.pool_id = Some(pool.clone());
     ready.max_duration_s = Some(3600);
-    insert(&store, &ready).await;
-    let readied = SessionEvent::Readied {
-        pid: 8,
-        ip: "10.0.0.5".parse().unwrap(),
-        port: 20001,
-        ports: vec![20001],
-    };
-    let waiting = store
-        .transition(&ready.session_id, &readied, Actor::Agent, now())
-        .await
-        .unwrap();
+    let waiting = ready_as(&store, &ready, 8).await;
     assert_eq!(waiting.expires_at, None, "no clock runs while it waits");
     let claimed_at = now() + time::Duration::seconds(500);
     // A claim for other settings than the ready game's takes nothing.

@@ -217,10 +217,7 @@ impl Service {
             .offer_anywhere(host, &req.game_id)
             .await
             .and_then(|o| o.max_duration_s);
-        match (offered, req.max_duration_s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        crate::session::shorter_limit(offered, req.max_duration_s)
     }
 
     /// The settings a session of `game` runs with: `requested`, checked against what the

@@ -108,10 +108,7 @@ impl Claimant<'_> {
     /// Makes `s`, a ready game being claimed, the claimant's.
     pub(crate) fn take(&self, s: &mut protocol::api::Session) {
         s.user_id = self.user.map(|(u, _)| u.to_owned());
-        s.max_duration_s = match (s.max_duration_s, self.max_duration_s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        s.max_duration_s = crate::session::shorter_limit(s.max_duration_s, self.max_duration_s);
     }
 }
 

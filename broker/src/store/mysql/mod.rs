@@ -104,6 +104,29 @@ fn stream_body(s: &Session) -> Result<String, StoreError> {
     serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
+/// Appends an event of session `s` (as it is now), numbered next, in `tx`.
+async fn append_session_event(
+    tx: &mut mysql_async::Transaction<'_>,
+    kind: EventType,
+    s: &Session,
+    actor: Actor,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    tx.exec_drop(
+        APPEND_EVENT,
+        (
+            utc(at),
+            kind.as_str(),
+            actor.as_str(),
+            s.session_id.as_str(),
+            s.host_id.as_str(),
+            stream_body(s)?,
+        ),
+    )
+    .await
+    .map_err(unavailable)
+}
+
 const INSERT_EVENT: &str =
     "INSERT INTO session_events (session_id, at, event, status, actor) VALUES (?, ?, ?, ?, ?)";
 
@@ -320,19 +343,7 @@ impl MysqlStore {
         )
         .await
         .map_err(unavailable)?;
-        tx.exec_drop(
-            APPEND_EVENT,
-            (
-                utc(s.created_at),
-                EventType::SessionCreated.as_str(),
-                actor.as_str(),
-                s.session_id.as_str(),
-                s.host_id.as_str(),
-                stream_body(s)?,
-            ),
-        )
-        .await
-        .map_err(unavailable)?;
+        append_session_event(&mut tx, EventType::SessionCreated, s, actor, s.created_at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Inserted::New)
     }

@@ -8,7 +8,7 @@ use protocol::api::{Event, EventType, Host, Session};
 use time::PrimitiveDateTime;
 
 use super::rows::{unavailable, utc};
-use super::{MysqlStore, APPEND_EVENT};
+use super::{append_session_event, MysqlStore, APPEND_EVENT};
 use crate::session::Actor;
 use crate::store::StoreError;
 
@@ -55,7 +55,6 @@ impl MysqlStore {
         actor: Actor,
         at: time::OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let body = serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.bounded(async {
             let mut conn = self.conn().await?;
             let mut tx = conn
@@ -75,19 +74,7 @@ impl MysqlStore {
                 tx.rollback().await.map_err(unavailable)?;
                 return Ok(false);
             }
-            tx.exec_drop(
-                APPEND_EVENT,
-                (
-                    utc(at),
-                    kind.as_str(),
-                    actor.as_str(),
-                    s.session_id.as_str(),
-                    s.host_id.as_str(),
-                    body,
-                ),
-            )
-            .await
-            .map_err(unavailable)?;
+            append_session_event(&mut tx, kind, s, actor, at).await?;
             tx.commit().await.map_err(unavailable)?;
             Ok(true)
         })
