@@ -74,6 +74,8 @@ async fn online(client: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_restarts_and_readopts_its_games() {
     let dir = tempfile::tempdir().unwrap();
+    // Killing the agent leaves its games running: they end with the test, pass or fail.
+    let _games = tests::Reaper::for_state_dir(&dir.path().join("state"));
     std::fs::write(
         dir.path().join("catalog.toml"),
         "[games.sleeper]\ncommand = \"/bin/sleep\"\nargs = [\"3600\"]\n",

@@ -66,6 +66,8 @@ fn value(samples: &[(String, String, f64)], name: &str, outcome: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_its_counts_to_prometheus() {
     let dir = tempfile::tempdir().unwrap();
+    // Killing the agent leaves its games running: they end with the test, pass or fail.
+    let _games = tests::Reaper::for_state_dir(&dir.path().join("state"));
     std::fs::write(
         dir.path().join("catalog.toml"),
         "[games.sleeper]\ncommand = \"/bin/sleep\"\nargs = [\"3600\"]\n\

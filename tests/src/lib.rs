@@ -7,7 +7,10 @@
 pub mod mariadb;
 pub mod nats;
 pub mod proxy;
+pub mod reaper;
 pub mod webhook;
+
+pub use reaper::{Reaper, StateDir};
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -266,6 +269,9 @@ pub struct TestAgent {
     pub state_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), agent::AgentError>>>,
+    /// Ends the games left in its own state directory once it has stopped (none when the
+    /// test gave it a directory: the test's [`StateDir`] does that).
+    reaper: Option<Reaper>,
 }
 
 /// Agent settings for a test.
@@ -574,6 +580,10 @@ impl TestAgent {
             tls: opts.tls.clone(),
             metrics: None,
         };
+        let reaper = opts
+            .state_dir
+            .is_none()
+            .then(|| Reaper::for_state_dir(state_dir.path()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent::run(config, shutdown.clone()));
         Self {
@@ -581,6 +591,7 @@ impl TestAgent {
             state_dir,
             shutdown,
             task: Some(task),
+            reaper,
         }
     }
 
@@ -595,7 +606,8 @@ impl TestAgent {
 
 impl Drop for TestAgent {
     /// Stops the agent and so its games, even when a test panics: games run in their own
-    /// process groups and would otherwise outlive the test process.
+    /// process groups and would otherwise outlive the test process. Games it left running
+    /// (`stop_games_on_exit` off) in its own state directory are ended then.
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
@@ -605,6 +617,7 @@ impl Drop for TestAgent {
                 });
             }
         }
+        drop(self.reaper.take());
     }
 }
 

@@ -906,7 +906,7 @@ mod agent_restart {
     async fn a_restarted_agent_finds_its_games_again() {
         let broker = TestBroker::start().await;
         let client = Client::new(&broker.url, None).unwrap();
-        let state = tempfile::tempdir().unwrap();
+        let state = tests::StateDir::new();
         let opts = || {
             let mut o = AgentOptions::host("host-a");
             o.stop_games_on_exit = false;
@@ -967,7 +967,7 @@ mod agent_restart {
             .spawn()
             .unwrap();
         let pid = stranger.id();
-        let state = tempfile::tempdir().unwrap();
+        let state = tests::StateDir::new();
         let saved = agent::state::Saved {
             games: vec![agent::state::SavedGame {
                 session_id: protocol::SessionId::new("old-session").unwrap(),
@@ -1151,7 +1151,7 @@ mod database {
             heartbeat_timeout: Duration::from_millis(800),
             ..Default::default()
         };
-        let state = tempfile::tempdir().unwrap();
+        let state = tests::StateDir::new();
         let agent_opts = || {
             let mut o = AgentOptions::host("host-a");
             o.stop_games_on_exit = false;

@@ -177,7 +177,7 @@ async fn a_slow_link_times_the_start_out_and_the_late_game_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_state_dir_fails_the_launch_and_leaves_nothing_running() {
     let broker = TestBroker::start().await;
-    let state = tempfile::tempdir().unwrap();
+    let state = tests::StateDir::new();
     let mut opts = AgentOptions::host("host-a");
     opts.state_dir = Some(state.path().to_owned());
     let _agent = TestAgent::start(broker.agent_addr, opts).await;
