@@ -38,6 +38,22 @@ pub struct StartSession {
     pub max_duration_s: Option<u32>,
 }
 
+impl StartSession {
+    /// A start of `game` with everything else left to the defaults (its default mode and
+    /// config, the game's default settings, no user, no limit of its own); set the fields
+    /// that differ.
+    pub fn new(game: GameId) -> Self {
+        Self {
+            game_id: game,
+            mode: None,
+            config: None,
+            settings: BTreeMap::new(),
+            user_id: None,
+            max_duration_s: None,
+        }
+    }
+}
+
 /// The longest `user_id`, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
 

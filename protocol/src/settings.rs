@@ -1,6 +1,7 @@
 //! Settings a start may choose for its game (a frame rate, a resolution): what a game offers,
 //! and the one check of a request against it, which the broker runs before it places anything
-//! and the agent runs again before it writes the session's config.
+//! and the agent runs again before it writes the session's config. Also the one check of a
+//! start's mode and config names ([`check_value`]), run by both as well.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +73,48 @@ pub enum SettingError {
         /// The key (cut to 64 characters).
         key: String,
     },
+}
+
+/// The longest mode or config name accepted, in bytes.
+pub const MAX_VALUE_LEN: usize = 255;
+
+/// Why a start's mode or config name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// It is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// `mode` or `config`.
+        what: String,
+    },
+    /// It is longer than [`MAX_VALUE_LEN`].
+    #[error("{what} is longer than {max} bytes", max = MAX_VALUE_LEN)]
+    TooLong {
+        /// `mode` or `config`.
+        what: String,
+    },
+    /// It holds control characters.
+    #[error("{what} must not hold control characters")]
+    ControlChars {
+        /// `mode` or `config`.
+        what: String,
+    },
+}
+
+/// A start's mode or config name (`what` says which): 1 to [`MAX_VALUE_LEN`] bytes, no
+/// control character.
+pub fn check_value(what: &str, v: &str) -> Result<(), ValueError> {
+    let what = what.to_owned();
+    if v.is_empty() {
+        return Err(ValueError::Empty { what });
+    }
+    if v.len() > MAX_VALUE_LEN {
+        return Err(ValueError::TooLong { what });
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ValueError::ControlChars { what });
+    }
+    Ok(())
 }
 
 fn fmt_bound(b: Option<f64>) -> String {
