@@ -222,8 +222,7 @@ pub async fn run(
             db.beat(&settings.broker_id, &settings.agent_address)
                 .await
                 .map_err(BrokerError::Store)?;
-            let db = db.clone();
-            (Some(Replicas { nats, db }), Some(inbox))
+            (Some(Replicas::new(nats)), Some(inbox))
         }
         (Store::Memory(_), false) => return Err(BrokerError::ReplicasNeedMysql),
     };

@@ -598,7 +598,10 @@ async fn a_start_a_dead_replica_left_fails_at_its_deadline_whoever_sweeps() {
             host.clone(),
             time::OffsetDateTime::now_utc(),
         );
-        let claimed = store.claim(&s, None, Actor::Portal, None).await.unwrap();
+        let claimed = store
+            .claim(&s, None, Actor::Portal, None, None)
+            .await
+            .unwrap();
         assert!(matches!(claimed, Claimed::New { .. }), "{claimed:?}");
         left.push(s.session_id);
     }

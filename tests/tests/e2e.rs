@@ -1106,9 +1106,20 @@ mod database {
         )
         .await;
         let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
-        conn.query_drop("DROP PROCEDURE arcade_insert_session")
+        // Every version of the insert procedure (each is named by its text's hash).
+        let procs: Vec<String> = conn
+            .query(
+                "SELECT ROUTINE_NAME FROM information_schema.ROUTINES \
+                 WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME LIKE 'arcade\\_insert\\_session%'",
+            )
             .await
             .unwrap();
+        assert!(!procs.is_empty());
+        for p in procs {
+            conn.query_drop(format!("DROP PROCEDURE {p}"))
+                .await
+                .unwrap();
+        }
         let (status, headers, json) = raw(
             reqwest::Method::POST,
             format!("{}/v1/sessions", broker.url),

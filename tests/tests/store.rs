@@ -63,7 +63,7 @@ fn facts(max_sessions: u32) -> HostFacts {
 
 async fn insert(store: &Store, s: &Session) {
     assert_eq!(
-        store.insert(s, None, Actor::Portal).await.unwrap(),
+        store.insert(s, None, Actor::Portal, None).await.unwrap(),
         Inserted::New
     );
 }
@@ -105,7 +105,7 @@ async fn round_trips_every_field(store: Store) {
         StoreError::NotFound(missing)
     );
     assert!(matches!(
-        store.insert(&s, None, Actor::Portal).await,
+        store.insert(&s, None, Actor::Portal, None).await,
         Err(StoreError::Duplicate(_))
     ));
 }
@@ -171,7 +171,7 @@ async fn records_a_session_with_its_first_change(store: Store) {
     let s = session(1, "g", "h");
     let id = &s.session_id;
     let running = store
-        .insert_after(&s, Actor::Portal, &launched(7), Actor::Agent, now())
+        .insert_after(&s, Actor::Portal, &launched(7), Actor::Agent, now(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -195,7 +195,7 @@ async fn records_a_session_with_its_first_change(store: Store) {
         .unwrap();
     assert!(matches!(
         store
-            .insert_after(&s, Actor::Portal, &launched(8), Actor::Agent, now())
+            .insert_after(&s, Actor::Portal, &launched(8), Actor::Agent, now(), None)
             .await,
         Err(StoreError::Duplicate(_))
     ));
@@ -208,6 +208,7 @@ async fn records_a_session_with_its_first_change(store: Store) {
             &SessionEvent::LaunchFailed,
             Actor::Agent,
             now(),
+            None,
         )
         .await
         .unwrap();
@@ -221,7 +222,8 @@ async fn records_a_session_with_its_first_change(store: Store) {
                 Actor::Portal,
                 &SessionEvent::Stopped,
                 Actor::Agent,
-                now()
+                now(),
+                None
             )
             .await,
         Err(StoreError::Transition(_))
@@ -384,7 +386,7 @@ async fn binds_idempotency_keys(store: Store) {
     let first = session(1, "g", "h");
     assert_eq!(
         store
-            .insert(&first, Some(&key), Actor::Portal)
+            .insert(&first, Some(&key), Actor::Portal, None)
             .await
             .unwrap(),
         Inserted::New
@@ -392,7 +394,7 @@ async fn binds_idempotency_keys(store: Store) {
     let again = session(2, "g", "h");
     assert_eq!(
         store
-            .insert(&again, Some(&key), Actor::Portal)
+            .insert(&again, Some(&key), Actor::Portal, None)
             .await
             .unwrap(),
         Inserted::Existing(first.session_id.clone())
@@ -406,7 +408,7 @@ async fn binds_idempotency_keys(store: Store) {
     );
     assert_eq!(
         store
-            .insert(&again, Some(&other), Actor::Portal)
+            .insert(&again, Some(&other), Actor::Portal, None)
             .await
             .unwrap(),
         Inserted::KeyConflict
@@ -421,7 +423,7 @@ async fn binds_idempotency_keys(store: Store) {
     store.forget_key("order-1").await.unwrap();
     assert_eq!(
         store
-            .insert(&again, Some(&key), Actor::Portal)
+            .insert(&again, Some(&key), Actor::Portal, None)
             .await
             .unwrap(),
         Inserted::New
@@ -510,6 +512,7 @@ async fn streams_each_status_change_once_in_order(store: Store) {
             &SessionEvent::LaunchFailed,
             Actor::Agent,
             now(),
+            None,
         )
         .await
         .unwrap();
@@ -1193,7 +1196,9 @@ async fn mysql_owners_fences_claims_and_leases() {
         s
     };
     assert_eq!(
-        a.claim(&claim(1), None, Actor::Portal, None).await.unwrap(),
+        a.claim(&claim(1), None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
         Claimed::Gone,
         "a host takes no session before its reconcile"
     );
@@ -1201,12 +1206,14 @@ async fn mysql_owners_fences_claims_and_leases() {
     let (s1, s2) = (claim(2), claim(3));
     for s in [&s1, &s2] {
         assert_eq!(
-            a.claim(s, None, Actor::Portal, None).await.unwrap(),
+            a.claim(s, None, Actor::Portal, None, None).await.unwrap(),
             Claimed::New { epoch: e1 }
         );
     }
     assert_eq!(
-        b.claim(&claim(4), None, Actor::Portal, None).await.unwrap(),
+        b.claim(&claim(4), None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
         Claimed::Full
     );
     // The agent connects to another replica: a new epoch fences the old owner off.
@@ -1288,7 +1295,7 @@ async fn mysql_owners_fences_claims_and_leases() {
     };
     let key = IdempotencyKey::new("k-1".into(), &req);
     assert!(matches!(
-        a.claim(&claim(5), Some(&key), Actor::Portal, None)
+        a.claim(&claim(5), Some(&key), Actor::Portal, None, None)
             .await
             .unwrap(),
         Claimed::New { .. }
@@ -1300,7 +1307,7 @@ async fn mysql_owners_fences_claims_and_leases() {
             .unwrap();
     }
     assert_eq!(
-        b.claim(&claim(6), Some(&key), Actor::Portal, None)
+        b.claim(&claim(6), Some(&key), Actor::Portal, None, None)
             .await
             .unwrap(),
         Claimed::KeyTaken
@@ -1348,7 +1355,9 @@ async fn mysql_ready_games_hold_their_slots() {
     };
     let pooled = claim(1);
     assert_eq!(
-        a.claim(&pooled, None, Actor::Portal, None).await.unwrap(),
+        a.claim(&pooled, None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
         Claimed::New { epoch }
     );
     let readied = SessionEvent::Readied {
@@ -1363,11 +1372,15 @@ async fn mysql_ready_games_hold_their_slots() {
         .await
         .unwrap();
     assert_eq!(
-        a.claim(&claim(2), None, Actor::Portal, None).await.unwrap(),
+        a.claim(&claim(2), None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
         Claimed::New { epoch }
     );
     assert_eq!(
-        a.claim(&claim(3), None, Actor::Portal, None).await.unwrap(),
+        a.claim(&claim(3), None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
         Claimed::Full,
         "the ready game holds the second slot"
     );
@@ -1405,7 +1418,10 @@ async fn mysql_claims_count_each_users_quota() {
                 let mut s = session(n, "g", "host-a");
                 s.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
                 s.user_id = Some("player-1".into());
-                store.claim(&s, None, Actor::Portal, Some(3)).await.unwrap()
+                store
+                    .claim(&s, None, Actor::Portal, Some(3), None)
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -1426,7 +1442,9 @@ async fn mysql_claims_count_each_users_quota() {
     other.created_at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     other.user_id = Some("player-2".into());
     assert!(matches!(
-        a.claim(&other, None, Actor::Portal, Some(3)).await.unwrap(),
+        a.claim(&other, None, Actor::Portal, Some(3), None)
+            .await
+            .unwrap(),
         Claimed::New { .. }
     ));
     // A pool's ready game: not past the quota, and the user's once claimed.

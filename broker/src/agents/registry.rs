@@ -296,15 +296,25 @@ impl Registry {
         }
     }
 
-    /// Chooses a host for a new session and reserves a slot on it for `session`.
+    /// Chooses a host for a new session and reserves a slot on it for `session`: `prefer`
+    /// when it can take the session, else placement's choice among the hosts here. Exact: the
+    /// choice and the reservation are made under one lock.
     pub fn place(
         &self,
         game: &GameId,
         mode: Option<&str>,
         session: &SessionId,
+        prefer: Option<&HostId>,
     ) -> Result<Placed, PlacementError> {
         let mut inner = self.lock();
-        let choice = inner.index.place(game, mode)?;
+        let preferred = prefer.and_then(|h| {
+            let e = inner.hosts.get(h)?;
+            crate::placement::place(std::iter::once(&e.view), game, mode).ok()
+        });
+        let choice = match preferred {
+            Some(c) => c,
+            None => inner.index.place(game, mode)?,
+        };
         let link = inner
             .update(&choice.host_id, |e| {
                 let link = e.conn.as_ref().map(|(_, l)| l.clone())?;

@@ -11,7 +11,7 @@ use protocol::HostId;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::claim::{alive_within, view};
+use super::view::{alive_within, view};
 use super::Service;
 use crate::agents::registry::games_on_offer;
 use crate::error::Error;
@@ -27,8 +27,9 @@ impl Service {
     async fn shared(&self) -> Result<Option<Vec<SharedHost>>, Error> {
         match &self.replicas {
             None => Ok(None),
-            Some(r) => Ok(Some(
-                r.db.shared_hosts(alive_within(self.settings.heartbeat_timeout))
+            Some(_) => Ok(Some(
+                self.store
+                    .shared_hosts(alive_within(self.settings.heartbeat_timeout))
                     .await?,
             )),
         }
@@ -86,7 +87,7 @@ impl Service {
 
     /// The brokers of the system: this one, or every replica seen lately.
     pub async fn brokers(&self) -> Result<Vec<api::Broker>, Error> {
-        let Some(r) = &self.replicas else {
+        if self.replicas.is_none() {
             let connected = self.registry.connected();
             return Ok(vec![api::Broker {
                 broker_id: self.settings.broker_id.clone(),
@@ -94,8 +95,9 @@ impl Service {
                 last_seen: OffsetDateTime::now_utc(),
                 hosts: u32::try_from(connected).unwrap_or(u32::MAX),
             }]);
-        };
-        Ok(r.db
+        }
+        Ok(self
+            .store
             .brokers(BROKERS_LISTED_WITHIN)
             .await?
             .into_iter()
@@ -149,7 +151,9 @@ impl Service {
     /// With replicas, says this broker is alive every `every` until `shutdown` fires, then
     /// says it left (so its hosts count as offline at once, and its lease is free).
     pub async fn run_beats(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let Some(r) = &self.replicas else { return };
+        if self.replicas.is_none() {
+            return;
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -157,9 +161,10 @@ impl Service {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) =
-                r.db.beat(&self.settings.broker_id, &self.settings.agent_address)
-                    .await
+            if let Err(e) = self
+                .store
+                .beat(&self.settings.broker_id, &self.settings.agent_address)
+                .await
             {
                 tracing::warn!(error = %e, "cannot tell the other replicas this one is alive");
             }
@@ -173,11 +178,11 @@ impl Service {
                     mem_used_bytes,
                 })
                 .collect();
-            if let Err(e) = r.db.write_loads(&loads).await {
+            if let Err(e) = self.store.write_loads(&loads).await {
                 tracing::warn!(error = %e, "cannot share the hosts' load");
             }
         }
-        if let Err(e) = r.db.leave(&self.settings.broker_id).await {
+        if let Err(e) = self.store.leave(&self.settings.broker_id).await {
             tracing::warn!(error = %e, "cannot tell the other replicas this one left");
         }
     }

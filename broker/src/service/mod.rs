@@ -7,8 +7,9 @@
 //!
 //! - this file: the service, the one path every recorded change takes ([`Service::record`]),
 //!   reads, drains, and the restore at start;
-//! - [`start`]: placing and launching a game, at most once per `Idempotency-Key`;
-//!   [`claim`]: the same when the broker is one of several replicas;
+//! - [`start`]: the one start pipeline, alone or among replicas: validate, key, quota,
+//!   pool, place, route, launch, record, at most once per `Idempotency-Key`;
+//! - [`view`]: what a replica sees of the hosts the replicas share (placement reads it);
 //! - [`end`]: stopping a game and ending its session;
 //! - [`logs`]: a session's game output, read from its agent;
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
@@ -26,7 +27,6 @@
 //! Starts and ends run as tasks of the service's own [`TaskTracker`], on the broker's runtime:
 //! a client that hangs up does not cut one short, and a graceful stop waits for them.
 
-mod claim;
 mod end;
 mod hosts;
 mod inflight;
@@ -41,6 +41,7 @@ mod route;
 mod start;
 mod stream;
 mod sweep;
+mod view;
 mod webhooks;
 
 pub use logs::{GameLog, LogQuery, DEFAULT_TAIL, MAX_LOG_BYTES};
@@ -101,13 +102,12 @@ pub struct ServiceSettings {
 #[derive(Debug)]
 pub struct Service {
     store: Store,
-    /// NATS and the shared store's replica calls, when this broker is one of several.
+    /// NATS, and the view of the shared hosts, when this broker is one of several: the one
+    /// switch between a broker alone and replicas, set at start-up.
     replicas: Option<Replicas>,
     registry: Arc<Registry>,
     settings: ServiceSettings,
     inflight: InFlight,
-    /// With replicas: placement's view of the shared hosts.
-    shared_view: claim::SharedView,
     changes: broadcast::Sender<SessionId>,
     /// New events, for the open streams.
     feed: Feed,
@@ -155,7 +155,6 @@ impl Service {
             registry,
             settings,
             inflight: InFlight::default(),
-            shared_view: claim::SharedView::default(),
             changes: broadcast::channel(CHANGE_QUEUE).0,
             feed: Feed::default(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
@@ -211,22 +210,28 @@ impl Service {
         event: SessionEvent,
         actor: Actor,
     ) -> Result<Session, StoreError> {
-        let fence = match &self.replicas {
-            None => None,
-            Some(_) => Some(Fence {
-                host: host.clone(),
-                epoch: self
-                    .registry
-                    .epoch(host)
-                    .ok_or_else(|| StoreError::Fenced(host.clone()))?,
-            }),
-        };
+        let fence = self.owner_fence(host)?;
         let s = self
             .store
             .transition_fenced(id, &event, actor, OffsetDateTime::now_utc(), fence.as_ref())
             .await?;
         self.changed(&s, &event);
         Ok(s)
+    }
+
+    /// The fence of this broker's hold on `host` (replicas): its connection's epoch. `None`
+    /// alone; [`StoreError::Fenced`] when the host's agent is not connected here any more.
+    fn owner_fence(&self, host: &HostId) -> Result<Option<Fence>, StoreError> {
+        if self.replicas.is_none() {
+            return Ok(None);
+        }
+        match self.registry.epoch(host) {
+            Some(epoch) => Ok(Some(Fence {
+                host: host.clone(),
+                epoch,
+            })),
+            None => Err(StoreError::Fenced(host.clone())),
+        }
     }
 
     /// What follows a recorded change: a session over gives its host's slot back, and waiters

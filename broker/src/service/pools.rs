@@ -17,7 +17,6 @@ use protocol::api::{Pool, PoolSpec, Session, SessionStatus, StartSession, MAX_PO
 use protocol::{PoolId, SessionId};
 use time::OffsetDateTime;
 
-use super::start::check_value;
 use super::Service;
 use crate::error::Error;
 use crate::session::{Actor, SessionEvent};
@@ -68,8 +67,11 @@ fn same_games(a: &PoolSpec, b: &PoolSpec) -> bool {
 
 /// A spec as stored: checked, with its `max_age_s` spelled out.
 fn checked(spec: PoolSpec) -> Result<PoolSpec, Error> {
-    check_value("mode", spec.mode.as_deref())?;
-    check_value("config", spec.config.as_deref())?;
+    for (what, v) in [("mode", &spec.mode), ("config", &spec.config)] {
+        if let Some(v) = v {
+            protocol::settings::check_value(what, v).map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+    }
     if spec.size > MAX_POOL_SIZE {
         return Err(Error::Invalid(format!("size must be 0 to {MAX_POOL_SIZE}")));
     }

@@ -120,7 +120,7 @@ impl Service {
         running: &[RunningGame],
         exited: &[ExitedGame],
     ) {
-        let Some(r) = &self.replicas else {
+        if self.replicas.is_none() {
             if let Err(e) = self
                 .store
                 .save_host(host, facts, OffsetDateTime::now_utc())
@@ -133,8 +133,12 @@ impl Service {
             self.host_event(host, EventType::HostOnline, Actor::Agent)
                 .await;
             return;
-        };
-        let epoch = match r.db.own_host(host, &self.settings.broker_id, facts).await {
+        }
+        let epoch = match self
+            .store
+            .own_host(host, &self.settings.broker_id, facts)
+            .await
+        {
             Ok(epoch) => epoch,
             Err(e) => {
                 // Not held, so not ready: it takes no session until it reconnects.
@@ -149,7 +153,7 @@ impl Service {
             host: host.clone(),
             epoch,
         };
-        match r.db.host_ready(&fence).await {
+        match self.store.host_ready(&fence).await {
             Ok(true) => {
                 self.registry.mark_ready(host);
                 self.host_event(host, EventType::HostOnline, Actor::Agent)
@@ -164,12 +168,12 @@ impl Service {
     /// connection (through any replica) holds it already; either way, unless the host has
     /// moved on, it is offline from now.
     async fn disconnected(&self, host: &HostId, epoch: Option<u64>) {
-        if let (Some(r), Some(epoch)) = (&self.replicas, epoch) {
+        if let (true, Some(epoch)) = (self.replicas.is_some(), epoch) {
             let fence = Fence {
                 host: host.clone(),
                 epoch,
             };
-            match r.db.disown_host(&fence).await {
+            match self.store.disown_host(&fence).await {
                 Ok(true) => {}
                 Ok(false) => return, // Held elsewhere already.
                 Err(e) => {

@@ -1,6 +1,7 @@
-//! Replicas asking each other: a start or an end for a host whose agent is connected to
-//! another replica is done by that replica (the host's owner), over NATS request-reply, and
-//! its answer comes back.
+//! Replicas asking each other: a start, an end, a log read or a stop for a host whose agent
+//! is connected to another replica is done by that replica (the host's owner), over NATS
+//! request-reply, and its answer comes back. A start is sent whole, before anything is
+//! recorded: the owner places it on its own hosts, launches and records it as one broker does.
 //!
 //! The calls are a closed enum ([`Call`]) and the answers carry the service's own errors
 //! ([`Failure`] mirrors the [`Error`]s an owner can answer), so a start through any replica
@@ -15,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use protocol::api::{Session, StartSession};
 use protocol::wire::{LogChunk, LogRead};
-use protocol::{GameId, HostId, SessionId};
+use protocol::{GameId, HostId, PoolId, SessionId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -26,7 +27,7 @@ use super::Service;
 use crate::error::{Error, LaunchFailure, Unreachable};
 use crate::nats::{Inbox, Nats, RequestError};
 use crate::session::Actor;
-use crate::store::mysql::MysqlStore;
+use crate::store::IdempotencyKey;
 
 /// A call or an answer larger than this is refused (a session is well under 2 KiB, a page of
 /// a game's log 64 KiB in base64).
@@ -35,25 +36,44 @@ pub const MAX_CALL_BYTES: usize = 128 * 1024;
 /// "unreachable", and its caller retries.
 const MAX_SERVED: usize = 1024;
 
-/// What makes this broker one of several.
+/// What makes this broker one of several: NATS between the replicas, and what this one sees
+/// of the hosts they share (the records themselves are in the shared store).
 #[derive(Debug)]
 pub struct Replicas {
     /// Between replicas.
     pub nats: Nats,
-    /// The shared store, for what only replicas need (owners, claims, leases).
-    pub db: MysqlStore,
+    /// Placement's view of the shared hosts.
+    pub(super) view: super::view::SharedView,
+}
+
+impl Replicas {
+    /// The replica set reached through `nats`.
+    pub fn new(nats: Nats) -> Self {
+        Self {
+            nats,
+            view: super::view::SharedView::default(),
+        }
+    }
 }
 
 /// What one replica asks the owner of a host.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Call {
-    /// Launch the game of a session claimed (recorded `starting`) on one of your hosts, and
-    /// record the outcome.
-    Launch {
-        /// The session as claimed.
-        session: Box<Session>,
-        /// The start request.
+    /// Start a session on one of your hosts (`host` if it has room), and record it: as one
+    /// broker starts one. Nothing of it is recorded yet.
+    Start {
+        /// The new session's id.
+        session_id: SessionId,
+        /// The start request, its settings complete.
         request: StartSession,
+        /// Its `Idempotency-Key`, bound to the request as the caller received it.
+        key: Option<IdempotencyKey>,
+        /// Who asked.
+        actor: Actor,
+        /// The pool it is launched for, if any.
+        pool: Option<PoolId>,
+        /// The host placement chose.
+        host: HostId,
     },
     /// End a session on one of your hosts.
     End {
@@ -142,6 +162,11 @@ enum Failure {
         why: Unreachable,
     },
     Conflict(String),
+    KeyReused,
+    QuotaExceeded {
+        user: String,
+        sessions: Vec<SessionId>,
+    },
     StoreUnavailable,
     /// The owner serves too many calls at once and did not take this one: nothing ran.
     Busy,
@@ -167,6 +192,8 @@ impl From<Error> for Failure {
             Error::GameNotReady { host, why } => Self::GameNotReady { host, why },
             Error::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
             Error::Conflict(m) => Self::Conflict(m),
+            Error::KeyReused => Self::KeyReused,
+            Error::QuotaExceeded { user, sessions } => Self::QuotaExceeded { user, sessions },
             Error::StoreUnavailable(_) | Error::NotReady(_) => Self::StoreUnavailable,
             other => {
                 tracing::error!(error = %other, "a call from another replica failed");
@@ -194,6 +221,8 @@ impl From<Failure> for Error {
             Failure::GameNotReady { host, why } => Self::GameNotReady { host, why },
             Failure::HostUnavailable { host, why } => Self::HostUnavailable { host, why },
             Failure::Conflict(m) => Self::Conflict(m),
+            Failure::KeyReused => Self::KeyReused,
+            Failure::QuotaExceeded { user, sessions } => Self::QuotaExceeded { user, sessions },
             Failure::StoreUnavailable => Self::StoreUnavailable(
                 crate::store::StoreError::Unavailable("on the host's broker".into()),
             ),
@@ -204,7 +233,16 @@ impl From<Failure> for Error {
     }
 }
 
-/// The owner's answer: a session for a launch or an end, a [`LogPiece`] for a log read.
+/// The owner's answer to a start: the session, and whether this start created it (a retry
+/// under an `Idempotency-Key` answers the first start's).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Started {
+    pub session: Session,
+    pub new: bool,
+}
+
+/// The owner's answer: [`Started`] for a start, a session for an end, a [`LogPiece`] for a
+/// log read.
 type Answer<T> = Result<T, Failure>;
 
 /// Why a call to another replica got no answer.
@@ -337,7 +375,26 @@ impl Service {
             Some(serde_json::to_vec(&answer.map_err(Failure::from)))
         }
         match call {
-            Call::Launch { session, request } => encode(self.launch_here(&session, &request).await),
+            Call::Start {
+                session_id,
+                request,
+                key,
+                actor,
+                pool,
+                host,
+            } => {
+                let started = self
+                    .start_here(
+                        session_id,
+                        &request,
+                        key.as_ref(),
+                        actor,
+                        pool.as_ref(),
+                        Some(&host),
+                    )
+                    .await;
+                encode(started.map(|(s, new)| Started { session: s, new }))
+            }
             Call::End { session_id, actor } => encode(self.end_here(&session_id, actor).await),
             Call::ReadLog {
                 host_id,
@@ -390,6 +447,11 @@ mod tests {
             Error::HostUnavailable {
                 host,
                 why: Unreachable::StopTimedOut(Duration::from_secs(120)),
+            },
+            Error::KeyReused,
+            Error::QuotaExceeded {
+                user: "player-7".into(),
+                sessions: vec![SessionId::new("s").unwrap()],
             },
         ];
         for e in errors {

@@ -1,26 +1,37 @@
-//! Where a host's agent is: connected here, or to another replica. The one place that decides;
-//! starts, ends, log reads and sweeps ask it and do not know which it was.
+//! Where a host's agent is: connected here, or to another replica. The one place that decides
+//! and sends; starts, ends, log reads and sweeps ask it and do not know which it was.
 //!
-//! A host whose agent is connected here is served here. Otherwise, with replicas, the store
-//! names its owner and the call goes there over NATS ([`super::remote`]); without replicas, or
+//! A host whose agent is connected here is served here, with the link found. Otherwise, with
+//! replicas, the call goes over NATS ([`super::remote`]) to the host's owner: for a start, the
+//! owner placement's view names; for the rest, the owner the store names. Without replicas, or
 //! with no owner, the host is offline.
 
 use std::time::Duration;
 
 use protocol::api::{Session, StartSession};
-use protocol::{HostId, SessionId};
-
 use protocol::wire::{LogChunk, LogRead};
+use protocol::{HostId, PoolId, SessionId};
 
 use super::logs::PAGE_TIMEOUT;
-use super::remote::{Call, LogPiece, NotAnswered};
+use super::remote::{Call, LogPiece, NotAnswered, Started};
+use super::view::Placed;
 use super::Service;
 use crate::agents::AgentLink;
 use crate::error::{Error, Unreachable};
-use crate::session::{Actor, SessionEvent};
+use crate::session::Actor;
+use crate::store::IdempotencyKey;
 
 /// An owner gets this long beyond its own deadline (the launch or stop timeout) to answer.
 const CALL_GRACE: Duration = Duration::from_secs(2);
+
+/// What became of a start sent to another replica.
+#[derive(Debug)]
+pub(super) enum Forwarded {
+    /// The owner's answer (or no answer in time: the start may have happened).
+    Answered(Box<Result<(Session, bool), Error>>),
+    /// The owner never took the start: nothing was done.
+    NotTaken(Error),
+}
 
 /// Where a host's agent is.
 #[derive(Debug)]
@@ -41,60 +52,56 @@ impl Service {
             host: host.clone(),
             why: Unreachable::Offline,
         };
-        let Some(replicas) = &self.replicas else {
+        if self.replicas.is_none() {
             return Err(offline());
-        };
-        match replicas.db.owner(host).await? {
+        }
+        match self.store.owner(host).await? {
             Some(owner) if owner != self.settings.broker_id => Ok(Route::Replica(owner)),
             _ => Err(offline()),
         }
     }
 
-    /// Launches the game of a session claimed `starting` wherever its host's agent is, and
-    /// answers the recorded outcome. A launch that provably never reached an agent is
-    /// recorded failed here; one whose fate is unknown (the owner did not answer in time) is
-    /// left `starting`, for its owner or, if that died, the sweep to settle.
-    pub(super) async fn launch_routed(
+    /// Sends a start to the replica holding the agent of the host placement chose, which
+    /// starts it as [`Service::start_here`] does and answers. A start the owner never took
+    /// (nobody listens on its subject, NATS is down, or it is too busy) did nothing: it is
+    /// [`Forwarded::NotTaken`], and another replica may be tried. One sent whose answer did
+    /// not come in time may have started: 503, and a retry under the same key finds it.
+    pub(super) async fn start_there(
         &self,
-        session: &Session,
+        placed: &Placed,
+        id: &SessionId,
         request: &StartSession,
-    ) -> Result<Session, Error> {
-        let host = &session.host_id;
+        key: Option<&IdempotencyKey>,
+        actor: Actor,
+        pool: Option<&PoolId>,
+    ) -> Forwarded {
+        let host = &placed.host;
         let unreachable = || Error::HostUnavailable {
             host: host.clone(),
             why: Unreachable::ReplicaUnreachable,
         };
-        let not_launched = match self.route(host).await {
-            Ok(Route::Here(_)) => return self.launch_here(session, request).await,
-            Ok(Route::Replica(owner)) => {
-                let call = Call::Launch {
-                    session: Box::new(session.clone()),
-                    request: request.clone(),
-                };
-                // The owner answers within the game's launch deadline; a caller whose owner
-                // died mid-launch waits no longer than that.
-                let deadline =
-                    self.launch_deadline_anywhere(host, &session.game_id).await + CALL_GRACE;
-                match self.call(&owner, &call, deadline).await {
-                    Ok(s) => return Ok(s),
-                    Err(Ok(e)) => return Err(e),
-                    Err(Err(NotAnswered::Unknown)) => return Err(unreachable()),
-                    Err(Err(NotAnswered::NotDelivered)) => unreachable(),
-                }
-            }
-            Err(e) => e,
+        let call = Call::Start {
+            session_id: id.clone(),
+            request: request.clone(),
+            key: key.cloned(),
+            actor,
+            pool: pool.cloned(),
+            host: host.clone(),
         };
-        if let Err(e) = self
-            .record(
-                &session.session_id,
-                SessionEvent::LaunchFailed,
-                Actor::Sweep,
-            )
-            .await
-        {
-            tracing::warn!(session = %session.session_id, error = %e, "could not record a launch that never ran");
+        // The owner answers within the game's launch deadline; a caller whose owner died
+        // mid-launch waits no longer than that.
+        let deadline = self.launch_deadline_anywhere(host, &request.game_id).await + CALL_GRACE;
+        match self.call::<Started>(&placed.owner, &call, deadline).await {
+            Ok(s) => {
+                let span = tracing::Span::current();
+                span.record("session", tracing::field::display(id));
+                span.record("host", tracing::field::display(&s.session.host_id));
+                Forwarded::Answered(Box::new(Ok((s.session, s.new))))
+            }
+            Err(Ok(e)) => Forwarded::Answered(Box::new(Err(e))),
+            Err(Err(NotAnswered::Unknown)) => Forwarded::Answered(Box::new(Err(unreachable()))),
+            Err(Err(NotAnswered::NotDelivered)) => Forwarded::NotTaken(unreachable()),
         }
-        Err(not_launched)
     }
 
     /// Ends a session wherever its host's agent is; here when it is nowhere (the session is

@@ -96,10 +96,10 @@ impl Service {
     /// Whether this broker does the duty `name` now: always alone; with replicas, while it
     /// holds its lease (taken or renewed now, for `ttl`).
     pub(super) async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {
-        let Some(r) = &self.replicas else {
+        if self.replicas.is_none() {
             return true;
-        };
-        match r.db.lease(name, &self.settings.broker_id, ttl).await {
+        }
+        match self.store.lease(name, &self.settings.broker_id, ttl).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(lease = name, error = %e, "cannot renew a lease");
@@ -161,7 +161,7 @@ impl Service {
                 .into_iter()
                 .map(|h| (h, None))
                 .collect(),
-            Some(r) => match r.db.lost_hosts(timeout).await {
+            Some(_) => match self.store.lost_hosts(timeout).await {
                 Ok(l) => l.into_iter().map(|f| (f.host.clone(), Some(f))).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "sweep: cannot read the hosts");

@@ -10,12 +10,18 @@
 //! status changes) to the event stream, numbered in commit order without a gap. A call returns
 //! only once the change is durable (for MySQL: committed).
 //!
+//! Replicas share the store: what only they need (hosts' owners and epochs, claims, brokers,
+//! leases) is part of the same face ([`cluster`]), answered by MySQL.
+//!
 //! Only this module (and its submodules) knows how sessions are stored; only
 //! [`mysql`] knows SQL.
 
+mod cluster;
 pub mod memory;
 pub mod mysql;
 pub mod pools;
+
+pub use cluster::{BrokerRecord, Claimed, Fence, HostLoad, SharedHost};
 
 use std::net::IpAddr;
 
@@ -51,77 +57,9 @@ pub enum StoreError {
     /// another since): nothing was written.
     #[error("host {0} is now owned by another connection")]
     Fenced(HostId),
-}
-
-/// A host's owner as of one of its connections: writes about the host made because of what
-/// that connection said apply only while `epoch` is still the host's (no newer connection,
-/// through any replica, has claimed it since).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The host.
-    pub host: HostId,
-    /// The epoch of the owner's connection.
-    pub epoch: u64,
-}
-
-/// The answer to claiming a slot on a host for a new session (replicas).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claimed {
-    /// The session is recorded `starting` in the slot; the host's owner is at this epoch.
-    New {
-        /// The host's epoch at the claim.
-        epoch: u64,
-    },
-    /// The host has no free slot.
-    Full,
-    /// The host has no owner, is not ready, or is drained.
-    Gone,
-    /// The `Idempotency-Key` is taken (by a concurrent start): nothing was written.
-    KeyTaken,
-    /// The session's user holds its quota of sessions: nothing was written.
-    Quota,
-}
-
-/// A host as the replicas share it: its record, its owner and that owner's epoch, and its
-/// live sessions.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SharedHost {
-    /// What is recorded of it.
-    pub record: HostRecord,
-    /// The replica its agent is connected to, if any, while that replica is alive.
-    pub owner: Option<String>,
-    /// Grows at every connection of its agent.
-    pub epoch: u64,
-    /// Its owner has squared its games with the records: it takes sessions.
-    pub ready: bool,
-    /// Its sessions not yet over.
-    pub sessions: u32,
-    /// CPU use, 0 to 100, and memory in use, as its owner last wrote them.
-    pub load: (f32, u64),
-}
-
-/// A held host's load, for the others to see: written by its owner, fenced by its epoch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostLoad {
-    /// The host, at its owner's epoch.
-    pub fence: Fence,
-    /// CPU use, 0 to 100.
-    pub cpu_percent: f32,
-    /// Memory in use.
-    pub mem_used_bytes: u64,
-}
-
-/// A replica, as it last said it was alive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerRecord {
-    /// Its `--broker-id`.
-    pub broker_id: String,
-    /// Where its agents connect.
-    pub address: String,
-    /// When it last said so (the database's clock).
-    pub last_seen: OffsetDateTime,
-    /// Hosts whose agents are connected to it.
-    pub hosts: u32,
+    /// A call only a store shared by replicas answers, made of one that is not.
+    #[error("this session store is not shared by replicas")]
+    NotShared,
 }
 
 /// One page of a listing.
@@ -179,8 +117,8 @@ pub enum KeyMatch {
     Different,
 }
 
-/// An `Idempotency-Key` and the request it is bound to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An `Idempotency-Key` and the request it is bound to (sent as is to a host's owner).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
     /// The key as the client sent it.
     pub key: String,
@@ -226,23 +164,26 @@ impl Store {
         matches!(self, Self::Mysql(_))
     }
 
-    /// Records a new session (`starting`), created by `actor`, bound to `key` when given.
+    /// Records a new session (`starting`), created by `actor`, bound to `key` when given;
+    /// with `fence` (a host's owner among replicas), only while it holds.
     pub async fn insert(
         &self,
         s: &Session,
         key: Option<&IdempotencyKey>,
         actor: Actor,
+        fence: Option<&Fence>,
     ) -> Result<Inserted, StoreError> {
         match self {
             Self::Memory(m) => m.insert(s, key, actor),
-            Self::Mysql(m) => m.insert(s, key, actor).await,
+            Self::Mysql(m) => m.insert(s, key, actor, fence).await,
         }
     }
 
     /// Records a new session together with what happened to it before it was recorded: `s`
     /// as created by `actor`, then `event` by `event_actor` at `now`, as one change (one
     /// commit), with both in its history. Returns the session as recorded. A start whose
-    /// launch answered at once is recorded so.
+    /// launch answered at once is recorded so. With `fence` (a host's owner among replicas),
+    /// only while it holds.
     pub async fn insert_after(
         &self,
         s: &Session,
@@ -250,6 +191,7 @@ impl Store {
         event: &SessionEvent,
         event_actor: Actor,
         now: OffsetDateTime,
+        fence: Option<&Fence>,
     ) -> Result<Session, StoreError> {
         let mut after = s.clone();
         crate::session::apply(&mut after, event, now)?;
@@ -259,7 +201,7 @@ impl Store {
         ];
         match self {
             Self::Memory(m) => m.insert_with(&after, &events)?,
-            Self::Mysql(m) => m.insert_with(&after, &events).await?,
+            Self::Mysql(m) => m.insert_with(&after, &events, fence).await?,
         }
         Ok(after)
     }

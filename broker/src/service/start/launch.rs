@@ -1,35 +1,33 @@
-//! Starting a game: validate, place, launch, record, answer — at most once per
-//! `Idempotency-Key`.
+//! A start on a host whose agent is connected here, as one broker makes it: reserve the slot
+//! (exact: only this broker launches on its hosts while it holds their agents), launch with
+//! the agent link the reservation handed over, record the session once, with its outcome.
 //!
-//! A start answers once the game runs, or why it does not. Its slot is reserved at placement
-//! and given back exactly when the start fails or the session ends. No game runs without a
-//! session: a launch that times out, or whose record fails, is stopped.
+//! Most launches answer within a millisecond or two; the session is then recorded in one
+//! change with its outcome. A slower one is recorded `starting` first, so it is listed while
+//! it launches. A start another one must see before its launch ends is recorded first: one
+//! under an `Idempotency-Key` (a retry finds it), and among replicas one the user's quota
+//! counts (the user's next start through another replica counts it).
+//!
+//! Among replicas every record of a start here is fenced by the epoch of this broker's hold
+//! on the host: a replica that lost its host meanwhile writes nothing, and its game is
+//! stopped.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{Session, StartSession, MAX_DURATION_S};
-use protocol::settings::SettingError;
+use protocol::api::{Session, StartSession};
 use protocol::wire::{GameOffer, LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::timeout;
-use tracing::Instrument;
 
-use super::Service;
+use super::placement_error;
+use super::NO_CAPACITY_RETRY_SECS;
 use crate::agents::{LaunchReply, LinkError, Placed};
 use crate::error::{self, Error, Unreachable};
 use crate::placement::PlacementError;
+use crate::service::Service;
 use crate::session::{Actor, SessionEvent, TransitionError};
-use crate::store::{IdempotencyKey, Inserted, KeyMatch, StoreError};
-
-/// The longest mode or config name accepted, in bytes.
-const MAX_VALUE_LEN: usize = 255;
-/// The longest `Idempotency-Key` accepted.
-const MAX_KEY_LEN: usize = 255;
-/// Seconds a caller is told to wait when no host has room.
-const NO_CAPACITY_RETRY_SECS: u32 = 5;
+use crate::store::{Claimed, Fence, IdempotencyKey, Inserted, StoreError};
 
 /// A launch answered within this is recorded with its outcome in one change (one commit with
 /// MySQL); a slower one is first recorded `starting`, so it is listed while it launches. A
@@ -40,93 +38,11 @@ const RECORD_AT_ONCE: Duration = Duration::from_millis(50);
 /// An agent's answer to a launch, or the launch timeout.
 type LaunchOutcome = Result<Result<LaunchReply, LinkError>, tokio::time::error::Elapsed>;
 
-/// A mode or config value: 1 to [`MAX_VALUE_LEN`] bytes, no control characters.
-pub(super) fn check_value(what: &str, v: Option<&str>) -> Result<(), Error> {
-    let Some(v) = v else { return Ok(()) };
-    if v.is_empty() || v.len() > MAX_VALUE_LEN || v.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!(
-            "{what} must be 1 to {MAX_VALUE_LEN} bytes without control characters"
-        )));
-    }
-    Ok(())
-}
-
 /// How long a game's readiness check may take, as offered (none: no check).
 fn ready_timeout(offer: Option<&GameOffer>) -> Duration {
     Duration::from_millis(u64::from(
         offer.and_then(|o| o.ready_timeout_ms).unwrap_or(0),
     ))
-}
-
-/// A start's `max_duration_s`, if any, must be 1 to [`MAX_DURATION_S`].
-fn check_max_duration(v: Option<u32>) -> Result<(), Error> {
-    match v {
-        Some(d) if !(1..=MAX_DURATION_S).contains(&d) => Err(Error::Invalid(format!(
-            "max_duration_s must be 1 to {MAX_DURATION_S} seconds"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// A new session's id: a UUIDv7, so ids sort by creation.
-fn new_id() -> Result<SessionId, Error> {
-    SessionId::new(uuid::Uuid::now_v7().to_string()).map_err(|e| Error::Internal(e.to_string()))
-}
-
-/// An `Idempotency-Key`, bound to the request it came with.
-fn idempotency_key(
-    key: Option<String>,
-    req: &StartSession,
-) -> Result<Option<IdempotencyKey>, Error> {
-    match key {
-        Some(k) if k.is_empty() || k.len() > MAX_KEY_LEN => Err(Error::Invalid(format!(
-            "Idempotency-Key must be 1 to {MAX_KEY_LEN} bytes"
-        ))),
-        Some(k) => Ok(Some(IdempotencyKey::new(k, req))),
-        None => Ok(None),
-    }
-}
-
-impl Service {
-    /// Why placement found no host, in the caller's terms. A game no connected host offers
-    /// is unknown (404) only while some host is connected and none has ever offered it: a
-    /// game whose hosts are all away, or any game while no host is there at all (a broker
-    /// just started), may be playable shortly (503 with `Retry-After`).
-    pub(super) async fn placement_failed(
-        &self,
-        e: PlacementError,
-        req: &StartSession,
-        any_connected: bool,
-    ) -> Error {
-        if e != PlacementError::UnknownGame {
-            return placement_error(e, req);
-        }
-        let unavailable = placement_error(PlacementError::NoCapacity, req);
-        if !any_connected {
-            return unavailable;
-        }
-        match self.store.is_known_game(&req.game_id).await {
-            Ok(true) => unavailable,
-            Ok(false) => placement_error(e, req),
-            Err(e) => e.into(),
-        }
-    }
-}
-
-/// Why placement found no host, in the caller's terms.
-pub(super) fn placement_error(e: PlacementError, req: &StartSession) -> Error {
-    match e {
-        PlacementError::UnknownGame => Error::UnknownGame(req.game_id.clone()),
-        PlacementError::UnknownMode(offered) => Error::UnknownMode {
-            game: req.game_id.clone(),
-            mode: req.mode.clone().unwrap_or_default(),
-            offered,
-        },
-        PlacementError::NoCapacity => Error::NoCapacity {
-            game: req.game_id.clone(),
-            retry_after_secs: NO_CAPACITY_RETRY_SECS,
-        },
-    }
 }
 
 /// What a launch's answer means: the event to record, by whom, and for a failed launch the
@@ -194,231 +110,42 @@ fn launch_outcome(
 }
 
 impl Service {
-    /// How long a launch of `game` on `host` may take to be answered: the launch timeout,
-    /// plus the game's readiness timeout on that host, if it has a check.
-    pub(super) fn launch_deadline(&self, host: &HostId, game: &GameId) -> Duration {
-        self.settings.launch_timeout + ready_timeout(self.registry.offer(host, game).as_ref())
-    }
-
-    /// How `host` offers `game`, wherever its agent is: here, or (for another replica's host)
-    /// in the replicas' shared view.
-    pub(super) async fn offer_anywhere(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
-        match self.registry.offer(host, game) {
-            Some(o) => Some(o),
-            None if self.replicas.is_some() => self.shared_offer(host, game).await,
-            None => None,
-        }
-    }
-
-    /// The limit of a session of `req` placed on `host`: the smaller of the start's and the
-    /// game's `max_duration_s` there. A pool's game takes its claimer's limit when claimed.
-    pub(super) async fn max_duration(&self, host: &HostId, req: &StartSession) -> Option<u32> {
-        let offered = self
-            .offer_anywhere(host, &req.game_id)
-            .await
-            .and_then(|o| o.max_duration_s);
-        crate::session::shorter_limit(offered, req.max_duration_s)
-    }
-
-    /// The settings a session of `game` runs with: `requested`, checked against what the
-    /// game's hosts offer (a refusal names the key), and the game's defaults. While no host
-    /// offers the game, the requested ones if they could be written at all: placement then
-    /// says why the game cannot start.
-    pub(super) async fn settings_for(
-        &self,
-        game: &GameId,
-        requested: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, Error> {
-        let offers = match &self.replicas {
-            None => self.registry.game_settings(game),
-            Some(_) => self.shared_game_settings(game).await?,
-        };
-        let checked = match offers {
-            Some(offers) => protocol::settings::apply(&offers, requested),
-            None => match requested
-                .iter()
-                .find(|(k, v)| !protocol::settings::is_text(k) || !protocol::settings::is_text(v))
-            {
-                Some((k, _)) => Err(SettingError::BadText { key: k.clone() }),
-                None => Ok(requested.clone()),
-            },
-        };
-        checked.map_err(|e| Error::Invalid(e.to_string()))
-    }
-
-    /// [`Self::launch_deadline`] for a host wherever its agent is: as the host offers the
-    /// game here or, for another replica's host, in the replicas' shared view;
-    /// [`Self::longest_launch`] when neither knows the host.
-    pub(super) async fn launch_deadline_anywhere(&self, host: &HostId, game: &GameId) -> Duration {
-        match self.offer_anywhere(host, game).await {
-            Some(o) => self.settings.launch_timeout + ready_timeout(Some(&o)),
-            None => self.longest_launch(),
-        }
-    }
-
-    /// The longest any launch may take, for waits that do not know the game or its host.
-    pub(super) fn longest_launch(&self) -> Duration {
-        self.settings.launch_timeout + Duration::from_secs(u64::from(MAX_READY_TIMEOUT_SECS))
-    }
-
-    /// Starts a game, at most once per `key`: a repeated key with the same request answers the
-    /// first start's session (and `false`: not new) and starts nothing, whatever the capacity
-    /// now; with another request, [`Error::KeyReused`]. A key whose first start is still in
-    /// flight answers once that start has settled. A start that failed forgets its key, so it
-    /// can be retried. The start runs to completion even if the caller goes away.
-    pub async fn start(
-        self: &Arc<Self>,
-        req: StartSession,
-        key: Option<String>,
-        actor: Actor,
-    ) -> Result<(Session, bool), Error> {
-        let span = tracing::info_span!(
-            "start",
-            game = %req.game_id,
-            session = tracing::field::Empty,
-            host = tracing::field::Empty,
-        );
-        let t0 = std::time::Instant::now();
-        let result = self
-            .detached(move |svc| {
-                async move { svc.start_once(req, key, actor).await }.instrument(span)
-            })
-            .await;
-        let outcome = match &result {
-            Ok((_, true)) => "started",
-            Ok((_, false)) => "existing",
-            Err(e) => e.kind(),
-        };
-        self.metrics.started(outcome, t0.elapsed());
-        result
-    }
-
-    /// Launches the game of a session claimed on a host whose agent is connected here, and
-    /// records the outcome (a start through another replica ends here, on the host's owner).
-    pub(super) async fn launch_here(
-        &self,
-        session: &Session,
-        req: &StartSession,
-    ) -> Result<Session, Error> {
-        let id = &session.session_id;
-        let Some(link) = self.registry.link(&session.host_id) else {
-            // Nothing ran: the claim's record fails, and the caller may retry.
-            let _ = self
-                .record(id, SessionEvent::LaunchFailed, Actor::Sweep)
-                .await;
-            return Err(Error::HostUnavailable {
-                host: session.host_id.clone(),
-                why: Unreachable::Moved,
-            });
-        };
-        let placed = Placed {
-            host_id: session.host_id.clone(),
-            mode: session.mode.clone(),
-            link,
-        };
-        let _in_flight = self.inflight.launch_begins(session.clone());
-        let launch = LaunchRequest {
-            session_id: id.clone(),
-            game_id: req.game_id.clone(),
-            mode: Some(session.mode.clone()),
-            config: req.config.clone(),
-            settings: session.settings.clone(),
-        };
-        let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
-        let reply = timeout(deadline, placed.link.launch(launch)).await;
-        self.launched(session, req, &placed, reply)
-            .await
-            .map(|(s, _)| s)
-    }
-
-    async fn start_once(
-        &self,
-        mut req: StartSession,
-        key: Option<String>,
-        actor: Actor,
-    ) -> Result<(Session, bool), Error> {
-        let key = idempotency_key(key, &req)?;
-        if let Some(k) = &key {
-            match self.store.find_key(k).await? {
-                Some(KeyMatch::Same(first)) => {
-                    tracing::Span::current().record("session", tracing::field::display(&first));
-                    return Ok((self.settled(&first).await?, false));
-                }
-                Some(KeyMatch::Different) => return Err(Error::KeyReused),
-                None => {}
-            }
-        }
-        check_value("mode", req.mode.as_deref())?;
-        check_value("config", req.config.as_deref())?;
-        check_max_duration(req.max_duration_s)?;
-        super::quota::check_user(req.user_id.as_deref())?;
-        let requested = std::mem::take(&mut req.settings);
-        // From here on, the settings the session runs with: those asked for and the defaults.
-        req.settings = self.settings_for(&req.game_id, &requested).await?;
-        let id = new_id()?;
-        // Held until the start's outcome is recorded.
-        let _ticket = self.take_ticket(req.user_id.as_deref(), &id).await?;
-        // A pool is a shortcut: when it cannot be read or claimed from, the start goes cold
-        // (and meets the store's trouble, if any, in its own record).
-        match self.claim_from_pool(&req, key.as_ref(), actor).await {
-            Ok(Some(claimed)) => return Ok(claimed),
-            Ok(None) => {}
-            Err(e @ (Error::KeyReused | Error::QuotaExceeded { .. })) => return Err(e),
-            Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
-        }
-        self.start_new(id, req, key.as_ref(), actor, None).await
-    }
-
-    /// Launches a game for `pool`: its session, `ready` once launched (and ready, with a
-    /// readiness check), waits for a player's start to claim it.
-    pub(super) async fn launch_for_pool(
-        &self,
-        pool: &PoolId,
-        mut req: StartSession,
-    ) -> Result<Session, Error> {
-        req.settings = self.settings_for(&req.game_id, &req.settings).await?;
-        let span = tracing::info_span!(
-            "pool launch",
-            %pool,
-            game = %req.game_id,
-            session = tracing::field::Empty,
-            host = tracing::field::Empty,
-        );
-        self.start_new(new_id()?, req, None, Actor::Pool, Some(pool))
-            .instrument(span)
-            .await
-            .map(|(s, _)| s)
-    }
-
-    /// A session once it is no longer `starting` (bounded by the launch timeout).
-    pub(super) async fn settled(&self, id: &SessionId) -> Result<Session, Error> {
-        self.wait_while_starting(id, self.longest_launch() + Duration::from_secs(1))
-            .await
-    }
-
-    /// Places a new session (of `pool`, when given), launches its game, records it, and
-    /// answers once the game runs (or why it does not).
-    async fn start_new(
+    /// Starts a session on a host whose agent is connected here: `prefer` when it can take
+    /// it, else this broker's own placement's choice. Alone, a placement failure is the
+    /// caller's answer; among replicas, "no capacity" (the shared view was stale), and the
+    /// start tries another replica.
+    pub(in crate::service) async fn start_here(
         &self,
         id: SessionId,
-        req: StartSession,
+        req: &StartSession,
         key: Option<&IdempotencyKey>,
         actor: Actor,
         pool: Option<&PoolId>,
+        prefer: Option<&HostId>,
     ) -> Result<(Session, bool), Error> {
-        if self.replicas.is_some() {
-            return self.start_claimed(id, req, key, actor, pool).await;
-        }
-        let placed = match self.registry.place(&req.game_id, req.mode.as_deref(), &id) {
+        let placed = match self
+            .registry
+            .place(&req.game_id, req.mode.as_deref(), &id, prefer)
+        {
             Ok(p) => p,
+            Err(_) if self.replicas.is_some() => {
+                return Err(placement_error(PlacementError::NoCapacity, req))
+            }
             Err(e) => {
                 let any = self.registry.any_connected();
-                return Err(self.placement_failed(e, &req, any).await);
+                return Err(self.placement_failed(e, req, any).await);
             }
         };
         let span = tracing::Span::current();
         span.record("session", tracing::field::display(&id));
         span.record("host", tracing::field::display(&placed.host_id));
+        let fence = match self.owner_fence(&placed.host_id) {
+            Ok(f) => f,
+            Err(e) => {
+                self.registry.release(&placed.host_id, &id);
+                return Err(e.into());
+            }
+        };
         let mut session = crate::session::new_session(
             id.clone(),
             req.game_id.clone(),
@@ -430,7 +157,7 @@ impl Service {
         session.pool_id = pool.cloned();
         session.settings.clone_from(&req.settings);
         session.user_id.clone_from(&req.user_id);
-        session.max_duration_s = self.max_duration(&placed.host_id, &req).await;
+        session.max_duration_s = self.max_duration(&placed.host_id, req).await;
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -443,6 +170,12 @@ impl Service {
             settings: session.settings.clone(),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
+        let quota = req.user_id.is_some() && self.settings.max_sessions_per_user.is_some();
+        if self.replicas.is_some() && (key.is_some() || quota) {
+            return self
+                .claimed_then_launched(&session, req, &placed, key, actor, fence.as_ref(), launch)
+                .await;
+        }
         let launch = timeout(deadline, placed.link.launch(launch));
         tokio::pin!(launch);
         // Most launches answer within a millisecond or two: then the session is recorded once,
@@ -451,7 +184,9 @@ impl Service {
         if key.is_none() {
             tokio::select! {
                 reply = &mut launch => {
-                    return self.launched_at_once(&session, &req, &placed, reply, actor).await;
+                    return self
+                        .launched_at_once(&session, req, &placed, reply, actor, fence.as_ref())
+                        .await;
                 }
                 () = tokio::time::sleep(RECORD_AT_ONCE) => {}
             }
@@ -459,12 +194,12 @@ impl Service {
         // The `starting` record and the rest of the launch go together rather than one after
         // the other. A broker that dies in between leaves either a record whose game never
         // ran (settled when the host reconnects) or a game without a record (stopped then).
-        let (inserted, reply) = tokio::join!(self.store.insert(&session, key, actor), launch);
+        let (inserted, reply) = tokio::join!(
+            self.store.insert(&session, key, actor, fence.as_ref()),
+            launch
+        );
         if !matches!(inserted, Ok(Inserted::New)) {
-            self.inflight.launch_done(&id);
-            // Waiters on it (it was readable while in flight) learn it was never recorded.
-            let _ = self.changes.send(id.clone());
-            self.registry.release(&placed.host_id, &id);
+            self.never_recorded(&session);
             // No game may run without a session. (One launched late is stopped by the link.)
             if matches!(reply, Ok(Ok(LaunchReply::Launched(_)))) {
                 placed.link.stop_nowait(id.clone());
@@ -473,17 +208,135 @@ impl Service {
         match inserted {
             Ok(Inserted::New) => {}
             // A concurrent request with the same key got there first.
-            Ok(Inserted::Existing(first)) => return Ok((self.settled(&first).await?, false)),
             Ok(Inserted::KeyConflict) => return Err(Error::KeyReused),
+            Ok(Inserted::Existing(first)) => return Ok((self.settled(&first).await?, false)),
             Err(e) => return Err(e.into()),
         }
-        let result = self.launched(&session, &req, &placed, reply).await;
-        if let (Err(_), Some(k)) = (&result, key) {
+        let result = self.launched(&session, req, &placed, reply).await;
+        self.forget_key_of_failed(&result, key).await;
+        result
+    }
+
+    /// Among replicas, a start another replica's start must see before its launch ends: its
+    /// session is recorded `starting` first, within its user's quota and bound to its key, by
+    /// a store change every replica's starts queue on; then launched.
+    #[allow(clippy::too_many_arguments)]
+    async fn claimed_then_launched(
+        &self,
+        session: &Session,
+        req: &StartSession,
+        placed: &Placed,
+        key: Option<&IdempotencyKey>,
+        actor: Actor,
+        fence: Option<&Fence>,
+        launch: LaunchRequest,
+    ) -> Result<(Session, bool), Error> {
+        let max = self.settings.max_sessions_per_user;
+        let claimed = self
+            .store
+            .claim(session, key, actor, max, fence.map(|f| f.epoch))
+            .await;
+        if !matches!(claimed, Ok(Claimed::New { .. })) {
+            self.never_recorded(session);
+        }
+        match claimed {
+            Ok(Claimed::New { .. }) => {}
+            // The store counts a session on the host that this broker does not (one a dead
+            // replica left `starting`), or the host moved on: another host may take it.
+            Ok(Claimed::Full | Claimed::Gone) => {
+                return Err(placement_error(PlacementError::NoCapacity, req))
+            }
+            Ok(Claimed::Quota) => return Err(self.quota_exceeded(req.user_id.as_deref()).await),
+            Ok(Claimed::KeyTaken) => {
+                return match self.same_key(key).await? {
+                    Some(first) => Ok((self.settled(&first).await?, false)),
+                    None => Err(Error::KeyReused),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Readable now: waiters on it re-read.
+        let _ = self.changes.send(session.session_id.clone());
+        let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
+        let reply = timeout(deadline, placed.link.launch(launch)).await;
+        let result = self.launched(session, req, placed, reply).await;
+        self.forget_key_of_failed(&result, key).await;
+        result
+    }
+
+    /// A start whose session was never recorded: no longer in flight (waiters on it, which
+    /// could read it meanwhile, learn so), and its slot free again.
+    fn never_recorded(&self, session: &Session) {
+        let id = &session.session_id;
+        self.inflight.launch_done(id);
+        let _ = self.changes.send(id.clone());
+        self.registry.release(&session.host_id, id);
+    }
+
+    /// A start that failed forgets its key, so it can be retried.
+    async fn forget_key_of_failed<T>(
+        &self,
+        result: &Result<T, Error>,
+        key: Option<&IdempotencyKey>,
+    ) {
+        if let (Err(_), Some(k)) = (result, key) {
             if let Err(e) = self.store.forget_key(&k.key).await {
                 tracing::warn!(error = %e, "could not forget the Idempotency-Key of a failed start");
             }
         }
-        result
+    }
+
+    /// How long a launch of `game` on `host` may take to be answered: the launch timeout,
+    /// plus the game's readiness timeout on that host, if it has a check.
+    pub(in crate::service) fn launch_deadline(&self, host: &HostId, game: &GameId) -> Duration {
+        self.settings.launch_timeout + ready_timeout(self.registry.offer(host, game).as_ref())
+    }
+
+    /// How `host` offers `game`, wherever its agent is: here, or (for another replica's host)
+    /// in the replicas' shared view.
+    pub(in crate::service) async fn offer_anywhere(
+        &self,
+        host: &HostId,
+        game: &GameId,
+    ) -> Option<GameOffer> {
+        match self.registry.offer(host, game) {
+            Some(o) => Some(o),
+            None if self.replicas.is_some() => self.shared_offer(host, game).await,
+            None => None,
+        }
+    }
+
+    /// The limit of a session of `req` placed on `host`: the smaller of the start's and the
+    /// game's `max_duration_s` there. A pool's game takes its claimer's limit when claimed.
+    pub(in crate::service) async fn max_duration(
+        &self,
+        host: &HostId,
+        req: &StartSession,
+    ) -> Option<u32> {
+        let offered = self
+            .offer_anywhere(host, &req.game_id)
+            .await
+            .and_then(|o| o.max_duration_s);
+        crate::session::shorter_limit(offered, req.max_duration_s)
+    }
+
+    /// [`Self::launch_deadline`] for a host wherever its agent is: as the host offers the
+    /// game here or, for another replica's host, in the replicas' shared view;
+    /// [`Self::longest_launch`] when neither knows the host.
+    pub(in crate::service) async fn launch_deadline_anywhere(
+        &self,
+        host: &HostId,
+        game: &GameId,
+    ) -> Duration {
+        match self.offer_anywhere(host, game).await {
+            Some(o) => self.settings.launch_timeout + ready_timeout(Some(&o)),
+            None => self.longest_launch(),
+        }
+    }
+
+    /// The longest any launch may take, for waits that do not know the game or its host.
+    pub(in crate::service) fn longest_launch(&self) -> Duration {
+        self.settings.launch_timeout + Duration::from_secs(u64::from(MAX_READY_TIMEOUT_SECS))
     }
 
     /// What a launch's answer means, and for one that timed out, the stop of whatever the
@@ -527,6 +380,7 @@ impl Service {
         placed: &Placed,
         reply: LaunchOutcome,
         actor: Actor,
+        fence: Option<&Fence>,
     ) -> Result<(Session, bool), Error> {
         let id = &session.session_id;
         let (event, event_actor, failure) = self.outcome(session, req, placed, reply);
@@ -538,6 +392,7 @@ impl Service {
                 &event,
                 event_actor,
                 OffsetDateTime::now_utc(),
+                fence,
             )
             .await;
         match &recorded {
@@ -624,15 +479,8 @@ mod tests {
     use protocol::wire::Launched;
     use protocol::{GameId, HostId};
 
-    fn req(mode: Option<&str>) -> StartSession {
-        StartSession {
-            game_id: GameId::new("pong").unwrap(),
-            mode: mode.map(str::to_owned),
-            config: None,
-            settings: Default::default(),
-            user_id: None,
-            max_duration_s: None,
-        }
+    fn req() -> StartSession {
+        StartSession::new(GameId::new("pong").unwrap())
     }
 
     fn placed() -> Placed {
@@ -641,39 +489,6 @@ mod tests {
             mode: "classic".into(),
             link: AgentLink::channel(1).0,
         }
-    }
-
-    #[test]
-    fn values_are_bounded_and_printable() {
-        assert!(check_value("mode", None).is_ok());
-        assert!(check_value("mode", Some("turbo")).is_ok());
-        for bad in ["", "a\nb", &"x".repeat(MAX_VALUE_LEN + 1)] {
-            assert!(
-                matches!(check_value("mode", Some(bad)), Err(Error::Invalid(_))),
-                "{bad:?}"
-            );
-        }
-        assert!(idempotency_key(Some(String::new()), &req(None)).is_err());
-        assert!(idempotency_key(Some("k".repeat(MAX_KEY_LEN + 1)), &req(None)).is_err());
-        assert!(idempotency_key(Some("order-42".into()), &req(None))
-            .unwrap()
-            .is_some());
-    }
-
-    #[test]
-    fn placement_errors_say_what_the_caller_can_do() {
-        let e = placement_error(
-            PlacementError::UnknownMode(vec!["classic".into(), "turbo".into()]),
-            &req(Some("hard")),
-        );
-        assert!(e.to_string().contains("classic, turbo"), "{e}");
-        assert!(matches!(
-            placement_error(PlacementError::NoCapacity, &req(None)),
-            Error::NoCapacity {
-                retry_after_secs: NO_CAPACITY_RETRY_SECS,
-                ..
-            }
-        ));
     }
 
     #[test]
@@ -737,7 +552,7 @@ mod tests {
             ),
         ];
         for (reply, event, actor, error) in cases {
-            let (e, a, err) = launch_outcome(reply, &req(None), &p, t);
+            let (e, a, err) = launch_outcome(reply, &req(), &p, t);
             assert_eq!((e, a), (event, actor));
             let kind = err.map(|e| format!("{e:?}"));
             assert_eq!(

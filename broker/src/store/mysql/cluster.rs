@@ -164,13 +164,15 @@ impl MysqlStore {
     }
 
     /// Claims a slot on the session's host and records the session `starting` in it, bound
-    /// to `key` when given (see `arcade_claim_session`).
+    /// to `key` when given, within its user's quota `user_max`, and only while the host's
+    /// owner is at `epoch` when given (see `arcade_claim_session`).
     pub async fn claim(
         &self,
         s: &Session,
         key: Option<&IdempotencyKey>,
         actor: Actor,
         user_max: Option<u32>,
+        epoch: Option<u64>,
     ) -> Result<Claimed, StoreError> {
         let params = vec![
             s.session_id.as_str().into(),
@@ -192,13 +194,14 @@ impl MysqlStore {
             s.user_id.clone().into(),
             user_max.into(),
             s.max_duration_s.into(),
+            epoch.into(),
         ];
         let claimed = self
             .bounded(async {
                 let mut conn = self.conn().await?;
                 let answer: Result<Option<(String, u64)>, _> = conn
                     .exec_first(
-                        "CALL arcade_claim_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        super::procs::CALL.claim_session.as_str(),
                         Params::Positional(params),
                     )
                     .await;

@@ -1,12 +1,7 @@
-//! The MySQL schema: its versioned migrations, the stored procedures each change is one
-//! `CALL` of, and applying them at start. A migration, once released, never changes: add one.
-
-use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
-use time::OffsetDateTime;
-
-use super::rows::{unavailable, utc};
-use crate::store::StoreError;
+//! The schema's versioned migrations: frozen history. A migration, once released, never
+//! changes: add one. New migrations hold tables and data only; the stored procedures are
+//! defined once, in [`super::procs`]. Those released before it also created procedures with
+//! fixed names (the texts below, kept as they ran); nothing calls those any more.
 
 /// The schema's migrations, in order. A migration, once released, never changes: add one.
 pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
@@ -248,17 +243,8 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
     ),
 ];
 
-// Why procedures: a change is a transaction of several statements, and each statement sent
-// on its own is a round trip (with START TRANSACTION and COMMIT, five for a transition).
-// Measured in `arcade-bench pairs --mariadb` starts: a transition took 1.19 ms as five round
-// trips and 0.86 ms as one `CALL`; an insert 1.57 and 0.96 ms (the commit's own floor is about
-// 0.3 ms). A procedure runs the same transaction in one `CALL`, with its values
-// bound as parameters. The lifecycle stays in Rust ([`apply`]): the procedure only checks
-// that the row is still in the state the change was computed from (compare and set).
-//
-// Every VARCHAR parameter names its character set: a parameter otherwise takes the
-// database's default, which may be latin1. The exit handler rolls back before re-raising,
-// so a failed call never leaves a transaction open on a pooled connection.
+// The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why
+// there are procedures at all, are in `procs`.
 
 /// Inserts a session and its first one or two events (the second's name NULL: none), and
 /// commits.
@@ -932,45 +918,3 @@ const PROC_CLAIM_READY_V12: &str = claim_ready_proc!(
     quota_check!(),
     "    SELECT 'claimed', 0;\n    END IF;\n"
 );
-
-/// Creates or migrates the schema, under a named lock so brokers starting at once do not race.
-pub(super) async fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
-    let locked: Option<i64> = conn
-        .query_first("SELECT GET_LOCK('arcade_schema', 60)")
-        .await
-        .map_err(unavailable)?;
-    if locked != Some(1) {
-        return Err(StoreError::Unavailable(
-            "could not take the schema lock within 60 s".into(),
-        ));
-    }
-    let result = async {
-        conn.query_drop(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INT UNSIGNED NOT NULL PRIMARY KEY,
-                name VARCHAR(255) NOT NULL,
-                applied_at DATETIME(6) NOT NULL
-            ) ENGINE=InnoDB",
-        )
-        .await?;
-        let applied: Vec<u32> = conn.query("SELECT version FROM schema_migrations").await?;
-        for (version, name, statements) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            tracing::info!(version, name, "applying schema migration");
-            for sql in *statements {
-                conn.query_drop(*sql).await?;
-            }
-            conn.exec_drop(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, name, utc(OffsetDateTime::now_utc())),
-            )
-            .await?;
-        }
-        Ok::<(), mysql_async::Error>(())
-    }
-    .await;
-    let _ = conn.query_drop("DO RELEASE_LOCK('arcade_schema')").await;
-    result.map_err(unavailable)
-}

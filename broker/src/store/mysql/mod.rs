@@ -7,22 +7,25 @@
 //!
 //! The schema is created and migrated at start by [`MysqlStore::connect`]: versioned
 //! migrations embedded in the binary ([`MIGRATIONS`]), applied in order under a named lock
-//! (`GET_LOCK`), so two brokers starting at once do not race; each migration's statements are
-//! idempotent (`IF NOT EXISTS`, `DROP PROCEDURE IF EXISTS` before `CREATE`), since MySQL commits DDL implicitly and a migration cannot be
-//! rolled back as a whole. Tested on MariaDB 10.11; written for MySQL 8 as well (no
-//! MariaDB-only syntax).
+//! (`GET_LOCK`), so two brokers starting at once do not race, then the stored procedures
+//! this broker calls, each created once under a name that carries its text's hash. Tested on
+//! MariaDB 10.11; written for MySQL 8 as well (no MariaDB-only syntax).
 //!
 //! - this file: the store, its connection pool and every call;
 //! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
 //!   brokers, leases;
+//! - [`pools`]: the pools table and the claim of a ready session;
 //! - [`stream`]: the event stream: host events, and reading it from a number;
-//! - [`schema`]: the versioned migrations and stored procedures, and applying them;
+//! - [`schema`]: bringing a database to the schema at start; [`migrations`]: the versioned
+//!   migrations (frozen history); [`procs`]: the stored procedures, one definition each;
 //! - [`rows`]: sessions to and from rows and parameters.
 //!
 //! This is the only module that knows SQL.
 
 mod cluster;
+mod migrations;
 mod pools;
+mod procs;
 mod rows;
 mod schema;
 mod stream;
@@ -49,11 +52,11 @@ use crate::store::{
     StoreError, IDEMPOTENCY_TTL,
 };
 
+pub use migrations::MIGRATIONS;
 use rows::{
     changed_values, event_params, insert_result, parse, session_row, session_values, unavailable,
     utc, LIVE_STATUSES, SESSION_COLUMNS,
 };
-pub use schema::MIGRATIONS;
 
 /// Every store call, including waiting for a pooled connection, finishes within this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,9 +99,6 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
-/// Appends a stream event inside the caller's transaction (see `arcade_append_event`).
-const APPEND_EVENT: &str = "CALL arcade_append_event(?, ?, ?, ?, ?, ?)";
-
 /// A stream event's body: the session as it is after the event.
 fn stream_body(s: &Session) -> Result<String, StoreError> {
     serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))
@@ -113,7 +113,7 @@ async fn append_session_event(
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
     tx.exec_drop(
-        APPEND_EVENT,
+        procs::CALL.append_event.as_str(),
         (
             utc(at),
             kind.as_str(),
@@ -214,6 +214,7 @@ impl MysqlStore {
         s: &Session,
         key: Option<&IdempotencyKey>,
         actor: Actor,
+        fence: Option<&Fence>,
     ) -> Result<Inserted, StoreError> {
         let inserted = self
             .bounded(async {
@@ -221,11 +222,11 @@ impl MysqlStore {
                 match key {
                     None => {
                         let created = [(s, "created", actor, s.created_at)];
-                        Self::call_insert(&mut conn, s, &created)
+                        Self::call_insert(&mut conn, s, &created, fence)
                             .await
                             .map(|()| Inserted::New)
                     }
-                    Some(k) => Self::insert_keyed(&mut conn, s, k, actor).await,
+                    Some(k) => Self::insert_keyed(&mut conn, s, k, actor, fence).await,
                 }
             })
             .await?;
@@ -235,13 +236,15 @@ impl MysqlStore {
         Ok(inserted)
     }
 
-    /// Records `s` as it is, with `events` (one or two) as its history so far.
+    /// Records `s` as it is, with `events` (one or two) as its history so far; with `fence`,
+    /// only while the host's owner is still at that epoch.
     pub(super) async fn insert_with(
         &self,
         s: &Session,
         events: &[Change<'_>],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.bounded(async { Self::call_insert(&mut self.conn().await?, s, events).await })
+        self.bounded(async { Self::call_insert(&mut self.conn().await?, s, events, fence).await })
             .await?;
         self.remember(s);
         Ok(())
@@ -251,6 +254,7 @@ impl MysqlStore {
         conn: &mut Conn,
         s: &Session,
         events: &[Change<'_>],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         if events.is_empty() || events.len() > 2 {
             return Err(StoreError::Backend(format!(
@@ -278,14 +282,20 @@ impl MysqlStore {
                 None => params.extend(std::iter::repeat_n(Value::NULL, 6)),
             }
         }
-        let called = conn
-            .exec_drop(
-                "CALL arcade_insert_session(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params.push(fence.map(|f| f.epoch).into());
+        let called: Result<Option<u8>, _> = conn
+            .exec_first(
+                procs::CALL.insert_session.as_str(),
                 Params::Positional(params),
             )
             .await;
-        insert_result(s, called)
+        match insert_result(s, called)? {
+            Some(1) => Ok(()),
+            Some(2) => Err(StoreError::Fenced(s.host_id.clone())),
+            other => Err(StoreError::Backend(format!(
+                "arcade_insert_session answered {other:?}"
+            ))),
+        }
     }
 
     /// An insert under an `Idempotency-Key`: the key and the session in one transaction.
@@ -294,11 +304,25 @@ impl MysqlStore {
         s: &Session,
         k: &IdempotencyKey,
         actor: Actor,
+        fence: Option<&Fence>,
     ) -> Result<Inserted, StoreError> {
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .await
             .map_err(unavailable)?;
+        if let Some(f) = fence {
+            let epoch: Option<u64> = tx
+                .exec_first(
+                    "SELECT epoch FROM hosts WHERE host_id = ? LOCK IN SHARE MODE",
+                    (f.host.as_str(),),
+                )
+                .await
+                .map_err(unavailable)?;
+            if epoch != Some(f.epoch) {
+                tx.rollback().await.map_err(unavailable)?;
+                return Err(StoreError::Fenced(f.host.clone()));
+            }
+        }
         let now = OffsetDateTime::now_utc();
         // An expired key is as good as none.
         tx.exec_drop(
@@ -504,18 +528,12 @@ impl MysqlStore {
                     params.extend([utc(now).into(), event.name().into(), actor.as_str().into()]);
                     let kind = (s.status != from).then(|| EventType::of_status(s.status).as_str());
                     params.extend([kind.into(), stream_body(&s)?.into()]);
-                    let call = match fence {
-                        None => {
-                            "CALL arcade_transition(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        }
-                        Some(f) => {
-                            params.extend([f.host.as_str().into(), f.epoch.into()]);
-                            "CALL arcade_transition_fenced(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-                             ?, ?, ?, ?, ?)"
-                        }
-                    };
+                    params.extend([
+                        fence.map(|f| f.host.as_str()).into(),
+                        fence.map(|f| f.epoch).into(),
+                    ]);
                     let answer: Option<(u8, Option<String>)> = conn
-                        .exec_first(call, Params::Positional(params))
+                        .exec_first(procs::CALL.transition.as_str(), Params::Positional(params))
                         .await
                         .map_err(unavailable)?;
                     match answer {

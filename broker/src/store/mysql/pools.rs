@@ -258,7 +258,7 @@ impl MysqlStore {
                 ];
                 let called: Result<Option<(String, u64)>, _> = tx
                     .exec_first(
-                        "CALL arcade_claim_ready(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        super::procs::CALL.claim_ready.as_str(),
                         Params::Positional(params),
                     )
                     .await;

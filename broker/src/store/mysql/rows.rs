@@ -232,10 +232,10 @@ pub(super) fn ended_values(s: &Session) -> [Value; 4] {
 }
 
 /// A session insert's outcome: a duplicate id is the caller's to handle.
-pub(super) fn insert_result(
+pub(super) fn insert_result<T>(
     s: &Session,
-    r: Result<(), mysql_async::Error>,
-) -> Result<(), StoreError> {
+    r: Result<T, mysql_async::Error>,
+) -> Result<T, StoreError> {
     match r {
         Err(mysql_async::Error::Server(e)) if e.code == 1062 => {
             Err(StoreError::Duplicate(s.session_id.clone()))

@@ -8,7 +8,7 @@ use protocol::api::{Event, EventType, Host, Session};
 use time::PrimitiveDateTime;
 
 use super::rows::{unavailable, utc};
-use super::{append_session_event, MysqlStore, APPEND_EVENT};
+use super::{append_session_event, procs, MysqlStore};
 use crate::session::Actor;
 use crate::store::StoreError;
 
@@ -29,7 +29,7 @@ impl MysqlStore {
                 .await
                 .map_err(unavailable)?;
             tx.exec_drop(
-                APPEND_EVENT,
+                procs::CALL.append_event.as_str(),
                 (
                     utc(at),
                     kind.as_str(),

@@ -161,7 +161,7 @@ async fn ready_session(store: &Store, pool: &PoolId, n: usize) -> Option<Session
         OffsetDateTime::now_utc(),
     );
     s.pool_id = Some(pool.clone());
-    store.insert(&s, None, Actor::Pool).await.ok()?;
+    store.insert(&s, None, Actor::Pool, None).await.ok()?;
     let readied = SessionEvent::Readied {
         pid: 4242,
         ip: [127, 0, 0, 1].into(),

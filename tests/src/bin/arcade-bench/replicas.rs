@@ -4,7 +4,8 @@
 //! `--nats-url`, so each is a replica), over real loopback sockets; agents start the same real
 //! game as `pairs`. Measured, with the same run's NATS request-reply round trip as the floor:
 //! 1. start and end latency through the replica holding the host's agent, and through another
-//!    one (whose start and end go to the owner over NATS), one client, one agent;
+//!    one (whose start and end go to the owner over NATS), one client, one agent; and, as the
+//!    floor of a replica's start, the same through one broker alone on the same MariaDB;
 //! 2. start+end pairs/s with one replica and with three (the clients round-robin over them),
 //!    and the CPU of a pair (this process: brokers, agents, clients, and the reaped games; not
 //!    MariaDB or nats-server).
@@ -64,6 +65,7 @@ struct Calls {
     claim: Summary,
     fenced: Summary,
     insert_once: Summary,
+    insert_fenced: Summary,
 }
 
 async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
@@ -76,8 +78,8 @@ async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
     let host = HostId::new(host).expect("host id");
     let alive = Duration::from_secs(5);
     let time = |v: &mut Vec<Duration>, t: Instant| v.push(t.elapsed());
-    let (mut ping, mut shared, mut owner, mut claim, mut fenced, mut once) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut ping, mut shared, mut owner, mut claim, mut fenced, mut once, mut once_fenced) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let epoch = db
         .shared_hosts(alive)
         .await
@@ -109,7 +111,9 @@ async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
             time::OffsetDateTime::now_utc(),
         );
         let t = Instant::now();
-        db.claim(&s, None, Actor::Api, None).await.expect("claim");
+        db.claim(&s, None, Actor::Api, None, None)
+            .await
+            .expect("claim");
         time(&mut claim, t);
         let t = Instant::now();
         db.transition_fenced(
@@ -132,10 +136,25 @@ async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
                 &SessionEvent::LaunchFailed,
                 Actor::Agent,
                 time::OffsetDateTime::now_utc(),
+                None,
             )
             .await
             .expect("insert");
         time(&mut once, t);
+        once_s.session_id = SessionId::new(format!("calls-fenced-{i}")).expect("id");
+        let t = Instant::now();
+        store
+            .insert_after(
+                &once_s,
+                Actor::Api,
+                &SessionEvent::LaunchFailed,
+                Actor::Agent,
+                time::OffsetDateTime::now_utc(),
+                Some(&fence),
+            )
+            .await
+            .expect("fenced insert");
+        time(&mut once_fenced, t);
     }
     Calls {
         ping: Summary::of(&mut ping),
@@ -144,6 +163,7 @@ async fn store_calls(url: &str, host: &str, n: usize) -> Calls {
         claim: Summary::of(&mut claim),
         fenced: Summary::of(&mut fenced),
         insert_once: Summary::of(&mut once),
+        insert_fenced: Summary::of(&mut once_fenced),
     }
 }
 
@@ -231,6 +251,28 @@ pub async fn run(mut a: Args) -> bool {
     println!("game: {what}");
     let floor = nats_floor(&nats.url(), 2000).await;
 
+    // 0. The floor of a replica's start: one broker alone, on a database of the same MariaDB.
+    let Some(alone_db) = tests::mariadb::database().await else {
+        println!("no MariaDB server program (mariadbd) found");
+        return false;
+    };
+    let alone = TestBroker::start_with(BrokerOptions {
+        database_url: Some(alone_db),
+        ..Default::default()
+    })
+    .await;
+    let solo = agents(std::slice::from_ref(&alone), 1, &catalog, "alone").await;
+    let (mut one_s, mut one_e, _, one_err) = load::timed_pairs(
+        PairClient::portal(Client::new(&alone.url, None).expect("client")),
+        a.latency_pairs,
+    )
+    .await;
+    for ag in solo {
+        ag.stop().await;
+    }
+    let _ = alone.stop().await;
+    let (one_s, one_e) = (Summary::of(&mut one_s), Summary::of(&mut one_e));
+
     // 1. Latency: one agent on replica 0; starts through it and through replica 1.
     let Some((three, db)) = replicas(3, &nats.url()).await else {
         println!("no MariaDB server program (mariadbd) found");
@@ -278,10 +320,12 @@ pub async fn run(mut a: Args) -> bool {
     println!();
     stats::header();
     row("floor: NATS request-reply, 200 B", &floor, None);
-    row("start through the host's replica", &own_s, Some(floor.p50));
-    row("start through another replica", &oth_s, Some(floor.p50));
-    row("end through the host's replica", &own_e, Some(floor.p50));
-    row("end through another replica", &oth_e, Some(floor.p50));
+    row("floor: start, one broker alone on MariaDB", &one_s, None);
+    row("floor: end, one broker alone on MariaDB", &one_e, None);
+    row("start through the host's replica", &own_s, Some(one_s.p50));
+    row("start through another replica", &oth_s, Some(one_s.p50));
+    row("end through the host's replica", &own_e, Some(one_e.p50));
+    row("end through another replica", &oth_e, Some(one_e.p50));
     row("floor: database round trip (DO 1)", &db_rtt, None);
     row("floor: database commit", &db_commit, None);
     row(
@@ -314,7 +358,19 @@ pub async fn run(mut a: Args) -> bool {
         &calls.insert_once,
         Some(db_commit.p50),
     );
+    row(
+        "store: an owner's insert with outcome, fenced",
+        &calls.insert_fenced,
+        Some(db_commit.p50),
+    );
     println!();
+    println!(
+        "a start through the host's replica is {:.2}x one broker's, through another {:.2}x; an end {:.2}x and {:.2}x",
+        own_s.p50 / one_s.p50,
+        oth_s.p50 / one_s.p50,
+        own_e.p50 / one_e.p50,
+        oth_e.p50 / one_e.p50
+    );
     println!(
         "another replica adds {:.0} µs to a start's p50 and {:.0} µs to an end's: {:.1} and {:.1} NATS round trips",
         oth_s.p50 - own_s.p50,
@@ -329,9 +385,9 @@ pub async fn run(mut a: Args) -> bool {
         rate3 / rate1,
         cpu3 / cpu1
     );
-    let errors = own_err + oth_err + err1 + err3;
+    let errors = one_err + own_err + oth_err + err1 + err3;
     println!("errors: {errors}");
-    let sane = [floor, own_s, own_e, oth_s, oth_e]
+    let sane = [floor, one_s, one_e, own_s, own_e, oth_s, oth_e]
         .iter()
         .all(Summary::sane)
         && rate1 > 0.0

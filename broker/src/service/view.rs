@@ -1,0 +1,299 @@
+//! What a replica sees of the hosts every replica shares: read from the store, kept for
+//! [`VIEW_TTL`], counting the starts this replica sends meanwhile. Placement reads it to pick
+//! a host (and so its owner, where the start goes); API reads of hosts and games, offers and
+//! settings of other replicas' hosts come from it too.
+//!
+//! It may be stale, never wrong: the host's owner decides from its own exact count, and a
+//! stale view costs a retry on the next owner (see `start`). Reading it costs about as much as
+//! a claim did (BENCHMARKS.md, issue 15), hence the second it is kept.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use protocol::api::HostStatus;
+use protocol::wire::GameOffer;
+use protocol::{GameId, HostId};
+
+use super::Service;
+use crate::error::Error;
+use crate::placement::{self, HostView};
+use crate::store::SharedHost;
+
+/// How long placement uses a view of the shared hosts before it reads them again.
+const VIEW_TTL: Duration = Duration::from_secs(1);
+
+/// A shared host as placement sees it, with the replica holding its agent.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    /// What placement needs.
+    pub view: HostView,
+    /// The replica its agent is connected to, when a live one holds it.
+    pub owner: Option<String>,
+}
+
+/// Where placement sent a start: the host, and the replica holding its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Placed {
+    /// The host.
+    pub host: HostId,
+    /// Its owner.
+    pub owner: String,
+}
+
+/// The view of the shared hosts placement uses, and when it was read.
+#[derive(Debug, Default)]
+pub(super) struct SharedView(Mutex<Option<(Instant, Vec<Seen>)>>);
+
+impl SharedView {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<Seen>)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The kept view, if it is fresh.
+    pub fn get(&self) -> Option<Vec<Seen>> {
+        self.lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < VIEW_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Keeps `seen`, read from the store now, unless `keep_fresh` and another start kept a
+    /// view read within [`VIEW_TTL`] meanwhile: that one holds the starts counted since, which
+    /// concurrent starts must see to spread. Answers the view kept.
+    fn set(&self, seen: Vec<Seen>, keep_fresh: bool) -> Vec<Seen> {
+        let mut kept = self.lock();
+        match kept.as_ref() {
+            Some((at, v)) if keep_fresh && at.elapsed() < VIEW_TTL => v.clone(),
+            _ => {
+                *kept = Some((Instant::now(), seen.clone()));
+                seen
+            }
+        }
+    }
+
+    /// Places a session on the kept view, if it is fresh, among the hosts of replicas not in
+    /// `skip`, and counts it there at once, so concurrent starts through this replica spread
+    /// over the hosts instead of all choosing the one least loaded when they began.
+    pub fn place(
+        &self,
+        game: &GameId,
+        mode: Option<&str>,
+        skip: &[String],
+    ) -> Option<Result<Placed, placement::PlacementError>> {
+        let mut kept = self.lock();
+        let (at, seen) = kept.as_mut()?;
+        if at.elapsed() >= VIEW_TTL {
+            return None;
+        }
+        Some(place_on(seen, game, mode, skip))
+    }
+
+    /// Counts `host` as full in the kept view: its owner said it has no room.
+    pub fn full(&self, host: &HostId) {
+        if let Some((_, seen)) = self.lock().as_mut() {
+            if let Some(s) = seen.iter_mut().find(|s| &s.view.host_id == host) {
+                s.view.sessions = s.view.sessions.max(s.view.max_sessions);
+            }
+        }
+    }
+}
+
+/// [`placement::place`] over `seen`, the hosts of replicas in `skip` counting as offline (as
+/// do hosts with no live owner), counting the choice.
+pub(super) fn place_on(
+    seen: &mut [Seen],
+    game: &GameId,
+    mode: Option<&str>,
+    skip: &[String],
+) -> Result<Placed, placement::PlacementError> {
+    let skipped = |s: &Seen| s.owner.as_ref().is_some_and(|o| skip.contains(o));
+    let choice = if seen.iter().any(skipped) {
+        let views: Vec<HostView> = seen
+            .iter()
+            .map(|s| {
+                let mut v = s.view.clone();
+                if skipped(s) {
+                    v.status = HostStatus::Offline;
+                }
+                v
+            })
+            .collect();
+        placement::place(views.iter(), game, mode)?
+    } else {
+        placement::place(seen.iter().map(|s| &s.view), game, mode)?
+    };
+    let chosen = seen
+        .iter_mut()
+        .find(|s| s.view.host_id == choice.host_id)
+        .ok_or(placement::PlacementError::NoCapacity)?;
+    chosen.view.sessions += 1;
+    let owner = chosen
+        .owner
+        .clone()
+        .ok_or(placement::PlacementError::NoCapacity)?;
+    Ok(Placed {
+        host: choice.host_id,
+        owner,
+    })
+}
+
+/// How long a replica may be silent before its hosts count as offline. Replicas say they are
+/// alive a few times per heartbeat timeout.
+pub(super) fn alive_within(heartbeat_timeout: Duration) -> Duration {
+    heartbeat_timeout
+}
+
+/// What placement sees of a shared host: online when a live replica holds its agent, has
+/// squared its games, and it is not drained.
+pub(super) fn view(h: &SharedHost) -> HostView {
+    let facts = h.record.facts.as_ref();
+    let status = match (h.owner.is_some() && h.ready, h.record.drained) {
+        (false, _) => HostStatus::Offline,
+        (true, true) => HostStatus::Draining,
+        (true, false) => HostStatus::Online,
+    };
+    HostView {
+        host_id: h.record.host_id.clone(),
+        status,
+        games: facts.map(|f| f.games.clone()).unwrap_or_default(),
+        max_sessions: facts.map_or(0, |f| f.max_sessions),
+        sessions: h.sessions,
+        cpu_percent: h.load.0,
+    }
+}
+
+impl Service {
+    /// The replicas' view, read from the store when the kept one is stale; a view another
+    /// start kept meanwhile wins when `keep_fresh` (it holds the starts it counted).
+    pub(super) async fn read_view(&self, keep_fresh: bool) -> Result<Vec<Seen>, Error> {
+        let replicas = self.replicas()?;
+        let shared = self
+            .store
+            .shared_hosts(alive_within(self.settings.heartbeat_timeout))
+            .await?;
+        let seen = shared
+            .iter()
+            .map(|h| Seen {
+                view: view(h),
+                owner: h.owner.clone(),
+            })
+            .collect();
+        Ok(replicas.view.set(seen, keep_fresh))
+    }
+
+    /// The kept view if fresh, else read.
+    async fn current_view(&self) -> Result<Vec<Seen>, Error> {
+        match self.replicas()?.view.get() {
+            Some(v) => Ok(v),
+            None => self.read_view(true).await,
+        }
+    }
+
+    /// The settings a game offers, as a shared host that offers it says.
+    pub(super) async fn shared_game_settings(
+        &self,
+        game: &GameId,
+    ) -> Result<Option<Vec<protocol::settings::SettingOffer>>, Error> {
+        Ok(self
+            .current_view()
+            .await?
+            .iter()
+            .filter(|s| s.view.status != HostStatus::Offline)
+            .flat_map(|s| s.view.games.iter())
+            .find(|g| &g.game_id == game)
+            .map(|g| g.settings.clone()))
+    }
+
+    /// How `host` offers `game`, as the shared view of the hosts says; `None` when the view
+    /// does not know the host or it cannot be read.
+    pub(super) async fn shared_offer(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
+        self.current_view()
+            .await
+            .ok()?
+            .iter()
+            .find(|s| &s.view.host_id == host)?
+            .view
+            .games
+            .iter()
+            .find(|g| &g.game_id == game)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::HostRecord;
+    use time::OffsetDateTime;
+
+    fn shared(owner: Option<&str>, ready: bool, drained: bool) -> SharedHost {
+        SharedHost {
+            record: HostRecord {
+                host_id: HostId::new("h").unwrap(),
+                drained,
+                facts: None,
+                last_seen: OffsetDateTime::UNIX_EPOCH,
+            },
+            owner: owner.map(str::to_owned),
+            epoch: 3,
+            ready,
+            sessions: 2,
+            load: (12.5, 0),
+        }
+    }
+
+    #[test]
+    fn a_shared_host_is_online_only_when_held_reconciled_and_not_drained() {
+        let cases = [
+            (Some("b1"), true, false, HostStatus::Online),
+            (Some("b1"), true, true, HostStatus::Draining),
+            (Some("b1"), false, false, HostStatus::Offline),
+            (None, true, false, HostStatus::Offline),
+            (None, false, true, HostStatus::Offline),
+        ];
+        for (owner, ready, drained, status) in cases {
+            let v = view(&shared(owner, ready, drained));
+            assert_eq!(v.status, status, "{owner:?} {ready} {drained}");
+            assert_eq!(v.sessions, 2);
+        }
+    }
+
+    fn seen(host: &str, owner: &str, sessions: u32) -> Seen {
+        Seen {
+            view: HostView {
+                host_id: HostId::new(host).unwrap(),
+                status: HostStatus::Online,
+                games: vec![GameOffer {
+                    game_id: GameId::new("pong").unwrap(),
+                    modes: vec!["classic".into()],
+                    ready_timeout_ms: None,
+                    settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
+                }],
+                max_sessions: 2,
+                sessions,
+                cpu_percent: 0.0,
+            },
+            owner: Some(owner.to_owned()),
+        }
+    }
+
+    #[test]
+    fn placement_counts_its_choice_and_skips_the_owners_that_said_full() {
+        let pong = GameId::new("pong").unwrap();
+        let mut hosts = vec![seen("a", "b1", 0), seen("b", "b2", 1)];
+        let first = place_on(&mut hosts, &pong, None, &[]).unwrap();
+        assert_eq!((first.host.as_str(), first.owner.as_str()), ("a", "b1"));
+        // Counted at once: the next start goes to the other host (a: 1 of 2, b: 1 of 2; by id).
+        let second = place_on(&mut hosts, &pong, None, &[]).unwrap();
+        assert_eq!(second.host.as_str(), "a");
+        // b1 said it is full: its hosts are skipped.
+        let third = place_on(&mut hosts, &pong, None, &["b1".into()]).unwrap();
+        assert_eq!(third.owner, "b2");
+        assert_eq!(
+            place_on(&mut hosts, &pong, None, &["b1".into(), "b2".into()]),
+            Err(placement::PlacementError::NoCapacity)
+        );
+    }
+}
