@@ -104,7 +104,7 @@ pub struct Args {
     pub max_sessions_per_user: Option<u32>,
 }
 
-pub use agent::logs::LogFormat;
+pub use daemon::LogFormat;
 
 /// The `--config` file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(broker::dev::demo_game_main(&raw[2..]));
     }
     let config = broker::Args::parse().resolve()?;
-    agent::logs::init(config.log_format);
+    daemon::logs::init(config.log_format);
     let listeners = broker::Listeners::bind(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -21,29 +21,10 @@ fn main() -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            daemon::wait_for_signal().await;
             signals.cancel();
         });
         broker::run(config, listeners, shutdown).await
     })?;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("signal received; shutting down");
 }
