@@ -17,7 +17,7 @@ use crate::{Backoff, Config};
 pub struct Args {
     /// Logs for people (`text`) or JSON lines for log shippers (`json`).
     #[arg(long, env = "ARCADE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: crate::logs::LogFormat,
+    pub log_format: daemon::LogFormat,
     /// The broker's agent address, or several replicas' (comma-separated; a name that resolves
     /// to several addresses counts as several): one link at a time, the next address when it
     /// fails.

@@ -23,7 +23,6 @@ pub mod games;
 pub mod limits;
 pub mod link;
 pub mod load;
-pub mod logs;
 pub mod metrics;
 pub mod output;
 pub mod ports;

@@ -104,7 +104,7 @@ pub struct Args {
     pub max_sessions_per_user: Option<u32>,
 }
 
-pub use agent::logs::LogFormat;
+pub use daemon::LogFormat;
 
 /// The `--config` file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +162,7 @@ pub struct Config {
     /// MySQL or MariaDB; `None` for the in-memory store.
     pub database_url: Option<String>,
     /// Run a local agent with demo games.
+    #[cfg(feature = "dev")]
     pub dev: Option<crate::dev::DevConfig>,
     /// A start waits this long for the agent.
     pub launch_timeout: Duration,
@@ -244,6 +245,7 @@ impl Config {
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             agent_token: None,
             database_url: None,
+            #[cfg(feature = "dev")]
             dev: None,
             launch_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(5),
@@ -309,6 +311,12 @@ impl Args {
             }
             None => FileConfig::default(),
         };
+        #[cfg(not(feature = "dev"))]
+        if self.dev || file.dev.unwrap_or(false) {
+            return Err(ConfigError::Invalid(
+                "--dev: this arcade-broker was built without the dev feature".into(),
+            ));
+        }
         let d = Config::loopback();
         let database_url = self
             .database_url
@@ -350,6 +358,7 @@ impl Args {
                 .or(file.agent_token)
                 .filter(|t| !t.is_empty()),
             database_url,
+            #[cfg(feature = "dev")]
             dev: (self.dev || file.dev.unwrap_or(false))
                 .then(crate::dev::DevConfig::from_current_exe),
             launch_timeout,

@@ -12,12 +12,13 @@
 //!   [`placement`]: the pure choice of a host;
 //! - [`store`]: session records (the only module that knows how they are stored);
 //!   [`session`]: their lifecycle, checked in one place;
-//! - [`auth`]: API keys and roles; [`config`], [`tls`], [`dev`]: the command line, TLS files,
-//!   and `--dev`'s in-process agent and demo game.
+//! - [`auth`]: API keys and roles; [`config`], [`tls`]: the command line and TLS files;
+//!   `dev` (with the `dev` feature, a default one): `--dev`'s in-process agent and demo game.
 
 pub mod agents;
 pub mod auth;
 pub mod config;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
 pub mod events;
@@ -96,6 +97,7 @@ pub enum BrokerError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The dev agent cannot be set up.
+    #[cfg(feature = "dev")]
     #[error("--dev: {0}")]
     Dev(agent::catalog::CatalogError),
     /// The agent link's or the API's TLS files cannot be used.
@@ -153,6 +155,7 @@ pub async fn run(
         }
         None => None,
     };
+    #[cfg(feature = "dev")]
     let dev_agent = match &config.dev {
         Some(dev) => {
             let state_dir =
@@ -278,7 +281,9 @@ pub async fn run(
         let every = (config.heartbeat_timeout / 4).max(Duration::from_millis(100));
         tracker.spawn(Arc::clone(&service).run_beats(every, background.clone()));
     }
+    #[cfg(feature = "dev")]
     let dev_shutdown = CancellationToken::new();
+    #[cfg(feature = "dev")]
     let dev_agent = dev_agent.map(|agent_config| {
         tracing::info!(games = ?agent_config.catalog.offers().iter().map(|g| g.game_id.to_string()).collect::<Vec<_>>(), "--dev: running a local agent with demo games");
         tracker.spawn(agent::run(agent_config, dev_shutdown.clone()))
@@ -301,6 +306,7 @@ pub async fn run(
     if tokio::time::timeout(drain, requests.wait()).await.is_err() {
         tracing::warn!(within = ?drain, "some starts or ends did not finish in time");
     }
+    #[cfg(feature = "dev")]
     if let Some(dev_agent) = dev_agent {
         dev_shutdown.cancel();
         match dev_agent.await {

@@ -1,0 +1,50 @@
+//! `arcade games`: the call, and what it prints.
+
+use protocol::api::Game;
+
+use super::output::{render, Table};
+use super::CliError;
+use crate::client::Client;
+
+/// `arcade games`: the games online hosts offer.
+pub(super) async fn list(client: &Client, json: bool) -> Result<String, CliError> {
+    let list = client.games().await?;
+    render(json, &list, |l| games_table(&l.games))
+}
+
+/// What `arcade games` prints.
+fn games_table(games: &[Game]) -> String {
+    if games.is_empty() {
+        return "no games (no online host offers any)\n".to_owned();
+    }
+    let mut table = Table::new(&["GAME", "MODES", "HOSTS"]).right(&[2]);
+    for g in games {
+        table.row(vec![
+            g.game_id.to_string(),
+            g.modes.join(","),
+            g.hosts.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::GameId;
+
+    #[test]
+    fn games_table_lists_modes() {
+        let games = [Game {
+            game_id: GameId::new("neverball").unwrap(),
+            modes: vec!["event-driven".into(), "periodic".into()],
+            hosts: 2,
+            settings: vec![],
+        }];
+        assert_eq!(
+            games_table(&games),
+            "GAME       MODES                  HOSTS\n\
+             neverball  event-driven,periodic      2\n"
+        );
+    }
+}
