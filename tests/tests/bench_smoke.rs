@@ -98,6 +98,8 @@ fn events_smoke_completes_with_sane_figures() {
         &[
             "start, 5 streams open",
             "game exit to session.ended on a stream",
+            "the broker's",
+            "the readers' own CPU",
             "errors: 0",
         ],
     );
@@ -133,6 +135,8 @@ fn replicas_smoke_completes_with_sane_figures() {
         &out,
         &[
             "floor: NATS request-reply",
+            "floor: start, one broker alone on MariaDB",
+            "store: an owner's insert with outcome, fenced",
             "start through another replica",
             "3 replicas",
             "errors: 0",
