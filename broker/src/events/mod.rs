@@ -12,7 +12,7 @@
 
 pub mod webhooks;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use protocol::api::Event;
@@ -26,20 +26,27 @@ const FEED_QUEUE: usize = 1024;
 /// Events read from the store at once.
 pub const PAGE: u32 = 500;
 
-/// An event with its JSON, written once for every stream that sends it.
+/// An event with its JSON, made once for every stream that sends it, and room for the bytes
+/// a stream writes for it, made once too (by the first stream that writes it).
 #[derive(Debug)]
 pub struct Fed {
     /// The event.
     pub event: Event,
     /// The event as JSON (one line: JSON has no raw newline).
     pub json: String,
+    /// The event as streams write it, shared by all of them.
+    pub written: OnceLock<bytes::Bytes>,
 }
 
 impl Fed {
     /// `e`, with its JSON.
     pub fn new(event: Event) -> Arc<Self> {
         let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
-        Arc::new(Self { event, json })
+        Arc::new(Self {
+            event,
+            json,
+            written: OnceLock::new(),
+        })
     }
 }
 

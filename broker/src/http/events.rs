@@ -81,11 +81,18 @@ fn query(req: &HttpRequest, p: Params) -> Result<EventQuery, ApiError> {
     })
 }
 
-/// One event as Server-Sent Events lines.
-fn frame(f: &Fed) -> String {
-    // JSON has no raw newline, so `data:` is one line.
-    let e = &f.event;
-    format!("id: {}\nevent: {}\ndata: {}\n\n", e.id, e.kind, f.json)
+/// One event as Server-Sent Events lines, made once for all the streams that send it.
+fn frame(f: &Fed) -> Bytes {
+    f.written
+        .get_or_init(|| {
+            // JSON has no raw newline, so `data:` is one line.
+            let e = &f.event;
+            Bytes::from(format!(
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                e.id, e.kind, f.json
+            ))
+        })
+        .clone()
 }
 
 /// `GET /v1/events[?types=T,...][&session_id=][&host_id=][&after=ID]`.
@@ -122,13 +129,20 @@ pub async fn stream(
         (events, tokio::time::interval_at(start, KEEP_ALIVE)),
         |(mut events, mut tick)| async move {
             let chunk = tokio::select! {
-                f = events.recv() => {
+                f = events.next() => {
+                    let first = frame(f?.as_ref());
                     // With whatever else is ready: one write for several events.
-                    let mut chunk = frame(f?.as_ref());
-                    while let Ok(f) = events.try_recv() {
-                        chunk.push_str(&frame(&f));
+                    match events.try_next() {
+                        None => first,
+                        Some(next) => {
+                            let mut chunk = first.to_vec();
+                            chunk.extend_from_slice(&frame(&next));
+                            while let Some(f) = events.try_next() {
+                                chunk.extend_from_slice(&frame(&f));
+                            }
+                            Bytes::from(chunk)
+                        }
                     }
-                    Bytes::from(chunk)
                 }
                 _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
             };

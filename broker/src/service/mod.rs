@@ -46,7 +46,7 @@ mod webhooks;
 
 pub use logs::{GameLog, LogQuery, DEFAULT_TAIL, MAX_LOG_BYTES};
 pub use remote::Replicas;
-pub use stream::EventQuery;
+pub use stream::{EventQuery, Events};
 
 use std::future::Future;
 use std::sync::Arc;

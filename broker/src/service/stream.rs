@@ -3,23 +3,21 @@
 //!
 //! A stream first reads the store from the client's number (its `Last-Event-ID`), then
 //! follows the [`Feed`](crate::events::Feed); whenever the feed's numbers jump (it fell
-//! behind) it reads the store again. Each stream runs as a tracked task that ends when its
-//! client goes away or the broker stops.
+//! behind) it reads the store again. A stream is polled by its client's response, and ends
+//! when its client goes away (the response is dropped) or the broker stops.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use protocol::api::{Event, EventType, HostStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, OwnedSemaphorePermit};
 
 use super::Service;
 use crate::error::Error;
 use crate::events::{Fed, PAGE};
 use crate::session::Actor;
-
-/// Events queued per stream for its client.
-const STREAM_QUEUE: usize = 64;
 
 /// Which events a stream carries, and from where.
 #[derive(Debug, Clone, Default)]
@@ -51,102 +49,153 @@ impl EventQuery {
     }
 }
 
-/// Where a stream is.
-enum Next {
-    /// Keep going.
-    Go,
-    /// The client went away, or the broker stops.
-    Stop,
+/// One client's stream of events: what the store has after its starting number, then the
+/// feed's events as they come, filtered. Polled by the client's response itself (no task of
+/// its own, no queue between): an event reaches a client through one hop.
+#[derive(Debug)]
+pub struct Events {
+    svc: Arc<Service>,
+    q: EventQuery,
+    /// The number of the last event seen (sent or filtered out).
+    last: u64,
+    live: broadcast::Receiver<Arc<Fed>>,
+    /// Events read from the store, to send before anything live.
+    backlog: VecDeque<Arc<Fed>>,
+    /// Whether the store may have events after `last` that the feed will not bring.
+    behind: bool,
+    /// Ended (the broker stops, or the store could not be read).
+    done: bool,
+    /// This stream's place among the streams a broker serves at once.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Events {
+    /// The next event, waiting for it; `None` once the stream is over (the broker stops, or
+    /// the store cannot be read: the client reconnects with its `Last-Event-ID` and loses
+    /// nothing).
+    pub async fn next(&mut self) -> Option<Arc<Fed>> {
+        loop {
+            if let Some(f) = self.ready().await {
+                return Some(f);
+            }
+            if self.done {
+                return None;
+            }
+            let svc = Arc::clone(&self.svc);
+            let received = tokio::select! {
+                () = svc.closing.cancelled() => {
+                    self.done = true;
+                    return None;
+                }
+                r = self.live.recv() => r,
+            };
+            if let Some(f) = self.take(received) {
+                return Some(f);
+            }
+        }
+    }
+
+    /// The next event if one is ready now, without waiting (to write several at once).
+    pub fn try_next(&mut self) -> Option<Arc<Fed>> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                return Some(f);
+            }
+            if self.behind || self.done {
+                return None;
+            }
+            match self.live.try_recv() {
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+                Ok(f) => {
+                    if let Some(f) = self.take(Ok(f)) {
+                        return Some(f);
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.take(Err(broadcast::error::RecvError::Lagged(n)));
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.take(Err(broadcast::error::RecvError::Closed));
+                }
+            }
+        }
+    }
+
+    /// An event from the backlog, after reading the store if the stream is behind.
+    async fn ready(&mut self) -> Option<Arc<Fed>> {
+        while self.backlog.is_empty() && self.behind && !self.done {
+            self.catch_up().await;
+        }
+        self.backlog.pop_front()
+    }
+
+    /// What a live event means for the stream: the event to send, or nothing (seen already,
+    /// filtered out, or the feed jumped and the store must be read).
+    fn take(
+        &mut self,
+        received: Result<Arc<Fed>, broadcast::error::RecvError>,
+    ) -> Option<Arc<Fed>> {
+        match received {
+            Ok(f) if f.event.id <= self.last => None,
+            Ok(f) if f.event.id == self.last + 1 => {
+                self.last = f.event.id;
+                self.q.matches(&f.event).then_some(f)
+            }
+            // Behind the feed: the store has what was missed.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.behind = true;
+                None
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    /// Reads one page of what the store has after `last` into the backlog.
+    async fn catch_up(&mut self) {
+        let page = match self.svc.store.stream_after(self.last, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream: cannot read the store; closing it");
+                self.done = true;
+                return;
+            }
+        };
+        self.behind = page.len() == PAGE as usize;
+        for e in page {
+            self.last = e.id;
+            if self.q.matches(&e) {
+                self.backlog.push_back(Fed::new(e));
+            }
+        }
+    }
 }
 
 impl Service {
     /// Opens a stream of the events `q` asks for. Refused (503) past the streams a broker
     /// serves at once.
-    pub async fn event_stream(
-        self: &Arc<Self>,
-        q: EventQuery,
-    ) -> Result<mpsc::Receiver<Arc<Fed>>, Error> {
+    pub async fn event_stream(self: &Arc<Self>, q: EventQuery) -> Result<Events, Error> {
         let permit = Arc::clone(&self.streams)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyStreams)?;
         // Before the first read, so nothing committed meanwhile falls between the two.
         let live = self.feed.subscribe();
-        let after = match q.after {
+        let last = match q.after {
             Some(a) => a,
             None => self.store.stream_head().await?,
         };
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let svc = Arc::clone(self);
-        self.tasks.spawn_on(
-            async move {
-                svc.follow(q, after, live, tx).await;
-                drop(permit);
-            },
-            &self.runtime,
-        );
-        Ok(rx)
-    }
-
-    async fn follow(
-        &self,
-        q: EventQuery,
-        mut last: u64,
-        mut live: broadcast::Receiver<Arc<Fed>>,
-        tx: mpsc::Sender<Arc<Fed>>,
-    ) {
-        if let Next::Stop = self.catch_up(&q, &mut last, &tx).await {
-            return;
-        }
-        loop {
-            let next = tokio::select! {
-                () = self.closing.cancelled() => return,
-                () = tx.closed() => return,
-                e = live.recv() => e,
-            };
-            let step = match next {
-                Ok(f) if f.event.id <= last => Next::Go,
-                Ok(f) if f.event.id == last + 1 => {
-                    last = f.event.id;
-                    if q.matches(&f.event) && tx.send(f).await.is_err() {
-                        Next::Stop
-                    } else {
-                        Next::Go
-                    }
-                }
-                // Behind the feed: the store has what was missed.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.catch_up(&q, &mut last, &tx).await
-                }
-                Err(broadcast::error::RecvError::Closed) => Next::Stop,
-            };
-            if let Next::Stop = step {
-                return;
-            }
-        }
-    }
-
-    /// Sends what the store has after `last`, in order.
-    async fn catch_up(&self, q: &EventQuery, last: &mut u64, tx: &mpsc::Sender<Arc<Fed>>) -> Next {
-        loop {
-            let page = match self.store.stream_after(*last, PAGE).await {
-                Ok(p) => p,
-                Err(e) => {
-                    // The client reconnects with its Last-Event-ID and loses nothing.
-                    tracing::warn!(error = %e, "event stream: cannot read the store; closing it");
-                    return Next::Stop;
-                }
-            };
-            let full = page.len() == PAGE as usize;
-            for e in page {
-                *last = e.id;
-                if q.matches(&e) && tx.send(Fed::new(e)).await.is_err() {
-                    return Next::Stop;
-                }
-            }
-            if !full {
-                return Next::Go;
-            }
-        }
+        Ok(Events {
+            svc: Arc::clone(self),
+            q,
+            last,
+            live,
+            backlog: VecDeque::new(),
+            behind: true,
+            done: false,
+            _permit: permit,
+        })
     }
 
     /// Records a host event: the host as it now is, and who caused it.

@@ -3,7 +3,8 @@
 //! A broker (memory store, or a throwaway MariaDB with `--mariadb`) and agents in this
 //! process over loopback, starting the same game as `pairs`:
 //! 1. start p50 with no event stream open, with 100 open (each read by a lean client that
-//!    counts events), and with none again, one client doing start+end pairs;
+//!    counts events, in a process of its own, so this process's CPU is the broker's and not
+//!    the readers'), and with none again, one client doing start+end pairs;
 //! 2. the delay from a game's exit (SIGTERM to its process group) to an SSE client reading
 //!    `session.ended`, and to a webhook receiver (on loopback, answering 200 at once) having
 //!    its POST, against the game's own exit (SIGTERM to reaped) as the floor.
@@ -75,6 +76,124 @@ async fn lean_reader(addr: SocketAddr, opened: Arc<AtomicU64>, received: Arc<Ato
     }
 }
 
+/// The readers of the loaded phase (`arcade-bench stream-readers`, internal): `streams` lean
+/// readers of `addr`'s event stream. Prints `opened N` once all are open, then `received N`
+/// as events arrive, and at the end (its standard input closed) `cpu MICROS`, its own CPU.
+pub async fn serve_readers(addr: SocketAddr, streams: usize) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let received = Arc::new(AtomicU64::new(0));
+    let opened = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..streams)
+        .map(|_| {
+            tokio::spawn(lean_reader(
+                addr,
+                Arc::clone(&opened),
+                Arc::clone(&received),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while opened.load(Ordering::Relaxed) < streams as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("opened {}", opened.load(Ordering::Relaxed));
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut told = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            line = stdin.next_line() => if !matches!(line, Ok(Some(_))) { break },
+            _ = tick.tick() => {}
+        }
+        let now = received.load(Ordering::Relaxed);
+        if now != told {
+            told = now;
+            println!("received {now}");
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    println!("received {}", received.load(Ordering::Relaxed));
+    println!("cpu {:.0}", stats::CpuMark::zero().per_op(1).0);
+    true
+}
+
+/// The stream readers' process, and what it said.
+struct Readers {
+    child: tokio::process::Child,
+    opened: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    cpu_us: Arc<AtomicU64>,
+    lines: tokio::task::JoinHandle<()>,
+}
+
+impl Readers {
+    /// Starts `streams` readers of `addr` in a process of their own, and waits until they
+    /// are open (or 10 s).
+    async fn start(addr: SocketAddr, streams: usize) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().expect("this program");
+        let mut child = tokio::process::Command::new(exe)
+            .args(["stream-readers", "--addr", &addr.to_string()])
+            .args(["--streams", &streams.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the readers' process");
+        let (opened, received, cpu_us) = Default::default();
+        let said = (
+            Arc::clone(&opened),
+            Arc::clone(&received),
+            Arc::clone(&cpu_us),
+        );
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("its stdout")).lines();
+        let lines = tokio::spawn(async move {
+            let (opened, received, cpu_us): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) = said;
+            while let Ok(Some(line)) = out.next_line().await {
+                let Some((what, n)) = line.split_once(' ') else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match what {
+                    "opened" => opened.store(n, Ordering::Relaxed),
+                    "received" => received.store(n, Ordering::Relaxed),
+                    "cpu" => cpu_us.store(n, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
+        });
+        let me = Self {
+            child,
+            opened,
+            received,
+            cpu_us,
+            lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while me.opened.load(Ordering::Relaxed) < streams as u64 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        me
+    }
+
+    /// Events received so far, over all streams.
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Ends the readers and waits for their process (so its CPU is not counted later):
+    /// answers their CPU, in µs.
+    async fn stop(mut self) -> u64 {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.kill().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.lines).await;
+        self.cpu_us.load(Ordering::Relaxed)
+    }
+}
+
 /// Start latencies of `n` start+end pairs through `client`.
 async fn starts(client: &Client, n: usize) -> (Summary, usize) {
     let (mut s, _, _, errors) = load::timed_pairs(PairClient::portal(client.clone()), n).await;
@@ -136,33 +255,18 @@ pub async fn run(mut a: Args) -> bool {
 
     // 1. Start latency without, with, and again without open streams.
     let (quiet1, e1) = starts(&client, a.pairs).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let opened = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::new();
-    for _ in 0..a.streams {
-        readers.push(tokio::spawn(lean_reader(
-            broker.http_addr,
-            Arc::clone(&opened),
-            Arc::clone(&received),
-        )));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while opened.load(Ordering::Relaxed) < a.streams as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let readers = Readers::start(broker.http_addr, a.streams).await;
     let mark = stats::CpuMark::now();
     let (loaded, e2) = starts(&client, a.pairs).await;
     let (cpu_loaded, _) = mark.per_op(a.pairs);
     // Every stream reads every event of those pairs (4 each), within a bound.
     let expected = (a.streams * a.pairs * 4) as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    while readers.received() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for r in &readers {
-        r.abort();
-    }
-    let told = received.load(Ordering::Relaxed);
+    let told = readers.received();
+    let readers_cpu = readers.stop().await;
     let mark = stats::CpuMark::now();
     let (quiet2, e3) = starts(&client, a.pairs).await;
     let (cpu_quiet, _) = mark.per_op(a.pairs);
@@ -253,9 +357,13 @@ pub async fn run(mut a: Args) -> bool {
         a.streams
     );
     println!(
-        "CPU per pair (this process: broker, agents, games, clients and the stream readers): {cpu_quiet:.0} µs without streams, {cpu_loaded:.0} µs with {}: {:.1} µs per event per stream",
+        "CPU per pair (this process: broker, agents, games, client; the readers run apart): {cpu_quiet:.0} µs without streams, {cpu_loaded:.0} µs with {}: the broker's {:.1} µs per event per stream",
         a.streams,
         (cpu_loaded - cpu_quiet) / (4.0 * a.streams as f64)
+    );
+    println!(
+        "the readers' own CPU (their process, lean readers counting lines): {:.1} µs per event per stream",
+        readers_cpu as f64 / told.max(1) as f64
     );
     println!("errors: {errors}");
     let slower = loaded.p50 / quiet1.p50.max(quiet2.p50);

@@ -60,6 +60,16 @@ enum Command {
     /// The broker process of `scale` (internal).
     #[command(hide = true)]
     ServeBroker,
+    /// The stream readers' process of `events` (internal).
+    #[command(hide = true)]
+    StreamReaders {
+        /// The broker's HTTP address.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// How many streams.
+        #[arg(long)]
+        streams: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +88,9 @@ fn main() -> std::process::ExitCode {
             Some(Command::Ready(a)) => ready::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
+            Some(Command::StreamReaders { addr, streams }) => {
+                events::serve_readers(addr, streams).await
+            }
         }
     });
     if ok {

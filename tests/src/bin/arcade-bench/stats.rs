@@ -305,6 +305,14 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
+    /// No CPU used: `per_op` from it is all this process has used.
+    pub fn zero() -> Self {
+        Self {
+            cpu: Duration::ZERO,
+            ..Self::now()
+        }
+    }
+
     pub fn now() -> Self {
         use nix::sys::resource::{getrusage, UsageWho};
         let used = |who| {
