@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portal_client::Client;
-use protocol::api::{SessionQuery, SessionStatus, StartSession};
-use protocol::{GameId, SessionId};
+use protocol::api::{SessionQuery, SessionStatus};
+use protocol::SessionId;
 use tests::{group_alive, processes_of, wait_until, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -56,17 +56,6 @@ impl Drop for Agent {
     }
 }
 
-fn sleeper() -> StartSession {
-    StartSession {
-        game_id: GameId::new("sleeper").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 async fn online(client: &Client) {
     tests::wait_hosts_online(client, 1).await;
 }
@@ -88,7 +77,12 @@ async fn a_killed_agent_restarts_and_readopts_its_games() {
 
     let mut running = Vec::new();
     for _ in 0..3 {
-        running.push(client.start_session(&sleeper()).await.unwrap());
+        running.push(
+            client
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap(),
+        );
     }
     // Load in flight, then kill -9.
     let mut load = Vec::new();
@@ -98,7 +92,7 @@ async fn a_killed_agent_restarts_and_readopts_its_games() {
         load.push(tokio::spawn(async move {
             match end {
                 Some(id) => client.end_session(&id).await,
-                None => client.start_session(&sleeper()).await,
+                None => client.start_session(&tests::start("sleeper")).await,
             }
         }));
     }

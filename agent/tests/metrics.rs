@@ -7,8 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portal_client::Client;
-use protocol::api::StartSession;
-use protocol::GameId;
 use tests::{wait_until, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -19,17 +17,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
     }
 }
 
@@ -124,9 +111,18 @@ async fn the_agent_serves_its_counts_to_prometheus() {
     let before = scrape(&url).await;
     assert_eq!(value(&before, "arcade_agent_games_running", ""), 0.0);
 
-    let a = client.start_session(&start("sleeper")).await.unwrap();
-    let _b = client.start_session(&start("sleeper")).await.unwrap();
-    let e = client.start_session(&start("broken")).await.unwrap_err();
+    let a = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
+    let _b = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
+    let e = client
+        .start_session(&tests::start("broken"))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), Some(502), "{e}");
     let during = scrape(&url).await;
     assert_eq!(value(&during, "arcade_agent_games_running", ""), 2.0);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use portal_client::Client;
-use protocol::api::{EndReason, HostStatus, SessionQuery, SessionStatus, StartSession};
-use protocol::{GameId, HostId, SessionId};
+use protocol::api::{EndReason, HostStatus, SessionQuery, SessionStatus};
+use protocol::{HostId, SessionId};
 use tests::{group_alive, mariadb, wait_until, AgentOptions, TestAgent};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -60,17 +60,6 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn sleeper() -> StartSession {
-    StartSession {
-        game_id: GameId::new("sleeper").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
     }
 }
 
@@ -129,7 +118,10 @@ async fn a_killed_broker_restarts_on_its_database_and_loses_nothing() {
     let mut acked: HashMap<SessionId, (SessionStatus, Option<u32>)> = HashMap::new();
     let mut running = Vec::new();
     for _ in 0..6 {
-        let s = client.start_session(&sleeper()).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         acked.insert(s.session_id.clone(), (s.status, s.pid));
         running.push(s);
     }
@@ -152,7 +144,7 @@ async fn a_killed_broker_restarts_on_its_database_and_loses_nothing() {
         burst.push(tokio::spawn(async move {
             match end {
                 Some(id) => client.end_session(&id).await,
-                None => client.start_session(&sleeper()).await,
+                None => client.start_session(&tests::start("sleeper")).await,
             }
         }));
     }
@@ -302,14 +294,7 @@ async fn the_event_stream_loses_and_repeats_nothing_across_a_kill_9() {
     let broker_addr = format!("127.0.0.1:{agent_port}").parse().unwrap();
     let _agent = TestAgent::start(broker_addr, AgentOptions::host("ev-host")).await;
     hosts_online(&client, 1).await;
-    let game = || StartSession {
-        game_id: GameId::new("game").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    };
+    let game = || tests::start("game");
     let mut acked = Vec::new();
     for _ in 0..3 {
         acked.push(client.start_session(&game()).await.unwrap());

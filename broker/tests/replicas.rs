@@ -235,17 +235,6 @@ impl Cluster {
     }
 }
 
-fn sleeper() -> StartSession {
-    StartSession {
-        game_id: GameId::new("sleeper").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 fn no_capacity(e: &ClientError) -> bool {
     matches!(
         e,
@@ -304,7 +293,7 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     assert_eq!(total, 50);
     let starts = (0..100).map(|i| {
         let client = c.client(i);
-        async move { client.start_session(&sleeper()).await }
+        async move { client.start_session(&tests::start("sleeper")).await }
     });
     let results = futures::future::join_all(starts).await;
     let mut started: Vec<Session> = Vec::new();
@@ -372,13 +361,13 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     // session and starts nothing.
     let first = c
         .client(0)
-        .start_session_idempotent(&sleeper(), "order-42")
+        .start_session_idempotent(&tests::start("sleeper"), "order-42")
         .await
         .unwrap();
     for i in 1..3 {
         let again = c
             .client(i)
-            .start_session_idempotent(&sleeper(), "order-42")
+            .start_session_idempotent(&tests::start("sleeper"), "order-42")
             .await
             .unwrap();
         assert_eq!(again.session_id, first.session_id);
@@ -398,14 +387,7 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     // others fetch it from the owner page by page (`chatty` prints about 210 KB).
     let chatty = c
         .client(0)
-        .start_session(&StartSession {
-            game_id: GameId::new("chatty").unwrap(),
-            mode: None,
-            config: None,
-            settings: Default::default(),
-            user_id: None,
-            max_duration_s: None,
-        })
+        .start_session(&tests::start("chatty"))
         .await
         .unwrap();
     let id = chatty.session_id.clone();
@@ -436,7 +418,11 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
     let host = first.host_id.clone();
     c.client(2).drain_host(&host).await.unwrap();
     for i in 0..6 {
-        let s = c.client(i).start_session(&sleeper()).await.unwrap();
+        let s = c
+            .client(i)
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         assert_ne!(s.host_id, host, "a drained host took a session");
     }
 }
@@ -510,7 +496,12 @@ async fn a_replica_killed_under_load_loses_no_session_and_leaves_no_orphan() {
     let before: Vec<Session> = {
         let mut v = Vec::new();
         for i in 0..6 {
-            v.push(c.client(i).start_session(&sleeper()).await.unwrap());
+            v.push(
+                c.client(i)
+                    .start_session(&tests::start("sleeper"))
+                    .await
+                    .unwrap(),
+            );
         }
         v
     };
@@ -520,7 +511,7 @@ async fn a_replica_killed_under_load_loses_no_session_and_leaves_no_orphan() {
     let loop_acked = std::sync::Arc::clone(&acked);
     let starts = tokio::spawn(async move {
         for i in 0..30 {
-            if let Ok(s) = clients[i % 3].start_session(&sleeper()).await {
+            if let Ok(s) = clients[i % 3].start_session(&tests::start("sleeper")).await {
                 loop_acked.lock().unwrap().push(s);
             }
         }
@@ -592,7 +583,7 @@ async fn a_start_a_dead_replica_left_fails_at_its_deadline_whoever_sweeps() {
     for (i, host) in c.capacity.keys().enumerate() {
         let s = broker::session::new_session(
             SessionId::new(format!("left-by-a-dead-replica-{i}")).unwrap(),
-            sleeper().game_id,
+            GameId::new("sleeper").unwrap(),
             "default".into(),
             None,
             host.clone(),
@@ -633,7 +624,7 @@ async fn a_paused_replica_whose_agents_moved_on_changes_nothing_when_it_resumes(
     for i in 0..8 {
         sessions.push(
             c.client(others[i % 2])
-                .start_session(&sleeper())
+                .start_session(&tests::start("sleeper"))
                 .await
                 .unwrap(),
         );
@@ -690,7 +681,12 @@ async fn without_nats_a_replica_answers_503_for_others_hosts_and_serves_its_own(
     };
     let mut sessions = Vec::new();
     for i in 0..12 {
-        sessions.push(c.client(i).start_session(&sleeper()).await.unwrap());
+        sessions.push(
+            c.client(i)
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap(),
+        );
     }
     let owners = c.owners(0).await;
     let b1 = c.replicas[0].id.clone();
@@ -754,7 +750,12 @@ async fn a_replica_stopped_with_sigterm_hands_its_agents_over_without_losing_a_s
     };
     let mut sessions = Vec::new();
     for i in 0..10 {
-        sessions.push(c.client(i).start_session(&sleeper()).await.unwrap());
+        sessions.push(
+            c.client(i)
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap(),
+        );
     }
     let leaving = busiest(&c).await;
     let leaving_id = c.replicas[leaving].id.clone();
@@ -826,7 +827,7 @@ async fn a_pool_serves_starts_through_every_replica_each_ready_game_once() {
     let starts: Vec<_> = (0..24)
         .map(|i| {
             let client = c.client(i);
-            tokio::spawn(async move { client.start_session(&sleeper()).await })
+            tokio::spawn(async move { client.start_session(&tests::start("sleeper")).await })
         })
         .collect();
     let mut ids = HashSet::new();
@@ -859,8 +860,7 @@ async fn a_users_quota_holds_across_replicas() {
     };
     let of_user = StartSession {
         user_id: Some("player-1".into()),
-        max_duration_s: None,
-        ..sleeper()
+        ..tests::start("sleeper")
     };
     let starts: Vec<_> = (0..12)
         .map(|i| {

@@ -573,17 +573,6 @@ mod tests {
         "pid":4242,"created_at":"2026-11-23T10:00:00Z","started_at":"2026-11-23T10:00:01Z",
         "ended_at":null,"end_reason":null,"exit_code":null}"#;
 
-    fn start(game: &str) -> StartSession {
-        StartSession {
-            game_id: GameId::new(game).unwrap(),
-            mode: Some("periodic".into()),
-            config: None,
-            settings: Default::default(),
-            user_id: None,
-            max_duration_s: None,
-        }
-    }
-
     #[test]
     fn base_urls_are_checked_and_normalised() {
         let ok = |u: &str| parse_base_url(u).unwrap();
@@ -625,8 +614,12 @@ mod tests {
     async fn start_sends_key_body_and_idempotency_key() {
         let (url, request) = serve_once("201 Created", &[], SESSION_JSON).await;
         let client = Client::new(&url, Some("secret".into())).unwrap();
+        let req = StartSession {
+            mode: Some("periodic".into()),
+            ..StartSession::new(GameId::new("sleeper").unwrap())
+        };
         let session = client
-            .start_session_idempotent(&start("sleeper"), "retry-1")
+            .start_session_idempotent(&req, "retry-1")
             .await
             .unwrap();
         assert_eq!(session.status, SessionStatus::Running);
@@ -690,7 +683,10 @@ mod tests {
         let (url, _request) =
             serve_once("503 Service Unavailable", &[("Retry-After", "5")], body).await;
         let client = Client::new(&url, None).unwrap();
-        let err = client.start_session(&start("sleeper")).await.unwrap_err();
+        let err = client
+            .start_session(&StartSession::new(GameId::new("sleeper").unwrap()))
+            .await
+            .unwrap_err();
         match &err {
             ClientError::Api {
                 status,
@@ -762,7 +758,10 @@ mod tests {
             .build()
             .unwrap();
         let err = rt
-            .block_on(client.start_session_idempotent(&start("g"), "a b"))
+            .block_on(
+                client
+                    .start_session_idempotent(&StartSession::new(GameId::new("g").unwrap()), "a b"),
+            )
             .unwrap_err();
         assert!(matches!(err, ClientError::InvalidHeader("idempotency key")));
     }

@@ -18,14 +18,7 @@
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::new("http://127.0.0.1:8080", Some("portal-key".to_owned()))?;
 //! let session = client
-//!     .start_session(&StartSession {
-//!         game_id: GameId::new("sleeper")?,
-//!         mode: None,
-//!         config: None,
-//!         settings: Default::default(),
-//!         user_id: None,
-//!         max_duration_s: None,
-//!     })
+//!     .start_session(&StartSession::new(GameId::new("sleeper")?))
 //!     .await?;
 //! println!("connect to {:?}:{:?}", session.ip, session.port);
 //! client.end_session(&session.session_id).await?;

@@ -41,6 +41,14 @@ pub fn init_tracing() {
     });
 }
 
+/// A start of `game` with every other field left to its default (the game's default mode,
+/// config and settings, no user, no limit of its own): the one start request of the tests and
+/// benchmarks. Set the fields that differ with struct update syntax,
+/// `StartSession { user_id: Some(..), ..tests::start("sleeper") }`.
+pub fn start(game: &str) -> protocol::api::StartSession {
+    protocol::api::StartSession::new(protocol::GameId::new(game).expect("a valid game id"))
+}
+
 /// The test game program, built with this crate.
 pub fn test_game() -> PathBuf {
     // Test executables live in target/<profile>/deps; cargo builds this crate's binaries into

@@ -8,20 +8,8 @@
 
 use agent::catalog::{Catalog, GameEntry};
 use portal_client::{Client, ClientError};
-use protocol::api::{ErrorCode, StartSession};
-use protocol::GameId;
+use protocol::api::ErrorCode;
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
-
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
 
 /// A catalog of `/bin/sleep` games with these names.
 fn sleepers(names: &[&str]) -> Catalog {
@@ -46,7 +34,7 @@ fn agent(host: &str, games: &[&str]) -> AgentOptions {
 
 /// What a start of `game` answers, when it fails: status, code and `Retry-After`.
 async fn refused(client: &Client, game: &str) -> (u16, ErrorCode, Option<u64>) {
-    match client.start_session(&start(game)).await {
+    match client.start_session(&tests::start(game)).await {
         Ok(s) => panic!("{game} started: {s:?}"),
         Err(ClientError::Api {
             status,
@@ -73,7 +61,7 @@ async fn answers(opts: impl Fn() -> BrokerOptions, durable: bool) {
     let a = TestAgent::start(broker.agent_addr, agent("host-a", &["pong", "tetris"])).await;
     tests::wait_hosts_online(&client, 1).await;
     assert_eq!(refused(&client, "no-such-game").await, UNKNOWN);
-    let s = client.start_session(&start("pong")).await.unwrap();
+    let s = client.start_session(&tests::start("pong")).await.unwrap();
     client.end_session(&s.session_id).await.unwrap();
 
     // host-a comes back without tetris, and host-b offers chess: tetris is still known (503),

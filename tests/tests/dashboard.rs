@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use portal_client::Client;
-use protocol::api::{HostStatus, SessionStatus, StartSession};
-use protocol::GameId;
+use protocol::api::{HostStatus, SessionStatus};
 use serde_json::{json, Value};
 use tests::keys::{PORTAL, PROVIDER};
 use tests::{group_alive, secured, wait_until};
@@ -212,17 +211,6 @@ impl Browser {
     }
 }
 
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_changes_and_its_buttons_act() {
     let Some(driver) = Driver::start().await else {
@@ -263,7 +251,7 @@ async fn the_dashboard_shows_live_changes_and_its_buttons_act() {
     // Sessions started through the API appear without a reload.
     let mut sessions = Vec::new();
     for game in ["game", "sleeper", "game"] {
-        sessions.push(portal.start_session(&start(game)).await.unwrap());
+        sessions.push(portal.start_session(&tests::start(game)).await.unwrap());
     }
     for s in &sessions {
         let row = format!("tr[data-session='{}']", s.session_id);

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use portal_client::{Client, ClientError};
-use protocol::api::{EndReason, ErrorCode, HostStatus, SessionQuery, SessionStatus, StartSession};
-use protocol::{GameId, HostId};
+use protocol::api::{EndReason, ErrorCode, HostStatus, SessionQuery, SessionStatus};
+use protocol::HostId;
 use serde_json::Value;
 use tests::{
     greeting, group_alive, pid_alive, wait_until, AgentOptions, BrokerOptions, TestAgent,
@@ -14,17 +14,6 @@ use tests::{
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
 
 /// A broker and `hosts` agents, all registered.
 async fn system(hosts: &[AgentOptions]) -> (TestBroker, Vec<TestAgent>, Client) {
@@ -84,7 +73,7 @@ fn api_code(e: &ClientError) -> Option<ErrorCode> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_gives_a_live_game_and_end_leaves_no_process() {
     let (broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("game")).await.unwrap();
+    let s = client.start_session(&tests::start("game")).await.unwrap();
     assert_eq!(s.status, SessionStatus::Running);
     assert_eq!(s.mode, "normal");
     assert_eq!(s.ip, Some("127.0.0.1".parse().unwrap()));
@@ -110,7 +99,10 @@ async fn start_gives_a_live_game_and_end_leaves_no_process() {
     let again = client.end_session(&s.session_id).await.unwrap();
     assert_eq!(again, ended);
     // The port came back to the pool: the next game gets it.
-    let next = client.start_session(&start("sleeper")).await.unwrap();
+    let next = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert_eq!(next.port, Some(port));
     client.end_session(&next.session_id).await.unwrap();
     broker.stop().await.unwrap();
@@ -119,7 +111,10 @@ async fn start_gives_a_live_game_and_end_leaves_no_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_game_that_exits_ends_its_session_with_its_code() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("crasher")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("crasher"))
+        .await
+        .unwrap();
     assert_eq!(s.status, SessionStatus::Running);
     let id = s.session_id.clone();
     wait_until("the crasher's session ends", WAIT, || {
@@ -138,7 +133,10 @@ async fn a_game_that_exits_ends_its_session_with_its_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_game_that_dies_at_once_is_reported_not_lost() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("instant-crash")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("instant-crash"))
+        .await
+        .unwrap();
     let id = s.session_id.clone();
     wait_until("the session ends", WAIT, || {
         let (client, id) = (client.clone(), id.clone());
@@ -157,7 +155,10 @@ async fn a_game_ignoring_sigterm_is_killed_after_the_grace() {
     let mut opts = AgentOptions::host("host-a");
     opts.stop_grace = Duration::from_millis(500);
     let (_broker, agents, client) = system(&[opts]).await;
-    let s = client.start_session(&start("stubborn")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("stubborn"))
+        .await
+        .unwrap();
     let pid = s.pid.unwrap();
     let log = agents[0]
         .state_dir
@@ -186,7 +187,7 @@ async fn a_game_ignoring_sigterm_is_killed_after_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forking_launcher_keeps_its_session_until_the_game_is_gone() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("forker")).await.unwrap();
+    let s = client.start_session(&tests::start("forker")).await.unwrap();
     let (launcher, port) = (s.pid.unwrap(), s.port.unwrap());
     wait_until("the launcher has exited", WAIT, || async move {
         !pid_alive(launcher)
@@ -216,7 +217,7 @@ async fn bad_requests_get_json_errors() {
     let post = reqwest::Method::POST;
 
     let e = client
-        .start_session(&start("no-such-game"))
+        .start_session(&tests::start("no-such-game"))
         .await
         .unwrap_err();
     assert_eq!(
@@ -248,7 +249,7 @@ async fn bad_requests_get_json_errors() {
         (413, Some("payload_too_large"))
     );
 
-    let mut bad_mode = start("game");
+    let mut bad_mode = tests::start("game");
     bad_mode.mode = Some("nightmare".into());
     let e = client.start_session(&bad_mode).await.unwrap_err();
     assert_eq!(
@@ -258,7 +259,7 @@ async fn bad_requests_get_json_errors() {
     assert!(e.to_string().contains("normal, hard"), "{e}");
 
     for config in ["../../etc/passwd", "/etc/passwd", "missing.conf"] {
-        let mut req = start("configured");
+        let mut req = tests::start("configured");
         req.config = Some(config.into());
         let e = client.start_session(&req).await.unwrap_err();
         assert_eq!(
@@ -267,7 +268,7 @@ async fn bad_requests_get_json_errors() {
             "{config}"
         );
     }
-    let mut req = start("configured");
+    let mut req = tests::start("configured");
     req.config = Some("good.conf".into());
     let s = client.start_session(&req).await.unwrap();
     assert_eq!(s.config.as_deref(), Some("good.conf"));
@@ -310,7 +311,10 @@ async fn bad_requests_get_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_cannot_start_is_a_502_that_names_why() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let e = client.start_session(&start("broken")).await.unwrap_err();
+    let e = client
+        .start_session(&tests::start("broken"))
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.status(), api_code(&e)),
         (Some(502), Some(ErrorCode::LaunchFailed))
@@ -332,7 +336,10 @@ async fn no_free_slot_is_503_with_retry_after() {
     let mut opts = AgentOptions::host("host-a");
     opts.max_sessions = 1;
     let (broker, _agents, client) = system(&[opts]).await;
-    let first = client.start_session(&start("sleeper")).await.unwrap();
+    let first = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     let (status, headers, json) = raw(
         reqwest::Method::POST,
         format!("{}/v1/sessions", broker.url),
@@ -345,7 +352,10 @@ async fn no_free_slot_is_503_with_retry_after() {
     );
     assert!(headers.get("retry-after").is_some());
     client.end_session(&first.session_id).await.unwrap();
-    let second = client.start_session(&start("sleeper")).await.unwrap();
+    let second = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     client.end_session(&second.session_id).await.unwrap();
 }
 
@@ -356,7 +366,7 @@ async fn concurrent_starts_never_overfill_a_host() {
     let (_broker, _agents, client) = system(&[opts]).await;
     let starts = (0..10).map(|_| {
         let client = client.clone();
-        async move { client.start_session(&start("sleeper")).await }
+        async move { client.start_session(&tests::start("sleeper")).await }
     });
     let results = futures_join_all(starts).await;
     let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -388,8 +398,14 @@ where
 async fn sessions_spread_over_hosts_and_drain_and_resume() {
     let (_broker, _agents, client) =
         system(&[AgentOptions::host("host-a"), AgentOptions::host("host-b")]).await;
-    let a = client.start_session(&start("sleeper")).await.unwrap();
-    let b = client.start_session(&start("sleeper")).await.unwrap();
+    let a = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
+    let b = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert_ne!(
         a.host_id, b.host_id,
         "the least loaded host gets the next session"
@@ -404,7 +420,10 @@ async fn sessions_spread_over_hosts_and_drain_and_resume() {
     let drained = client.drain_host(&host_a).await.unwrap();
     assert_eq!(drained.status, HostStatus::Draining);
     for _ in 0..2 {
-        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         assert_eq!(
             s.host_id.as_str(),
             "host-b",
@@ -418,7 +437,10 @@ async fn sessions_spread_over_hosts_and_drain_and_resume() {
     );
     let resumed = client.resume_host(&host_a).await.unwrap();
     assert_eq!(resumed.status, HostStatus::Online);
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert_eq!(s.host_id.as_str(), "host-a");
 
     let e = client
@@ -574,7 +596,10 @@ async fn an_agent_started_before_its_broker_connects_by_itself() {
         }
     })
     .await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     client.end_session(&s.session_id).await.unwrap();
     agent.stop().await;
 }
@@ -582,7 +607,10 @@ async fn an_agent_started_before_its_broker_connects_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_agent_takes_its_games_down_and_goes_offline() {
     let (_broker, mut agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     let pid = s.pid.unwrap();
     agents.pop().unwrap().stop().await;
     assert!(!group_alive(pid));
@@ -597,17 +625,17 @@ async fn a_stopped_agent_takes_its_games_down_and_goes_offline() {
 async fn idempotent_start_starts_one_game() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
     let first = client
-        .start_session_idempotent(&start("sleeper"), "key-1")
+        .start_session_idempotent(&tests::start("sleeper"), "key-1")
         .await
         .unwrap();
     let again = client
-        .start_session_idempotent(&start("sleeper"), "key-1")
+        .start_session_idempotent(&tests::start("sleeper"), "key-1")
         .await
         .unwrap();
     assert_eq!(first.session_id, again.session_id);
     assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
     let e = client
-        .start_session_idempotent(&start("game"), "key-1")
+        .start_session_idempotent(&tests::start("game"), "key-1")
         .await
         .unwrap_err();
     assert_eq!(
@@ -690,7 +718,7 @@ mod agent_link {
         let client = Client::new(&broker.url, None).unwrap();
         let starting = tokio::spawn({
             let client = client.clone();
-            async move { client.start_session(&start("sleeper")).await }
+            async move { client.start_session(&tests::start("sleeper")).await }
         });
         let req = fake.expect_launch().await;
         let e = starting.await.unwrap().unwrap_err();
@@ -730,7 +758,7 @@ mod agent_link {
         let client = Client::new(&broker.url, None).unwrap();
         let starting = tokio::spawn({
             let client = client.clone();
-            async move { client.start_session(&start("sleeper")).await }
+            async move { client.start_session(&tests::start("sleeper")).await }
         });
         let req = fake.expect_launch().await;
         fake.launched(&req.session_id).await;
@@ -773,8 +801,14 @@ mod agent_link {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_game_exit_code_and_a_signal_are_reported() {
     let (_broker, _agents, client) = system(&[AgentOptions::host("host-a")]).await;
-    let forked = client.start_session(&start("fork-crasher")).await.unwrap();
-    let killed = client.start_session(&start("sleeper")).await.unwrap();
+    let forked = client
+        .start_session(&tests::start("fork-crasher"))
+        .await
+        .unwrap();
+    let killed = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(killed.pid.unwrap() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -806,35 +840,35 @@ async fn idempotent_retries_hold_even_when_the_host_is_full() {
     opts.max_sessions = 1;
     let (_broker, _agents, client) = system(&[opts]).await;
     let first = client
-        .start_session_idempotent(&start("sleeper"), "order-7")
+        .start_session_idempotent(&tests::start("sleeper"), "order-7")
         .await
         .unwrap();
     // The host is full now; a retry still answers the first session, and starts nothing.
     let retry = client
-        .start_session_idempotent(&start("sleeper"), "order-7")
+        .start_session_idempotent(&tests::start("sleeper"), "order-7")
         .await
         .unwrap();
     assert_eq!(retry.session_id, first.session_id);
     // Reusing the key for something else is refused, and does not unbind it.
     let e = client
-        .start_session_idempotent(&start("game"), "order-7")
+        .start_session_idempotent(&tests::start("game"), "order-7")
         .await
         .unwrap_err();
     assert_eq!(api_code(&e), Some(ErrorCode::Conflict));
     let again = client
-        .start_session_idempotent(&start("sleeper"), "order-7")
+        .start_session_idempotent(&tests::start("sleeper"), "order-7")
         .await
         .unwrap();
     assert_eq!(again.session_id, first.session_id);
     assert_eq!(client.hosts().await.unwrap().hosts[0].sessions, 1);
     // A failed start forgets its key: the retry may start.
     let e = client
-        .start_session_idempotent(&start("broken"), "order-8")
+        .start_session_idempotent(&tests::start("broken"), "order-8")
         .await;
     assert!(e.is_err());
     client.end_session(&first.session_id).await.unwrap();
     let e = client
-        .start_session_idempotent(&start("broken"), "order-8")
+        .start_session_idempotent(&tests::start("broken"), "order-8")
         .await
         .unwrap_err();
     assert_eq!(
@@ -869,7 +903,10 @@ async fn a_session_history_says_who_did_what() {
 /// is recorded in one change with both its events.
 async fn history_says_who_did_what(opts: BrokerOptions) {
     let (broker, _agents, client) = system_with(opts, &[AgentOptions::host("host-a")]).await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     client.end_session(&s.session_id).await.unwrap();
     let (status, _, json) = raw(
         reqwest::Method::GET,
@@ -915,8 +952,14 @@ mod agent_restart {
         };
         let agent = TestAgent::start(broker.agent_addr, opts()).await;
         tests::wait_hosts_online(&client, 1).await;
-        let kept = client.start_session(&start("sleeper")).await.unwrap();
-        let gone = client.start_session(&start("sleeper")).await.unwrap();
+        let kept = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
+        let gone = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         agent.stop().await;
         assert!(
             group_alive(kept.pid.unwrap()),
@@ -1173,7 +1216,10 @@ mod database {
         let agent = TestAgent::start(broker.agent_addr, agent_opts()).await;
         let client = Client::new(&broker.url, None).unwrap();
         tests::wait_hosts_online(&client, 1).await;
-        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         let pid = s.pid.unwrap();
         // The agent goes away (its game runs on), and so does the broker.
         agent.stop().await;
@@ -1223,7 +1269,10 @@ mod database {
         let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
         let client = Client::new(&broker.url, None).unwrap();
         tests::wait_hosts_online(&client, 1).await;
-        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         let (status, _, json) =
             raw(reqwest::Method::GET, format!("{}/readyz", broker.url), None).await;
         assert_eq!((status, &json["status"]), (200, &Value::from("ready")));
@@ -1250,7 +1299,10 @@ mod database {
         )
         .await;
         assert_eq!(status, 200);
-        let e = client.start_session(&start("sleeper")).await.unwrap_err();
+        let e = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap_err();
         assert_eq!(
             (e.status(), api_code(&e)),
             (Some(503), Some(ErrorCode::StoreUnavailable)),
@@ -1299,7 +1351,7 @@ async fn a_graceful_stop_finishes_requests_in_flight_then_tells_agents() {
     let client = Client::new(&broker.url, None).unwrap();
     let starting = tokio::spawn({
         let client = client.clone();
-        async move { client.start_session(&start("sleeper")).await }
+        async move { client.start_session(&tests::start("sleeper")).await }
     });
     let req = fake.expect_launch().await;
     // SIGTERM arrives while the start waits for its agent.
@@ -1338,7 +1390,7 @@ async fn an_agent_moves_to_the_next_broker_when_its_broker_goes_away() {
         c2.hosts().await.unwrap().hosts.is_empty(),
         "one link at a time"
     );
-    let s = c1.start_session(&start("sleeper")).await.unwrap();
+    let s = c1.start_session(&tests::start("sleeper")).await.unwrap();
     let pid = s.pid.unwrap();
     // The first broker stops: the agent moves on. This second broker keeps its own records
     // (no shared database here), so to it the game has no session, and it is stopped.
@@ -1350,7 +1402,7 @@ async fn an_agent_moves_to_the_next_broker_when_its_broker_goes_away() {
         || async move { !group_alive(pid) },
     )
     .await;
-    let again = c2.start_session(&start("sleeper")).await.unwrap();
+    let again = c2.start_session(&tests::start("sleeper")).await.unwrap();
     assert_eq!(again.status, SessionStatus::Running);
     assert_eq!(again.host_id.as_str(), "host-a");
 }
@@ -1451,7 +1503,10 @@ async fn games_get_a_clean_environment_and_can_run_unprivileged() {
         opts.run_as = Some("nobody".into());
     }
     let (_broker, _agents, client) = system(&[opts]).await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     let pid = s.pid.unwrap();
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let keys: Vec<String> = env
@@ -1512,7 +1567,7 @@ async fn resource_limits_are_applied_or_the_launch_fails_saying_why() {
         && std::fs::create_dir_all("/sys/fs/cgroup/pids/arcade")
             .or_else(|_| std::fs::create_dir_all("/sys/fs/cgroup/arcade"))
             .is_ok();
-    match client.start_session(&start("limited")).await {
+    match client.start_session(&tests::start("limited")).await {
         Ok(s) => {
             assert!(cgroups_writable, "limits cannot have been applied here");
             let pid = s.pid.unwrap();
@@ -1566,7 +1621,10 @@ mod events {
         assert_eq!(online.actor, "agent");
         assert_eq!(online.host.as_ref().unwrap().status, HostStatus::Online);
 
-        let s = client.start_session(&start("sleeper")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         let created = next(&mut all).await;
         let running = next(&mut all).await;
         assert_eq!(
@@ -1705,7 +1763,10 @@ mod webhooks {
         )
         .await;
         for _ in 0..3 {
-            let s = client.start_session(&start("sleeper")).await.unwrap();
+            let s = client
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap();
             client.end_session(&s.session_id).await.unwrap();
         }
         let events = accepted(&receiver, 12).await;
@@ -1769,7 +1830,10 @@ mod webhooks {
         let (broker, agents, client) =
             system_with(options(), &[AgentOptions::host("hook-2")]).await;
         for _ in 0..2 {
-            let s = client.start_session(&start("sleeper")).await.unwrap();
+            let s = client
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap();
             client.end_session(&s.session_id).await.unwrap();
         }
         wait_until("a delivery was tried", WAIT, || async {
@@ -1812,10 +1876,16 @@ mod metrics {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn metrics_parse_and_count_what_happened() {
         let (broker, _agents, client) = system(&[AgentOptions::host("metrics-1")]).await;
-        let s = client.start_session(&start("sleeper")).await.unwrap();
-        let _running = client.start_session(&start("sleeper")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
+        let _running = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         client.end_session(&s.session_id).await.unwrap();
-        let _ = client.start_session(&start("no-such-game")).await;
+        let _ = client.start_session(&tests::start("no-such-game")).await;
         let text = reqwest::get(format!("{}/metrics", broker.url))
             .await
             .unwrap()

@@ -7,23 +7,12 @@
 use std::time::Duration;
 
 use portal_client::Client;
-use protocol::api::{EndReason, ErrorCode, HostStatus, SessionStatus, StartSession};
-use protocol::{GameId, SessionId};
+use protocol::api::{EndReason, ErrorCode, HostStatus, SessionStatus};
+use protocol::SessionId;
 use tests::proxy::{FaultProxy, Mode};
 use tests::{processes_of, wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
 
 async fn online(client: &Client, n: usize) {
     tests::wait_hosts_online(client, n).await;
@@ -68,7 +57,10 @@ async fn a_link_cut_and_restored_within_the_timeout_changes_nothing() {
         ..Default::default()
     })
     .await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     proxy.cut();
     // The agent reconnects by itself; the portal sees the session running throughout.
     wait_until("the link is back", WAIT, || {
@@ -96,7 +88,10 @@ async fn a_black_holed_host_is_lost_and_its_games_stopped_when_it_returns() {
         ..Default::default()
     })
     .await;
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     proxy.set(Mode::BlackHole);
     status_is(&client, &s.session_id, SessionStatus::Lost).await;
     let lost = client.get_session(&s.session_id).await.unwrap();
@@ -106,7 +101,10 @@ async fn a_black_holed_host_is_lost_and_its_games_stopped_when_it_returns() {
         HostStatus::Offline
     );
     // While the host is unreachable, its game is not startable there.
-    let e = client.start_session(&start("sleeper")).await.unwrap_err();
+    let e = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NoCapacity));
     // The network heals: the agent comes back with the lost session's game, which is stopped.
     proxy.set(Mode::Pass);
@@ -128,7 +126,10 @@ async fn a_slow_link_times_the_start_out_and_the_late_game_is_stopped() {
     })
     .await;
     proxy.set(Mode::Delay(Duration::from_millis(600)));
-    let e = client.start_session(&start("sleeper")).await.unwrap_err();
+    let e = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.status(), e.code()),
         (Some(504), Some(ErrorCode::LaunchTimeout))
@@ -149,7 +150,7 @@ async fn a_slow_link_times_the_start_out_and_the_late_game_is_stopped() {
     wait_until("a start succeeds", WAIT, || {
         let (client, started) = (client.clone(), started.clone());
         async move {
-            match client.start_session(&start("sleeper")).await {
+            match client.start_session(&tests::start("sleeper")).await {
                 Ok(s) => {
                     *started.lock().unwrap() = Some(s);
                     true
@@ -188,7 +189,10 @@ async fn an_unwritable_state_dir_fails_the_launch_and_leaves_nothing_running() {
         let _ = std::fs::remove_file(&copy);
         std::fs::create_dir(&copy).unwrap();
     }
-    let e = client.start_session(&start("sleeper")).await.unwrap_err();
+    let e = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap_err();
     assert_eq!(
         (e.status(), e.code()),
         (Some(502), Some(ErrorCode::LaunchFailed))
@@ -221,7 +225,7 @@ async fn a_hundred_concurrent_starts_never_overfill_and_concurrent_ends_agree() 
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.start_session(&start("sleeper")).await })
+            tokio::spawn(async move { client.start_session(&tests::start("sleeper")).await })
         })
         .collect();
     let mut started = Vec::new();
@@ -264,7 +268,7 @@ async fn an_end_during_a_start_ends_the_session_cleanly() {
     let client = Client::new(&broker.url, None).unwrap();
     let starting = tokio::spawn({
         let client = client.clone();
-        async move { client.start_session(&start("sleeper")).await }
+        async move { client.start_session(&tests::start("sleeper")).await }
     });
     let req = fake.expect_launch().await;
     // In flight, not yet recorded (it would be with its outcome), it is readable as starting.
@@ -298,7 +302,10 @@ async fn a_crash_right_after_launch_is_reported_with_its_code() {
     online(&client, 1).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let s = client.start_session(&start("instant-crash")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("instant-crash"))
+            .await
+            .unwrap();
         ids.push(s.session_id.clone());
     }
     for id in &ids {

@@ -18,17 +18,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// How often an agent says what it sees (the broker's heartbeat interval).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-fn start(game: &str, max_duration_s: Option<u32>) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s,
-    }
-}
-
 async fn next(events: &mut EventStream) -> Event {
     tokio::time::timeout(WAIT, events.next())
         .await
@@ -62,9 +51,12 @@ async fn a_session_ends_expired_at_the_smaller_limit_after_a_warning() {
     tests::wait_hosts_online(&client, 1).await;
 
     // The smaller of the start's and the game's limit (3600 s) is the session's.
-    let default = client.start_session(&start("timed", None)).await.unwrap();
+    let default = client.start_session(&tests::start("timed")).await.unwrap();
     let longer = client
-        .start_session(&start("timed", Some(7200)))
+        .start_session(&StartSession {
+            max_duration_s: Some(7200),
+            ..tests::start("timed")
+        })
         .await
         .unwrap();
     for s in [&default, &longer] {
@@ -74,7 +66,10 @@ async fn a_session_ends_expired_at_the_smaller_limit_after_a_warning() {
             Some(s.started_at.unwrap() + time::Duration::hours(1))
         );
     }
-    let unlimited = client.start_session(&start("sleeper", None)).await.unwrap();
+    let unlimited = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert_eq!(
         (unlimited.max_duration_s, unlimited.expires_at),
         (None, None)
@@ -91,7 +86,10 @@ async fn a_session_ends_expired_at_the_smaller_limit_after_a_warning() {
         .await
         .unwrap();
     let short = client
-        .start_session(&start("timed", Some(2)))
+        .start_session(&StartSession {
+            max_duration_s: Some(2),
+            ..tests::start("timed")
+        })
         .await
         .unwrap();
     assert_eq!(short.max_duration_s, Some(2));
@@ -131,7 +129,13 @@ async fn a_session_ends_expired_at_the_smaller_limit_after_a_warning() {
 
     // Out of range: 400, nothing started.
     for bad in [0, protocol::api::MAX_DURATION_S + 1] {
-        match client.start_session(&start("timed", Some(bad))).await {
+        match client
+            .start_session(&StartSession {
+                max_duration_s: Some(bad),
+                ..tests::start("timed")
+            })
+            .await
+        {
             Err(ClientError::Api {
                 status: 400,
                 code,
@@ -162,8 +166,8 @@ async fn a_session_nobody_is_connected_to_ends_idle() {
     tests::wait_hosts_online(&client, 1).await;
     let timeout = Duration::from_secs(u64::from(IDLE_TIMEOUT_S));
 
-    let played = client.start_session(&start("idler", None)).await.unwrap();
-    let never = client.start_session(&start("idler", None)).await.unwrap();
+    let played = client.start_session(&tests::start("idler")).await.unwrap();
+    let never = client.start_session(&tests::start("idler")).await.unwrap();
 
     // A player connects and stays: the session runs on well past its idle timeout.
     let player = tokio::net::TcpStream::connect(("127.0.0.1", played.port.unwrap()))
@@ -240,7 +244,7 @@ async fn a_pool_game_idles_out_only_after_its_claim() {
         assert_eq!(now.status, SessionStatus::Ready, "a waiting game was ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let claimed = client.start_session(&start("idler", None)).await.unwrap();
+    let claimed = client.start_session(&tests::start("idler")).await.unwrap();
     assert_eq!(claimed.session_id, waiting.session_id);
     let s = ended(&client, &claimed.session_id).await;
     assert_eq!(s.end_reason, Some(EndReason::Idle));

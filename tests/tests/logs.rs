@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use portal_client::{Client, LogRange};
-use protocol::api::{ErrorCode, StartSession};
-use protocol::{GameId, SessionId};
+use protocol::api::ErrorCode;
+use protocol::SessionId;
 use tests::{greeting, wait_until, AgentOptions, TestAgent, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -26,17 +26,7 @@ async fn a_games_output_is_tailed_paged_followed_and_kept_after_its_end() {
     tests::wait_hosts_online(&client, 1).await;
     // `chatty` prints `line 1` to `line 20000` (every tenth on stderr), then `ready`: about
     // 210 KB, five pages of the agent link.
-    let s = client
-        .start_session(&StartSession {
-            game_id: GameId::new("chatty").unwrap(),
-            mode: None,
-            config: None,
-            settings: Default::default(),
-            user_id: None,
-            max_duration_s: None,
-        })
-        .await
-        .unwrap();
+    let s = client.start_session(&tests::start("chatty")).await.unwrap();
     let id = s.session_id.clone();
     wait_until("the game has printed everything", WAIT, || {
         let (client, id) = (client.clone(), id.clone());

@@ -17,17 +17,6 @@ use tests::{greeting, wait_until, AgentOptions, BrokerOptions, TestAgent, TestBr
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 fn spec(game: &str, size: u32, max_age_s: Option<u64>) -> PoolSpec {
     PoolSpec {
         game_id: GameId::new(game).unwrap(),
@@ -131,7 +120,10 @@ async fn a_pool_fills_and_a_claim_answers_at_once_with_a_live_connectable_game()
     // Two players start the game: each gets a ready one, running, connectable at once.
     let mut claimed = Vec::new();
     for _ in 0..2 {
-        let s = client.start_session(&start("slow-listener")).await.unwrap();
+        let s = client
+            .start_session(&tests::start("slow-listener"))
+            .await
+            .unwrap();
         assert_eq!(s.status, SessionStatus::Running);
         assert_eq!(s.pool_id, Some(pool_id("lobby")));
         assert!(waiting.iter().any(|w| w.session_id == s.session_id));
@@ -163,7 +155,7 @@ async fn a_pool_fills_and_a_claim_answers_at_once_with_a_live_connectable_game()
         assert_eq!(now.status, SessionStatus::Running);
     }
     // A start the pool does not match (another game) is cold, and not a miss.
-    let cold = client.start_session(&start("game")).await.unwrap();
+    let cold = client.start_session(&tests::start("game")).await.unwrap();
     assert_eq!(cold.pool_id, None);
     let pools = client.pools().await.unwrap().pools;
     assert_eq!(pools.len(), 1);
@@ -399,7 +391,7 @@ async fn concurrent_starts_never_get_the_same_ready_game() {
     let starts: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.start_session(&start("sleeper")).await })
+            tokio::spawn(async move { client.start_session(&tests::start("sleeper")).await })
         })
         .collect();
     let mut ids = HashSet::new();
@@ -457,7 +449,10 @@ async fn a_broker_restart_on_mariadb_keeps_the_pool_and_its_ready_games() {
     tests::wait_hosts_online(&client, 1).await;
     let p = wait_full(&client, "kept", 2).await;
     assert_eq!((p.size, p.version), (2, 1));
-    let s = client.start_session(&start("sleeper")).await.unwrap();
+    let s = client
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert!(
         before.contains(&s.session_id),
         "a game from before the restart"
@@ -478,7 +473,7 @@ async fn a_pool_serves_only_starts_whose_settings_equal_its_own() {
         settings: fps
             .map(|f| [("video-fps".to_owned(), f.to_owned())].into())
             .unwrap_or_default(),
-        ..start("ga-style")
+        ..tests::start("ga-style")
     };
     let thirty = PoolSpec {
         settings: [("video-fps".to_owned(), "30".to_owned())].into(),

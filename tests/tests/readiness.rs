@@ -7,23 +7,11 @@
 use std::time::{Duration, Instant};
 
 use portal_client::{Client, ClientError};
-use protocol::api::{EndReason, ErrorCode, SessionQuery, SessionStatus, StartSession};
-use protocol::GameId;
+use protocol::api::{EndReason, ErrorCode, SessionQuery, SessionStatus};
 use tests::{greeting, processes_of, AgentOptions, TestAgent, TestBroker};
 
 /// The test games' readiness delay.
 const LATE: Duration = Duration::from_millis(700);
-
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
 
 async fn system() -> (TestBroker, TestAgent, Client) {
     let broker = TestBroker::start().await;
@@ -40,7 +28,7 @@ async fn a_start_answers_once_its_game_is_ready_by_each_kind_of_check() {
     let (_broker, _agent, client) = system().await;
     for game in ["slow-listener", "slow-logger", "slow-toucher"] {
         let asked = Instant::now();
-        let s = client.start_session(&start(game)).await.unwrap();
+        let s = client.start_session(&tests::start(game)).await.unwrap();
         let took = asked.elapsed();
         assert_eq!(s.status, SessionStatus::Running, "{game}");
         assert!(
@@ -66,7 +54,7 @@ async fn a_start_answers_once_its_game_is_ready_by_each_kind_of_check() {
 async fn a_game_never_ready_is_a_504_and_leaves_no_process() {
     let (_broker, _agent, client) = system().await;
     let e = client
-        .start_session(&start("never-ready"))
+        .start_session(&tests::start("never-ready"))
         .await
         .unwrap_err();
     assert!(
@@ -101,7 +89,7 @@ async fn a_game_never_ready_is_a_504_and_leaves_no_process() {
 async fn a_game_that_ends_before_it_is_ready_is_a_502_saying_how() {
     let (_broker, _agent, client) = system().await;
     let e = client
-        .start_session(&start("dies-before-ready"))
+        .start_session(&tests::start("dies-before-ready"))
         .await
         .unwrap_err();
     assert!(
@@ -130,7 +118,7 @@ async fn an_end_during_the_check_ends_the_session_once_it_runs() {
     let (_broker, _agent, client) = system().await;
     let starting = tokio::spawn({
         let client = client.clone();
-        async move { client.start_session(&start("slow-listener")).await }
+        async move { client.start_session(&tests::start("slow-listener")).await }
     });
     // The session exists, starting, while its game is not ready yet.
     tests::wait_until("the session is starting", Duration::from_secs(5), || {

@@ -6,24 +6,12 @@
 use std::time::{Duration, Instant};
 
 use portal_client::Client;
-use protocol::api::{ErrorCode, HostStatus, SessionStatus, StartSession};
-use protocol::GameId;
+use protocol::api::{ErrorCode, HostStatus, SessionStatus};
 use tests::{wait_until, AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 use tests::keys::{ADMIN, PORTAL, PROVIDER};
 use tests::secured;
 const WAIT: Duration = Duration::from_secs(10);
-
-fn sleeper() -> StartSession {
-    StartSession {
-        game_id: GameId::new("sleeper").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
 
 /// Status and error code of a raw call with an optional bearer key.
 async fn call(
@@ -116,7 +104,10 @@ async fn each_role_does_its_job_and_the_history_says_who() {
     let provider = Client::new(&broker.url, Some(PROVIDER.into())).unwrap();
     let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
     assert!(!portal.games().await.unwrap().games.is_empty());
-    let s = portal.start_session(&sleeper()).await.unwrap();
+    let s = portal
+        .start_session(&tests::start("sleeper"))
+        .await
+        .unwrap();
     assert_eq!(
         provider.get_session(&s.session_id).await.unwrap().status,
         SessionStatus::Running
@@ -128,7 +119,7 @@ async fn each_role_does_its_job_and_the_history_says_who() {
     assert_eq!(ended.status, SessionStatus::Ended);
     let e = portal.hosts().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Forbidden));
-    let s2 = admin.start_session(&sleeper()).await.unwrap();
+    let s2 = admin.start_session(&tests::start("sleeper")).await.unwrap();
     admin.end_session(&s2.session_id).await.unwrap();
     let (_, json, _) = call(
         reqwest::Method::GET,
@@ -268,7 +259,10 @@ mod tls {
             async move { registered(&client, "tls-host").await }
         })
         .await;
-        let s = client.start_session(&sleeper()).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         assert_eq!(s.status, SessionStatus::Running);
         client.end_session(&s.session_id).await.unwrap();
 
@@ -419,7 +413,10 @@ mod agent_link {
             .await;
         }
         // Nothing else was disturbed.
-        let s = client.start_session(&sleeper()).await.unwrap();
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
         assert_eq!(s.host_id.as_str(), "good");
         client.end_session(&s.session_id).await.unwrap();
     }

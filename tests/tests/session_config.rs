@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use portal_client::Client;
 use protocol::api::{Session, SessionStatus, StartSession};
-use protocol::GameId;
 use tests::{wait_until, AgentOptions, TestAgent, TestBroker, GA_SERVER};
 
 /// What the game's log says its config is.
@@ -67,14 +66,7 @@ async fn two_sessions_of_one_game_get_their_own_config_with_their_own_ports_and_
     let agent = TestAgent::start(broker.agent_addr, o).await;
     let client = Client::new(&broker.url, None).unwrap();
     tests::wait_hosts_online(&client, 1).await;
-    let req = StartSession {
-        game_id: GameId::new("ga-style").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    };
+    let req = tests::start("ga-style");
     let a = client.start_session(&req).await.unwrap();
     let thirty = StartSession {
         settings: [("video-fps".to_owned(), "30".to_owned())].into(),
@@ -139,12 +131,8 @@ async fn settings_outside_what_the_game_allows_are_400_and_nothing_is_launched()
     let client = Client::new(&broker.url, None).unwrap();
     tests::wait_hosts_online(&client, 1).await;
     let with = |k: &str, v: &str| StartSession {
-        game_id: GameId::new("ga-style").unwrap(),
-        mode: None,
-        config: None,
         settings: [(k.to_owned(), v.to_owned())].into(),
-        user_id: None,
-        max_duration_s: None,
+        ..tests::start("ga-style")
     };
     // What a portal may offer its players: the game's settings, as its hosts offer them.
     let games = client.games().await.unwrap().games;
@@ -199,12 +187,8 @@ async fn a_user_holds_at_most_its_quota_even_under_concurrent_starts() {
     let client = Client::new(&broker.url, None).unwrap();
     tests::wait_hosts_online(&client, 1).await;
     let of = |user: &str| StartSession {
-        game_id: GameId::new("sleeper").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
         user_id: Some(user.to_owned()),
-        max_duration_s: None,
+        ..tests::start("sleeper")
     };
     let starts: Vec<_> = (0..20)
         .map(|_| {

@@ -374,14 +374,7 @@ async fn finds_active_sessions(store: Store) {
 }
 
 async fn binds_idempotency_keys(store: Store) {
-    let req = StartSession {
-        game_id: GameId::new("g").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    };
+    let req = tests::start("g");
     let key = IdempotencyKey::new("order-1".into(), &req);
     let first = session(1, "g", "h");
     assert_eq!(
@@ -825,14 +818,7 @@ async fn claims_each_ready_game_once(store: Store) {
     assert_eq!(running, 3, "{stream:?}");
     // With a key: bound to the claimed game; the same key again finds it taken.
     let s = ready_in_pool(&store, 4, "h", &pool).await;
-    let req = StartSession {
-        game_id: GameId::new("g").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    };
+    let req = tests::start("g");
     let key = IdempotencyKey::new("order-7".into(), &req);
     assert!(matches!(
         store.claim_ready(&pool, Actor::Portal, Some(&key), Claimant::default(), OffsetDateTime::now_utc()).await.unwrap(),
@@ -1285,14 +1271,7 @@ async fn mysql_owners_fences_claims_and_leases() {
     )
     .await
     .unwrap();
-    let req = StartSession {
-        game_id: GameId::new("g").unwrap(),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    };
+    let req = tests::start("g");
     let key = IdempotencyKey::new("k-1".into(), &req);
     assert!(matches!(
         a.claim(&claim(5), Some(&key), Actor::Portal, None, None)

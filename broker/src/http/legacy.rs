@@ -46,12 +46,9 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         .map_err(|e| ApiError::BadRequest(format!("gameId: {e}")))?;
     let blank = |v: Option<String>| v.filter(|s| !s.is_empty());
     let start = StartSession {
-        game_id,
         mode: blank(q.excute_mode),
         config: blank(q.configfile),
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
+        ..StartSession::new(game_id)
     };
     let (s, _) = svc
         .into_inner()

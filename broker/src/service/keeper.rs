@@ -228,12 +228,10 @@ impl Service {
             .or_default()
             .launching += 1;
         let req = StartSession {
-            game_id: pool.spec.game_id.clone(),
             mode: pool.spec.mode.clone(),
             config: pool.spec.config.clone(),
             settings: pool.spec.settings.clone(),
-            user_id: None,
-            max_duration_s: None,
+            ..StartSession::new(pool.spec.game_id.clone())
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

@@ -351,12 +351,9 @@ mod tests {
             last_error: None,
         };
         let req = |game: &str, mode: Option<&str>, config: Option<&str>| StartSession {
-            game_id: GameId::new(game).unwrap(),
             mode: mode.map(str::to_owned),
             config: config.map(str::to_owned),
-            settings: Default::default(),
-            user_id: None,
-            max_duration_s: None,
+            ..StartSession::new(GameId::new(game).unwrap())
         };
         assert!(matches(&pool, &req("pong", Some("turbo"), None)));
         assert!(!matches(&pool, &req("pong", None, None)));

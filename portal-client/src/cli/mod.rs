@@ -316,12 +316,12 @@ async fn execute(
             max_duration,
         } => {
             let request = StartSession {
-                game_id: GameId::new(game)?,
                 mode,
                 config,
                 settings: settings.into_iter().collect(),
                 user_id: user,
                 max_duration_s: max_duration,
+                ..StartSession::new(GameId::new(game)?)
             };
             sessions::start(client, &request, json).await
         }

@@ -280,7 +280,7 @@ pub async fn run(mut a: Args) -> bool {
     let mut killed = Vec::new();
     let mut errors = e1 + e2 + e3;
     for _ in 0..a.exits {
-        let Ok(s) = client.start_session(&crate::load::bench_start()).await else {
+        let Ok(s) = client.start_session(&tests::start("bench")).await else {
             errors += 1;
             continue;
         };

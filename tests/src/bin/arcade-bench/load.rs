@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use portal_client::Client;
 use protocol::api::{Session, SessionStatus, StartSession};
-use protocol::GameId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -153,18 +152,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The start request of the benchmarks' game.
-pub fn bench_start() -> StartSession {
-    StartSession {
-        game_id: GameId::new("bench").expect("a valid game id"),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 /// A client of the start+end loop ([`timed_pairs`]).
 pub enum PairClient {
     /// Through the `portal-client` crate, with its start request.
@@ -176,7 +163,7 @@ pub enum PairClient {
 impl PairClient {
     /// Through `client`.
     pub fn portal(client: Client) -> Self {
-        Self::Portal(client, bench_start())
+        Self::Portal(client, tests::start("bench"))
     }
 
     /// Starts the game `bench`.

@@ -23,7 +23,7 @@ use broker::session::{new_session, Actor, SessionEvent};
 use broker::store::pools::{Claimant, ReadyClaim};
 use broker::store::Store;
 use portal_client::Client;
-use protocol::api::{PoolSpec, StartSession};
+use protocol::api::PoolSpec;
 use protocol::{GameId, HostId, PoolId, SessionId};
 use tests::{AgentOptions, BrokerOptions, TestAgent, TestBroker};
 use time::OffsetDateTime;
@@ -74,24 +74,13 @@ fn catalog(listen_after_ms: u64) -> Catalog {
     .expect("bench catalog")
 }
 
-fn start(game: &str) -> StartSession {
-    StartSession {
-        game_id: GameId::new(game).expect("id"),
-        mode: None,
-        config: None,
-        settings: Default::default(),
-        user_id: None,
-        max_duration_s: None,
-    }
-}
-
 /// Times `n` starts of `game` to a connectable game: (to the answer, to the greeting), and
 /// the errors (a failed start, or with `retry` off a first connect that fails).
 async fn time(client: &Client, game: &str, n: usize, retry: bool) -> (Summary, Summary, usize) {
     let (mut answered, mut connected, mut errors) = (Vec::new(), Vec::new(), 0);
     for _ in 0..n {
         let t0 = Instant::now();
-        let Ok(s) = client.start_session(&start(game)).await else {
+        let Ok(s) = client.start_session(&tests::start(game)).await else {
             errors += 1;
             continue;
         };
