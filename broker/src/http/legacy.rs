@@ -45,10 +45,15 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("gameId: {e}")))?;
     let blank = |v: Option<String>| v.filter(|s| !s.is_empty());
+    // Every field spelled out: the old portal's call decides each (a new one must be thought
+    // of here).
     let start = StartSession {
+        game_id,
         mode: blank(q.excute_mode),
         config: blank(q.configfile),
-        ..StartSession::new(game_id)
+        settings: Default::default(),
+        user_id: None,
+        max_duration_s: None,
     };
     let (s, _) = svc
         .into_inner()

@@ -227,11 +227,15 @@ impl Service {
             .entry(id.clone())
             .or_default()
             .launching += 1;
+        // Every field spelled out: the pool's spec decides each (a new one must be thought of
+        // here). A pool's game has no player, nor a player's limit, until a start claims it.
         let req = StartSession {
+            game_id: pool.spec.game_id.clone(),
             mode: pool.spec.mode.clone(),
             config: pool.spec.config.clone(),
             settings: pool.spec.settings.clone(),
-            ..StartSession::new(pool.spec.game_id.clone())
+            user_id: None,
+            max_duration_s: None,
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

@@ -315,13 +315,14 @@ async fn execute(
             user,
             max_duration,
         } => {
+            // Every field spelled out: each is a flag of `arcade start`.
             let request = StartSession {
+                game_id: GameId::new(game)?,
                 mode,
                 config,
                 settings: settings.into_iter().collect(),
                 user_id: user,
                 max_duration_s: max_duration,
-                ..StartSession::new(GameId::new(game)?)
             };
             sessions::start(client, &request, json).await
         }
