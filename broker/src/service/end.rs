@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use tracing::Instrument;
 
 use super::Service;
-use crate::agents::LinkError;
+use crate::agents::{AgentLink, LinkError};
 use crate::error::{Error, Unreachable};
 use crate::session::{Actor, SessionEvent};
 use crate::store::StoreError;
@@ -71,9 +71,15 @@ impl Service {
         self.end_routed(&s.host_id, id, actor).await
     }
 
-    /// Ends a session whose host's agent is connected here (or nowhere: the session is then
-    /// left `stopping`, and the answer says the host is offline).
-    pub(super) async fn end_here(&self, id: &SessionId, actor: Actor) -> Result<Session, Error> {
+    /// Ends a session whose host's agent is connected here, through `link` when the router
+    /// found it (the owner serving another replica's call finds its own), or nowhere: the
+    /// session is then left `stopping`, and the answer says the host is offline.
+    pub(super) async fn end_here(
+        &self,
+        id: &SessionId,
+        actor: Actor,
+        link: Option<AgentLink>,
+    ) -> Result<Session, Error> {
         let _ending = self.inflight.end_begins(id.clone());
         let s = match self.record(id, SessionEvent::StopRequested, actor).await {
             Ok(s) => s,
@@ -86,9 +92,8 @@ impl Service {
             host: host.clone(),
             why,
         };
-        let link = self
-            .registry
-            .link(host)
+        let link = link
+            .or_else(|| self.registry.link(host))
             .ok_or_else(|| unreachable(Unreachable::Offline))?;
         match timeout(self.settings.stop_timeout, link.stop(id.clone())).await {
             Ok(Ok(())) => match self

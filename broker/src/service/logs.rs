@@ -12,7 +12,7 @@ use protocol::{HostId, SessionId};
 use tokio::time::Instant;
 
 use super::Service;
-use crate::agents::LinkError;
+use crate::agents::{AgentLink, LinkError};
 use crate::error::{Error, Unreachable};
 
 /// The most bytes of output one answer holds (API.md: at most 1 MiB).
@@ -85,6 +85,7 @@ impl Service {
     /// Reads one page from `host`'s agent connected here.
     pub(super) async fn log_page_here(
         &self,
+        link: &AgentLink,
         host: &HostId,
         id: &SessionId,
         read: LogRead,
@@ -93,10 +94,6 @@ impl Service {
             host: host.clone(),
             why,
         };
-        let link = self
-            .registry
-            .link(host)
-            .ok_or_else(|| unreachable(Unreachable::LogOffline))?;
         let answer = tokio::time::timeout(PAGE_TIMEOUT, link.read_log(id.clone(), read))
             .await
             .map_err(|_| unreachable(Unreachable::NoAnswer(PAGE_TIMEOUT)))?

@@ -395,16 +395,26 @@ impl Service {
                     .await;
                 encode(started.map(|(s, new)| Started { session: s, new }))
             }
-            Call::End { session_id, actor } => encode(self.end_here(&session_id, actor).await),
+            Call::End { session_id, actor } => {
+                encode(self.end_here(&session_id, actor, None).await)
+            }
             Call::ReadLog {
                 host_id,
                 session_id,
                 read,
-            } => encode(
-                self.log_page_here(&host_id, &session_id, read)
-                    .await
-                    .map(LogPiece::from),
-            ),
+            } => {
+                let Some(link) = self.registry.link(&host_id) else {
+                    return encode::<LogPiece>(Err(Error::HostUnavailable {
+                        host: host_id,
+                        why: Unreachable::LogOffline,
+                    }));
+                };
+                encode(
+                    self.log_page_here(&link, &host_id, &session_id, read)
+                        .await
+                        .map(LogPiece::from),
+                )
+            }
             Call::Stop {
                 host_id,
                 session_id,

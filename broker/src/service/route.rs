@@ -112,8 +112,10 @@ impl Service {
         id: &SessionId,
         actor: Actor,
     ) -> Result<Session, Error> {
-        let Ok(Route::Replica(owner)) = self.route(host).await else {
-            return self.end_here(id, actor).await;
+        let owner = match self.route(host).await {
+            Ok(Route::Here(link)) => return self.end_here(id, actor, Some(link)).await,
+            Ok(Route::Replica(owner)) => owner,
+            Err(_) => return self.end_here(id, actor, None).await,
         };
         let call = Call::End {
             session_id: id.clone(),
@@ -139,7 +141,7 @@ impl Service {
         read: LogRead,
     ) -> Result<LogChunk, Error> {
         let owner = match self.route(host).await {
-            Ok(Route::Here(_)) => return self.log_page_here(host, id, read).await,
+            Ok(Route::Here(link)) => return self.log_page_here(&link, host, id, read).await,
             Ok(Route::Replica(owner)) => owner,
             Err(Error::HostUnavailable { host, .. }) => {
                 return Err(Error::HostUnavailable {
