@@ -92,11 +92,28 @@ impl Feed {
                 }
             }
         };
+        // Whether `last` may be behind the stream because nobody was listening.
+        let mut skipped = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
+            }
+            // Nobody listens: nothing to read or encode. A stream opened meanwhile reads the
+            // store from its own number, and takes the feed from wherever it resumes.
+            if self.tx.receiver_count() == 0 {
+                skipped = true;
+                continue;
+            }
+            if skipped {
+                match store.stream_head().await {
+                    Ok(head) => (last, skipped) = (head, false),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event feed: cannot read the stream's head");
+                        continue;
+                    }
+                }
             }
             loop {
                 let page = match store.stream_after(last, PAGE).await {
