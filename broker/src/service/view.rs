@@ -79,13 +79,27 @@ impl SharedView {
         game: &GameId,
         mode: Option<&str>,
         skip: &[String],
+        here: &str,
     ) -> Option<Result<Placed, placement::PlacementError>> {
         let mut kept = self.lock();
         let (at, seen) = kept.as_mut()?;
         if at.elapsed() >= VIEW_TTL {
             return None;
         }
-        Some(place_on(seen, game, mode, skip))
+        Some(place_on(seen, game, mode, skip, here))
+    }
+
+    /// The replica holding `host`'s agent, as the kept view says, if it is fresh and names
+    /// one.
+    pub fn owner(&self, host: &HostId) -> Option<String> {
+        let kept = self.lock();
+        let (at, seen) = kept.as_ref()?;
+        if at.elapsed() >= VIEW_TTL {
+            return None;
+        }
+        seen.iter()
+            .find(|s| &s.view.host_id == host)
+            .and_then(|s| s.owner.clone())
     }
 
     /// Counts `host` as full in the kept view: its owner said it has no room.
@@ -99,29 +113,52 @@ impl SharedView {
 }
 
 /// [`placement::place`] over `seen`, the hosts of replicas in `skip` counting as offline (as
-/// do hosts with no live owner), counting the choice.
+/// do hosts with no live owner), counting the choice. A host of this replica (`here`) is
+/// taken instead of the least loaded one when it is within one session of it: such a start
+/// needs no round trip to another replica, and hosts stay within a session or two of each
+/// other.
 pub(super) fn place_on(
     seen: &mut [Seen],
     game: &GameId,
     mode: Option<&str>,
     skip: &[String],
+    here: &str,
 ) -> Result<Placed, placement::PlacementError> {
     let skipped = |s: &Seen| s.owner.as_ref().is_some_and(|o| skip.contains(o));
-    let choice = if seen.iter().any(skipped) {
-        let views: Vec<HostView> = seen
-            .iter()
-            .map(|s| {
-                let mut v = s.view.clone();
-                if skipped(s) {
-                    v.status = HostStatus::Offline;
-                }
-                v
-            })
-            .collect();
-        placement::place(views.iter(), game, mode)?
-    } else {
-        placement::place(seen.iter().map(|s| &s.view), game, mode)?
+    let views: Vec<HostView> = seen
+        .iter()
+        .map(|s| {
+            let mut v = s.view.clone();
+            if skipped(s) {
+                v.status = HostStatus::Offline;
+            }
+            v
+        })
+        .collect();
+    let mut choice = placement::place(views.iter(), game, mode)?;
+    let owner_of = |host: &HostId| {
+        seen.iter()
+            .find(|s| &s.view.host_id == host)
+            .and_then(|s| s.owner.as_deref())
     };
+    if owner_of(&choice.host_id) != Some(here) {
+        let mine = seen
+            .iter()
+            .zip(&views)
+            .filter(|(s, _)| s.owner.as_deref() == Some(here))
+            .map(|(_, v)| v);
+        if let Ok(local) = placement::place(mine, game, mode) {
+            let load = |h: &HostId| views.iter().find(|v| &v.host_id == h);
+            if let (Some(l), Some(b)) = (load(&local.host_id), load(&choice.host_id)) {
+                // l.sessions / l.max <= (b.sessions + 1) / b.max, cross-multiplied.
+                let within = u64::from(l.sessions) * u64::from(b.max_sessions.max(1))
+                    <= u64::from(b.sessions + 1) * u64::from(l.max_sessions.max(1));
+                if within {
+                    choice = local;
+                }
+            }
+        }
+    }
     let chosen = seen
         .iter_mut()
         .find(|s| s.view.host_id == choice.host_id)
@@ -283,17 +320,36 @@ mod tests {
     fn placement_counts_its_choice_and_skips_the_owners_that_said_full() {
         let pong = GameId::new("pong").unwrap();
         let mut hosts = vec![seen("a", "b1", 0), seen("b", "b2", 1)];
-        let first = place_on(&mut hosts, &pong, None, &[]).unwrap();
+        // From a third replica: the least loaded, counted at once.
+        let first = place_on(&mut hosts, &pong, None, &[], "b3").unwrap();
         assert_eq!((first.host.as_str(), first.owner.as_str()), ("a", "b1"));
-        // Counted at once: the next start goes to the other host (a: 1 of 2, b: 1 of 2; by id).
-        let second = place_on(&mut hosts, &pong, None, &[]).unwrap();
+        // a: 1 of 2, b: 1 of 2; by id.
+        let second = place_on(&mut hosts, &pong, None, &[], "b3").unwrap();
         assert_eq!(second.host.as_str(), "a");
         // b1 said it is full: its hosts are skipped.
-        let third = place_on(&mut hosts, &pong, None, &["b1".into()]).unwrap();
+        let third = place_on(&mut hosts, &pong, None, &["b1".into()], "b3").unwrap();
         assert_eq!(third.owner, "b2");
         assert_eq!(
-            place_on(&mut hosts, &pong, None, &["b1".into(), "b2".into()]),
+            place_on(&mut hosts, &pong, None, &["b1".into(), "b2".into()], "b3"),
             Err(placement::PlacementError::NoCapacity)
         );
+    }
+
+    #[test]
+    fn a_replica_takes_its_own_host_within_one_session_of_the_least_loaded() {
+        let pong = GameId::new("pong").unwrap();
+        let mut hosts = vec![seen("a", "b1", 0), seen("b", "b2", 1)];
+        hosts[0].view.max_sessions = 10;
+        hosts[1].view.max_sessions = 10;
+        // b2's own host has 1 session, the least loaded 0: within one, so b2 keeps it.
+        let mine = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        assert_eq!(mine.host.as_str(), "b");
+        // Now 2 against 0: the start goes to b1's host.
+        let theirs = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        assert_eq!((theirs.host.as_str(), theirs.owner.as_str()), ("a", "b1"));
+        // A full host of its own is never taken.
+        hosts[1].view.sessions = 10;
+        let full = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        assert_eq!(full.owner, "b1");
     }
 }

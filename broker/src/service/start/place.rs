@@ -41,7 +41,8 @@ impl Service {
         let (game, mode) = (&req.game_id, req.mode.as_deref());
         let mut reads = 0;
         loop {
-            let placed = match replicas.view.place(game, mode, skip) {
+            let here = self.settings.broker_id.as_str();
+            let placed = match replicas.view.place(game, mode, skip, here) {
                 Some(p) => p,
                 None if reads < MAX_READS => {
                     self.read_view(true).await?;
@@ -49,7 +50,7 @@ impl Service {
                     continue;
                 }
                 // Kept views keep going stale (the store is slow): place on a read of its own.
-                None => view::place_on(&mut self.read_view(true).await?, game, mode, skip),
+                None => view::place_on(&mut self.read_view(true).await?, game, mode, skip, here),
             };
             match placed {
                 Ok(p) if p.owner == self.settings.broker_id => {
