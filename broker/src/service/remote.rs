@@ -81,6 +81,10 @@ pub(super) enum Call {
         session_id: SessionId,
         /// Who asked.
         actor: Actor,
+        /// Its host, as the caller routed it: an owner that no longer holds it answers
+        /// "moved" and does nothing (absent from callers before issue 24).
+        #[serde(default)]
+        host_id: Option<HostId>,
     },
     /// Stop a game; nobody waits for the answer.
     Stop {
@@ -395,8 +399,20 @@ impl Service {
                     .await;
                 encode(started.map(|(s, new)| Started { session: s, new }))
             }
-            Call::End { session_id, actor } => {
-                encode(self.end_here(&session_id, actor, None).await)
+            Call::End {
+                session_id,
+                actor,
+                host_id,
+            } => {
+                let link = host_id.as_ref().map(|h| self.registry.link(h));
+                match (host_id, link) {
+                    // Routed here by a view from before the host moved on: nothing is done.
+                    (Some(host), Some(None)) => encode::<Session>(Err(Error::HostUnavailable {
+                        host,
+                        why: Unreachable::Moved,
+                    })),
+                    (_, link) => encode(self.end_here(&session_id, actor, link.flatten()).await),
+                }
             }
             Call::ReadLog {
                 host_id,
@@ -406,7 +422,7 @@ impl Service {
                 let Some(link) = self.registry.link(&host_id) else {
                     return encode::<LogPiece>(Err(Error::HostUnavailable {
                         host: host_id,
-                        why: Unreachable::LogOffline,
+                        why: Unreachable::Moved,
                     }));
                 };
                 encode(

@@ -39,12 +39,33 @@ pub(super) enum Route {
     /// Connected here.
     Here(AgentLink),
     /// Connected to this replica.
-    Replica(String),
+    Replica {
+        /// The replica.
+        owner: String,
+        /// Named by this replica's view of the shared hosts (up to a second old), not read
+        /// from the store now: an owner that answers that the host moved on sends the call
+        /// back to the store's word.
+        hinted: bool,
+    },
+}
+
+/// Whether a call's answer says that a route from the view may have been stale: the owner no
+/// longer holds the host, or nobody took the call (the owner is gone). Nothing was done.
+fn stale<T>(answer: &Result<T, Result<Error, NotAnswered>>) -> bool {
+    matches!(
+        answer,
+        Err(Ok(Error::HostUnavailable {
+            why: Unreachable::Moved,
+            ..
+        })) | Err(Err(NotAnswered::NotDelivered))
+    )
 }
 
 impl Service {
-    /// Where `host`'s agent is; [`Unreachable::Offline`] when nowhere.
-    pub(super) async fn route(&self, host: &HostId) -> Result<Route, Error> {
+    /// Where `host`'s agent is; [`Unreachable::Offline`] when nowhere. Another replica is
+    /// named by this replica's view of the shared hosts when it is fresh and names one, unless
+    /// `fresh`; else by the store.
+    pub(super) async fn route(&self, host: &HostId, fresh: bool) -> Result<Route, Error> {
         if let Some(link) = self.registry.link(host) {
             return Ok(Route::Here(link));
         }
@@ -52,11 +73,23 @@ impl Service {
             host: host.clone(),
             why: Unreachable::Offline,
         };
-        if self.replicas.is_none() {
+        let Some(replicas) = &self.replicas else {
             return Err(offline());
+        };
+        let me = &self.settings.broker_id;
+        if !fresh {
+            if let Some(owner) = replicas.view.owner(host).filter(|o| o != me) {
+                return Ok(Route::Replica {
+                    owner,
+                    hinted: true,
+                });
+            }
         }
         match self.store.owner(host).await? {
-            Some(owner) if owner != self.settings.broker_id => Ok(Route::Replica(owner)),
+            Some(owner) if &owner != me => Ok(Route::Replica {
+                owner,
+                hinted: false,
+            }),
             _ => Err(offline()),
         }
     }
@@ -112,25 +145,32 @@ impl Service {
         id: &SessionId,
         actor: Actor,
     ) -> Result<Session, Error> {
-        let owner = match self.route(host).await {
-            Ok(Route::Here(link)) => return self.end_here(id, actor, Some(link)).await,
-            Ok(Route::Replica(owner)) => owner,
-            Err(_) => return self.end_here(id, actor, None).await,
+        let mut fresh = false;
+        let answer = loop {
+            let (owner, hinted) = match self.route(host, fresh).await {
+                Ok(Route::Here(link)) => return self.end_here(id, actor, Some(link)).await,
+                Ok(Route::Replica { owner, hinted }) => (owner, hinted),
+                Err(_) => return self.end_here(id, actor, None).await,
+            };
+            let call = Call::End {
+                session_id: id.clone(),
+                actor,
+                host_id: Some(host.clone()),
+            };
+            let deadline = self.settings.stop_timeout + CALL_GRACE;
+            let answer = self.call(&owner, &call, deadline).await;
+            if !(hinted && stale(&answer)) {
+                break answer;
+            }
+            fresh = true;
         };
-        let call = Call::End {
-            session_id: id.clone(),
-            actor,
-        };
-        let deadline = self.settings.stop_timeout + CALL_GRACE;
-        self.call(&owner, &call, deadline)
-            .await
-            .map_err(|e| match e {
-                Ok(e) => e,
-                Err(_) => Error::HostUnavailable {
-                    host: host.clone(),
-                    why: Unreachable::ReplicaUnreachable,
-                },
-            })
+        answer.map_err(|e| match e {
+            Ok(e) => e,
+            Err(_) => Error::HostUnavailable {
+                host: host.clone(),
+                why: Unreachable::ReplicaUnreachable,
+            },
+        })
     }
 
     /// Reads a page of a game's output from `host`'s agent, wherever it is.
@@ -140,40 +180,46 @@ impl Service {
         id: &SessionId,
         read: LogRead,
     ) -> Result<LogChunk, Error> {
-        let owner = match self.route(host).await {
-            Ok(Route::Here(link)) => return self.log_page_here(&link, host, id, read).await,
-            Ok(Route::Replica(owner)) => owner,
-            Err(Error::HostUnavailable { host, .. }) => {
-                return Err(Error::HostUnavailable {
-                    host,
-                    why: Unreachable::LogOffline,
-                })
+        let mut fresh = false;
+        let answer = loop {
+            let (owner, hinted) = match self.route(host, fresh).await {
+                Ok(Route::Here(link)) => return self.log_page_here(&link, host, id, read).await,
+                Ok(Route::Replica { owner, hinted }) => (owner, hinted),
+                Err(Error::HostUnavailable { host, .. }) => {
+                    return Err(Error::HostUnavailable {
+                        host,
+                        why: Unreachable::LogOffline,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let call = Call::ReadLog {
+                host_id: host.clone(),
+                session_id: id.clone(),
+                read,
+            };
+            let answer = self.call(&owner, &call, PAGE_TIMEOUT + CALL_GRACE).await;
+            if !(hinted && stale(&answer)) {
+                break answer;
             }
-            Err(e) => return Err(e),
+            fresh = true;
         };
-        let call = Call::ReadLog {
-            host_id: host.clone(),
-            session_id: id.clone(),
-            read,
-        };
-        let piece: LogPiece = self
-            .call(&owner, &call, PAGE_TIMEOUT + CALL_GRACE)
-            .await
-            .map_err(|e| match e {
-                Ok(e) => e,
-                Err(_) => Error::HostUnavailable {
-                    host: host.clone(),
-                    why: Unreachable::ReplicaUnreachable,
-                },
-            })?;
+        let piece: LogPiece = answer.map_err(|e| match e {
+            Ok(e) => e,
+            Err(_) => Error::HostUnavailable {
+                host: host.clone(),
+                why: Unreachable::ReplicaUnreachable,
+            },
+        })?;
         piece.try_into()
     }
 
     /// Asks `host`'s agent, wherever it is, to stop a game; nobody waits for the answer.
     pub(super) async fn stop_routed(&self, host: &HostId, id: &SessionId) {
-        match self.route(host).await {
+        // From the store: a stop nobody waits for cannot be sent again.
+        match self.route(host, true).await {
             Ok(Route::Here(link)) => link.stop_nowait(id.clone()),
-            Ok(Route::Replica(owner)) => self.tell_stop(&owner, host, id).await,
+            Ok(Route::Replica { owner, .. }) => self.tell_stop(&owner, host, id).await,
             Err(e) => {
                 tracing::debug!(session = %id, error = %e, "stop left to the host's reconcile")
             }
