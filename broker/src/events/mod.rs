@@ -67,9 +67,13 @@ impl Default for Feed {
 }
 
 impl Feed {
-    /// Says the store has new events (a change was recorded here).
+    /// Says the store has new events (a change was recorded here). While no stream listens
+    /// the feed is not woken at all (it reads nothing then, and resumes from the store's head
+    /// at its next poll or wake once one does).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        if self.tx.receiver_count() > 0 {
+            self.wake.notify_one();
+        }
     }
 
     /// New events from now on.

@@ -7,12 +7,14 @@
 //! when its client goes away (the response is dropped) or the broker stops.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use protocol::api::{Event, EventType, HostStatus};
 use protocol::{HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Service;
 use crate::error::Error;
@@ -65,6 +67,9 @@ pub struct Events {
     behind: bool,
     /// Ended (the broker stops, or the store could not be read).
     done: bool,
+    /// Fires when the broker stops: kept across events, so waiting for one does not register
+    /// with the token anew each time.
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
     /// This stream's place among the streams a broker serves at once.
     _permit: OwnedSemaphorePermit,
 }
@@ -81,9 +86,8 @@ impl Events {
             if self.done {
                 return None;
             }
-            let svc = Arc::clone(&self.svc);
             let received = tokio::select! {
-                () = svc.closing.cancelled() => {
+                () = self.closing.as_mut() => {
                     self.done = true;
                     return None;
                 }
@@ -194,6 +198,7 @@ impl Service {
             backlog: VecDeque::new(),
             behind: true,
             done: false,
+            closing: Box::pin(self.closing.clone().cancelled_owned()),
             _permit: permit,
         })
     }
