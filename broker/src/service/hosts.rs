@@ -19,6 +19,8 @@ use crate::placement::HostView;
 use crate::session::Actor;
 use crate::store::{Fence, HostLoad, SharedHost};
 
+/// How long a drain waits for the host's replica to hear of it.
+const TELL_DRAIN_WITHIN: Duration = Duration::from_secs(2);
 /// A replica silent this long drops from `GET /v1/brokers`.
 const BROKERS_LISTED_WITHIN: Duration = Duration::from_secs(300);
 
@@ -140,12 +142,45 @@ impl Service {
             .set_drained(host, draining, OffsetDateTime::now_utc())
             .await?;
         let local = self.registry.set_draining(host, draining);
+        self.tell_owner_drained(host, draining).await;
         if let Some(shared) = self.shared().await? {
             if let Some(h) = shared.iter().find(|h| &h.record.host_id == host) {
                 return Ok(self.shared_to_api(h, &view(h)));
             }
         }
         local.ok_or_else(|| Error::NoHost(host.clone()))
+    }
+
+    /// With replicas, tells the replica holding `host`'s agent that the host was drained or
+    /// resumed, so its placement knows before this call answers. An owner that cannot be
+    /// told learns it from the store at its next beat.
+    async fn tell_owner_drained(&self, host: &HostId, draining: bool) {
+        if self.replicas.is_none() {
+            return;
+        }
+        let Ok(super::route::Route::Replica { owner, .. }) = self.route(host, true).await else {
+            return; // Here (done above), or nowhere: a new owner reads it when it takes the host.
+        };
+        let call = super::remote::Call::Drain {
+            host_id: host.clone(),
+            draining,
+        };
+        if let Err(e) = self.call::<()>(&owner, &call, TELL_DRAIN_WITHIN).await {
+            tracing::warn!(%host, %owner, error = ?e, "cannot tell the host's replica of its drain; it reads it at its next beat");
+        }
+    }
+
+    /// Sets the drained flag of every host held here as the store has it (a drain through
+    /// another replica whose word did not arrive).
+    async fn sync_drained(&self) {
+        match self.store.drained_hosts().await {
+            Ok(drained) => {
+                for (host, ..) in self.registry.held() {
+                    self.registry.set_draining(&host, drained.contains(&host));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read which hosts are drained"),
+        }
     }
 
     /// With replicas, says this broker is alive every `every` until `shutdown` fires, then
@@ -181,6 +216,7 @@ impl Service {
             if let Err(e) = self.store.write_loads(&loads).await {
                 tracing::warn!(error = %e, "cannot share the hosts' load");
             }
+            self.sync_drained().await;
         }
         if let Err(e) = self.store.leave(&self.settings.broker_id).await {
             tracing::warn!(error = %e, "cannot tell the other replicas this one left");

@@ -147,6 +147,18 @@ impl Service {
             }
         };
         self.registry.set_epoch(host, epoch);
+        // Drained through any replica, whenever: it stays drained here.
+        match self.store.drained_hosts().await {
+            Ok(drained) => {
+                self.registry.set_draining(host, drained.contains(host));
+            }
+            Err(e) => {
+                // Taken as drained until the next beat reads it: never a session on a host an
+                // operator drained.
+                tracing::warn!(%host, error = %e, "cannot read whether the host is drained");
+                self.registry.set_draining(host, true);
+            }
+        }
         tracing::info!(%host, epoch, "holding the host");
         self.reconcile(host, running, exited).await;
         let fence = Fence {

@@ -86,6 +86,14 @@ pub(super) enum Call {
         #[serde(default)]
         host_id: Option<HostId>,
     },
+    /// One of your hosts was drained or resumed through another replica (recorded already):
+    /// your placement must know at once.
+    Drain {
+        /// The host.
+        host_id: HostId,
+        /// Drained (`true`) or resumed.
+        draining: bool,
+    },
     /// Stop a game; nobody waits for the answer.
     Stop {
         /// The host.
@@ -430,6 +438,10 @@ impl Service {
                         .await
                         .map(LogPiece::from),
                 )
+            }
+            Call::Drain { host_id, draining } => {
+                self.registry.set_draining(&host_id, draining);
+                encode(Ok(()))
             }
             Call::Stop {
                 host_id,

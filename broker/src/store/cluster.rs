@@ -161,6 +161,11 @@ impl Store {
         self.shared()?.lease(name, holder, ttl).await
     }
 
+    /// The hosts drained now, whichever replica drained them.
+    pub async fn drained_hosts(&self) -> Result<Vec<HostId>, StoreError> {
+        self.shared()?.drained_hosts().await
+    }
+
     /// Hosts whose owner is gone (or none) for longer than `timeout` and that still have
     /// live sessions, each at its epoch.
     pub async fn lost_hosts(&self, timeout: Duration) -> Result<Vec<Fence>, StoreError> {

@@ -73,6 +73,20 @@ impl MysqlStore {
         .await
     }
 
+    /// The hosts drained now.
+    pub async fn drained_hosts(&self) -> Result<Vec<HostId>, StoreError> {
+        self.bounded(async {
+            let ids: Vec<String> = self
+                .conn()
+                .await?
+                .query("SELECT host_id FROM hosts WHERE drained")
+                .await
+                .map_err(unavailable)?;
+            ids.iter().map(|h| parse("host id", h)).collect()
+        })
+        .await
+    }
+
     /// Marks a host ready (its games reconciled), if `fence` is still its owner's.
     pub async fn host_ready(&self, fence: &Fence) -> Result<bool, StoreError> {
         self.fenced_update(
