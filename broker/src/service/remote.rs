@@ -14,20 +14,20 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use protocol::api::{Session, StartSession};
+use protocol::api::Session;
 use protocol::wire::{LogChunk, LogRead};
-use protocol::{GameId, HostId, PoolId, SessionId};
+use protocol::{GameId, HostId, SessionId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::start::NewStart;
 use super::Service;
 use crate::error::{Error, LaunchFailure, Unreachable};
 use crate::nats::{Inbox, Nats, RequestError};
 use crate::session::Actor;
-use crate::store::IdempotencyKey;
 
 /// A call or an answer larger than this is refused (a session is well under 2 KiB, a page of
 /// a game's log 64 KiB in base64).
@@ -62,16 +62,8 @@ pub(super) enum Call {
     /// Start a session on one of your hosts (`host` if it has room), and record it: as one
     /// broker starts one. Nothing of it is recorded yet.
     Start {
-        /// The new session's id.
-        session_id: SessionId,
-        /// The start request, its settings complete.
-        request: StartSession,
-        /// Its `Idempotency-Key`, bound to the request as the caller received it.
-        key: Option<IdempotencyKey>,
-        /// Who asked.
-        actor: Actor,
-        /// The pool it is launched for, if any.
-        pool: Option<PoolId>,
+        /// The start.
+        start: Box<NewStart>,
         /// The host placement chose.
         host: HostId,
     },
@@ -387,24 +379,8 @@ impl Service {
             Some(serde_json::to_vec(&answer.map_err(Failure::from)))
         }
         match call {
-            Call::Start {
-                session_id,
-                request,
-                key,
-                actor,
-                pool,
-                host,
-            } => {
-                let started = self
-                    .start_here(
-                        session_id,
-                        &request,
-                        key.as_ref(),
-                        actor,
-                        pool.as_ref(),
-                        Some(&host),
-                    )
-                    .await;
+            Call::Start { start, host } => {
+                let started = self.start_here(&start, Some(&host)).await;
                 encode(started.map(|(s, new)| Started { session: s, new }))
             }
             Call::End {

@@ -8,18 +8,18 @@
 
 use std::time::Duration;
 
-use protocol::api::{Session, StartSession};
+use protocol::api::Session;
 use protocol::wire::{LogChunk, LogRead};
-use protocol::{HostId, PoolId, SessionId};
+use protocol::{HostId, SessionId};
 
 use super::logs::PAGE_TIMEOUT;
 use super::remote::{Call, LogPiece, NotAnswered, Started};
+use super::start::NewStart;
 use super::view::Placed;
 use super::Service;
 use crate::agents::AgentLink;
 use crate::error::{Error, Unreachable};
 use crate::session::Actor;
-use crate::store::IdempotencyKey;
 
 /// An owner gets this long beyond its own deadline (the launch or stop timeout) to answer.
 const CALL_GRACE: Duration = Duration::from_secs(2);
@@ -99,35 +99,26 @@ impl Service {
     /// (nobody listens on its subject, NATS is down, or it is too busy) did nothing: it is
     /// [`Forwarded::NotTaken`], and another replica may be tried. One sent whose answer did
     /// not come in time may have started: 503, and a retry under the same key finds it.
-    pub(super) async fn start_there(
-        &self,
-        placed: &Placed,
-        id: &SessionId,
-        request: &StartSession,
-        key: Option<&IdempotencyKey>,
-        actor: Actor,
-        pool: Option<&PoolId>,
-    ) -> Forwarded {
+    pub(super) async fn start_there(&self, placed: &Placed, start: &NewStart) -> Forwarded {
         let host = &placed.host;
         let unreachable = || Error::HostUnavailable {
             host: host.clone(),
             why: Unreachable::ReplicaUnreachable,
         };
         let call = Call::Start {
-            session_id: id.clone(),
-            request: request.clone(),
-            key: key.cloned(),
-            actor,
-            pool: pool.cloned(),
+            start: Box::new(start.clone()),
             host: host.clone(),
         };
         // The owner answers within the game's launch deadline; a caller whose owner died
         // mid-launch waits no longer than that.
-        let deadline = self.launch_deadline_anywhere(host, &request.game_id).await + CALL_GRACE;
+        let deadline = self
+            .launch_deadline_anywhere(host, &start.request.game_id)
+            .await
+            + CALL_GRACE;
         match self.call::<Started>(&placed.owner, &call, deadline).await {
             Ok(s) => {
                 let span = tracing::Span::current();
-                span.record("session", tracing::field::display(id));
+                span.record("session", tracing::field::display(&start.id));
                 span.record("host", tracing::field::display(&s.session.host_id));
                 Forwarded::Answered(Box::new(Ok((s.session, s.new))))
             }

@@ -16,12 +16,11 @@ use std::time::Duration;
 
 use protocol::api::{Session, StartSession};
 use protocol::wire::{GameOffer, LaunchFailure, LaunchRequest, MAX_READY_TIMEOUT_SECS};
-use protocol::{GameId, HostId, PoolId, SessionId};
+use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 use tokio::time::timeout;
 
-use super::placement_error;
-use super::NO_CAPACITY_RETRY_SECS;
+use super::{placement_error, NewStart, NO_CAPACITY_RETRY_SECS};
 use crate::agents::{LaunchReply, LinkError, Placed};
 use crate::error::{self, Error, Unreachable};
 use crate::placement::PlacementError;
@@ -116,16 +115,20 @@ impl Service {
     /// start tries another replica.
     pub(in crate::service) async fn start_here(
         &self,
-        id: SessionId,
-        req: &StartSession,
-        key: Option<&IdempotencyKey>,
-        actor: Actor,
-        pool: Option<&PoolId>,
+        start: &NewStart,
         prefer: Option<&HostId>,
     ) -> Result<(Session, bool), Error> {
+        let NewStart {
+            id,
+            request: req,
+            key,
+            actor,
+            pool,
+        } = start;
+        let (key, actor) = (key.as_ref(), *actor);
         let placed = match self
             .registry
-            .place(&req.game_id, req.mode.as_deref(), &id, prefer)
+            .place(&req.game_id, req.mode.as_deref(), id, prefer)
         {
             Ok(p) => p,
             Err(_) if self.replicas.is_some() => {
@@ -137,12 +140,12 @@ impl Service {
             }
         };
         let span = tracing::Span::current();
-        span.record("session", tracing::field::display(&id));
+        span.record("session", tracing::field::display(id));
         span.record("host", tracing::field::display(&placed.host_id));
         let fence = match self.owner_fence(&placed.host_id) {
             Ok(f) => f,
             Err(e) => {
-                self.registry.release(&placed.host_id, &id);
+                self.registry.release(&placed.host_id, id);
                 return Err(e.into());
             }
         };
@@ -154,7 +157,7 @@ impl Service {
             placed.host_id.clone(),
             OffsetDateTime::now_utc(),
         );
-        session.pool_id = pool.cloned();
+        session.pool_id.clone_from(pool);
         session.settings.clone_from(&req.settings);
         session.user_id.clone_from(&req.user_id);
         session.max_duration_s = self.max_duration(&placed.host_id, req).await;
@@ -173,7 +176,7 @@ impl Service {
         let quota = req.user_id.is_some() && self.settings.max_sessions_per_user.is_some();
         if self.replicas.is_some() && (key.is_some() || quota) {
             return self
-                .claimed_then_launched(&session, req, &placed, key, actor, fence.as_ref(), launch)
+                .claimed_then_launched(&session, start, &placed, fence.as_ref(), launch)
                 .await;
         }
         let launch = timeout(deadline, placed.link.launch(launch));
@@ -220,17 +223,15 @@ impl Service {
     /// Among replicas, a start another replica's start must see before its launch ends: its
     /// session is recorded `starting` first, within its user's quota and bound to its key, by
     /// a store change every replica's starts queue on; then launched.
-    #[allow(clippy::too_many_arguments)]
     async fn claimed_then_launched(
         &self,
         session: &Session,
-        req: &StartSession,
+        start: &NewStart,
         placed: &Placed,
-        key: Option<&IdempotencyKey>,
-        actor: Actor,
         fence: Option<&Fence>,
         launch: LaunchRequest,
     ) -> Result<(Session, bool), Error> {
+        let (req, key, actor) = (&start.request, start.key.as_ref(), start.actor);
         let max = self.settings.max_sessions_per_user;
         let claimed = self
             .store

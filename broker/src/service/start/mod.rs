@@ -40,6 +40,22 @@ use place::Target;
 
 pub(super) use place::placement_error;
 
+/// A start as the pipeline carries it from its checks to the host's owner (over NATS too):
+/// what is to run, for whom, and under which key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(in crate::service) struct NewStart {
+    /// The new session's id.
+    pub id: SessionId,
+    /// The request, its settings complete (those asked for and the game's defaults).
+    pub request: StartSession,
+    /// Its `Idempotency-Key`, bound to the request as the client sent it.
+    pub key: Option<IdempotencyKey>,
+    /// Who asked.
+    pub actor: Actor,
+    /// The pool it is launched for, if any.
+    pub pool: Option<PoolId>,
+}
+
 /// The longest `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 255;
 /// Seconds a caller is told to wait when no host has room.
@@ -146,7 +162,14 @@ impl Service {
             Err(e @ (Error::KeyReused | Error::QuotaExceeded { .. })) => return Err(e),
             Err(e) => tracing::warn!(error = %e, "cannot claim from a pool; starting cold"),
         }
-        self.start_new(id, req, key.as_ref(), actor, None).await
+        self.start_new(NewStart {
+            id,
+            request: req,
+            key,
+            actor,
+            pool: None,
+        })
+        .await
     }
 
     /// Launches a game for `pool`: its session, `ready` once launched (and ready, with a
@@ -164,33 +187,30 @@ impl Service {
             session = tracing::field::Empty,
             host = tracing::field::Empty,
         );
-        self.start_new(new_id()?, req, None, Actor::Pool, Some(pool))
-            .instrument(span)
-            .await
-            .map(|(s, _)| s)
+        let start = NewStart {
+            id: new_id()?,
+            request: req,
+            key: None,
+            actor: Actor::Pool,
+            pool: Some(pool.clone()),
+        };
+        self.start_new(start).instrument(span).await.map(|(s, _)| s)
     }
 
     /// Places a new session (of `pool`, when given), starts it where its host's agent is, and
     /// answers once the game runs (or why it does not). Among replicas, an owner that has no
     /// room after all (the view was stale) or never took the call (it is gone) is skipped, and
     /// the start placed again among the others: each replica is tried at most once.
-    async fn start_new(
-        &self,
-        id: SessionId,
-        req: StartSession,
-        key: Option<&IdempotencyKey>,
-        actor: Actor,
-        pool: Option<&PoolId>,
-    ) -> Result<(Session, bool), Error> {
+    async fn start_new(&self, start: NewStart) -> Result<(Session, bool), Error> {
         let mut skip: Vec<String> = Vec::new();
         let mut fresh = false;
         let mut unreachable: Option<Error> = None;
         loop {
-            let target = match self.choose(&req, &skip, &mut fresh).await {
+            let target = match self.choose(&start.request, &skip, &mut fresh).await {
                 Ok(t) => t,
                 Err(e @ Error::NoCapacity { .. }) => {
                     // A concurrent start with the same key may hold the last slot: it answers.
-                    if let Some(first) = self.same_key(key).await? {
+                    if let Some(first) = self.same_key(start.key.as_ref()).await? {
                         return Ok((self.settled(&first).await?, false));
                     }
                     return Err(unreachable.unwrap_or(e));
@@ -199,9 +219,7 @@ impl Service {
             };
             let (placed, result) = match target {
                 Target::Here(prefer) => {
-                    let here = self
-                        .start_here(id.clone(), &req, key, actor, pool, prefer.as_ref())
-                        .await;
+                    let here = self.start_here(&start, prefer.as_ref()).await;
                     match here {
                         Err(Error::NoCapacity { .. }) if self.replicas.is_some() => {
                             skip.push(self.settings.broker_id.clone());
@@ -214,7 +232,7 @@ impl Service {
                     }
                 }
                 Target::There(placed) => {
-                    let there = self.start_there(&placed, &id, &req, key, actor, pool).await;
+                    let there = self.start_there(&placed, &start).await;
                     (placed, there)
                 }
             };
