@@ -1236,6 +1236,45 @@ async fn mysql_owners_fences_claims_and_leases() {
         .await
         .unwrap();
     assert_eq!(running.status, SessionStatus::Running);
+    // An owner's record of a new session is fenced too: the old owner's insert with its
+    // outcome, and its claim at its epoch, write nothing.
+    let sa = Store::Mysql(a.clone());
+    let late = claim(40);
+    assert_eq!(
+        sa.insert_after(
+            &late,
+            Actor::Portal,
+            &launched(9),
+            Actor::Agent,
+            now(),
+            Some(&old),
+        )
+        .await,
+        Err(StoreError::Fenced(h.clone()))
+    );
+    assert_eq!(
+        sa.get(&late.session_id).await,
+        Err(StoreError::NotFound(late.session_id.clone()))
+    );
+    assert_eq!(
+        a.claim(&claim(41), None, Actor::Portal, None, Some(e1))
+            .await
+            .unwrap(),
+        Claimed::Gone,
+        "a claim at a stale epoch"
+    );
+    let recorded = sb
+        .insert_after(
+            &claim(42),
+            Actor::Portal,
+            &SessionEvent::LaunchFailed,
+            Actor::Agent,
+            now(),
+            Some(&new),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.status, SessionStatus::Failed, "the owner's insert");
     // Load is written by the owner of the newest epoch only.
     let load = |fence: &Fence, mem| broker::store::HostLoad {
         fence: fence.clone(),
