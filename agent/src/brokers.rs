@@ -6,6 +6,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+/// The host part of `HOST:PORT` (brackets of an IPv6 address removed).
+pub fn broker_host(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// One address to try, and the entry of `--broker` it came from (for messages and the TLS
 /// name).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -134,14 +134,6 @@ fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join(format!("arcade-agent-{}", nix::unistd::getuid()))
 }
 
-/// The host part of `HOST:PORT` (brackets of an IPv6 address removed).
-pub fn broker_host(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
-}
-
 /// A host id from a hostname: characters an id may not hold become `-`.
 pub fn host_id_from_hostname(hostname: &str) -> Result<HostId, ArgsError> {
     let cleaned: String = hostname
@@ -203,7 +195,7 @@ impl Args {
             Some(ca) => {
                 let name = match &self.broker_name {
                     Some(n) => n.clone(),
-                    None => broker_host(&brokers[0]),
+                    None => crate::brokers::broker_host(&brokers[0]),
                 };
                 let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
                 let mut tls = crate::tls::Tls::new(ca, &name, client)

@@ -159,7 +159,7 @@ impl Tls {
         if !self.name_from_broker {
             return Ok(self.server_name.clone());
         }
-        let name = crate::cli::broker_host(entry);
+        let name = crate::brokers::broker_host(entry);
         ServerName::try_from(name.clone()).map_err(|source| TlsError::ServerName { name, source })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use protocol::api::{Event, EventType};
 use protocol::{HostId, SessionId};
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
 use crate::client::{Client, ClientError};
 
 /// The wait before reconnecting to a broken stream.

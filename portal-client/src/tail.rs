@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use protocol::SessionId;
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
 use crate::client::{Client, LogRange};
 
 /// The pause between two looks at a followed log.

@@ -14,7 +14,7 @@ use protocol::{HostId, SessionId};
 
 use super::logs::PAGE_TIMEOUT;
 use super::remote::{Call, LogPiece, NotAnswered, Started};
-use super::start::NewStart;
+use super::start::{Forwarded, NewStart};
 use super::view::Placed;
 use super::Service;
 use crate::agents::AgentLink;
@@ -23,15 +23,6 @@ use crate::session::Actor;
 
 /// An owner gets this long beyond its own deadline (the launch or stop timeout) to answer.
 const CALL_GRACE: Duration = Duration::from_secs(2);
-
-/// What became of a start sent to another replica.
-#[derive(Debug)]
-pub(super) enum Forwarded {
-    /// The owner's answer (or no answer in time: the start may have happened).
-    Answered(Box<Result<(Session, bool), Error>>),
-    /// The owner never took the start: nothing was done.
-    NotTaken(Error),
-}
 
 /// Where a host's agent is.
 #[derive(Debug)]

@@ -14,7 +14,7 @@
 //! - [`output`]: JSON or text, and the text's tables, fields and times, which the groups use;
 //! - [`error`]: why a command failed, in one line.
 
-mod error;
+pub(crate) mod error;
 mod games;
 mod hosts;
 mod output;

@@ -31,7 +31,6 @@ use protocol::settings::SettingError;
 use protocol::{GameId, PoolId, SessionId};
 use tracing::Instrument;
 
-use super::route::Forwarded;
 use super::Service;
 use crate::error::Error;
 use crate::session::Actor;
@@ -54,6 +53,15 @@ pub(in crate::service) struct NewStart {
     pub actor: Actor,
     /// The pool it is launched for, if any.
     pub pool: Option<PoolId>,
+}
+
+/// What became of a start sent to another replica.
+#[derive(Debug)]
+pub(in crate::service) enum Forwarded {
+    /// The owner's answer (or no answer in time: the start may have happened).
+    Answered(Box<Result<(Session, bool), Error>>),
+    /// The owner never took the start: nothing was done.
+    NotTaken(Error),
 }
 
 /// The longest `Idempotency-Key` accepted.
