@@ -180,6 +180,10 @@ pub async fn run(mut a: Args) -> bool {
     // Phase 1: latency, one client.
     let (mut l_starts, mut l_ends, mut l_pairs, l_errors) =
         load::timed_pairs(PairClient::portal(client.clone()), a.latency_pairs).await;
+    // The same through the lean client: what the client library itself adds.
+    let (mut lean_starts, _, _, lean_errors) =
+        load::raw_pairs(broker.http_addr, a.latency_pairs).await;
+    let lean_start = Summary::of(&mut lean_starts);
 
     // Phase 2: throughput, many clients.
     let per = a.pairs.div_ceil(a.clients);
@@ -194,7 +198,7 @@ pub async fn run(mut a: Args) -> bool {
             }
         })
         .collect();
-    let (mut starts, mut ends, mut errors) = (Vec::new(), Vec::new(), l_errors);
+    let (mut starts, mut ends, mut errors) = (Vec::new(), Vec::new(), l_errors + lean_errors);
     let mut done = 0;
     for t in tasks {
         let (s, e, p, err) = t.await.expect("client task");
@@ -242,6 +246,11 @@ pub async fn run(mut a: Args) -> bool {
     row(
         "start, 1 client (201, game running)",
         &l_start,
+        Some(spawn.p50),
+    );
+    row(
+        "start, 1 lean client (no client library)",
+        &lean_start,
         Some(spawn.p50),
     );
     row("end, 1 client (200, group gone)", &l_end, Some(exit.p50));
