@@ -1158,6 +1158,64 @@ async fn an_unreachable_database_names_the_url_without_its_password() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// A host is lost only a heartbeat timeout after the last evidence that it was alive: its
+/// owner's beats say so while the owner holds it, and a replica that leaves (SIGTERM) says so
+/// as it leaves, so its hosts are offline, not lost, while others take them over (issue 25).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_host_whose_owner_left_is_lost_only_a_timeout_after_it_was_last_seen() {
+    use broker::store::{Fence, HostLoad};
+    let Some(url) = tests::mariadb::database().await else {
+        return;
+    };
+    let store = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    let h = HostId::new("host-a").unwrap();
+    store.beat("b1", "127.0.0.1:1").await.unwrap();
+    let epoch = store.own_host(&h, "b1", &facts(4)).await.unwrap();
+    let fence = Fence {
+        host: h.clone(),
+        epoch,
+    };
+    assert!(store.host_ready(&fence).await.unwrap());
+    let s = session(1, "g", "host-a");
+    store
+        .insert_after(
+            &s,
+            Actor::Portal,
+            &launched(7),
+            Actor::Agent,
+            now(),
+            Some(&fence),
+        )
+        .await
+        .unwrap();
+    let timeout = std::time::Duration::from_millis(600);
+    // Longer ago than the timeout, the host was registered and its session started; the
+    // owner's beat since is the evidence.
+    // Not a synchronisation: the time the rule measures.
+    tokio::time::sleep(timeout + std::time::Duration::from_millis(200)).await;
+    store.beat("b1", "127.0.0.1:1").await.unwrap();
+    store
+        .write_loads(&[HostLoad {
+            fence: fence.clone(),
+            cpu_percent: 1.0,
+            mem_used_bytes: 1,
+        }])
+        .await
+        .unwrap();
+    store.leave("b1").await.unwrap();
+    assert_eq!(
+        store.lost_hosts(timeout).await.unwrap(),
+        Vec::<Fence>::new(),
+        "a host whose owner just left is offline, not lost"
+    );
+    tokio::time::sleep(timeout + std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        store.lost_hosts(timeout).await.unwrap(),
+        vec![fence],
+        "nobody took it over within the timeout"
+    );
+}
+
 /// What replicas share beyond sessions (issue 15), on MariaDB: a host's owner and epoch, the
 /// fence that makes a stale owner's writes change nothing, claims that never exceed a host's
 /// capacity, keys that bind once, and a lease one replica holds at a time.

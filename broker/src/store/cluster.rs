@@ -136,7 +136,8 @@ impl Store {
         self.shared()?.claim(s, key, actor, user_max, epoch).await
     }
 
-    /// Writes the load of hosts held here, each while its fence holds.
+    /// Writes the load of hosts held here, each while its fence holds, and that they were
+    /// seen now.
     pub async fn write_loads(&self, loads: &[HostLoad]) -> Result<(), StoreError> {
         self.shared()?.write_loads(loads).await
     }
@@ -146,7 +147,8 @@ impl Store {
         self.shared()?.beat(broker, address).await
     }
 
-    /// Replica `broker` leaves: its hosts count as offline at once.
+    /// Replica `broker` leaves: its hosts count as offline at once, seen until now (lost only
+    /// if nobody takes them over within the heartbeat timeout).
     pub async fn leave(&self, broker: &str) -> Result<(), StoreError> {
         self.shared()?.leave(broker).await
     }

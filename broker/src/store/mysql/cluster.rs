@@ -250,13 +250,15 @@ impl MysqlStore {
     }
 
     /// Writes the load of the hosts held here, each only while its epoch is the one given, in
-    /// batches of [`LOAD_BATCH`] rows per statement.
+    /// batches of [`LOAD_BATCH`] rows per statement; each such host was seen now (its owner
+    /// holds its agent), which is what the lost-host judgement reads.
     pub async fn write_loads(&self, loads: &[HostLoad]) -> Result<(), StoreError> {
         for batch in loads.chunks(LOAD_BATCH) {
             let sql = format!(
                 "UPDATE hosts h JOIN (SELECT ? AS host_id, ? AS epoch, ? AS cpu, ? AS mem \
                  {}) l ON l.host_id = h.host_id AND l.epoch = h.epoch \
-                 SET h.cpu_percent = l.cpu, h.mem_used_bytes = l.mem",
+                 SET h.cpu_percent = l.cpu, h.mem_used_bytes = l.mem, \
+                 h.last_seen = UTC_TIMESTAMP(6)",
                 " UNION ALL SELECT ?, ?, ?, ?".repeat(batch.len() - 1)
             );
             let params: Vec<mysql_async::Value> = batch
@@ -300,6 +302,14 @@ impl MysqlStore {
     pub async fn leave(&self, broker: &str) -> Result<(), StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
+            // Its hosts were seen until now: they count as offline from here, and are lost
+            // only if no replica takes them over within the heartbeat timeout.
+            conn.exec_drop(
+                "UPDATE hosts SET last_seen = UTC_TIMESTAMP(6) WHERE owner = ?",
+                (broker,),
+            )
+            .await
+            .map_err(unavailable)?;
             conn.exec_drop("DELETE FROM brokers WHERE broker_id = ?", (broker,))
                 .await
                 .map_err(unavailable)?;
