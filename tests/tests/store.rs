@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use broker::session::{new_session, Actor, SessionEvent};
 use broker::store::mysql::MysqlStore;
-use broker::store::{IdempotencyKey, Inserted, Store, StoreError};
+use broker::store::{IdempotencyKey, Inserted, KeyMatch, Store, StoreError};
 use protocol::api::{EndReason, EventType, Session, SessionQuery, SessionStatus, StartSession};
 use protocol::wire::{ExitStatus, GameOffer, HostFacts, PortRange};
 use protocol::{GameId, HostId, PoolId, SessionId};
@@ -417,6 +417,30 @@ async fn binds_idempotency_keys(store: Store) {
     assert_eq!(
         store
             .insert(&again, Some(&key), Actor::Portal, None)
+            .await
+            .unwrap(),
+        Inserted::New
+    );
+    // A start that fails, whoever records it (here as a sweep after a crash would), forgets
+    // its key: the next start with it starts anew.
+    assert_eq!(
+        store.find_key(&key).await.unwrap(),
+        Some(KeyMatch::Same(again.session_id.clone()))
+    );
+    store
+        .transition(
+            &again.session_id,
+            &SessionEvent::LaunchTimedOut,
+            Actor::Sweep,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.find_key(&key).await.unwrap(), None);
+    let third = session(3, "g", "h");
+    assert_eq!(
+        store
+            .insert(&third, Some(&key), Actor::Portal, None)
             .await
             .unwrap(),
         Inserted::New

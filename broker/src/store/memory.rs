@@ -134,6 +134,10 @@ impl Memory {
         if s.status != from {
             self.append(EventType::of_status(s.status), now, actor, Some(&s), None);
         }
+        // A start that failed, whoever found it failed, forgets its key: it may be retried.
+        if s.status == SessionStatus::Failed {
+            self.keys.retain(|_, (_, bound, _)| bound != id);
+        }
         Ok(s)
     }
 

@@ -241,6 +241,12 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             PROC_CLAIM_READY_V12,
         ],
     ),
+    (
+        13,
+        "a failed start forgets its key: idempotency keys found by session",
+        // Not idempotent, like migration 3's (MySQL 8 has no CREATE INDEX IF NOT EXISTS).
+        &["CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id)"],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

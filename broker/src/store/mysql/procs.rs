@@ -136,9 +136,11 @@ END",
 
 /// Locks the session's row; if its status is still `p_from` (and, with `p_epoch`, the host
 /// `p_host_id` is still at that epoch), writes the new state, its history event and its
-/// stream event (`p_type` NULL: none, the status did not change) and commits. Answers one
-/// row: 1 applied, 0 changed meanwhile (or no such session: the status found is NULL), 2
-/// fenced (the host moved on); and the status found.
+/// stream event (`p_type` NULL: none, the status did not change) and commits. A session that
+/// becomes `failed` forgets its `Idempotency-Key` in the same transaction, whoever failed it
+/// (the start itself, the sweep, a reconcile after a crash): a failed start may be retried.
+/// Answers one row: 1 applied, 0 changed meanwhile (or no such session: the status found is
+/// NULL), 2 fenced (the host moved on); and the status found.
 const TRANSITION: Definition = Definition {
     base: "arcade_transition",
     text: "(
@@ -183,6 +185,9 @@ BEGIN
         WHERE session_id = p_session_id;
         INSERT INTO session_events (session_id, at, event, status, actor)
         VALUES (p_session_id, p_at, p_event, p_status, p_actor);
+        IF p_status = 'failed' THEN
+            DELETE FROM idempotency_keys WHERE session_id = p_session_id;
+        END IF;
         IF p_type IS NOT NULL THEN
             CALL {append}(p_at, p_type, p_actor, p_session_id, v_host, p_body);
         END IF;
