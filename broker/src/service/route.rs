@@ -89,7 +89,8 @@ impl Service {
     /// starts it as [`Service::start_here`] does and answers. A start the owner never took
     /// (nobody listens on its subject, NATS is down, or it is too busy) did nothing: it is
     /// [`Forwarded::NotTaken`], and another replica may be tried. One sent whose answer did
-    /// not come in time may have started: 503, and a retry under the same key finds it.
+    /// not come in time may have started: [`Forwarded::Unknown`], and the pipeline answers
+    /// what the store recorded of it, if anything.
     pub(super) async fn start_there(&self, placed: &Placed, start: &NewStart) -> Forwarded {
         let host = &placed.host;
         let unreachable = || Error::HostUnavailable {
@@ -114,7 +115,7 @@ impl Service {
                 Forwarded::Answered(Box::new(Ok((s.session, s.new))))
             }
             Err(Ok(e)) => Forwarded::Answered(Box::new(Err(e))),
-            Err(Err(NotAnswered::Unknown)) => Forwarded::Answered(Box::new(Err(unreachable()))),
+            Err(Err(NotAnswered::Unknown)) => Forwarded::Unknown(unreachable()),
             Err(Err(NotAnswered::NotDelivered)) => Forwarded::NotTaken(unreachable()),
         }
     }

@@ -58,8 +58,11 @@ pub(in crate::service) struct NewStart {
 /// What became of a start sent to another replica.
 #[derive(Debug)]
 pub(in crate::service) enum Forwarded {
-    /// The owner's answer (or no answer in time: the start may have happened).
+    /// The owner's answer.
     Answered(Box<Result<(Session, bool), Error>>),
+    /// No answer in time (the owner died, or NATS broke, mid-call): the start may have
+    /// happened.
+    Unknown(Error),
     /// The owner never took the start: nothing was done.
     NotTaken(Error),
 }
@@ -253,9 +256,25 @@ impl Service {
                     }
                     answer => return answer,
                 },
+                Forwarded::Unknown(e) => return self.start_of_unknown_fate(&start, e).await,
                 Forwarded::NotTaken(e) => unreachable = Some(e),
             }
             skip.push(placed.owner);
+        }
+    }
+
+    /// The answer to a start whose owner did not answer: the session as recorded, once it has
+    /// settled, if the owner recorded it (a start under a key or a quota is recorded before its
+    /// launch), so the caller learns what became of it rather than a 503 for a game that may
+    /// run; else `unreachable` (503). Under a key, a retry finds whatever is recorded later.
+    async fn start_of_unknown_fate(
+        &self,
+        start: &NewStart,
+        unreachable: Error,
+    ) -> Result<(Session, bool), Error> {
+        match self.store.get(&start.id).await {
+            Ok(_) => Ok((self.settled(&start.id).await?, true)),
+            Err(_) => Err(unreachable),
         }
     }
 
