@@ -886,3 +886,56 @@ async fn a_users_quota_holds_across_replicas() {
     }
     no_orphan(&c, 0).await;
 }
+
+/// A host whose agent is gone for good is still lost among replicas, a heartbeat timeout after
+/// it went, whichever replica sweeps: judging host loss only once the store has answered
+/// steadily for a whole timeout delays nothing while the store is steady. (Its game is ended
+/// by the test's reaper: a lost host's games are its agent's to stop when it comes back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_whose_agent_is_gone_loses_its_sessions_among_replicas() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    // One more host, the only one offering `solo`, held by replica 1; its agent leaves its
+    // games running when it stops, as after a host's crash.
+    let mut opts = AgentOptions::host("gone-1");
+    opts.catalog = Some(
+        agent::catalog::Catalog::from_entries([(
+            "solo".to_owned(),
+            agent::catalog::GameEntry {
+                command: "/bin/sleep".into(),
+                args: vec!["3600".into()],
+                ..Default::default()
+            },
+        )])
+        .unwrap(),
+    );
+    opts.stop_games_on_exit = false;
+    opts.port_range = Some(fresh_port_ranges(1));
+    let gone = TestAgent::start(c.replicas[1].agent_addr(), opts).await;
+    c.wait_online(5).await;
+    let s = c
+        .client(0)
+        .start_session(&tests::start("solo"))
+        .await
+        .unwrap();
+    assert_eq!(s.host_id.as_str(), "gone-1");
+    let t0 = std::time::Instant::now();
+    gone.stop().await;
+    let timeout = Duration::from_secs(HEARTBEAT_TIMEOUT.parse().unwrap());
+    wait_until("the gone host's session is lost", timeout * 4, || {
+        let (client, id) = (c.client(2), s.session_id.clone());
+        async move {
+            client
+                .get_session(&id)
+                .await
+                .is_ok_and(|s| s.status == SessionStatus::Lost)
+        }
+    })
+    .await;
+    assert!(
+        t0.elapsed() >= timeout,
+        "lost before the heartbeat timeout: {:?}",
+        t0.elapsed()
+    );
+}

@@ -10,7 +10,10 @@
 //! With replicas, one replica at a time sweeps: the holder of the store's `sweep` lease, which
 //! it renews at every round and another takes over once it has expired (its holder died or
 //! stopped). A host is lost when no live replica holds its agent; losing it is fenced by the
-//! epoch found, so a host whose agent connects meanwhile keeps its sessions.
+//! epoch found, so a host whose agent connects meanwhile keeps its sessions. And only on
+//! evidence: the sweeper judges host loss only once the store has answered it promptly for a
+//! whole heartbeat timeout ([`Steady`]), so the staleness a database stall leaves on every
+//! replica's beats (theirs stalled too) is never taken for their death.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +54,31 @@ fn stale_start(
         && !launching
 }
 
+/// How long the store has answered this replica's sweep promptly, without a failure or a
+/// slow answer between: the sweep judges host loss only after a whole heartbeat timeout of
+/// it.
+#[derive(Debug, Default)]
+struct Steady {
+    since: Option<Instant>,
+}
+
+impl Steady {
+    /// Notes a round's call to the store at `now`: answered, and within `prompt`, or not.
+    fn note(&mut self, answered: bool, took: Duration, prompt: Duration, now: Instant) {
+        if !answered || took > prompt {
+            self.since = None;
+        } else if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// Whether it has been steady for at least `d` at `now`.
+    fn for_at_least(&self, d: Duration, now: Instant) -> bool {
+        self.since
+            .is_some_and(|s| now.saturating_duration_since(s) >= d)
+    }
+}
+
 impl Service {
     /// Every so often, settles stale starts and ends and the sessions of lost hosts, until
     /// `shutdown` fires.
@@ -59,12 +87,16 @@ impl Service {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut nudged = HashMap::new();
+        let mut steady = Steady::default();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if !self.holds_sweep_lease(every).await {
+            let t0 = Instant::now();
+            let lease = self.lease_now(SWEEP_LEASE, every * 4).await;
+            steady.note(lease.is_ok(), t0.elapsed(), every, Instant::now());
+            if !matches!(lease, Ok(true)) {
                 continue;
             }
             let Ok(active) = self.store.active(None).await else {
@@ -72,7 +104,10 @@ impl Service {
             };
             self.settle_stale(&active, &mut nudged).await;
             self.expire_due(&active, OffsetDateTime::now_utc()).await;
-            self.lose_lost_hosts().await;
+            let timeout = self.settings.heartbeat_timeout;
+            if self.replicas.is_none() || steady.for_at_least(timeout, Instant::now()) {
+                self.lose_lost_hosts().await;
+            }
             self.trim_stream().await;
         }
     }
@@ -87,25 +122,21 @@ impl Service {
         }
     }
 
-    /// Whether this broker sweeps this round: always alone; with replicas, while it holds
-    /// the lease (taken or renewed now, for a few rounds).
-    async fn holds_sweep_lease(&self, every: Duration) -> bool {
-        self.holds_lease(SWEEP_LEASE, every * 4).await
-    }
-
     /// Whether this broker does the duty `name` now: always alone; with replicas, while it
     /// holds its lease (taken or renewed now, for `ttl`).
     pub(super) async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {
+        self.lease_now(name, ttl).await.unwrap_or(false)
+    }
+
+    /// [`Self::holds_lease`], telling a store that did not answer from a lease held by another.
+    async fn lease_now(&self, name: &str, ttl: Duration) -> Result<bool, crate::store::StoreError> {
         if self.replicas.is_none() {
-            return true;
+            return Ok(true);
         }
-        match self.store.lease(name, &self.settings.broker_id, ttl).await {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(lease = name, error = %e, "cannot renew a lease");
-                false
-            }
-        }
+        self.store
+            .lease(name, &self.settings.broker_id, ttl)
+            .await
+            .inspect_err(|e| tracing::warn!(lease = name, error = %e, "cannot renew a lease"))
     }
 
     /// Settles sessions whose start or end was cut short.
@@ -204,6 +235,30 @@ impl Service {
 mod tests {
     use super::*;
     use protocol::{GameId, HostId};
+
+    #[test]
+    fn host_loss_is_judged_only_after_a_whole_timeout_of_prompt_answers() {
+        let (prompt, timeout) = (Duration::from_millis(100), Duration::from_secs(5));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let fast = Duration::from_millis(5);
+        let mut steady = Steady::default();
+        assert!(!steady.for_at_least(timeout, at(0)), "nothing seen yet");
+        steady.note(true, fast, prompt, at(0));
+        assert!(!steady.for_at_least(timeout, at(4)));
+        assert!(steady.for_at_least(timeout, at(5)));
+        // A stall: a call that took 6 s; the count starts again after it.
+        steady.note(true, Duration::from_secs(6), prompt, at(11));
+        assert!(!steady.for_at_least(timeout, at(11)));
+        steady.note(true, fast, prompt, at(12));
+        assert!(!steady.for_at_least(timeout, at(16)));
+        assert!(steady.for_at_least(timeout, at(17)));
+        // A failed call does the same.
+        steady.note(false, fast, prompt, at(18));
+        steady.note(true, fast, prompt, at(19));
+        assert!(!steady.for_at_least(timeout, at(23)));
+        assert!(steady.for_at_least(timeout, at(24)));
+    }
 
     #[test]
     fn a_start_is_stale_only_past_its_timeout_and_when_nobody_runs_it() {
