@@ -939,3 +939,49 @@ async fn a_host_whose_agent_is_gone_loses_its_sessions_among_replicas() {
         t0.elapsed()
     );
 }
+
+/// A database stall longer than the heartbeat timeout looks, to the store, like every
+/// replica's death (their beats stalled too); no host whose agent stayed connected is declared
+/// lost for it, and every session runs on after it (issue 25).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_stall_longer_than_the_heartbeat_timeout_loses_no_host() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        sessions.push(
+            c.client(i)
+                .start_session(&tests::start("sleeper"))
+                .await
+                .unwrap(),
+        );
+    }
+    let db = mariadb::shared().expect("the server the cluster uses");
+    let timeout = Duration::from_secs(HEARTBEAT_TIMEOUT.parse().unwrap());
+    /// Resumes the server however the test ends, so the tests after it find it running.
+    struct Resume(&'static mariadb::MariaDb);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            self.0.resume();
+        }
+    }
+    db.pause();
+    let stalled = Resume(db);
+    // Not a synchronisation: the stall's length, then the time in which a sweep that took the
+    // stall for the replicas' death would have declared their hosts lost.
+    tokio::time::sleep(timeout + Duration::from_secs(2)).await;
+    drop(stalled);
+    tokio::time::sleep(timeout + Duration::from_secs(4)).await;
+    for (i, s) in sessions.iter().enumerate() {
+        let now = c.client(i).get_session(&s.session_id).await.unwrap();
+        assert_eq!(
+            (now.status, now.pid),
+            (SessionStatus::Running, s.pid),
+            "{}",
+            s.session_id
+        );
+    }
+    c.wait_online(4).await;
+    no_orphan(&c, 0).await;
+}

@@ -134,6 +134,25 @@ impl MariaDb {
         self.url(name)
     }
 
+    /// Stops the server's process (`SIGSTOP`): every call to it stalls, as on a slow disk, a
+    /// long fsync or a failover, until [`MariaDb::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a paused server go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = std::fs::read_to_string(self._dir.path().join("mysqld.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .expect("the server's pid file");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the server");
+    }
+
     /// Kills the server at once (a database lost under the broker's feet).
     pub fn kill(&mut self) {
         let _ = self.watchdog.stdin.take();
