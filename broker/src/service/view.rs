@@ -49,12 +49,12 @@ impl SharedView {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The kept view, if it is fresh.
-    pub fn get(&self) -> Option<Vec<Seen>> {
+    /// `f` of the kept view, if it is fresh (looked at in place, not copied).
+    pub fn read<T>(&self, f: impl FnOnce(&[Seen]) -> T) -> Option<T> {
         self.lock()
             .as_ref()
             .filter(|(at, _)| at.elapsed() < VIEW_TTL)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| f(v))
     }
 
     /// Keeps `seen`, read from the store now, unless `keep_fresh` and another start kept a
@@ -125,17 +125,23 @@ pub(super) fn place_on(
     here: &str,
 ) -> Result<Placed, placement::PlacementError> {
     let skipped = |s: &Seen| s.owner.as_ref().is_some_and(|o| skip.contains(o));
-    let views: Vec<HostView> = seen
-        .iter()
-        .map(|s| {
-            let mut v = s.view.clone();
-            if skipped(s) {
-                v.status = HostStatus::Offline;
-            }
-            v
-        })
-        .collect();
-    let mut choice = placement::place(views.iter(), game, mode)?;
+    // Copied only when some hosts must count as offline (a start's retry), not every start.
+    let offlined: Option<Vec<HostView>> = seen.iter().any(skipped).then(|| {
+        seen.iter()
+            .map(|s| {
+                let mut v = s.view.clone();
+                if skipped(s) {
+                    v.status = HostStatus::Offline;
+                }
+                v
+            })
+            .collect()
+    });
+    let views: Vec<&HostView> = match &offlined {
+        Some(v) => v.iter().collect(),
+        None => seen.iter().map(|s| &s.view).collect(),
+    };
+    let mut choice = placement::place(views.iter().copied(), game, mode)?;
     let owner_of = |host: &HostId| {
         seen.iter()
             .find(|s| &s.view.host_id == host)
@@ -146,7 +152,7 @@ pub(super) fn place_on(
             .iter()
             .zip(&views)
             .filter(|(s, _)| s.owner.as_deref() == Some(here))
-            .map(|(_, v)| v);
+            .map(|(_, v)| *v);
         if let Ok(local) = placement::place(mine, game, mode) {
             let load = |h: &HostId| views.iter().find(|v| &v.host_id == h);
             if let (Some(l), Some(b)) = (load(&local.host_id), load(&choice.host_id)) {
@@ -218,11 +224,11 @@ impl Service {
         Ok(replicas.view.set(seen, keep_fresh))
     }
 
-    /// The kept view if fresh, else read.
-    async fn current_view(&self) -> Result<Vec<Seen>, Error> {
-        match self.replicas()?.view.get() {
-            Some(v) => Ok(v),
-            None => self.read_view(true).await,
+    /// `f` of the kept view if it is fresh, else of a view read now.
+    async fn in_view<T>(&self, f: impl Fn(&[Seen]) -> T) -> Result<T, Error> {
+        match self.replicas()?.view.read(&f) {
+            Some(t) => Ok(t),
+            None => Ok(f(&self.read_view(true).await?)),
         }
     }
 
@@ -231,29 +237,31 @@ impl Service {
         &self,
         game: &GameId,
     ) -> Result<Option<Vec<protocol::settings::SettingOffer>>, Error> {
-        Ok(self
-            .current_view()
-            .await?
-            .iter()
-            .filter(|s| s.view.status != HostStatus::Offline)
-            .flat_map(|s| s.view.games.iter())
-            .find(|g| &g.game_id == game)
-            .map(|g| g.settings.clone()))
+        self.in_view(|seen| {
+            seen.iter()
+                .filter(|s| s.view.status != HostStatus::Offline)
+                .flat_map(|s| s.view.games.iter())
+                .find(|g| &g.game_id == game)
+                .map(|g| g.settings.clone())
+        })
+        .await
     }
 
     /// How `host` offers `game`, as the shared view of the hosts says; `None` when the view
     /// does not know the host or it cannot be read.
     pub(super) async fn shared_offer(&self, host: &HostId, game: &GameId) -> Option<GameOffer> {
-        self.current_view()
-            .await
-            .ok()?
-            .iter()
-            .find(|s| &s.view.host_id == host)?
-            .view
-            .games
-            .iter()
-            .find(|g| &g.game_id == game)
-            .cloned()
+        self.in_view(|seen| {
+            seen.iter()
+                .find(|s| &s.view.host_id == host)?
+                .view
+                .games
+                .iter()
+                .find(|g| &g.game_id == game)
+                .cloned()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }
 

@@ -64,8 +64,8 @@ impl Service {
                 Err(e) => {
                     let any = replicas
                         .view
-                        .get()
-                        .is_some_and(|v| v.iter().any(|s| s.view.status != HostStatus::Offline));
+                        .read(|v| v.iter().any(|s| s.view.status != HostStatus::Offline))
+                        .unwrap_or(false);
                     return Err(self.placement_failed(e, req, any).await);
                 }
             }
