@@ -81,6 +81,34 @@ impl Replica {
         self.child = Some(child);
     }
 
+    /// A replica started and answering. Its ports are picked free just before it binds them,
+    /// and another process of the test run can take one meanwhile: the replica then exits at
+    /// once ("address already in use", in its log) and is started again on new ports.
+    async fn up(id: &str, db: &str, nats: &str) -> Self {
+        for _ in 0..3 {
+            let mut r = Self::spawn(id, db, nats);
+            let client = r.client();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                if client.health().await.is_ok() {
+                    return r;
+                }
+                let exited = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if exited.is_some() {
+                    r.child = None;
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "replica {id} does not answer; log: {}",
+                    r.log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("replica {id} exited at start three times (see its logs in the temp dir)");
+    }
+
     fn client(&self) -> Client {
         Client::new(&format!("http://127.0.0.1:{}", self.http), None).unwrap()
     }
@@ -158,18 +186,9 @@ impl Cluster {
         let turn = TURN.lock().await;
         let db = mariadb::database().await?;
         let nats = NatsServer::start()?;
-        let replicas: Vec<Replica> = ["b1", "b2", "b3"]
-            .iter()
-            .map(|id| Replica::spawn(id, &db, &nats.url()))
-            .collect();
-        for r in &replicas {
-            let client = r.client();
-            let log = r.log.display().to_string();
-            wait_until(&format!("replica {} answers ({log})", r.id), WAIT, || {
-                let client = client.clone();
-                async move { client.health().await.is_ok() }
-            })
-            .await;
+        let mut replicas = Vec::new();
+        for id in ["b1", "b2", "b3"] {
+            replicas.push(Replica::up(id, &db, &nats.url()).await);
         }
         // Agent i prefers replica i mod 3, then the next ones: b1 holds two hosts.
         let capacities = [12, 12, 13, 13];
