@@ -266,7 +266,9 @@ impl From<StoreError> for Error {
             StoreError::Duplicate(_) | StoreError::Transition(_) => Self::Conflict(e.to_string()),
             StoreError::BadCursor(_) => Self::Invalid(e.to_string()),
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
-            StoreError::Backend(_) | StoreError::NotShared => Self::Internal(e.to_string()),
+            StoreError::Backend(_) | StoreError::NotShared | StoreError::LeaseLost(_) => {
+                Self::Internal(e.to_string())
+            }
             StoreError::Fenced(host) => Self::HostUnavailable {
                 host,
                 why: Unreachable::Moved,

@@ -1413,21 +1413,57 @@ async fn mysql_owners_fences_claims_and_leases() {
         Claimed::KeyTaken
     );
 
-    // One holder at a time; another takes the lease once it has expired.
+    // One holder at a time; another takes the lease once it has expired, at the next epoch.
     let ttl = std::time::Duration::from_millis(300);
-    assert!(a.lease("sweep", "b1", ttl).await.unwrap());
-    assert!(!b.lease("sweep", "b2", ttl).await.unwrap());
-    assert!(a.lease("sweep", "b1", ttl).await.unwrap(), "renewed");
+    let first = a.lease("sweep", "b1", ttl).await.unwrap().expect("free");
+    assert!(b.lease("sweep", "b2", ttl).await.unwrap().is_none());
+    let renewed = a.lease("sweep", "b1", ttl).await.unwrap();
+    assert_eq!(renewed.as_ref(), Some(&first), "renewed at the same epoch");
     tests::wait_until(
         "the lease expires",
         std::time::Duration::from_secs(10),
-        || async { b.lease("sweep", "b2", ttl).await.unwrap() },
+        || async { b.lease("sweep", "b2", ttl).await.unwrap().is_some() },
     )
     .await;
     // Renewed for long enough that a loaded machine cannot let it lapse before a asks.
     let long = std::time::Duration::from_secs(60);
-    assert!(b.lease("sweep", "b2", long).await.unwrap(), "renewed");
-    assert!(!a.lease("sweep", "b1", ttl).await.unwrap());
+    let taken = b
+        .lease("sweep", "b2", long)
+        .await
+        .unwrap()
+        .expect("renewed");
+    assert_eq!(taken.epoch, first.epoch + 1);
+    assert!(a.lease("sweep", "b1", ttl).await.unwrap().is_none());
+
+    // A sweep's write under the old hold (a sweeper whose write was queued behind a stall)
+    // changes nothing; under the new one it applies (migration 14).
+    let left = claim(7);
+    assert!(matches!(
+        b.claim(&left, None, Actor::Portal, None, None)
+            .await
+            .unwrap(),
+        Claimed::New { .. }
+    ));
+    let failed = |hold| {
+        a.transition_leased(
+            &left.session_id,
+            &SessionEvent::LaunchTimedOut,
+            Actor::Sweep,
+            now(),
+            None,
+            hold,
+        )
+    };
+    assert_eq!(
+        failed(&first).await,
+        Err(StoreError::LeaseLost("sweep".into()))
+    );
+    assert_eq!(
+        sb.get(&left.session_id).await.unwrap().status,
+        SessionStatus::Starting,
+        "the stale sweep changed nothing"
+    );
+    assert_eq!(failed(&taken).await.unwrap().status, SessionStatus::Failed);
 }
 
 /// A pool's ready game holds its host's slot: claims see the host full, and the shared view

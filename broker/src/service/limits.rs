@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::Service;
 use crate::session::{Actor, SessionEvent};
+use crate::store::Lease;
 
 /// An idle session is looked up in the store at most this often: its agent says it is idle
 /// at every heartbeat while it lasts.
@@ -119,7 +120,12 @@ impl Service {
     /// Warns the running sessions of `active` near their end, and ends those past it: each
     /// is warned before it ends, even one whose whole minute of warning a round missed (a
     /// limit shorter than a round, a lease handover, a store outage).
-    pub(super) async fn expire_due(&self, active: &[Session], now: OffsetDateTime) {
+    pub(super) async fn expire_due(
+        &self,
+        active: &[Session],
+        now: OffsetDateTime,
+        lease: Option<&Lease>,
+    ) {
         for s in active {
             let Some(due) = due(s, now) else {
                 continue;
@@ -139,7 +145,7 @@ impl Service {
             }
             if due == Due::Expire {
                 tracing::info!(session = %s.session_id, host = %s.host_id, "session reached its max_duration_s; ending it");
-                self.end_for_limit(s, SessionEvent::Expired).await;
+                self.end_for_limit(s, SessionEvent::Expired, lease).await;
             }
         }
     }
@@ -189,15 +195,19 @@ impl Service {
         };
         if idled_out(&s, idle, timeout, OffsetDateTime::now_utc()) {
             tracing::info!(session = %id, %host, ?idle, "nobody connected for idle_timeout_s; ending it");
-            self.end_for_limit(&s, SessionEvent::IdledOut).await;
+            self.end_for_limit(&s, SessionEvent::IdledOut, None).await;
         }
     }
 
     /// Records `s` stopping because of a limit (`event`), and has its game stopped; the
     /// agent's answer ends it. A session that changed meanwhile (ended, already stopping) is
-    /// left as it is.
-    async fn end_for_limit(&self, s: &Session, event: SessionEvent) {
-        match self.record(&s.session_id, event, Actor::Sweep).await {
+    /// left as it is. The sweep's ends carry its `lease`.
+    async fn end_for_limit(&self, s: &Session, event: SessionEvent, lease: Option<&Lease>) {
+        let id = &s.session_id;
+        match self
+            .record_swept(id, event, Actor::Sweep, None, lease)
+            .await
+        {
             Ok(_) => self.stop_routed(&s.host_id, &s.session_id).await,
             Err(e) => {
                 tracing::debug!(session = %s.session_id, error = %e, "limit not applied")

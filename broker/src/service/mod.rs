@@ -66,7 +66,7 @@ use crate::error::{Dependency, Error};
 use crate::events::Feed;
 use crate::metrics::Metrics;
 use crate::session::{Actor, SessionEvent};
-use crate::store::{EventRecord, Fence, Page, Store, StoreError};
+use crate::store::{EventRecord, Fence, Lease, Page, Store, StoreError};
 use inflight::InFlight;
 
 /// Session changes buffered for waiters; a waiter that falls behind re-reads the store.
@@ -194,6 +194,25 @@ impl Service {
         let s = self
             .store
             .transition(id, &event, actor, OffsetDateTime::now_utc())
+            .await?;
+        self.changed(&s, &event);
+        Ok(s)
+    }
+
+    /// [`Self::record`] for the sweep among replicas: applied only while this replica still
+    /// holds the sweep's `lease` (none alone), and `fence` (a lost host's epoch as found).
+    async fn record_swept(
+        &self,
+        id: &SessionId,
+        event: SessionEvent,
+        actor: Actor,
+        fence: Option<&Fence>,
+        lease: Option<&Lease>,
+    ) -> Result<Session, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let s = self
+            .store
+            .transition_leased(id, &event, actor, now, fence, lease)
             .await?;
         self.changed(&s, &event);
         Ok(s)

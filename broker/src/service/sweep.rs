@@ -9,7 +9,10 @@
 //!
 //! With replicas, one replica at a time sweeps: the holder of the store's `sweep` lease, which
 //! it renews at every round and another takes over once it has expired (its holder died or
-//! stopped). A host is lost when no live replica holds its agent; losing it is fenced by the
+//! stopped). Every change the sweep writes checks, in its transaction, that the lease is still
+//! held, unexpired, at the epoch of this round's renewal: a sweeper that stalled past its lease
+//! (its process paused, its queries queued behind a database stall) writes nothing once the
+//! store answers it again, so two replicas never sweep at once. A host is lost when no live replica holds its agent; losing it is fenced by the
 //! epoch found, so a host whose agent connects meanwhile keeps its sessions. And only on
 //! evidence: the sweeper judges host loss only once the store has answered it promptly for a
 //! whole heartbeat timeout ([`Steady`]), so the staleness a database stall leaves on every
@@ -27,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Service;
 use crate::session::{Actor, SessionEvent};
-use crate::store::Fence;
+use crate::store::{Fence, Lease, StoreError};
 
 /// How often the sweep asks a host again to stop a game whose end was cut short.
 const STOP_NUDGE_EVERY: Duration = Duration::from_secs(10);
@@ -52,6 +55,24 @@ fn stale_start(
     s.status == SessionStatus::Starting
         && now - s.created_at > launch_deadline + STALE_GRACE
         && !launching
+}
+
+/// This broker's turn at a duty one replica does at a time.
+#[derive(Debug)]
+enum Turn {
+    /// Alone: every duty is this broker's, with no lease to check.
+    Alone,
+    /// Among replicas: its hold on the duty's lease, which fences the duty's writes.
+    Held(Lease),
+}
+
+impl Turn {
+    fn lease(&self) -> Option<&Lease> {
+        match self {
+            Self::Alone => None,
+            Self::Held(l) => Some(l),
+        }
+    }
 }
 
 /// How long the store has answered this replica's sweep promptly, without a failure or a
@@ -94,19 +115,21 @@ impl Service {
                 _ = tick.tick() => {}
             }
             let t0 = Instant::now();
-            let lease = self.lease_now(SWEEP_LEASE, every * 4).await;
-            steady.note(lease.is_ok(), t0.elapsed(), every, Instant::now());
-            if !matches!(lease, Ok(true)) {
+            let turn = self.turn(SWEEP_LEASE, every * 4).await;
+            steady.note(turn.is_ok(), t0.elapsed(), every, Instant::now());
+            let Ok(Some(turn)) = turn else {
                 continue;
-            }
+            };
+            let lease = turn.lease();
             let Ok(active) = self.store.active(None).await else {
                 continue;
             };
-            self.settle_stale(&active, &mut nudged).await;
-            self.expire_due(&active, OffsetDateTime::now_utc()).await;
+            self.settle_stale(&active, &mut nudged, lease).await;
+            self.expire_due(&active, OffsetDateTime::now_utc(), lease)
+                .await;
             let timeout = self.settings.heartbeat_timeout;
             if self.replicas.is_none() || steady.for_at_least(timeout, Instant::now()) {
-                self.lose_lost_hosts().await;
+                self.lose_lost_hosts(lease).await;
             }
             self.trim_stream().await;
         }
@@ -125,22 +148,30 @@ impl Service {
     /// Whether this broker does the duty `name` now: always alone; with replicas, while it
     /// holds its lease (taken or renewed now, for `ttl`).
     pub(super) async fn holds_lease(&self, name: &str, ttl: Duration) -> bool {
-        self.lease_now(name, ttl).await.unwrap_or(false)
+        matches!(self.turn(name, ttl).await, Ok(Some(_)))
     }
 
-    /// [`Self::holds_lease`], telling a store that did not answer from a lease held by another.
-    async fn lease_now(&self, name: &str, ttl: Duration) -> Result<bool, crate::store::StoreError> {
+    /// This broker's turn at the duty `name`, if it is: [`Turn::Alone`] alone; with
+    /// replicas, its hold on the lease (taken or renewed now, for `ttl`), and `None` while
+    /// another replica holds it; an error when the store did not answer.
+    async fn turn(&self, name: &str, ttl: Duration) -> Result<Option<Turn>, StoreError> {
         if self.replicas.is_none() {
-            return Ok(true);
+            return Ok(Some(Turn::Alone));
         }
         self.store
             .lease(name, &self.settings.broker_id, ttl)
             .await
+            .map(|held| held.map(Turn::Held))
             .inspect_err(|e| tracing::warn!(lease = name, error = %e, "cannot renew a lease"))
     }
 
     /// Settles sessions whose start or end was cut short.
-    async fn settle_stale(&self, active: &[Session], nudged: &mut HashMap<SessionId, Instant>) {
+    async fn settle_stale(
+        &self,
+        active: &[Session],
+        nudged: &mut HashMap<SessionId, Instant>,
+        lease: Option<&Lease>,
+    ) {
         nudged.retain(|id, _| active.iter().any(|s| &s.session_id == id));
         for s in active
             .iter()
@@ -172,8 +203,9 @@ impl Service {
                 continue;
             }
             tracing::warn!(session = %s.session_id, host = %s.host_id, "start never settled; failing it");
+            let (event, actor) = (SessionEvent::LaunchTimedOut, Actor::Sweep);
             if self
-                .record(&s.session_id, SessionEvent::LaunchTimedOut, Actor::Sweep)
+                .record_swept(&s.session_id, event, actor, None, lease)
                 .await
                 .is_ok()
             {
@@ -183,7 +215,7 @@ impl Service {
     }
 
     /// Ends the sessions of hosts away longer than the heartbeat timeout.
-    async fn lose_lost_hosts(&self) {
+    async fn lose_lost_hosts(&self, lease: Option<&Lease>) {
         let timeout = self.settings.heartbeat_timeout;
         let lost: Vec<(HostId, Option<Fence>)> = match &self.replicas {
             None => self
@@ -210,18 +242,16 @@ impl Service {
             };
             tracing::warn!(%host, sessions = sessions.len(), "host lost; its sessions are lost");
             for s in sessions {
+                let (event, actor) = (SessionEvent::HostLost, Actor::HostLost);
                 let lost = self
-                    .store
-                    .transition_fenced(
-                        &s.session_id,
-                        &SessionEvent::HostLost,
-                        Actor::HostLost,
-                        OffsetDateTime::now_utc(),
-                        fence.as_ref(),
-                    )
+                    .record_swept(&s.session_id, event, actor, fence.as_ref(), lease)
                     .await;
                 match lost {
-                    Ok(s) => self.changed(&s, &SessionEvent::HostLost),
+                    Ok(_) => {}
+                    Err(e @ StoreError::LeaseLost(_)) => {
+                        tracing::warn!(%host, error = %e, "sweep: another replica sweeps now");
+                        return;
+                    }
                     Err(e) => {
                         tracing::debug!(session = %s.session_id, error = %e, "sweep: not applied")
                     }

@@ -24,6 +24,20 @@ pub struct Fence {
     pub epoch: u64,
 }
 
+/// A replica's hold on a lease (a duty only one replica does at a time) as of one renewal:
+/// writes made for that duty apply only while `holder` still holds `name`, unexpired, at
+/// `epoch` (one more at each new holder), so a holder that stalled past its lease changes
+/// nothing once the store answers it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The duty.
+    pub name: String,
+    /// The replica holding it.
+    pub holder: String,
+    /// The lease's epoch at this holder.
+    pub epoch: u64,
+}
+
 /// The answer to claiming a slot on a host for a new session (replicas).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
@@ -158,8 +172,14 @@ impl Store {
         self.shared()?.brokers(within).await
     }
 
-    /// Takes or renews lease `name` for `holder` for `ttl`; `false` while another holds it.
-    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+    /// Takes or renews lease `name` for `holder` for `ttl`: the hold, or `None` while another
+    /// holds it.
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         self.shared()?.lease(name, holder, ttl).await
     }
 

@@ -21,7 +21,7 @@ pub mod memory;
 pub mod mysql;
 pub mod pools;
 
-pub use cluster::{BrokerRecord, Claimed, Fence, HostLoad, SharedHost};
+pub use cluster::{BrokerRecord, Claimed, Fence, HostLoad, Lease, SharedHost};
 
 use std::net::IpAddr;
 
@@ -57,6 +57,10 @@ pub enum StoreError {
     /// another since): nothing was written.
     #[error("host {0} is now owned by another connection")]
     Fenced(HostId),
+    /// A write for a duty one replica does at a time, by a replica whose lease on it expired
+    /// or passed to another since: nothing was written.
+    #[error("this replica no longer holds the lease {0:?}")]
+    LeaseLost(String),
     /// A call only a store shared by replicas answers, made of one that is not.
     #[error("this session store is not shared by replicas")]
     NotShared,
@@ -278,6 +282,25 @@ impl Store {
         match self {
             Self::Memory(m) => m.transition(id, event, actor, now),
             Self::Mysql(m) => m.transition_fenced(id, event, actor, now, fence).await,
+        }
+    }
+
+    /// [`Self::transition_fenced`] for a change made for a duty one replica does at a time
+    /// (the sweep), applied only while `lease` is held ([`StoreError::LeaseLost`] otherwise).
+    /// The memory store serves one broker, which holds every duty: it has no lease to check.
+    pub async fn transition_leased(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+        fence: Option<&Fence>,
+        lease: Option<&Lease>,
+    ) -> Result<Session, StoreError> {
+        match (self, lease) {
+            (Self::Memory(m), _) => m.transition(id, event, actor, now),
+            (Self::Mysql(m), Some(l)) => m.transition_leased(id, event, actor, now, fence, l).await,
+            (Self::Mysql(m), None) => m.transition_fenced(id, event, actor, now, fence).await,
         }
     }
 

@@ -18,8 +18,8 @@ use super::rows::{parse, take, unavailable, utc, LIVE_STATUSES};
 use super::MysqlStore;
 use crate::session::Actor;
 use crate::store::{
-    BrokerRecord, Claimed, Fence, HostLoad, HostRecord, IdempotencyKey, SharedHost, StoreError,
-    IDEMPOTENCY_TTL,
+    BrokerRecord, Claimed, Fence, HostLoad, HostRecord, IdempotencyKey, Lease, SharedHost,
+    StoreError, IDEMPOTENCY_TTL,
 };
 
 /// Hosts' loads written per statement, at most.
@@ -347,29 +347,43 @@ impl MysqlStore {
         .await
     }
 
-    /// Takes or renews the lease `name` for `holder` for `ttl`: true while `holder` has it.
-    /// Another replica gets it only once it has expired.
-    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+    /// Takes or renews the lease `name` for `holder` for `ttl`: the hold while `holder` has
+    /// it. Another replica gets it only once it has expired, at the next epoch (read back in
+    /// the same statement with `LAST_INSERT_ID(expr)`).
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
+            // `epoch` is set before `holder` (assignments apply left to right): it compares
+            // the holder found.
             conn.exec_drop(
-                "UPDATE leases SET holder = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
+                "UPDATE leases SET epoch = LAST_INSERT_ID(IF(holder = ?, epoch, epoch + 1)), \
+                 holder = ?, expires_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
                  WHERE name = ? AND (holder = ? OR expires_at < UTC_TIMESTAMP(6))",
-                (holder, micros(ttl), name, holder),
+                (holder, holder, micros(ttl), name, holder),
             )
             .await
             .map_err(unavailable)?;
+            let held = |epoch| Lease {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+                epoch,
+            };
             if conn.affected_rows() == 1 {
-                return Ok(true);
+                return Ok(Some(held(conn.last_insert_id().unwrap_or(0))));
             }
             conn.exec_drop(
-                "INSERT IGNORE INTO leases (name, holder, expires_at) \
-                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)",
+                "INSERT IGNORE INTO leases (name, holder, expires_at, epoch) \
+                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND, 1)",
                 (name, holder, micros(ttl)),
             )
             .await
             .map_err(unavailable)?;
-            Ok(conn.affected_rows() == 1)
+            Ok((conn.affected_rows() == 1).then(|| held(1)))
         })
         .await
     }

@@ -247,6 +247,12 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         // Not idempotent, like migration 3's (MySQL 8 has no CREATE INDEX IF NOT EXISTS).
         &["CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id)"],
     ),
+    (
+        14,
+        "a lease's epoch, one more at each new holder: it fences the holder's writes",
+        // Not idempotent, like migration 3's (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
+        &["ALTER TABLE leases ADD COLUMN epoch BIGINT UNSIGNED NOT NULL DEFAULT 0"],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

@@ -48,8 +48,8 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::session::{apply, Actor, SessionEvent};
 use crate::store::{
-    parse_cursor, Change, EventRecord, Fence, HostRecord, IdempotencyKey, Inserted, KeyMatch, Page,
-    StoreError, IDEMPOTENCY_TTL,
+    parse_cursor, Change, EventRecord, Fence, HostRecord, IdempotencyKey, Inserted, KeyMatch,
+    Lease, Page, StoreError, IDEMPOTENCY_TTL,
 };
 
 pub use migrations::MIGRATIONS;
@@ -506,6 +506,35 @@ impl MysqlStore {
         now: OffsetDateTime,
         fence: Option<&Fence>,
     ) -> Result<Session, StoreError> {
+        self.transition_guarded(id, event, actor, now, fence, None)
+            .await
+    }
+
+    /// [`Self::transition_fenced`], applied also only while `lease` is held
+    /// ([`StoreError::LeaseLost`] otherwise): a change made for a duty one replica does at a
+    /// time.
+    pub async fn transition_leased(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+        fence: Option<&Fence>,
+        lease: &Lease,
+    ) -> Result<Session, StoreError> {
+        self.transition_guarded(id, event, actor, now, fence, Some(lease))
+            .await
+    }
+
+    async fn transition_guarded(
+        &self,
+        id: &SessionId,
+        event: &SessionEvent,
+        actor: Actor,
+        now: OffsetDateTime,
+        fence: Option<&Fence>,
+        lease: Option<&Lease>,
+    ) -> Result<Session, StoreError> {
         let result = self
             .bounded(async {
                 let mut conn = self.conn().await?;
@@ -531,6 +560,9 @@ impl MysqlStore {
                     params.extend([
                         fence.map(|f| f.host.as_str()).into(),
                         fence.map(|f| f.epoch).into(),
+                        lease.map(|l| l.name.as_str()).into(),
+                        lease.map(|l| l.holder.as_str()).into(),
+                        lease.map(|l| l.epoch).into(),
                     ]);
                     let answer: Option<(u8, Option<String>)> = conn
                         .exec_first(procs::CALL.transition.as_str(), Params::Positional(params))
@@ -541,6 +573,10 @@ impl MysqlStore {
                         Some((2, _)) => {
                             let host = fence.map(|f| f.host.clone()).unwrap_or(s.host_id);
                             return Err(StoreError::Fenced(host));
+                        }
+                        Some((3, _)) => {
+                            let name = lease.map(|l| l.name.clone()).unwrap_or_default();
+                            return Err(StoreError::LeaseLost(name));
                         }
                         Some((_, Some(_))) => {} // changed meanwhile: read it, try again
                         Some((_, None)) => return Err(StoreError::NotFound(id.clone())),

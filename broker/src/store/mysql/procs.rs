@@ -135,12 +135,14 @@ END",
 };
 
 /// Locks the session's row; if its status is still `p_from` (and, with `p_epoch`, the host
-/// `p_host_id` is still at that epoch), writes the new state, its history event and its
+/// `p_host_id` is still at that epoch; and, with `p_lease_epoch`, `p_holder` still holds the
+/// unexpired lease `p_lease` at that epoch, read under a shared lock so a takeover waits for
+/// this change or this change sees it), writes the new state, its history event and its
 /// stream event (`p_type` NULL: none, the status did not change) and commits. A session that
 /// becomes `failed` forgets its `Idempotency-Key` in the same transaction, whoever failed it
 /// (the start itself, the sweep, a reconcile after a crash): a failed start may be retried.
 /// Answers one row: 1 applied, 0 changed meanwhile (or no such session: the status found is
-/// NULL), 2 fenced (the host moved on); and the status found.
+/// NULL), 2 fenced (the host moved on), 3 the lease is no longer held; and the status found.
 const TRANSITION: Definition = Definition {
     base: "arcade_transition",
     text: "(
@@ -161,11 +163,15 @@ const TRANSITION: Definition = Definition {
     IN p_type VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_body MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_host_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-    IN p_epoch BIGINT UNSIGNED)
+    IN p_epoch BIGINT UNSIGNED,
+    IN p_lease VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_holder VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_lease_epoch BIGINT UNSIGNED)
 BEGIN
     DECLARE v_found VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
     DECLARE v_host VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
     DECLARE v_epoch BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_held INT UNSIGNED DEFAULT 1;
     DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_found = NULL;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -175,9 +181,17 @@ BEGIN
     IF p_epoch IS NOT NULL THEN
         SELECT epoch INTO v_epoch FROM hosts WHERE host_id = p_host_id LOCK IN SHARE MODE;
     END IF;
+    IF p_lease_epoch IS NOT NULL THEN
+        SELECT COUNT(*) INTO v_held FROM leases
+            WHERE name = p_lease AND holder = p_holder AND epoch = p_lease_epoch
+            AND expires_at > UTC_TIMESTAMP(6) LOCK IN SHARE MODE;
+    END IF;
     IF p_epoch IS NOT NULL AND (v_epoch IS NULL OR v_epoch <> p_epoch) THEN
         ROLLBACK;
         SELECT 2, v_found;
+    ELSEIF v_held = 0 THEN
+        ROLLBACK;
+        SELECT 3, v_found;
     ELSEIF v_found = p_from THEN
         UPDATE sessions SET status = p_status, ip = p_ip, port = p_port, pid = p_pid,
             ports = p_ports, started_at = p_started_at, ended_at = p_ended_at,
@@ -430,7 +444,7 @@ pub(super) struct Calls {
 pub(super) static CALL: LazyLock<Calls> = LazyLock::new(|| Calls {
     append_event: call(APPEND_EVENT.base, 6),
     insert_session: call(INSERT_SESSION.base, 32),
-    transition: call(TRANSITION.base, 18),
+    transition: call(TRANSITION.base, 21),
     claim_session: call(CLAIM_SESSION.base, 18),
     claim_ready: call(CLAIM_READY.base, 14),
 });
