@@ -978,13 +978,6 @@ async fn a_database_stall_longer_than_the_heartbeat_timeout_loses_no_host() {
     }
     let db = mariadb::shared().expect("the server the cluster uses");
     let timeout = Duration::from_secs(HEARTBEAT_TIMEOUT.parse().unwrap());
-    /// Resumes the server however the test ends, so the tests after it find it running.
-    struct Resume(&'static mariadb::MariaDb);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            self.0.resume();
-        }
-    }
     db.pause();
     let stalled = Resume(db);
     // Not a synchronisation: the stall's length, then the time in which a sweep that took the
@@ -1003,4 +996,108 @@ async fn a_database_stall_longer_than_the_heartbeat_timeout_loses_no_host() {
     }
     c.wait_online(4).await;
     no_orphan(&c, 0).await;
+}
+
+/// Resumes a paused database server however the test ends, so the tests after it find it
+/// running.
+struct Resume(&'static mariadb::MariaDb);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+/// A write sent as the database stalls longer than a store call's deadline is not answered
+/// "unavailable" while it lands later: it is tried again until the store answers, and the
+/// answer is what it became, written once (issue 25: a start answered 503 though its record
+/// committed after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_sent_into_a_database_stall_answers_what_it_became() {
+    use broker::session::SessionEvent;
+    use broker::store::{IdempotencyKey, Store};
+    let _turn = TURN.lock().await;
+    let Some(url) = mariadb::database().await else {
+        return;
+    };
+    let db = mariadb::shared().expect("the server the database is on");
+    let store = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    let session = |n: u32| {
+        broker::session::new_session(
+            SessionId::new(format!("stalled-{n}")).unwrap(),
+            GameId::new("g").unwrap(),
+            "default".into(),
+            None,
+            HostId::new("h").unwrap(),
+            time::OffsetDateTime::now_utc(),
+        )
+    };
+    let launched = SessionEvent::Launched {
+        pid: 7,
+        ip: [127, 0, 0, 1].into(),
+        port: 5000,
+        ports: vec![5000],
+    };
+    let stall = broker::store::mysql::CALL_TIMEOUT + Duration::from_secs(2);
+    let store = std::sync::Arc::new(store);
+
+    // A new session with its launch (one broker's start), a keyed `starting` record, and a
+    // change, each sent into a stall that outlasts a call's deadline.
+    let (first, keyed) = (session(1), session(2));
+    let key = IdempotencyKey::new("stalled-key".into(), &tests::start("g"));
+    let paused = Resume(db);
+    db.pause();
+    let writes = {
+        let (store, first, keyed, key, launched) = (
+            std::sync::Arc::clone(&store),
+            first.clone(),
+            keyed.clone(),
+            key.clone(),
+            launched.clone(),
+        );
+        tokio::spawn(async move {
+            let now = time::OffsetDateTime::now_utc();
+            let a = store
+                .insert_after(&first, Actor::Portal, &launched, Actor::Agent, now, None)
+                .await;
+            let b = store.insert(&keyed, Some(&key), Actor::Portal, None).await;
+            (a, b)
+        })
+    };
+    // Not a synchronisation: the stall's length.
+    tokio::time::sleep(stall).await;
+    drop(paused);
+    let (a, b) = writes.await.unwrap();
+    assert_eq!(a.unwrap().status, SessionStatus::Running);
+    assert_eq!(b.unwrap(), broker::store::Inserted::New);
+    assert_eq!(
+        store.get(&first.session_id).await.unwrap().pid,
+        Some(7),
+        "recorded with its launch"
+    );
+    assert_eq!(store.events(&first.session_id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.find_key(&key).await.unwrap(),
+        Some(broker::store::KeyMatch::Same(keyed.session_id.clone())),
+        "the key is bound to the session recorded"
+    );
+
+    // A change sent into a stall.
+    let paused = Resume(db);
+    db.pause();
+    let change = {
+        let store = std::sync::Arc::clone(&store);
+        let id = keyed.session_id.clone();
+        tokio::spawn(async move {
+            let now = time::OffsetDateTime::now_utc();
+            store.transition(&id, &launched, Actor::Agent, now).await
+        })
+    };
+    tokio::time::sleep(stall).await;
+    drop(paused);
+    assert_eq!(
+        change.await.unwrap().unwrap().status,
+        SessionStatus::Running
+    );
+    assert_eq!(store.events(&keyed.session_id).await.unwrap().len(), 2);
 }

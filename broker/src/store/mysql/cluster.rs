@@ -210,36 +210,23 @@ impl MysqlStore {
             s.max_duration_s.into(),
             epoch.into(),
         ];
+        let params = &params;
         let claimed = self
-            .bounded(async {
-                let mut conn = self.conn().await?;
-                let answer: Result<Option<(String, u64)>, _> = conn
-                    .exec_first(
-                        super::procs::CALL.claim_session.as_str(),
-                        Params::Positional(params),
-                    )
-                    .await;
-                match answer {
-                    Ok(Some((what, epoch))) => match what.as_str() {
-                        "new" => Ok(Claimed::New { epoch }),
-                        "full" => Ok(Claimed::Full),
-                        "gone" => Ok(Claimed::Gone),
-                        "quota" => Ok(Claimed::Quota),
-                        other => Err(StoreError::Backend(format!(
-                            "arcade_claim_session answered {other:?}"
-                        ))),
-                    },
-                    Ok(None) => Err(StoreError::Backend(
-                        "arcade_claim_session answered no row".into(),
-                    )),
-                    Err(mysql_async::Error::Server(e)) if e.code == DUPLICATE_KEY => {
-                        if key.is_some() {
-                            Ok(Claimed::KeyTaken)
-                        } else {
-                            Err(StoreError::Duplicate(s.session_id.clone()))
+            .settled(|again| async move {
+                let claimed = self.claim_once(s, key, params.clone()).await;
+                match claimed {
+                    // An unanswered try of this very claim may have landed: the session
+                    // exists then (its id is this start's alone).
+                    Ok(Claimed::KeyTaken) | Err(StoreError::Duplicate(_)) if again => {
+                        match self.get(&s.session_id).await {
+                            Ok(_) => Ok(Claimed::New {
+                                epoch: epoch.unwrap_or_default(),
+                            }),
+                            Err(StoreError::NotFound(_)) => claimed,
+                            Err(e) => Err(e),
                         }
                     }
-                    Err(e) => Err(unavailable(e)),
+                    other => other,
                 }
             })
             .await?;
@@ -247,6 +234,47 @@ impl MysqlStore {
             self.remember(s);
         }
         Ok(claimed)
+    }
+
+    /// One try of [`Self::claim`].
+    async fn claim_once(
+        &self,
+        s: &Session,
+        key: Option<&IdempotencyKey>,
+        params: Vec<mysql_async::Value>,
+    ) -> Result<Claimed, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let answer: Result<Option<(String, u64)>, _> = conn
+                .exec_first(
+                    super::procs::CALL.claim_session.as_str(),
+                    Params::Positional(params),
+                )
+                .await;
+            match answer {
+                Ok(Some((what, epoch))) => match what.as_str() {
+                    "new" => Ok(Claimed::New { epoch }),
+                    "full" => Ok(Claimed::Full),
+                    "gone" => Ok(Claimed::Gone),
+                    "quota" => Ok(Claimed::Quota),
+                    other => Err(StoreError::Backend(format!(
+                        "arcade_claim_session answered {other:?}"
+                    ))),
+                },
+                Ok(None) => Err(StoreError::Backend(
+                    "arcade_claim_session answered no row".into(),
+                )),
+                Err(mysql_async::Error::Server(e)) if e.code == DUPLICATE_KEY => {
+                    if key.is_some() {
+                        Ok(Claimed::KeyTaken)
+                    } else {
+                        Err(StoreError::Duplicate(s.session_id.clone()))
+                    }
+                }
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
     }
 
     /// Writes the load of the hosts held here, each only while its epoch is the one given, in

@@ -60,6 +60,11 @@ use rows::{
 
 /// Every store call, including waiting for a pooled connection, finishes within this.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write whose answer was lost is tried again until the store answers it (see
+/// [`MysqlStore::settled`]): longer than the database stalls Arcade rides out (a Galera
+/// node's eviction, a failover, a long fsync), well within a client's patience (the portal
+/// client waits 120 s for a start).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(30);
 /// The first connection at start may take this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,6 +210,35 @@ impl MysqlStore {
         result
     }
 
+    /// Runs a write until the store answers it. A try that got no answer in time may have
+    /// been applied, or may still be (the server runs a statement it received even after the
+    /// client gave up on it): it is tried again, after a pause, until the store answers or
+    /// [`SETTLE_WAIT`] has passed. Every write tried so is idempotent (a new session by its id,
+    /// a key by its session, a change by its compare and set), so the try that is answered
+    /// tells what the write became: `attempt(true)` reads "exists" or "is so already" as its
+    /// own earlier try having landed. Only a store silent for all of [`SETTLE_WAIT`] leaves
+    /// the outcome unknown ([`StoreError::Unavailable`]).
+    pub(super) async fn settled<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let t0 = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let mut again = false;
+        loop {
+            match attempt(again).await {
+                Err(StoreError::Unavailable(e)) if t0.elapsed() + pause < SETTLE_WAIT => {
+                    tracing::warn!(error = %e, "a write went unanswered; trying it again");
+                    again = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn conn(&self) -> Result<Conn, StoreError> {
         self.pool.get_conn().await.map_err(unavailable)
     }
@@ -217,16 +251,28 @@ impl MysqlStore {
         fence: Option<&Fence>,
     ) -> Result<Inserted, StoreError> {
         let inserted = self
-            .bounded(async {
-                let mut conn = self.conn().await?;
-                match key {
-                    None => {
-                        let created = [(s, "created", actor, s.created_at)];
-                        Self::call_insert(&mut conn, s, &created, fence)
-                            .await
-                            .map(|()| Inserted::New)
+            .settled(|again| async move {
+                let inserted = self
+                    .bounded(async {
+                        let mut conn = self.conn().await?;
+                        match key {
+                            None => {
+                                let created = [(s, "created", actor, s.created_at)];
+                                Self::call_insert(&mut conn, s, &created, fence)
+                                    .await
+                                    .map(|()| Inserted::New)
+                            }
+                            Some(k) => Self::insert_keyed(&mut conn, s, k, actor, fence).await,
+                        }
+                    })
+                    .await;
+                match inserted {
+                    // An unanswered try of this very insert landed.
+                    Err(StoreError::Duplicate(_)) if again => Ok(Inserted::New),
+                    Ok(Inserted::Existing(first)) if again && first == s.session_id => {
+                        Ok(Inserted::New)
                     }
-                    Some(k) => Self::insert_keyed(&mut conn, s, k, actor, fence).await,
+                    other => other,
                 }
             })
             .await?;
@@ -244,8 +290,19 @@ impl MysqlStore {
         events: &[Change<'_>],
         fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.bounded(async { Self::call_insert(&mut self.conn().await?, s, events, fence).await })
-            .await?;
+        self.settled(|again| async move {
+            let inserted = self
+                .bounded(async {
+                    Self::call_insert(&mut self.conn().await?, s, events, fence).await
+                })
+                .await;
+            match inserted {
+                // An unanswered try of this very insert landed.
+                Err(StoreError::Duplicate(_)) if again => Ok(()),
+                other => other,
+            }
+        })
+        .await?;
         self.remember(s);
         Ok(())
     }
@@ -535,62 +592,83 @@ impl MysqlStore {
         fence: Option<&Fence>,
         lease: Option<&Lease>,
     ) -> Result<Session, StoreError> {
+        // What the last try sent: found so by a later try, it landed.
+        let sent: Mutex<Option<Session>> = Mutex::new(None);
+        let sent = &sent;
         let result = self
-            .bounded(async {
-                let mut conn = self.conn().await?;
-                let mut known = self.recall(id);
-                for _ in 0..CAS_TRIES {
-                    let (mut s, fresh) = match known.take() {
-                        Some(s) => (s, false),
-                        None => (Self::read(&mut conn, id).await?, true),
-                    };
-                    let from = s.status;
-                    if let Err(e) = apply(&mut s, event, now) {
-                        if fresh {
-                            return Err(e.into());
+            .settled(|again| async move {
+                self.bounded(async {
+                    let mut conn = self.conn().await?;
+                    let mut known = if again { None } else { self.recall(id) };
+                    for _ in 0..CAS_TRIES {
+                        let (mut s, fresh) = match known.take() {
+                            Some(s) => (s, false),
+                            None => (Self::read(&mut conn, id).await?, true),
+                        };
+                        let from = s.status;
+                        let found = s.clone();
+                        if let Err(e) = apply(&mut s, event, now) {
+                            let mine = sent.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                            if again
+                                && mine
+                                    .is_some_and(|m| (m.status, m.pid) == (found.status, found.pid))
+                            {
+                                // An unanswered try of this very change landed.
+                                return Ok(found);
+                            }
+                            if fresh {
+                                return Err(e.into());
+                            }
+                            // What we remembered may be stale: decide on the row itself.
+                            continue;
                         }
-                        // What we remembered may be stale: decide on the row itself.
-                        continue;
+                        let mut params = vec![id.as_str().into(), from.as_str().into()];
+                        params.extend(changed_values(&s));
+                        params.extend([
+                            utc(now).into(),
+                            event.name().into(),
+                            actor.as_str().into(),
+                        ]);
+                        let kind =
+                            (s.status != from).then(|| EventType::of_status(s.status).as_str());
+                        params.extend([kind.into(), stream_body(&s)?.into()]);
+                        params.extend([
+                            fence.map(|f| f.host.as_str()).into(),
+                            fence.map(|f| f.epoch).into(),
+                            lease.map(|l| l.name.as_str()).into(),
+                            lease.map(|l| l.holder.as_str()).into(),
+                            lease.map(|l| l.epoch).into(),
+                        ]);
+                        *sent.lock().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+                        let answer: Option<(u8, Option<String>)> = conn
+                            .exec_first(procs::CALL.transition.as_str(), Params::Positional(params))
+                            .await
+                            .map_err(unavailable)?;
+                        match answer {
+                            Some((1, _)) => return Ok(s),
+                            Some((2, _)) => {
+                                let host = fence.map(|f| f.host.clone()).unwrap_or(s.host_id);
+                                return Err(StoreError::Fenced(host));
+                            }
+                            Some((3, _)) => {
+                                let name = lease.map(|l| l.name.clone()).unwrap_or_default();
+                                return Err(StoreError::LeaseLost(name));
+                            }
+                            Some((_, Some(_))) => {} // changed meanwhile: read it, try again
+                            Some((_, None)) => return Err(StoreError::NotFound(id.clone())),
+                            None => {
+                                return Err(StoreError::Backend(
+                                    "arcade_transition answered no row".into(),
+                                ))
+                            }
+                        }
                     }
-                    let mut params = vec![id.as_str().into(), from.as_str().into()];
-                    params.extend(changed_values(&s));
-                    params.extend([utc(now).into(), event.name().into(), actor.as_str().into()]);
-                    let kind = (s.status != from).then(|| EventType::of_status(s.status).as_str());
-                    params.extend([kind.into(), stream_body(&s)?.into()]);
-                    params.extend([
-                        fence.map(|f| f.host.as_str()).into(),
-                        fence.map(|f| f.epoch).into(),
-                        lease.map(|l| l.name.as_str()).into(),
-                        lease.map(|l| l.holder.as_str()).into(),
-                        lease.map(|l| l.epoch).into(),
-                    ]);
-                    let answer: Option<(u8, Option<String>)> = conn
-                        .exec_first(procs::CALL.transition.as_str(), Params::Positional(params))
-                        .await
-                        .map_err(unavailable)?;
-                    match answer {
-                        Some((1, _)) => return Ok(s),
-                        Some((2, _)) => {
-                            let host = fence.map(|f| f.host.clone()).unwrap_or(s.host_id);
-                            return Err(StoreError::Fenced(host));
-                        }
-                        Some((3, _)) => {
-                            let name = lease.map(|l| l.name.clone()).unwrap_or_default();
-                            return Err(StoreError::LeaseLost(name));
-                        }
-                        Some((_, Some(_))) => {} // changed meanwhile: read it, try again
-                        Some((_, None)) => return Err(StoreError::NotFound(id.clone())),
-                        None => {
-                            return Err(StoreError::Backend(
-                                "arcade_transition answered no row".into(),
-                            ))
-                        }
-                    }
-                }
-                Err(StoreError::Unavailable(format!(
-                    "session {id} kept changing: {CAS_TRIES} attempts to record {} failed",
-                    event.name()
-                )))
+                    Err(StoreError::Unavailable(format!(
+                        "session {id} kept changing: {CAS_TRIES} attempts to record {} failed",
+                        event.name()
+                    )))
+                })
+                .await
             })
             .await;
         match &result {
