@@ -102,6 +102,23 @@ fn cors(origins: &[String]) -> Cors {
     c
 }
 
+/// While the broker stops, each answer closes its connection: a client's kept-alive
+/// connection would otherwise bring its next request here and keep the drain busy until its
+/// grace ran out, where it should reconnect (through a load balancer, to another replica).
+async fn close_when_stopping(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let service = req.app_data::<web::Data<Service>>().cloned();
+    let mut res = next.call(req).await?;
+    if service.is_some_and(|s| s.is_closing()) {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    Ok(res)
+}
+
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -139,6 +156,7 @@ pub fn server(
             // any route (and so any key) is involved, and its refusals get a JSON body.
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(from_fn(json_cors_errors))
+            .wrap(from_fn(close_when_stopping))
             .wrap(from_fn(request::identify))
     })
     .workers(settings.workers)

@@ -113,7 +113,8 @@ pub struct Service {
     feed: Feed,
     /// Streams open at once, at most [`MAX_STREAMS`].
     streams: Arc<Semaphore>,
-    /// Fired when the broker starts to stop: open streams end.
+    /// Fired when the broker starts to stop: open streams end, answers close their
+    /// connections, other replicas' starts go elsewhere.
     closing: CancellationToken,
     /// What is counted and timed.
     metrics: Arc<Metrics>,
@@ -324,6 +325,12 @@ impl Service {
     /// their `Last-Event-ID`).
     pub fn close_streams(&self) {
         self.closing.cancel();
+    }
+
+    /// Whether the broker has begun to stop: its HTTP answers close their connections, and
+    /// it takes no new start from another replica.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
     }
 
     /// One session.

@@ -172,7 +172,8 @@ enum Failure {
         sessions: Vec<SessionId>,
     },
     StoreUnavailable,
-    /// The owner serves too many calls at once and did not take this one: nothing ran.
+    /// The owner serves too many calls at once, or is stopping, and did not take this one:
+    /// nothing ran.
     Busy,
     /// A fault of the owner's own (logged there).
     Internal,
@@ -347,8 +348,20 @@ impl Service {
                 }
             };
             let nats = replicas.nats.clone();
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                tracing::warn!("too many calls from other replicas at once; one refused");
+            // A replica that stops takes no new start: its agents' links close once the
+            // starts and ends in flight are done, and a start taken now could be cut by that.
+            // Not taken, the start goes to another replica's host at once.
+            let stopping = self.is_closing() && matches!(call, Call::Start { .. });
+            let permit = Arc::clone(&slots)
+                .try_acquire_owned()
+                .ok()
+                .filter(|_| !stopping);
+            let Some(permit) = permit else {
+                if stopping {
+                    tracing::info!("stopping: a start from another replica goes elsewhere");
+                } else {
+                    tracing::warn!("too many calls from other replicas at once; one refused");
+                }
                 if let Ok(bytes) = serde_json::to_vec(&Answer::<()>::Err(Failure::Busy)) {
                     nats.respond(incoming, bytes).await;
                 }
