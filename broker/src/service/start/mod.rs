@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::api::{Session, StartSession, MAX_DURATION_S};
+use protocol::api::{Session, SessionStatus, StartSession, MAX_DURATION_S};
 use protocol::settings::SettingError;
 use protocol::{GameId, PoolId, SessionId};
 use tracing::Instrument;
@@ -53,6 +53,17 @@ pub(in crate::service) struct NewStart {
     pub actor: Actor,
     /// The pool it is launched for, if any.
     pub pool: Option<PoolId>,
+}
+
+/// What became of a start whose owner did not answer, as its record tells.
+#[derive(Debug)]
+enum Fate {
+    /// It is recorded and settled (or waiting for it failed): the answer.
+    Settled(Box<Result<(Session, bool), Error>>),
+    /// It failed: nothing of it runs.
+    Failed,
+    /// Nothing is recorded (yet).
+    Unknown,
 }
 
 /// What became of a start sent to another replica.
@@ -116,7 +127,8 @@ impl Service {
     /// first start's session (and `false`: not new) and starts nothing, whatever the capacity
     /// now; with another request, [`Error::KeyReused`]. A key whose first start is still in
     /// flight answers once that start has settled. A start that failed forgets its key, so it
-    /// can be retried. The start runs to completion even if the caller goes away.
+    /// can be retried: a retry that waited for it to fail starts anew. The start runs to
+    /// completion even if the caller goes away.
     pub async fn start(
         self: &Arc<Self>,
         req: StartSession,
@@ -153,7 +165,11 @@ impl Service {
         let key = idempotency_key(key, &req)?;
         if let Some(first) = self.same_key(key.as_ref()).await? {
             tracing::Span::current().record("session", tracing::field::display(&first));
-            return Ok((self.settled(&first).await?, false));
+            let first = self.settled(&first).await?;
+            // A failed start forgot its key as it failed: this one starts anew.
+            if first.status != SessionStatus::Failed {
+                return Ok((first, false));
+            }
         }
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
@@ -212,7 +228,7 @@ impl Service {
     /// answers once the game runs (or why it does not). Among replicas, an owner that has no
     /// room after all (the view was stale) or never took the call (it is gone) is skipped, and
     /// the start placed again among the others: each replica is tried at most once.
-    async fn start_new(&self, start: NewStart) -> Result<(Session, bool), Error> {
+    async fn start_new(&self, mut start: NewStart) -> Result<(Session, bool), Error> {
         let mut skip: Vec<String> = Vec::new();
         let mut fresh = false;
         let mut unreachable: Option<Error> = None;
@@ -256,25 +272,35 @@ impl Service {
                     }
                     answer => return answer,
                 },
-                Forwarded::Unknown(e) => return self.start_of_unknown_fate(&start, e).await,
+                Forwarded::Unknown(e) => match self.start_of_unknown_fate(&start).await {
+                    Fate::Settled(answer) => return *answer,
+                    Fate::Unknown => return Err(e),
+                    // Its owner died before its game ran: it is tried anew elsewhere, as
+                    // another session (its key was forgotten as it failed).
+                    Fate::Failed => {
+                        tracing::info!(session = %start.id, "a start whose owner died failed; starting it elsewhere");
+                        start.id = new_id()?;
+                        unreachable = Some(e);
+                    }
+                },
                 Forwarded::NotTaken(e) => unreachable = Some(e),
             }
             skip.push(placed.owner);
         }
     }
 
-    /// The answer to a start whose owner did not answer: the session as recorded, once it has
-    /// settled, if the owner recorded it (a start under a key or a quota is recorded before its
-    /// launch), so the caller learns what became of it rather than a 503 for a game that may
-    /// run; else `unreachable` (503). Under a key, a retry finds whatever is recorded later.
-    async fn start_of_unknown_fate(
-        &self,
-        start: &NewStart,
-        unreachable: Error,
-    ) -> Result<(Session, bool), Error> {
-        match self.store.get(&start.id).await {
-            Ok(_) => Ok((self.settled(&start.id).await?, true)),
-            Err(_) => Err(unreachable),
+    /// What became of a start whose owner did not answer: the session as recorded, once it
+    /// has settled, if the owner recorded it (a start under a key or a quota is recorded
+    /// before its launch), so the caller learns what became of it rather than a 503 for a
+    /// game that may run; [`Fate::Failed`] when it failed (its game never ran, or is gone);
+    /// else [`Fate::Unknown`] (503; under a key, a retry finds whatever is recorded later).
+    async fn start_of_unknown_fate(&self, start: &NewStart) -> Fate {
+        if self.store.get(&start.id).await.is_err() {
+            return Fate::Unknown;
+        }
+        match self.settled(&start.id).await {
+            Ok(s) if s.status == SessionStatus::Failed => Fate::Failed,
+            answer => Fate::Settled(Box::new(answer.map(|s| (s, true)))),
         }
     }
 
