@@ -7,252 +7,18 @@
 #![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use broker::session::Actor;
 use broker::store::mysql::MysqlStore;
 use broker::store::Claimed;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use portal_client::{Client, ClientError, LogRange};
 use protocol::api::{EndReason, ErrorCode, HostStatus, Session, SessionStatus, StartSession};
 use protocol::{GameId, HostId, SessionId};
-use tests::nats::NatsServer;
+use tests::cluster::{all_sessions, no_orphan, violations, Cluster, HEARTBEAT_TIMEOUT, TURN, WAIT};
+use tests::keyed_load::KeyedLoad;
 use tests::{fresh_port_ranges, mariadb, processes_of, wait_until, AgentOptions, TestAgent};
-
-const WAIT: Duration = Duration::from_secs(30);
-/// `--heartbeat-timeout`: agents notice a silent broker after five 1 s heartbeats, well
-/// within it (with 6 s, a loaded CI machine once had a paused replica's hosts swept as lost
-/// before its agents had moved on).
-const HEARTBEAT_TIMEOUT: &str = "8";
-
-/// One replica: a real `arcade-broker` process.
-struct Replica {
-    id: String,
-    http: u16,
-    agents: u16,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn spawn(id: &str, db: &str, nats: &str) -> Self {
-        let (http, agents) = (mariadb::free_port(), mariadb::free_port());
-        let log = std::env::temp_dir().join(format!(
-            "arcade-replica-{}-{id}-{http}.log",
-            std::process::id()
-        ));
-        let mut me = Self {
-            id: id.to_owned(),
-            http,
-            agents,
-            child: None,
-            log,
-        };
-        me.start(db, nats);
-        me
-    }
-
-    fn start(&mut self, db: &str, nats: &str) {
-        let child = Command::new(env!("CARGO_BIN_EXE_arcade-broker"))
-            .args(["--broker-id", &self.id])
-            .args(["--http", &format!("127.0.0.1:{}", self.http)])
-            .args(["--agent-listen", &format!("127.0.0.1:{}", self.agents)])
-            .args(["--database-url", db, "--nats-url", nats])
-            .args(["--heartbeat-timeout", HEARTBEAT_TIMEOUT])
-            .args(["--launch-timeout", "5"])
-            // Only starts that name a user are counted: the per-user test's.
-            .args(["--max-sessions-per-user", "3"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// A replica started and answering. Its ports are picked free just before it binds them,
-    /// and another process of the test run can take one meanwhile: the replica then exits at
-    /// once ("address already in use", in its log) and is started again on new ports.
-    async fn up(id: &str, db: &str, nats: &str) -> Self {
-        for _ in 0..3 {
-            let mut r = Self::spawn(id, db, nats);
-            let client = r.client();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                if client.health().await.is_ok() {
-                    return r;
-                }
-                let exited = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                if exited.is_some() {
-                    r.child = None;
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "replica {id} does not answer; log: {}",
-                    r.log.display()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("replica {id} exited at start three times (see its logs in the temp dir)");
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&format!("http://127.0.0.1:{}", self.http), None).unwrap()
-    }
-
-    fn agent_addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.agents).parse().unwrap()
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
-    }
-
-    fn signal(&self, s: Signal) {
-        kill(self.pid(), s).unwrap();
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM, and waits until the process has exited (its graceful stop is bounded).
-    fn terminate(&mut self) {
-        self.signal(Signal::SIGTERM);
-        let mut c = self.child.take().unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        while c.try_wait().unwrap().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "replica {} did not stop on SIGTERM; log: {}",
-                self.id,
-                self.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = kill(
-                Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)),
-                Signal::SIGCONT,
-            );
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Three replicas, four agents, one database and one NATS server, all throwaway.
-struct Cluster {
-    /// The shared database's URL.
-    db: String,
-    nats: NatsServer,
-    replicas: Vec<Replica>,
-    _agents: Vec<TestAgent>,
-    /// The capacity of each agent's host.
-    capacity: HashMap<HostId, u32>,
-    /// This test's turn: dropped last, once its processes are gone.
-    _turn: tokio::sync::MutexGuard<'static, ()>,
-}
-
-/// One cluster at a time: seven at once (three brokers, a NATS server and four agents each)
-/// overloaded two cores, and their free ports, picked before the processes bind them, could
-/// be taken meanwhile by another cluster's.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-impl Cluster {
-    /// `None` outside CI when MariaDB or nats-server is not installed.
-    async fn start() -> Option<Self> {
-        let turn = TURN.lock().await;
-        let db = mariadb::database().await?;
-        let nats = NatsServer::start()?;
-        let mut replicas = Vec::new();
-        for id in ["b1", "b2", "b3"] {
-            replicas.push(Replica::up(id, &db, &nats.url()).await);
-        }
-        // Agent i prefers replica i mod 3, then the next ones: b1 holds two hosts.
-        let capacities = [12, 12, 13, 13];
-        let mut agents = Vec::new();
-        let mut capacity = HashMap::new();
-        for (i, max) in capacities.into_iter().enumerate() {
-            let order: Vec<SocketAddr> =
-                (0..3).map(|k| replicas[(i + k) % 3].agent_addr()).collect();
-            let mut opts = AgentOptions::host(&format!("gpu-{i}"));
-            opts.max_sessions = max;
-            opts.port_range = Some(fresh_port_ranges(2));
-            opts.more_brokers = order[1..].to_vec();
-            let agent = TestAgent::start(order[0], opts).await;
-            capacity.insert(agent.host_id.clone(), max);
-            agents.push(agent);
-        }
-        let me = Self {
-            db,
-            nats,
-            replicas,
-            _agents: agents,
-            capacity,
-            _turn: turn,
-        };
-        me.wait_online(4).await;
-        Some(me)
-    }
-
-    fn client(&self, i: usize) -> Client {
-        self.replicas[i % self.replicas.len()].client()
-    }
-
-    /// Waits until `n` hosts are online as every live replica sees them.
-    async fn wait_online(&self, n: usize) {
-        for r in self.replicas.iter().filter(|r| r.child.is_some()) {
-            let client = r.client();
-            wait_until(&format!("{n} hosts online through {}", r.id), WAIT, || {
-                let client = client.clone();
-                async move {
-                    client.hosts().await.is_ok_and(|h| {
-                        h.hosts
-                            .iter()
-                            .filter(|h| h.status == HostStatus::Online && h.broker_id.is_some())
-                            .count()
-                            == n
-                    })
-                }
-            })
-            .await;
-        }
-    }
-
-    /// Which replica holds each host's agent, as replica `via` says.
-    async fn owners(&self, via: usize) -> HashMap<HostId, String> {
-        self.client(via)
-            .hosts()
-            .await
-            .unwrap()
-            .hosts
-            .into_iter()
-            .filter_map(|h| Some((h.host_id, h.broker_id?)))
-            .collect()
-    }
-}
 
 fn no_capacity(e: &ClientError) -> bool {
     matches!(
@@ -443,57 +209,6 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
             .await
             .unwrap();
         assert_ne!(s.host_id, host, "a drained host took a session");
-    }
-}
-
-/// Every session the store has (through replica `via`), any status.
-async fn all_sessions(c: &Cluster, via: usize) -> Vec<Session> {
-    let mut all = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = c
-            .client(via)
-            .list_sessions(&protocol::api::SessionQuery {
-                limit: Some(500),
-                cursor: cursor.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        all.extend(page.sessions);
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return all,
-        }
-    }
-}
-
-/// Waits until no session is `starting`, and then checks that no game runs without a live
-/// session and every running session's game runs.
-async fn no_orphan(c: &Cluster, via: usize) {
-    wait_until("every start has settled", WAIT, || async {
-        all_sessions(c, via)
-            .await
-            .iter()
-            .all(|s| s.status != SessionStatus::Starting)
-    })
-    .await;
-    for s in all_sessions(c, via).await {
-        let procs = processes_of(std::slice::from_ref(&s.session_id));
-        match s.status {
-            SessionStatus::Running => assert!(
-                s.pid.is_some_and(|p| procs.contains(&p)),
-                "running session {} has no game",
-                s.session_id
-            ),
-            SessionStatus::Stopping => {}
-            _ => assert!(
-                procs.is_empty(),
-                "a game runs without a live session: {} is {}",
-                s.session_id,
-                s.status
-            ),
-        }
     }
 }
 
@@ -978,8 +693,7 @@ async fn a_database_stall_longer_than_the_heartbeat_timeout_loses_no_host() {
     }
     let db = mariadb::shared().expect("the server the cluster uses");
     let timeout = Duration::from_secs(HEARTBEAT_TIMEOUT.parse().unwrap());
-    db.pause();
-    let stalled = Resume(db);
+    let stalled = mariadb::Paused::new(db);
     // Not a synchronisation: the stall's length, then the time in which a sweep that took the
     // stall for the replicas' death would have declared their hosts lost.
     tokio::time::sleep(timeout + Duration::from_secs(2)).await;
@@ -996,16 +710,6 @@ async fn a_database_stall_longer_than_the_heartbeat_timeout_loses_no_host() {
     }
     c.wait_online(4).await;
     no_orphan(&c, 0).await;
-}
-
-/// Resumes a paused database server however the test ends, so the tests after it find it
-/// running.
-struct Resume(&'static mariadb::MariaDb);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        self.0.resume();
-    }
 }
 
 /// A write sent as the database stalls longer than a store call's deadline is not answered
@@ -1045,8 +749,7 @@ async fn a_write_sent_into_a_database_stall_answers_what_it_became() {
     // change, each sent into a stall that outlasts a call's deadline.
     let (first, keyed) = (session(1), session(2));
     let key = IdempotencyKey::new("stalled-key".into(), &tests::start("g"));
-    let paused = Resume(db);
-    db.pause();
+    let paused = mariadb::Paused::new(db);
     let writes = {
         let (store, first, keyed, key, launched) = (
             std::sync::Arc::clone(&store),
@@ -1083,8 +786,7 @@ async fn a_write_sent_into_a_database_stall_answers_what_it_became() {
     );
 
     // A change sent into a stall.
-    let paused = Resume(db);
-    db.pause();
+    let paused = mariadb::Paused::new(db);
     let change = {
         let store = std::sync::Arc::clone(&store);
         let id = keyed.session_id.clone();
@@ -1100,4 +802,63 @@ async fn a_write_sent_into_a_database_stall_answers_what_it_became() {
         SessionStatus::Running
     );
     assert_eq!(store.events(&keyed.session_id).await.unwrap().len(), 2);
+}
+
+/// Waits until the load has done `more` pairs beyond what it had done.
+async fn pairs_done(load: &KeyedLoad, more: u64) {
+    let want = load.pairs() + more;
+    wait_until(&format!("{want} pairs done"), WAIT * 2, || async {
+        load.pairs() >= want
+    })
+    .await;
+}
+
+/// Issue 25's load (8 clients, start+end pairs under an `Idempotency-Key`, each 503 retried
+/// on the next replica) through a rolling restart (SIGTERM each replica in turn, start it
+/// again, wait for `/readyz`) and a `kill -9`: every start succeeds, once per key, nothing is
+/// lost, every end ends, no game is left without a session. (`arcade-bench faults` runs it
+/// ten times in a row and measures the waits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_under_keyed_load_loses_nothing_and_runs_one_game_per_key() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    let load = KeyedLoad::start((0..3).map(|i| c.client(i)).collect(), 8, "sleeper");
+    pairs_done(&load, 10).await;
+    let faults = c.rolling_restart().await;
+    pairs_done(&load, 10).await;
+    let tally = load.finish().await;
+    let found = violations(&c, 0, &tally).await;
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(tally.pairs >= 20, "{} pairs", tally.pairs);
+    for (from, to) in faults {
+        eprintln!(
+            "longest start wait in a fault: {:?}",
+            tally.longest_wait(from, to)
+        );
+    }
+}
+
+/// The same load while MariaDB is stopped (`SIGSTOP`) for longer than the replicas'
+/// heartbeat timeout, with one replica killed (`kill -9`) in the middle of the stall: no host
+/// whose agent stayed connected is lost, every start under a key answers its session's true
+/// state, and starts succeed again once the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_stall_with_a_replica_killed_in_it_loses_nothing_under_keyed_load() {
+    let Some(mut c) = Cluster::start_with("4").await else {
+        return;
+    };
+    let load = KeyedLoad::start((0..3).map(|i| c.client(i)).collect(), 8, "sleeper");
+    pairs_done(&load, 10).await;
+    let (from, to) = c.database_stall(Duration::from_secs(6), true).await;
+    pairs_done(&load, 10).await;
+    let tally = load.finish().await;
+    c.wait_online(4).await;
+    let found = violations(&c, 1, &tally).await;
+    assert!(found.is_empty(), "{found:#?}");
+    eprintln!(
+        "longest start wait in the stall: {:?}; first success after it: {:?}",
+        tally.longest_wait(from, to),
+        tally.first_success_after(to)
+    );
 }

@@ -4,6 +4,8 @@
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
 
+pub mod cluster;
+pub mod keyed_load;
 pub mod mariadb;
 pub mod nats;
 pub mod proxy;

@@ -197,6 +197,24 @@ fn server_args(server: &Path, data: &Path, dir: &Path, port: u16) -> Vec<String>
     ]
 }
 
+/// The server paused (`SIGSTOP`) until this is dropped, however the test ends, so the tests
+/// after it find it running.
+pub struct Paused(&'static MariaDb);
+
+impl Paused {
+    /// Pauses `server`.
+    pub fn new(server: &'static MariaDb) -> Self {
+        server.pause();
+        Self(server)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
 /// The test process's shared server, started on first use.
 pub fn shared() -> Option<&'static MariaDb> {
     static SERVER: OnceLock<Option<MariaDb>> = OnceLock::new();

@@ -175,3 +175,23 @@ fn idle_agent_smoke_completes_with_sane_figures() {
     let out = smoke(&["idle-agent", "--smoke"]);
     assert_shows(&out, &["idle agent RSS"]);
 }
+
+#[test]
+fn faults_smoke_completes_without_a_violation() {
+    // The mode runs the real `arcade-broker` from beside `arcade-bench`; `cargo test
+    // --workspace` builds it (the broker's own tests need it).
+    let broker = PathBuf::from(BENCH).with_file_name("arcade-broker");
+    if !broker.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs cargo test --workspace, which builds it",
+            broker.display()
+        );
+        eprintln!("skipped: no {} (cargo build -p broker)", broker.display());
+        return;
+    }
+    let out = smoke(&[
+        "faults", "--smoke", "--fault", "stall", "--stall", "3", "--kill",
+    ]);
+    assert_shows(&out, &["run  1:", "violations: 0"]);
+}

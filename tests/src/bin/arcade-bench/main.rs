@@ -12,6 +12,9 @@
 //! - `arcade-bench ready`: a start to a connectable game, for a game slow to listen, with and
 //!   without a readiness check and claimed from a warm pool, and the store's claim alone;
 //!   see [`ready`].
+//! - `arcade-bench faults`: issue 25's keyed load through a rolling restart or a database
+//!   stall, runs in a row: what each fault cost the clients, and that it cost nothing it must
+//!   not; see [`faults`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -20,6 +23,7 @@
 //! BENCHMARKS.md has the commands, the figures and the machine.
 
 mod events;
+mod faults;
 mod idle;
 mod load;
 mod pairs;
@@ -55,6 +59,8 @@ enum Command {
     /// A start to a connectable game, for a game slow to listen, with and without a
     /// readiness check.
     Ready(ready::Args),
+    /// Replicas under a keyed load through a rolling restart or a database stall.
+    Faults(faults::Args),
     /// The real agent binary, idle: RSS and CPU.
     IdleAgent(idle::Args),
     /// The broker process of `scale` (internal).
@@ -87,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Events(a)) => events::run(a).await,
             Some(Command::Ready(a)) => ready::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
+            Some(Command::Faults(a)) => faults::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
             Some(Command::StreamReaders { addr, streams }) => {
                 events::serve_readers(addr, streams).await
