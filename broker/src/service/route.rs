@@ -5,10 +5,15 @@
 //! replicas, the call goes over NATS ([`super::remote`]) to the host's owner: for a start, the
 //! owner placement's view names; for the rest, the owner the store names. Without replicas, or
 //! with no owner, the host is offline.
+//!
+//! An owner killed mid-call never answers, and a call's deadline is its owner's (a stop may
+//! take two minutes). So while a routed start or end waits, the session's record is read
+//! every [`RECORD_POLL`]: once it says what the call would have answered (the host's new
+//! owner reconciled it, or the dead owner's last write landed), that is the answer.
 
 use std::time::Duration;
 
-use protocol::api::Session;
+use protocol::api::{Session, SessionStatus};
 use protocol::wire::{LogChunk, LogRead};
 use protocol::{HostId, SessionId};
 
@@ -23,6 +28,9 @@ use crate::session::Actor;
 
 /// An owner gets this long beyond its own deadline (the launch or stop timeout) to answer.
 const CALL_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a routed call's session record is read while the call waits.
+const RECORD_POLL: Duration = Duration::from_secs(1);
 
 /// Where a host's agent is.
 #[derive(Debug)]
@@ -107,7 +115,15 @@ impl Service {
             .launch_deadline_anywhere(host, &start.request.game_id)
             .await
             + CALL_GRACE;
-        match self.call::<Started>(&placed.owner, &call, deadline).await {
+        let answered = tokio::select! {
+            answer = self.call::<Started>(&placed.owner, &call, deadline) => answer,
+            // Running (or over) as recorded: its owner launched it, whether or not it lives to
+            // answer. (A failed record waits for the owner's answer: the error is in it.)
+            _ = self.record_says(&start.id, |s| {
+                !matches!(s.status, SessionStatus::Starting | SessionStatus::Failed)
+            }) => Err(Err(NotAnswered::Unknown)),
+        };
+        match answered {
             Ok(s) => {
                 let span = tracing::Span::current();
                 span.record("session", tracing::field::display(&start.id));
@@ -141,7 +157,10 @@ impl Service {
                 host_id: Some(host.clone()),
             };
             let deadline = self.settings.stop_timeout + CALL_GRACE;
-            let answer = self.call(&owner, &call, deadline).await;
+            let answer = tokio::select! {
+                answer = self.call(&owner, &call, deadline) => answer,
+                s = self.record_says(id, |s| s.status.is_terminal()) => return Ok(s),
+            };
             if !(hinted && stale(&answer)) {
                 break answer;
             }
@@ -154,6 +173,17 @@ impl Service {
                 why: Unreachable::ReplicaUnreachable,
             },
         })
+    }
+
+    /// Session `id` once its record, read every [`RECORD_POLL`], says `done`.
+    async fn record_says(&self, id: &SessionId, done: impl Fn(&Session) -> bool) -> Session {
+        loop {
+            tokio::time::sleep(RECORD_POLL).await;
+            match self.store.get(id).await {
+                Ok(s) if done(&s) => return s,
+                _ => {}
+            }
+        }
     }
 
     /// Reads a page of a game's output from `host`'s agent, wherever it is.
