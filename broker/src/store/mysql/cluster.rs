@@ -37,6 +37,8 @@ impl MysqlStore {
     /// Records that `broker` now holds `host`'s agent (with the facts of its handshake), not
     /// ready until its games are reconciled, and answers the new epoch: one more than any
     /// before, so every write of an older connection's owner is fenced off from now on.
+    /// Tried until the store answers ([`MysqlStore::settled`]): a try that landed unanswered
+    /// left an epoch of this same owner, which the answered one passes.
     pub async fn own_host(
         &self,
         host: &HostId,
@@ -45,6 +47,8 @@ impl MysqlStore {
     ) -> Result<u64, StoreError> {
         let json = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
         let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
+        let (json, games) = (&json, &games);
+        self.settled(|_| async move {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let mut tx = conn
@@ -66,9 +70,11 @@ impl MysqlStore {
                 .await
                 .map_err(unavailable)?;
             // As a broker alone does in `save_host`.
-            Self::remember_games(&mut tx, &games, time::OffsetDateTime::now_utc()).await?;
+            Self::remember_games(&mut tx, games, time::OffsetDateTime::now_utc()).await?;
             tx.commit().await.map_err(unavailable)?;
             epoch.ok_or_else(|| StoreError::Backend("a host vanished as it was owned".into()))
+        })
+        .await
         })
         .await
     }
@@ -89,6 +95,11 @@ impl MysqlStore {
 
     /// Marks a host ready (its games reconciled), if `fence` is still its owner's.
     pub async fn host_ready(&self, fence: &Fence) -> Result<bool, StoreError> {
+        // Idempotent: tried until the store answers.
+        self.settled(|_| self.host_ready_once(fence)).await
+    }
+
+    async fn host_ready_once(&self, fence: &Fence) -> Result<bool, StoreError> {
         self.fenced_update(
             "UPDATE hosts SET ready = TRUE, last_seen = UTC_TIMESTAMP(6) WHERE host_id = ? AND epoch = ?",
             fence,
