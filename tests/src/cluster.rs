@@ -40,7 +40,7 @@ pub struct Replica {
     agents: u16,
     heartbeat_timeout: String,
     /// The process, while it runs.
-    pub child: Option<Child>,
+    running: Option<Running>,
     /// Its log (stderr), kept in the temp dir.
     pub log: PathBuf,
 }
@@ -57,7 +57,7 @@ impl Replica {
             http,
             agents,
             heartbeat_timeout: heartbeat_timeout.to_owned(),
-            child: None,
+            running: None,
             log,
         };
         me.start(db, nats);
@@ -66,7 +66,17 @@ impl Replica {
 
     /// Starts its process (again), on its ports.
     pub fn start(&mut self, db: &str, nats: &str) {
-        let child = Command::new(broker_binary())
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let mut watchdog = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("replica-watchdog")
+            .arg(broker_binary())
             .args(["--broker-id", &self.id])
             .args(["--http", &format!("127.0.0.1:{}", self.http)])
             .args(["--agent-listen", &format!("127.0.0.1:{}", self.agents)])
@@ -76,18 +86,24 @@ impl Replica {
             // Only starts that name a user are counted: the per-user test's.
             .args(["--max-sessions-per-user", "3"])
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.log)
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(watchdog.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let pid = Pid::from_raw(line.trim().parse().unwrap());
+        self.running = Some(Running { watchdog, pid });
+    }
+
+    /// Whether its process runs.
+    pub fn runs(&self) -> bool {
+        self.running.is_some()
     }
 
     /// A replica started and answering. Its ports are picked free just before it binds them,
@@ -102,9 +118,12 @@ impl Replica {
                 if client.health().await.is_ok() {
                     return r;
                 }
-                let exited = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let exited = r
+                    .running
+                    .as_mut()
+                    .and_then(|c| c.watchdog.try_wait().ok().flatten());
                 if exited.is_some() {
-                    r.child = None;
+                    r.running = None;
                     break;
                 }
                 assert!(
@@ -130,7 +149,7 @@ impl Replica {
 
     /// Its process id (it must be running).
     pub fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.as_ref().unwrap().id()).unwrap())
+        self.running.as_ref().unwrap().pid
     }
 
     /// Sends it a signal.
@@ -157,7 +176,7 @@ impl Replica {
 
     /// Starts it again after it stopped, on the same ports, and waits until it is ready.
     pub async fn restart(&mut self, db: &str, nats: &str) {
-        assert!(self.child.is_none(), "replica {} still runs", self.id);
+        assert!(self.running.is_none(), "replica {} still runs", self.id);
         self.start(db, nats);
         let what = format!(
             "replica {} ready again (log: {})",
@@ -169,9 +188,9 @@ impl Replica {
 
     /// `kill -9`, and waits for the process to be gone.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
+        if let Some(mut r) = self.running.take() {
+            let _ = kill(r.pid, Signal::SIGKILL);
+            r.watchdog.wait().unwrap();
         }
     }
 
@@ -179,9 +198,9 @@ impl Replica {
     /// `--shutdown-grace` (30 s), which requests in flight may use up.
     pub fn terminate(&mut self) {
         self.signal(Signal::SIGTERM);
-        let mut c = self.child.take().unwrap();
+        let mut r = self.running.take().unwrap();
         let deadline = std::time::Instant::now() + WAIT * 2;
-        while c.try_wait().unwrap().is_none() {
+        while r.watchdog.try_wait().unwrap().is_none() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "replica {} did not stop on SIGTERM; log: {}",
@@ -193,15 +212,36 @@ impl Replica {
     }
 }
 
+/// Runs the broker (`"$@"`) and prints its pid; exits when it does. A watcher beside it kills
+/// it when the watchdog's stdin closes: when the test or benchmark ends, however it ends
+/// (a panic, a signal, `kill -9`: the pipe closes with the process). The watcher goes with
+/// the broker, so it never signals a pid reused since.
+/// (A command run in the background reads /dev/null, so the watcher reads a copy of stdin.)
+const WATCHDOG: &str = r#"
+    exec 3<&0
+    "$@" 3<&- > /dev/null &
+    pid=$!
+    echo "$pid"
+    ( cat <&3 > /dev/null; kill -KILL "$pid" 2> /dev/null ) &
+    watcher=$!
+    wait "$pid"
+    kill "$watcher" 2> /dev/null
+"#;
+
+/// A replica's running process, under its watchdog.
+struct Running {
+    /// The watchdog shell: it exits when the broker does.
+    watchdog: Child,
+    /// The broker.
+    pid: Pid,
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = kill(
-                Pid::from_raw(i32::try_from(c.id()).unwrap_or(0)),
-                Signal::SIGCONT,
-            );
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut r) = self.running.take() {
+            let _ = kill(r.pid, Signal::SIGCONT);
+            let _ = kill(r.pid, Signal::SIGKILL);
+            let _ = r.watchdog.wait();
         }
     }
 }
@@ -279,7 +319,7 @@ impl Cluster {
 
     /// Waits until `n` hosts are online as every live replica sees them.
     pub async fn wait_online(&self, n: usize) {
-        for r in self.replicas.iter().filter(|r| r.child.is_some()) {
+        for r in self.replicas.iter().filter(|r| r.runs()) {
             let client = r.client();
             wait_until(&format!("{n} hosts online through {}", r.id), WAIT, || {
                 let client = client.clone();

@@ -33,14 +33,16 @@ pub struct Tally {
     pub start_waits: Vec<(Instant, Duration)>,
     /// Calls tried again (a 503 or no answer).
     pub retries: u64,
+    /// Why calls were tried again: the 503's code, or `no answer`; and how often.
+    pub retried_for: std::collections::BTreeMap<String, u64>,
 }
 
 impl Tally {
-    /// The longest a start sent in `[from, to)` waited.
+    /// The longest a start in flight at some time in `[from, to)` waited.
     pub fn longest_wait(&self, from: Instant, to: Instant) -> Duration {
         self.start_waits
             .iter()
-            .filter(|(at, _)| *at >= from && *at < to)
+            .filter(|(at, d)| *at < to && *at + *d > from)
             .map(|(_, d)| *d)
             .max()
             .unwrap_or_default()
@@ -67,13 +69,22 @@ pub struct KeyedLoad {
 /// Whether a portal behind a load balancer tries `e` again on the next replica, and after
 /// how long.
 fn retry_after(e: &ClientError) -> Option<Duration> {
+    retried(e).map(|(pause, _)| pause)
+}
+
+/// [`retry_after`], and why.
+fn retried(e: &ClientError) -> Option<(Duration, String)> {
     match e {
         ClientError::Api {
             status: 503,
             retry_after,
+            code,
             ..
-        } => Some(Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_PAUSE)),
-        ClientError::Transport { .. } => Some(Duration::from_millis(100)),
+        } => Some((
+            Duration::from_secs(retry_after.unwrap_or(1)).min(MAX_PAUSE),
+            code.as_str().to_owned(),
+        )),
+        ClientError::Transport { .. } => Some((Duration::from_millis(100), "no answer".to_owned())),
         _ => None,
     }
 }
@@ -118,6 +129,11 @@ impl KeyedLoad {
     }
 }
 
+/// Why `e` was tried again.
+fn why(e: &ClientError) -> String {
+    retried(e).map(|(_, why)| why).unwrap_or_default()
+}
+
 /// One start under `key` and its end, each retried on the next replica until answered.
 async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tally: &Mutex<Tally>) {
     let note =
@@ -132,7 +148,10 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
             Ok(s) => break Ok(s),
             Err(e) => match retry_after(&e) {
                 Some(pause) if t0.elapsed() < GIVE_UP => {
-                    note(&|t| t.retries += 1);
+                    note(&|t| {
+                        t.retries += 1;
+                        *t.retried_for.entry(why(&e)).or_default() += 1;
+                    });
                     *next += 1;
                     tokio::time::sleep(pause).await;
                 }
@@ -168,7 +187,10 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
             }
             Err(e) => match retry_after(&e) {
                 Some(pause) if t1.elapsed() < GIVE_UP => {
-                    note(&|t| t.retries += 1);
+                    note(&|t| {
+                        t.retries += 1;
+                        *t.retried_for.entry(why(&e)).or_default() += 1;
+                    });
                     *next += 1;
                     tokio::time::sleep(pause).await;
                 }

@@ -62,6 +62,8 @@ pub struct Args {
 struct Run {
     pairs: u64,
     retries: u64,
+    /// Why calls were tried again, and how often.
+    retried_for: std::collections::BTreeMap<String, u64>,
     /// The longest a start sent during a fault waited.
     longest_wait: Duration,
     /// After the (last) fault ended, how soon a start succeeded.
@@ -117,6 +119,7 @@ async fn one_run(args: &Args) -> Option<Run> {
     Some(Run {
         pairs: tally.pairs,
         retries: tally.retries,
+        retried_for: tally.retried_for.clone(),
         longest_wait,
         recovered,
         violations: found,
@@ -154,10 +157,11 @@ pub async fn run(args: Args) -> bool {
             |d| format!("{:.2} s", d.as_secs_f64()),
         );
         println!(
-            "run {i:>2}: {} pairs, {} retries, longest start wait in a fault {:.2} s, \
+            "run {i:>2}: {} pairs, {} retries {:?}, longest start wait in a fault {:.2} s, \
              a start succeeded {recovered} after it; violations: {}",
             r.pairs,
             r.retries,
+            r.retried_for,
             r.longest_wait.as_secs_f64(),
             r.violations.len()
         );
