@@ -102,6 +102,20 @@ impl SharedView {
             .and_then(|s| s.owner.clone())
     }
 
+    /// Counts every host of replica `owner` as full in the kept view, until it is read
+    /// again: the replica did not take a start (it stops, is gone, or is too busy), and the
+    /// next starts go elsewhere without asking it first.
+    pub fn away(&self, owner: &str) {
+        if let Some((_, seen)) = self.lock().as_mut() {
+            for s in seen
+                .iter_mut()
+                .filter(|s| s.owner.as_deref() == Some(owner))
+            {
+                s.view.sessions = s.view.sessions.max(s.view.max_sessions);
+            }
+        }
+    }
+
     /// Counts `host` as full in the kept view: its owner said it has no room.
     pub fn full(&self, host: &HostId) {
         if let Some((_, seen)) = self.lock().as_mut() {

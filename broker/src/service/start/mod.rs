@@ -283,7 +283,12 @@ impl Service {
                         unreachable = Some(e);
                     }
                 },
-                Forwarded::NotTaken(e) => unreachable = Some(e),
+                Forwarded::NotTaken(e) => {
+                    if let Ok(r) = self.replicas() {
+                        r.view.away(&placed.owner);
+                    }
+                    unreachable = Some(e);
+                }
             }
             skip.push(placed.owner);
         }
