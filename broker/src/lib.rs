@@ -26,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod nats;
 pub mod placement;
+pub mod players;
 pub mod service;
 pub mod session;
 pub mod store;
