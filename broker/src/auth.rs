@@ -5,6 +5,9 @@
 //! the comparison leaks nothing of a key's content. Keys are never logged or echoed.
 
 use std::fmt;
+use std::sync::Arc;
+
+use crate::players::{PlayerKeys, TokenError};
 
 /// A caller's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,28 +136,35 @@ impl std::str::FromStr for ApiKey {
     }
 }
 
-/// The configured keys.
+/// The configured keys: API keys, and the keys that verify player tokens.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     keys: Vec<ApiKey>,
+    players: Option<Arc<PlayerKeys>>,
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// No keys are configured: the API is open (on loopback only).
+    /// No keys are configured: anyone (the API is open, on loopback).
     Open,
-    /// A valid key of this role.
+    /// A caller with an API key of this role.
     Role(Role),
+    /// A player, by a verified player token: its user id.
+    Player(String),
 }
 
 /// Why a request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
-    /// No key, or not a valid one.
+    /// No key, or one that is not configured.
     Unauthenticated,
-    /// A valid key whose role may not do this.
+    /// A player token that does not verify (it is not an API key either).
+    BadToken(TokenError),
+    /// The key's role may not do this.
     Forbidden(Role),
+    /// A player may not do this.
+    PlayerForbidden,
 }
 
 /// Compares secrets in time that depends only on their lengths.
@@ -162,39 +172,74 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a player may do: start sessions for its own user, read, list and end its own, and
+/// list games. Which sessions are its own is the handlers' to check.
+pub fn player_may(action: Action) -> bool {
+    matches!(
+        action,
+        Action::StartSession | Action::ReadSessions | Action::EndSession | Action::ListGames
+    )
+}
+
 impl Keys {
-    /// The keys given.
+    /// The given API keys; no player token is accepted.
     pub fn new(keys: Vec<ApiKey>) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            players: None,
+        }
     }
 
-    /// Whether any key is configured (the API is not open).
+    /// These keys, and player tokens verified with `players`.
+    pub fn with_players(mut self, players: Arc<PlayerKeys>) -> Self {
+        self.players = Some(players);
+        self
+    }
+
+    /// Whether any API key is configured (else the API is open to callers without one).
     pub fn enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 
-    /// Identifies the caller from its `Authorization` header value.
+    /// Who presents `authorization` (the `Authorization` header's value): an API key's role,
+    /// a player by a verified token, or anyone while no API key is configured (a player
+    /// token is still a player's: it never widens what its bearer may do).
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<Caller, Denied> {
-        if self.keys.is_empty() {
-            return Ok(Caller::Open);
-        }
-        let token = authorization
-            .and_then(|h| {
-                h.strip_prefix(b"Bearer ")
-                    .or_else(|| h.strip_prefix(b"bearer "))
-            })
-            .ok_or(Denied::Unauthenticated)?;
-        // Every key is compared, whichever matches, so timing says nothing of which.
+        let token = authorization.and_then(|h| {
+            h.strip_prefix(b"Bearer ")
+                .or_else(|| h.strip_prefix(b"bearer "))
+        });
+        let Some(token) = token else {
+            return if self.keys.is_empty() {
+                Ok(Caller::Open)
+            } else {
+                Err(Denied::Unauthenticated)
+            };
+        };
         let mut found = None;
         for k in &self.keys {
             if same_secret(k.key.as_bytes(), token) {
                 found = Some(k.role);
             }
         }
-        found.map(Caller::Role).ok_or(Denied::Unauthenticated)
+        if let Some(role) = found {
+            return Ok(Caller::Role(role));
+        }
+        match &self.players {
+            Some(players) => {
+                let token = std::str::from_utf8(token)
+                    .map_err(|_| Denied::BadToken(TokenError::Malformed))?;
+                players
+                    .verify(token)
+                    .map(|p| Caller::Player(p.user))
+                    .map_err(Denied::BadToken)
+            }
+            None if self.keys.is_empty() => Ok(Caller::Open),
+            None => Err(Denied::Unauthenticated),
+        }
     }
 
-    /// Checks that the caller may do `action`.
+    /// [`Self::identify`], and whether that caller may do `action`.
     pub fn authorize(
         &self,
         authorization: Option<&[u8]>,
@@ -204,6 +249,8 @@ impl Keys {
             Caller::Open => Ok(Caller::Open),
             Caller::Role(r) if r.may(action) => Ok(Caller::Role(r)),
             Caller::Role(r) => Err(Denied::Forbidden(r)),
+            Caller::Player(u) if player_may(action) => Ok(Caller::Player(u)),
+            Caller::Player(_) => Err(Denied::PlayerForbidden),
         }
     }
 }

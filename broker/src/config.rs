@@ -11,6 +11,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::auth::ApiKey;
+use crate::players::KeySpec;
 
 /// `arcade-broker`: the Arcade game-streaming broker.
 #[derive(Debug, Clone, Default, Parser)]
@@ -56,6 +57,15 @@ pub struct Args {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// A key that verifies player tokens, repeatable: a file holding an Ed25519 or RSA public
+    /// key (PEM) or a JWKS, or `hs256:SECRET` (API.md, "Players").
+    #[arg(
+        long = "player-key",
+        env = "ARCADE_PLAYER_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub player_keys: Vec<String>,
     /// Also run a local agent with a built-in catalog of demo games.
     #[arg(long, env = "ARCADE_DEV")]
     pub dev: bool,
@@ -116,6 +126,8 @@ struct FileConfig {
     agent_token: Option<String>,
     #[serde(default)]
     api_keys: Vec<String>,
+    #[serde(default)]
+    player_keys: Vec<String>,
     dev: Option<bool>,
     launch_timeout: Option<f64>,
     heartbeat_timeout: Option<f64>,
@@ -172,6 +184,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// API keys; none: the API is open (loopback only).
     pub api_keys: Vec<ApiKey>,
+    /// The keys that verify player tokens; none: no player token is accepted.
+    pub player_keys: Vec<KeySpec>,
     /// Agent link TLS: certificate chain, key, and the client CA for mutual TLS.
     pub agent_tls: Option<AgentTls>,
     /// HTTPS for the API: certificate chain and key (PEM).
@@ -251,6 +265,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
             api_keys: Vec::new(),
+            player_keys: Vec::new(),
             agent_tls: None,
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
@@ -334,6 +349,18 @@ impl Args {
                     .map_err(|e| ConfigError::Invalid(format!("--api-key: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let player_keys = if self.player_keys.is_empty() {
+            file.player_keys
+        } else {
+            self.player_keys
+        };
+        let player_keys = player_keys
+            .iter()
+            .map(|k| {
+                k.parse::<KeySpec>()
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let launch_timeout = match self.launch_timeout.or(file.launch_timeout) {
             Some(v) => seconds("launch-timeout", v)?,
             None => d.launch_timeout,
@@ -370,6 +397,7 @@ impl Args {
             },
             workers,
             api_keys,
+            player_keys,
             http_tls: pair(
                 "http-tls-cert",
                 self.http_tls_cert.or(file.http_tls_cert),
@@ -480,6 +508,28 @@ mod tests {
         ])
         .unwrap();
         assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn player_keys_are_files_or_hs256_secrets_and_an_empty_secret_is_refused() {
+        let args = Args::try_parse_from([
+            "arcade-broker",
+            "--player-key",
+            "/etc/arcade/portal.pem",
+            "--player-key",
+            "hs256:shared-secret",
+        ])
+        .unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            c.player_keys,
+            vec![
+                KeySpec::File("/etc/arcade/portal.pem".into()),
+                KeySpec::Hs256(b"shared-secret".to_vec())
+            ]
+        );
+        let args = Args::try_parse_from(["arcade-broker", "--player-key", "hs256:"]).unwrap();
+        assert!(args.resolve().unwrap_err().to_string().contains("secret"));
     }
 
     #[test]

@@ -84,6 +84,9 @@ impl Listeners {
 /// Why the broker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// A `--player-key` cannot be read.
+    #[error("{0}")]
+    PlayerKeys(#[from] players::KeyError),
     /// A socket cannot be bound.
     #[error("cannot bind the {what} to {addr}: {error}")]
     Bind {
@@ -239,13 +242,27 @@ pub async fn run(
         Arc::clone(&metrics),
     );
     service.restore().await.map_err(BrokerError::Restore)?;
+    // Read before anything runs, so a bad key file stops the start with its reason.
+    let player_keys = if config.player_keys.is_empty() {
+        None
+    } else {
+        let specs = config.player_keys.clone();
+        let loaded = tokio::task::spawn_blocking(move || players::PlayerKeys::load(specs))
+            .await
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
+        Some(Arc::new(loaded))
+    };
+    let mut keys = auth::Keys::new(config.api_keys.clone());
+    if let Some(p) = &player_keys {
+        keys = keys.with_players(Arc::clone(p));
+    }
     let server = http::server(
         Arc::clone(&service),
         &http::HttpSettings {
             cors_origins: config.cors_origins.clone(),
             workers: config.workers,
             shutdown_grace: config.shutdown_grace,
-            keys: auth::Keys::new(config.api_keys.clone()),
+            keys,
             tls: http_tls,
         },
         listeners.http,
@@ -272,6 +289,9 @@ pub async fn run(
     ));
     tracker.spawn(Arc::clone(&service).run_events(events_rx, background.clone()));
     tracker.spawn(Arc::clone(&service).run_sweeper(background.clone()));
+    if let Some(p) = player_keys {
+        tracker.spawn(players::watch(p, background.clone()));
+    }
     tracker.spawn(Arc::clone(&service).run_feed(background.clone()));
     tracker.spawn(Arc::clone(&service).run_pools(background.clone()));
     if let Some(deliverer) = deliverer {

@@ -393,6 +393,35 @@ impl PlayerKeys {
     }
 }
 
+/// How often the key files are looked at for changes.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the key files again whenever they change, until `shutdown` fires: keys rotate
+/// without a restart. A file that changed into something unreadable keeps the keys as they
+/// were, and says why in the log.
+pub async fn watch(
+    keys: std::sync::Arc<PlayerKeys>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let k = std::sync::Arc::clone(&keys);
+        match tokio::task::spawn_blocking(move || k.refresh()).await {
+            Ok(Ok(true)) => tracing::info!("player keys changed; read them again"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "player keys changed but cannot be read; keeping the old ones")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look at the player keys"),
+        }
+    }
+}
+
 /// The claims of a token whose signature verified, checked against `now`.
 fn claims_now(c: Claims, now: u64) -> Result<Player, TokenError> {
     let exp = c.exp.ok_or(TokenError::Claim("exp"))?;

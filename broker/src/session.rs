@@ -73,6 +73,8 @@ pub enum Actor {
     Provider,
     /// A caller with an `admin` key.
     Admin,
+    /// A player, by its player token.
+    Player,
     /// The host's agent (a launch's outcome, a stop's confirmation).
     Agent,
     /// The game itself, by exiting.
@@ -95,6 +97,7 @@ impl Actor {
             Self::Portal => "portal",
             Self::Provider => "provider",
             Self::Admin => "admin",
+            Self::Player => "player",
             Self::Agent => "agent",
             Self::GameExit => "game_exit",
             Self::HostLost => "host_lost",

@@ -94,6 +94,8 @@ pub struct BrokerOptions {
     pub database_url: Option<String>,
     /// `--api-key ROLE:KEY`s.
     pub api_keys: Vec<String>,
+    /// `--player-key`s: files, or `hs256:SECRET`.
+    pub player_keys: Vec<String>,
     /// `--agent-tls-cert`, `--agent-tls-key`, `--agent-client-ca`.
     pub agent_tls: Option<broker::config::AgentTls>,
     /// `--http-tls-cert`, `--http-tls-key`: the broker's URL is then `https://localhost:PORT`.
@@ -120,6 +122,7 @@ impl Default for BrokerOptions {
             agent_listener: None,
             database_url: None,
             api_keys: Vec::new(),
+            player_keys: Vec::new(),
             agent_tls: None,
             http_tls: None,
             shutdown_grace: Duration::from_secs(30),
@@ -171,6 +174,11 @@ impl TestBroker {
             .api_keys
             .iter()
             .map(|k| k.parse().expect("API key"))
+            .collect();
+        config.player_keys = opts
+            .player_keys
+            .iter()
+            .map(|k| k.parse().expect("player key"))
             .collect();
         config.workers = opts.workers;
         config.webhooks = opts.webhooks;

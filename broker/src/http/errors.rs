@@ -13,6 +13,7 @@ use protocol::api::{legacy, ErrorBody, ErrorCode, ErrorDetail};
 use super::request::RequestId;
 use crate::auth::{Action, Role};
 use crate::error::{Dependency, Error};
+use crate::players::TokenError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,17 @@ pub enum ApiError {
     /// No valid API key.
     #[error("a valid API key is required: send Authorization: Bearer KEY")]
     Unauthorized,
+    /// A player token that does not verify; the message says why, never the token.
+    #[error("{0}")]
+    BadToken(TokenError),
+    /// A player may not do this route's action.
+    #[error("a player token may not do this ({0:?}); it may start, read, list and end its own sessions and list games")]
+    PlayerForbidden(Action),
+    /// A player's start for another user.
+    #[error(
+        "a player token starts sessions for its own user only: leave user_id out, or send your own"
+    )]
+    NotYours,
     /// The key's role may not do this.
     #[error("the {role} role may not do this ({action:?})")]
     Forbidden {
@@ -73,8 +85,10 @@ impl ApiError {
             | Self::Service(Error::Invalid(_) | Error::UnknownMode { .. } | Error::Refused(_)) => {
                 (S::BAD_REQUEST, C::BadRequest)
             }
-            Self::Unauthorized => (S::UNAUTHORIZED, C::Unauthorized),
-            Self::Forbidden { .. } => (S::FORBIDDEN, C::Forbidden),
+            Self::Unauthorized | Self::BadToken(_) => (S::UNAUTHORIZED, C::Unauthorized),
+            Self::Forbidden { .. } | Self::PlayerForbidden(_) | Self::NotYours => {
+                (S::FORBIDDEN, C::Forbidden)
+            }
             Self::NoRoute { .. }
             | Self::NoSuch { .. }
             | Self::Service(
@@ -131,7 +145,7 @@ impl ApiError {
     /// The response, with `body` built from the error's detail.
     fn respond<T: serde::Serialize>(&self, body: impl FnOnce(ErrorDetail) -> T) -> HttpResponse {
         let mut res = HttpResponse::build(self.status().0);
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized | Self::BadToken(_)) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if let Self::Service(e) = self {

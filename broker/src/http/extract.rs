@@ -101,6 +101,30 @@ pub fn actor(req: &HttpRequest) -> Actor {
         Some(Caller::Role(Role::Portal)) => Actor::Portal,
         Some(Caller::Role(Role::Provider)) => Actor::Provider,
         Some(Caller::Role(Role::Admin)) => Actor::Admin,
+        Some(Caller::Player(_)) => Actor::Player,
         Some(Caller::Open) | None => Actor::Api,
     }
+}
+
+/// The player calling, by its verified token's user id; `None` for any other caller.
+pub fn player(req: &HttpRequest) -> Option<String> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Player(user)) => Some(user.clone()),
+        _ => None,
+    }
+}
+
+/// A start as its caller may make it: a player's is for its own user (a body naming another
+/// user is refused); anyone else's as sent.
+pub fn own_start(
+    req: &HttpRequest,
+    mut body: protocol::api::StartSession,
+) -> Result<protocol::api::StartSession, ApiError> {
+    if let Some(user) = player(req) {
+        if body.user_id.as_ref().is_some_and(|u| *u != user) {
+            return Err(ApiError::NotYours);
+        }
+        body.user_id = Some(user);
+    }
+    Ok(body)
 }

@@ -55,6 +55,8 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         user_id: None,
         max_duration_s: None,
     };
+    // A player's start is its own (quotas count it).
+    let start = extract::own_start(&req, start)?;
     let (s, _) = svc
         .into_inner()
         .start(start, None, extract::actor(&req))
@@ -92,8 +94,9 @@ pub async fn end(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
 
 async fn ended(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let q: legacy::EndQuery = query(&req)?;
+    let player = extract::player(&req);
     svc.into_inner()
-        .end_by_addr(q.server_ip, q.pid, extract::actor(&req))
+        .end_by_addr(q.server_ip, q.pid, player.as_deref(), extract::actor(&req))
         .await?;
     Ok(HttpResponse::Ok().json(legacy::Ended {
         gamestatus: legacy::ENDED.to_owned(),

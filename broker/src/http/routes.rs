@@ -210,7 +210,9 @@ async fn authorize(
             match keys {
                 Some(decided) => decided.map_err(|d| match d {
                     Denied::Unauthenticated => ApiError::Unauthorized,
+                    Denied::BadToken(why) => ApiError::BadToken(why),
                     Denied::Forbidden(role) => ApiError::Forbidden { role, action },
+                    Denied::PlayerForbidden => ApiError::PlayerForbidden(action),
                 }),
                 // Fail closed: a server built without its keys answers no route but the open ones.
                 None => Err(ApiError::Unauthorized),

@@ -42,6 +42,7 @@ pub async fn start(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: StartSession = extract::json(&req, payload).await?;
+    let body = extract::own_start(&req, body)?;
     let key = extract::idempotency_key(&req)?;
     let (session, fresh) = svc
         .into_inner()
@@ -68,8 +69,15 @@ pub async fn start(
         (status = 503, description = "`store_unavailable`: the session store cannot be reached; retry", body = ErrorBody),
     )
 )]
-pub async fn get(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let s = svc.get(&extract::session_id(&id)?).await?;
+pub async fn get(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let player = extract::player(&req);
+    let s = svc
+        .get_as(&extract::session_id(&id)?, player.as_deref())
+        .await?;
     Ok(HttpResponse::Ok().json(s))
 }
 
@@ -89,8 +97,14 @@ pub async fn get(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpR
 )]
 pub async fn list(
     svc: web::Data<Service>,
+    req: HttpRequest,
     q: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let mut q = q.into_inner();
+    // A player lists its own sessions, whatever user it names.
+    if let Some(user) = extract::player(&req) {
+        q.user_id = Some(user);
+    }
     let page = svc.list(&q).await?;
     Ok(HttpResponse::Ok().json(api::SessionList {
         sessions: page.sessions,
@@ -119,6 +133,9 @@ pub async fn end(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::session_id(&id)?;
+    if let Some(user) = extract::player(&req) {
+        svc.get_as(&id, Some(&user)).await?;
+    }
     let s = svc.into_inner().end(id, extract::actor(&req)).await?;
     Ok(HttpResponse::Ok().json(s))
 }
@@ -139,9 +156,14 @@ pub async fn end(
 )]
 pub async fn events(
     svc: web::Data<Service>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let events = svc.events(&extract::session_id(&id)?).await?;
+    let id = extract::session_id(&id)?;
+    if let Some(user) = extract::player(&req) {
+        svc.get_as(&id, Some(&user)).await?;
+    }
+    let events = svc.events(&id).await?;
     let events: Vec<api::SessionEventView> = events
         .into_iter()
         .map(|e| api::SessionEventView {

@@ -37,11 +37,12 @@ impl Service {
     }
 
     /// Ends the running session whose game is at `ip` with `pid` (the original portal's
-    /// `/End`).
+    /// `/End`); for a `player`, only its own (another user's is as if there were none).
     pub async fn end_by_addr(
         self: &Arc<Self>,
         ip: String,
         pid: String,
+        player: Option<&str>,
         actor: Actor,
     ) -> Result<Session, Error> {
         let not_found = || Error::NoSessionAt {
@@ -54,6 +55,7 @@ impl Service {
             .store
             .find_active_by_addr(addr, game)
             .await?
+            .filter(|s| player.is_none_or(|u| s.user_id.as_deref() == Some(u)))
             .ok_or_else(not_found)?;
         self.end(s.session_id, actor).await
     }

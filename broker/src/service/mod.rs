@@ -338,6 +338,16 @@ impl Service {
         Ok(self.session(id).await?)
     }
 
+    /// One session as `player` may see it (`None`: a caller with a key, or anyone on an open
+    /// API): another user's session is as if it did not exist.
+    pub async fn get_as(&self, id: &SessionId, player: Option<&str>) -> Result<Session, Error> {
+        let s = self.get(id).await?;
+        match player {
+            Some(user) if s.user_id.as_deref() != Some(user) => Err(Error::NoSession(id.clone())),
+            _ => Ok(s),
+        }
+    }
+
     /// A session as recorded, or as created while its start is in flight and not yet
     /// recorded.
     async fn session(&self, id: &SessionId) -> Result<Session, StoreError> {
