@@ -220,6 +220,12 @@ impl Client {
         Self::with_ca(base_url, api_key, None)
     }
 
+    /// A client that calls as a player, with a player token (API.md, "Players"): a JWT the
+    /// portal's server signed for this player, sent as `Authorization: Bearer TOKEN`.
+    pub fn with_bearer(base_url: &str, token: &str) -> Result<Client, ClientError> {
+        Self::new(base_url, Some(token.to_owned()))
+    }
+
     /// Like [`Client::new`], also trusting the CA certificate `ca_pem` (PEM) for an `https://`
     /// broker whose certificate the system does not know (a private CA). The system's
     /// certificate store is trusted either way.

@@ -238,3 +238,22 @@ async fn a_bad_player_token_is_401_with_its_reason_and_never_echoed() {
         }
     }
 }
+
+/// `arcade token` mints what a portal's server would: the broker takes it as the player's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_minted_by_arcade_token_is_the_players() {
+    use clap::Parser as _;
+    let (broker, _agent) = broker(None).await;
+    let key = format!("hs256:{SECRET}");
+    let cli = portal_client::cli::Cli::try_parse_from([
+        "arcade", "token", "--user", "carol", "--ttl", "600", "--key", &key,
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    portal_client::cli::run(cli, &mut out).await.unwrap();
+    let token = String::from_utf8(out).unwrap();
+    let carol = Client::with_bearer(&broker.url, token.trim()).unwrap();
+    let s = carol.start_session(&tests::start("sleeper")).await.unwrap();
+    assert_eq!(s.user_id.as_deref(), Some("carol"));
+    carol.end_session(&s.session_id).await.unwrap();
+}

@@ -31,6 +31,9 @@ pub enum CliError {
     /// The answer could not be turned into JSON.
     #[error("cannot format the answer as JSON")]
     Json(#[source] serde_json::Error),
+    /// `arcade token` cannot mint a token with what it was given.
+    #[error("arcade token: {0}")]
+    Token(String),
     /// `arcade events --types` names a type the broker does not send.
     #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, host.online, host.offline, host.draining, host.resumed")]
     UnknownEventType(String),

@@ -11,6 +11,7 @@
 //!   stream, are [`crate::follow`] and [`crate::tail`]);
 //! - [`hosts`]: `hosts`, `drain` and `resume`; [`pools`]: `pools`, `pool set` and
 //!   `pool delete`; [`games`]: `games`;
+//! - [`token`]: `token`, a player token minted from an `hs256:` key;
 //! - [`output`]: JSON or text, and the text's tables, fields and times, which the groups use;
 //! - [`error`]: why a command failed, in one line.
 
@@ -20,6 +21,7 @@ mod hosts;
 mod output;
 mod pools;
 mod sessions;
+mod token;
 
 pub use error::{error_line, CliError};
 
@@ -91,6 +93,24 @@ pub enum Command {
         /// shorter.
         #[arg(long = "max-duration", value_name = "SECONDS")]
         max_duration: Option<u32>,
+    },
+    /// Mint a player token (HS256) for a user, as a portal's server would: for tests and
+    /// scripts. Prints the token; calls nothing.
+    Token {
+        /// The player's user id (the token's `sub`).
+        #[arg(long = "user", value_name = "U")]
+        user: String,
+        /// Seconds the token is valid for (at most 86400).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        ttl: u64,
+        /// The broker's player key, `hs256:SECRET` (as its `--player-key`).
+        #[arg(
+            long,
+            env = "ARCADE_PLAYER_KEY",
+            hide_env_values = true,
+            value_name = "hs256:SECRET"
+        )]
+        key: String,
     },
     /// End a session; answers once the game's processes are gone.
     End {
@@ -279,6 +299,7 @@ async fn execute(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let text = match command {
+        Command::Token { user, ttl, key } => token::mint(&user, ttl, &key).map(|t| t + "\n"),
         Command::Events {
             types,
             session,
