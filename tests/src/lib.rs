@@ -259,9 +259,26 @@ pub mod keys {
     pub const PROVIDER: &str = "provider-key-0123456789";
     /// An `admin` key.
     pub const ADMIN: &str = "admin-key-0123456789";
+    /// The portal server's secret for player tokens (`--player-key hs256:…`).
+    pub const PLAYER_SECRET: &str = "the-portal-servers-player-secret";
+
+    /// A player token for `user`, valid for an hour, signed HS256 with [`PLAYER_SECRET`] as a
+    /// portal's server would sign it.
+    pub fn player(user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": user, "exp": now + 3600}),
+            &jsonwebtoken::EncodingKey::from_secret(PLAYER_SECRET.as_bytes()),
+        )
+        .expect("a player token")
+    }
 }
 
-/// A broker with a key for each role ([`keys`]) and one agent, `host-a`, online.
+/// A broker with a key for each role and a player key ([`keys`]), and one agent, `host-a`,
+/// online.
 pub async fn secured() -> (TestBroker, TestAgent) {
     let broker = TestBroker::start_with(BrokerOptions {
         api_keys: vec![
@@ -269,6 +286,7 @@ pub async fn secured() -> (TestBroker, TestAgent) {
             format!("provider:{}", keys::PROVIDER),
             format!("admin:{}", keys::ADMIN),
         ],
+        player_keys: vec![format!("hs256:{}", keys::PLAYER_SECRET)],
         ..Default::default()
     })
     .await;

@@ -30,18 +30,26 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/ui", &["open"]),
     ("GET", "/ui/app.js", &["open"]),
     ("GET", "/ui/app.css", &["open"]),
-    ("POST", "/v1/sessions", &["portal", "admin"]),
-    ("GET", "/v1/sessions", &["portal", "provider", "admin"]),
-    ("GET", "/v1/sessions/{id}", &["portal", "provider", "admin"]),
+    ("POST", "/v1/sessions", &["portal", "admin", "player"]),
+    (
+        "GET",
+        "/v1/sessions",
+        &["portal", "provider", "admin", "player"],
+    ),
+    (
+        "GET",
+        "/v1/sessions/{id}",
+        &["portal", "provider", "admin", "player"],
+    ),
     (
         "DELETE",
         "/v1/sessions/{id}",
-        &["portal", "provider", "admin"],
+        &["portal", "provider", "admin", "player"],
     ),
     (
         "GET",
         "/v1/sessions/{id}/events",
-        &["portal", "provider", "admin"],
+        &["portal", "provider", "admin", "player"],
     ),
     ("GET", "/v1/sessions/{id}/logs", &["provider", "admin"]),
     ("GET", "/v1/hosts", &["provider", "admin"]),
@@ -50,23 +58,26 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/brokers", &["provider", "admin"]),
     ("GET", "/v1/events", &["portal", "provider", "admin"]),
     ("GET", "/metrics", &["provider", "admin"]),
-    ("GET", "/v1/games", &["portal", "admin"]),
+    ("GET", "/v1/games", &["portal", "admin", "player"]),
     ("GET", "/v1/pools", &["admin"]),
     ("GET", "/v1/pools/{id}", &["admin"]),
     ("PUT", "/v1/pools/{id}", &["admin"]),
     ("DELETE", "/v1/pools/{id}", &["admin"]),
-    ("GET", "/IP", &["portal", "admin"]),
-    ("GET", "/End", &["portal", "provider", "admin"]),
+    ("GET", "/IP", &["portal", "admin", "player"]),
+    ("GET", "/End", &["portal", "provider", "admin", "player"]),
 ];
 
-/// The callers: none, a wrong key, and each role.
-const CALLERS: &[(&str, Option<&str>)] = &[
-    ("no key", None),
-    ("wrong key", Some(WRONG)),
-    ("portal", Some(PORTAL)),
-    ("provider", Some(PROVIDER)),
-    ("admin", Some(ADMIN)),
-];
+/// The callers: none, a wrong key, each role, and a player (by its token).
+fn callers() -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("no key", None),
+        ("wrong key", Some(WRONG.to_owned())),
+        ("portal", Some(PORTAL.to_owned())),
+        ("provider", Some(PROVIDER.to_owned())),
+        ("admin", Some(ADMIN.to_owned())),
+        ("player", Some(tests::keys::player("alice"))),
+    ]
+}
 
 /// A concrete path for a route's pattern, with a query that gets past decoding but changes
 /// nothing that matters (an unknown game, an unknown session, a PID no game has).
@@ -186,6 +197,13 @@ fn every_route_is_declared_with_the_roles_api_md_gives_it() {
                     r.path
                 );
             }
+            assert_eq!(
+                broker::auth::player_may(action),
+                roles.contains(&"player"),
+                "{} {} for a player",
+                r.verb.as_str(),
+                r.path
+            );
         }
     }
 }
@@ -195,9 +213,9 @@ async fn every_route_answers_each_caller_as_the_role_table_says() {
     let (broker, _agent) = secured().await;
     for (method, pattern, roles) in TABLE {
         let (target, body) = concrete(pattern);
-        for (caller, key) in CALLERS {
-            let (status, text) = raw(broker.http_addr, method, &target, *key, body).await;
-            let want = match (*key, allowed(roles, caller)) {
+        for (caller, key) in callers() {
+            let (status, text) = raw(broker.http_addr, method, &target, key.as_deref(), body).await;
+            let want = match (key.as_deref(), allowed(roles, caller)) {
                 (_, true) if roles.contains(&"open") => "answered",
                 (None | Some(WRONG), _) => "401",
                 (_, false) => "403",
@@ -277,12 +295,13 @@ async fn no_spelling_of_a_path_gets_past_its_routes_check() {
         }
         let (target, body) = concrete(pattern);
         for spelled in spellings(&target) {
-            for (caller, key) in CALLERS {
+            for (caller, key) in callers() {
                 if allowed(roles, caller) {
                     continue;
                 }
-                let (status, text) = raw(broker.http_addr, method, &spelled, *key, body).await;
-                let refused = match key {
+                let (status, text) =
+                    raw(broker.http_addr, method, &spelled, key.as_deref(), body).await;
+                let refused = match key.as_deref() {
                     None | Some(WRONG) => status == 401,
                     Some(_) => status == 403,
                 };
