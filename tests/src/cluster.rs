@@ -426,13 +426,7 @@ pub async fn violations(c: &Cluster, via: usize, tally: &crate::keyed_load::Tall
         .map(|w| format!("failed start: {w}"))
         .collect();
     v.extend(tally.bad_ends.iter().map(|w| format!("bad end: {w}")));
-    wait_until("every start has settled", WAIT, || async {
-        all_sessions(c, via)
-            .await
-            .iter()
-            .all(|s| s.status != SessionStatus::Starting)
-    })
-    .await;
+    starts_settled(c, via).await;
     let given: std::collections::HashSet<_> = tally.started.iter().map(|s| &s.session_id).collect();
     for s in all_sessions(c, via).await {
         let id = &s.session_id;
@@ -471,9 +465,8 @@ pub async fn orphans(c: &Cluster, via: usize) -> Vec<String> {
     v
 }
 
-/// Waits until no session is `starting`, and then checks that no game runs without a live
-/// session and every running session's game runs.
-pub async fn no_orphan(c: &Cluster, via: usize) {
+/// Waits until no session is `starting` (through replica `via`).
+async fn starts_settled(c: &Cluster, via: usize) {
     wait_until("every start has settled", WAIT, || async {
         all_sessions(c, via)
             .await
@@ -481,6 +474,12 @@ pub async fn no_orphan(c: &Cluster, via: usize) {
             .all(|s| s.status != SessionStatus::Starting)
     })
     .await;
+}
+
+/// Waits until no session is `starting`, and then checks that no game runs without a live
+/// session and every running session's game runs.
+pub async fn no_orphan(c: &Cluster, via: usize) {
+    starts_settled(c, via).await;
     let found = orphans(c, via).await;
     assert!(found.is_empty(), "{found:?}");
 }

@@ -66,13 +66,8 @@ pub struct KeyedLoad {
     tally: Arc<Mutex<Tally>>,
 }
 
-/// Whether a portal behind a load balancer tries `e` again on the next replica, and after
-/// how long.
-fn retry_after(e: &ClientError) -> Option<Duration> {
-    retried(e).map(|(pause, _)| pause)
-}
-
-/// [`retry_after`], and why.
+/// Whether a portal behind a load balancer tries `e` again on the next replica, after how
+/// long, and why (the 503's code, or `no answer`).
 fn retried(e: &ClientError) -> Option<(Duration, String)> {
     match e {
         ClientError::Api {
@@ -129,11 +124,6 @@ impl KeyedLoad {
     }
 }
 
-/// Why `e` was tried again.
-fn why(e: &ClientError) -> String {
-    retried(e).map(|(_, why)| why).unwrap_or_default()
-}
-
 /// One start under `key` and its end, each retried on the next replica until answered.
 async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tally: &Mutex<Tally>) {
     let note =
@@ -146,11 +136,11 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
             .await
         {
             Ok(s) => break Ok(s),
-            Err(e) => match retry_after(&e) {
-                Some(pause) if t0.elapsed() < GIVE_UP => {
+            Err(e) => match retried(&e) {
+                Some((pause, why)) if t0.elapsed() < GIVE_UP => {
                     note(&|t| {
                         t.retries += 1;
-                        *t.retried_for.entry(why(&e)).or_default() += 1;
+                        *t.retried_for.entry(why.clone()).or_default() += 1;
                     });
                     *next += 1;
                     tokio::time::sleep(pause).await;
@@ -185,11 +175,11 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
                 note(&|t| t.bad_ends.push(why.clone()));
                 break;
             }
-            Err(e) => match retry_after(&e) {
-                Some(pause) if t1.elapsed() < GIVE_UP => {
+            Err(e) => match retried(&e) {
+                Some((pause, why)) if t1.elapsed() < GIVE_UP => {
                     note(&|t| {
                         t.retries += 1;
-                        *t.retried_for.entry(why(&e)).or_default() += 1;
+                        *t.retried_for.entry(why.clone()).or_default() += 1;
                     });
                     *next += 1;
                     tokio::time::sleep(pause).await;
