@@ -89,7 +89,7 @@ pub enum KeyError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not three base64url parts with a JSON header and claims.
-    #[error("the player token is not a JWT")]
+    #[error("the bearer is neither a configured API key nor a player token (not a JWT)")]
     Malformed,
     /// An algorithm the broker never accepts (`none` among them).
     #[error("the player token's alg {0:?} is not accepted (EdDSA, RS256 or HS256 only)")]
