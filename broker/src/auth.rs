@@ -7,6 +7,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use protocol::SessionId;
+
+use crate::join::GameKeys;
 use crate::players::{PlayerKeys, TokenError};
 
 /// A caller's role.
@@ -43,6 +46,10 @@ pub enum Action {
     ReadLogs,
     /// `/v1/pools`: read, create, change and remove warm pools (admin only).
     ManagePools,
+    /// `POST /v1/sessions/{id}/join`: redeem a join token (a game, by its game key).
+    JoinSession,
+    /// `POST /v1/sessions/{id}/join-tokens`: a fresh join token for a reconnect.
+    MintJoinToken,
 }
 
 impl Role {
@@ -53,7 +60,12 @@ impl Role {
             Self::Admin => true,
             Self::Portal => matches!(
                 action,
-                A::StartSession | A::ReadSessions | A::EndSession | A::ListGames | A::ReadEvents
+                A::StartSession
+                    | A::ReadSessions
+                    | A::EndSession
+                    | A::ListGames
+                    | A::ReadEvents
+                    | A::MintJoinToken
             ),
             Self::Provider => matches!(
                 action,
@@ -141,6 +153,7 @@ impl std::str::FromStr for ApiKey {
 pub struct Keys {
     keys: Vec<ApiKey>,
     players: Option<Arc<PlayerKeys>>,
+    games: Option<GameKeys>,
 }
 
 /// Who is calling.
@@ -152,6 +165,8 @@ pub enum Caller {
     Role(Role),
     /// A player, by a verified player token: its user id.
     Player(String),
+    /// A game, by its game key: its session.
+    Game(SessionId),
 }
 
 /// Why a request is refused.
@@ -165,6 +180,10 @@ pub enum Denied {
     Forbidden(Role),
     /// A player may not do this.
     PlayerForbidden,
+    /// A game key that does not verify.
+    BadGameKey,
+    /// A game key may only redeem its own session's join tokens.
+    GameForbidden,
 }
 
 /// Compares secrets in time that depends only on their lengths.
@@ -177,8 +196,18 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub fn player_may(action: Action) -> bool {
     matches!(
         action,
-        Action::StartSession | Action::ReadSessions | Action::EndSession | Action::ListGames
+        Action::StartSession
+            | Action::ReadSessions
+            | Action::EndSession
+            | Action::ListGames
+            | Action::MintJoinToken
     )
+}
+
+/// What a game may do with its key: redeem its own session's join tokens. Which session is
+/// its own is the handler's to check.
+pub fn game_may(action: Action) -> bool {
+    action == Action::JoinSession
 }
 
 impl Keys {
@@ -187,7 +216,14 @@ impl Keys {
         Self {
             keys,
             players: None,
+            games: None,
         }
+    }
+
+    /// These keys, and game keys verified with `games`.
+    pub fn with_games(mut self, games: GameKeys) -> Self {
+        self.games = Some(games);
+        self
     }
 
     /// These keys, and player tokens verified with `players`.
@@ -225,6 +261,12 @@ impl Keys {
         if let Some(role) = found {
             return Ok(Caller::Role(role));
         }
+        if let Some(games) = self.games.as_ref().filter(|_| GameKeys::looks_like(token)) {
+            return games
+                .verify(token)
+                .map(Caller::Game)
+                .ok_or(Denied::BadGameKey);
+        }
         match &self.players {
             Some(players) => {
                 let token = std::str::from_utf8(token)
@@ -251,6 +293,8 @@ impl Keys {
             Caller::Role(r) => Err(Denied::Forbidden(r)),
             Caller::Player(u) if player_may(action) => Ok(Caller::Player(u)),
             Caller::Player(_) => Err(Denied::PlayerForbidden),
+            Caller::Game(s) if game_may(action) => Ok(Caller::Game(s)),
+            Caller::Game(_) => Err(Denied::GameForbidden),
         }
     }
 }
@@ -280,6 +324,9 @@ mod tests {
             ReadEvents,
             ReadMetrics,
             ReadLogs,
+            ManagePools,
+            JoinSession,
+            MintJoinToken,
         ];
         let allowed = |r: Role| {
             all.iter()
@@ -294,7 +341,8 @@ mod tests {
                 ReadSessions,
                 EndSession,
                 ListGames,
-                ReadEvents
+                ReadEvents,
+                MintJoinToken
             ]
         );
         assert_eq!(

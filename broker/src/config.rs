@@ -66,6 +66,14 @@ pub struct Args {
         hide_env_values = true
     )]
     pub player_keys: Vec<String>,
+    /// The broker's URL as games and players reach it (behind a load balancer: the
+    /// balancer's); games get `ARCADE_JOIN_URL` from it [default: http:// and the --http
+    /// address].
+    #[arg(long, env = "ARCADE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds a session's join token may be redeemed [default: 120].
+    #[arg(long, env = "ARCADE_JOIN_TOKEN_TTL")]
+    pub join_token_ttl: Option<f64>,
     /// Also run a local agent with a built-in catalog of demo games.
     #[arg(long, env = "ARCADE_DEV")]
     pub dev: bool,
@@ -128,6 +136,8 @@ struct FileConfig {
     api_keys: Vec<String>,
     #[serde(default)]
     player_keys: Vec<String>,
+    public_url: Option<String>,
+    join_token_ttl: Option<f64>,
     dev: Option<bool>,
     launch_timeout: Option<f64>,
     heartbeat_timeout: Option<f64>,
@@ -186,6 +196,10 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// The keys that verify player tokens; none: no player token is accepted.
     pub player_keys: Vec<KeySpec>,
+    /// The broker's URL as games reach it; `None`: `http://` and the bound `--http` address.
+    pub public_url: Option<String>,
+    /// How long a join token may be redeemed.
+    pub join_token_ttl: Duration,
     /// Agent link TLS: certificate chain, key, and the client CA for mutual TLS.
     pub agent_tls: Option<AgentTls>,
     /// HTTPS for the API: certificate chain and key (PEM).
@@ -266,6 +280,8 @@ impl Config {
             cors_origins: Vec::new(),
             api_keys: Vec::new(),
             player_keys: Vec::new(),
+            public_url: None,
+            join_token_ttl: Duration::from_secs(120),
             agent_tls: None,
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
@@ -369,6 +385,21 @@ impl Args {
             Some(v) => seconds("heartbeat-timeout", v)?,
             None => d.heartbeat_timeout,
         };
+        let join_token_ttl = match self.join_token_ttl.or(file.join_token_ttl) {
+            Some(v) => seconds("join-token-ttl", v)?,
+            None => d.join_token_ttl,
+        };
+        let public_url = match self.public_url.or(file.public_url) {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid(
+                    "--public-url must start with http:// or https://".into(),
+                ))
+            }
+            None => None,
+        };
         let workers = self.workers.or(file.workers).unwrap_or(d.workers);
         let client_ca = self.agent_client_ca.or(file.agent_client_ca);
         if workers == 0 || workers > 64 {
@@ -398,6 +429,8 @@ impl Args {
             workers,
             api_keys,
             player_keys,
+            public_url,
+            join_token_ttl,
             http_tls: pair(
                 "http-tls-cert",
                 self.http_tls_cert.or(file.http_tls_cert),

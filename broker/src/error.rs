@@ -125,9 +125,37 @@ pub enum Error {
     /// The broker serves as many event streams as it can.
     #[error("this broker serves as many event streams as it can; retry shortly or through another broker")]
     TooManyStreams,
+    /// A join token was not redeemed.
+    #[error("{why} (session {session})")]
+    JoinDenied {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        why: JoinDenied,
+    },
     /// A fault of the broker's own. The text is for the log, never for the caller.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a join token was not redeemed (API.md, "Players").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinDenied {
+    /// A game key of another session.
+    #[error("this game key is another session's")]
+    OtherSessionsKey,
+    /// The session does not run (not yet, or no more): its game key is dead.
+    #[error("the session does not run, so its game key is not valid")]
+    NotRunning,
+    /// Not the session's current token.
+    #[error("this is not the session's join token (or a fresh one replaced it)")]
+    WrongToken,
+    /// Redeemed before.
+    #[error("this join token was redeemed before")]
+    Used,
+    /// Past `--join-token-ttl`.
+    #[error("this join token expired; the player may ask for a fresh one")]
+    Expired,
 }
 
 /// What the broker needs to serve.
@@ -242,6 +270,13 @@ impl Error {
             Self::HostUnavailable { .. } => "host_unavailable",
             Self::StoreUnavailable(_) | Self::NotReady(_) => "store_unavailable",
             Self::TooManyStreams => "too_many_streams",
+            Self::JoinDenied { why, .. } => match why {
+                JoinDenied::Used => "token_used",
+                JoinDenied::Expired => "token_expired",
+                JoinDenied::OtherSessionsKey | JoinDenied::NotRunning | JoinDenied::WrongToken => {
+                    "forbidden"
+                }
+            },
             Self::Internal(_) => "internal",
         }
     }

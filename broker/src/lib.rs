@@ -23,6 +23,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod join;
 pub mod metrics;
 pub mod nats;
 pub mod placement;
@@ -207,6 +208,21 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("{hostname}:{}", agent_addr.port()));
     tracing::info!(%broker_id, "this broker");
+    // Every replica sharing the store makes the same game keys.
+    let game_keys = join::GameKeys::new(
+        &store
+            .secret(join::GAME_KEY_SECRET)
+            .await
+            .map_err(BrokerError::Store)?,
+    );
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        let scheme = if config.http_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{http_addr}")
+    });
     let settings = ServiceSettings {
         launch_timeout: config.launch_timeout,
         stop_timeout: STOP_TIMEOUT,
@@ -214,6 +230,9 @@ pub async fn run(
         broker_id,
         agent_address: agent_addr.to_string(),
         max_sessions_per_user: config.max_sessions_per_user,
+        public_url,
+        join_ttl: config.join_token_ttl,
+        game_keys: game_keys.clone(),
     };
     let (replicas, inbox) = match (&store, config.nats_urls.is_empty()) {
         (_, true) => (None, None),
@@ -252,7 +271,7 @@ pub async fn run(
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
         Some(Arc::new(loaded))
     };
-    let mut keys = auth::Keys::new(config.api_keys.clone());
+    let mut keys = auth::Keys::new(config.api_keys.clone()).with_games(game_keys);
     if let Some(p) = &player_keys {
         keys = keys.with_players(Arc::clone(p));
     }

@@ -77,6 +77,8 @@ pub enum Actor {
     Player,
     /// The host's agent (a launch's outcome, a stop's confirmation).
     Agent,
+    /// The game itself, by its game key (redeeming a join token).
+    Game,
     /// The game itself, by exiting.
     GameExit,
     /// The broker, because the host stayed away.
@@ -99,6 +101,7 @@ impl Actor {
             Self::Admin => "admin",
             Self::Player => "player",
             Self::Agent => "agent",
+            Self::Game => "game",
             Self::GameExit => "game_exit",
             Self::HostLost => "host_lost",
             Self::Sweep => "sweep",

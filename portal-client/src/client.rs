@@ -16,8 +16,9 @@
 use std::time::Duration;
 
 use protocol::api::{
-    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, Pool, PoolList,
-    PoolSpec, Session, SessionEvents, SessionList, SessionQuery, StartSession,
+    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, JoinRequest,
+    JoinToken, Joined, Pool, PoolList, PoolSpec, Session, SessionEvents, SessionList, SessionQuery,
+    StartSession, StartedSession,
 };
 use protocol::{HostId, PoolId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
@@ -289,6 +290,47 @@ impl Client {
         self.call(Method::POST, "/v1/sessions", |r| {
             r.header(IDEMPOTENCY_KEY, key).json(request)
         })
+        .await
+    }
+
+    /// `POST /v1/sessions`, with an `Idempotency-Key` when given: the session and its one-time
+    /// join token (for the player's client to hand the game), as the start answers them.
+    pub async fn start_joinable(
+        &self,
+        request: &StartSession,
+        key: Option<&str>,
+    ) -> Result<StartedSession, ClientError> {
+        let key = key
+            .map(|k| header_value("idempotency key", k))
+            .transpose()?;
+        self.call(Method::POST, "/v1/sessions", |r| match key {
+            Some(k) => r.header(IDEMPOTENCY_KEY, k).json(request),
+            None => r.json(request),
+        })
+        .await
+    }
+
+    /// `POST /v1/sessions/{id}/join`: redeems a player's join token, as the session's game
+    /// does with its `ARCADE_GAME_KEY` (a client made [`with_bearer`](Self::with_bearer) it).
+    /// Once only: a second redeem is [`ErrorCode::TokenUsed`].
+    pub async fn join(&self, id: &SessionId, token: &str) -> Result<Joined, ClientError> {
+        let body = JoinRequest {
+            token: token.to_owned(),
+        };
+        self.call(Method::POST, &format!("/v1/sessions/{id}/join"), |r| {
+            r.json(&body)
+        })
+        .await
+    }
+
+    /// `POST /v1/sessions/{id}/join-tokens`: a fresh join token for a reconnect; the previous
+    /// one stops working.
+    pub async fn new_join_token(&self, id: &SessionId) -> Result<JoinToken, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{id}/join-tokens"),
+            |r| r,
+        )
         .await
     }
 

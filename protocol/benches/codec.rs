@@ -75,6 +75,7 @@ fn broker_messages() -> Vec<(&'static str, BrokerMessage)> {
                 mode: Some("event-driven".into()),
                 config: Some("server.neverball.conf".into()),
                 settings: Default::default(),
+                join: None,
             }),
         ),
         ("stop", BrokerMessage::Stop { session_id: sid(1) }),

@@ -223,6 +223,58 @@ pub struct Session {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// The answer to a start (`POST /v1/sessions`): the session, and for whoever started it, the
+/// session's one-time join token (API.md, "Players"). Only a start's answer (and a repeat
+/// of its `Idempotency-Key`) carries the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StartedSession {
+    /// The session.
+    #[serde(flatten)]
+    pub session: Session,
+    /// The token the player's client hands the game, which redeems it once; `null` when the
+    /// session does not run, or a fresh token has replaced the one a repeated key gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
+    /// Until when the token is accepted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub join_expires_at: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/sessions/{id}/join` body: the token a player's client gave the game.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JoinRequest {
+    /// The join token.
+    pub token: String,
+}
+
+/// `POST /v1/sessions/{id}/join` answer: whose player joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Joined {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its user, if it has one.
+    pub user_id: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/join-tokens` answer: a fresh join token; the previous one stops
+/// working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JoinToken {
+    /// The token.
+    pub join_token: String,
+    /// Until when it is accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub join_expires_at: OffsetDateTime,
+}
+
 /// `GET /v1/sessions` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -510,6 +562,10 @@ pub enum ErrorCode {
     NatsUnavailable,
     /// 503 (`GET /v1/events`): the broker serves as many event streams as it can.
     TooManyStreams,
+    /// 409 (`POST /v1/sessions/{id}/join`): the join token was redeemed before.
+    TokenUsed,
+    /// 410 (`POST /v1/sessions/{id}/join`): the join token is past `--join-token-ttl`.
+    TokenExpired,
     /// A code this client does not know yet (a newer broker's): decoding an error never fails
     /// on its code. Brokers never send it.
     #[serde(other)]
@@ -518,7 +574,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a broker sends (all but [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -537,6 +593,8 @@ impl ErrorCode {
         Self::Internal,
         Self::NatsUnavailable,
         Self::TooManyStreams,
+        Self::TokenUsed,
+        Self::TokenExpired,
     ];
 
     /// Its name, as on the wire.
@@ -560,6 +618,8 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::NatsUnavailable => "nats_unavailable",
             Self::TooManyStreams => "too_many_streams",
+            Self::TokenUsed => "token_used",
+            Self::TokenExpired => "token_expired",
             Self::Unknown => "unknown",
         }
     }
@@ -781,6 +841,10 @@ pub enum EventType {
     /// is shorter): sent once.
     #[serde(rename = "session.expiring")]
     SessionExpiring,
+    /// Its game redeemed its player's join token (API.md, "Players"): the player connected.
+    /// Carries the session (and so its user), never the token.
+    #[serde(rename = "session.joined")]
+    SessionJoined,
     /// A host connected and takes sessions.
     #[serde(rename = "host.online")]
     HostOnline,
@@ -800,7 +864,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a broker sends.
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::SessionRunning,
@@ -809,6 +873,7 @@ impl EventType {
         Self::SessionFailed,
         Self::SessionLost,
         Self::SessionExpiring,
+        Self::SessionJoined,
         Self::HostOnline,
         Self::HostOffline,
         Self::HostDraining,
@@ -826,6 +891,7 @@ impl EventType {
             Self::SessionFailed => "session.failed",
             Self::SessionLost => "session.lost",
             Self::SessionExpiring => "session.expiring",
+            Self::SessionJoined => "session.joined",
             Self::HostOnline => "host.online",
             Self::HostOffline => "host.offline",
             Self::HostDraining => "host.draining",

@@ -257,6 +257,7 @@ mod tests {
                 mode: Some("periodic".into()),
                 config: Some("server.neverball.conf".into()),
                 settings: Default::default(),
+                join: None,
             }),
             BrokerMessage::Stop { session_id: sid() },
             BrokerMessage::HeartbeatAck,

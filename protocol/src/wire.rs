@@ -20,7 +20,7 @@ use crate::ids::{GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,4 +345,28 @@ pub struct LaunchRequest {
     pub config: Option<String>,
     /// The settings the start chose (checked by the broker; added in version 4).
     pub settings: std::collections::BTreeMap<String, String>,
+    /// How the game redeems its players' join tokens: `ARCADE_JOIN_URL` and
+    /// `ARCADE_GAME_KEY` in its environment (added in version 6).
+    pub join: Option<JoinAccess>,
+}
+
+/// Where and with what key a game redeems its players' join tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAccess {
+    /// The broker's `POST /v1/sessions/{id}/join` for this session, as games reach it.
+    pub url: String,
+    /// The session's game key.
+    pub key: Secret,
+}
+
+/// A secret carried over the link: its `Debug` never shows it, so logging a message that
+/// holds one does not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }

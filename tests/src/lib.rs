@@ -110,6 +110,8 @@ pub struct BrokerOptions {
     pub webhooks: Option<broker::events::webhooks::WebhookConfig>,
     /// `--max-sessions-per-user`.
     pub max_sessions_per_user: Option<u32>,
+    /// `--join-token-ttl`; 120 s by default.
+    pub join_token_ttl: Option<Duration>,
 }
 
 impl Default for BrokerOptions {
@@ -130,6 +132,7 @@ impl Default for BrokerOptions {
             workers: 1,
             webhooks: None,
             max_sessions_per_user: None,
+            join_token_ttl: None,
         }
     }
 }
@@ -183,6 +186,9 @@ impl TestBroker {
         config.workers = opts.workers;
         config.webhooks = opts.webhooks;
         config.max_sessions_per_user = opts.max_sessions_per_user;
+        if let Some(ttl) = opts.join_token_ttl {
+            config.join_token_ttl = ttl;
+        }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             config,
@@ -424,6 +430,37 @@ pub fn ready_dir() -> PathBuf {
     dir
 }
 
+/// Where the test catalog's `joiner` writes each session's `ARCADE_JOIN_URL` and
+/// `ARCADE_GAME_KEY` (`<session>.env`), for tests that redeem as its game would.
+pub fn join_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("arcade-join-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("join dir");
+    dir
+}
+
+/// The `ARCADE_JOIN_URL` and `ARCADE_GAME_KEY` a `joiner` session's game was given, once its
+/// game has written them.
+pub async fn join_env(session: &protocol::SessionId) -> (String, String) {
+    let path = join_dir().join(format!("{session}.env"));
+    wait_until(
+        "the game wrote its join env",
+        Duration::from_secs(10),
+        || {
+            let path = path.clone();
+            async move { std::fs::read_to_string(path).is_ok_and(|t| t.ends_with('\n')) }
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(path).expect("join env");
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (get("ARCADE_JOIN_URL"), get("ARCADE_GAME_KEY"))
+}
+
 /// The `idle_timeout_s` of the test catalog's `idler`.
 pub const IDLE_TIMEOUT_S: u32 = 2;
 
@@ -446,7 +483,9 @@ pub const IDLE_TIMEOUT_S: u32 = 2;
 /// - `never-ready`: never listens (ready by TCP within 1 s);
 /// - `dies-before-ready`: exits with code 4 after 300 ms, before it listens;
 /// - `timed`: listens, and ends `expired` at an hour (`max_duration_s = 3600`);
-/// - `idler`: listens, and ends `idle` after 2 s without a connection (`idle_timeout_s`).
+/// - `idler`: listens, and ends `idle` after 2 s without a connection (`idle_timeout_s`);
+/// - `joiner`: listens, redeems each player's join token (`--join`), and writes its join env
+///   to [`join_dir`].
 pub fn test_catalog() -> Catalog {
     let game = test_game().display().to_string();
     let entry = |command: &str, args: &[&str], modes: &[&str]| GameEntry {
@@ -561,6 +600,10 @@ pub fn test_catalog() -> Catalog {
             let mut e = entry(&game, &["--listen"], &[]);
             e.idle_timeout_s = Some(IDLE_TIMEOUT_S);
             e
+        }),
+        ("joiner".to_owned(), {
+            let dir = join_dir().display().to_string();
+            entry(&game, &["--listen", "--join", "--join-env-dir", &dir], &[])
         }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
         (

@@ -65,11 +65,19 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("DELETE", "/v1/pools/{id}", &["admin"]),
     ("GET", "/IP", &["portal", "admin", "player"]),
     ("GET", "/End", &["portal", "provider", "admin", "player"]),
+    ("POST", "/v1/sessions/{id}/join", &["admin", "game"]),
+    (
+        "POST",
+        "/v1/sessions/{id}/join-tokens",
+        &["portal", "admin", "player"],
+    ),
 ];
 
-/// The callers: none, a wrong key, each role, and a player (by its token).
-fn callers() -> Vec<(&'static str, Option<String>)> {
+/// The callers: none, a wrong key, each role, a player (by its token), and a game (by the
+/// game key of session `game_key`'s game).
+fn callers(game_key: &str) -> Vec<(&'static str, Option<String>)> {
     vec![
+        ("game", Some(game_key.to_owned())),
         ("no key", None),
         ("wrong key", Some(WRONG.to_owned())),
         ("portal", Some(PORTAL.to_owned())),
@@ -80,10 +88,13 @@ fn callers() -> Vec<(&'static str, Option<String>)> {
 }
 
 /// A concrete path for a route's pattern, with a query that gets past decoding but changes
-/// nothing that matters (an unknown game, an unknown session, a PID no game has).
-fn concrete(pattern: &str) -> (String, &'static str) {
+/// nothing that matters (an unknown game, an unknown session, a PID no game has); a join
+/// route names `joinable`, the session whose game key the `game` caller holds.
+fn concrete(pattern: &str, joinable: &str) -> (String, &'static str) {
     let path = if pattern.starts_with("/v1/hosts/") {
         pattern.replace("{id}", "host-a")
+    } else if pattern.ends_with("/join") || pattern.ends_with("/join-tokens") {
+        pattern.replace("{id}", joinable)
     } else {
         pattern.replace("{id}", "no-such-session")
     };
@@ -204,6 +215,13 @@ fn every_route_is_declared_with_the_roles_api_md_gives_it() {
                 r.verb.as_str(),
                 r.path
             );
+            assert_eq!(
+                broker::auth::game_may(action),
+                roles.contains(&"game"),
+                "{} {} for a game",
+                r.verb.as_str(),
+                r.path
+            );
         }
     }
 }
@@ -211,9 +229,12 @@ fn every_route_is_declared_with_the_roles_api_md_gives_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_each_caller_as_the_role_table_says() {
     let (broker, _agent) = secured().await;
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    let joinable = admin.start_session(&tests::start("joiner")).await.unwrap();
+    let (_, game_key) = tests::join_env(&joinable.session_id).await;
     for (method, pattern, roles) in TABLE {
-        let (target, body) = concrete(pattern);
-        for (caller, key) in callers() {
+        let (target, body) = concrete(pattern, joinable.session_id.as_str());
+        for (caller, key) in callers(&game_key) {
             let (status, text) = raw(broker.http_addr, method, &target, key.as_deref(), body).await;
             let want = match (key.as_deref(), allowed(roles, caller)) {
                 (_, true) if roles.contains(&"open") => "answered",
@@ -288,14 +309,17 @@ fn spellings(path: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_spelling_of_a_path_gets_past_its_routes_check() {
     let (broker, _agent) = secured().await;
+    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    let joinable = admin.start_session(&tests::start("joiner")).await.unwrap();
+    let (_, game_key) = tests::join_env(&joinable.session_id).await;
     let mut tried = 0;
     for (method, pattern, roles) in TABLE {
         if roles.contains(&"open") {
             continue;
         }
-        let (target, body) = concrete(pattern);
+        let (target, body) = concrete(pattern, joinable.session_id.as_str());
         for spelled in spellings(&target) {
-            for (caller, key) in callers() {
+            for (caller, key) in callers(&game_key) {
                 if allowed(roles, caller) {
                     continue;
                 }
@@ -323,8 +347,7 @@ async fn no_spelling_of_a_path_gets_past_its_routes_check() {
         let (status, text) = raw(broker.http_addr, method, spelled, None, "").await;
         assert_eq!(status, 401, "{method} {spelled}: {text}");
     }
-    // Nothing was drained or started by any of it.
-    let admin = Client::new(&broker.url, Some(ADMIN.into())).unwrap();
+    // Nothing was drained or started (or ended) by any of it.
     let hosts = admin.hosts().await.unwrap().hosts;
     assert!(
         hosts
@@ -332,12 +355,13 @@ async fn no_spelling_of_a_path_gets_past_its_routes_check() {
             .all(|h| h.status == protocol::api::HostStatus::Online),
         "{hosts:?}"
     );
-    assert!(admin
+    let sessions = admin
         .list_sessions(&Default::default())
         .await
         .unwrap()
-        .sessions
-        .is_empty());
+        .sessions;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].status, protocol::api::SessionStatus::Running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

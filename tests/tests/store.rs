@@ -987,6 +987,130 @@ async fn keeps_limits_and_sends_each_notice_once(store: Store) {
     assert_eq!(store.get(&read.session_id).await.unwrap(), over);
 }
 
+/// A join token is kept as its hash; it is redeemed once, only while unexpired and while
+/// its session runs, with `session.joined` on the stream; a replaced token is refused; a
+/// secret is made once.
+async fn redeems_each_join_token_once(store: Store) {
+    use broker::store::{JoinRecord, JoinRefusal, Redeemed};
+    let s = session(1, "g", "host-a");
+    let hash = |t: &str| broker::join::token_hash(t);
+    let record = |t: &str, expires_at| JoinRecord {
+        token_hash: hash(t),
+        sealed: Some([7; 16]),
+        expires_at,
+        used_at: None,
+    };
+    let later = now() + time::Duration::minutes(2);
+    // No session: nothing is kept.
+    assert!(matches!(
+        store
+            .put_join(&s.session_id, &record("t1", later), false)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    insert(&store, &s).await;
+    assert!(store
+        .put_join(&s.session_id, &record("t1", later), false)
+        .await
+        .unwrap());
+    // Only the first is kept unless replacing.
+    assert!(!store
+        .put_join(&s.session_id, &record("t2", later), false)
+        .await
+        .unwrap());
+    let kept = store.join_of(&s.session_id).await.unwrap().unwrap();
+    assert_eq!(kept.token_hash, hash("t1"));
+    assert_eq!(kept.sealed, Some([7; 16]));
+    let refused = |r: Redeemed| match r {
+        Redeemed::Refused(why) => why,
+        Redeemed::Joined(s) => panic!("joined {s:?}"),
+    };
+    // Not while it starts.
+    let r = store
+        .redeem(&s.session_id, &hash("t1"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::NotRunning);
+    store
+        .transition(&s.session_id, &launched(42), Actor::Agent, now())
+        .await
+        .unwrap();
+    let head = store.stream_head().await.unwrap();
+    let r = store
+        .redeem(&s.session_id, &hash("t2"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::WrongToken);
+    let r = store
+        .redeem(&s.session_id, &hash("t1"), later, Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::Expired);
+    let Redeemed::Joined(joined) = store
+        .redeem(&s.session_id, &hash("t1"), now(), Actor::Game)
+        .await
+        .unwrap()
+    else {
+        panic!("the first redeem joins");
+    };
+    assert_eq!(joined.session_id, s.session_id);
+    let r = store
+        .redeem(&s.session_id, &hash("t1"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::Used);
+    let events = store.stream_after(head, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventType::SessionJoined);
+    assert_eq!(events[0].actor, "game");
+    // A fresh token voids the used one and can be redeemed.
+    let mut fresh = record("t3", later);
+    fresh.sealed = None;
+    assert!(store.put_join(&s.session_id, &fresh, true).await.unwrap());
+    let r = store
+        .redeem(&s.session_id, &hash("t1"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::WrongToken);
+    assert!(matches!(
+        store
+            .redeem(&s.session_id, &hash("t3"), now(), Actor::Game)
+            .await
+            .unwrap(),
+        Redeemed::Joined(_)
+    ));
+    // Over: its key is dead.
+    assert!(store
+        .put_join(&s.session_id, &record("t4", later), true)
+        .await
+        .unwrap());
+    store
+        .transition(
+            &s.session_id,
+            &SessionEvent::StopRequested,
+            Actor::Portal,
+            now(),
+        )
+        .await
+        .unwrap();
+    let r = store
+        .redeem(&s.session_id, &hash("t4"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::NotRunning);
+    let missing = SessionId::new("s-none").unwrap();
+    let r = store
+        .redeem(&missing, &hash("t4"), now(), Actor::Game)
+        .await
+        .unwrap();
+    assert_eq!(refused(r), JoinRefusal::NotFound);
+    // One secret per name, the same at every ask.
+    let a = store.secret("game-keys").await.unwrap();
+    assert_eq!(a.len(), 32);
+    assert_eq!(store.secret("game-keys").await.unwrap(), a);
+    assert_ne!(store.secret("other").await.unwrap(), a);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1024,6 +1148,7 @@ contract!(
     keeps_pools_under_if_match,
     claims_each_ready_game_once,
     keeps_limits_and_sends_each_notice_once,
+    redeems_each_join_token_once,
 );
 
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the

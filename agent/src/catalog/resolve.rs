@@ -160,6 +160,10 @@ impl Catalog {
         if let Some(c) = values.config {
             env.push(("ARCADE_CONFIG".into(), c.to_owned()));
         }
+        if let Some(join) = &req.join {
+            env.push(("ARCADE_JOIN_URL".into(), join.url.clone()));
+            env.push(("ARCADE_GAME_KEY".into(), join.key.0.clone()));
+        }
         let ready = match &game.ready {
             None => None,
             Some(Ready::Tcp) => Some(ReadyCheck::Tcp),

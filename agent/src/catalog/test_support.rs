@@ -22,6 +22,7 @@ pub(super) fn req(
         mode: mode.map(str::to_owned),
         config: config.map(str::to_owned),
         settings: settings.clone(),
+        join: None,
     }
 }
 

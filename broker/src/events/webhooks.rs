@@ -206,7 +206,7 @@ mod tests {
             .filter(|t| t.as_str().starts_with("session."))
             .count();
         assert_eq!(c.types.len(), sessions, "every session type by default");
-        assert_eq!(sessions, 8);
+        assert_eq!(sessions, 9);
         assert!(!format!("{c:?}").contains("0123"), "the key never shows");
     }
 

@@ -12,7 +12,7 @@ use protocol::api::{legacy, ErrorBody, ErrorCode, ErrorDetail};
 
 use super::request::RequestId;
 use crate::auth::{Action, Role};
-use crate::error::{Dependency, Error};
+use crate::error::{Dependency, Error, JoinDenied};
 use crate::players::TokenError;
 
 /// Why a request failed.
@@ -33,6 +33,14 @@ pub enum ApiError {
     /// A player may not do this route's action.
     #[error("a player token may not do this ({0:?}); it may start, read, list and end its own sessions and list games")]
     PlayerForbidden(Action),
+    /// A game key that does not verify (made under another secret, or altered).
+    #[error("this game key does not verify: use the ARCADE_GAME_KEY its game was given")]
+    BadGameKey,
+    /// A game key on a route other than its session's join.
+    #[error(
+        "a game key may only redeem its own session's join tokens (POST /v1/sessions/{{id}}/join)"
+    )]
+    GameForbidden,
     /// A player's start for another user.
     #[error(
         "a player token starts sessions for its own user only: leave user_id out, or send your own"
@@ -85,10 +93,25 @@ impl ApiError {
             | Self::Service(Error::Invalid(_) | Error::UnknownMode { .. } | Error::Refused(_)) => {
                 (S::BAD_REQUEST, C::BadRequest)
             }
-            Self::Unauthorized | Self::BadToken(_) => (S::UNAUTHORIZED, C::Unauthorized),
-            Self::Forbidden { .. } | Self::PlayerForbidden(_) | Self::NotYours => {
-                (S::FORBIDDEN, C::Forbidden)
+            Self::Unauthorized | Self::BadToken(_) | Self::BadGameKey => {
+                (S::UNAUTHORIZED, C::Unauthorized)
             }
+            Self::Forbidden { .. }
+            | Self::PlayerForbidden(_)
+            | Self::GameForbidden
+            | Self::NotYours
+            | Self::Service(Error::JoinDenied {
+                why: JoinDenied::OtherSessionsKey | JoinDenied::NotRunning | JoinDenied::WrongToken,
+                ..
+            }) => (S::FORBIDDEN, C::Forbidden),
+            Self::Service(Error::JoinDenied {
+                why: JoinDenied::Used,
+                ..
+            }) => (S::CONFLICT, C::TokenUsed),
+            Self::Service(Error::JoinDenied {
+                why: JoinDenied::Expired,
+                ..
+            }) => (S::GONE, C::TokenExpired),
             Self::NoRoute { .. }
             | Self::NoSuch { .. }
             | Self::Service(
@@ -145,7 +168,10 @@ impl ApiError {
     /// The response, with `body` built from the error's detail.
     fn respond<T: serde::Serialize>(&self, body: impl FnOnce(ErrorDetail) -> T) -> HttpResponse {
         let mut res = HttpResponse::build(self.status().0);
-        if matches!(self, Self::Unauthorized | Self::BadToken(_)) {
+        if matches!(
+            self,
+            Self::Unauthorized | Self::BadToken(_) | Self::BadGameKey
+        ) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if let Self::Service(e) = self {

@@ -102,7 +102,16 @@ pub fn actor(req: &HttpRequest) -> Actor {
         Some(Caller::Role(Role::Provider)) => Actor::Provider,
         Some(Caller::Role(Role::Admin)) => Actor::Admin,
         Some(Caller::Player(_)) => Actor::Player,
+        Some(Caller::Game(_)) => Actor::Game,
         Some(Caller::Open) | None => Actor::Api,
+    }
+}
+
+/// The session whose game key the caller presented; `None` for any other caller.
+pub fn game_key(req: &HttpRequest) -> Option<protocol::SessionId> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Game(session)) => Some(session.clone()),
+        _ => None,
     }
 }
 

@@ -14,10 +14,14 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
 use super::{events, games, hosts, legacy, metrics, pools, probes, sessions, ui};
-use crate::auth::Role;
+use crate::auth::{self, Role};
 
 /// The name of the bearer-key security scheme.
 const BEARER: &str = "api_key";
+/// The name of the player-token security scheme (API.md, "Players").
+const PLAYER: &str = "player_token";
+/// The name of the game-key security scheme (API.md, "Players").
+const GAME: &str = "game_key";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +37,8 @@ const BEARER: &str = "api_key";
         sessions::end,
         sessions::events,
         sessions::logs,
+        sessions::join,
+        sessions::join_tokens,
         pools::list,
         pools::get,
         pools::put,
@@ -94,6 +100,29 @@ pub fn build() -> Document {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        PLAYER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A player token: a JWT the portal's server signs (EdDSA, RS256 or HS256) with `sub` = the player's user id and `exp` at most 24 h ahead, verified with --player-key. A player starts, reads, lists and ends only its own sessions.",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        GAME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A game key: the ARCADE_GAME_KEY a session's game is given; it redeems that session's join tokens, while the session runs, and nothing else.",
+                ))
+                .build(),
+        ),
+    );
     for route in ROUTES {
         let Access::Role(action) = route.access else {
             continue;
@@ -101,17 +130,26 @@ pub fn build() -> Document {
         let Some(op) = operation(&mut doc, route.path, route.verb) else {
             continue;
         };
-        let roles: Vec<&str> = [Role::Portal, Role::Provider, Role::Admin]
+        let mut roles: Vec<&str> = [Role::Portal, Role::Provider, Role::Admin]
             .into_iter()
             .filter(|r| r.may(action))
             .map(Role::as_str)
             .collect();
+        let mut security = vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])];
+        if auth::player_may(action) {
+            roles.push("player (its own sessions)");
+            security.push(SecurityRequirement::new::<_, _, &str>(PLAYER, []));
+        }
+        if auth::game_may(action) {
+            roles.push("game (its own session's key)");
+            security.push(SecurityRequirement::new::<_, _, &str>(GAME, []));
+        }
         let line = format!("Roles: {}.", roles.join(", "));
         op.description = Some(match op.description.take() {
             Some(d) => format!("{d}\n\n{line}"),
             None => line,
         });
-        op.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+        op.security = Some(security);
         let error = |text: &str| {
             ResponseBuilder::new()
                 .description(text)
@@ -128,12 +166,12 @@ pub fn build() -> Document {
         let responses = &mut op.responses.responses;
         responses.insert(
             "401".into(),
-            error("`unauthorized`: no valid API key (keys are configured)").into(),
+            error("`unauthorized`: no valid API key (keys are configured), or a player token or game key that does not verify").into(),
         );
-        responses.insert(
-            "403".into(),
-            error("`forbidden`: the key's role may not call this").into(),
-        );
+        // A route whose own refusals are 403 too says so in its annotation: kept.
+        responses
+            .entry("403".into())
+            .or_insert_with(|| error("`forbidden`: the key's role may not call this").into());
     }
     doc
 }

@@ -128,6 +128,15 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/v1/sessions/{id}/logs", Role(A::ReadLogs), |r| {
         r.to(sessions::logs)
     }),
+    route(Post, "/v1/sessions/{id}/join", Role(A::JoinSession), |r| {
+        r.to(sessions::join)
+    }),
+    route(
+        Post,
+        "/v1/sessions/{id}/join-tokens",
+        Role(A::MintJoinToken),
+        |r| r.to(sessions::join_tokens),
+    ),
     route(Get, "/v1/hosts", Role(A::ListHosts), |r| r.to(hosts::list)),
     route(Post, "/v1/hosts/{id}/drain", Role(A::DrainHosts), |r| {
         r.to(hosts::drain)
@@ -213,6 +222,8 @@ async fn authorize(
                     Denied::BadToken(why) => ApiError::BadToken(why),
                     Denied::Forbidden(role) => ApiError::Forbidden { role, action },
                     Denied::PlayerForbidden => ApiError::PlayerForbidden(action),
+                    Denied::BadGameKey => ApiError::BadGameKey,
+                    Denied::GameForbidden => ApiError::GameForbidden,
                 }),
                 // Fail closed: a server built without its keys answers no route but the open ones.
                 None => Err(ApiError::Unauthorized),

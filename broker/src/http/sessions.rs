@@ -3,7 +3,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::api::{
-    self, ErrorBody, Session, SessionEvents, SessionList, SessionQuery, StartSession,
+    self, ErrorBody, JoinRequest, JoinToken, Joined, Session, SessionEvents, SessionList,
+    SessionQuery, StartSession, StartedSession,
 };
 use protocol::SessionId;
 
@@ -25,8 +26,8 @@ use crate::service::{LogQuery, Service, DEFAULT_TAIL};
         ("Idempotency-Key" = Option<String>, Header, description = "Makes the start retry-safe: a repeated key answers 200 with the first start's session and starts nothing (1 to 255 bytes)."),
     ),
     responses(
-        (status = 201, description = "The game runs.", body = Session),
-        (status = 200, description = "A repeated `Idempotency-Key`: the first start's session.", body = Session),
+        (status = 201, description = "The game runs: the session, and its one-time join token for the player's client.", body = StartedSession),
+        (status = 200, description = "A repeated `Idempotency-Key`: the first start's session (and its join token, while it is the session's).", body = StartedSession),
         (status = 400, description = "`bad_request`: malformed JSON, a field of the wrong type, an unknown mode, a config outside the game's config_dir", body = ErrorBody),
         (status = 404, description = "`unknown_game`: no host offers the game", body = ErrorBody),
         (status = 409, description = "`conflict`: the `Idempotency-Key` was used with another request", body = ErrorBody),
@@ -44,15 +45,91 @@ pub async fn start(
     let body: StartSession = extract::json(&req, payload).await?;
     let body = extract::own_start(&req, body)?;
     let key = extract::idempotency_key(&req)?;
-    let (session, fresh) = svc
+    let started = svc
         .into_inner()
-        .start(body, key, extract::actor(&req))
+        .start_and_join(body, key, extract::actor(&req))
         .await?;
-    Ok(if fresh {
-        HttpResponse::Created().json(session)
+    let answer = api::StartedSession {
+        session: started.session,
+        join_expires_at: started.join.as_ref().map(|j| j.expires_at),
+        join_token: started.join.map(|j| j.token),
+    };
+    Ok(if started.new {
+        HttpResponse::Created().json(answer)
     } else {
-        HttpResponse::Ok().json(session)
+        HttpResponse::Ok().json(answer)
     })
+}
+
+/// `POST /v1/sessions/{id}/join`: the session's game redeems the token its player's client
+/// gave it, once.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/join",
+    tag = "sessions",
+    operation_id = "join_session",
+    summary = "Redeem a join token (the session's game, with its game key)",
+    description = "Called by the game with `Authorization: Bearer $ARCADE_GAME_KEY` when a player's client connects and hands it a join token. A token is redeemed at most once, across replicas and restarts; redeeming sends `session.joined`.",
+    params(("id" = SessionId, Path, description = "The session.")),
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "The token was this session's, unused and unexpired: the player may play.", body = Joined),
+        (status = 400, description = "`bad_request`: malformed JSON or no `token`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no game key, or one that does not verify", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another session's game key, a wrong (or replaced) token, or a session that does not run", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 409, description = "`token_used`: the token was redeemed before", body = ErrorBody),
+        (status = 410, description = "`token_expired`: the token is past `--join-token-ttl`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 64 KiB", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the session store cannot be reached; the redeem's outcome is unknown", body = ErrorBody),
+    )
+)]
+pub async fn join(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = extract::session_id(&id)?;
+    let body: api::JoinRequest = extract::json(&req, payload).await?;
+    let s = svc
+        .redeem(&id, &body.token, extract::game_key(&req).as_ref())
+        .await?;
+    Ok(HttpResponse::Ok().json(api::Joined {
+        session_id: s.session_id,
+        user_id: s.user_id,
+    }))
+}
+
+/// `POST /v1/sessions/{id}/join-tokens`: a fresh join token for the session's player (a
+/// reconnect); the previous one stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/join-tokens",
+    tag = "sessions",
+    operation_id = "mint_join_token",
+    summary = "A fresh join token (reconnects)",
+    params(("id" = SessionId, Path, description = "The session.")),
+    responses(
+        (status = 201, description = "The fresh token; the previous one is void.", body = JoinToken),
+        (status = 404, description = "`not_found`: no such session (or another player's)", body = ErrorBody),
+        (status = 409, description = "`conflict`: the session does not run", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the session store cannot be reached; retry", body = ErrorBody),
+    )
+)]
+pub async fn join_tokens(
+    svc: web::Data<Service>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let player = extract::player(&req);
+    let join = svc
+        .mint_join(&extract::session_id(&id)?, player.as_deref())
+        .await?;
+    Ok(HttpResponse::Created().json(api::JoinToken {
+        join_token: join.token,
+        join_expires_at: join.expires_at,
+    }))
 }
 
 /// `GET /v1/sessions/{id}`.

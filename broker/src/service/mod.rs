@@ -15,6 +15,7 @@
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
 //! - [`inflight`]: starts and ends in flight, which reads and sweeps consult;
+//! - [`join`]: join tokens: a start's, a game's redeem of it, a fresh one for a reconnect;
 //! - [`stream`]: a client's stream of events, and the host events; [`webhooks`]: running
 //!   the deliveries to webhook receivers;
 //! - [`quota`]: per-user quotas, exact under concurrent starts;
@@ -30,6 +31,7 @@
 mod end;
 mod hosts;
 mod inflight;
+mod join;
 mod keeper;
 mod limits;
 mod logs;
@@ -44,6 +46,7 @@ mod sweep;
 mod view;
 mod webhooks;
 
+pub use join::Started;
 pub use logs::{GameLog, LogQuery, DEFAULT_TAIL, MAX_LOG_BYTES};
 pub use remote::Replicas;
 pub use stream::{EventQuery, Events};
@@ -96,6 +99,12 @@ pub struct ServiceSettings {
     pub agent_address: String,
     /// Sessions one user may hold at once (`--max-sessions-per-user`).
     pub max_sessions_per_user: Option<u32>,
+    /// The broker's URL as games reach it (`--public-url`), without a trailing `/`.
+    pub public_url: String,
+    /// How long a join token may be redeemed (`--join-token-ttl`).
+    pub join_ttl: Duration,
+    /// Makes (and checks) the games' keys: the same on every replica.
+    pub game_keys: crate::join::GameKeys,
 }
 
 /// The session service.

@@ -16,6 +16,7 @@ use protocol::wire::HostFacts;
 use protocol::{GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
+use super::joins::{JoinRecord, JoinRefusal, Redeemed};
 use super::pools::{
     bounded_error, Claimant, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition,
     ReadyClaim,
@@ -52,6 +53,8 @@ struct Memory {
     pools: BTreeMap<PoolId, PoolRecord>,
     /// Each pool's ready sessions, by sequence number (oldest first).
     ready: HashMap<PoolId, BTreeSet<u64>>,
+    /// Secrets, made at first ask.
+    secrets: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,8 @@ struct Entry {
     events: Vec<EventRecord>,
     /// The notices sent for it (`session.expiring`).
     notices: Vec<EventType>,
+    /// Its join token, as kept.
+    join: Option<JoinRecord>,
 }
 
 fn record(event: &str, s: &Session, actor: Actor, at: OffsetDateTime) -> EventRecord {
@@ -94,6 +99,12 @@ impl Memory {
             session: session.cloned(),
             host: host.cloned(),
         });
+    }
+
+    /// `id`'s entry, if it is kept.
+    fn entry_mut(&mut self, id: &SessionId) -> Option<&mut Entry> {
+        let seq = *self.index.get(id)?;
+        self.by_seq.get_mut(&seq)
     }
 
     /// Keeps [`Memory::ready`] true of the session at `seq`, as it is now.
@@ -154,6 +165,7 @@ impl Memory {
                 session: s.clone(),
                 events,
                 notices: Vec::new(),
+                join: None,
             },
         );
         if self.by_seq.len() > MemoryStore::MAX_SESSIONS {
@@ -417,6 +429,72 @@ impl MemoryStore {
         at: OffsetDateTime,
     ) {
         self.write().append(kind, at, actor, None, Some(host));
+    }
+
+    pub(super) fn put_join(
+        &self,
+        id: &SessionId,
+        join: &JoinRecord,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let mut m = self.write();
+        let e = m
+            .entry_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        if e.join.is_some() && !replace {
+            return Ok(false);
+        }
+        e.join = Some(join.clone());
+        Ok(true)
+    }
+
+    pub(super) fn join_of(&self, id: &SessionId) -> Option<JoinRecord> {
+        let m = self.read();
+        let seq = m.index.get(id)?;
+        m.by_seq.get(seq)?.join.clone()
+    }
+
+    pub(super) fn redeem(
+        &self,
+        id: &SessionId,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+        actor: Actor,
+    ) -> Redeemed {
+        let mut m = self.write();
+        let outcome = {
+            let Some(e) = m.entry_mut(id) else {
+                return Redeemed::Refused(JoinRefusal::NotFound);
+            };
+            let running = e.session.status == SessionStatus::Running;
+            match &mut e.join {
+                Some(j)
+                    if running
+                        && j.token_hash == *hash
+                        && j.used_at.is_none()
+                        && j.expires_at > now =>
+                {
+                    j.used_at = Some(now);
+                    Ok(e.session.clone())
+                }
+                j => Err(JoinRefusal::of(Some(running), j.as_ref(), hash, now)),
+            }
+        };
+        match outcome {
+            Ok(s) => {
+                m.append(EventType::SessionJoined, now, actor, Some(&s), None);
+                Redeemed::Joined(Box::new(s))
+            }
+            Err(why) => Redeemed::Refused(why),
+        }
+    }
+
+    pub(super) fn secret(&self, name: &str) -> Vec<u8> {
+        self.write()
+            .secrets
+            .entry(name.to_owned())
+            .or_insert_with(|| crate::join::random::<32>().to_vec())
+            .clone()
     }
 
     pub(super) fn notice_once(

@@ -17,11 +17,13 @@
 //! [`mysql`] knows SQL.
 
 mod cluster;
+mod joins;
 pub mod memory;
 pub mod mysql;
 pub mod pools;
 
 pub use cluster::{BrokerRecord, Claimed, Fence, HostLoad, Lease, SharedHost};
+pub use joins::{JoinRecord, JoinRefusal, Redeemed};
 
 use std::net::IpAddr;
 

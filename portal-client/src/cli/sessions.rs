@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use protocol::api::{Session, SessionQuery, StartSession};
+use protocol::api::{Session, SessionQuery, StartSession, StartedSession};
 use protocol::SessionId;
 
 use super::output::{fields, or_none, render, timestamp, Table, NONE};
@@ -16,8 +16,8 @@ pub(super) async fn start(
     request: &StartSession,
     json: bool,
 ) -> Result<String, CliError> {
-    let session = client.start_session(request).await?;
-    render(json, &session, started_text)
+    let started = client.start_joinable(request, None).await?;
+    render(json, &started, started_text)
 }
 
 /// `arcade end`: ends a session, and prints it as it ended.
@@ -58,15 +58,23 @@ fn address(session: &Session) -> String {
 }
 
 /// What `arcade start` prints: where to connect.
-fn started_text(s: &Session) -> String {
-    fields(&[
+fn started_text(started: &StartedSession) -> String {
+    let s = &started.session;
+    let mut pairs = vec![
         ("session", s.session_id.to_string()),
         ("status", s.status.to_string()),
         ("connect", address(s)),
         ("pid", or_none(s.pid)),
         ("game", format!("{} (mode {})", s.game_id, s.mode)),
         ("host", s.host_id.to_string()),
-    ])
+    ];
+    if let (Some(token), Some(until)) = (&started.join_token, started.join_expires_at) {
+        pairs.push((
+            "join token",
+            format!("{token} (once, until {})", timestamp(until)),
+        ));
+    }
+    fields(&pairs)
 }
 
 /// What `arcade session` and `arcade end` print: the whole session.
@@ -186,7 +194,20 @@ mod tests {
         assert!(text.contains("end reason  game_exited\n"), "{text}");
         assert!(text.contains("exit code   3\n"), "{text}");
         assert!(!text.contains("config"), "{text}");
-        let short = started_text(&session());
+        let mut started = StartedSession {
+            session: session(),
+            join_token: None,
+            join_expires_at: None,
+        };
+        let short = started_text(&started);
         assert!(short.starts_with("session  0190c3c8-7d2e\nstatus   running\nconnect  127.0.0.1:20000\npid      4242\n"), "{short}");
+        assert!(!short.contains("join"), "{short}");
+        started.join_token = Some("AAAAAAAAAAAAAAAAAAAAAA".into());
+        started.join_expires_at = Some(datetime!(2026-11-23 10:02:00 UTC));
+        let short = started_text(&started);
+        assert!(
+            short.contains("join token  AAAAAAAAAAAAAAAAAAAAAA (once, until 2026-11-23"),
+            "{short}"
+        );
     }
 }

@@ -12,6 +12,12 @@
 //! - `--listen-after-ms N`: do everything else N ms late: listen, print `ready`, touch (tests of
 //!   readiness);
 //! - `--touch PATH`: create PATH once ready;
+//! - `--join`: with `--listen`, after the greeting read one line from the player, the join
+//!   token, redeem it as a game does (`POST $ARCADE_JOIN_URL` with
+//!   `Authorization: Bearer $ARCADE_GAME_KEY`) and answer `joined USER` or
+//!   `refused STATUS CODE`;
+//! - `--join-env-dir DIR`: write `DIR/$ARCADE_SESSION_ID.env` with its `ARCADE_JOIN_URL` and
+//!   `ARCADE_GAME_KEY` (tests that redeem as the game would, from anywhere);
 //! - `--print-lines N`: print `line 1` to `line N` at start, every tenth to stderr (tests of
 //!   `GET /v1/sessions/{id}/logs`); with `--listen`, each connection is also logged as
 //!   `greeted a player`.
@@ -68,6 +74,19 @@ fn main() {
 
     let late = value("--listen-after-ms").map(|v| v.parse::<u64>().expect("--listen-after-ms N"));
     let touch = value("--touch");
+    let join = has("--join");
+    if let Some(dir) = value("--join-env-dir") {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{session}.env")),
+            format!(
+                "ARCADE_JOIN_URL={}\nARCADE_GAME_KEY={}\n",
+                env("ARCADE_JOIN_URL"),
+                env("ARCADE_GAME_KEY")
+            ),
+        )
+        .expect("write the join env");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,6 +135,11 @@ fn main() {
                         println!("greeted a player");
                         let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
                         tokio::spawn(async move {
+                            if join {
+                                let token = read_line(&mut s).await;
+                                let answer = redeem(token.trim()).await;
+                                let _ = s.write_all(format!("{answer}\n").as_bytes()).await;
+                            }
                             let mut buf = [0u8; 256];
                             while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
                         });
@@ -125,4 +149,42 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// One line from the player, at most 256 bytes.
+async fn read_line(s: &mut tokio::net::TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 256 && matches!(s.read(&mut byte).await, Ok(1)) && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Redeems `token` as a game does; what to tell the player.
+async fn redeem(token: &str) -> String {
+    let url = std::env::var("ARCADE_JOIN_URL").unwrap_or_default();
+    let key = std::env::var("ARCADE_GAME_KEY").unwrap_or_default();
+    let answer = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "token": token }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            format!("joined {}", body["user_id"].as_str().unwrap_or("-"))
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            format!(
+                "refused {status} {}",
+                body["error"]["code"].as_str().unwrap_or("-")
+            )
+        }
+        Err(e) => format!("refused 0 {e}"),
+    }
 }

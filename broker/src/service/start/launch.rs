@@ -171,6 +171,7 @@ impl Service {
             mode: Some(placed.mode.clone()),
             config: req.config.clone(),
             settings: session.settings.clone(),
+            join: Some(self.join_access(id)),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let quota = req.user_id.is_some() && self.settings.max_sessions_per_user.is_some();

@@ -253,6 +253,24 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         // Not idempotent, like migration 3's (MySQL 8 has no ADD COLUMN IF NOT EXISTS).
         &["ALTER TABLE leases ADD COLUMN epoch BIGINT UNSIGNED NOT NULL DEFAULT 0"],
     ),
+    (
+        15,
+        "join tokens, kept as hashes; the store's secrets (game keys)",
+        &[
+            "CREATE TABLE IF NOT EXISTS session_joins (
+            session_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            token_hash BINARY(32) NOT NULL,
+            sealed BINARY(16) NULL,
+            expires_at DATETIME(6) NOT NULL,
+            used_at DATETIME(6) NULL,
+            KEY session_joins_expires (expires_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "CREATE TABLE IF NOT EXISTS store_secrets (
+            name VARCHAR(64) NOT NULL PRIMARY KEY,
+            value VARBINARY(64) NOT NULL
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        ],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

@@ -15,6 +15,7 @@
 //! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
 //!   brokers, leases;
 //! - [`pools`]: the pools table and the claim of a ready session;
+//! - [`joins`]: join tokens, their redeem, and the store's secrets;
 //! - [`stream`]: the event stream: host events, and reading it from a number;
 //! - [`schema`]: bringing a database to the schema at start; [`migrations`]: the versioned
 //!   migrations (frozen history); [`procs`]: the stored procedures, one definition each;
@@ -23,6 +24,7 @@
 //! This is the only module that knows SQL.
 
 mod cluster;
+mod joins;
 mod migrations;
 mod pools;
 mod procs;
@@ -679,7 +681,10 @@ impl MysqlStore {
     }
 
     /// One session's row, as it is.
-    async fn read(conn: &mut Conn, id: &SessionId) -> Result<Session, StoreError> {
+    async fn read<Q: Queryable + Send>(
+        conn: &mut Q,
+        id: &SessionId,
+    ) -> Result<Session, StoreError> {
         let row: Option<Row> = conn
             .exec_first(
                 format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?"),

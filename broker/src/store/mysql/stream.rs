@@ -202,6 +202,14 @@ impl MysqlStore {
             )
             .await
             .map_err(unavailable)?;
+            // A join token lives minutes: one expired before the stream's retention is of no
+            // use to anyone.
+            conn.exec_drop(
+                "DELETE FROM session_joins WHERE expires_at < ? LIMIT ?",
+                (utc(before), limit),
+            )
+            .await
+            .map_err(unavailable)?;
             Ok(events)
         })
         .await

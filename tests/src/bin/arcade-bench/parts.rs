@@ -136,6 +136,7 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             mode: None,
             config: None,
             settings: Default::default(),
+            join: None,
         })
     };
     let (mut sent, mut done, mut errors) = (0, 0, 0);
