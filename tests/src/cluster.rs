@@ -32,6 +32,24 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// before its agents had moved on).
 pub const HEARTBEAT_TIMEOUT: &str = "8";
 
+/// What a replica runs with beyond the cluster's flags.
+#[derive(Debug, Clone)]
+pub struct More {
+    /// More flags.
+    pub args: Vec<String>,
+    /// `RUST_LOG`.
+    pub rust_log: String,
+}
+
+impl Default for More {
+    fn default() -> Self {
+        Self {
+            args: Vec::new(),
+            rust_log: "info".into(),
+        }
+    }
+}
+
 /// One replica: a real `arcade-broker` process.
 pub struct Replica {
     /// `--broker-id`.
@@ -39,6 +57,9 @@ pub struct Replica {
     http: u16,
     agents: u16,
     heartbeat_timeout: String,
+    /// More flags, and `RUST_LOG`.
+    extra: Vec<String>,
+    rust_log: String,
     /// The process, while it runs.
     running: Option<Running>,
     /// Its log (stderr), kept in the temp dir.
@@ -46,7 +67,7 @@ pub struct Replica {
 }
 
 impl Replica {
-    fn spawn(id: &str, db: &str, nats: &str, heartbeat_timeout: &str) -> Self {
+    fn spawn(id: &str, db: &str, nats: &str, heartbeat_timeout: &str, more: &More) -> Self {
         let (http, agents) = (mariadb::free_port(), mariadb::free_port());
         let log = std::env::temp_dir().join(format!(
             "arcade-replica-{}-{id}-{http}.log",
@@ -57,6 +78,8 @@ impl Replica {
             http,
             agents,
             heartbeat_timeout: heartbeat_timeout.to_owned(),
+            extra: more.args.clone(),
+            rust_log: more.rust_log.clone(),
             running: None,
             log,
         };
@@ -85,7 +108,8 @@ impl Replica {
             .args(["--launch-timeout", "5"])
             // Only starts that name a user are counted: the per-user test's.
             .args(["--max-sessions-per-user", "3"])
-            .env("RUST_LOG", "info")
+            .args(&self.extra)
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -110,8 +134,19 @@ impl Replica {
     /// and another process of the test run can take one meanwhile: the replica then exits at
     /// once ("address already in use", in its log) and is started again on new ports.
     pub async fn up(id: &str, db: &str, nats: &str, heartbeat_timeout: &str) -> Self {
+        Self::up_with(id, db, nats, heartbeat_timeout, &More::default()).await
+    }
+
+    /// [`Self::up`] with more flags and another log level.
+    pub async fn up_with(
+        id: &str,
+        db: &str,
+        nats: &str,
+        heartbeat_timeout: &str,
+        more: &More,
+    ) -> Self {
         for _ in 0..3 {
-            let mut r = Self::spawn(id, db, nats, heartbeat_timeout);
+            let mut r = Self::spawn(id, db, nats, heartbeat_timeout, more);
             let client = r.client();
             let deadline = tokio::time::Instant::now() + WAIT;
             loop {
@@ -139,7 +174,12 @@ impl Replica {
 
     /// A client of its HTTP API.
     pub fn client(&self) -> Client {
-        Client::new(&format!("http://127.0.0.1:{}", self.http), None).unwrap()
+        Client::new(&self.url(), None).unwrap()
+    }
+
+    /// Its HTTP API's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
     }
 
     /// Where agents connect to it.
