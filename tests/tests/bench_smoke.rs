@@ -122,6 +122,21 @@ fn ready_smoke_completes_with_sane_figures() {
 }
 
 #[test]
+fn players_smoke_completes_with_sane_figures() {
+    let out = smoke(&["players", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "GET a session: player token, seen before",
+            "GET a session: fresh EdDSA token",
+            "redeem a join token (HTTP)",
+            "store: redeem a join token",
+            "errors: 0",
+        ],
+    );
+}
+
+#[test]
 fn replicas_smoke_completes_with_sane_figures() {
     if tests::mariadb::server_program().is_none() || tests::nats::server_program().is_none() {
         assert!(

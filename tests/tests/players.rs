@@ -257,3 +257,64 @@ async fn a_token_minted_by_arcade_token_is_the_players() {
     assert_eq!(s.user_id.as_deref(), Some("carol"));
     carol.end_session(&s.session_id).await.unwrap();
 }
+
+/// Rotation through the running broker: a key added to the `--player-key` JWKS file verifies
+/// its tokens without a restart (the file is watched), and one removed stops its tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_to_the_jwks_file_works_without_a_restart() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("players.jwks");
+    // The Ed25519 public key's 32 bytes are the end of its SPKI DER.
+    let pem = std::fs::read_to_string(format!("{FIXTURES}/ed-1.pem")).unwrap();
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der)
+        .unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+    let jwk = |kid: &str| json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid});
+    let write = |keys: Vec<serde_json::Value>| {
+        std::fs::write(&path, json!({ "keys": keys }).to_string()).unwrap();
+    };
+    write(vec![jwk("2026-11")]);
+    let broker = TestBroker::start_with(BrokerOptions {
+        api_keys: vec![format!("portal:{PORTAL_KEY}")],
+        player_keys: vec![path.display().to_string()],
+        ..Default::default()
+    })
+    .await;
+    let signed = |kid: &str| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        let claims = json!({"sub": "alice", "exp": now() + 600, "aud": "arcade"});
+        let pem = std::fs::read(format!("{FIXTURES}/ed-1.key")).unwrap();
+        encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+    };
+    let lists = |kid: &str| {
+        let client = Client::new(&broker.url, Some(signed(kid))).unwrap();
+        async move { client.list_sessions(&SessionQuery::default()).await }
+    };
+    assert!(lists("2026-11").await.is_ok());
+    let unknown = lists("2026-12").await.unwrap_err();
+    assert_eq!(code(&unknown), (401, ErrorCode::Unauthorized));
+
+    // The portal's operator adds next month's key: it works, with no restart.
+    write(vec![jwk("2026-11"), jwk("2026-12")]);
+    tests::wait_until(
+        "the added key verifies",
+        std::time::Duration::from_secs(10),
+        || async { lists("2026-12").await.is_ok() },
+    )
+    .await;
+    assert!(lists("2026-11").await.is_ok(), "the old key still works");
+    // And retires the old one: its tokens stop, even one verified before.
+    write(vec![jwk("2026-12"), jwk("2026-12-b")]);
+    tests::wait_until(
+        "the removed key stops verifying",
+        std::time::Duration::from_secs(10),
+        || async { lists("2026-11").await.is_err() },
+    )
+    .await;
+    assert_eq!(code(&lists("2026-11").await.unwrap_err()).0, 401);
+    assert!(lists("2026-12").await.is_ok());
+}

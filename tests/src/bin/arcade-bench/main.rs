@@ -15,6 +15,8 @@
 //! - `arcade-bench faults`: issue 25's keyed load through a rolling restart or a database
 //!   stall, runs in a row: what each fault cost the clients, and that it cost nothing it must
 //!   not; see [`faults`].
+//! - `arcade-bench players`: a call with a player token against one with an API key, and a
+//!   join token's redeem, through HTTP and in the store; see [`players`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -28,6 +30,7 @@ mod idle;
 mod load;
 mod pairs;
 mod parts;
+mod players;
 mod ready;
 mod replicas;
 mod scale;
@@ -63,6 +66,8 @@ enum Command {
     Faults(faults::Args),
     /// The real agent binary, idle: RSS and CPU.
     IdleAgent(idle::Args),
+    /// Player tokens and join tokens: a call's cost by caller kind, and a redeem's.
+    Players(players::Args),
     /// The broker process of `scale` (internal).
     #[command(hide = true)]
     ServeBroker,
@@ -94,6 +99,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Ready(a)) => ready::run(a).await,
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::Faults(a)) => faults::run(a).await,
+            Some(Command::Players(a)) => players::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
             Some(Command::StreamReaders { addr, streams }) => {
                 events::serve_readers(addr, streams).await
