@@ -603,7 +603,14 @@ pub fn test_catalog() -> Catalog {
         }),
         ("joiner".to_owned(), {
             let dir = join_dir().display().to_string();
-            entry(&game, &["--listen", "--join", "--join-env-dir", &dir], &[])
+            let mut e = entry(&game, &["--listen", "--join", "--join-env-dir", &dir], &[]);
+            // Its start answers once it listens: a player's client connects at once.
+            e.ready = Some(ReadyEntry {
+                tcp: Some(true),
+                ..ReadyEntry::default()
+            });
+            e.ready_timeout = Some(10.0);
+            e
         }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
         (

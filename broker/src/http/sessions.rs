@@ -263,8 +263,8 @@ pub struct LogsQuery {
     tail: Option<u32>,
     /// Instead of a tail: the output from this byte offset (an earlier answer's
     /// `Arcade-Log-End` header), to follow a log.
-    #[param(maximum = 18446744073709551615.0, format = Int64)]
-    from: Option<u64>,
+    #[param(minimum = 0, format = Int64)]
+    from: Option<i64>,
 }
 
 /// The header with the offset of an answer's first byte in the whole log.
@@ -287,7 +287,7 @@ pub const LOG_END: &str = "arcade-log-end";
                 ("Arcade-Log-Start" = u64, description = "The offset of the answer's first byte in the whole log."),
                 ("Arcade-Log-End" = u64, description = "The offset just past its last byte: `?from=` this to follow the log."),
             )),
-        (status = 400, description = "`bad_request`: both `tail` and `from`, or a value that is not a number", body = ErrorBody),
+        (status = 400, description = "`bad_request`: both `tail` and `from`, a negative `from`, or a value that is not a number", body = ErrorBody),
         (status = 404, description = "`not_found`: no such session, or its host no longer has its log", body = ErrorBody),
         (status = 503, description = "`host_unavailable`: the session's host is offline, busy or did not answer; or `store_unavailable`", body = ErrorBody),
     )
@@ -298,13 +298,16 @@ pub async fn logs(
     q: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::session_id(&id)?;
-    let query = match (q.tail, q.from) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest("give tail or from, not both".into()))
-        }
-        (_, Some(offset)) => LogQuery::From(offset),
-        (tail, None) => LogQuery::Tail(tail.unwrap_or(DEFAULT_TAIL)),
-    };
+    let query =
+        match (q.tail, q.from) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadRequest("give tail or from, not both".into()))
+            }
+            (_, Some(offset)) => LogQuery::From(u64::try_from(offset).map_err(|_| {
+                ApiError::BadRequest("from must be a byte offset, 0 or more".into())
+            })?),
+            (tail, None) => LogQuery::Tail(tail.unwrap_or(DEFAULT_TAIL)),
+        };
     let log = svc.session_log(&id, query).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -136,9 +136,13 @@ fn main() {
                         let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
                         tokio::spawn(async move {
                             if join {
+                                // A connect that sends nothing (a readiness probe) redeems
+                                // nothing.
                                 let token = read_line(&mut s).await;
-                                let answer = redeem(token.trim()).await;
-                                let _ = s.write_all(format!("{answer}\n").as_bytes()).await;
+                                if !token.trim().is_empty() {
+                                    let answer = redeem(token.trim()).await;
+                                    let _ = s.write_all(format!("{answer}\n").as_bytes()).await;
+                                }
                             }
                             let mut buf = [0u8; 256];
                             while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
