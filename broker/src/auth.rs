@@ -50,6 +50,10 @@ pub enum Action {
     JoinSession,
     /// `POST /v1/sessions/{id}/join-tokens`: a fresh join token for a reconnect.
     MintJoinToken,
+    /// `/v1/builds`: upload, read, list and remove builds (admin only).
+    ManageBuilds,
+    /// `GET /v1/builds/{sha256}/content`: a build's bytes (admin, and agents by their token).
+    ReadBuildContent,
 }
 
 impl Role {
@@ -154,6 +158,7 @@ pub struct Keys {
     keys: Vec<ApiKey>,
     players: Option<Arc<PlayerKeys>>,
     games: Option<GameKeys>,
+    agent_token: Option<String>,
 }
 
 /// Who is calling.
@@ -167,6 +172,8 @@ pub enum Caller {
     Player(String),
     /// A game, by its game key: its session.
     Game(SessionId),
+    /// An agent, by the agent token (`--agent-token`).
+    Agent,
 }
 
 /// Why a request is refused.
@@ -184,6 +191,8 @@ pub enum Denied {
     BadGameKey,
     /// A game key may only redeem its own session's join tokens.
     GameForbidden,
+    /// The agent token may only read builds' bytes.
+    AgentForbidden,
 }
 
 /// Compares secrets in time that depends only on their lengths.
@@ -204,6 +213,11 @@ pub fn player_may(action: Action) -> bool {
     )
 }
 
+/// What an agent may do with the agent token: download builds.
+pub fn agent_may(action: Action) -> bool {
+    action == Action::ReadBuildContent
+}
+
 /// What a game may do with its key: redeem its own session's join tokens. Which session is
 /// its own is the handler's to check.
 pub fn game_may(action: Action) -> bool {
@@ -217,7 +231,14 @@ impl Keys {
             keys,
             players: None,
             games: None,
+            agent_token: None,
         }
+    }
+
+    /// These keys, and the agent token, which agents download builds with.
+    pub fn with_agent_token(mut self, token: Option<String>) -> Self {
+        self.agent_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// These keys, and game keys verified with `games`.
@@ -261,6 +282,13 @@ impl Keys {
         if let Some(role) = found {
             return Ok(Caller::Role(role));
         }
+        if self
+            .agent_token
+            .as_ref()
+            .is_some_and(|t| same_secret(t.as_bytes(), token))
+        {
+            return Ok(Caller::Agent);
+        }
         if let Some(games) = self.games.as_ref().filter(|_| GameKeys::looks_like(token)) {
             return games
                 .verify(token)
@@ -295,6 +323,8 @@ impl Keys {
             Caller::Player(_) => Err(Denied::PlayerForbidden),
             Caller::Game(s) if game_may(action) => Ok(Caller::Game(s)),
             Caller::Game(_) => Err(Denied::GameForbidden),
+            Caller::Agent if agent_may(action) => Ok(Caller::Agent),
+            Caller::Agent => Err(Denied::AgentForbidden),
         }
     }
 }
@@ -327,6 +357,8 @@ mod tests {
             ManagePools,
             JoinSession,
             MintJoinToken,
+            ManageBuilds,
+            ReadBuildContent,
         ];
         let allowed = |r: Role| {
             all.iter()

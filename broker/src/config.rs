@@ -74,6 +74,13 @@ pub struct Args {
     /// Seconds a session's join token may be redeemed [default: 120].
     #[arg(long, env = "ARCADE_JOIN_TOKEN_TTL")]
     pub join_token_ttl: Option<f64>,
+    /// Where uploaded builds are kept [default: the broker's data directory's `builds`:
+    /// $XDG_DATA_HOME/arcade-broker, or ~/.local/share/arcade-broker].
+    #[arg(long, env = "ARCADE_BUILD_STORE")]
+    pub build_store: Option<PathBuf>,
+    /// Larger uploads of builds answer 413 [default: 8 GiB].
+    #[arg(long, env = "ARCADE_MAX_BUILD_SIZE")]
+    pub max_build_size: Option<u64>,
     /// Also run a local agent with a built-in catalog of demo games.
     #[arg(long, env = "ARCADE_DEV")]
     pub dev: bool,
@@ -138,6 +145,8 @@ struct FileConfig {
     player_keys: Vec<String>,
     public_url: Option<String>,
     join_token_ttl: Option<f64>,
+    build_store: Option<PathBuf>,
+    max_build_size: Option<u64>,
     dev: Option<bool>,
     launch_timeout: Option<f64>,
     heartbeat_timeout: Option<f64>,
@@ -200,6 +209,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How long a join token may be redeemed.
     pub join_token_ttl: Duration,
+    /// Where uploaded builds are kept.
+    pub build_store: PathBuf,
+    /// The largest build taken.
+    pub max_build_size: u64,
     /// Agent link TLS: certificate chain, key, and the client CA for mutual TLS.
     pub agent_tls: Option<AgentTls>,
     /// HTTPS for the API: certificate chain and key (PEM).
@@ -239,6 +252,21 @@ pub enum ConfigError {
     /// The webhook settings are wrong.
     #[error(transparent)]
     Webhook(#[from] crate::events::webhooks::WebhookConfigError),
+}
+
+/// `--max-build-size`'s default: 8 GiB.
+pub const DEFAULT_MAX_BUILD_SIZE: u64 = 8 << 30;
+
+/// The broker's data directory: `$XDG_DATA_HOME/arcade-broker`, else
+/// `~/.local/share/arcade-broker`, else one under the temporary directory.
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("arcade-broker");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/arcade-broker");
+    }
+    std::env::temp_dir().join("arcade-broker")
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -282,6 +310,8 @@ impl Config {
             player_keys: Vec::new(),
             public_url: None,
             join_token_ttl: Duration::from_secs(120),
+            build_store: default_data_dir().join("builds"),
+            max_build_size: DEFAULT_MAX_BUILD_SIZE,
             agent_tls: None,
             http_tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
@@ -431,6 +461,19 @@ impl Args {
             player_keys,
             public_url,
             join_token_ttl,
+            build_store: self
+                .build_store
+                .or(file.build_store)
+                .unwrap_or(d.build_store),
+            max_build_size: match self.max_build_size.or(file.max_build_size) {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "--max-build-size must be at least 1 byte".into(),
+                    ))
+                }
+                Some(n) => n,
+                None => d.max_build_size,
+            },
             http_tls: pair(
                 "http-tls-cert",
                 self.http_tls_cert.or(file.http_tls_cert),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use protocol::{GameId, HostId, PoolId, SessionId};
+use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 
 use crate::store::StoreError;
 
@@ -48,6 +48,18 @@ pub enum Error {
     /// No such pool.
     #[error("no pool {0}")]
     NoPool(PoolId),
+    /// No such build.
+    #[error("no build {0}")]
+    NoBuild(BuildId),
+    /// An upload larger than `--max-build-size`.
+    #[error("the build is larger than --max-build-size ({0} bytes)")]
+    BuildTooLarge(u64),
+    /// A `Range` that starts at or past a build's end.
+    #[error("the range starts at or past the build's end ({size} bytes)")]
+    BadRange {
+        /// The build's size.
+        size: u64,
+    },
     /// `If-Match` names a version that is not the pool's current one.
     #[error("pool {0} has changed (or does not exist): read it again for its current ETag")]
     PreconditionFailed(PoolId),
@@ -259,7 +271,10 @@ impl Error {
             | Self::NoLog { .. }
             | Self::NoHost(_)
             | Self::NoPool(_)
+            | Self::NoBuild(_)
             | Self::NoSessionAt { .. } => "not_found",
+            Self::BuildTooLarge(_) => "payload_too_large",
+            Self::BadRange { .. } => "bad_request",
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::UnknownGame(_) => "unknown_game",
             Self::KeyReused | Self::Conflict(_) => "conflict",

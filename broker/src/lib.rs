@@ -17,6 +17,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod builds;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
@@ -128,6 +129,14 @@ pub enum BrokerError {
     /// Replicas share their records through MySQL (the configuration checks this first).
     #[error("--nats-url needs --database-url")]
     ReplicasNeedMysql,
+    /// The build store's directory cannot be made or cleared.
+    #[error("--build-store {}: {error}", dir.display())]
+    BuildStore {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
     /// The stored sessions cannot be read.
     #[error("--database-url: cannot read the stored sessions: {0}")]
     Restore(StoreError),
@@ -208,6 +217,15 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("{hostname}:{}", agent_addr.port()));
     tracing::info!(%broker_id, "this broker");
+    let builds = builds::BuildStore::open(
+        config.build_store.clone(),
+        &broker_id,
+        config.max_build_size,
+    )
+    .map_err(|e| BrokerError::BuildStore {
+        dir: config.build_store.clone(),
+        error: e,
+    })?;
     // Every replica sharing the store makes the same game keys.
     let game_keys = join::GameKeys::new(
         &store
@@ -254,6 +272,7 @@ pub async fn run(
     };
     let service = Service::new(
         store,
+        builds,
         replicas,
         Arc::clone(&registry),
         settings,
@@ -271,7 +290,9 @@ pub async fn run(
             .map_err(|e| BrokerError::Io(std::io::Error::other(e)))??;
         Some(Arc::new(loaded))
     };
-    let mut keys = auth::Keys::new(config.api_keys.clone()).with_games(game_keys);
+    let mut keys = auth::Keys::new(config.api_keys.clone())
+        .with_games(game_keys)
+        .with_agent_token(config.agent_token.clone());
     if let Some(p) = &player_keys {
         keys = keys.with_players(Arc::clone(p));
     }

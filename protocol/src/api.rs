@@ -275,6 +275,56 @@ pub struct JoinToken {
     pub join_expires_at: OffsetDateTime,
 }
 
+/// What a build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BuildKind {
+    /// A `.tar.gz` of a game's directory, unpacked by agents.
+    Archive,
+    /// One executable.
+    File,
+}
+
+impl BuildKind {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::File => "file",
+        }
+    }
+}
+
+/// A stored build (`PUT /v1/builds/{sha256}`, `GET /v1/builds/{sha256}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Build {
+    /// Its sha256: its name.
+    pub build: crate::BuildId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// An archive or one file.
+    pub kind: BuildKind,
+    /// When it was stored.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The central games set to it (or rolling to or from it).
+    #[serde(default)]
+    pub games: Vec<GameId>,
+    /// The hosts that hold it unpacked.
+    #[serde(default)]
+    pub hosts: u32,
+}
+
+/// `GET /v1/builds` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuildList {
+    /// Newest first.
+    pub builds: Vec<Build>,
+}
+
 /// `GET /v1/sessions` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -134,9 +134,97 @@ typed_id!(
     "pool id"
 );
 
+/// A build: the sha256 of its bytes, 64 lowercase hex digits. A build never changes, so its
+/// name is its content's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BuildId(String);
+
+/// Why a string is not a build id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a build is named by its sha256: 64 lowercase hex digits, not {0:?}")]
+pub struct BuildIdError(String);
+
+impl BuildId {
+    /// Validates `s` (64 lowercase hex digits) and wraps it.
+    pub fn new(s: impl Into<String>) -> Result<Self, BuildIdError> {
+        let s = s.into();
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s))
+        } else {
+            Err(BuildIdError(s.chars().take(72).collect()))
+        }
+    }
+
+    /// The build named by a sha256 digest.
+    pub fn of_digest(digest: &[u8; 32]) -> Self {
+        use fmt::Write as _;
+        let mut s = String::with_capacity(64);
+        for b in digest {
+            let _ = write!(s, "{b:02x}");
+        }
+        Self(s)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BuildId {
+    type Error = BuildIdError;
+    fn try_from(s: String) -> Result<Self, BuildIdError> {
+        Self::new(s)
+    }
+}
+
+impl std::str::FromStr for BuildId {
+    type Err = BuildIdError;
+    fn from_str(s: &str) -> Result<Self, BuildIdError> {
+        Self::new(s)
+    }
+}
+
+impl From<BuildId> for String {
+    fn from(id: BuildId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_is_named_by_its_sha256() {
+        let empty = [
+            0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f,
+            0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b,
+            0x78, 0x52, 0xb8, 0x55,
+        ];
+        let id = BuildId::of_digest(&empty);
+        assert_eq!(
+            id.as_str(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(BuildId::new(id.as_str()).unwrap(), id);
+        for bad in [
+            "",
+            "E3B0",
+            &"g".repeat(64),
+            &id.as_str().to_uppercase(),
+            "../x",
+        ] {
+            assert!(BuildId::new(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn accepts_plain_ids() {

@@ -23,4 +23,4 @@ pub mod openapi;
 pub mod settings;
 pub mod wire;
 
-pub use ids::{GameId, HostId, IdError, PoolId, SessionId};
+pub use ids::{BuildId, BuildIdError, GameId, HostId, IdError, PoolId, SessionId};

@@ -9,7 +9,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::api::{ErrorCode, EventType};
-use crate::ids::{GameId, HostId, PoolId, SessionId, MAX_ID_LEN};
+use crate::ids::{BuildId, GameId, HostId, PoolId, SessionId, MAX_ID_LEN};
 
 /// The pattern every id matches (see [`crate::ids`]).
 pub const ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$";
@@ -66,6 +66,19 @@ schema!(
     PoolId,
     "PoolId",
     id_schema("A warm pool, named by the operator who made it.")
+);
+schema!(
+    BuildId,
+    "BuildId",
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "A build: the sha256 of its bytes, 64 lowercase hex digits."
+        ))
+        .min_length(Some(64))
+        .max_length(Some(64))
+        .pattern(Some("^[0-9a-f]{64}$"))
+        .into()
 );
 schema!(
     ErrorCode,

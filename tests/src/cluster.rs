@@ -108,6 +108,8 @@ impl Replica {
             .args(["--launch-timeout", "5"])
             // Only starts that name a user are counted: the per-user test's.
             .args(["--max-sessions-per-user", "3"])
+            .arg("--build-store")
+            .arg(self.build_store())
             .args(&self.extra)
             .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::piped())
@@ -123,6 +125,11 @@ impl Replica {
         .unwrap();
         let pid = Pid::from_raw(line.trim().parse().unwrap());
         self.running = Some(Running { watchdog, pid });
+    }
+
+    /// Its `--build-store`: beside its log, removed with it.
+    pub fn build_store(&self) -> PathBuf {
+        self.log.with_extension("builds")
     }
 
     /// Whether its process runs.
@@ -283,6 +290,7 @@ impl Drop for Replica {
             let _ = kill(r.pid, Signal::SIGKILL);
             let _ = r.watchdog.wait();
         }
+        let _ = std::fs::remove_dir_all(self.build_store());
     }
 }
 

@@ -73,8 +73,11 @@ pub struct TestBroker {
     pub http_addr: SocketAddr,
     /// Where agents connect.
     pub agent_addr: SocketAddr,
+    /// `--build-store`: the broker's own, removed with it.
+    pub build_store: PathBuf,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), broker::BrokerError>>>,
+    _build_dir: tempfile::TempDir,
 }
 
 /// Broker settings for a test.
@@ -112,6 +115,8 @@ pub struct BrokerOptions {
     pub max_sessions_per_user: Option<u32>,
     /// `--join-token-ttl`; 120 s by default.
     pub join_token_ttl: Option<Duration>,
+    /// `--max-build-size`; 8 GiB by default.
+    pub max_build_size: Option<u64>,
 }
 
 impl Default for BrokerOptions {
@@ -133,6 +138,7 @@ impl Default for BrokerOptions {
             webhooks: None,
             max_sessions_per_user: None,
             join_token_ttl: None,
+            max_build_size: None,
         }
     }
 }
@@ -189,6 +195,12 @@ impl TestBroker {
         if let Some(ttl) = opts.join_token_ttl {
             config.join_token_ttl = ttl;
         }
+        if let Some(max) = opts.max_build_size {
+            config.max_build_size = max;
+        }
+        let build_dir = tempfile::tempdir().expect("a build store");
+        config.build_store = build_dir.path().join("builds");
+        let build_store = config.build_store.clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(broker::run(
             config,
@@ -199,8 +211,10 @@ impl TestBroker {
             url,
             http_addr: config_http,
             agent_addr,
+            build_store,
             shutdown,
             task: Some(task),
+            _build_dir: build_dir,
         };
         if https {
             // The test itself waits for an HTTPS answer (this crate speaks only plain HTTP).
@@ -265,6 +279,8 @@ pub mod keys {
     pub const PROVIDER: &str = "provider-key-0123456789";
     /// An `admin` key.
     pub const ADMIN: &str = "admin-key-0123456789";
+    /// The agents' token (`--agent-token`), which also downloads builds.
+    pub const AGENT: &str = "agent-token-0123456789";
     /// The portal server's secret for player tokens (`--player-key hs256:…`).
     pub const PLAYER_SECRET: &str = "the-portal-servers-player-secret";
 
@@ -283,8 +299,8 @@ pub mod keys {
     }
 }
 
-/// A broker with a key for each role and a player key ([`keys`]), and one agent, `host-a`,
-/// online.
+/// A broker with a key for each role, a player key and an agent token ([`keys`]), and one
+/// agent, `host-a`, online.
 pub async fn secured() -> (TestBroker, TestAgent) {
     let broker = TestBroker::start_with(BrokerOptions {
         api_keys: vec![
@@ -293,10 +309,13 @@ pub async fn secured() -> (TestBroker, TestAgent) {
             format!("admin:{}", keys::ADMIN),
         ],
         player_keys: vec![format!("hs256:{}", keys::PLAYER_SECRET)],
+        agent_token: Some(keys::AGENT.into()),
         ..Default::default()
     })
     .await;
-    let agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let mut opts = AgentOptions::host("host-a");
+    opts.token = Some(keys::AGENT.into());
+    let agent = TestAgent::start(broker.agent_addr, opts).await;
     let admin =
         portal_client::Client::new(&broker.url, Some(keys::ADMIN.into())).expect("a client");
     wait_hosts_online(&admin, 1).await;

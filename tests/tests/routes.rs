@@ -66,6 +66,11 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/IP", &["portal", "admin", "player"]),
     ("GET", "/End", &["portal", "provider", "admin", "player"]),
     ("POST", "/v1/sessions/{id}/join", &["admin", "game"]),
+    ("GET", "/v1/builds", &["admin"]),
+    ("GET", "/v1/builds/{id}", &["admin"]),
+    ("PUT", "/v1/builds/{id}", &["admin"]),
+    ("DELETE", "/v1/builds/{id}", &["admin"]),
+    ("GET", "/v1/builds/{id}/content", &["admin", "agent"]),
     (
         "POST",
         "/v1/sessions/{id}/join-tokens",
@@ -78,6 +83,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
 fn callers(game_key: &str) -> Vec<(&'static str, Option<String>)> {
     vec![
         ("game", Some(game_key.to_owned())),
+        ("agent", Some(tests::keys::AGENT.to_owned())),
         ("no key", None),
         ("wrong key", Some(WRONG.to_owned())),
         ("portal", Some(PORTAL.to_owned())),
@@ -93,6 +99,9 @@ fn callers(game_key: &str) -> Vec<(&'static str, Option<String>)> {
 fn concrete(pattern: &str, joinable: &str) -> (String, &'static str) {
     let path = if pattern.starts_with("/v1/hosts/") {
         pattern.replace("{id}", "host-a")
+    } else if pattern.starts_with("/v1/builds/") {
+        // A sha256 no build has (and no body hashes to).
+        pattern.replace("{id}", &"0".repeat(64))
     } else if pattern.ends_with("/join") || pattern.ends_with("/join-tokens") {
         pattern.replace("{id}", joinable)
     } else {
@@ -219,6 +228,13 @@ fn every_route_is_declared_with_the_roles_api_md_gives_it() {
                 broker::auth::game_may(action),
                 roles.contains(&"game"),
                 "{} {} for a game",
+                r.verb.as_str(),
+                r.path
+            );
+            assert_eq!(
+                broker::auth::agent_may(action),
+                roles.contains(&"agent"),
+                "{} {} for an agent",
                 r.verb.as_str(),
                 r.path
             );

@@ -1111,6 +1111,35 @@ async fn redeems_each_join_token_once(store: Store) {
     assert_ne!(store.secret("other").await.unwrap(), a);
 }
 
+/// A build is recorded once, listed newest first, and forgotten.
+async fn keeps_builds(store: Store) {
+    use broker::store::builds::BuildRecord;
+    use protocol::api::BuildKind;
+    let rec = |n: u8, secs: i64| BuildRecord {
+        build: protocol::BuildId::of_digest(&[n; 32]),
+        size: 1000 + u64::from(n),
+        kind: if n % 2 == 0 {
+            BuildKind::Archive
+        } else {
+            BuildKind::File
+        },
+        created_at: OffsetDateTime::from_unix_timestamp(1_900_000_000 + secs).unwrap(),
+    };
+    let (a, b) = (rec(1, 0), rec(2, 10));
+    assert!(store.put_build(&a).await.unwrap());
+    assert!(store.put_build(&b).await.unwrap());
+    // Once: a build never changes, so a second record of it changes nothing.
+    let mut again = a.clone();
+    again.size = 1;
+    assert!(!store.put_build(&again).await.unwrap());
+    assert_eq!(store.build(&a.build).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.builds().await.unwrap(), vec![b.clone(), a.clone()]);
+    assert!(store.delete_build(&a.build).await.unwrap());
+    assert!(!store.delete_build(&a.build).await.unwrap());
+    assert_eq!(store.build(&a.build).await.unwrap(), None);
+    assert_eq!(store.builds().await.unwrap(), vec![b]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1149,6 +1178,7 @@ contract!(
     claims_each_ready_game_once,
     keeps_limits_and_sends_each_notice_once,
     redeems_each_join_token_once,
+    keeps_builds,
 );
 
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the

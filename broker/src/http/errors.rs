@@ -41,6 +41,9 @@ pub enum ApiError {
         "a game key may only redeem its own session's join tokens (POST /v1/sessions/{{id}}/join)"
     )]
     GameForbidden,
+    /// The agent token on a route other than a build's content.
+    #[error("the agent token may only download builds (GET /v1/builds/{{sha256}}/content)")]
+    AgentForbidden,
     /// A player's start for another user.
     #[error(
         "a player token starts sessions for its own user only: leave user_id out, or send your own"
@@ -93,12 +96,14 @@ impl ApiError {
             | Self::Service(Error::Invalid(_) | Error::UnknownMode { .. } | Error::Refused(_)) => {
                 (S::BAD_REQUEST, C::BadRequest)
             }
+            Self::Service(Error::BadRange { .. }) => (S::RANGE_NOT_SATISFIABLE, C::BadRequest),
             Self::Unauthorized | Self::BadToken(_) | Self::BadGameKey => {
                 (S::UNAUTHORIZED, C::Unauthorized)
             }
             Self::Forbidden { .. }
             | Self::PlayerForbidden(_)
             | Self::GameForbidden
+            | Self::AgentForbidden
             | Self::NotYours
             | Self::Service(Error::JoinDenied {
                 why: JoinDenied::OtherSessionsKey | JoinDenied::NotRunning | JoinDenied::WrongToken,
@@ -119,6 +124,7 @@ impl ApiError {
                 | Error::NoLog { .. }
                 | Error::NoHost(_)
                 | Error::NoPool(_)
+                | Error::NoBuild(_)
                 | Error::NoSessionAt { .. },
             ) => (S::NOT_FOUND, C::NotFound),
             Self::Service(Error::UnknownGame(_)) => (S::NOT_FOUND, C::UnknownGame),
@@ -127,7 +133,9 @@ impl ApiError {
             Self::Service(Error::PreconditionFailed(_)) => {
                 (S::PRECONDITION_FAILED, C::PreconditionFailed)
             }
-            Self::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, C::PayloadTooLarge),
+            Self::PayloadTooLarge(_) | Self::Service(Error::BuildTooLarge(_)) => {
+                (S::PAYLOAD_TOO_LARGE, C::PayloadTooLarge)
+            }
             Self::Service(Error::QuotaExceeded { .. }) => (S::TOO_MANY_REQUESTS, C::QuotaExceeded),
             Self::Service(Error::Internal(_)) => (S::INTERNAL_SERVER_ERROR, C::Internal),
             Self::Service(Error::LaunchFailed { .. }) => (S::BAD_GATEWAY, C::LaunchFailed),
@@ -173,6 +181,9 @@ impl ApiError {
             Self::Unauthorized | Self::BadToken(_) | Self::BadGameKey
         ) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::Service(Error::BadRange { size }) = self {
+            res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
         }
         if let Self::Service(e) = self {
             if let Some(secs) = e.retry_after() {

@@ -103,6 +103,7 @@ pub fn actor(req: &HttpRequest) -> Actor {
         Some(Caller::Role(Role::Admin)) => Actor::Admin,
         Some(Caller::Player(_)) => Actor::Player,
         Some(Caller::Game(_)) => Actor::Game,
+        Some(Caller::Agent) => Actor::Agent,
         Some(Caller::Open) | None => Actor::Api,
     }
 }

@@ -10,6 +10,7 @@
 //!   document in [`openapi`]. A handler decodes, calls one [`Service`] method,
 //!   and encodes its answer.
 
+mod builds;
 pub mod errors;
 mod events;
 pub mod extract;

@@ -13,7 +13,7 @@ use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
-use super::{events, games, hosts, legacy, metrics, pools, probes, sessions, ui};
+use super::{builds, events, games, hosts, legacy, metrics, pools, probes, sessions, ui};
 use crate::auth::{self, Role};
 
 /// The name of the bearer-key security scheme.
@@ -22,6 +22,8 @@ const BEARER: &str = "api_key";
 const PLAYER: &str = "player_token";
 /// The name of the game-key security scheme (API.md, "Players").
 const GAME: &str = "game_key";
+/// The name of the agent-token security scheme (builds' downloads).
+const AGENT: &str = "agent_token";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +41,11 @@ const GAME: &str = "game_key";
         sessions::logs,
         sessions::join,
         sessions::join_tokens,
+        builds::list,
+        builds::get,
+        builds::put,
+        builds::delete,
+        builds::content,
         pools::list,
         pools::get,
         pools::put,
@@ -123,6 +130,17 @@ pub fn build() -> Document {
                 .build(),
         ),
     );
+    components.add_security_scheme(
+        AGENT,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The agent token (--agent-token): agents download builds with it, and do nothing else over HTTP.",
+                ))
+                .build(),
+        ),
+    );
     for route in ROUTES {
         let Access::Role(action) = route.access else {
             continue;
@@ -143,6 +161,10 @@ pub fn build() -> Document {
         if auth::game_may(action) {
             roles.push("game (its own session's key)");
             security.push(SecurityRequirement::new::<_, _, &str>(GAME, []));
+        }
+        if auth::agent_may(action) {
+            roles.push("agent (the agent token)");
+            security.push(SecurityRequirement::new::<_, _, &str>(AGENT, []));
         }
         let line = format!("Roles: {}.", roles.join(", "));
         op.description = Some(match op.description.take() {

@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui};
+use super::{builds, events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -163,6 +163,24 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Delete, "/v1/pools/{id}", Role(A::ManagePools), |r| {
         r.to(pools::delete)
     }),
+    route(Get, "/v1/builds", Role(A::ManageBuilds), |r| {
+        r.to(builds::list)
+    }),
+    route(Get, "/v1/builds/{id}", Role(A::ManageBuilds), |r| {
+        r.to(builds::get)
+    }),
+    route(Put, "/v1/builds/{id}", Role(A::ManageBuilds), |r| {
+        r.to(builds::put)
+    }),
+    route(Delete, "/v1/builds/{id}", Role(A::ManageBuilds), |r| {
+        r.to(builds::delete)
+    }),
+    route(
+        Get,
+        "/v1/builds/{id}/content",
+        Role(A::ReadBuildContent),
+        |r| r.to(builds::content),
+    ),
     route(Get, "/metrics", Role(A::ReadMetrics), |r| {
         r.to(metrics::metrics)
     }),
@@ -224,6 +242,7 @@ async fn authorize(
                     Denied::PlayerForbidden => ApiError::PlayerForbidden(action),
                     Denied::BadGameKey => ApiError::BadGameKey,
                     Denied::GameForbidden => ApiError::GameForbidden,
+                    Denied::AgentForbidden => ApiError::AgentForbidden,
                 }),
                 // Fail closed: a server built without its keys answers no route but the open ones.
                 None => Err(ApiError::Unauthorized),

@@ -11,6 +11,7 @@
 //!   pool, place, route, launch, record, at most once per `Idempotency-Key`;
 //! - [`view`]: what a replica sees of the hosts the replicas share (placement reads it);
 //! - [`end`]: stopping a game and ending its session;
+//! - [`builds`]: builds uploaded, listed, read back and removed;
 //! - [`logs`]: a session's game output, read from its agent;
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
@@ -28,6 +29,7 @@
 //! Starts and ends run as tasks of the service's own [`TaskTracker`], on the broker's runtime:
 //! a client that hangs up does not cut one short, and a graceful stop waits for them.
 
+mod builds;
 mod end;
 mod hosts;
 mod inflight;
@@ -111,6 +113,8 @@ pub struct ServiceSettings {
 #[derive(Debug)]
 pub struct Service {
     store: Store,
+    /// Builds' bytes.
+    builds: crate::builds::BuildStore,
     /// NATS, and the view of the shared hosts, when this broker is one of several: the one
     /// switch between a broker alone and replicas, set at start-up.
     replicas: Option<Replicas>,
@@ -151,8 +155,10 @@ pub struct Service {
 impl Service {
     /// A service over `store` and `registry`, whose starts and ends run in `tasks` on the
     /// current runtime.
+    #[allow(clippy::too_many_arguments)] // each is a part the service is made of
     pub fn new(
         store: Store,
+        builds: crate::builds::BuildStore,
         replicas: Option<Replicas>,
         registry: Arc<Registry>,
         settings: ServiceSettings,
@@ -161,6 +167,7 @@ impl Service {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            builds,
             replicas,
             registry,
             settings,

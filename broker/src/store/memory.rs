@@ -13,9 +13,10 @@ use protocol::api::{
     MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
-use protocol::{GameId, HostId, PoolId, SessionId};
+use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
+use super::builds::{BuildRecord, MAX_BUILDS_LISTED};
 use super::joins::{JoinRecord, JoinRefusal, Redeemed};
 use super::pools::{
     bounded_error, Claimant, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition,
@@ -55,6 +56,8 @@ struct Memory {
     ready: HashMap<PoolId, BTreeSet<u64>>,
     /// Secrets, made at first ask.
     secrets: HashMap<String, Vec<u8>>,
+    /// Builds' records.
+    builds: BTreeMap<BuildId, BuildRecord>,
 }
 
 #[derive(Debug)]
@@ -487,6 +490,30 @@ impl MemoryStore {
             }
             Err(why) => Redeemed::Refused(why),
         }
+    }
+
+    pub(super) fn put_build(&self, b: &BuildRecord) -> bool {
+        let mut m = self.write();
+        if m.builds.contains_key(&b.build) {
+            return false;
+        }
+        m.builds.insert(b.build.clone(), b.clone());
+        true
+    }
+
+    pub(super) fn build(&self, id: &BuildId) -> Option<BuildRecord> {
+        self.read().builds.get(id).cloned()
+    }
+
+    pub(super) fn builds(&self) -> Vec<BuildRecord> {
+        let mut all: Vec<BuildRecord> = self.read().builds.values().cloned().collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.build.cmp(&b.build)));
+        all.truncate(MAX_BUILDS_LISTED as usize);
+        all
+    }
+
+    pub(super) fn delete_build(&self, id: &BuildId) -> bool {
+        self.write().builds.remove(id).is_some()
     }
 
     pub(super) fn secret(&self, name: &str) -> Vec<u8> {

@@ -16,6 +16,7 @@
 //! Only this module (and its submodules) knows how sessions are stored; only
 //! [`mysql`] knows SQL.
 
+pub mod builds;
 mod cluster;
 mod joins;
 pub mod memory;

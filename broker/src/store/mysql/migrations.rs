@@ -271,6 +271,17 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         ],
     ),
+    (
+        16,
+        "builds: immutable, named by their sha256",
+        &["CREATE TABLE IF NOT EXISTS builds (
+            build CHAR(64) NOT NULL PRIMARY KEY,
+            size BIGINT UNSIGNED NOT NULL,
+            kind VARCHAR(8) NOT NULL,
+            created_at DATETIME(6) NOT NULL,
+            KEY builds_created (created_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

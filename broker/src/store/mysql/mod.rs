@@ -15,6 +15,7 @@
 //! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
 //!   brokers, leases;
 //! - [`pools`]: the pools table and the claim of a ready session;
+//! - [`builds`]: builds' records;
 //! - [`joins`]: join tokens, their redeem, and the store's secrets;
 //! - [`stream`]: the event stream: host events, and reading it from a number;
 //! - [`schema`]: bringing a database to the schema at start; [`migrations`]: the versioned
@@ -23,6 +24,7 @@
 //!
 //! This is the only module that knows SQL.
 
+mod builds;
 mod cluster;
 mod joins;
 mod migrations;

@@ -1,0 +1,110 @@
+//! Builds (API.md, "Builds and central games"): an upload kept under its sha256, listed,
+//! read back by range, removed. The bytes are [`crate::builds::BuildStore`]'s, the records
+//! the store's; a record is written only after the bytes are kept.
+
+use bytes::Bytes;
+use futures::Stream;
+use protocol::api::Build;
+use protocol::BuildId;
+use time::OffsetDateTime;
+
+use super::Service;
+use crate::builds::{BuildError, Span};
+use crate::error::Error;
+use crate::store::builds::BuildRecord;
+
+fn api(r: BuildRecord) -> Build {
+    Build {
+        build: r.build,
+        size: r.size,
+        kind: r.kind,
+        created_at: r.created_at,
+        games: Vec::new(),
+        hosts: 0,
+    }
+}
+
+impl From<BuildError> for Error {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::NotFound(id) => Self::NoBuild(id),
+            BuildError::TooLarge(max) => Self::BuildTooLarge(max),
+            BuildError::BadRange { size } => Self::BadRange { size },
+            e @ (BuildError::Mismatch { .. } | BuildError::Refused(_) | BuildError::Broken(_)) => {
+                Self::Invalid(e.to_string())
+            }
+            BuildError::Io(e) => Self::Internal(format!("build storage: {e}")),
+        }
+    }
+}
+
+impl Service {
+    /// The largest build taken (`--max-build-size`).
+    pub fn max_build_size(&self) -> u64 {
+        self.builds.max_size()
+    }
+
+    /// Keeps `body` as build `id` (and `true`: it is new), or answers the build as stored
+    /// (and `false`) without reading the body. Nothing is kept unless the body hashes to `id`
+    /// and, for an archive, is safe to unpack.
+    pub async fn put_build<S, E>(&self, id: &BuildId, body: S) -> Result<(Build, bool), Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if let Some(r) = self.store.build(id).await? {
+            if self.builds.has(id).await {
+                return Ok((api(r), false));
+            }
+        }
+        let got = self.builds.receive(id, body).await?;
+        let record = BuildRecord {
+            build: id.clone(),
+            size: got.size,
+            kind: got.kind,
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let new = self.store.put_build(&record).await?;
+        let record = match new {
+            true => record,
+            false => self.store.build(id).await?.unwrap_or(record),
+        };
+        tracing::info!(build = %id, size = got.size, kind = got.kind.as_str(), "build stored");
+        Ok((api(record), true))
+    }
+
+    /// Build `id`, as stored.
+    pub async fn build(&self, id: &BuildId) -> Result<Build, Error> {
+        self.store
+            .build(id)
+            .await?
+            .map(api)
+            .ok_or_else(|| Error::NoBuild(id.clone()))
+    }
+
+    /// The builds, newest first.
+    pub async fn builds(&self) -> Result<Vec<Build>, Error> {
+        Ok(self.store.builds().await?.into_iter().map(api).collect())
+    }
+
+    /// Build `id`'s size, and `span` of its bytes (all: `None`).
+    pub async fn build_content(
+        &self,
+        id: &BuildId,
+        span: Option<Span>,
+    ) -> Result<(u64, impl Stream<Item = std::io::Result<Bytes>> + use<>), Error> {
+        if self.store.build(id).await?.is_none() {
+            return Err(Error::NoBuild(id.clone()));
+        }
+        Ok(self.builds.read(id, span).await?)
+    }
+
+    /// Forgets build `id`: its record, then its bytes.
+    pub async fn delete_build(&self, id: &BuildId) -> Result<Build, Error> {
+        let b = self.build(id).await?;
+        self.store.delete_build(id).await?;
+        self.builds.remove(id).await?;
+        tracing::info!(build = %id, "build removed");
+        Ok(b)
+    }
+}
