@@ -16,11 +16,11 @@
 use std::time::Duration;
 
 use protocol::api::{
-    BrokerList, ErrorBody, ErrorCode, EventType, GameList, Health, Host, HostList, JoinRequest,
-    JoinToken, Joined, Pool, PoolList, PoolSpec, Session, SessionEvents, SessionList, SessionQuery,
-    StartSession, StartedSession,
+    BrokerList, Build, BuildList, ErrorBody, ErrorCode, EventType, GameList, Health, Host,
+    HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session, SessionEvents,
+    SessionList, SessionQuery, StartSession, StartedSession,
 };
-use protocol::{HostId, PoolId, SessionId};
+use protocol::{BuildId, HostId, PoolId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -332,6 +332,62 @@ impl Client {
             |r| r,
         )
         .await
+    }
+
+    /// `PUT /v1/builds/{sha256}`: uploads the `size` bytes of `file` as build `id`, streamed;
+    /// `progress` is called with the bytes sent so far. Answers the build and whether it is
+    /// new (the broker answers at once, reading nothing, for a build it has).
+    pub async fn put_build(
+        &self,
+        id: &BuildId,
+        file: tokio::fs::File,
+        size: u64,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(Build, bool), ClientError> {
+        use futures::StreamExt as _;
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+                if let Ok(c) = &chunk {
+                    let n = sent.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    progress(n + c.len() as u64);
+                }
+                chunk
+            });
+        let path = format!("/v1/builds/{id}");
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream))
+            // Builds may be gigabytes: the client's usual deadline is for calls, not uploads.
+            .timeout(std::time::Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            let build = serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+                request: format!("PUT {path}"),
+                source,
+            })?;
+            Ok((build, status == StatusCode::CREATED))
+        } else {
+            Err(error_answer(status, None, &body))
+        }
+    }
+
+    /// `GET /v1/builds`: the builds, newest first. Needs the `admin` role.
+    pub async fn builds(&self) -> Result<BuildList, ClientError> {
+        self.call(Method::GET, "/v1/builds", |r| r).await
+    }
+
+    /// `DELETE /v1/builds/{sha256}`: removes a build no game or live session uses.
+    pub async fn delete_build(&self, id: &BuildId) -> Result<Build, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/builds/{id}"), |r| r)
+            .await
     }
 
     /// `GET /v1/sessions/{id}`: one session, in any state. A session the broker does not know

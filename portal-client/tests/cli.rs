@@ -320,3 +320,49 @@ async fn arcade_logs_prints_a_games_output_and_follows_it_to_the_end() {
     assert_eq!(none.code, 1);
     assert!(none.stderr.contains("not_found"), "{}", none.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcade_build_push_prints_the_sha256_and_uploads_the_file() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("game.bin");
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&file, &data).unwrap();
+    let want: String = ring::digest::digest(&ring::digest::SHA256, &data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    let pushed = arcade(&broker.url, &["build", "push", file.to_str().unwrap()]).await;
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    assert_eq!(pushed.stderr.lines().next(), Some(want.as_str()));
+    assert!(
+        pushed
+            .stdout
+            .starts_with(&format!("stored {want} (1200000 bytes, file)")),
+        "{}",
+        pushed.stdout
+    );
+    let again = arcade(&broker.url, &["build", "push", file.to_str().unwrap()]).await;
+    assert!(
+        again.stdout.starts_with("already stored:"),
+        "{}",
+        again.stdout
+    );
+    let listed = arcade(&broker.url, &["builds"]).await;
+    assert!(
+        listed.stdout.contains("BUILD") && listed.stdout.contains(&want),
+        "{}",
+        listed.stdout
+    );
+    // The broker kept the very bytes.
+    assert_eq!(std::fs::read(broker.build_store.join(&want)).unwrap(), data);
+    let missing = arcade(&broker.url, &["build", "push", "/nonexistent/game.bin"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("cannot read /nonexistent/game.bin"),
+        "{}",
+        missing.stderr
+    );
+}

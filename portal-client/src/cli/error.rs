@@ -25,6 +25,15 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// A file given on the command line cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The answer could not be written out.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -35,7 +44,7 @@ pub enum CliError {
     #[error("arcade token: {0}")]
     Token(String),
     /// `arcade events --types` names a type the broker does not send.
-    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, host.online, host.offline, host.draining, host.resumed")]
+    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, session.joined, host.online, host.offline, host.draining, host.resumed")]
     UnknownEventType(String),
 }
 

@@ -12,9 +12,11 @@
 //! - [`hosts`]: `hosts`, `drain` and `resume`; [`pools`]: `pools`, `pool set` and
 //!   `pool delete`; [`games`]: `games`;
 //! - [`token`]: `token`, a player token minted from an `hs256:` key;
+//! - [`builds`]: `build push` and `builds`;
 //! - [`output`]: JSON or text, and the text's tables, fields and times, which the groups use;
 //! - [`error`]: why a command failed, in one line.
 
+mod builds;
 pub(crate) mod error;
 mod games;
 mod hosts;
@@ -184,6 +186,15 @@ pub enum Command {
         #[command(subcommand)]
         action: PoolCommand,
     },
+    /// Upload a build (`build push FILE`): a `.tar.gz` of a game's directory or one
+    /// executable, named by its sha256 (printed first).
+    Build {
+        /// What to do.
+        #[command(subcommand)]
+        action: BuildCommand,
+    },
+    /// List the builds, newest first.
+    Builds,
     /// Print a game's output (stdout and stderr), as its host's agent keeps it.
     Logs {
         /// The session id.
@@ -194,6 +205,16 @@ pub enum Command {
         /// Keep printing what the game writes, until its session is over.
         #[arg(long, short = 'f')]
         follow: bool,
+    },
+}
+
+/// `arcade build ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum BuildCommand {
+    /// Upload FILE; prints its sha256, then whether it was stored.
+    Push {
+        /// The build: a `.tar.gz` or one executable.
+        file: std::path::PathBuf,
     },
 }
 
@@ -400,6 +421,10 @@ async fn execute(
             action: PoolCommand::Delete { pool, if_version },
         } => pools::delete(client, &PoolId::new(pool)?, if_version, json).await,
         Command::Games => games::list(client, json).await,
+        Command::Build {
+            action: BuildCommand::Push { file },
+        } => builds::push(client, &file, json).await,
+        Command::Builds => builds::list(client, json).await,
     }?;
     out.write_all(text.as_bytes()).map_err(CliError::Output)?;
     out.flush().map_err(CliError::Output)
