@@ -60,6 +60,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// At shutdown, starts and ends in flight get the launch timeout and this long to finish.
 const REQUEST_DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// The NATS JetStream object store bucket that replicas keep builds in (API.md).
+pub const BUILDS_BUCKET: &str = "arcade-builds";
 
 /// The broker's sockets, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -217,7 +219,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("{hostname}:{}", agent_addr.port()));
     tracing::info!(%broker_id, "this broker");
-    let builds = builds::BuildStore::open(
+    let mut builds = builds::BuildStore::open(
         config.build_store.clone(),
         &broker_id,
         config.max_build_size,
@@ -262,6 +264,8 @@ pub async fn run(
                 .inbox(&settings.broker_id)
                 .await
                 .map_err(BrokerError::NatsInbox)?;
+            // Builds are kept where every replica reads them.
+            builds = builds.with_objects(nats.objects(BUILDS_BUCKET));
             // Alive before any host is held here, so no replica takes this one's hosts for lost.
             db.beat(&settings.broker_id, &settings.agent_address)
                 .await

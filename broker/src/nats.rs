@@ -207,3 +207,119 @@ mod tests {
         assert!(!s["arcade.broker.".len()..].contains(['.', '*', '>', ' ']));
     }
 }
+
+/// Why the object store did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("NATS object store {bucket:?}: {message}")]
+pub struct ObjectError {
+    bucket: String,
+    message: String,
+}
+
+/// A JetStream object store bucket (`arcade-builds`: builds every replica serves), made by
+/// whichever replica first needs it. An object is visible only once all of it is stored (its
+/// info is published after its last chunk), so a writer that dies midway leaves nothing.
+#[derive(Clone)]
+pub struct Objects {
+    js: async_nats::jetstream::Context,
+    bucket: String,
+    store: std::sync::Arc<tokio::sync::OnceCell<async_nats::jetstream::object_store::ObjectStore>>,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Objects({})", self.bucket)
+    }
+}
+
+impl Nats {
+    /// The object store `bucket`, reached lazily: a NATS without JetStream fails only the
+    /// calls that need it, with the reason.
+    pub fn objects(&self, bucket: &str) -> Objects {
+        Objects {
+            js: async_nats::jetstream::new(self.client.clone()),
+            bucket: bucket.to_owned(),
+            store: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl Objects {
+    fn error(&self, e: impl std::fmt::Display) -> ObjectError {
+        ObjectError {
+            bucket: self.bucket.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn store(
+        &self,
+    ) -> Result<&async_nats::jetstream::object_store::ObjectStore, ObjectError> {
+        self.store
+            .get_or_try_init(|| async {
+                let config = async_nats::jetstream::object_store::Config {
+                    bucket: self.bucket.clone(),
+                    description: Some("Arcade's builds, named by their sha256".into()),
+                    ..Default::default()
+                };
+                match self.js.get_object_store(&self.bucket).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => self.js.create_object_store(config).await.map_err(|e| {
+                        self.error(format!("{e} (is JetStream on: nats-server -js?)"))
+                    }),
+                }
+            })
+            .await
+    }
+
+    /// Stores `data` as `name`: its size.
+    pub async fn put(
+        &self,
+        name: &str,
+        data: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<u64, ObjectError> {
+        let info = self
+            .store()
+            .await?
+            .put(name, data)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(info.size as u64)
+    }
+
+    /// The size of `name`, if it is stored.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>, ObjectError> {
+        use async_nats::jetstream::object_store::InfoErrorKind;
+        match self.store().await?.info(name).await {
+            Ok(info) if !info.deleted => Ok(Some(info.size as u64)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// `name`'s bytes, if it is stored.
+    pub async fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<impl tokio::io::AsyncRead + Unpin + Send + use<>>, ObjectError> {
+        use async_nats::jetstream::object_store::GetErrorKind;
+        match self.store().await?.get(name).await {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if e.kind() == GetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Forgets `name` (not stored: nothing to do).
+    pub async fn delete(&self, name: &str) -> Result<(), ObjectError> {
+        if self.size(name).await?.is_none() {
+            return Ok(());
+        }
+        self.store()
+            .await?
+            .delete(name)
+            .await
+            .map_err(|e| self.error(e))
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! Where `nats-server` is not installed, [`NatsServer::start`] returns `None` with a loud
 //! message so the test can skip — except under CI (`CI` set), where it panics. `scripts/test`
-//! installs `nats-server`.
+//! installs `nats-server`. Servers run with JetStream (`-js`), its files in a directory of
+//! their own that outlives a restart, as the builds' object store needs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,8 @@ pub struct NatsServer {
     pub port: u16,
     program: PathBuf,
     child: Option<Child>,
+    /// JetStream's files (`-sd`), kept across restarts.
+    store: tempfile::TempDir,
 }
 
 /// The installed server program, if any.
@@ -43,6 +46,7 @@ impl NatsServer {
             port,
             program,
             child: None,
+            store: tempfile::tempdir().expect("a JetStream directory"),
         };
         me.restart();
         Some(me)
@@ -85,7 +89,15 @@ impl NatsServer {
             .arg(script)
             .arg("nats-watchdog")
             .arg(&self.program)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -270,3 +270,106 @@ async fn a_wrong_hash_a_large_body_and_hostile_archives_keep_nothing() {
         .sum();
     assert_eq!(parts, 0);
 }
+
+/// Among replicas on MariaDB and NATS (JetStream): a build uploaded through one is served by
+/// another, and a replica killed with `kill -9` mid-upload leaves nothing visible anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_builds_and_a_kill_9_mid_upload_leaves_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let _turn = tests::cluster::TURN.lock().await;
+    let Some(db) = tests::mariadb::database().await else {
+        return;
+    };
+    let Some(nats) = tests::nats::NatsServer::start() else {
+        return;
+    };
+    let (hb, nats_url) = (tests::cluster::HEARTBEAT_TIMEOUT, nats.url());
+    let mut b1 = tests::cluster::Replica::up("b1", &db, &nats_url, hb).await;
+    let b2 = tests::cluster::Replica::up("b2", &db, &nats_url, hb).await;
+    let http = reqwest::Client::new();
+    let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let id = sha256(&data);
+
+    // Half of it sent to b1, which dies.
+    let addr = b1.url().trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/builds/{id} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&data[..data.len() / 2]).await.unwrap();
+    conn.flush().await.unwrap();
+    tests::wait_until("b1 spools the upload", Duration::from_secs(20), || {
+        let spool = b1.build_store().join(".incoming/b1");
+        async move {
+            std::fs::read_dir(spool)
+                .map(|d| d.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    b1.kill9();
+    drop(conn);
+    for url in [b2.url()] {
+        let r = http
+            .get(format!("{url}/v1/builds/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+    }
+    b1.restart(&db, &nats_url).await;
+    let listed: BuildList = http
+        .get(format!("{}/v1/builds", b1.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.builds.is_empty(), "{listed:?}");
+    let spool = b1.build_store().join(".incoming/b1");
+    assert_eq!(
+        std::fs::read_dir(spool).unwrap().count(),
+        0,
+        "the dead upload's spool"
+    );
+
+    // Whole, through b1; read back through b2, whole and from the middle.
+    let r = http
+        .put(format!("{}/v1/builds/{id}", b1.url()))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let r = http
+        .get(format!("{}/v1/builds/{id}/content", b2.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[..]);
+    let r = http
+        .get(format!("{}/v1/builds/{id}/content", b2.url()))
+        .header("Range", "bytes=5000000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &data[5_000_000..]);
+    // Removed through b2: gone for b1 too.
+    let r = http
+        .delete(format!("{}/v1/builds/{id}", b2.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .get(format!("{}/v1/builds/{id}/content", b1.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}

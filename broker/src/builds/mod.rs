@@ -54,6 +54,9 @@ pub enum BuildError {
     /// The disk failed us.
     #[error("build storage: {0}")]
     Io(#[from] io::Error),
+    /// The replicas' object store failed us.
+    #[error(transparent)]
+    Objects(#[from] crate::nats::ObjectError),
 }
 
 /// What an upload became.
@@ -65,10 +68,12 @@ pub struct Received {
     pub kind: BuildKind,
 }
 
-/// Where builds' bytes are kept: a directory of one file per build.
+/// Where builds' bytes are kept: a directory of one file per build, or, among replicas, the
+/// NATS JetStream object store every replica reads (the directory then only spools uploads).
 #[derive(Debug, Clone)]
 pub struct BuildStore {
     dir: PathBuf,
+    objects: Option<crate::nats::Objects>,
     /// This broker's own spool: `.incoming/<broker id>`, so brokers sharing a directory never
     /// clear each other's uploads.
     incoming: PathBuf,
@@ -105,9 +110,16 @@ impl BuildStore {
         std::fs::create_dir_all(&incoming)?;
         Ok(Self {
             dir,
+            objects: None,
             incoming,
             max_size,
         })
+    }
+
+    /// Keeps builds in `objects` (replicas) rather than in the directory.
+    pub fn with_objects(mut self, objects: crate::nats::Objects) -> Self {
+        self.objects = Some(objects);
+        self
     }
 
     /// The largest build taken.
@@ -119,9 +131,12 @@ impl BuildStore {
         self.dir.join(id.as_str())
     }
 
-    /// Whether build `id`'s bytes are kept.
+    /// Whether build `id`'s bytes are kept (one that cannot be looked up is not).
     pub async fn has(&self, id: &BuildId) -> bool {
-        tokio::fs::try_exists(self.path(id)).await.unwrap_or(false)
+        match &self.objects {
+            Some(o) => o.size(id.as_str()).await.is_ok_and(|s| s.is_some()),
+            None => tokio::fs::try_exists(self.path(id)).await.unwrap_or(false),
+        }
     }
 
     /// Receives `body` as build `id`: hashed while written, checked, then kept. Nothing is
@@ -149,9 +164,17 @@ impl BuildStore {
                 archive::ArchiveError::Io(e) => BuildError::Io(e),
                 other => BuildError::Refused(other),
             })?;
-        tokio::fs::rename(&temp.path, self.path(id)).await?;
-        temp.kept();
-        sync_dir(&self.dir).await?;
+        match &self.objects {
+            Some(o) => {
+                let mut file = tokio::fs::File::open(&temp.path).await?;
+                o.put(id.as_str(), &mut file).await?;
+            }
+            None => {
+                tokio::fs::rename(&temp.path, self.path(id)).await?;
+                temp.kept();
+                sync_dir(&self.dir).await?;
+            }
+        }
         Ok(Received { size, kind })
     }
 
@@ -187,7 +210,25 @@ impl BuildStore {
         &self,
         id: &BuildId,
         span: Option<Span>,
-    ) -> Result<(u64, impl Stream<Item = io::Result<Bytes>> + use<>), BuildError> {
+    ) -> Result<(u64, BuildBytes), BuildError> {
+        if let Some(o) = &self.objects {
+            let size = o
+                .size(id.as_str())
+                .await?
+                .ok_or_else(|| BuildError::NotFound(id.clone()))?;
+            let (start, len) = span_of(span, size)?;
+            let mut object = o
+                .get(id.as_str())
+                .await?
+                .ok_or_else(|| BuildError::NotFound(id.clone()))?;
+            // The object store reads from the start: skip to the span's.
+            tokio::io::copy(&mut (&mut object).take(start), &mut tokio::io::sink()).await?;
+            let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(object.take(len));
+            return Ok((
+                size,
+                tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024),
+            ));
+        }
         let mut file = match tokio::fs::File::open(self.path(id)).await {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -196,15 +237,9 @@ impl BuildStore {
             Err(e) => return Err(e.into()),
         };
         let size = file.metadata().await?.len();
-        let (start, len) = match span {
-            None => (0, size),
-            Some(s) if s.start >= size || s.end < s.start => {
-                return Err(BuildError::BadRange { size })
-            }
-            Some(s) => (s.start, s.end.min(size - 1) - s.start + 1),
-        };
+        let (start, len) = span_of(span, size)?;
         file.seek(io::SeekFrom::Start(start)).await?;
-        let reader = file.take(len);
+        let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(file.take(len));
         Ok((
             size,
             tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024),
@@ -213,11 +248,26 @@ impl BuildStore {
 
     /// Forgets build `id`'s bytes (none kept: nothing to do).
     pub async fn remove(&self, id: &BuildId) -> Result<(), BuildError> {
+        if let Some(o) = &self.objects {
+            return Ok(o.delete(id.as_str()).await?);
+        }
         match tokio::fs::remove_file(self.path(id)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A build's bytes as read: a stream of chunks.
+pub type BuildBytes = tokio_util::io::ReaderStream<Box<dyn tokio::io::AsyncRead + Unpin + Send>>;
+
+/// Where `span` of a build of `size` bytes starts, and how long it is.
+fn span_of(span: Option<Span>, size: u64) -> Result<(u64, u64), BuildError> {
+    match span {
+        None => Ok((0, size)),
+        Some(s) if s.start >= size || s.end < s.start => Err(BuildError::BadRange { size }),
+        Some(s) => Ok((s.start, s.end.min(size - 1) - s.start + 1)),
     }
 }
 

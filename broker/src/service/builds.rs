@@ -34,6 +34,10 @@ impl From<BuildError> for Error {
                 Self::Invalid(e.to_string())
             }
             BuildError::Io(e) => Self::Internal(format!("build storage: {e}")),
+            BuildError::Objects(e) => {
+                tracing::warn!(error = %e, "the builds' object store failed");
+                Self::NotReady(crate::error::Dependency::Nats)
+            }
         }
     }
 }
@@ -92,7 +96,7 @@ impl Service {
         &self,
         id: &BuildId,
         span: Option<Span>,
-    ) -> Result<(u64, impl Stream<Item = std::io::Result<Bytes>> + use<>), Error> {
+    ) -> Result<(u64, crate::builds::BuildBytes), Error> {
         if self.store.build(id).await?.is_none() {
             return Err(Error::NoBuild(id.clone()));
         }
