@@ -152,13 +152,25 @@ impl std::str::FromStr for ApiKey {
     }
 }
 
-/// The configured keys: API keys, and the keys that verify player tokens.
-#[derive(Debug, Clone, Default)]
+/// The configured keys: API keys, and the keys that verify player tokens. `Debug` shows no
+/// secret.
+#[derive(Clone, Default)]
 pub struct Keys {
     keys: Vec<ApiKey>,
     players: Option<Arc<PlayerKeys>>,
     games: Option<GameKeys>,
     agent_token: Option<String>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("keys", &self.keys)
+            .field("players", &self.players.is_some())
+            .field("games", &self.games.is_some())
+            .field("agent_token", &self.agent_token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Who is calling.

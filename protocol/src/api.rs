@@ -225,8 +225,8 @@ pub struct Session {
 
 /// The answer to a start (`POST /v1/sessions`): the session, and for whoever started it, the
 /// session's one-time join token (API.md, "Players"). Only a start's answer (and a repeat
-/// of its `Idempotency-Key`) carries the token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// of its `Idempotency-Key`) carries the token. `Debug` does not show the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartedSession {
     /// The session.
@@ -245,8 +245,9 @@ pub struct StartedSession {
     pub join_expires_at: Option<OffsetDateTime>,
 }
 
-/// `POST /v1/sessions/{id}/join` body: the token a player's client gave the game.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /v1/sessions/{id}/join` body: the token a player's client gave the game. `Debug`
+/// does not show the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinRequest {
     /// The join token.
@@ -264,8 +265,8 @@ pub struct Joined {
 }
 
 /// `POST /v1/sessions/{id}/join-tokens` answer: a fresh join token; the previous one stops
-/// working.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// working. `Debug` does not show the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JoinToken {
     /// The token.
@@ -273,6 +274,31 @@ pub struct JoinToken {
     /// Until when it is accepted.
     #[serde(with = "time::serde::rfc3339")]
     pub join_expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for StartedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedSession")
+            .field("session", &self.session)
+            .field("join_token", &self.join_token.as_ref().map(|_| "***"))
+            .field("join_expires_at", &self.join_expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinRequest { token: *** }")
+    }
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("join_token", &"***")
+            .field("join_expires_at", &self.join_expires_at)
+            .finish()
+    }
 }
 
 /// What a build is.

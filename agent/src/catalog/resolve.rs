@@ -28,8 +28,9 @@ pub enum ResolveError {
     BadRequest(String),
 }
 
-/// Exactly what to run for one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Exactly what to run for one session. `Debug` shows the environment's names, not its
+/// values (`ARCADE_GAME_KEY` is a secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// The program.
     pub program: String,
@@ -46,6 +47,20 @@ pub struct LaunchSpec {
     /// The session's own copy of its config, to write before the spawn, if the game sets
     /// keys in it.
     pub session_config: Option<SessionConfig>,
+}
+
+impl std::fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("mode", &self.mode)
+            .field("limits", &self.limits)
+            .field("ready", &self.ready)
+            .field("session_config", &self.session_config)
+            .finish()
+    }
 }
 
 /// A readiness check for one session.

@@ -3,11 +3,13 @@
 //! its own; anything else is one file.
 //!
 //! An archive is refused, naming the entry, when an entry has an absolute path or a `..`
-//! component, is a link whose target leaves the archive's root, is a device, a FIFO or any
-//! other special file, or when what it unpacks to (the entries and whatever the gzip stream
-//! holds after them) would pass the limit. The check reads the stream once, in constant
-//! memory, and stops at the first refusal: a gzip bomb costs at most the limit's worth of
-//! inflating.
+//! component (in its header's name or in the name an extended header gives it), is placed
+//! through a symbolic link, is a link whose target is absolute, holds a `..`, or is or
+//! passes through another link (so no chain of links leaves the root), is a device, a FIFO
+//! or any other special file, or when what it unpacks to (the entries and whatever the gzip
+//! stream holds after them) would pass the limit. The check reads the stream once, in
+//! bounded memory (extended headers are read whole, at most 64 KiB each), and stops at the
+//! first refusal: a gzip bomb costs at most the limit's worth of inflating.
 //!
 //! Sync (it reads a file): callers run it on a blocking thread.
 
@@ -83,8 +85,23 @@ fn over_limit(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<OverLimit>())
 }
 
+/// The largest extended header (a GNU long name or link, a PAX record set) read: they are
+/// read whole, so they are bounded apart from the archive's limit.
+const MAX_EXTENSION: u64 = 64 * 1024;
+
+/// What the extended headers before an entry said of it (GNU `L`/`K`, PAX `path`/`linkpath`).
+#[derive(Default)]
+struct Pending {
+    name: Option<String>,
+    link: Option<String>,
+}
+
 /// What the build at `path` is, if it may be kept: an archive that unpacks to at most
 /// `limit` bytes with every entry safe, or one file.
+///
+/// Entries are read raw: extended headers are seen here, bounded, and applied by this code,
+/// and both an entry's own header name and the name an extension gives it are checked, so
+/// no tool that reads the archive one way or the other finds a name this check did not.
 pub fn inspect(path: &Path, limit: u64) -> Result<BuildKind, ArchiveError> {
     let mut file = std::fs::File::open(path)?;
     let mut magic = [0u8; 2];
@@ -111,12 +128,53 @@ pub fn inspect(path: &Path, limit: u64) -> Result<BuildKind, ArchiveError> {
         }
     };
     {
-        let entries = archive.entries().map_err(|e| unreadable(e, &last))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| unreadable(e, &last))?
+            .raw(true);
+        let mut links = Links::default();
+        let mut pending = Pending::default();
         for entry in entries {
             let mut entry = entry.map_err(|e| unreadable(e, &last))?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            last.clone_from(&raw_name);
+            use tar::EntryType as T;
+            let kind = entry.header().entry_type();
+            if matches!(
+                kind,
+                T::GNULongName | T::GNULongLink | T::XHeader | T::XGlobalHeader
+            ) {
+                if entry.size() > MAX_EXTENSION {
+                    return Err(refuse(&raw_name, "an extended header larger than 64 KiB"));
+                }
+                let mut body = Vec::new();
+                entry
+                    .read_to_end(&mut body)
+                    .map_err(|e| unreadable(e, &last))?;
+                extension(kind, &body, &mut pending, &raw_name)?;
+                continue;
+            }
+            let taken = std::mem::take(&mut pending);
+            let name = taken.name.unwrap_or_else(|| raw_name.clone());
             last.clone_from(&name);
-            check_entry(&entry, &name)?;
+            // The header's own names too: a tool that ignores the extension uses them.
+            let raw_link = entry
+                .header()
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            for n in [&raw_name, &name] {
+                check_path(n)?;
+                links.not_through(n)?;
+            }
+            let link = taken.link.or(raw_link.clone());
+            check_entry(kind, &name, link.as_deref(), &links)?;
+            if let (Some(raw), true) = (&raw_link, matches!(kind, T::Symlink | T::Link)) {
+                check_entry(kind, &raw_name, Some(raw), &links)?;
+            }
+            if kind == T::Symlink {
+                links.add(&name);
+                links.add(&raw_name);
+            }
             // Through the whole entry, so its bytes count against the limit.
             io::copy(&mut entry, &mut io::sink()).map_err(|e| unreadable(e, &last))?;
         }
@@ -139,6 +197,42 @@ pub fn inspect(path: &Path, limit: u64) -> Result<BuildKind, ArchiveError> {
     Ok(BuildKind::Archive)
 }
 
+/// Applies an extended header to the entry that follows it.
+fn extension(
+    kind: tar::EntryType,
+    body: &[u8],
+    pending: &mut Pending,
+    raw_name: &str,
+) -> Result<(), ArchiveError> {
+    use tar::EntryType as T;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches('\0').to_owned();
+    match kind {
+        T::GNULongName => pending.name = Some(text(body)),
+        T::GNULongLink => pending.link = Some(text(body)),
+        T::XHeader | T::XGlobalHeader => {
+            for record in tar::PaxExtensions::new(body) {
+                let record =
+                    record.map_err(|e| ArchiveError::Unreadable(format!("a PAX header: {e}")))?;
+                let key = record.key_bytes();
+                if key == b"path" || key == b"linkpath" {
+                    // A name for every entry that follows: refused.
+                    if kind == T::XGlobalHeader {
+                        return Err(refuse(raw_name, "a global header naming a path"));
+                    }
+                    let value = Some(text(record.value_bytes()));
+                    if key == b"path" {
+                        pending.name = value;
+                    } else {
+                        pending.link = value;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn refuse(entry: &str, why: &'static str) -> ArchiveError {
     ArchiveError::Entry {
         entry: entry.to_owned(),
@@ -146,56 +240,85 @@ fn refuse(entry: &str, why: &'static str) -> ArchiveError {
     }
 }
 
-/// Whether `rel` stays under the root: no absolute path, no `..` that climbs out of it.
-fn inside(rel: &Path) -> bool {
-    let mut depth: i64 = 0;
-    for c in rel.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
-fn check_entry<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<(), ArchiveError> {
-    let path = PathBuf::from(name);
-    if path.is_absolute() {
+/// A path with no absolute root and no `..`.
+fn check_path(name: &str) -> Result<(), ArchiveError> {
+    let path = Path::new(name);
+    if path.is_absolute() || name.starts_with('/') {
         return Err(refuse(name, "an absolute path"));
     }
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(refuse(name, "a '..' in its path"));
     }
+    Ok(())
+}
+
+/// The archive's symbolic links so far: no entry may be placed through one, so what a link
+/// points to never changes where a later entry lands.
+#[derive(Default)]
+struct Links(std::collections::HashSet<PathBuf>);
+
+impl Links {
+    fn add(&mut self, name: &str) {
+        self.0.insert(normal(name));
+    }
+
+    /// Refuses `name` if a directory on its way is a link.
+    fn not_through(&self, name: &str) -> Result<(), ArchiveError> {
+        let path = normal(name);
+        let through = path.ancestors().skip(1).any(|a| self.0.contains(a));
+        if through {
+            return Err(refuse(name, "a path through a link"));
+        }
+        Ok(())
+    }
+}
+
+/// `name` without `.` components or a trailing `/`.
+fn normal(name: &str) -> PathBuf {
+    Path::new(name)
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect()
+}
+
+/// An entry's kind, and its link's target: a link's target has no root and no `..` (so it
+/// stays under the link's own directory, or the root for a hard link, whatever other links
+/// the archive holds) and passes through no link.
+fn check_entry(
+    kind: tar::EntryType,
+    name: &str,
+    link: Option<&str>,
+    links: &Links,
+) -> Result<(), ArchiveError> {
     use tar::EntryType as T;
-    match entry.header().entry_type() {
+    match kind {
         T::Regular | T::Continuous | T::Directory => Ok(()),
-        // Extended headers of the entry that follows: `tar` applies them itself.
-        T::XHeader | T::XGlobalHeader | T::GNULongName | T::GNULongLink => Ok(()),
-        kind @ (T::Symlink | T::Link) => {
-            let target = entry
-                .link_name_bytes()
-                .map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+        T::Symlink | T::Link => {
+            let target = link
+                .filter(|t| !t.is_empty())
                 .ok_or_else(|| refuse(name, "a link without a target"))?;
-            // A symbolic link resolves from its own directory; a hard link from the root.
-            let from = if kind == T::Symlink {
-                path.parent().unwrap_or(Path::new("")).join(&target)
-            } else {
-                target.clone()
-            };
-            if target.is_absolute() || !inside(&from) {
+            let t = Path::new(target);
+            if t.is_absolute()
+                || target.starts_with('/')
+                || t.components().any(|c| c == Component::ParentDir)
+            {
                 return Err(refuse(name, "a link pointing outside the archive"));
+            }
+            let resolved = match kind {
+                T::Symlink => Path::new(name).parent().unwrap_or(Path::new("")).join(t),
+                _ => t.to_owned(),
+            };
+            if links.0.contains(&normal(&resolved.to_string_lossy()))
+                || links.not_through(&resolved.to_string_lossy()).is_err()
+            {
+                return Err(refuse(name, "a link to or through another link"));
             }
             Ok(())
         }
         T::Char | T::Block => Err(refuse(name, "a device file")),
         T::Fifo => Err(refuse(name, "a FIFO")),
+        // A sparse or extension type this check does not apply: refused rather than
+        // left to whichever tool unpacks it.
         _ => Err(refuse(name, "a special file")),
     }
 }
@@ -240,7 +363,6 @@ mod tests {
             ("game/", T::Directory, None, b""),
             ("game/run.sh", T::Regular, None, b"echo hi\n"),
             ("game/latest", T::Symlink, Some("run.sh"), b""),
-            ("game/lib/up", T::Symlink, Some("../run.sh"), b""),
             ("game/again", T::Link, Some("game/run.sh"), b""),
         ]);
         assert_eq!(inspect(ok.path(), 1 << 20).unwrap(), BuildKind::Archive);
@@ -281,6 +403,47 @@ mod tests {
                 vec![("game/tty", T::Char, None, &b""[..])],
                 "game/tty",
                 "device",
+            ),
+            (
+                vec![("game/up", T::Symlink, Some("../run.sh"), &b""[..])],
+                "game/up",
+                "outside",
+            ),
+            // A chain: `d` is the root, so `l` (`d/x`) and anything under `d` are refused.
+            (
+                vec![
+                    ("d", T::Symlink, Some("."), &b""[..]),
+                    ("l", T::Symlink, Some("d/x"), &b""[..]),
+                ],
+                "l",
+                "another link",
+            ),
+            (
+                vec![
+                    ("d", T::Symlink, Some("."), &b""[..]),
+                    ("d/x", T::Regular, None, &b"x"[..]),
+                ],
+                "d/x",
+                "through a link",
+            ),
+            // A GNU long name read raw: its `..` is seen even if the header's name is not.
+            (
+                vec![
+                    (
+                        "././@LongLink",
+                        T::GNULongName,
+                        None,
+                        &b"../../etc/cron.d/x\0"[..],
+                    ),
+                    ("a", T::Regular, None, &b"x"[..]),
+                ],
+                "../../etc/cron.d/x",
+                "'..'",
+            ),
+            (
+                vec![("big", T::XHeader, None, &[b'0'; 70_000][..])],
+                "big",
+                "64 KiB",
             ),
             (
                 vec![("game/pipe", T::Fifo, None, &b""[..])],

@@ -22,6 +22,9 @@ use protocol::api::BuildKind;
 use protocol::BuildId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+/// An upload that sends nothing for this long is given up (its spool removed).
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why a build cannot be received or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -131,11 +134,11 @@ impl BuildStore {
         self.dir.join(id.as_str())
     }
 
-    /// Whether build `id`'s bytes are kept (one that cannot be looked up is not).
-    pub async fn has(&self, id: &BuildId) -> bool {
+    /// Whether build `id`'s bytes are kept.
+    pub async fn has(&self, id: &BuildId) -> Result<bool, BuildError> {
         match &self.objects {
-            Some(o) => o.size(id.as_str()).await.is_ok_and(|s| s.is_some()),
-            None => tokio::fs::try_exists(self.path(id)).await.unwrap_or(false),
+            Some(o) => Ok(o.size(id.as_str()).await?.is_some()),
+            None => Ok(tokio::fs::try_exists(self.path(id)).await?),
         }
     }
 
@@ -165,6 +168,9 @@ impl BuildStore {
                 other => BuildError::Refused(other),
             })?;
         match &self.objects {
+            // Stored already (by a concurrent upload): the same bytes, as the name is their
+            // hash; putting them again would purge the stored chunks under its readers.
+            Some(o) if o.size(id.as_str()).await?.is_some() => {}
             Some(o) => {
                 let mut file = tokio::fs::File::open(&temp.path).await?;
                 o.put(id.as_str(), &mut file).await?;
@@ -187,7 +193,13 @@ impl BuildStore {
         let mut file = tokio::fs::File::create(path).await?;
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = tokio::time::timeout(UPLOAD_IDLE, body.next())
+                .await
+                .map_err(|_| {
+                    BuildError::Broken(format!("nothing arrived for {}s", UPLOAD_IDLE.as_secs()))
+                })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| BuildError::Broken(e.to_string()))?;
             size += chunk.len() as u64;
             if size > self.max_size {
@@ -212,22 +224,29 @@ impl BuildStore {
         span: Option<Span>,
     ) -> Result<(u64, BuildBytes), BuildError> {
         if let Some(o) = &self.objects {
-            let size = o
-                .size(id.as_str())
-                .await?
-                .ok_or_else(|| BuildError::NotFound(id.clone()))?;
-            let (start, len) = span_of(span, size)?;
-            let mut object = o
-                .get(id.as_str())
-                .await?
-                .ok_or_else(|| BuildError::NotFound(id.clone()))?;
-            // The object store reads from the start: skip to the span's.
-            tokio::io::copy(&mut (&mut object).take(start), &mut tokio::io::sink()).await?;
-            let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(object.take(len));
-            return Ok((
-                size,
-                tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024),
-            ));
+            let local = tokio::fs::try_exists(self.path(id)).await.unwrap_or(false);
+            match span {
+                // The whole build: straight from the object store.
+                None if !local => {
+                    let size = o
+                        .size(id.as_str())
+                        .await?
+                        .ok_or_else(|| BuildError::NotFound(id.clone()))?;
+                    let object = o
+                        .get(id.as_str())
+                        .await?
+                        .ok_or_else(|| BuildError::NotFound(id.clone()))?;
+                    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(object);
+                    return Ok((
+                        size,
+                        tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024),
+                    ));
+                }
+                // A range (a download resuming): the object store reads only from the start,
+                // so this replica keeps a copy of its own once, and seeks in it.
+                Some(_) if !local => self.copy_here(o, id).await?,
+                _ => {}
+            }
         }
         let mut file = match tokio::fs::File::open(self.path(id)).await {
             Ok(f) => f,
@@ -246,10 +265,26 @@ impl BuildStore {
         ))
     }
 
+    /// Copies build `id` from the object store into this replica's directory, whole or not
+    /// at all (spooled, then renamed).
+    async fn copy_here(&self, o: &crate::nats::Objects, id: &BuildId) -> Result<(), BuildError> {
+        let mut object = o
+            .get(id.as_str())
+            .await?
+            .ok_or_else(|| BuildError::NotFound(id.clone()))?;
+        let temp = Incoming::new(&self.incoming);
+        let mut file = tokio::fs::File::create(&temp.path).await?;
+        tokio::io::copy(&mut object, &mut file).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&temp.path, self.path(id)).await?;
+        temp.kept();
+        Ok(())
+    }
+
     /// Forgets build `id`'s bytes (none kept: nothing to do).
     pub async fn remove(&self, id: &BuildId) -> Result<(), BuildError> {
         if let Some(o) = &self.objects {
-            return Ok(o.delete(id.as_str()).await?);
+            o.delete(id.as_str()).await?;
         }
         match tokio::fs::remove_file(self.path(id)).await {
             Ok(()) => Ok(()),
@@ -294,7 +329,14 @@ impl Incoming {
 impl Drop for Incoming {
     fn drop(&mut self) {
         if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
+            // A large file's removal can take a while: not on an async thread.
+            let path = std::mem::take(&mut self.path);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(path))),
+                Err(_) => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
     }
 }
@@ -341,7 +383,7 @@ mod tests {
                 kind: BuildKind::File
             }
         );
-        assert!(store.has(&id).await);
+        assert!(store.has(&id).await.unwrap());
         let (size, part) = store
             .read(&id, Some(Span { start: 7, end: 100 }))
             .await
@@ -365,7 +407,7 @@ mod tests {
                 .await,
             Err(BuildError::TooLarge(16))
         ));
-        assert!(!store.has(&other).await);
+        assert!(!store.has(&other).await.unwrap());
         let left = std::fs::read_dir(dir.path().join("builds/.incoming/b1_7070"))
             .unwrap()
             .count();

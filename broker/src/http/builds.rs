@@ -129,10 +129,16 @@ fn range(req: &HttpRequest, size: u64) -> Option<Span> {
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
-        // The last `b` bytes.
+        // The last `b` bytes (none: unsatisfiable, 416).
         let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return Some(Span {
+                start: size,
+                end: size,
+            });
+        }
         return Some(Span {
-            start: size.saturating_sub(n.max(1)),
+            start: size.saturating_sub(n),
             end: size.saturating_sub(1),
         });
     }
@@ -142,7 +148,8 @@ fn range(req: &HttpRequest, size: u64) -> Option<Span> {
     } else {
         b.parse().ok()?
     };
-    Some(Span { start, end })
+    // An end before the start is no valid range: the header is ignored (RFC 9110 14.2).
+    (end >= start).then_some(Span { start, end })
 }
 
 /// `GET /v1/builds/{sha256}/content`: the bytes, or one range of them.
@@ -220,6 +227,14 @@ mod tests {
         );
         assert_eq!(span("bytes=-10"), Some(Span { start: 90, end: 99 }));
         assert_eq!(span("bytes=0-1,5-6"), None);
+        assert_eq!(span("bytes=10-5"), None);
+        assert_eq!(
+            span("bytes=-0"),
+            Some(Span {
+                start: 100,
+                end: 100
+            })
+        );
         assert_eq!(span("items=0-9"), None);
         assert_eq!(span("bytes=x-9"), None);
         assert_eq!(range(&TestRequest::default().to_http_request(), 100), None);

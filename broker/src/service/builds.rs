@@ -57,7 +57,7 @@ impl Service {
         E: std::fmt::Display,
     {
         if let Some(r) = self.store.build(id).await? {
-            if self.builds.has(id).await {
+            if self.builds.has(id).await? {
                 return Ok((api(r), false));
             }
         }
@@ -74,7 +74,8 @@ impl Service {
             false => self.store.build(id).await?.unwrap_or(record),
         };
         tracing::info!(build = %id, size = got.size, kind = got.kind.as_str(), "build stored");
-        Ok((api(record), true))
+        // A concurrent upload of the same build recorded it first: it is not new here.
+        Ok((api(record), new))
     }
 
     /// Build `id`, as stored.
@@ -103,9 +104,17 @@ impl Service {
         Ok(self.builds.read(id, span).await?)
     }
 
-    /// Forgets build `id`: its record, then its bytes.
+    /// Forgets build `id`: its record, then its bytes. Without a record, bytes a failed
+    /// removal left are removed still (and the answer is 404).
     pub async fn delete_build(&self, id: &BuildId) -> Result<Build, Error> {
-        let b = self.build(id).await?;
+        let b = match self.build(id).await {
+            Ok(b) => b,
+            Err(e @ Error::NoBuild(_)) => {
+                self.builds.remove(id).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.store.delete_build(id).await?;
         self.builds.remove(id).await?;
         tracing::info!(build = %id, "build removed");
