@@ -13,24 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use protocol::SessionId;
-use serde::Deserialize;
 
-/// Limits of one game.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// At most this many processes (and threads) in the game's group.
-    pub max_processes: Option<u32>,
-    /// At most this much memory, in MiB.
-    pub memory_mb: Option<u64>,
-}
-
-impl Limits {
-    /// Whether any limit is set.
-    pub fn any(&self) -> bool {
-        self.max_processes.is_some() || self.memory_mb.is_some()
-    }
-}
+/// Limits of one game: `protocol::catalog`'s, as a catalog entry writes them.
+pub use protocol::catalog::Limits;
 
 /// Why limits cannot be applied.
 #[derive(Debug, thiserror::Error)]

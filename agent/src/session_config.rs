@@ -53,9 +53,7 @@ pub fn write(c: &SessionConfig) -> std::io::Result<()> {
 }
 
 /// Whether `v` can be written as a value: no control character (so no line break).
-pub fn is_safe_value(v: &str) -> bool {
-    !v.chars().any(char::is_control)
-}
+pub use protocol::catalog::is_safe_value;
 
 /// A `key = value` line taken apart: the key, and where the value starts and ends in the line
 /// (before a `#` comment and trailing blanks).

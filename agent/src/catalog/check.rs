@@ -1,191 +1,40 @@
-//! Checking a catalog entry at load: everything that can be checked once — placeholders and
-//! the ports they name, modes, `config_dir` and `default_config`, `env`, `ready`, limits,
-//! `config_set` and `settings`. A checked entry is a [`Game`].
+//! Checking a catalog entry at load: `protocol::catalog::check` (everything that needs no
+//! host, the same check the broker runs on a central game), then what needs this host's disk:
+//! that `config_dir` exists (resolved, symlinks followed) and that `default_config` is in it.
+//! A checked entry is a [`Game`].
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use protocol::api::MAX_DURATION_S;
-use protocol::settings::SettingOffer;
-use protocol::wire::{DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
-use regex::Regex;
-
-use super::entry::{EntryError, GameEntry, SettingEntry, DEFAULT_READY_TIMEOUT_SECS, MAX_PORTS};
-use super::template::Template;
-use super::value::check_value;
-use super::{Game, Ready};
-
-/// Whether `k` may be a key set in a config file: not empty, not `include`, no blank at either
-/// end, no `=`, `#`, `[` or control character.
-fn is_config_key(k: &str) -> bool {
-    !(k.trim().is_empty()
-        || k.trim() != k
-        || k == "include"
-        || k.contains(['=', '#', '['])
-        || k.chars().any(char::is_control))
-}
-
-/// A catalog entry's settings, checked, as offered to the broker.
-fn check_settings(
-    entries: BTreeMap<String, SettingEntry>,
-    config_set: &BTreeMap<String, String>,
-) -> Result<Vec<SettingOffer>, EntryError> {
-    let bad = |key: &str, why: &str| EntryError::Setting {
-        key: key.to_owned(),
-        why: why.to_owned(),
-    };
-    if entries.len() > protocol::settings::MAX_SETTINGS {
-        return Err(bad("", "too many settings"));
-    }
-    let mut offers = Vec::new();
-    for (key, e) in entries {
-        // `video-specific[b]` is a GamingAnywhere key: brackets are allowed in settings.
-        if !is_config_key(&key.replace(['[', ']'], "_")) || !protocol::settings::is_text(&key) {
-            return Err(bad(&key, "not a key that can be set"));
-        }
-        if config_set.contains_key(&key) {
-            return Err(bad(&key, "also in config_set"));
-        }
-        let range = e.min.is_some() || e.max.is_some();
-        if e.values.is_empty() != range {
-            return Err(bad(&key, "give either values or a min and max"));
-        }
-        if e.min.zip(e.max).is_some_and(|(lo, hi)| lo > hi) {
-            return Err(bad(&key, "min is above max"));
-        }
-        if let Some(v) = e.values.iter().find(|v| !protocol::settings::is_text(v)) {
-            return Err(bad(
-                &key,
-                &format!("value {v:?} is empty, too long or holds control characters"),
-            ));
-        }
-        let offer = SettingOffer {
-            key: key.clone(),
-            values: e.values,
-            min: e.min,
-            max: e.max,
-            default: e.default,
-        };
-        if let Some(d) = &offer.default {
-            offer
-                .check(d)
-                .map_err(|err| bad(&key, &format!("default: {err}")))?;
-        }
-        offers.push(offer);
-    }
-    Ok(offers)
-}
+use super::entry::{EntryError, GameEntry};
+use super::Game;
 
 impl Game {
     pub(super) fn check(entry: GameEntry) -> Result<Self, EntryError> {
-        if entry.command.is_empty() {
-            return Err(EntryError::EmptyCommand);
-        }
-        let command = Template::parse(&entry.command)?;
-        let args = entry
-            .args
-            .iter()
-            .map(|a| Template::parse(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let modes = if entry.modes.is_empty() {
-            vec![DEFAULT_MODE.to_owned()]
-        } else {
-            for m in &entry.modes {
-                check_value("mode", m)?;
-            }
-            entry.modes
-        };
-        let config_dir = match entry.config_dir {
+        let c = protocol::catalog::check(entry)?;
+        let config_dir = match c.config_dir {
             Some(dir) => Some(
                 dir.canonicalize()
                     .map_err(|source| EntryError::ConfigDir { path: dir, source })?,
             ),
             None => None,
         };
-        if entry.default_config.is_some() && config_dir.is_none() {
-            return Err(EntryError::DefaultConfigWithoutDir);
-        }
-        for k in entry.env.keys() {
-            if k.is_empty() || k.contains(['=', '\0']) || k.starts_with("ARCADE_") {
-                return Err(EntryError::EnvKey(k.clone()));
-            }
-        }
-        let ready = match entry.ready {
-            None => None,
-            Some(r) => Some(match (r.tcp, r.log, r.file) {
-                (Some(true), None, None) => Ready::Tcp,
-                (None, Some(re), None) => {
-                    Ready::Log(Regex::new(&re).map_err(|e| EntryError::ReadyRegex(e.to_string()))?)
-                }
-                (None, None, Some(path)) => Ready::File(Template::parse(&path)?),
-                _ => return Err(EntryError::ReadyKind),
-            }),
-        };
-        let ready_timeout = match entry.ready_timeout {
-            None => Duration::from_secs(u64::from(DEFAULT_READY_TIMEOUT_SECS)),
-            Some(_) if ready.is_none() => return Err(EntryError::ReadyTimeout),
-            Some(t) if t > 0.0 && t <= f64::from(MAX_READY_TIMEOUT_SECS) => {
-                Duration::from_secs_f64(t)
-            }
-            Some(_) => return Err(EntryError::ReadyTimeout),
-        };
-        for (key, limit) in [
-            ("max_duration_s", entry.max_duration_s),
-            ("idle_timeout_s", entry.idle_timeout_s),
-        ] {
-            if limit.is_some_and(|l| !(1..=MAX_DURATION_S).contains(&l)) {
-                return Err(EntryError::Limit(key));
-            }
-        }
-        let ports = entry.ports.unwrap_or(1);
-        if !(1..=MAX_PORTS).contains(&ports) {
-            return Err(EntryError::Ports);
-        }
-        if (!entry.config_set.is_empty() || !entry.settings.is_empty()) && config_dir.is_none() {
-            return Err(EntryError::ConfigSetWithoutConfig);
-        }
-        let settings = check_settings(entry.settings, &entry.config_set)?;
-        let mut config_set = Vec::new();
-        for (k, v) in entry.config_set {
-            if !is_config_key(&k) {
-                return Err(EntryError::ConfigSetKey(k));
-            }
-            if !crate::session_config::is_safe_value(&v) {
-                return Err(EntryError::ConfigSetValue(k));
-            }
-            config_set.push((k, Template::parse(&v)?));
-        }
-        let templates = std::iter::once(&command)
-            .chain(&args)
-            .chain(config_set.iter().map(|(_, t)| t))
-            .chain(match &ready {
-                Some(Ready::File(t)) => Some(t),
-                _ => None,
-            });
-        if let Some(index) = templates.filter_map(Template::max_port).max() {
-            if index >= ports {
-                return Err(EntryError::PortIndex { index });
-            }
-        }
         let game = Self {
-            command,
-            args,
-            modes,
+            command: c.command,
+            args: c.args,
+            modes: c.modes,
             config_dir,
-            default_config: entry.default_config,
-            env: entry.env,
-            limits: entry.limits.unwrap_or_default(),
-            ready,
-            ready_timeout,
-            ports,
-            config_set,
-            settings,
-            max_duration_s: entry.max_duration_s,
-            idle_timeout_s: entry.idle_timeout_s,
+            default_config: c.default_config,
+            env: c.env,
+            limits: c.limits,
+            ready: c.ready,
+            ready_timeout: c.ready_timeout,
+            ports: c.ports,
+            config_set: c.config_set,
+            settings: c.settings,
+            max_duration_s: c.max_duration_s,
+            idle_timeout_s: c.idle_timeout_s,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
-                .map_err(EntryError::DefaultConfig)?;
+                .map_err(|e| EntryError::DefaultConfig(e.to_string()))?;
         }
         Ok(game)
     }
@@ -193,7 +42,11 @@ impl Game {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::super::entry::SettingEntry;
 
     use super::*;
     use crate::catalog::test_support::*;

@@ -42,7 +42,6 @@ use std::time::Duration;
 use protocol::settings::SettingOffer;
 use protocol::wire::GameOffer;
 use protocol::GameId;
-use regex::Regex;
 
 use crate::limits::Limits;
 use entry::CatalogFile;
@@ -74,12 +73,7 @@ pub struct Game {
 }
 
 /// How a game's readiness is known, as checked at load.
-#[derive(Debug, Clone)]
-enum Ready {
-    Tcp,
-    Log(Regex),
-    File(Template),
-}
+use protocol::catalog::ReadySpec as Ready;
 
 /// Why a catalog cannot be loaded.
 #[derive(Debug, thiserror::Error)]
