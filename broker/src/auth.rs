@@ -54,6 +54,8 @@ pub enum Action {
     ManageBuilds,
     /// `GET /v1/builds/{sha256}/content`: a build's bytes (admin, and agents by their token).
     ReadBuildContent,
+    /// `/v1/games/{id}`: set, read, roll back and remove central games (admin only).
+    ManageGames,
 }
 
 impl Role {
@@ -371,6 +373,7 @@ mod tests {
             MintJoinToken,
             ManageBuilds,
             ReadBuildContent,
+            ManageGames,
         ];
         let allowed = |r: Role| {
             all.iter()

@@ -51,6 +51,12 @@ pub enum Error {
     /// No such build.
     #[error("no build {0}")]
     NoBuild(BuildId),
+    /// No such central game.
+    #[error("no central game {0} (PUT /v1/games/{0} sets one)")]
+    NoCentralGame(GameId),
+    /// `If-Match` names a version that is not the central game's current one.
+    #[error("game {0} has changed (or does not exist): read it again for its current ETag")]
+    GameChanged(GameId),
     /// An upload larger than `--max-build-size`.
     #[error("the build is larger than --max-build-size ({0} bytes)")]
     BuildTooLarge(u64),
@@ -272,7 +278,9 @@ impl Error {
             | Self::NoHost(_)
             | Self::NoPool(_)
             | Self::NoBuild(_)
+            | Self::NoCentralGame(_)
             | Self::NoSessionAt { .. } => "not_found",
+            Self::GameChanged(_) => "precondition_failed",
             Self::BuildTooLarge(_) => "payload_too_large",
             Self::BadRange { .. } => "bad_request",
             Self::PreconditionFailed(_) => "precondition_failed",

@@ -482,6 +482,45 @@ pub struct Game {
     /// offer them; absent when it has none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<crate::settings::SettingOffer>,
+    /// The build it runs (a central game's), or `null` for hosts' own entries.
+    #[serde(default)]
+    pub build: Option<crate::BuildId>,
+    /// Where its entry comes from.
+    #[serde(default)]
+    pub source: GameSource,
+}
+
+/// Where a game's catalog entry comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum GameSource {
+    /// Hosts' own catalogs.
+    #[default]
+    Host,
+    /// The broker: `PUT /v1/games/{id}`.
+    Central,
+}
+
+/// A central game (`PUT`, `GET /v1/games/{id}`): its catalog entry, kept by the broker, and
+/// its build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CentralGame {
+    /// The game.
+    pub game_id: GameId,
+    /// The build its new sessions run.
+    pub build: crate::BuildId,
+    /// The build before the last change, which `POST /v1/games/{id}/rollback` returns to.
+    #[serde(default)]
+    pub previous_build: Option<crate::BuildId>,
+    /// Its catalog entry: the keys a host's TOML entry takes.
+    pub entry: crate::catalog::GameEntry,
+    /// Grows at every change; its `ETag`.
+    pub version: u64,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 /// `GET /v1/games` answer.

@@ -12,13 +12,12 @@
 //!   to answer and by `portal-client` to ask;
 //! - [`settings`]: the settings a game offers a start, and the one check of a request against
 //!   them;
-//! - `catalog` (feature `catalog`): a game's catalog entry and its one check without the
+//! - [`catalog`]: a game's catalog entry, and (feature `catalog`) its one check without the
 //!   host, shared by the agent (a host's TOML) and the broker (a central game's JSON);
 //! - `openapi` (feature `openapi`): the OpenAPI schemas the derive cannot say (ids, and the
 //!   enums whose `Unknown` is for clients only).
 
 pub mod api;
-#[cfg(feature = "catalog")]
 pub mod catalog;
 pub mod codec;
 pub mod ids;

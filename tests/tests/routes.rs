@@ -59,6 +59,10 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/v1/events", &["portal", "provider", "admin"]),
     ("GET", "/metrics", &["provider", "admin"]),
     ("GET", "/v1/games", &["portal", "admin", "player"]),
+    ("GET", "/v1/games/{id}", &["admin"]),
+    ("PUT", "/v1/games/{id}", &["admin"]),
+    ("DELETE", "/v1/games/{id}", &["admin"]),
+    ("POST", "/v1/games/{id}/rollback", &["admin"]),
     ("GET", "/v1/pools", &["admin"]),
     ("GET", "/v1/pools/{id}", &["admin"]),
     ("PUT", "/v1/pools/{id}", &["admin"]),
@@ -99,6 +103,8 @@ fn callers(game_key: &str) -> Vec<(&'static str, Option<String>)> {
 fn concrete(pattern: &str, joinable: &str) -> (String, &'static str) {
     let path = if pattern.starts_with("/v1/hosts/") {
         pattern.replace("{id}", "host-a")
+    } else if pattern.starts_with("/v1/games/") {
+        pattern.replace("{id}", "no-such-game")
     } else if pattern.starts_with("/v1/builds/") {
         // A sha256 no build has (and no body hashes to).
         pattern.replace("{id}", &"0".repeat(64))

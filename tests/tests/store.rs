@@ -1140,6 +1140,75 @@ async fn keeps_builds(store: Store) {
     assert_eq!(store.builds().await.unwrap(), vec![b]);
 }
 
+/// A central game is written under its version, keeps its previous build, rolls back, and is
+/// removed under `If-Match`.
+async fn keeps_central_games(store: Store) {
+    use broker::store::games::{GameChange, GameRemoved, GameWrite};
+    use broker::store::pools::Precondition;
+    let id = GameId::new("neverball").unwrap();
+    let b = |n: u8| protocol::BuildId::of_digest(&[n; 32]);
+    let set = |n: u8| GameChange::Set {
+        entry: format!("{{\"command\":\"/g{n}\"}}"),
+        build: b(n),
+    };
+    let GameWrite::Created(v1) = store.put_game(&id, &set(1), None, now()).await.unwrap() else {
+        panic!("created");
+    };
+    assert_eq!((v1.version, v1.previous_build.clone()), (1, None));
+    assert_eq!(
+        store
+            .put_game(&id, &set(2), Some(&Precondition::Version(vec![9])), now())
+            .await
+            .unwrap(),
+        GameWrite::PreconditionFailed
+    );
+    let GameWrite::Updated(v2) = store
+        .put_game(&id, &set(2), Some(&Precondition::Version(vec![1])), now())
+        .await
+        .unwrap()
+    else {
+        panic!("updated");
+    };
+    assert_eq!(
+        (v2.build.clone(), v2.previous_build.clone()),
+        (b(2), Some(b(1)))
+    );
+    assert_eq!(store.game(&id).await.unwrap(), Some(v2.clone()));
+    let GameWrite::Updated(back) = store
+        .put_game(&id, &GameChange::Rollback, None, now())
+        .await
+        .unwrap()
+    else {
+        panic!("rolled back");
+    };
+    assert_eq!((back.build.clone(), back.version), (b(1), 3));
+    let other = GameId::new("other").unwrap();
+    assert_eq!(
+        store
+            .put_game(&other, &GameChange::Rollback, None, now())
+            .await
+            .unwrap(),
+        GameWrite::NothingToRollBack
+    );
+    assert_eq!(store.games().await.unwrap(), vec![back.clone()]);
+    assert_eq!(
+        store
+            .delete_game(&id, Some(&Precondition::Version(vec![2])))
+            .await
+            .unwrap(),
+        GameRemoved::PreconditionFailed
+    );
+    assert_eq!(
+        store.delete_game(&id, None).await.unwrap(),
+        GameRemoved::Removed(back)
+    );
+    assert_eq!(
+        store.delete_game(&id, None).await.unwrap(),
+        GameRemoved::NotFound
+    );
+    assert!(store.games().await.unwrap().is_empty());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1179,6 +1248,7 @@ contract!(
     keeps_limits_and_sends_each_notice_once,
     redeems_each_join_token_once,
     keeps_builds,
+    keeps_central_games,
 );
 
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the

@@ -438,6 +438,8 @@ pub fn games_on_offer<'a>(views: impl IntoIterator<Item = &'a HostView>) -> Vec<
                     modes: Vec::new(),
                     hosts: 0,
                     settings: offer.settings.clone(),
+                    build: None,
+                    source: api::GameSource::Host,
                 });
             g.hosts += 1;
             for m in &offer.modes {

@@ -125,12 +125,13 @@ impl ApiError {
                 | Error::NoHost(_)
                 | Error::NoPool(_)
                 | Error::NoBuild(_)
+                | Error::NoCentralGame(_)
                 | Error::NoSessionAt { .. },
             ) => (S::NOT_FOUND, C::NotFound),
             Self::Service(Error::UnknownGame(_)) => (S::NOT_FOUND, C::UnknownGame),
             Self::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, C::MethodNotAllowed),
             Self::Service(Error::KeyReused | Error::Conflict(_)) => (S::CONFLICT, C::Conflict),
-            Self::Service(Error::PreconditionFailed(_)) => {
+            Self::Service(Error::PreconditionFailed(_) | Error::GameChanged(_)) => {
                 (S::PRECONDITION_FAILED, C::PreconditionFailed)
             }
             Self::PayloadTooLarge(_) | Self::Service(Error::BuildTooLarge(_)) => {

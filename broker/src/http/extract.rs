@@ -138,3 +138,24 @@ pub fn own_start(
     }
     Ok(body)
 }
+
+/// `If-Match`, if sent: `*`, or a list of tags (pools' and central games' versions). A weak
+/// tag (`W/"3"`) or one that names no version never matches, as RFC 9110's strong comparison
+/// asks.
+pub fn if_match(req: &HttpRequest) -> Result<Option<crate::store::pools::Precondition>, ApiError> {
+    use crate::store::pools::Precondition;
+    let Some(v) = req.headers().get(actix_web::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("If-Match must be visible ASCII".into()))?;
+    if v.trim() == "*" {
+        return Ok(Some(Precondition::Exists));
+    }
+    let versions = v
+        .split(',')
+        .filter_map(|t| t.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+        .collect();
+    Ok(Some(Precondition::Version(versions)))
+}

@@ -10,30 +10,10 @@ use protocol::PoolId;
 use super::errors::ApiError;
 use super::extract;
 use crate::service::Service;
-use crate::store::pools::Precondition;
 
 /// A pool's `ETag`: its version, quoted (a strong tag).
 fn etag(p: &Pool) -> String {
     format!("\"{}\"", p.version)
-}
-
-/// `If-Match`, if sent: `*`, or a list of tags. A weak tag (`W/"3"`) or one that names no
-/// version never matches, as RFC 9110's strong comparison asks.
-fn if_match(req: &HttpRequest) -> Result<Option<Precondition>, ApiError> {
-    let Some(v) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("If-Match must be visible ASCII".into()))?;
-    if v.trim() == "*" {
-        return Ok(Some(Precondition::Exists));
-    }
-    let versions = v
-        .split(',')
-        .filter_map(|t| t.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
-        .collect();
-    Ok(Some(Precondition::Version(versions)))
 }
 
 /// A pool with its `ETag`.
@@ -71,7 +51,7 @@ pub async fn put(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::pool_id(&id)?;
-    let cond = if_match(&req)?;
+    let cond = extract::if_match(&req)?;
     let spec: PoolSpec = extract::json(&req, payload).await?;
     let (pool, created) = svc.put_pool(&id, spec, cond.as_ref()).await?;
     Ok(if created {
@@ -143,7 +123,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::pool_id(&id)?;
-    let cond = if_match(&req)?;
+    let cond = extract::if_match(&req)?;
     let pool = svc.into_inner().delete_pool(&id, cond.as_ref()).await?;
     Ok(HttpResponse::Ok().json(pool))
 }
@@ -153,10 +133,12 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
+    use crate::store::pools::Precondition;
+
     #[test]
     fn if_match_takes_star_or_strong_tags() {
         let cond = |v: &str| {
-            if_match(
+            extract::if_match(
                 &TestRequest::default()
                     .insert_header((header::IF_MATCH, v))
                     .to_http_request(),
@@ -172,7 +154,7 @@ mod tests {
         assert_eq!(cond("W/\"3\""), Some(Precondition::Version(vec![])));
         assert_eq!(cond("\"abc\""), Some(Precondition::Version(vec![])));
         assert_eq!(
-            if_match(&TestRequest::default().to_http_request()).unwrap(),
+            extract::if_match(&TestRequest::default().to_http_request()).unwrap(),
             None
         );
     }

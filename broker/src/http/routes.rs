@@ -148,6 +148,18 @@ pub static ROUTES: &[RouteSpec] = &[
         r.to(hosts::brokers)
     }),
     route(Get, "/v1/games", Role(A::ListGames), |r| r.to(games::list)),
+    route(Get, "/v1/games/{id}", Role(A::ManageGames), |r| {
+        r.to(games::get)
+    }),
+    route(Put, "/v1/games/{id}", Role(A::ManageGames), |r| {
+        r.to(games::put)
+    }),
+    route(Delete, "/v1/games/{id}", Role(A::ManageGames), |r| {
+        r.to(games::delete)
+    }),
+    route(Post, "/v1/games/{id}/rollback", Role(A::ManageGames), |r| {
+        r.to(games::rollback)
+    }),
     route(Get, "/v1/events", Role(A::ReadEvents), |r| {
         r.to(events::stream)
     }),

@@ -115,6 +115,11 @@ impl Service {
             }
             Err(e) => return Err(e),
         };
+        if let Some(game) = self.game_using(id).await? {
+            return Err(Error::Conflict(format!(
+                "build {id} is central game {game}'s (its build, or the one it rolls back to): set another build or delete the game first"
+            )));
+        }
         self.store.delete_build(id).await?;
         self.builds.remove(id).await?;
         tracing::info!(build = %id, "build removed");

@@ -81,10 +81,11 @@ impl Service {
 
     /// The games on offer.
     pub async fn games(&self) -> Result<Vec<api::Game>, Error> {
-        match self.shared().await? {
-            Some(shared) => Ok(games_on_offer(&shared.iter().map(view).collect::<Vec<_>>())),
-            None => Ok(self.registry.games()),
-        }
+        let offered = match self.shared().await? {
+            Some(shared) => games_on_offer(&shared.iter().map(view).collect::<Vec<_>>()),
+            None => self.registry.games(),
+        };
+        self.with_central_games(offered).await
     }
 
     /// The brokers of the system: this one, or every replica seen lately.

@@ -11,7 +11,8 @@
 //!   pool, place, route, launch, record, at most once per `Idempotency-Key`;
 //! - [`view`]: what a replica sees of the hosts the replicas share (placement reads it);
 //! - [`end`]: stopping a game and ending its session;
-//! - [`builds`]: builds uploaded, listed, read back and removed;
+//! - [`builds`]: builds uploaded, listed, read back and removed; [`games`]: central games,
+//!   catalog entries kept by the broker with their builds;
 //! - [`logs`]: a session's game output, read from its agent;
 //! - [`reconcile`]: agents' own events, and squaring a (re)connected host with the records;
 //! - [`sweep`]: settling what a crash or a lost host left behind;
@@ -31,6 +32,7 @@
 
 mod builds;
 mod end;
+mod games;
 mod hosts;
 mod inflight;
 mod join;

@@ -17,6 +17,7 @@ use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 use time::OffsetDateTime;
 
 use super::builds::{BuildRecord, MAX_BUILDS_LISTED};
+use super::games::{apply as apply_game, GameChange, GameRecord, GameRemoved, GameWrite};
 use super::joins::{JoinRecord, JoinRefusal, Redeemed};
 use super::pools::{
     bounded_error, Claimant, LaunchResult, PoolRecord, PoolRemoved, PoolWrite, Precondition,
@@ -58,6 +59,8 @@ struct Memory {
     secrets: HashMap<String, Vec<u8>>,
     /// Builds' records.
     builds: BTreeMap<BuildId, BuildRecord>,
+    /// Central games.
+    games: BTreeMap<GameId, GameRecord>,
 }
 
 #[derive(Debug)]
@@ -514,6 +517,50 @@ impl MemoryStore {
 
     pub(super) fn delete_build(&self, id: &BuildId) -> bool {
         self.write().builds.remove(id).is_some()
+    }
+
+    pub(super) fn put_game(
+        &self,
+        id: &GameId,
+        change: &GameChange,
+        cond: Option<&Precondition>,
+        now: OffsetDateTime,
+    ) -> GameWrite {
+        let mut m = self.write();
+        let current = m.games.get(id);
+        if cond.is_some_and(|c| !c.holds(current.map(|g| g.version))) {
+            return GameWrite::PreconditionFailed;
+        }
+        let created = current.is_none();
+        let Some(next) = apply_game(id, current, change, now) else {
+            return GameWrite::NothingToRollBack;
+        };
+        m.games.insert(id.clone(), next.clone());
+        if created {
+            GameWrite::Created(next)
+        } else {
+            GameWrite::Updated(next)
+        }
+    }
+
+    pub(super) fn game(&self, id: &GameId) -> Option<GameRecord> {
+        self.read().games.get(id).cloned()
+    }
+
+    pub(super) fn games(&self) -> Vec<GameRecord> {
+        self.read().games.values().cloned().collect()
+    }
+
+    pub(super) fn delete_game(&self, id: &GameId, cond: Option<&Precondition>) -> GameRemoved {
+        let mut m = self.write();
+        let current = m.games.get(id).map(|g| g.version);
+        if cond.is_some_and(|c| !c.holds(current)) {
+            return GameRemoved::PreconditionFailed;
+        }
+        match m.games.remove(id) {
+            Some(g) => GameRemoved::Removed(g),
+            None => GameRemoved::NotFound,
+        }
     }
 
     pub(super) fn secret(&self, name: &str) -> Vec<u8> {

@@ -18,6 +18,7 @@
 
 pub mod builds;
 mod cluster;
+pub mod games;
 mod joins;
 pub mod memory;
 pub mod mysql;

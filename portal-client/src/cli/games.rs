@@ -1,6 +1,6 @@
 //! `arcade games`: the call, and what it prints.
 
-use protocol::api::Game;
+use protocol::api::{Game, GameSource};
 
 use super::output::{render, Table};
 use super::CliError;
@@ -17,12 +17,18 @@ fn games_table(games: &[Game]) -> String {
     if games.is_empty() {
         return "no games (no online host offers any)\n".to_owned();
     }
-    let mut table = Table::new(&["GAME", "MODES", "HOSTS"]).right(&[2]);
+    let mut table = Table::new(&["GAME", "MODES", "HOSTS", "SOURCE"]).right(&[2]);
     for g in games {
+        let source = match (&g.source, &g.build) {
+            (GameSource::Central, Some(b)) => format!("central {}", &b.as_str()[..12]),
+            (GameSource::Central, None) => "central".to_owned(),
+            (GameSource::Host, _) => "host".to_owned(),
+        };
         table.row(vec![
             g.game_id.to_string(),
             g.modes.join(","),
             g.hosts.to_string(),
+            source,
         ]);
     }
     table.render()
@@ -40,11 +46,13 @@ mod tests {
             modes: vec!["event-driven".into(), "periodic".into()],
             hosts: 2,
             settings: vec![],
+            build: None,
+            source: GameSource::Host,
         }];
         assert_eq!(
             games_table(&games),
-            "GAME       MODES                  HOSTS\n\
-             neverball  event-driven,periodic      2\n"
+            "GAME       MODES                  HOSTS  SOURCE\n\
+             neverball  event-driven,periodic      2  host\n"
         );
     }
 }

@@ -628,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn json_output_is_the_apis_json() {
-        let body = r#"{"games":[{"game_id":"sleeper","modes":["default"],"hosts":1}]}"#;
+        let body = r#"{"games":[{"game_id":"sleeper","modes":["default"],"hosts":1,"build":null,"source":"host"}]}"#;
         let (url, _req) = serve_once("200 OK", &[], body).await;
         let (result, out) = run_args(&["games", "--url", &url, "--json"]).await;
         result.unwrap();
@@ -644,6 +644,9 @@ mod tests {
         let (url, _req) = serve_once("200 OK", &[], body).await;
         let (result, out) = run_args(&["games", "--url", &url]).await;
         result.unwrap();
-        assert_eq!(out, "GAME     MODES    HOSTS\nsleeper  default      1\n");
+        assert_eq!(
+            out,
+            "GAME     MODES    HOSTS  SOURCE\nsleeper  default      1  host\n"
+        );
     }
 }

@@ -1,15 +1,18 @@
-//! A game's catalog entry (feature `catalog`): as a host's TOML or a central game's JSON
-//! writes it ([`GameEntry`] and the tables in it), what can be wrong with one
-//! ([`EntryError`]), and the one check of everything that can be checked without the host's
-//! disk ([`check`]), run by the agent at load and by the broker when a central game is set.
+//! A game's catalog entry: as a host's TOML or a central game's JSON writes it
+//! ([`GameEntry`] and the tables in it), what can be wrong with one ([`EntryError`]), and
+//! (feature `catalog`, which brings `regex`) the one check of everything that can be checked
+//! without the host's disk (`check`), run by the agent at load and by the broker when a
+//! central game is set.
 //!
 //! - this file: the entry's types and its errors;
 //! - [`template`]: placeholders and the strings that hold them;
 //! - [`check`](mod@check): the checks, giving a [`Checked`] entry.
 
+#[cfg(feature = "catalog")]
 mod check;
 mod template;
 
+#[cfg(feature = "catalog")]
 pub use check::{check, is_safe_value, Checked, ReadySpec};
 pub use template::{Placeholder, Template, Values};
 
@@ -24,6 +27,7 @@ use crate::wire::MAX_READY_TIMEOUT_SECS;
 
 /// Limits of one game, applied by its host's agent through a cgroup of the session's own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// At most this many processes (and threads) in the game's group.
@@ -44,6 +48,7 @@ pub const DEFAULT_READY_TIMEOUT_SECS: u32 = 60;
 
 /// A catalog entry's `ready` table: exactly one of its keys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReadyEntry {
     /// Ready once a TCP connection to the session's port succeeds (must be `true`).
@@ -59,6 +64,7 @@ pub struct ReadyEntry {
 
 /// A catalog entry as written in TOML.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GameEntry {
     /// The program; may hold placeholders.
@@ -71,6 +77,7 @@ pub struct GameEntry {
     pub modes: Vec<String>,
     /// Where requested configs must live.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub config_dir: Option<PathBuf>,
     /// The config used when none is requested.
     #[serde(default)]
@@ -110,6 +117,7 @@ pub struct GameEntry {
 
 /// A setting of a catalog entry: an allow-list of values or a numeric range, and a default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SettingEntry {
     /// The values allowed.

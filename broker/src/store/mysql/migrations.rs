@@ -282,6 +282,20 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             KEY builds_created (created_at)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     ),
+    (
+        17,
+        "central games: catalog entries kept by the broker, with their builds",
+        &["CREATE TABLE IF NOT EXISTS central_games (
+            game_id VARCHAR(128) NOT NULL PRIMARY KEY,
+            entry MEDIUMTEXT NOT NULL,
+            build CHAR(64) NOT NULL,
+            previous_build CHAR(64) NULL,
+            version BIGINT UNSIGNED NOT NULL,
+            updated_at DATETIME(6) NOT NULL,
+            KEY central_games_build (build),
+            KEY central_games_previous (previous_build)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

@@ -15,7 +15,7 @@
 //! - [`cluster`]: what replicas share beyond sessions: host owners and epochs, claims,
 //!   brokers, leases;
 //! - [`pools`]: the pools table and the claim of a ready session;
-//! - [`builds`]: builds' records;
+//! - [`builds`]: builds' records; [`games`]: central games;
 //! - [`joins`]: join tokens, their redeem, and the store's secrets;
 //! - [`stream`]: the event stream: host events, and reading it from a number;
 //! - [`schema`]: bringing a database to the schema at start; [`migrations`]: the versioned
@@ -26,6 +26,7 @@
 
 mod builds;
 mod cluster;
+mod games;
 mod joins;
 mod migrations;
 mod pools;
