@@ -9,9 +9,8 @@
 //! after a `kill -9` mid-upload (what a dead upload leaves in `.incoming` is removed at the
 //! next start).
 //!
-//! - [`archive`]: what an upload is, and whether an archive is safe to unpack.
-
-pub mod archive;
+//! What an upload is, and whether an archive is safe to unpack, is the `archive` crate's,
+//! whose rules agents unpack by.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! What a build is, checked once at upload (API.md, "Builds and central games"): a gzip
-//! stream is an archive, and every entry of it must be safe to unpack under a directory of
-//! its own; anything else is one file.
+//! A build's archive (API.md, "Builds and central games"): what an upload is ([`inspect`]: a
+//! gzip stream is an archive, and every entry of it must be safe to unpack under a directory
+//! of its own; anything else is one file), checked by the broker at upload, and [`unpack`],
+//! by which an agent unpacks one under the same rules, whole or not at all.
 //!
 //! An archive is refused, naming the entry, when an entry has an absolute path or a `..`
 //! component (in its header's name or in the name an extended header gives it), is placed
@@ -11,7 +12,7 @@
 //! bounded memory (extended headers are read whole, at most 64 KiB each), and stops at the
 //! first refusal: a gzip bomb costs at most the limit's worth of inflating.
 //!
-//! Sync (it reads a file): callers run it on a blocking thread.
+//! Sync (it reads and writes files): callers run it on a blocking thread.
 
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -195,6 +196,100 @@ pub fn inspect(path: &Path, limit: u64) -> Result<BuildKind, ArchiveError> {
         }
     }
     Ok(BuildKind::Archive)
+}
+
+/// Why an archive could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// It is not a build that may be unpacked: the check refused it.
+    #[error(transparent)]
+    Refused(#[from] ArchiveError),
+    /// Writing it failed (a full disk, permissions): nothing is left of it.
+    #[error("cannot unpack into {}: {source}", dir.display())]
+    Write {
+        /// Where it was being unpacked.
+        dir: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// Unpacks the archive at `path` into the directory `into` (which must not exist), whole or
+/// not at all: it is checked by [`inspect`] first, unpacked into a temporary directory beside
+/// `into`, made read-only, and only then renamed into place. A failure leaves nothing.
+pub fn unpack(path: &Path, into: &Path, limit: u64) -> Result<(), UnpackError> {
+    if inspect(path, limit)? != BuildKind::Archive {
+        return Err(UnpackError::Refused(ArchiveError::Unreadable(
+            "not a .tar.gz".into(),
+        )));
+    }
+    let parent = into.parent().unwrap_or(Path::new("."));
+    let name = into
+        .file_name()
+        .map_or_else(|| "build".into(), |n| n.to_string_lossy().into_owned());
+    let temp = parent.join(format!(".{name}.unpacking-{}", std::process::id()));
+    let write = |source: io::Error| UnpackError::Write {
+        dir: into.to_owned(),
+        source,
+    };
+    let _ = std::fs::remove_dir_all(&temp);
+    let unpacked = (|| {
+        std::fs::create_dir_all(&temp)?;
+        let file = std::fs::File::open(path)?;
+        let mut archive =
+            tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)));
+        archive.set_preserve_permissions(false);
+        archive.set_unpack_xattrs(false);
+        archive.set_overwrite(false);
+        // `inspect` refused anything that could leave `temp`; tar's own guard stays on.
+        archive.unpack(&temp)?;
+        read_only(&temp)?;
+        std::fs::rename(&temp, into)
+    })();
+    if let Err(e) = unpacked {
+        let _ = make_writable(&temp);
+        let _ = std::fs::remove_dir_all(&temp);
+        return Err(write(e));
+    }
+    Ok(())
+}
+
+/// Removes every write permission under `dir`, itself included (links are left alone).
+fn read_only(dir: &Path) -> io::Result<()> {
+    set_writable(dir, false)
+}
+
+/// Gives write permission back under `dir`, so it can be removed.
+pub fn make_writable(dir: &Path) -> io::Result<()> {
+    set_writable(dir, true)
+}
+
+fn set_writable(dir: &Path, writable: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let mode = if writable {
+        mode | 0o200
+    } else {
+        mode & !0o222
+    };
+    if meta.is_dir() {
+        // Writable first when opening up, so the entries can be changed; last when closing.
+        if writable {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        for entry in std::fs::read_dir(dir)? {
+            set_writable(&entry?.path(), writable)?;
+        }
+        if !writable {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        }
+        return Ok(());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// Applies an extended header to the entry that follows it.
@@ -455,6 +550,51 @@ mod tests {
             let e = inspect(f.path(), 1 << 20).unwrap_err().to_string();
             assert!(e.contains(named) && e.contains(why), "{named}: {e}");
         }
+    }
+
+    #[test]
+    fn an_archive_is_unpacked_whole_and_read_only_or_not_at_all() {
+        let ok = archive(&[
+            ("bin/", T::Directory, None, b""),
+            ("bin/run", T::Regular, None, b"#!/bin/sh\necho hi\n"),
+            ("latest", T::Symlink, Some("bin/run"), b""),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let into = dir.path().join("abc");
+        unpack(ok.path(), &into, 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(into.join("bin/run")).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(
+            std::fs::read_link(into.join("latest")).unwrap(),
+            Path::new("bin/run")
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&into.join("bin/run")) & 0o222, 0, "read-only");
+        assert_eq!(mode(&into) & 0o222, 0, "read-only");
+        // Nothing beside it but the build itself.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["abc"]);
+        make_writable(&into).unwrap();
+
+        // Refused by the check: nothing written.
+        let bad = archive(&[("../evil", T::Regular, None, b"x")]);
+        let into = dir.path().join("bad");
+        assert!(matches!(
+            unpack(bad.path(), &into, 1 << 20),
+            Err(UnpackError::Refused(_))
+        ));
+        assert!(!into.exists());
+        // Already there: not replaced, and no temporary directory left.
+        let again = unpack(ok.path(), &dir.path().join("abc"), 1 << 20);
+        assert!(matches!(again, Err(UnpackError::Write { .. })), "{again:?}");
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 1, "only the first build");
     }
 
     #[test]
