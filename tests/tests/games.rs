@@ -81,7 +81,7 @@ async fn a_central_game_is_set_checked_versioned_rolled_back_and_removed() {
     let entry = |build: &str| {
         json!({
             "build": build,
-            "command": "/opt/games/neverball/run",
+            "command": "{build}/bin/neverball",
             "args": ["--port", "{port}"],
             "modes": ["normal", "hard"],
             "ready": {"tcp": true},
@@ -95,6 +95,7 @@ async fn a_central_game_is_set_checked_versioned_rolled_back_and_removed() {
     let g: CentralGame = serde_json::from_str(&body).unwrap();
     assert_eq!((g.build.as_str(), g.previous_build), (b1.as_str(), None));
     assert_eq!(g.entry.modes, ["normal", "hard"]);
+    assert_eq!(g.entry.command, "{build}/bin/neverball");
 
     // Refused as a host would refuse it, naming why; an unknown build; no build.
     for (body, says) in [

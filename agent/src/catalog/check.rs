@@ -9,6 +9,10 @@ use super::Game;
 impl Game {
     pub(super) fn check(entry: GameEntry) -> Result<Self, EntryError> {
         let c = protocol::catalog::check(entry)?;
+        // A host's own entry has no build (central games come with theirs).
+        if c.uses_build {
+            return Err(EntryError::BuildOutsideCentral);
+        }
         let config_dir = match c.config_dir {
             Some(dir) => Some(
                 dir.canonicalize()
@@ -180,11 +184,15 @@ command = "/bin/sleep"
         );
         assert_eq!(
             load_error(entry("/bin/{nope}")),
-            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port}, {port1}..., {slot} or {session_id}"#
+            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id} or (a central game) {build}"#
         );
         assert_eq!(
             load_error(entry("/bin/{port16}")),
-            r#"catalog game "g": unknown placeholder {port16} in "/bin/{port16}": use {mode}, {config}, {port}, {port1}..., {slot} or {session_id}"#
+            r#"catalog game "g": unknown placeholder {port16} in "/bin/{port16}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id} or (a central game) {build}"#
+        );
+        assert_eq!(
+            load_error(entry("{build}/run")),
+            r#"catalog game "g": {build} is a central game's (PUT /v1/games/{id}); a host's own entry names its files"#
         );
         assert_eq!(
             load_error(entry("/bin/g{port2}")),

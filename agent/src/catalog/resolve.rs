@@ -122,6 +122,7 @@ impl Catalog {
             ports: &ports,
             slot: &slot,
             session_id: session_id.as_str(),
+            build: None,
         };
         let applied = protocol::settings::apply(&game.settings, &req.settings)
             .map_err(|e| ResolveError::BadRequest(e.to_string()))?;

@@ -63,6 +63,8 @@ pub struct Checked {
     pub max_duration_s: Option<u32>,
     /// How long a session may go without a connection, in seconds.
     pub idle_timeout_s: Option<u32>,
+    /// Whether any of its strings names `{build}` (only a central game may).
+    pub uses_build: bool,
 }
 
 /// Whether `k` may be a key set in a config file: not empty, not `include`, no blank at either
@@ -204,11 +206,15 @@ pub fn check(entry: GameEntry) -> Result<Checked, EntryError> {
             Some(ReadySpec::File(t)) => Some(t),
             _ => None,
         });
-    if let Some(index) = templates.filter_map(Template::max_port).max() {
+    let templates: Vec<&Template> = templates.collect();
+    if let Some(index) = templates.iter().filter_map(|t| t.max_port()).max() {
         if index >= ports {
             return Err(EntryError::PortIndex { index });
         }
     }
+    let uses_build = templates
+        .iter()
+        .any(|t| t.uses(super::template::Placeholder::Build));
     Ok(Checked {
         command,
         args,
@@ -224,5 +230,6 @@ pub fn check(entry: GameEntry) -> Result<Checked, EntryError> {
         settings,
         max_duration_s: entry.max_duration_s,
         idle_timeout_s: entry.idle_timeout_s,
+        uses_build,
     })
 }

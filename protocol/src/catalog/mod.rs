@@ -148,7 +148,7 @@ pub enum EntryError {
     UnclosedBrace(String),
     /// A placeholder of `command` or `args` is not one of the known ones.
     #[error(
-        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}}, {{port1}}..., {{slot}} or {{session_id}}"
+        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}}, {{port1}}..., {{slot}}, {{session_id}} or (a central game) {{build}}"
     )]
     UnknownPlaceholder {
         /// The name between the braces.
@@ -205,6 +205,11 @@ pub enum EntryError {
     /// A `config_set` value holds a control character (it could add a line to the file).
     #[error("config_set value of {0:?} must not hold control characters")]
     ConfigSetValue(String),
+    /// `{build}` in a host's own entry: only a central game has a build.
+    #[error(
+        "{{build}} is a central game's (PUT /v1/games/{{id}}); a host's own entry names its files"
+    )]
+    BuildOutsideCentral,
     /// `config_set` or `settings` is given for a game without a config file to copy.
     #[error("config_set and settings need a config_dir")]
     ConfigSetWithoutConfig,

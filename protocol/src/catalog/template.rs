@@ -16,6 +16,8 @@ pub enum Placeholder {
     Slot,
     /// `{session_id}`.
     SessionId,
+    /// `{build}`: the directory of a central game's unpacked build (or its one file).
+    Build,
 }
 
 impl Placeholder {
@@ -28,6 +30,7 @@ impl Placeholder {
             Self::Port(n) => format!("port{n}"),
             Self::Slot => "slot".into(),
             Self::SessionId => "session_id".into(),
+            Self::Build => "build".into(),
         }
     }
 
@@ -61,6 +64,8 @@ pub struct Values<'a> {
     pub slot: &'a str,
     /// `{session_id}`.
     pub session_id: &'a str,
+    /// `{build}`, for a central game.
+    pub build: Option<&'a str>,
 }
 
 impl Template {
@@ -82,6 +87,7 @@ impl Template {
                 "port" => Placeholder::Port(0),
                 "slot" => Placeholder::Slot,
                 "session_id" => Placeholder::SessionId,
+                "build" => Placeholder::Build,
                 other if Placeholder::port(other).is_some() => {
                     Placeholder::port(other).unwrap_or(Placeholder::Port(0))
                 }
@@ -99,6 +105,11 @@ impl Template {
             pieces.push(Piece::Text(rest.to_owned()));
         }
         Ok(Self(pieces))
+    }
+
+    /// Whether it holds `placeholder`.
+    pub fn uses(&self, placeholder: Placeholder) -> bool {
+        self.0.contains(&Piece::Var(placeholder))
     }
 
     /// The highest `{portN}` it uses.
@@ -129,6 +140,7 @@ impl Template {
                 }
                 Piece::Var(Placeholder::Slot) => out.push_str(v.slot),
                 Piece::Var(Placeholder::SessionId) => out.push_str(v.session_id),
+                Piece::Var(Placeholder::Build) => out.push_str(v.build.ok_or(Placeholder::Build)?),
             }
         }
         Ok(out)
