@@ -449,6 +449,14 @@ pub fn ready_dir() -> PathBuf {
     dir
 }
 
+/// The status and code of an API error (a test fails on any other error).
+pub fn api_error(e: &portal_client::ClientError) -> (u16, protocol::api::ErrorCode) {
+    match e {
+        portal_client::ClientError::Api { status, code, .. } => (*status, *code),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
 /// Where the test catalog's `joiner` writes each session's `ARCADE_JOIN_URL` and
 /// `ARCADE_GAME_KEY` (`<session>.env`), for tests that redeem as its game would.
 pub fn join_dir() -> PathBuf {

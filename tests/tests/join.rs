@@ -41,10 +41,7 @@ async fn broker(ttl: Option<Duration>) -> (TestBroker, TestAgent) {
 }
 
 fn code(e: &ClientError) -> (u16, ErrorCode) {
-    match e {
-        ClientError::Api { status, code, .. } => (*status, *code),
-        other => panic!("not an API error: {other}"),
-    }
+    tests::api_error(e)
 }
 
 /// What the game answers a player who connects and hands it `token`.

@@ -76,10 +76,7 @@ async fn broker(max_per_user: Option<u32>) -> (TestBroker, TestAgent) {
 }
 
 fn code(e: &ClientError) -> (u16, ErrorCode) {
-    match e {
-        ClientError::Api { status, code, .. } => (*status, *code),
-        other => panic!("not an API error: {other}"),
-    }
+    tests::api_error(e)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

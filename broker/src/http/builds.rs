@@ -7,16 +7,9 @@ use protocol::api::{Build, BuildList, ErrorBody};
 use protocol::BuildId;
 
 use super::errors::ApiError;
+use super::extract;
 use crate::builds::Span;
 use crate::service::Service;
-
-/// A build id from the path; one that cannot be a sha256 names no build.
-fn build_id(raw: &str) -> Result<BuildId, ApiError> {
-    BuildId::new(raw).map_err(|_| ApiError::NoSuch {
-        what: "build",
-        raw: raw.to_owned(),
-    })
-}
 
 /// `PUT /v1/builds/{sha256}`: the body, streamed to storage while hashed.
 #[utoipa::path(
@@ -43,7 +36,7 @@ pub async fn put(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let id = build_id(&id)?;
+    let id = extract::build_id(&id)?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -75,7 +68,7 @@ pub async fn put(
     )
 )]
 pub async fn get(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.build(&build_id(&id)?).await?))
+    Ok(HttpResponse::Ok().json(svc.build(&extract::build_id(&id)?).await?))
 }
 
 /// `GET /v1/builds`.
@@ -115,7 +108,7 @@ pub async fn delete(
     svc: web::Data<Service>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.delete_build(&build_id(&id)?).await?))
+    Ok(HttpResponse::Ok().json(svc.delete_build(&extract::build_id(&id)?).await?))
 }
 
 /// The one range of a `Range: bytes=…` header, given the build's `size`; `None` (the whole
@@ -177,7 +170,7 @@ pub async fn content(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = build_id(&id)?;
+    let id = extract::build_id(&id)?;
     let size = svc.build(&id).await?.size;
     let span = range(&req, size);
     let (size, bytes) = svc.build_content(&id, span).await?;

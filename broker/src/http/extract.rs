@@ -83,6 +83,22 @@ pub fn pool_id(raw: &str) -> Result<PoolId, ApiError> {
     })
 }
 
+/// A game id from the path; one that cannot be an id names no game.
+pub fn game_id(raw: &str) -> Result<protocol::GameId, ApiError> {
+    protocol::GameId::new(raw).map_err(|_| ApiError::NoSuch {
+        what: "game",
+        raw: raw.to_owned(),
+    })
+}
+
+/// A build id from the path; one that cannot be a sha256 names no build.
+pub fn build_id(raw: &str) -> Result<protocol::BuildId, ApiError> {
+    protocol::BuildId::new(raw).map_err(|_| ApiError::NoSuch {
+        what: "build",
+        raw: raw.to_owned(),
+    })
+}
+
 /// The request's `Idempotency-Key`, if it has one.
 pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     req.headers()
@@ -137,25 +153,4 @@ pub fn own_start(
         body.user_id = Some(user);
     }
     Ok(body)
-}
-
-/// `If-Match`, if sent: `*`, or a list of tags (pools' and central games' versions). A weak
-/// tag (`W/"3"`) or one that names no version never matches, as RFC 9110's strong comparison
-/// asks.
-pub fn if_match(req: &HttpRequest) -> Result<Option<crate::store::pools::Precondition>, ApiError> {
-    use crate::store::pools::Precondition;
-    let Some(v) = req.headers().get(actix_web::http::header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("If-Match must be visible ASCII".into()))?;
-    if v.trim() == "*" {
-        return Ok(Some(Precondition::Exists));
-    }
-    let versions = v
-        .split(',')
-        .filter_map(|t| t.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok())
-        .collect();
-    Ok(Some(Precondition::Version(versions)))
 }

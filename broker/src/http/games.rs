@@ -1,27 +1,17 @@
 //! `/v1/games`: what can be played now; `/v1/games/{id}`: central games (admin), each answer
 //! with its `ETag`, a `PUT` or `DELETE` under a stale `If-Match` answered 412.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::api::{self, CentralGame, ErrorBody, GameList};
 use protocol::GameId;
 
 use super::errors::ApiError;
-use super::extract;
+use super::{etag, extract};
 use crate::service::Service;
 
-/// A game id from the path; one that cannot be an id names no game.
-fn game_id(raw: &str) -> Result<GameId, ApiError> {
-    GameId::new(raw).map_err(|_| ApiError::NoSuch {
-        what: "game",
-        raw: raw.to_owned(),
-    })
-}
-
 /// A central game with its `ETag`.
-fn tagged(mut res: actix_web::HttpResponseBuilder, g: &CentralGame) -> HttpResponse {
-    res.insert_header((header::ETAG, format!("\"{}\"", g.version)))
-        .json(g)
+fn tagged(res: actix_web::HttpResponseBuilder, g: &CentralGame) -> HttpResponse {
+    etag::tagged(res, g.version, g)
 }
 
 /// `PUT /v1/games/{id}`: sets a central game.
@@ -53,8 +43,8 @@ pub async fn put(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let id = game_id(&id)?;
-    let cond = extract::if_match(&req)?;
+    let id = extract::game_id(&id)?;
+    let cond = etag::if_match(&req)?;
     let body: serde_json::Map<String, serde_json::Value> = extract::json(&req, payload).await?;
     let (game, created) = svc.put_game(&id, body, cond.as_ref()).await?;
     Ok(if created {
@@ -79,7 +69,7 @@ pub async fn put(
     )
 )]
 pub async fn get(svc: web::Data<Service>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let game = svc.central_game(&game_id(&id)?).await?;
+    let game = svc.central_game(&extract::game_id(&id)?).await?;
     Ok(tagged(HttpResponse::Ok(), &game))
 }
 
@@ -107,8 +97,10 @@ pub async fn delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let cond = extract::if_match(&req)?;
-    let game = svc.delete_game(&game_id(&id)?, cond.as_ref()).await?;
+    let cond = etag::if_match(&req)?;
+    let game = svc
+        .delete_game(&extract::game_id(&id)?, cond.as_ref())
+        .await?;
     Ok(HttpResponse::Ok().json(game))
 }
 
@@ -131,7 +123,7 @@ pub async fn rollback(
     svc: web::Data<Service>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let game = svc.rollback_game(&game_id(&id)?).await?;
+    let game = svc.rollback_game(&extract::game_id(&id)?).await?;
     Ok(tagged(HttpResponse::Ok(), &game))
 }
 

@@ -12,6 +12,7 @@
 
 mod builds;
 pub mod errors;
+mod etag;
 mod events;
 pub mod extract;
 mod games;

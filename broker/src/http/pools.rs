@@ -2,23 +2,17 @@
 //! `DELETE` with an `If-Match` that is not the pool's current one answers 412, so two
 //! operators cannot overwrite each other.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use protocol::api::{ErrorBody, Pool, PoolList, PoolSpec};
 use protocol::PoolId;
 
 use super::errors::ApiError;
-use super::extract;
+use super::{etag, extract};
 use crate::service::Service;
 
-/// A pool's `ETag`: its version, quoted (a strong tag).
-fn etag(p: &Pool) -> String {
-    format!("\"{}\"", p.version)
-}
-
 /// A pool with its `ETag`.
-fn tagged(mut res: actix_web::HttpResponseBuilder, p: &Pool) -> HttpResponse {
-    res.insert_header((header::ETAG, etag(p))).json(p)
+fn tagged(res: actix_web::HttpResponseBuilder, p: &Pool) -> HttpResponse {
+    etag::tagged(res, p.version, p)
 }
 
 /// `PUT /v1/pools/{id}`: creates or changes a pool.
@@ -51,7 +45,7 @@ pub async fn put(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::pool_id(&id)?;
-    let cond = extract::if_match(&req)?;
+    let cond = etag::if_match(&req)?;
     let spec: PoolSpec = extract::json(&req, payload).await?;
     let (pool, created) = svc.put_pool(&id, spec, cond.as_ref()).await?;
     Ok(if created {
@@ -123,39 +117,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::pool_id(&id)?;
-    let cond = extract::if_match(&req)?;
+    let cond = etag::if_match(&req)?;
     let pool = svc.into_inner().delete_pool(&id, cond.as_ref()).await?;
     Ok(HttpResponse::Ok().json(pool))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::test::TestRequest;
-
-    use crate::store::pools::Precondition;
-
-    #[test]
-    fn if_match_takes_star_or_strong_tags() {
-        let cond = |v: &str| {
-            extract::if_match(
-                &TestRequest::default()
-                    .insert_header((header::IF_MATCH, v))
-                    .to_http_request(),
-            )
-            .unwrap()
-        };
-        assert_eq!(cond("*"), Some(Precondition::Exists));
-        assert_eq!(cond("\"3\""), Some(Precondition::Version(vec![3])));
-        assert_eq!(
-            cond("\"3\", \"5\""),
-            Some(Precondition::Version(vec![3, 5]))
-        );
-        assert_eq!(cond("W/\"3\""), Some(Precondition::Version(vec![])));
-        assert_eq!(cond("\"abc\""), Some(Precondition::Version(vec![])));
-        assert_eq!(
-            extract::if_match(&TestRequest::default().to_http_request()).unwrap(),
-            None
-        );
-    }
 }

@@ -38,6 +38,21 @@ fn record((game, entry, build, previous, version, at): Row) -> Result<GameRecord
     })
 }
 
+/// Game `id`'s row, locked until the transaction ends (a write's first step).
+async fn locked(
+    tx: &mut mysql_async::Transaction<'_>,
+    id: &GameId,
+) -> Result<Option<GameRecord>, StoreError> {
+    let row: Option<Row> = tx
+        .exec_first(
+            format!("SELECT {COLUMNS} FROM central_games WHERE game_id = ? FOR UPDATE"),
+            (id.as_str(),),
+        )
+        .await
+        .map_err(unavailable)?;
+    row.map(record).transpose()
+}
+
 impl MysqlStore {
     pub(in crate::store) async fn put_game(
         &self,
@@ -52,14 +67,7 @@ impl MysqlStore {
                 .start_transaction(TxOpts::default())
                 .await
                 .map_err(unavailable)?;
-            let row: Option<Row> = tx
-                .exec_first(
-                    format!("SELECT {COLUMNS} FROM central_games WHERE game_id = ? FOR UPDATE"),
-                    (id.as_str(),),
-                )
-                .await
-                .map_err(unavailable)?;
-            let current = row.map(record).transpose()?;
+            let current = locked(&mut tx, id).await?;
             if cond.is_some_and(|c| !c.holds(current.as_ref().map(|g| g.version))) {
                 tx.rollback().await.map_err(unavailable)?;
                 return Ok(GameWrite::PreconditionFailed);
@@ -144,14 +152,7 @@ impl MysqlStore {
                 .start_transaction(TxOpts::default())
                 .await
                 .map_err(unavailable)?;
-            let row: Option<Row> = tx
-                .exec_first(
-                    format!("SELECT {COLUMNS} FROM central_games WHERE game_id = ? FOR UPDATE"),
-                    (id.as_str(),),
-                )
-                .await
-                .map_err(unavailable)?;
-            let current = row.map(record).transpose()?;
+            let current = locked(&mut tx, id).await?;
             if cond.is_some_and(|c| !c.holds(current.as_ref().map(|g| g.version))) {
                 tx.rollback().await.map_err(unavailable)?;
                 return Ok(GameRemoved::PreconditionFailed);

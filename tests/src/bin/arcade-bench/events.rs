@@ -204,14 +204,8 @@ pub async fn run(mut a: Args) -> bool {
     if a.smoke {
         (a.streams, a.pairs, a.exits) = (5, 20, 10);
     }
-    let database_url = if a.mariadb {
-        let Some(url) = tests::mariadb::database().await else {
-            println!("--mariadb: no MariaDB server program (mariadbd) found");
-            return false;
-        };
-        Some(url)
-    } else {
-        None
+    let Some(database_url) = crate::stats::bench_database(a.mariadb).await else {
+        return false;
     };
     let work = tempfile::tempdir().expect("tempdir");
     let (program, what) = stats::game_program(work.path());

@@ -104,15 +104,10 @@ pub async fn run(mut a: Args) -> bool {
     }
     let work = tempfile::tempdir().expect("tempdir");
     let (program, what) = stats::game_program(work.path());
-    let database_url = if a.mariadb {
-        let Some(url) = tests::mariadb::database().await else {
-            println!("--mariadb: no MariaDB server program (mariadbd) found");
-            return false;
-        };
-        Some(url)
-    } else {
-        a.database_url.clone()
+    let Some(database_url) = crate::stats::bench_database(a.mariadb).await else {
+        return false;
     };
+    let database_url = database_url.or_else(|| a.database_url.clone());
     let mysql = database_url.is_some();
     println!(
         "arcade-bench pairs: {} agents, {} clients, {} + {} start+end pairs, store: {}",

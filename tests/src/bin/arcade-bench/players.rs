@@ -158,14 +158,8 @@ pub async fn run(mut a: Args) -> bool {
     if a.smoke {
         (a.calls, a.redeems) = (20, 10);
     }
-    let database_url = if a.mariadb {
-        let Some(url) = tests::mariadb::database().await else {
-            println!("--mariadb: no MariaDB server program (mariadbd) found");
-            return false;
-        };
-        Some(url)
-    } else {
-        None
+    let Some(database_url) = crate::stats::bench_database(a.mariadb).await else {
+        return false;
     };
     println!(
         "arcade-bench players: {} calls per kind, {} redeems, store: {}",
@@ -243,15 +237,8 @@ pub async fn run(mut a: Args) -> bool {
     let _ = broker.stop().await;
 
     // 3. The store's redeem alone.
-    let store = match &database_url {
-        Some(url) => match broker::store::mysql::MysqlStore::connect(url).await {
-            Ok(m) => Store::Mysql(m),
-            Err(e) => {
-                println!("cannot connect to the bench's MariaDB: {e}");
-                return false;
-            }
-        },
-        None => Store::memory(),
+    let Some(store) = crate::stats::open_store(database_url.as_deref()).await else {
+        return false;
     };
     let (store_redeem, change, e) = store_redeems(&store, a.redeems).await;
     errors += e;

@@ -230,14 +230,8 @@ pub async fn run(mut a: Args) -> bool {
     if a.smoke {
         (a.listen_after_ms, a.starts, a.claims) = (200, 3, 20);
     }
-    let database_url = if a.mariadb {
-        let Some(url) = tests::mariadb::database().await else {
-            println!("--mariadb: no MariaDB server program (mariadbd) found");
-            return false;
-        };
-        Some(url)
-    } else {
-        None
+    let Some(database_url) = crate::stats::bench_database(a.mariadb).await else {
+        return false;
     };
     println!(
         "arcade-bench ready: a game listening after {} ms, {} starts each way, store: {}",
@@ -271,15 +265,8 @@ pub async fn run(mut a: Args) -> bool {
         .map_or(0, |p| p.claims);
     agent.stop().await;
     let _ = broker.stop().await;
-    let store = match &database_url {
-        Some(url) => match broker::store::mysql::MysqlStore::connect(url).await {
-            Ok(m) => Store::Mysql(m),
-            Err(e) => {
-                println!("cannot connect to the bench's MariaDB: {e}");
-                return false;
-            }
-        },
-        None => Store::memory(),
+    let Some(store) = crate::stats::open_store(database_url.as_deref()).await else {
+        return false;
     };
     let (claim, change, e4) = claim_latency(&store, a.claims).await;
 

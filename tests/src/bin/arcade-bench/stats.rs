@@ -369,3 +369,30 @@ pub fn rss(pid: u32) -> (u64, u64) {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// `--mariadb`: a throwaway database's URL (as the tests make one) when `wanted`, else no
+/// database; `None`, said why, when no MariaDB server is installed.
+pub async fn bench_database(wanted: bool) -> Option<Option<String>> {
+    if !wanted {
+        return Some(None);
+    }
+    let url = tests::mariadb::database().await;
+    if url.is_none() {
+        println!("--mariadb: no MariaDB server program (mariadbd) found");
+    }
+    url.map(Some)
+}
+
+/// The store at `url` (MySQL), or a memory store; `None`, said why, when it cannot be opened.
+pub async fn open_store(url: Option<&str>) -> Option<broker::store::Store> {
+    match url {
+        Some(url) => match broker::store::mysql::MysqlStore::connect(url).await {
+            Ok(m) => Some(broker::store::Store::Mysql(m)),
+            Err(e) => {
+                println!("cannot connect to the bench's MariaDB: {e}");
+                None
+            }
+        },
+        None => Some(broker::store::Store::memory()),
+    }
+}
