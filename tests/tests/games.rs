@@ -163,6 +163,13 @@ async fn a_central_game_is_set_checked_versioned_rolled_back_and_removed() {
     );
     assert_eq!(listed.modes, ["normal", "hard"]);
 
+    // Each build names the game that holds it.
+    let (_, _, text) = api
+        .send(api.http.get(api.url(&format!("/v1/builds/{b1}"))))
+        .await;
+    let held: protocol::api::Build = serde_json::from_str(&text).unwrap();
+    assert_eq!(held.games, [protocol::GameId::new("neverball").unwrap()]);
+
     // Neither build may be removed while the game holds it.
     for b in [&b1, &b2] {
         let (status, _, text) = api

@@ -171,7 +171,7 @@ pub async fn content(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = extract::build_id(&id)?;
-    let size = svc.build(&id).await?.size;
+    let size = svc.build_size(&id).await?;
     let span = range(&req, size);
     let (size, bytes) = svc.build_content(&id, span).await?;
     let mut res = match span {

@@ -12,14 +12,22 @@ use super::Service;
 use crate::builds::{BuildError, Span};
 use crate::error::Error;
 use crate::store::builds::BuildRecord;
+use crate::store::games::GameRecord;
 
-fn api(r: BuildRecord) -> Build {
+/// A build as the API shows it, with the central games among `games` that hold it (as
+/// their build or the one they roll back to). `hosts` stays 0 until agents hold builds.
+fn api(r: BuildRecord, games: &[GameRecord]) -> Build {
+    let holding = games
+        .iter()
+        .filter(|g| g.build == r.build || g.previous_build.as_ref() == Some(&r.build))
+        .map(|g| g.game_id.clone())
+        .collect();
     Build {
         build: r.build,
         size: r.size,
         kind: r.kind,
         created_at: r.created_at,
-        games: Vec::new(),
+        games: holding,
         hosts: 0,
     }
 }
@@ -58,7 +66,7 @@ impl Service {
     {
         if let Some(r) = self.store.build(id).await? {
             if self.builds.has(id).await? {
-                return Ok((api(r), false));
+                return Ok((api(r, &[]), false));
             }
         }
         let got = self.builds.receive(id, body).await?;
@@ -75,21 +83,38 @@ impl Service {
         };
         tracing::info!(build = %id, size = got.size, kind = got.kind.as_str(), "build stored");
         // A concurrent upload of the same build recorded it first: it is not new here.
-        Ok((api(record), new))
+        Ok((api(record, &[]), new))
     }
 
     /// Build `id`, as stored.
     pub async fn build(&self, id: &BuildId) -> Result<Build, Error> {
+        let r = self
+            .store
+            .build(id)
+            .await?
+            .ok_or_else(|| Error::NoBuild(id.clone()))?;
+        Ok(api(r, &self.store.games().await?))
+    }
+
+    /// Build `id`'s size (a download's ranges are read against it).
+    pub async fn build_size(&self, id: &BuildId) -> Result<u64, Error> {
         self.store
             .build(id)
             .await?
-            .map(api)
+            .map(|r| r.size)
             .ok_or_else(|| Error::NoBuild(id.clone()))
     }
 
     /// The builds, newest first.
     pub async fn builds(&self) -> Result<Vec<Build>, Error> {
-        Ok(self.store.builds().await?.into_iter().map(api).collect())
+        let games = self.store.games().await?;
+        Ok(self
+            .store
+            .builds()
+            .await?
+            .into_iter()
+            .map(|r| api(r, &games))
+            .collect())
     }
 
     /// Build `id`'s size, and `span` of its bytes (all: `None`).
