@@ -75,6 +75,11 @@ pub struct Args {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "ARCADE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Disk, in bytes, that central games' unpacked builds may use under --state-dir/builds;
+    /// past it, builds no session and no current game needs are removed, least recently used
+    /// first.
+    #[arg(long, env = "ARCADE_BUILD_CACHE", value_name = "BYTES", default_value_t = crate::DEFAULT_BUILD_CACHE)]
+    pub build_cache: u64,
 }
 
 /// Why the command line does not make a config.
@@ -228,6 +233,7 @@ impl Args {
             metrics: self.metrics,
             backoff: Backoff::default(),
             stop_games_on_exit: self.stop_games_on_exit,
+            build_cache: self.build_cache,
             run_as: self
                 .run_as
                 .as_deref()

@@ -6,6 +6,8 @@
 //! - [`catalog`]: the games this host may run and how; the only place that turns a request
 //!   into an argv. The agent refuses anything not in it, whatever the broker says.
 //! - [`games`]: the running games, their process groups and supervising tasks.
+//! - [`builds`]: the central games the broker keeps, their builds fetched, checked and
+//!   unpacked into the cache under the state dir, and what the host offers of them.
 //! - [`link`]: the connection to the broker (handshake, messages, heartbeats).
 //! - [`output`]: the games' stdout and stderr, read back for the broker and kept for
 //!   `--log-retention`.
@@ -17,6 +19,7 @@
 //! The agent knows nothing of HTTP, sessions' records or placement: those are the broker's.
 
 pub mod brokers;
+pub mod builds;
 pub mod catalog;
 pub mod cli;
 pub mod games;
@@ -84,7 +87,12 @@ pub struct Config {
     pub tls: Option<tls::Tls>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`; `None`: not at all.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The bytes central games' builds may take under `state_dir/builds`.
+    pub build_cache: u64,
 }
+
+/// `--build-cache` when none is given: 50 GiB.
+pub const DEFAULT_BUILD_CACHE: u64 = 50 << 30;
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +136,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The build cache cannot be used.
+    #[error(transparent)]
+    BuildCache(#[from] builds::CentralError),
     /// The `--metrics` address cannot be listened on.
     #[error("cannot listen on --metrics {addr}: {source}")]
     Metrics {
@@ -171,8 +182,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 source: std::io::Error::other(e),
             })?
     };
+    let central = {
+        let central = builds::CentralConfig {
+            dir: config.state_dir.join("builds"),
+            budget: config.build_cache,
+            token: config.token.clone(),
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| std::sync::Arc::clone(&t.client_config)),
+        };
+        let (catalog, events, tracker, shutdown) = (
+            config.catalog.clone(),
+            events_tx.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            builds::Central::new(central, catalog, events, tracker, shutdown)
+        })
+        .await
+        .map_err(|e| AgentError::StateDir {
+            path: config.state_dir.clone(),
+            source: std::io::Error::other(e),
+        })??
+    };
     let games = Games::new(
         config.catalog.clone(),
+        central,
         GamesConfig {
             max_sessions: config.max_sessions,
             port_range: config.port_range,

@@ -170,6 +170,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let sample = sampler.sample().await;
+    let (offers, builds) = games.central().offers();
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         host_id: config.host_id.clone(),
@@ -179,9 +180,10 @@ where
             ip,
             cpus: config.cpus,
             mem_total_bytes: sample.mem_total_bytes,
-            games: games.catalog().offers(),
+            games: offers,
             max_sessions: config.max_sessions,
             port_range: config.port_range,
+            builds,
         },
         running: games.running(),
         exited: games.exited(),
@@ -275,6 +277,8 @@ fn handle(msg: BrokerMessage, games: &Arc<Games>, ip: IpAddr) {
         BrokerMessage::Launch(req) => games.launch_and_report(req, ip),
         BrokerMessage::Stop { session_id } => games.stop_and_report(session_id),
         BrokerMessage::ReadLog(req) => games.read_log_and_report(req),
+        BrokerMessage::CentralGames(set) => games.central().set_games(set),
+        BrokerMessage::CentralGame(game) => games.central().set_game(game),
         BrokerMessage::HeartbeatAck | BrokerMessage::GoingAway => {}
     }
 }

@@ -46,6 +46,9 @@ pub struct SavedGame {
     /// it (absent while pending: a game found again from its pending record is not watched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u32>,
+    /// For a central game, the build it runs, kept in the cache while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<protocol::BuildId>,
 }
 
 impl SavedGame {
@@ -66,6 +69,7 @@ impl SavedGame {
             start_time,
             pending,
             idle_timeout_s: None,
+            build: None,
         }
     }
 }
@@ -305,6 +309,7 @@ mod tests {
             start_time,
             pending: false,
             idle_timeout_s: None,
+            build: None,
         };
         if pgrp == me {
             assert!(matches!(find(&game(Some(start))), Found::Running { .. }));
@@ -326,6 +331,7 @@ mod tests {
                 start_time: Some(7),
                 pending: false,
                 idle_timeout_s: None,
+                build: None,
             }],
             exited: vec![],
         };
@@ -342,6 +348,7 @@ mod tests {
                     start_time: None,
                     pending: true,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             exited: vec![],
@@ -380,6 +387,7 @@ mod tests {
             start_time: Some(5),
             pending: false,
             idle_timeout_s: None,
+            build: None,
         };
         let legacy = Saved {
             games: vec![game(1), game(2)],
@@ -412,6 +420,7 @@ mod tests {
             start_time: None,
             pending: false,
             idle_timeout_s: None,
+            build: None,
         };
         let long = Saved {
             games: (0..10).map(game).collect(),

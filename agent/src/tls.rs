@@ -20,6 +20,9 @@ pub struct Tls {
     /// Whether each broker's own host name (of its `--broker` entry) is checked instead of
     /// `server_name`: with several brokers and no `--broker-name`.
     pub name_from_broker: bool,
+    /// The same trust (and client certificate), for the agent's downloads of builds from
+    /// the broker's HTTP API.
+    pub client_config: Arc<ClientConfig>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -147,8 +150,10 @@ impl Tls {
                 source,
             }
         })?;
+        let config = Arc::new(config);
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(Arc::clone(&config)),
+            client_config: config,
             server_name,
             name_from_broker: false,
         })

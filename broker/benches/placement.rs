@@ -29,6 +29,7 @@ fn hosts(n: usize) -> Vec<HostView> {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             max_sessions: 8,

@@ -114,6 +114,7 @@ impl DevConfig {
             backoff: agent::Backoff::default(),
             // Its state directory is per broker process, so its games could not be found again.
             stop_games_on_exit: true,
+            build_cache: agent::DEFAULT_BUILD_CACHE,
             run_as: None,
             tls: None,
             metrics: None,

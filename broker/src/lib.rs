@@ -338,6 +338,7 @@ pub async fn run(
     }
     tracker.spawn(Arc::clone(&service).run_feed(background.clone()));
     tracker.spawn(Arc::clone(&service).run_pools(background.clone()));
+    tracker.spawn(Arc::clone(&service).run_central(background.clone()));
     if let Some(deliverer) = deliverer {
         tracker.spawn(Arc::clone(&service).run_webhooks(deliverer, background.clone()));
     }

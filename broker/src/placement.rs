@@ -402,6 +402,7 @@ mod tests {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             max_sessions: max,
@@ -593,6 +594,7 @@ mod tests {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             max_sessions: max,

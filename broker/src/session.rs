@@ -178,6 +178,7 @@ pub fn new_session(
         user_id: None,
         max_duration_s: None,
         expires_at: None,
+        build: None,
     }
 }
 

@@ -16,11 +16,11 @@
 use std::time::Duration;
 
 use protocol::api::{
-    BrokerList, Build, BuildList, ErrorBody, ErrorCode, EventType, GameList, Health, Host,
-    HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session, SessionEvents,
-    SessionList, SessionQuery, StartSession, StartedSession,
+    BrokerList, Build, BuildList, CentralGame, ErrorBody, ErrorCode, EventType, GameList, Health,
+    Host, HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session,
+    SessionEvents, SessionList, SessionQuery, StartSession, StartedSession,
 };
-use protocol::{BuildId, HostId, PoolId, SessionId};
+use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -487,6 +487,43 @@ impl Client {
             },
         )
         .await
+    }
+
+    /// `PUT /v1/games/{id}`: sets a central game: `body` holds its `build` and its catalog
+    /// keys (and `rollout`). With `version` (a game's [`version`](CentralGame::version)),
+    /// only if the game is still at it. Needs the `admin` role.
+    pub async fn put_game(
+        &self,
+        id: &GameId,
+        body: &serde_json::Value,
+        version: Option<u64>,
+    ) -> Result<CentralGame, ClientError> {
+        self.call(Method::PUT, &format!("/v1/games/{id}"), |r| {
+            let r = r.json(body);
+            match version {
+                Some(v) => r.header(IF_MATCH, format!("\"{v}\"")),
+                None => r,
+            }
+        })
+        .await
+    }
+
+    /// `GET /v1/games/{id}`: a central game. Needs the `admin` role.
+    pub async fn central_game(&self, id: &GameId) -> Result<CentralGame, ClientError> {
+        self.call(Method::GET, &format!("/v1/games/{id}"), |r| r)
+            .await
+    }
+
+    /// `POST /v1/games/{id}/rollback`: a central game back to its previous build, at once.
+    pub async fn rollback_game(&self, id: &GameId) -> Result<CentralGame, ClientError> {
+        self.call(Method::POST, &format!("/v1/games/{id}/rollback"), |r| r)
+            .await
+    }
+
+    /// `DELETE /v1/games/{id}`: no new sessions of a central game; running ones go on.
+    pub async fn delete_game(&self, id: &GameId) -> Result<CentralGame, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/games/{id}"), |r| r)
+            .await
     }
 
     /// `GET /v1/games`: the games online hosts offer, ordered by id.

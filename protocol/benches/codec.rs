@@ -76,6 +76,7 @@ fn broker_messages() -> Vec<(&'static str, BrokerMessage)> {
                 config: Some("server.neverball.conf".into()),
                 settings: Default::default(),
                 join: None,
+                build: None,
             }),
         ),
         ("stop", BrokerMessage::Stop { session_id: sid(1) }),
@@ -102,6 +103,7 @@ fn hello() -> Hello {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             max_sessions: 8,
@@ -109,6 +111,7 @@ fn hello() -> Hello {
                 lo: 20000,
                 hi: 20999,
             },
+            builds: Vec::new(),
         },
         running: running(8),
         exited: vec![],

@@ -221,6 +221,10 @@ pub struct Session {
     /// When it ends `expired`: `started_at` plus `max_duration_s`, once it runs.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The sha256 of the game's build, or `None` for a host's own catalog entry.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub build: Option<crate::BuildId>,
 }
 
 /// The answer to a start (`POST /v1/sessions`): the session, and for whoever started it, the
@@ -488,6 +492,102 @@ pub struct Game {
     /// Where its entry comes from.
     #[serde(default)]
     pub source: GameSource,
+    /// A central game's rollout of its build, while one runs or since the last one.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+/// How a change of a central game's `build` rolls out (`"rollout"` of `PUT /v1/games/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// Hosts that get the new build first.
+    #[serde(default = "RolloutSpec::default_canary_hosts")]
+    pub canary_hosts: u32,
+    /// How long the canaries run the new build before every host switches, in seconds.
+    #[serde(default = "RolloutSpec::default_hold_s")]
+    pub hold_s: u32,
+    /// Failed launches of the new build that halt the rollout.
+    #[serde(default = "RolloutSpec::default_max_failures")]
+    pub max_failures: u32,
+}
+
+impl RolloutSpec {
+    fn default_canary_hosts() -> u32 {
+        1
+    }
+    fn default_hold_s() -> u32 {
+        60
+    }
+    fn default_max_failures() -> u32 {
+        1
+    }
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            canary_hosts: Self::default_canary_hosts(),
+            hold_s: Self::default_hold_s(),
+            max_failures: Self::default_max_failures(),
+        }
+    }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RolloutState {
+    /// The canary hosts run the new build; every other host the previous one.
+    Canary,
+    /// Every host switches to the new build as soon as it has it.
+    Rolling,
+    /// Every host has switched.
+    Done,
+    /// The canary failed: every host keeps the previous build.
+    Halted,
+}
+
+impl RolloutState {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Rolling => "rolling",
+            Self::Done => "done",
+            Self::Halted => "halted",
+        }
+    }
+}
+
+/// A central game's rollout (API.md, "Builds and central games").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rollout {
+    /// The build rolled out.
+    pub build: crate::BuildId,
+    /// The build it replaces.
+    pub previous_build: crate::BuildId,
+    /// Where it is.
+    pub state: RolloutState,
+    /// How it goes.
+    pub spec: RolloutSpec,
+    /// The canary hosts.
+    #[serde(default)]
+    pub canaries: Vec<HostId>,
+    /// Hosts that run the new build now.
+    pub hosts_ready: u32,
+    /// Hosts told of the game.
+    pub hosts_total: u32,
+    /// Failed launches of the new build since the rollout began.
+    pub failures: u32,
+    /// Why it halted, or why a host cannot fetch or unpack the build.
+    pub last_error: Option<String>,
+    /// When it began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
 }
 
 /// Where a game's catalog entry comes from.
@@ -521,6 +621,9 @@ pub struct CentralGame {
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The rollout of its build, while one runs or since the last one.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 /// `GET /v1/games` answer.
@@ -878,9 +981,12 @@ mod tests {
             user_id: None,
             max_duration_s: Some(7200),
             expires_at: Some(time::macros::datetime!(2026-11-23 12:00:00 UTC)),
+            build: None,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["status"], "running");
+        // API.md: "sha256 of the game's build, or null for a host's own catalog entry".
+        assert_eq!(v["build"], serde_json::Value::Null);
         assert_eq!(v["max_duration_s"], 7200);
         assert_eq!(v["expires_at"], "2026-11-23T12:00:00Z");
         assert_eq!(v["ip"], "127.0.0.1");
@@ -972,6 +1078,18 @@ pub enum EventType {
     /// A drained host was resumed.
     #[serde(rename = "host.resumed")]
     HostResumed,
+    /// A central game was set, rolled back or removed.
+    #[serde(rename = "game.updated")]
+    GameUpdated,
+    /// A rollout moved on: canaries chosen, their hold begun, every host switching.
+    #[serde(rename = "rollout.progressed")]
+    RolloutProgressed,
+    /// A rollout's canary failed: every host keeps the previous build.
+    #[serde(rename = "rollout.halted")]
+    RolloutHalted,
+    /// Every host runs the rolled-out build.
+    #[serde(rename = "rollout.done")]
+    RolloutDone,
     /// A type this client does not know yet (a newer broker's). Brokers never send it.
     #[serde(other)]
     Unknown,
@@ -979,7 +1097,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a broker sends.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 17] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::SessionRunning,
@@ -993,6 +1111,10 @@ impl EventType {
         Self::HostOffline,
         Self::HostDraining,
         Self::HostResumed,
+        Self::GameUpdated,
+        Self::RolloutProgressed,
+        Self::RolloutHalted,
+        Self::RolloutDone,
     ];
 
     /// Its name, as on the wire.
@@ -1011,7 +1133,25 @@ impl EventType {
             Self::HostOffline => "host.offline",
             Self::HostDraining => "host.draining",
             Self::HostResumed => "host.resumed",
+            Self::GameUpdated => "game.updated",
+            Self::RolloutProgressed => "rollout.progressed",
+            Self::RolloutHalted => "rollout.halted",
+            Self::RolloutDone => "rollout.done",
             Self::Unknown => "unknown",
+        }
+    }
+
+    /// What an event of this type carries.
+    pub fn subject(self) -> EventSubject {
+        match self {
+            Self::HostOnline | Self::HostOffline | Self::HostDraining | Self::HostResumed => {
+                EventSubject::Host
+            }
+            Self::GameUpdated
+            | Self::RolloutProgressed
+            | Self::RolloutHalted
+            | Self::RolloutDone => EventSubject::Game,
+            _ => EventSubject::Session,
         }
     }
 
@@ -1032,6 +1172,17 @@ impl EventType {
             SessionStatus::Lost => Self::SessionLost,
         }
     }
+}
+
+/// What an event carries: a session, a host or a central game.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSubject {
+    /// `session`.
+    Session,
+    /// `host`.
+    Host,
+    /// `game`.
+    Game,
 }
 
 impl std::fmt::Display for EventType {
@@ -1060,6 +1211,9 @@ pub struct Event {
     /// The host as it is after the event (host events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<Host>,
+    /// The central game as it is after the event (game and rollout events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game: Option<CentralGame>,
 }
 
 #[cfg(test)]

@@ -158,6 +158,24 @@ mod tests {
         SessionId::new("0190c3c8-7d2e-7f00-8000-000000000001").unwrap()
     }
 
+    fn build() -> crate::BuildId {
+        crate::BuildId::of_digest(&[7; 32])
+    }
+
+    /// A central game as large as one may be: two builds, each with the largest entry.
+    fn largest_central_game() -> CentralGame {
+        let one = || GameBuild {
+            build: build(),
+            kind: crate::api::BuildKind::Archive,
+            size: u64::MAX,
+            entry: "\u{10ffff}".repeat(MAX_ENTRY_JSON / 4),
+        };
+        CentralGame {
+            game_id: GameId::new("g".repeat(crate::ids::MAX_ID_LEN)).unwrap(),
+            builds: vec![one(), one()],
+        }
+    }
+
     fn running() -> RunningGame {
         RunningGame {
             session_id: sid(),
@@ -185,12 +203,18 @@ mod tests {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: Some(build()),
                 }],
                 max_sessions: 4,
                 port_range: PortRange {
                     lo: 20000,
                     hi: 20999,
                 },
+                builds: vec![BuildState {
+                    game_id: GameId::new("neverball").unwrap(),
+                    build: build(),
+                    status: BuildStatus::Failed("no space left on device".into()),
+                }],
             },
             running: vec![running()],
             exited: vec![ExitedGame {
@@ -246,6 +270,10 @@ mod tests {
                 request_id: 8,
                 result: Err(LogUnavailable::NotFound),
             }),
+            AgentMessage::Offers {
+                games: hello().facts.games,
+                builds: hello().facts.builds,
+            },
         ]
     }
 
@@ -258,7 +286,15 @@ mod tests {
                 config: Some("server.neverball.conf".into()),
                 settings: Default::default(),
                 join: None,
+                build: Some(build()),
             }),
+            BrokerMessage::CentralGames(CentralGames {
+                builds_url: "https://broker.example:8080".into(),
+                games: (0..MAX_CENTRAL_GAMES)
+                    .map(|i| GameId::new(format!("{i:0>128}")).unwrap())
+                    .collect(),
+            }),
+            BrokerMessage::CentralGame(largest_central_game()),
             BrokerMessage::Stop { session_id: sid() },
             BrokerMessage::HeartbeatAck,
             BrokerMessage::GoingAway,

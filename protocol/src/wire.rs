@@ -16,11 +16,12 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{GameId, HostId, SessionId};
+use crate::api::BuildKind;
+use crate::ids::{BuildId, GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,32 @@ pub struct HostFacts {
     pub max_sessions: u32,
     /// The ports handed to games, inclusive.
     pub port_range: PortRange,
+    /// The central games' builds this host holds or is fetching, and why one failed (added
+    /// in version 7; absent from facts stored before).
+    #[serde(default)]
+    pub builds: Vec<BuildState>,
+}
+
+/// Where a host is with one build of a central game.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildState {
+    /// The central game.
+    pub game_id: GameId,
+    /// One of its builds.
+    pub build: BuildId,
+    /// Where the host is with it.
+    pub status: BuildStatus,
+}
+
+/// Where a host is with a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildStatus {
+    /// Being downloaded, checked or unpacked.
+    Fetching,
+    /// Unpacked and checked: sessions of it can run here.
+    Ready,
+    /// The last try failed, for this reason; tried again later.
+    Failed(String),
 }
 
 /// One catalog entry as the broker sees it.
@@ -99,6 +126,10 @@ pub struct GameOffer {
     /// TCP connection for this long ends `idle` (added in version 5).
     #[serde(default)]
     pub idle_timeout_s: Option<u32>,
+    /// For a central game, the build its sessions on this host run; `None` for the host's
+    /// own catalog entry (added in version 7).
+    #[serde(default)]
+    pub build: Option<BuildId>,
 }
 
 /// The longest readiness timeout a catalog may give a game, in seconds.
@@ -177,6 +208,15 @@ pub enum AgentMessage {
     Heartbeat(Load),
     /// Answer to [`BrokerMessage::ReadLog`] (added in version 2).
     Log(LogPage),
+    /// What the host offers now, since a central game's build became ready or failed, or a
+    /// central game came or went: replaces [`HostFacts::games`] and [`HostFacts::builds`]
+    /// (added in version 7).
+    Offers {
+        /// Every game offered now, the host's own and the central ones.
+        games: Vec<GameOffer>,
+        /// Where the host is with each central game's builds.
+        builds: Vec<BuildState>,
+    },
 }
 
 /// A successful launch.
@@ -261,7 +301,52 @@ pub enum BrokerMessage {
     GoingAway,
     /// Read part of a session's game output; answered by one `Log` (added in version 2).
     ReadLog(LogRequest),
+    /// The central games now: any other the agent holds is gone. Sent after the handshake
+    /// and whenever the set changes; each game's builds follow as [`BrokerMessage::CentralGame`]
+    /// (added in version 7).
+    CentralGames(CentralGames),
+    /// One central game's builds for this host (added in version 7).
+    CentralGame(CentralGame),
 }
+
+/// The most central games a broker keeps, so that their ids fit one frame.
+pub const MAX_CENTRAL_GAMES: usize = 400;
+
+/// The set of central games, and where their builds are downloaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CentralGames {
+    /// The broker's HTTP API as agents reach it (`{builds_url}/v1/builds/{sha256}/content`).
+    pub builds_url: String,
+    /// Every central game, at most [`MAX_CENTRAL_GAMES`].
+    pub games: Vec<GameId>,
+}
+
+/// A central game's builds, as one host is to hold them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CentralGame {
+    /// The game.
+    pub game_id: GameId,
+    /// Its builds, the one to offer first; the host offers the first one it has ready and
+    /// keeps the others (the one a rollout or a rollback may return to).
+    pub builds: Vec<GameBuild>,
+}
+
+/// One build of a central game, with the catalog entry that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameBuild {
+    /// The build.
+    pub build: BuildId,
+    /// What it is.
+    pub kind: BuildKind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The catalog entry, as JSON (a [`crate::catalog::GameEntry`]), at most
+    /// [`MAX_ENTRY_JSON`] bytes: two of them fit a frame.
+    pub entry: String,
+}
+
+/// The most bytes of a central game's catalog entry, as JSON.
+pub const MAX_ENTRY_JSON: usize = 16 * 1024;
 
 /// The most bytes of game output one [`LogPage`] carries, well inside a frame. A longer read
 /// is several requests, each [`LogRead::From`] where the last page ended.
@@ -348,6 +433,8 @@ pub struct LaunchRequest {
     /// How the game redeems its players' join tokens: `ARCADE_JOIN_URL` and
     /// `ARCADE_GAME_KEY` in its environment (added in version 6).
     pub join: Option<JoinAccess>,
+    /// For a central game, the build to run, one the host offered (added in version 7).
+    pub build: Option<BuildId>,
 }
 
 /// Where and with what key a game redeems its players' join tokens.

@@ -4,6 +4,7 @@
 //!
 //! Every wait is bounded ([`wait_until`]); nothing sleeps to synchronise.
 
+pub mod builds;
 pub mod cluster;
 pub mod keyed_load;
 pub mod mariadb;
@@ -360,6 +361,8 @@ pub struct AgentOptions {
     pub tls: Option<agent::tls::Tls>,
     /// More brokers after the first (`--broker A,B,...`), tried in turn.
     pub more_brokers: Vec<SocketAddr>,
+    /// `--build-cache`.
+    pub build_cache: u64,
 }
 
 impl AgentOptions {
@@ -377,6 +380,7 @@ impl AgentOptions {
             run_as: None,
             tls: None,
             more_brokers: Vec::new(),
+            build_cache: agent::DEFAULT_BUILD_CACHE,
         }
     }
 }
@@ -692,6 +696,7 @@ impl TestAgent {
                 .map(|u| agent::games::RunAs::lookup(u).expect("--run-as user")),
             tls: opts.tls.clone(),
             metrics: None,
+            build_cache: opts.build_cache,
         };
         let reaper = opts
             .state_dir
@@ -731,6 +736,8 @@ impl Drop for TestAgent {
             }
         }
         drop(self.reaper.take());
+        // Builds are unpacked read-only: writable again, so the directory can be removed.
+        let _ = archive::make_writable(&self.state_dir.path().join("builds"));
     }
 }
 
@@ -811,9 +818,11 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
                 settings: Vec::new(),
                 max_duration_s: None,
                 idle_timeout_s: None,
+                build: None,
             }],
             max_sessions: 4,
             port_range: PortRange { lo: 1, hi: 100 },
+            builds: Vec::new(),
         },
         running: Vec::new(),
         exited: Vec::new(),

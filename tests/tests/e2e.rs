@@ -653,14 +653,19 @@ mod agent_link {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mismatched_version_is_refused_with_a_reason() {
         let broker = TestBroker::start().await;
-        let err = FakeAgent::connect(
-            broker.agent_addr,
-            fake_hello("old", PROTOCOL_VERSION + 1, None),
-        )
-        .await
-        .err()
-        .expect("refused");
-        assert!(err.contains("protocol version mismatch"), "{err}");
+        // An agent of the previous version (6: before central games) and of a newer one.
+        for version in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let err = FakeAgent::connect(broker.agent_addr, fake_hello("old", version, None))
+                .await
+                .err()
+                .expect("refused");
+            assert!(err.contains("protocol version mismatch"), "{err}");
+            assert!(
+                err.contains(&format!("the agent speaks {version}"))
+                    && err.contains(&format!("this broker speaks {PROTOCOL_VERSION}")),
+                "{err}"
+            );
+        }
         let client = Client::new(&broker.url, None).unwrap();
         assert!(client.hosts().await.unwrap().hosts.is_empty());
     }
@@ -1021,6 +1026,7 @@ mod agent_restart {
                 start_time: Some(1),
                 pending: false,
                 idle_timeout_s: None,
+                build: None,
             }],
             exited: vec![],
         };

@@ -52,12 +52,14 @@ fn facts(max_sessions: u32) -> HostFacts {
             settings: Vec::new(),
             max_duration_s: None,
             idle_timeout_s: None,
+            build: None,
         }],
         max_sessions,
         port_range: PortRange {
             lo: 20000,
             hi: 20099,
         },
+        builds: Vec::new(),
     }
 }
 
@@ -1143,13 +1145,14 @@ async fn keeps_builds(store: Store) {
 /// A central game is written under its version, keeps its previous build, rolls back, and is
 /// removed under `If-Match`.
 async fn keeps_central_games(store: Store) {
-    use broker::store::games::{GameChange, GameRemoved, GameWrite};
+    use broker::store::games::{GameChange, GameRemoved, GameWrite, RolloutStep};
     use broker::store::pools::Precondition;
     let id = GameId::new("neverball").unwrap();
     let b = |n: u8| protocol::BuildId::of_digest(&[n; 32]);
     let set = |n: u8| GameChange::Set {
         entry: format!("{{\"command\":\"/g{n}\"}}"),
         build: b(n),
+        rollout: protocol::api::RolloutSpec::default(),
     };
     let GameWrite::Created(v1) = store.put_game(&id, &set(1), None, now()).await.unwrap() else {
         panic!("created");
@@ -1174,6 +1177,26 @@ async fn keeps_central_games(store: Store) {
         (b(2), Some(b(1)))
     );
     assert_eq!(store.game(&id).await.unwrap(), Some(v2.clone()));
+    // The change of build started a rollout, kept with the entry that ran the old build.
+    assert_eq!(
+        v2.rollout.as_ref().map(|r| r.state),
+        Some(protocol::api::RolloutState::Canary)
+    );
+    assert_eq!(v2.entry_of(&b(1)), Some("{\"command\":\"/g1\"}"));
+    let canaries = GameChange::Rollout(RolloutStep::Canaries(vec![HostId::new("h").unwrap()]));
+    let GameWrite::Updated(v2) = store
+        .put_game(&id, &canaries, Some(&Precondition::Version(vec![2])), now())
+        .await
+        .unwrap()
+    else {
+        panic!("a rollout step");
+    };
+    assert_eq!(store.game(&id).await.unwrap(), Some(v2.clone()));
+    assert_eq!(
+        store.put_game(&id, &canaries, None, now()).await.unwrap(),
+        GameWrite::NotApplied,
+        "canaries are chosen once"
+    );
     let GameWrite::Updated(back) = store
         .put_game(&id, &GameChange::Rollback, None, now())
         .await
@@ -1181,26 +1204,31 @@ async fn keeps_central_games(store: Store) {
     else {
         panic!("rolled back");
     };
-    assert_eq!((back.build.clone(), back.version), (b(1), 3));
+    assert_eq!((back.build.clone(), back.version), (b(1), 4));
+    assert_eq!(
+        back.entry, "{\"command\":\"/g1\"}",
+        "the old build runs with its entry"
+    );
+    assert_eq!(back.rollout, None);
     let other = GameId::new("other").unwrap();
     assert_eq!(
         store
             .put_game(&other, &GameChange::Rollback, None, now())
             .await
             .unwrap(),
-        GameWrite::NothingToRollBack
+        GameWrite::NotApplied
     );
     assert_eq!(store.games().await.unwrap(), vec![back.clone()]);
     assert_eq!(
         store
-            .delete_game(&id, Some(&Precondition::Version(vec![2])))
+            .delete_game(&id, Some(&Precondition::Version(vec![3])))
             .await
             .unwrap(),
         GameRemoved::PreconditionFailed
     );
     assert_eq!(
         store.delete_game(&id, None).await.unwrap(),
-        GameRemoved::Removed(back)
+        GameRemoved::Removed(Box::new(back))
     );
     assert_eq!(
         store.delete_game(&id, None).await.unwrap(),

@@ -3,17 +3,32 @@
 //! that `config_dir` exists (resolved, symlinks followed) and that `default_config` is in it.
 //! A checked entry is a [`Game`].
 
+use std::path::Path;
+
 use super::entry::{EntryError, GameEntry};
 use super::Game;
 
 impl Game {
     pub(super) fn check(entry: GameEntry) -> Result<Self, EntryError> {
+        Self::check_in(entry, None)
+    }
+
+    /// Checks a central game's entry for its build unpacked at `build`: `{build}` may be used,
+    /// and a relative `config_dir` is inside the build.
+    pub fn check_central(entry: GameEntry, build: &Path) -> Result<Self, EntryError> {
+        Self::check_in(entry, Some(build))
+    }
+
+    fn check_in(entry: GameEntry, build: Option<&Path>) -> Result<Self, EntryError> {
         let c = protocol::catalog::check(entry)?;
         // A host's own entry has no build (central games come with theirs).
-        if c.uses_build {
+        if c.uses_build && build.is_none() {
             return Err(EntryError::BuildOutsideCentral);
         }
-        let config_dir = match c.config_dir {
+        let config_dir = match c.config_dir.map(|d| match build {
+            Some(b) if d.is_relative() => b.join(d),
+            _ => d,
+        }) {
             Some(dir) => Some(
                 dir.canonicalize()
                     .map_err(|source| EntryError::ConfigDir { path: dir, source })?,

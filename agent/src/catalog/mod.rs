@@ -37,11 +37,12 @@ pub use value::{ValueError, MAX_VALUE_LEN};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::settings::SettingOffer;
 use protocol::wire::GameOffer;
-use protocol::GameId;
+use protocol::{BuildId, GameId};
 
 use crate::limits::Limits;
 use entry::CatalogFile;
@@ -50,7 +51,7 @@ use template::Template;
 /// A loaded, checked catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    games: BTreeMap<GameId, Game>,
+    games: BTreeMap<GameId, Arc<Game>>,
 }
 
 /// One game of the catalog.
@@ -70,6 +71,35 @@ pub struct Game {
     settings: Vec<SettingOffer>,
     max_duration_s: Option<u32>,
     idle_timeout_s: Option<u32>,
+}
+
+impl Game {
+    /// This game as offered to the broker under `id`: a central game's with its `build`.
+    pub fn offer(&self, id: &GameId, build: Option<BuildId>) -> GameOffer {
+        GameOffer {
+            game_id: id.clone(),
+            modes: self.modes.clone(),
+            ready_timeout_ms: self
+                .ready
+                .as_ref()
+                .map(|_| u32::try_from(self.ready_timeout.as_millis()).unwrap_or(u32::MAX)),
+            settings: self.settings.clone(),
+            max_duration_s: self.max_duration_s,
+            idle_timeout_s: self.idle_timeout_s,
+            build,
+        }
+    }
+
+    /// How many ports a session takes.
+    pub fn ports(&self) -> u16 {
+        self.ports
+    }
+
+    /// How long a session may go without a connection on its ports, if limited.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout_s
+            .map(|s| Duration::from_secs(u64::from(s)))
+    }
 }
 
 /// How a game's readiness is known, as checked at load.
@@ -142,46 +172,24 @@ impl Catalog {
                 game: name.clone(),
                 error,
             })?;
-            games.insert(id, game);
+            games.insert(id, Arc::new(game));
         }
         Ok(Self { games })
     }
 
     /// The games, as offered to the broker.
     pub fn offers(&self) -> Vec<GameOffer> {
-        self.games
-            .iter()
-            .map(|(id, g)| GameOffer {
-                game_id: id.clone(),
-                modes: g.modes.clone(),
-                ready_timeout_ms: g
-                    .ready
-                    .as_ref()
-                    .map(|_| u32::try_from(g.ready_timeout.as_millis()).unwrap_or(u32::MAX)),
-                settings: g.settings.clone(),
-                max_duration_s: g.max_duration_s,
-                idle_timeout_s: g.idle_timeout_s,
-            })
-            .collect()
+        self.games.iter().map(|(id, g)| g.offer(id, None)).collect()
     }
 
-    /// How long a session of `game` may go without a connection on its ports, if limited.
-    pub fn idle_timeout(&self, game: &GameId) -> Option<Duration> {
-        self.games
-            .get(game)?
-            .idle_timeout_s
-            .map(|s| Duration::from_secs(u64::from(s)))
+    /// The game `id`, if the catalog has it.
+    pub fn game(&self, id: &GameId) -> Option<&Arc<Game>> {
+        self.games.get(id)
     }
 
     /// Whether the catalog has no game.
     pub fn is_empty(&self) -> bool {
         self.games.is_empty()
-    }
-
-    /// How many ports a session of `game_id` takes (1 for a game not in the catalog: its
-    /// launch is refused anyway).
-    pub fn ports_of(&self, game_id: &GameId) -> u16 {
-        self.games.get(game_id).map_or(1, |g| g.ports)
     }
 }
 
@@ -205,6 +213,9 @@ mod tests {
         assert_eq!(limits("g"), (Some(7200), Some(300)));
         assert_eq!(limits("h"), (None, None));
         let g = GameId::new("g").unwrap();
-        assert_eq!(cat.idle_timeout(&g), Some(Duration::from_secs(300)));
+        assert_eq!(
+            cat.game(&g).unwrap().idle_timeout(),
+            Some(Duration::from_secs(300))
+        );
     }
 }

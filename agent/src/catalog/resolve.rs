@@ -96,12 +96,27 @@ impl Catalog {
         lease: &Lease,
         session_dir: &Path,
     ) -> Result<LaunchSpec, ResolveError> {
+        self.games
+            .get(&req.game_id)
+            .ok_or_else(|| ResolveError::UnknownGame(req.game_id.to_string()))?
+            .resolve(req, lease, session_dir, None)
+    }
+}
+
+impl Game {
+    /// Turns a launch request for this game into what to run, for a session holding
+    /// `lease`, whose own files go in `session_dir`; `build` is `{build}`, the directory of
+    /// a central game's unpacked build.
+    pub fn resolve(
+        &self,
+        req: &LaunchRequest,
+        lease: &Lease,
+        session_dir: &Path,
+        build: Option<&str>,
+    ) -> Result<LaunchSpec, ResolveError> {
+        let game = self;
         let (game_id, session_id) = (&req.game_id, &req.session_id);
         let (mode, config) = (req.mode.as_deref(), req.config.as_deref());
-        let game = self
-            .games
-            .get(game_id)
-            .ok_or_else(|| ResolveError::UnknownGame(game_id.to_string()))?;
         let mode = match mode {
             None => game.modes[0].clone(),
             Some(m) if game.modes.iter().any(|x| x == m) => m.to_owned(),
@@ -122,7 +137,7 @@ impl Catalog {
             ports: &ports,
             slot: &slot,
             session_id: session_id.as_str(),
-            build: None,
+            build,
         };
         let applied = protocol::settings::apply(&game.settings, &req.settings)
             .map_err(|e| ResolveError::BadRequest(e.to_string()))?;
@@ -173,6 +188,9 @@ impl Catalog {
         env.push(("ARCADE_PORTS".into(), ports.join(",")));
         env.push(("ARCADE_SLOT".into(), slot.clone()));
         env.push(("ARCADE_MODE".into(), mode.clone()));
+        if let Some(b) = &req.build {
+            env.push(("ARCADE_BUILD".into(), b.to_string()));
+        }
         if let Some(c) = values.config {
             env.push(("ARCADE_CONFIG".into(), c.to_owned()));
         }
@@ -396,8 +414,8 @@ mod tests {
         ]);
         let cat = Catalog::from_entries([("ga".to_owned(), e)]).unwrap();
         assert_eq!(cat.offers()[0].settings.len(), 2);
-        assert_eq!(cat.ports_of(&game("ga")), 2);
-        assert_eq!(cat.ports_of(&game("nope")), 1);
+        assert_eq!(cat.game(&game("ga")).unwrap().ports(), 2);
+        assert!(cat.game(&game("nope")).is_none());
         let lease = Lease {
             ports: vec![20004, 20007],
             slot: 3,

@@ -23,6 +23,7 @@ pub(super) fn req(
         config: config.map(str::to_owned),
         settings: settings.clone(),
         join: None,
+        build: None,
     }
 }
 

@@ -49,6 +49,10 @@ impl Games {
                     {
                         let mut t = self.table();
                         let lease = saved_lease(&mut t.ports, &game);
+                        if let Some(build) = &game.build {
+                            t.builds.insert(game.session_id.clone(), build.clone());
+                            self.central.hold(build);
+                        }
                         t.games.insert(
                             game.session_id.clone(),
                             Entry {

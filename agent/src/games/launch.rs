@@ -184,7 +184,9 @@ impl Games {
                 ),
             ));
         }
-        let wanted = usize::from(self.catalog.ports_of(&req.game_id));
+        // A game this host does not have takes one port: its launch is refused anyway.
+        let game = self.game_for(req).ok();
+        let wanted = usize::from(game.as_ref().map_or(1, |(g, _)| g.ports()));
         let Some(lease) = t.ports.take(wanted) else {
             return Reserved::Refused((
                 LaunchFailure::NoCapacity,
@@ -192,6 +194,10 @@ impl Games {
             ));
         };
         t.pending.insert(req.session_id.clone(), lease.clone());
+        if let Some(build) = &req.build {
+            t.builds.insert(req.session_id.clone(), build.clone());
+            self.central.hold(build);
+        }
         Reserved::Taken(lease)
     }
 
@@ -260,7 +266,9 @@ impl Games {
                             },
                             limited,
                             gone: gone_rx,
-                            idle: IdleWatch::new(self.catalog.idle_timeout(&req.game_id)),
+                            idle: IdleWatch::new(
+                                self.game_for(req).ok().and_then(|(g, _)| g.idle_timeout()),
+                            ),
                         },
                     );
                 }

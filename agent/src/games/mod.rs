@@ -48,12 +48,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protocol::wire::{AgentMessage, PortRange};
+use protocol::wire::{AgentMessage, LaunchRequest, PortRange};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::catalog::Catalog;
+use crate::builds::Central;
+use crate::catalog::{Catalog, Game, ResolveError};
 use crate::metrics::AgentMetrics;
 use crate::ports::PortPool;
 use crate::state;
@@ -82,6 +83,8 @@ pub struct GamesConfig {
 pub struct Games {
     table: Mutex<Table>,
     catalog: Catalog,
+    /// The central games and their builds.
+    central: Arc<Central>,
     config: GamesConfig,
     events: mpsc::Sender<AgentMessage>,
     tracker: TaskTracker,
@@ -110,6 +113,7 @@ impl Games {
     /// An empty table. `events` receives `Exited` for games that end by themselves.
     pub fn new(
         catalog: Catalog,
+        central: Arc<Central>,
         config: GamesConfig,
         state_file: state::StateFile,
         events: mpsc::Sender<AgentMessage>,
@@ -122,8 +126,10 @@ impl Games {
                 ports: PortPool::new(config.port_range),
                 exited: VecDeque::new(),
                 pending: HashMap::new(),
+                builds: HashMap::new(),
             }),
             catalog,
+            central,
             config,
             events,
             tracker,
@@ -141,5 +147,31 @@ impl Games {
     /// The catalog this host offers.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The central games and their builds.
+    pub fn central(&self) -> &Arc<Central> {
+        &self.central
+    }
+
+    /// The game a launch request names, with its build's place for a central game.
+    pub(crate) fn game_for(
+        &self,
+        req: &LaunchRequest,
+    ) -> Result<(Arc<Game>, Option<PathBuf>), ResolveError> {
+        match &req.build {
+            None => self
+                .catalog
+                .game(&req.game_id)
+                .map(|g| (Arc::clone(g), None))
+                .ok_or_else(|| ResolveError::UnknownGame(req.game_id.to_string())),
+            Some(build) => self
+                .central
+                .game(&req.game_id, build)
+                .map(|(g, dir)| (g, Some(dir)))
+                .ok_or_else(|| {
+                    ResolveError::UnknownGame(format!("{} (build {build})", req.game_id))
+                }),
+        }
     }
 }

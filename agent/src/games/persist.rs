@@ -51,13 +51,14 @@ impl Games {
                 .map(|(id, e)| {
                     let mut g = state::SavedGame::new(id, e.pid, &e.lease, e.start_time, false);
                     g.idle_timeout_s = e.idle.map(|w| saturating_secs(w.timeout));
+                    g.build = t.builds.get(id).cloned();
                     g
                 })
-                .chain(
-                    t.pending
-                        .iter()
-                        .map(|(id, lease)| state::SavedGame::new(id, 0, lease, None, true)),
-                )
+                .chain(t.pending.iter().map(|(id, lease)| {
+                    let mut g = state::SavedGame::new(id, 0, lease, None, true);
+                    g.build = t.builds.get(id).cloned();
+                    g
+                }))
                 .collect();
             games.sort_by(|a, b| a.session_id.cmp(&b.session_id));
             state::Saved {

@@ -46,8 +46,11 @@ impl Games {
     ) -> Result<Spawned, (LaunchFailure, String)> {
         let session_dir = session_config::dir(&self.config.state_dir, &req.session_id);
         let spec = self
-            .catalog
-            .resolve(req, lease, &session_dir)
+            .game_for(req)
+            .and_then(|(game, build)| {
+                let build = build.map(|b| b.display().to_string());
+                game.resolve(req, lease, &session_dir, build.as_deref())
+            })
             .map_err(|e| match e {
                 ResolveError::UnknownGame(_) => (LaunchFailure::UnknownGame, e.to_string()),
                 ResolveError::BadRequest(_) => (LaunchFailure::BadRequest, e.to_string()),

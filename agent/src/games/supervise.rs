@@ -78,6 +78,7 @@ impl Games {
             if let Some(e) = &entry {
                 t.ports.release(&e.lease);
             }
+            self.forget_build(&mut t, &session_id);
             (
                 entry.as_ref().map(|e| e.state),
                 entry.is_some_and(|e| e.limited),

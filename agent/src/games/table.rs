@@ -10,7 +10,7 @@ use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use protocol::wire::{ExitStatus, ExitedGame};
-use protocol::SessionId;
+use protocol::{BuildId, SessionId};
 use tokio::sync::watch;
 
 use super::Games;
@@ -77,6 +77,8 @@ pub(super) struct Table {
     pub(super) exited: VecDeque<(ExitedGame, Instant)>,
     /// Launches between their record and their spawn: session, ports and slot.
     pub(super) pending: HashMap<SessionId, Lease>,
+    /// The build each session of a central game runs, held in the build cache while it does.
+    pub(super) builds: HashMap<SessionId, BuildId>,
 }
 
 /// Exits remembered for re-reporting: at most this many, for at most [`EXIT_MEMORY`].
@@ -96,6 +98,14 @@ impl Games {
         let mut t = self.table();
         self.unpend(&mut t, session_id);
         t.ports.release(lease);
+        self.forget_build(&mut t, session_id);
+    }
+
+    /// A session is gone: its build is no longer held for it.
+    pub(super) fn forget_build(&self, t: &mut Table, session_id: &SessionId) {
+        if let Some(build) = t.builds.remove(session_id) {
+            self.central.release(&build);
+        }
     }
 
     /// The table, locked.

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::handle::{
     AgentCommand, AgentLink, HostEvent, Launch, LaunchReply, LinkInbox, ReadLog, Stop,
 };
-use super::registry::Registry;
+use super::registry::{ConnId, Registry};
 use crate::auth::same_secret;
 
 /// The handshake must complete within this, or the connection is closed.
@@ -254,7 +254,7 @@ impl Connection {
             };
             if self.events.send(registered).await.is_ok() {
                 let framed = with_codec(framed, MessageCodec::<AgentMessage, BrokerMessage>::new());
-                self.serve(&host, framed, inbox).await;
+                self.serve(&host, conn_id, framed, inbox).await;
             }
         }
         let epoch = self.registry.disconnect(&host, conn_id);
@@ -308,6 +308,7 @@ impl Connection {
     async fn serve<S>(
         &self,
         host: &HostId,
+        conn: ConnId,
         framed: Framed<S, MessageCodec<AgentMessage, BrokerMessage>>,
         mut inbox: LinkInbox,
     ) where
@@ -367,6 +368,15 @@ impl Connection {
                             stops.entry(session_id.clone()).or_default().push(Waiter { reply, span });
                             BrokerMessage::Stop { session_id }
                         }
+                        AgentCommand::Central(messages) => {
+                            for msg in *messages {
+                                if let Err(e) = write(&mut framed, msg).await {
+                                    tracing::warn!(%host, error = %e, "agent link write failed; closing it");
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         AgentCommand::ReadLog(read) => {
                             let ReadLog { session_id, read, reply } = *read;
                             reads.retain(|_, r| !r.is_closed());
@@ -403,7 +413,7 @@ impl Connection {
                     };
                     last_heard = Instant::now();
                     let heartbeat = matches!(msg, AgentMessage::Heartbeat(_));
-                    if let Err(()) = self.handle(host, msg, &mut launches, &mut stops, &mut reads, &mut framed).await {
+                    if let Err(()) = self.handle(host, conn, msg, &mut launches, &mut stops, &mut reads, &mut framed).await {
                         return;
                     }
                     if heartbeat {
@@ -420,9 +430,11 @@ impl Connection {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn handle<S>(
         &self,
         host: &HostId,
+        conn: ConnId,
         msg: AgentMessage,
         launches: &mut HashMap<SessionId, Waiter<LaunchReply>>,
         stops: &mut HashMap<SessionId, Vec<Waiter<()>>>,
@@ -497,6 +509,15 @@ impl Connection {
                     status,
                 };
                 self.events.send(event).await.map_err(|_| ())?;
+            }
+            AgentMessage::Offers { games, builds } => {
+                if let Some(facts) = self.registry.set_offers(host, conn, games, builds) {
+                    let event = HostEvent::Offers {
+                        host_id: host.clone(),
+                        facts: Box::new(facts),
+                    };
+                    self.events.send(event).await.map_err(|_| ())?;
+                }
             }
             AgentMessage::Log(page) => {
                 if let Some(reply) = reads.remove(&page.request_id) {

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use protocol::wire::{
-    ExitStatus, ExitedGame, HostFacts, LaunchFailure, LaunchRequest, Launched, LogChunk, LogRead,
-    LogUnavailable, RunningGame,
+    BrokerMessage, ExitStatus, ExitedGame, HostFacts, LaunchFailure, LaunchRequest, Launched,
+    LogChunk, LogRead, LogUnavailable, RunningGame,
 };
 use protocol::{HostId, SessionId};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -31,6 +31,8 @@ pub enum AgentCommand {
     Stop(Box<Stop>),
     /// Read a page of a session's game output.
     ReadLog(Box<ReadLog>),
+    /// Tell the agent of the central games and their builds, in order; nobody waits.
+    Central(Box<Vec<BrokerMessage>>),
 }
 
 /// A read of a session's game output.
@@ -192,6 +194,14 @@ impl AgentLink {
         rx.await.map_err(|_| LinkError::Closed)
     }
 
+    /// Queues messages about central games for the agent, without waiting; `false` when the
+    /// queue is full or the link closed (the caller sends them again later).
+    pub fn send_central(&self, messages: Vec<BrokerMessage>) -> bool {
+        self.tx
+            .try_send(AgentCommand::Central(Box::new(messages)))
+            .is_ok()
+    }
+
     /// Asks the agent to stop a session's game, without waiting (a late launch, a stray game,
     /// an end cut short). The stop is sent whatever the command queue holds; its answer comes
     /// back as a [`HostEvent::Stopped`]. If the link drops first, the host's next connection
@@ -241,6 +251,14 @@ pub enum HostEvent {
         host_id: HostId,
         /// The session.
         session_id: SessionId,
+    },
+    /// A connected host's offers changed (a central game's build became ready or failed):
+    /// these are its facts now.
+    Offers {
+        /// The host.
+        host_id: HostId,
+        /// Its facts, with the new offers.
+        facts: Box<HostFacts>,
     },
     /// A host's connection is gone. `epoch` is its ownership's, when the service recorded one
     /// (replicas).

@@ -108,8 +108,23 @@ pub struct Placed {
     pub host_id: HostId,
     /// The mode chosen.
     pub mode: String,
+    /// For a central game, the build the host offers it with.
+    pub build: Option<protocol::BuildId>,
     /// The host's agent.
     pub link: AgentLink,
+}
+
+/// A connected host, as [`Registry::links`] lists it.
+#[derive(Debug, Clone)]
+pub struct Linked {
+    /// The host.
+    pub host: HostId,
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its agent.
+    pub link: AgentLink,
+    /// Whether it holds (or fetches) central games' builds.
+    pub holds_builds: bool,
 }
 
 /// All hosts ever registered since the broker started.
@@ -168,6 +183,63 @@ impl Registry {
         Ok(id)
     }
 
+    /// A connected host's new offers (a central game's build became ready, or went), as its
+    /// agent said: answers its facts now, for the store, or `None` if `conn` is not its
+    /// connection any more.
+    pub fn set_offers(
+        &self,
+        host: &HostId,
+        conn: ConnId,
+        games: Vec<protocol::wire::GameOffer>,
+        builds: Vec<protocol::wire::BuildState>,
+    ) -> Option<HostFacts> {
+        self.lock()
+            .update(host, |e| {
+                if e.conn.as_ref().map(|(id, _)| *id) != Some(conn) {
+                    return None;
+                }
+                e.view.games.clone_from(&games);
+                e.facts.games = games;
+                e.facts.builds = builds;
+                Some(e.facts.clone())
+            })
+            .flatten()
+    }
+
+    /// The connected hosts' links, each with its connection's id and whether the host holds
+    /// central games' builds.
+    pub fn links(&self) -> Vec<Linked> {
+        self.lock()
+            .hosts
+            .iter()
+            .filter_map(|(h, e)| {
+                let (id, link) = e.conn.as_ref()?;
+                Some(Linked {
+                    host: h.clone(),
+                    conn: *id,
+                    link: link.clone(),
+                    holds_builds: !e.facts.builds.is_empty(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every host known here: whether it is online, and where it is with central games'
+    /// builds.
+    pub fn builds(&self) -> Vec<(HostId, bool, Vec<protocol::wire::BuildState>)> {
+        self.lock()
+            .hosts
+            .iter()
+            .map(|(h, e)| {
+                (
+                    h.clone(),
+                    e.view.status == HostStatus::Online,
+                    e.facts.builds.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Lets a registered host take sessions (its games are reconciled).
     pub fn mark_ready(&self, host: &HostId) {
         self.lock().update(host, |e| {
@@ -192,6 +264,7 @@ impl Registry {
                 games: Vec::new(),
                 max_sessions: 0,
                 port_range: protocol::wire::PortRange { lo: 0, hi: 0 },
+                builds: Vec::new(),
             });
             HostEntry::offline(host, facts)
         });
@@ -315,18 +388,25 @@ impl Registry {
             Some(c) => c,
             None => inner.index.place(game, mode)?,
         };
-        let link = inner
+        let (link, build) = inner
             .update(&choice.host_id, |e| {
                 let link = e.conn.as_ref().map(|(_, l)| l.clone())?;
+                let build = e
+                    .facts
+                    .games
+                    .iter()
+                    .find(|g| &g.game_id == game)
+                    .and_then(|g| g.build.clone());
                 e.slots.insert(session.clone());
                 e.refresh_view();
-                Some(link)
+                Some((link, build))
             })
             .flatten()
             .ok_or(PlacementError::NoCapacity)?;
         Ok(Placed {
             host_id: choice.host_id,
             mode: choice.mode,
+            build,
             link,
         })
     }
@@ -440,6 +520,7 @@ pub fn games_on_offer<'a>(views: impl IntoIterator<Item = &'a HostView>) -> Vec<
                     settings: offer.settings.clone(),
                     build: None,
                     source: api::GameSource::Host,
+                    rollout: None,
                 });
             g.hosts += 1;
             for m in &offer.modes {

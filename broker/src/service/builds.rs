@@ -145,6 +145,13 @@ impl Service {
                 "build {id} is central game {game}'s (its build, or the one it rolls back to): set another build or delete the game first"
             )));
         }
+        let live = self.store.active(None).await?;
+        if let Some(s) = live.iter().find(|s| s.build.as_ref() == Some(id)) {
+            return Err(Error::Conflict(format!(
+                "build {id} runs in session {}: end its sessions first",
+                s.session_id
+            )));
+        }
         self.store.delete_build(id).await?;
         self.builds.remove(id).await?;
         tracing::info!(build = %id, "build removed");

@@ -3,25 +3,26 @@
 //! checked by `protocol::catalog::check`, the check a host runs on its own TOML, and its build
 //! must be stored first.
 
-use protocol::api::{self, CentralGame, GameSource};
+use protocol::api::{self, CentralGame, EventType, GameSource, RolloutSpec};
 use protocol::catalog::GameEntry;
+use protocol::wire::{MAX_CENTRAL_GAMES, MAX_ENTRY_JSON};
 use protocol::{BuildId, GameId};
 use time::OffsetDateTime;
 
+use super::rollout::{self, HostBuilds};
 use super::Service;
 use crate::error::Error;
+use crate::session::Actor;
 use crate::store::games::{GameChange, GameRecord, GameRemoved, GameWrite};
 use crate::store::pools::Precondition;
-
-/// The most bytes of a central game's entry, as JSON.
-pub const MAX_ENTRY_JSON: usize = 32 * 1024;
 
 fn entry_of(r: &GameRecord) -> Result<GameEntry, Error> {
     serde_json::from_str(&r.entry)
         .map_err(|e| Error::Internal(format!("central game {} does not decode: {e}", r.game_id)))
 }
 
-fn api(r: &GameRecord) -> Result<CentralGame, Error> {
+/// `r` as the API shows it, its rollout as `hosts` are.
+pub(super) fn api(r: &GameRecord, hosts: &[HostBuilds]) -> Result<CentralGame, Error> {
     Ok(CentralGame {
         game_id: r.game_id.clone(),
         build: r.build.clone(),
@@ -29,6 +30,7 @@ fn api(r: &GameRecord) -> Result<CentralGame, Error> {
         entry: entry_of(r)?,
         version: r.version,
         updated_at: r.updated_at,
+        rollout: rollout::view(r, hosts),
     })
 }
 
@@ -37,7 +39,7 @@ fn api(r: &GameRecord) -> Result<CentralGame, Error> {
 fn parse(
     id: &GameId,
     mut body: serde_json::Map<String, serde_json::Value>,
-) -> Result<(BuildId, GameEntry), Error> {
+) -> Result<(BuildId, GameEntry, RolloutSpec), Error> {
     let build = match body.remove("build") {
         Some(serde_json::Value::String(b)) => {
             BuildId::new(b).map_err(|e| Error::Invalid(e.to_string()))?
@@ -49,13 +51,16 @@ fn parse(
             ))
         }
     };
-    // Rollouts are the next step; their settings are taken but not acted on yet.
-    body.remove("rollout");
+    let rollout = match body.remove("rollout") {
+        None | Some(serde_json::Value::Null) => RolloutSpec::default(),
+        Some(r) => serde_json::from_value(r)
+            .map_err(|e| Error::Invalid(format!("game {id}: \"rollout\": {e}")))?,
+    };
     let entry: GameEntry = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| Error::Invalid(format!("game {id}: {e}")))?;
     protocol::catalog::check(entry.clone())
         .map_err(|e| Error::Invalid(format!("game {id}: {e}")))?;
-    Ok((build, entry))
+    Ok((build, entry, rollout))
 }
 
 impl Service {
@@ -67,7 +72,7 @@ impl Service {
         body: serde_json::Map<String, serde_json::Value>,
         cond: Option<&Precondition>,
     ) -> Result<(CentralGame, bool), Error> {
-        let (build, entry) = parse(id, body)?;
+        let (build, entry, rollout) = parse(id, body)?;
         if self.store.build(&build).await?.is_none() {
             return Err(Error::Invalid(format!(
                 "no build {build}: upload it first (PUT /v1/builds/{build})"
@@ -79,7 +84,18 @@ impl Service {
                 "game {id}: the entry is over {MAX_ENTRY_JSON} bytes"
             )));
         }
-        let change = GameChange::Set { entry, build };
+        if self.store.game(id).await?.is_none()
+            && self.store.games().await?.len() >= MAX_CENTRAL_GAMES
+        {
+            return Err(Error::Conflict(format!(
+                "there are {MAX_CENTRAL_GAMES} central games, the most a broker keeps"
+            )));
+        }
+        let change = GameChange::Set {
+            entry,
+            build,
+            rollout,
+        };
         self.write_game(id, &change, cond).await
     }
 
@@ -101,7 +117,7 @@ impl Service {
             GameWrite::Created(r) => (r, true),
             GameWrite::Updated(r) => (r, false),
             GameWrite::PreconditionFailed => return Err(Error::GameChanged(id.clone())),
-            GameWrite::NothingToRollBack => {
+            GameWrite::NotApplied => {
                 return match self.store.game(id).await? {
                     None => Err(Error::NoCentralGame(id.clone())),
                     Some(_) => Err(Error::Conflict(format!(
@@ -111,13 +127,17 @@ impl Service {
             }
         };
         tracing::info!(game = %id, build = %record.build, version = record.version, "central game set");
-        Ok((api(&record)?, new))
+        self.central_changed();
+        let hosts = self.host_builds().await.unwrap_or_default();
+        self.game_event(&record, &hosts, EventType::GameUpdated, Actor::Admin)
+            .await;
+        Ok((api(&record, &hosts)?, new))
     }
 
     /// Central game `id`.
     pub async fn central_game(&self, id: &GameId) -> Result<CentralGame, Error> {
         match self.store.game(id).await? {
-            Some(r) => api(&r),
+            Some(r) => api(&r, &self.host_builds().await?),
             None => Err(Error::NoCentralGame(id.clone())),
         }
     }
@@ -131,7 +151,11 @@ impl Service {
         match self.store.delete_game(id, cond).await? {
             GameRemoved::Removed(r) => {
                 tracing::info!(game = %id, "central game removed");
-                api(&r)
+                self.central_changed();
+                let hosts = self.host_builds().await.unwrap_or_default();
+                self.game_event(&r, &hosts, EventType::GameUpdated, Actor::Admin)
+                    .await;
+                api(&r, &hosts)
             }
             GameRemoved::NotFound => Err(Error::NoCentralGame(id.clone())),
             GameRemoved::PreconditionFailed => Err(Error::GameChanged(id.clone())),
@@ -155,12 +179,20 @@ impl Service {
         &self,
         mut offered: Vec<api::Game>,
     ) -> Result<Vec<api::Game>, Error> {
-        for r in self.store.games().await? {
+        let games = self.store.games().await?;
+        let hosts = if games.is_empty() {
+            Vec::new()
+        } else {
+            self.host_builds().await?
+        };
+        for r in games {
             let entry = entry_of(&r)?;
+            let rollout = rollout::view(&r, &hosts);
             match offered.iter_mut().find(|g| g.game_id == r.game_id) {
                 Some(g) => {
                     g.build = Some(r.build.clone());
                     g.source = GameSource::Central;
+                    g.rollout = rollout;
                 }
                 None => {
                     let checked = protocol::catalog::check(entry)
@@ -172,6 +204,7 @@ impl Service {
                         settings: checked.settings,
                         build: Some(r.build.clone()),
                         source: GameSource::Central,
+                        rollout,
                     });
                 }
             }

@@ -31,6 +31,7 @@
 //! a client that hangs up does not cut one short, and a graceful stop waits for them.
 
 mod builds;
+mod central;
 mod end;
 mod games;
 mod hosts;
@@ -43,6 +44,7 @@ mod pools;
 mod quota;
 mod reconcile;
 mod remote;
+mod rollout;
 mod route;
 mod start;
 mod stream;
@@ -139,6 +141,8 @@ pub struct Service {
     pool_cache: pools::PoolCache,
     /// Wakes the pool keeper (a claim, a pool written, a pool launch settled).
     pool_wake: tokio::sync::Notify,
+    /// Wakes the loop telling agents of central games (a game written, a host registered).
+    central_wake: tokio::sync::Notify,
     /// What the pool keeper knows between its rounds.
     keeper: keeper::Keeper,
     /// The users' turns and starts in flight, for their quotas.
@@ -182,6 +186,7 @@ impl Service {
             webhook_backlog: Default::default(),
             pool_cache: pools::PoolCache::default(),
             pool_wake: tokio::sync::Notify::new(),
+            central_wake: tokio::sync::Notify::new(),
             keeper: keeper::Keeper::default(),
             quotas: quota::Quotas::default(),
             idle_checks: limits::IdleChecks::default(),

@@ -103,6 +103,9 @@ impl Service {
                     session_id,
                     idle,
                 } => self.idle_seen(host_id, session_id, idle),
+                HostEvent::Offers { host_id, facts } => {
+                    self.offers_changed(&host_id, &facts).await;
+                }
                 HostEvent::Disconnected { host_id, epoch } => {
                     self.disconnected(&host_id, epoch).await;
                 }
@@ -120,6 +123,7 @@ impl Service {
         running: &[RunningGame],
         exited: &[ExitedGame],
     ) {
+        self.central_changed();
         if self.replicas.is_none() {
             if let Err(e) = self
                 .store

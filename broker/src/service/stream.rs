@@ -250,6 +250,7 @@ mod tests {
             actor: "api".into(),
             session: Some(s),
             host: None,
+            game: None,
         }
     }
 

@@ -132,6 +132,7 @@ impl Service {
                 self.lose_lost_hosts(lease).await;
             }
             self.trim_stream().await;
+            self.drive_rollouts().await;
         }
     }
 

@@ -329,6 +329,7 @@ mod tests {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 }],
                 max_sessions: 2,
                 sessions,

@@ -117,6 +117,11 @@ impl Store {
         self.shared()?.own_host(host, broker, facts).await
     }
 
+    /// Records a held host's new facts, if `fence` is still its owner's.
+    pub async fn update_facts(&self, fence: &Fence, facts: &HostFacts) -> Result<bool, StoreError> {
+        self.shared()?.update_facts(fence, facts).await
+    }
+
     /// Lets a held host take sessions, while `fence` holds; `false` when it does not.
     pub async fn host_ready(&self, fence: &Fence) -> Result<bool, StoreError> {
         self.shared()?.host_ready(fence).await

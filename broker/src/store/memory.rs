@@ -9,8 +9,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use protocol::api::PoolSpec;
 use protocol::api::{
-    Event, EventType, Host, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT,
-    MAX_LIST_LIMIT,
+    CentralGame, EndReason, Event, EventType, Host, Session, SessionQuery, SessionStatus,
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
 use protocol::wire::HostFacts;
 use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
@@ -93,18 +93,25 @@ impl Memory {
         session: Option<&Session>,
         host: Option<&Host>,
     ) {
-        self.stream_head += 1;
-        if self.stream.len() >= MemoryStore::MAX_EVENTS {
-            self.stream.pop_front();
-        }
-        self.stream.push_back(Event {
-            id: self.stream_head,
+        self.push_event(Event {
+            id: 0,
             kind,
             at,
             actor: actor.as_str().to_owned(),
             session: session.cloned(),
             host: host.cloned(),
+            game: None,
         });
+    }
+
+    /// Numbers `event` next and keeps it (the oldest dropped past the limit).
+    fn push_event(&mut self, mut event: Event) {
+        self.stream_head += 1;
+        if self.stream.len() >= MemoryStore::MAX_EVENTS {
+            self.stream.pop_front();
+        }
+        event.id = self.stream_head;
+        self.stream.push_back(event);
     }
 
     /// `id`'s entry, if it is kept.
@@ -437,6 +444,43 @@ impl MemoryStore {
         self.write().append(kind, at, actor, None, Some(host));
     }
 
+    pub(super) fn append_game_event(
+        &self,
+        kind: EventType,
+        game: &CentralGame,
+        actor: Actor,
+        at: OffsetDateTime,
+    ) {
+        self.write().push_event(Event {
+            id: 0,
+            kind,
+            at,
+            actor: actor.as_str().to_owned(),
+            session: None,
+            host: None,
+            game: Some(game.clone()),
+        });
+    }
+
+    /// Sessions of `build` created at or after `since` that never ran: their launch failed
+    /// or timed out.
+    pub(super) fn failed_launches(&self, build: &BuildId, since: OffsetDateTime) -> u32 {
+        let n = self
+            .read()
+            .by_seq
+            .values()
+            .filter(|e| {
+                e.session.build.as_ref() == Some(build)
+                    && e.session.created_at >= since
+                    && matches!(
+                        e.session.end_reason,
+                        Some(EndReason::LaunchFailed | EndReason::LaunchTimeout)
+                    )
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     pub(super) fn put_join(
         &self,
         id: &SessionId,
@@ -533,7 +577,7 @@ impl MemoryStore {
         }
         let created = current.is_none();
         let Some(next) = apply_game(id, current, change, now) else {
-            return GameWrite::NothingToRollBack;
+            return GameWrite::NotApplied;
         };
         m.games.insert(id.clone(), next.clone());
         if created {
@@ -558,7 +602,7 @@ impl MemoryStore {
             return GameRemoved::PreconditionFailed;
         }
         match m.games.remove(id) {
-            Some(g) => GameRemoved::Removed(g),
+            Some(g) => GameRemoved::Removed(Box::new(g)),
             None => GameRemoved::NotFound,
         }
     }

@@ -16,6 +16,9 @@ pub enum CliError {
     /// An id given on the command line is not a valid id.
     #[error(transparent)]
     InvalidId(#[from] IdError),
+    /// A build given on the command line is not a sha256.
+    #[error(transparent)]
+    InvalidBuild(#[from] protocol::BuildIdError),
     /// The `--ca-cert` file cannot be read.
     #[error("cannot read --ca-cert {}: {source}", path.display())]
     CaCert {
@@ -34,6 +37,14 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// A catalog entry file is not TOML of an entry's shape.
+    #[error("{} is not a catalog entry: {message}", path.display())]
+    Entry {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the parser said.
+        message: String,
+    },
     /// The answer could not be written out.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -44,7 +55,7 @@ pub enum CliError {
     #[error("arcade token: {0}")]
     Token(String),
     /// `arcade events --types` names a type the broker does not send.
-    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, session.joined, host.online, host.offline, host.draining, host.resumed")]
+    #[error("unknown event type {0:?}; types: session.created, session.ready, session.running, session.stopping, session.ended, session.failed, session.lost, session.expiring, session.joined, host.online, host.offline, host.draining, host.resumed, game.updated, rollout.progressed, rollout.halted, rollout.done")]
     UnknownEventType(String),
 }
 

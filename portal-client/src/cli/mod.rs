@@ -33,7 +33,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use protocol::api::{
     EventType, PoolSpec, SessionQuery, SessionStatus, StartSession, MAX_LIST_LIMIT, MAX_POOL_SIZE,
 };
-use protocol::{GameId, HostId, PoolId, SessionId};
+use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 
 use crate::client::Client;
 use crate::follow::{follow, Follow};
@@ -195,6 +195,12 @@ pub enum Command {
     },
     /// List the builds, newest first.
     Builds,
+    /// Set, roll back or remove a central game.
+    Game {
+        /// What to do.
+        #[command(subcommand)]
+        action: GameCommand,
+    },
     /// Print a game's output (stdout and stderr), as its host's agent keeps it.
     Logs {
         /// The session id.
@@ -215,6 +221,46 @@ pub enum BuildCommand {
     Push {
         /// The build: a `.tar.gz` or one executable.
         file: std::path::PathBuf,
+    },
+}
+
+/// `arcade game ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum GameCommand {
+    /// Set a central game to a build (`arcade build push` prints it): with its catalog entry
+    /// from a TOML file (the keys of one entry of a host's catalog), or keeping the game's
+    /// entry. A changed build rolls out through canary hosts.
+    Set {
+        /// The game's id.
+        game: String,
+        /// The build's sha256.
+        #[arg(long, value_name = "SHA256")]
+        build: String,
+        /// The catalog entry: a TOML file of one entry's keys (`command`, `args`, ...).
+        #[arg(long, value_name = "ENTRY.toml")]
+        from_file: Option<std::path::PathBuf>,
+        /// Hosts that run a changed build first.
+        #[arg(long, value_name = "N")]
+        canary_hosts: Option<u32>,
+        /// Seconds the canaries run it before every host switches.
+        #[arg(long, value_name = "SECS")]
+        hold: Option<u32>,
+        /// Failed launches of it that halt the rollout.
+        #[arg(long, value_name = "N")]
+        max_failures: Option<u32>,
+        /// Write only if the game is still at this version.
+        #[arg(long, value_name = "V")]
+        if_version: Option<u64>,
+    },
+    /// Return a central game to its previous build at once, on every host.
+    Rollback {
+        /// The game's id.
+        game: String,
+    },
+    /// Remove a central game: no new sessions; running ones go on.
+    Delete {
+        /// The game's id.
+        game: String,
     },
 }
 
@@ -425,6 +471,36 @@ async fn execute(
             action: BuildCommand::Push { file },
         } => builds::push(client, &file, json).await,
         Command::Builds => builds::list(client, json).await,
+        Command::Game {
+            action:
+                GameCommand::Set {
+                    game,
+                    build,
+                    from_file,
+                    canary_hosts,
+                    hold,
+                    max_failures,
+                    if_version,
+                },
+        } => {
+            let set = games::Set {
+                build: BuildId::new(build)?,
+                entry: from_file,
+                rollout: games::RolloutArgs {
+                    canary_hosts,
+                    hold_s: hold,
+                    max_failures,
+                },
+                if_version,
+            };
+            games::set(client, &GameId::new(game)?, set, json).await
+        }
+        Command::Game {
+            action: GameCommand::Rollback { game },
+        } => games::rollback(client, &GameId::new(game)?, json).await,
+        Command::Game {
+            action: GameCommand::Delete { game },
+        } => games::delete(client, &GameId::new(game)?, json).await,
     }?;
     out.write_all(text.as_bytes()).map_err(CliError::Output)?;
     out.flush().map_err(CliError::Output)
@@ -628,7 +704,7 @@ mod tests {
 
     #[tokio::test]
     async fn json_output_is_the_apis_json() {
-        let body = r#"{"games":[{"game_id":"sleeper","modes":["default"],"hosts":1,"build":null,"source":"host"}]}"#;
+        let body = r#"{"games":[{"game_id":"sleeper","modes":["default"],"hosts":1,"build":null,"source":"host","rollout":null}]}"#;
         let (url, _req) = serve_once("200 OK", &[], body).await;
         let (result, out) = run_args(&["games", "--url", &url, "--json"]).await;
         result.unwrap();
@@ -646,7 +722,7 @@ mod tests {
         result.unwrap();
         assert_eq!(
             out,
-            "GAME     MODES    HOSTS  SOURCE\nsleeper  default      1  host\n"
+            "GAME     MODES    HOSTS  SOURCE  ROLLOUT\nsleeper  default      1  host    -\n"
         );
     }
 }

@@ -160,6 +160,7 @@ mod tests {
             user_id: None,
             max_duration_s: None,
             expires_at: None,
+            build: None,
         }
     }
 

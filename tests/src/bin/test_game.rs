@@ -18,6 +18,8 @@
 //!   `refused STATUS CODE`;
 //! - `--join-env-dir DIR`: write `DIR/$ARCADE_SESSION_ID.env` with its `ARCADE_JOIN_URL` and
 //!   `ARCADE_GAME_KEY` (tests that redeem as the game would, from anywhere);
+//! - `--greet-file PATH`: with `--listen`, greet with `session $ARCADE_SESSION_ID`, a space
+//!   and PATH's first line (a central game's test reads its greeting from its build);
 //! - `--print-lines N`: print `line 1` to `line N` at start, every tenth to stderr (tests of
 //!   `GET /v1/sessions/{id}/logs`); with `--listen`, each connection is also logged as
 //!   `greeted a player`.
@@ -75,6 +77,16 @@ fn main() {
     let late = value("--listen-after-ms").map(|v| v.parse::<u64>().expect("--listen-after-ms N"));
     let touch = value("--touch");
     let join = has("--join");
+    let greeting = match value("--greet-file") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).expect("--greet-file PATH");
+            format!(
+                "session {session} {}\n",
+                text.lines().next().unwrap_or_default()
+            )
+        }
+        None => format!("session {session}\n"),
+    };
     if let Some(dir) = value("--join-env-dir") {
         let env = |k: &str| std::env::var(k).unwrap_or_default();
         std::fs::write(
@@ -133,7 +145,7 @@ fn main() {
                 } => {
                     if let Ok((mut s, _)) = conn {
                         println!("greeted a player");
-                        let _ = s.write_all(format!("session {session}\n").as_bytes()).await;
+                        let _ = s.write_all(greeting.as_bytes()).await;
                         tokio::spawn(async move {
                             if join {
                                 // A connect that sends nothing (a readiness probe) redeems

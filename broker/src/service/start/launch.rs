@@ -161,6 +161,7 @@ impl Service {
         session.settings.clone_from(&req.settings);
         session.user_id.clone_from(&req.user_id);
         session.max_duration_s = self.max_duration(&placed.host_id, req).await;
+        session.build.clone_from(&placed.build);
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -172,6 +173,7 @@ impl Service {
             config: req.config.clone(),
             settings: session.settings.clone(),
             join: Some(self.join_access(id)),
+            build: placed.build.clone(),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let quota = req.user_id.is_some() && self.settings.max_sessions_per_user.is_some();
@@ -489,6 +491,7 @@ mod tests {
         Placed {
             host_id: HostId::new("host-a").unwrap(),
             mode: "classic".into(),
+            build: None,
             link: AgentLink::channel(1).0,
         }
     }

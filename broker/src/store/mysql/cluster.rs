@@ -79,6 +79,30 @@ impl MysqlStore {
         .await
     }
 
+    /// Records a held host's new facts (its offers changed), if `fence` is still its owner's.
+    pub async fn update_facts(&self, fence: &Fence, facts: &HostFacts) -> Result<bool, StoreError> {
+        let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
+        let json = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (json, games) = (&json, &games);
+        // Idempotent: tried until the store answers.
+        self.settled(|_| async move {
+            self.bounded(async {
+                let mut conn = self.conn().await?;
+                conn.exec_drop(
+                    "UPDATE hosts SET facts = ? WHERE host_id = ? AND epoch = ?",
+                    (json, fence.host.as_str(), fence.epoch),
+                )
+                .await
+                .map_err(unavailable)?;
+                let owned = conn.affected_rows() == 1;
+                Self::remember_games(&mut conn, games, time::OffsetDateTime::now_utc()).await?;
+                Ok(owned)
+            })
+            .await
+        })
+        .await
+    }
+
     /// The hosts drained now.
     pub async fn drained_hosts(&self) -> Result<Vec<HostId>, StoreError> {
         self.bounded(async {
@@ -219,6 +243,7 @@ impl MysqlStore {
             s.user_id.clone().into(),
             user_max.into(),
             s.max_duration_s.into(),
+            s.build.as_ref().map(|b| b.as_str()).into(),
             epoch.into(),
         ];
         let params = &params;

@@ -12,7 +12,8 @@ use crate::store::games::{apply, GameChange, GameRecord, GameRemoved, GameWrite}
 use crate::store::pools::Precondition;
 use crate::store::StoreError;
 
-const COLUMNS: &str = "game_id, entry, build, previous_build, version, updated_at";
+const COLUMNS: &str =
+    "game_id, entry, build, previous_build, version, updated_at, previous_entry, rollout";
 
 type Row = (
     String,
@@ -21,9 +22,13 @@ type Row = (
     Option<String>,
     u64,
     PrimitiveDateTime,
+    Option<String>,
+    Option<String>,
 );
 
-fn record((game, entry, build, previous, version, at): Row) -> Result<GameRecord, StoreError> {
+fn record(
+    (game, entry, build, previous, version, at, previous_entry, rollout): Row,
+) -> Result<GameRecord, StoreError> {
     let bad = |e: String| StoreError::Backend(format!("a central_games row: {e}"));
     Ok(GameRecord {
         game_id: GameId::new(game).map_err(|e| bad(e.to_string()))?,
@@ -31,6 +36,11 @@ fn record((game, entry, build, previous, version, at): Row) -> Result<GameRecord
         build: BuildId::new(build).map_err(|e| bad(e.to_string()))?,
         previous_build: previous
             .map(BuildId::new)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?,
+        previous_entry,
+        rollout: rollout
+            .map(|r| serde_json::from_str(&r))
             .transpose()
             .map_err(|e| bad(e.to_string()))?,
         version,
@@ -74,14 +84,22 @@ impl MysqlStore {
             }
             let Some(next) = apply(id, current.as_ref(), change, now) else {
                 tx.rollback().await.map_err(unavailable)?;
-                return Ok(GameWrite::NothingToRollBack);
+                return Ok(GameWrite::NotApplied);
             };
+            let rollout = next
+                .rollout
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
             let values = (
                 next.entry.as_str(),
                 next.build.as_str(),
                 next.previous_build.as_ref().map(BuildId::as_str),
                 next.version,
                 utc(next.updated_at),
+                next.previous_entry.as_deref(),
+                rollout,
                 id.as_str(),
             );
             // A concurrent first write of the same game fails on the key (1062): a 503, and a
@@ -89,12 +107,14 @@ impl MysqlStore {
             match current {
                 Some(_) => tx.exec_drop(
                     "UPDATE central_games SET entry = ?, build = ?, previous_build = ?, \
-                     version = ?, updated_at = ? WHERE game_id = ?",
+                     version = ?, updated_at = ?, previous_entry = ?, rollout = ? \
+                     WHERE game_id = ?",
                     values,
                 ),
                 None => tx.exec_drop(
                     "INSERT INTO central_games (entry, build, previous_build, version, \
-                     updated_at, game_id) VALUES (?, ?, ?, ?, ?, ?)",
+                     updated_at, previous_entry, rollout, game_id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     values,
                 ),
             }
@@ -168,7 +188,29 @@ impl MysqlStore {
             .await
             .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
-            Ok(GameRemoved::Removed(g))
+            Ok(GameRemoved::Removed(Box::new(g)))
+        })
+        .await
+    }
+
+    /// Sessions of `build` created at or after `since` whose launch failed or timed out
+    /// (the index on `(build, created_at)` finds them).
+    pub(in crate::store) async fn failed_launches(
+        &self,
+        build: &BuildId,
+        since: OffsetDateTime,
+    ) -> Result<u32, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let n: Option<u32> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM sessions WHERE build = ? AND created_at >= ? \
+                     AND end_reason IN ('launch_failed', 'launch_timeout')",
+                    (build.as_str(), utc(since)),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(n.unwrap_or(0))
         })
         .await
     }

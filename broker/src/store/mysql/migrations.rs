@@ -296,6 +296,22 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
             KEY central_games_previous (previous_build)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     ),
+    (
+        18,
+        "the build each session runs (a central game's), counted by rollouts",
+        &[
+            "ALTER TABLE sessions ADD COLUMN build CHAR(64) NULL",
+            "CREATE INDEX sessions_build ON sessions (build, created_at)",
+        ],
+    ),
+    (
+        19,
+        "central games' rollouts, and the entry that ran the previous build",
+        &[
+            "ALTER TABLE central_games ADD COLUMN previous_entry MEDIUMTEXT NULL, \
+           ADD COLUMN rollout MEDIUMTEXT NULL",
+        ],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

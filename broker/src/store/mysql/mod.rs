@@ -418,7 +418,7 @@ impl MysqlStore {
             .exec_drop(
                 "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
                  created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, \
-                 user_id, max_duration_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 user_id, max_duration_s, build) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(session_values(s)),
             )
             .await;

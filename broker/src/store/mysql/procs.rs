@@ -86,6 +86,7 @@ const INSERT_SESSION: Definition = Definition {
     IN p_ports VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_max_duration_s INT UNSIGNED,
+    IN p_build CHAR(64) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_at DATETIME(6),
@@ -114,10 +115,10 @@ BEGIN
     ELSE
         INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid,
             created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports,
-            user_id, max_duration_s)
+            user_id, max_duration_s, build)
         VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port,
             p_pid, p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code, p_pool_id,
-            p_settings, p_ports, p_user_id, p_max_duration_s);
+            p_settings, p_ports, p_user_id, p_max_duration_s, p_build);
         INSERT INTO session_events (session_id, at, event, status, actor)
         VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
         IF p_event2 IS NOT NULL THEN
@@ -245,6 +246,7 @@ const CLAIM_SESSION: Definition = Definition {
     IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_user_max INT UNSIGNED,
     IN p_max_duration_s INT UNSIGNED,
+    IN p_build CHAR(64) CHARACTER SET ascii COLLATE ascii_bin,
     IN p_epoch BIGINT UNSIGNED)
 BEGIN
     DECLARE v_max INT UNSIGNED DEFAULT NULL;
@@ -293,9 +295,9 @@ BEGIN
                     VALUES (p_key, p_request, p_session_id, p_created_at);
                 END IF;
                 INSERT INTO sessions (session_id, game_id, mode, config, status, host_id,
-                    created_at, pool_id, settings, user_id, max_duration_s)
+                    created_at, pool_id, settings, user_id, max_duration_s, build)
                 VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id,
-                    p_created_at, p_pool_id, p_settings, p_user_id, p_max_duration_s);
+                    p_created_at, p_pool_id, p_settings, p_user_id, p_max_duration_s, p_build);
                 INSERT INTO session_events (session_id, at, event, status, actor)
                 VALUES (p_session_id, p_created_at, 'created', p_status, p_actor);
                 CALL {append}(p_created_at, 'session.created', p_actor, p_session_id,
@@ -443,9 +445,9 @@ pub(super) struct Calls {
 /// The calls of the procedures.
 pub(super) static CALL: LazyLock<Calls> = LazyLock::new(|| Calls {
     append_event: call(APPEND_EVENT.base, 6),
-    insert_session: call(INSERT_SESSION.base, 32),
+    insert_session: call(INSERT_SESSION.base, 33),
     transition: call(TRANSITION.base, 21),
-    claim_session: call(CLAIM_SESSION.base, 18),
+    claim_session: call(CLAIM_SESSION.base, 19),
     claim_ready: call(CLAIM_READY.base, 14),
 });
 

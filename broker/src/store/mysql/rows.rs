@@ -21,7 +21,7 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
      created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id, \
-     max_duration_s";
+     max_duration_s, build";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -93,6 +93,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let settings: Option<String> = take(&mut row, 16)?;
     let ports: Option<String> = take(&mut row, 17)?;
     let user_id: Option<String> = take(&mut row, 18)?;
+    let build: Option<String> = take(&mut row, 20)?;
     let mut s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
@@ -124,6 +125,7 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
         settings: settings_parse(settings.as_deref())?,
         max_duration_s: take(&mut row, 19)?,
         expires_at: None,
+        build: build.as_deref().map(|b| parse("build", b)).transpose()?,
     };
     s.expires_at = crate::session::expires_at(&s);
     Ok((seq, s))
@@ -166,6 +168,7 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         ports_value(s),
         s.user_id.clone().into(),
         s.max_duration_s.into(),
+        s.build.as_ref().map(|b| b.as_str()).into(),
     ]);
     v
 }

@@ -4,7 +4,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::TxOpts;
-use protocol::api::{Event, EventType, Host, Session};
+use protocol::api::{CentralGame, Event, EventSubject, EventType, Host, Session};
 use time::PrimitiveDateTime;
 
 use super::rows::{unavailable, utc};
@@ -22,6 +22,31 @@ impl MysqlStore {
         at: time::OffsetDateTime,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_string(host).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.append_alone(kind, actor, at, Some(host.host_id.as_str()), body)
+            .await
+    }
+
+    /// Appends a game or rollout event, numbered next, in a transaction of its own.
+    pub(in crate::store) async fn append_game_event(
+        &self,
+        kind: EventType,
+        game: &CentralGame,
+        actor: Actor,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(game).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.append_alone(kind, actor, at, None, body).await
+    }
+
+    /// Appends an event of no session, numbered next, in a transaction of its own.
+    async fn append_alone(
+        &self,
+        kind: EventType,
+        actor: Actor,
+        at: time::OffsetDateTime,
+        host: Option<&str>,
+        body: String,
+    ) -> Result<(), StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let mut tx = conn
@@ -35,7 +60,7 @@ impl MysqlStore {
                     kind.as_str(),
                     actor.as_str(),
                     None::<String>,
-                    host.host_id.as_str(),
+                    host,
                     body,
                 ),
             )
@@ -110,18 +135,25 @@ impl MysqlStore {
                         StoreError::Backend(format!("event {id} does not decode: {e}"))
                     };
                     let kind = EventType::parse(&kind).unwrap_or(EventType::Unknown);
-                    let (session, host) = match session {
-                        Some(_) => (Some(serde_json::from_str(&body).map_err(bad)?), None),
-                        None => (None, Some(serde_json::from_str(&body).map_err(bad)?)),
-                    };
-                    Ok(Event {
+                    let mut event = Event {
                         id,
                         kind,
                         at: at.assume_utc(),
                         actor,
-                        session,
-                        host,
-                    })
+                        session: None,
+                        host: None,
+                        game: None,
+                    };
+                    match (session, kind.subject()) {
+                        (Some(_), _) => {
+                            event.session = Some(serde_json::from_str(&body).map_err(bad)?);
+                        }
+                        (None, EventSubject::Game) => {
+                            event.game = Some(serde_json::from_str(&body).map_err(bad)?);
+                        }
+                        (None, _) => event.host = Some(serde_json::from_str(&body).map_err(bad)?),
+                    }
+                    Ok(event)
                 })
                 .collect()
         })

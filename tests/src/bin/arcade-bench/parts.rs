@@ -137,6 +137,7 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             config: None,
             settings: Default::default(),
             join: None,
+            build: None,
         })
     };
     let (mut sent, mut done, mut errors) = (0, 0, 0);
@@ -161,7 +162,9 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             }
             AgentMessage::Stopped { .. } => {}
             AgentMessage::LaunchFailed { .. } | AgentMessage::Exited { .. } => errors += 1,
-            AgentMessage::Heartbeat(_) | AgentMessage::Log(_) => continue,
+            AgentMessage::Heartbeat(_) | AgentMessage::Log(_) | AgentMessage::Offers { .. } => {
+                continue
+            }
         }
         done += 1;
         if sent < n {

@@ -94,6 +94,7 @@ fn hello(i: usize) -> Hello {
         settings: Vec::new(),
         max_duration_s: None,
         idle_timeout_s: None,
+        build: None,
     }];
     h.facts.max_sessions = 8;
     h
@@ -182,7 +183,11 @@ pub async fn sim_agent(
                     running.retain(|g| g.session_id != session_id);
                     AgentMessage::Stopped { session_id }
                 }
-                Some(Ok(BrokerMessage::HeartbeatAck)) => continue,
+                Some(Ok(
+                    BrokerMessage::HeartbeatAck
+                    | BrokerMessage::CentralGames(_)
+                    | BrokerMessage::CentralGame(_),
+                )) => continue,
                 _ => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -351,6 +356,7 @@ pub async fn run(mut a: Args) -> bool {
                     settings: Vec::new(),
                     max_duration_s: None,
                     idle_timeout_s: None,
+                    build: None,
                 })
                 .collect(),
             max_sessions: h.max_sessions,

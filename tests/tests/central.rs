@@ -1,0 +1,386 @@
+//! Central games reaching real agents (issue 27): a build uploaded and set as a game is
+//! fetched by every agent with its token, checked, unpacked read-only under its state dir,
+//! and only then offered; a start runs the game from the build's own files and records the
+//! build it runs.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use portal_client::Client;
+use protocol::api::{CentralGame, EventType, GameSource, RolloutState, Session};
+use protocol::{BuildId, GameId, HostId};
+use tests::builds::{broken_build, game_build, game_entry, sha256};
+use tests::{keys, AgentOptions, BrokerOptions, TestAgent, TestBroker};
+
+struct Fleet {
+    broker: TestBroker,
+    agents: Vec<TestAgent>,
+    admin: Client,
+    portal: Client,
+}
+
+impl Fleet {
+    /// A broker with keys and an agent token, and `hosts` agents holding it.
+    async fn start(hosts: &[&str]) -> Self {
+        let broker = TestBroker::start_with(BrokerOptions {
+            api_keys: vec![
+                format!("admin:{}", keys::ADMIN),
+                format!("portal:{}", keys::PORTAL),
+            ],
+            agent_token: Some(keys::AGENT.into()),
+            ..Default::default()
+        })
+        .await;
+        let mut agents = Vec::new();
+        for h in hosts {
+            let mut opts = AgentOptions::host(h);
+            opts.token = Some(keys::AGENT.into());
+            agents.push(TestAgent::start(broker.agent_addr, opts).await);
+        }
+        let admin = Client::new(&broker.url, Some(keys::ADMIN.into())).unwrap();
+        let portal = Client::new(&broker.url, Some(keys::PORTAL.into())).unwrap();
+        tests::wait_hosts_online(&admin, hosts.len()).await;
+        Self {
+            broker,
+            agents,
+            admin,
+            portal,
+        }
+    }
+
+    /// Uploads `data` as a build.
+    async fn upload(&self, data: &[u8]) -> BuildId {
+        let id = BuildId::new(sha256(data)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build.tar.gz");
+        std::fs::write(&path, data).unwrap();
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let (build, new) = self
+            .admin
+            .put_build(&id, file, data.len() as u64, |_| {})
+            .await
+            .unwrap();
+        assert!(new);
+        assert_eq!(build.build, id);
+        id
+    }
+
+    /// Sets central game `game` to `build`, with [`game_entry`]'s keys and `more`.
+    async fn set_game(&self, game: &GameId, build: &BuildId, more: serde_json::Value) {
+        let mut body = game_entry();
+        body["build"] = serde_json::json!(build);
+        if let serde_json::Value::Object(m) = more {
+            body.as_object_mut().unwrap().extend(m);
+        }
+        self.admin.put_game(game, &body, None).await.unwrap();
+    }
+
+    /// Waits until `n` hosts offer `game` with `build`.
+    async fn offered_by(&self, game: &GameId, build: &BuildId, n: usize) {
+        let what = format!("{n} hosts offer {game} with its build");
+        tests::wait_until(&what, Duration::from_secs(30), || async {
+            let games = self.admin.games().await.unwrap().games;
+            games.iter().any(|g| {
+                g.game_id == *game && g.hosts as usize >= n && g.build.as_ref() == Some(build)
+            })
+        })
+        .await;
+    }
+}
+
+impl Fleet {
+    /// Starts a session of `game` through the portal.
+    async fn play(&self, game: &str) -> Session {
+        self.portal
+            .start_session(&tests::start(game))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `game`'s rollout satisfies `ok`, and answers the game then.
+    async fn rollout_until(
+        &self,
+        game: &GameId,
+        what: &str,
+        ok: impl Fn(&CentralGame) -> bool,
+    ) -> CentralGame {
+        let seen = std::sync::Mutex::new(None);
+        tests::wait_until(what, Duration::from_secs(40), || async {
+            let g = self.admin.central_game(game).await.unwrap();
+            let done = ok(&g);
+            *seen.lock().unwrap() = Some(g);
+            done
+        })
+        .await;
+        seen.into_inner().unwrap().unwrap()
+    }
+}
+
+/// The types of the events of `types` in the stream so far, in order.
+async fn events_so_far(admin: &Client, types: &[EventType]) -> Vec<(EventType, CentralGame)> {
+    let mut stream = admin.events(types, None, None, Some(0)).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+        let e = e.unwrap();
+        out.push((e.kind, e.game.expect("a game event carries its game")));
+    }
+    out
+}
+
+/// What a player connecting to `s` reads first.
+async fn greeting(s: &Session) -> String {
+    tests::greeting(s.port.unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_game_is_fetched_by_every_agent_and_runs_from_its_build() {
+    let fleet = Fleet::start(&["gpu-1", "gpu-2"]).await;
+    let game = GameId::new("arena").unwrap();
+    let build = fleet.upload(&game_build("build one")).await;
+    fleet.set_game(&game, &build, serde_json::json!({})).await;
+    fleet.offered_by(&game, &build, 2).await;
+    let listed = fleet.admin.games().await.unwrap().games;
+    let arena = listed.iter().find(|g| g.game_id == game).unwrap();
+    assert_eq!(arena.source, GameSource::Central);
+
+    // Two starts spread over both hosts; each game greets from its build's own file.
+    let mut hosts = BTreeSet::new();
+    for _ in 0..2 {
+        let s = fleet.play("arena").await;
+        assert_eq!(
+            s.build.as_ref(),
+            Some(&build),
+            "the session records its build"
+        );
+        assert_eq!(
+            greeting(&s).await,
+            format!("session {} build one", s.session_id)
+        );
+        let read = fleet.portal.get_session(&s.session_id).await.unwrap();
+        assert_eq!(read.build.as_ref(), Some(&build));
+        hosts.insert(s.host_id.clone());
+    }
+    assert_eq!(hosts.len(), 2, "both agents offered and ran it: {hosts:?}");
+
+    // A host's own catalog game records no build.
+    let own = fleet.play("game").await;
+    assert_eq!(own.build, None);
+
+    // Each agent holds the build unpacked under its state dir, read-only.
+    for agent in &fleet.agents {
+        use std::os::unix::fs::PermissionsExt as _;
+        let builds = agent.state_dir.path().join("builds");
+        let dir = builds.join(build.as_str());
+        let greeting = std::fs::read_to_string(dir.join("greeting.txt")).unwrap();
+        assert_eq!(greeting, "build one\n");
+        for path in [dir.clone(), dir.join("greeting.txt"), dir.join("bin/start")] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o222, 0, "no write bit on {path:?}: {mode:o}");
+        }
+        assert!(
+            !builds.join(".partial").join(build.as_str()).exists(),
+            "no download is left behind"
+        );
+    }
+
+    // The build is held while its game is set.
+    let held = fleet.admin.delete_build(&build).await.unwrap_err();
+    assert_eq!(tests::api_error(&held).0, 409);
+    tests::wait_sessions_settled(&fleet.admin).await;
+    drop(fleet.broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_build_rolls_out_through_its_canary_and_running_sessions_keep_theirs() {
+    let fleet = Fleet::start(&["gpu-1", "gpu-2", "gpu-3"]).await;
+    let game = GameId::new("arena").unwrap();
+    let one = fleet.upload(&game_build("one")).await;
+    fleet.set_game(&game, &one, serde_json::json!({})).await;
+    fleet.offered_by(&game, &one, 3).await;
+    let old = fleet.play("arena").await;
+    assert_eq!(old.build.as_ref(), Some(&one));
+
+    let two = fleet.upload(&game_build("two")).await;
+    let rollout =
+        serde_json::json!({"rollout": {"canary_hosts": 1, "hold_s": 3, "max_failures": 1}});
+    fleet.set_game(&game, &two, rollout).await;
+    let canary = fleet
+        .rollout_until(&game, "the canary runs the new build", |g| {
+            g.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutState::Canary && r.hosts_ready == 1)
+        })
+        .await;
+    let r = canary.rollout.unwrap();
+    assert_eq!(
+        r.canaries,
+        vec![HostId::new("gpu-1").unwrap()],
+        "the lowest id"
+    );
+    assert_eq!(
+        (r.build.clone(), r.previous_build.clone()),
+        (two.clone(), one.clone())
+    );
+
+    // While the canary holds, its new sessions run the new build, every other host's the
+    // previous one: each game greets from the build its session recorded.
+    // Placement spreads starts over the least loaded hosts: within six, both kinds.
+    let mut during = Vec::new();
+    while during.len() < 6
+        && !(during
+            .iter()
+            .any(|s: &Session| s.build.as_ref() == Some(&two))
+            && during.len() >= 3)
+    {
+        let s = fleet.play("arena").await;
+        let want = if s.host_id.as_str() == "gpu-1" {
+            &two
+        } else {
+            &one
+        };
+        assert_eq!(s.build.as_ref(), Some(want), "on {}", s.host_id);
+        let word = if want == &two { "two" } else { "one" };
+        assert_eq!(
+            greeting(&s).await,
+            format!("session {} {word}", s.session_id)
+        );
+        during.push(s);
+    }
+    assert!(during.iter().any(|s| s.build.as_ref() == Some(&two)));
+
+    // After the hold, every host switches; the rollout is done once all three have it.
+    let done = fleet
+        .rollout_until(&game, "the rollout is done", |g| {
+            g.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutState::Done)
+        })
+        .await;
+    let r = done.rollout.unwrap();
+    assert_eq!((r.hosts_ready, r.hosts_total, r.failures), (3, 3, 0));
+    for _ in 0..3 {
+        let s = fleet.play("arena").await;
+        assert_eq!(s.build.as_ref(), Some(&two));
+        assert_eq!(greeting(&s).await, format!("session {} two", s.session_id));
+    }
+    // The session of the first build runs on, as it was.
+    let still = fleet.portal.get_session(&old.session_id).await.unwrap();
+    assert_eq!(still.status, protocol::api::SessionStatus::Running);
+    assert_eq!(
+        greeting(&still).await,
+        format!("session {} one", old.session_id)
+    );
+
+    // The stream told it all, each event carrying the game.
+    let events = events_so_far(
+        &fleet.admin,
+        &[
+            EventType::GameUpdated,
+            EventType::RolloutProgressed,
+            EventType::RolloutHalted,
+            EventType::RolloutDone,
+        ],
+    )
+    .await;
+    let kinds: Vec<EventType> = events.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds.first(), Some(&EventType::GameUpdated), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&EventType::RolloutDone), "{kinds:?}");
+    assert!(!kinds.contains(&EventType::RolloutHalted), "{kinds:?}");
+    let progressed: Vec<RolloutState> = events
+        .iter()
+        .filter(|(k, _)| *k == EventType::RolloutProgressed)
+        .map(|(_, g)| g.rollout.as_ref().unwrap().state)
+        .collect();
+    assert!(
+        progressed.contains(&RolloutState::Rolling),
+        "{progressed:?}"
+    );
+    // The build the old session runs cannot go while it does.
+    fleet.admin.delete_game(&game).await.unwrap();
+    let held = fleet.admin.delete_build(&one).await.unwrap_err();
+    assert_eq!(tests::api_error(&held).0, 409);
+    tests::wait_sessions_settled(&fleet.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_build_is_halted_by_its_canary_and_rolled_back() {
+    let fleet = Fleet::start(&["gpu-1", "gpu-2"]).await;
+    let game = GameId::new("arena").unwrap();
+    let good = fleet.upload(&game_build("good")).await;
+    fleet.set_game(&game, &good, serde_json::json!({})).await;
+    fleet.offered_by(&game, &good, 2).await;
+
+    let broken = fleet.upload(&broken_build()).await;
+    let rollout =
+        serde_json::json!({"rollout": {"canary_hosts": 1, "hold_s": 600, "max_failures": 1}});
+    fleet.set_game(&game, &broken, rollout).await;
+    fleet
+        .rollout_until(&game, "the canary offers the broken build", |g| {
+            g.rollout.as_ref().is_some_and(|r| r.hosts_ready == 1)
+        })
+        .await;
+
+    // Players start until one lands on the canary: that launch fails, and it is the only
+    // one that does.
+    let mut failures = 0;
+    for _ in 0..10 {
+        match fleet.portal.start_session(&tests::start("arena")).await {
+            Ok(s) => assert_eq!(s.build.as_ref(), Some(&good)),
+            Err(e) => {
+                assert_eq!(tests::api_error(&e).0, 502, "{e}");
+                failures += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(failures, 1, "a start reached the canary");
+    let halted = fleet
+        .rollout_until(&game, "the rollout halts", |g| {
+            g.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutState::Halted)
+        })
+        .await;
+    let r = halted.rollout.unwrap();
+    assert_eq!(r.failures, 1);
+    assert!(
+        r.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("failed launch"),
+        "{r:?}"
+    );
+    // Halted: every host offers the previous build again, and every start succeeds.
+    tests::wait_until(
+        "both hosts offer the good build",
+        Duration::from_secs(20),
+        || async {
+            let hosts = fleet.admin.hosts().await.unwrap().hosts;
+            hosts.iter().filter(|h| h.games.contains(&game)).count() == 2
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        let s = fleet.play("arena").await;
+        assert_eq!(s.build.as_ref(), Some(&good));
+    }
+    let kinds: Vec<EventType> = events_so_far(&fleet.admin, &[EventType::RolloutHalted])
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kinds, vec![EventType::RolloutHalted]);
+
+    // Rollback: the good build is the game's again, at once, with no rollout.
+    let back = fleet.admin.rollback_game(&game).await.unwrap();
+    assert_eq!(
+        (back.build.clone(), back.previous_build.clone()),
+        (good.clone(), Some(broken.clone()))
+    );
+    assert_eq!(back.rollout, None);
+    let s = fleet.play("arena").await;
+    assert_eq!(s.build.as_ref(), Some(&good));
+    tests::wait_sessions_settled(&fleet.admin).await;
+}
