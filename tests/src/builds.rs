@@ -31,14 +31,36 @@ pub fn tar_gz(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
 /// build's directory), and `greeting.txt`, which the game greets its players with, so what a
 /// player reads comes from the build's own files.
 pub fn game_build(greeting: &str) -> Vec<u8> {
+    game_build_with(greeting, &[])
+}
+
+/// [`game_build`] with more files (path, content): assets.
+pub fn game_build_with(greeting: &str, assets: &[(&str, &[u8])]) -> Vec<u8> {
     let start = format!(
         "#!/bin/sh\nhere=$(dirname \"$0\")/..\nexec {} --listen --greet-file \"$here/greeting.txt\" \"$@\"\n",
         crate::test_game().display()
     );
-    tar_gz(&[
+    let greeting = format!("{greeting}\n");
+    let mut files: Vec<(&str, u32, &[u8])> = vec![
         ("bin/start", 0o755, start.as_bytes()),
-        ("greeting.txt", 0o644, format!("{greeting}\n").as_bytes()),
-    ])
+        ("greeting.txt", 0o644, greeting.as_bytes()),
+    ];
+    files.extend(assets.iter().map(|(p, c)| (*p, 0o644, *c)));
+    tar_gz(&files)
+}
+
+/// `n` bytes that do not compress (an xorshift stream): an asset that keeps a build as large
+/// gzipped as unpacked.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
 }
 
 /// The central game entry that runs [`game_build`]'s build: ready once it listens.

@@ -118,6 +118,9 @@ pub struct BrokerOptions {
     pub join_token_ttl: Option<Duration>,
     /// `--max-build-size`; 8 GiB by default.
     pub max_build_size: Option<u64>,
+    /// `--public-url`: where games and agents reach the broker's API; by default its own
+    /// address.
+    pub public_url: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -140,6 +143,7 @@ impl Default for BrokerOptions {
             max_sessions_per_user: None,
             join_token_ttl: None,
             max_build_size: None,
+            public_url: None,
         }
     }
 }
@@ -199,6 +203,7 @@ impl TestBroker {
         if let Some(max) = opts.max_build_size {
             config.max_build_size = max;
         }
+        config.public_url = opts.public_url;
         let build_dir = tempfile::tempdir().expect("a build store");
         config.build_store = build_dir.path().join("builds");
         let build_store = config.build_store.clone();

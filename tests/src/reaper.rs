@@ -127,6 +127,13 @@ impl StateDir {
     }
 }
 
+impl Drop for StateDir {
+    /// Builds are unpacked read-only: writable again, so the directory can be removed.
+    fn drop(&mut self) {
+        let _ = archive::make_writable(&self.dir.path().join("builds"));
+    }
+}
+
 impl Default for StateDir {
     fn default() -> Self {
         Self::new()

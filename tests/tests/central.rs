@@ -384,3 +384,217 @@ async fn a_broken_build_is_halted_by_its_canary_and_rolled_back() {
     assert_eq!(s.build.as_ref(), Some(&good));
     tests::wait_sessions_settled(&fleet.admin).await;
 }
+
+/// A broker whose `--public-url` is a [`FaultProxy`] in front of its own API, so agents
+/// download builds through the proxy; and one agent on `state_dir`.
+async fn behind_proxy(state_dir: Option<&std::path::Path>) -> (Fleet, tests::proxy::FaultProxy) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    let broker = TestBroker::start_with(BrokerOptions {
+        api_keys: vec![
+            format!("admin:{}", keys::ADMIN),
+            format!("portal:{}", keys::PORTAL),
+        ],
+        agent_token: Some(keys::AGENT.into()),
+        public_url: Some(public),
+        ..Default::default()
+    })
+    .await;
+    let proxy = tests::proxy::FaultProxy::start_on(listener, broker.http_addr);
+    let mut opts = AgentOptions::host("gpu-1");
+    opts.token = Some(keys::AGENT.into());
+    opts.state_dir = state_dir.map(std::path::Path::to_owned);
+    let agent = TestAgent::start(broker.agent_addr, opts).await;
+    let admin = Client::new(&broker.url, Some(keys::ADMIN.into())).unwrap();
+    let portal = Client::new(&broker.url, Some(keys::PORTAL.into())).unwrap();
+    tests::wait_hosts_online(&admin, 1).await;
+    let fleet = Fleet {
+        broker,
+        agents: vec![agent],
+        admin,
+        portal,
+    };
+    (fleet, proxy)
+}
+
+/// The requests for `build`'s content the proxy carried.
+fn downloads(proxy: &tests::proxy::FaultProxy, build: &BuildId) -> Vec<String> {
+    let sent = proxy.sent();
+    let wanted = format!("GET /v1/builds/{build}/content");
+    sent.split("\r\n\r\n")
+        .filter(|r| r.contains(&wanted))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_flipped_in_transit_is_refused_and_the_build_fetched_again() {
+    let (fleet, proxy) = behind_proxy(None).await;
+    let game = GameId::new("arena").unwrap();
+    let data = tests::builds::game_build_with(
+        "whole",
+        &[("assets.bin", &tests::builds::noise(256 << 10, 7))],
+    );
+    let build = fleet.upload(&data).await;
+    // One bit pattern flipped well inside the first download's body.
+    proxy.set(tests::proxy::Mode::FlipOnce(100_000));
+    fleet.set_game(&game, &build, serde_json::json!({})).await;
+    fleet.offered_by(&game, &build, 1).await;
+    let asked = downloads(&proxy, &build);
+    assert_eq!(asked.len(), 2, "refused once, fetched again: {asked:?}");
+    assert!(
+        !asked[1].to_ascii_lowercase().contains("range:"),
+        "a mismatch starts over: {}",
+        asked[1]
+    );
+    let s = fleet.play("arena").await;
+    assert_eq!(
+        greeting(&s).await,
+        format!("session {} whole", s.session_id)
+    );
+    let kept = std::fs::read(
+        fleet.agents[0]
+            .state_dir
+            .path()
+            .join("builds")
+            .join(build.as_str())
+            .join("assets.bin"),
+    )
+    .unwrap();
+    assert_eq!(
+        kept,
+        tests::builds::noise(256 << 10, 7),
+        "the asset is whole"
+    );
+    tests::wait_sessions_settled(&fleet.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_mid_download_resumes_where_it_was() {
+    let state = tests::reaper::StateDir::new();
+    let (mut fleet, proxy) = behind_proxy(Some(state.path())).await;
+    let game = GameId::new("arena").unwrap();
+    let asset = tests::builds::noise(1 << 20, 11);
+    let data = tests::builds::game_build_with("resumed", &[("assets.bin", &asset)]);
+    let build = fleet.upload(&data).await;
+    proxy.set(tests::proxy::Mode::StallAfter(400_000));
+    fleet.set_game(&game, &build, serde_json::json!({})).await;
+    let partial = state.path().join("builds/.partial").join(build.as_str());
+    tests::wait_until(
+        "part of the build is on disk",
+        Duration::from_secs(20),
+        || async { std::fs::metadata(&partial).is_ok_and(|m| m.len() > 300_000) },
+    )
+    .await;
+    // The agent goes away mid-download (its games and the partial file stay), and a new one
+    // starts on the same state directory with the network healthy again.
+    fleet.agents.pop().unwrap().stop().await;
+    let had = std::fs::metadata(&partial).unwrap().len();
+    proxy.set(tests::proxy::Mode::Pass);
+    let mut opts = AgentOptions::host("gpu-1");
+    opts.token = Some(keys::AGENT.into());
+    opts.state_dir = Some(state.path().to_owned());
+    fleet
+        .agents
+        .push(TestAgent::start(fleet.broker.agent_addr, opts).await);
+    fleet.offered_by(&game, &build, 1).await;
+    let asked = downloads(&proxy, &build);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let resumed = asked[1].to_ascii_lowercase();
+    assert!(
+        resumed.contains(&format!("range: bytes={had}-")),
+        "resumed from the {had} bytes kept: {resumed}"
+    );
+    let s = fleet.play("arena").await;
+    assert_eq!(
+        greeting(&s).await,
+        format!("session {} resumed", s.session_id)
+    );
+    assert!(
+        !partial.exists(),
+        "the partial download is gone once placed"
+    );
+    tests::wait_sessions_settled(&fleet.admin).await;
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped; `None` where this
+/// process may not mount (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_says_why_keeps_the_old_build_and_leaves_nothing_half_unpacked() {
+    let Some(disk) = Tmpfs::mount("3m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let state = disk.0.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (fleet, _proxy) = behind_proxy(Some(&state)).await;
+    let game = GameId::new("arena").unwrap();
+    let small = fleet.upload(&game_build("small")).await;
+    fleet.set_game(&game, &small, serde_json::json!({})).await;
+    fleet.offered_by(&game, &small, 1).await;
+    // 8 MiB of zeros: a few KiB to download, more than the disk to unpack.
+    let zeros = vec![0u8; 8 << 20];
+    let big = fleet
+        .upload(&tests::builds::game_build_with(
+            "big",
+            &[("assets.bin", &zeros)],
+        ))
+        .await;
+    let rollout = serde_json::json!({"rollout": {"canary_hosts": 1, "hold_s": 1}});
+    fleet.set_game(&game, &big, rollout).await;
+    let stuck = fleet
+        .rollout_until(&game, "the host says why it cannot take the build", |g| {
+            g.rollout
+                .as_ref()
+                .and_then(|r| r.last_error.as_deref())
+                .is_some_and(|e| e.contains("No space left"))
+        })
+        .await;
+    let r = stuck.rollout.unwrap();
+    assert_eq!((r.state, r.hosts_ready), (RolloutState::Canary, 0), "{r:?}");
+    assert!(r.last_error.unwrap().starts_with("host gpu-1: "));
+    // The old build is still served, and nothing of the new one is left on the disk.
+    let s = fleet.play("arena").await;
+    assert_eq!(s.build.as_ref(), Some(&small));
+    assert_eq!(
+        greeting(&s).await,
+        format!("session {} small", s.session_id)
+    );
+    let builds = state.join("builds");
+    let left: Vec<String> = std::fs::read_dir(&builds)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".partial")
+        .collect();
+    assert_eq!(left, vec![small.to_string()], "only the old build");
+    assert_eq!(
+        std::fs::read_dir(builds.join(".partial")).unwrap().count(),
+        0
+    );
+    tests::wait_sessions_settled(&fleet.admin).await;
+    fleet.admin.end_session(&s.session_id).await.unwrap();
+    drop(fleet);
+    drop(disk);
+}

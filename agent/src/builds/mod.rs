@@ -294,9 +294,10 @@ impl Central {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(%build, error = %e, retry_in = ?pause, "cannot fetch a build; the host keeps what it offers");
+                    let why = describe(&e);
+                    tracing::warn!(%build, error = %why, retry_in = ?pause, "cannot fetch a build; the host keeps what it offers");
                     if let Some(h) = self.lock().builds.get_mut(&build) {
-                        h.status = Status::Failed(e.to_string());
+                        h.status = Status::Failed(why);
                     }
                     self.changed.notify_one();
                 }
@@ -508,5 +509,62 @@ impl Central {
     /// Where builds are kept.
     pub fn dir(&self) -> &Path {
         &self.config.dir
+    }
+}
+
+/// `e` and every cause under it its message does not already say: an unpack's "failed to
+/// unpack x" says why only in its cause ("No space left on device").
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_says_its_deepest_cause() {
+        let disk = std::io::Error::from_raw_os_error(28);
+        let tar = std::io::Error::other(Wrapped(disk));
+        let e = FetchError::Unpack(archive::UnpackError::Write {
+            dir: "/b".into(),
+            source: tar,
+        });
+        let text = describe(&e);
+        assert!(
+            text.starts_with("cannot unpack the build: cannot unpack into /b: failed"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("No space left on device (os error 28)"),
+            "{text}"
+        );
+        assert_eq!(text.matches("failed to unpack").count(), 1, "{text}");
+    }
+
+    /// An error that says less than its cause, as tar's does.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed to unpack `x`")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 }
