@@ -598,3 +598,117 @@ async fn a_full_disk_says_why_keeps_the_old_build_and_leaves_nothing_half_unpack
     drop(fleet);
     drop(disk);
 }
+
+/// Replica `i`'s log, as far as it was written.
+fn log_of(c: &tests::cluster::Cluster, i: usize) -> String {
+    std::fs::read_to_string(&c.replicas[i].log).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_survives_the_kill_9_of_the_replica_driving_it() {
+    let Some(mut c) = tests::cluster::Cluster::start().await else {
+        return;
+    };
+    let game = GameId::new("arena").unwrap();
+    let clients: Vec<Client> = (0..3).map(|i| c.client(i)).collect();
+    let clients = &clients;
+    // Uploaded through one replica, set through another, offered by every host.
+    let push = |i: usize, data: Vec<u8>| {
+        let client = clients[i].clone();
+        async move {
+            let id = BuildId::new(sha256(&data)).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("b.tar.gz");
+            std::fs::write(&path, &data).unwrap();
+            let file = tokio::fs::File::open(&path).await.unwrap();
+            client
+                .put_build(&id, file, data.len() as u64, |_| {})
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let one = push(0, game_build("one")).await;
+    let mut body = game_entry();
+    body["build"] = serde_json::json!(one);
+    clients[1].put_game(&game, &body, None).await.unwrap();
+    let offered = |build: BuildId| {
+        let client = clients[2].clone();
+        let game = game.clone();
+        move || {
+            let (client, game, build) = (client.clone(), game.clone(), build.clone());
+            async move {
+                client.games().await.is_ok_and(|l| {
+                    l.games.iter().any(|g| {
+                        g.game_id == game && g.hosts == 4 && g.build.as_ref() == Some(&build)
+                    })
+                })
+            }
+        }
+    };
+    tests::wait_until(
+        "four hosts offer the first build",
+        WAIT,
+        offered(one.clone()),
+    )
+    .await;
+
+    let two = push(2, game_build("two")).await;
+    body["build"] = serde_json::json!(two);
+    body["rollout"] = serde_json::json!({"canary_hosts": 1, "hold_s": 4, "max_failures": 1});
+    clients[0].put_game(&game, &body, None).await.unwrap();
+    let state = |i: usize| {
+        let client = clients[i].clone();
+        let game = game.clone();
+        async move {
+            client
+                .central_game(&game)
+                .await
+                .ok()
+                .and_then(|g| g.rollout)
+        }
+    };
+    tests::wait_until("the canary runs the new build", WAIT, || async {
+        state(1).await.is_some_and(|r| r.hosts_ready == 1)
+    })
+    .await;
+    // The replica holding the sweep lease drives the rollout: kill it mid-hold.
+    let driver = (0..3)
+        .find(|i| log_of(&c, *i).contains("rollout moved on"))
+        .expect("a replica drove the rollout");
+    c.replicas[driver].kill9();
+    let alive = (driver + 1) % 3;
+    let done = || async {
+        state(alive)
+            .await
+            .is_some_and(|r| r.state == RolloutState::Done)
+    };
+    tests::wait_until("another replica finishes the rollout", WAIT * 3, done).await;
+    let r = state(alive).await.unwrap();
+    assert_eq!(
+        (r.hosts_ready, r.hosts_total, r.failures),
+        (4, 4, 0),
+        "{r:?}"
+    );
+    let after: Vec<usize> = (0..3)
+        .filter(|i| *i != driver)
+        .filter(|i| log_of(&c, *i).contains("rollout moved on"))
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "a surviving replica took the rollout over"
+    );
+    c.wait_online(4).await;
+    for k in 0..4 {
+        let s = c
+            .client(alive + k % 2)
+            .start_session(&tests::start("arena"))
+            .await;
+        let s = s.unwrap();
+        assert_eq!(s.build.as_ref(), Some(&two));
+        assert_eq!(greeting(&s).await, format!("session {} two", s.session_id));
+    }
+    tests::cluster::no_orphan(&c, alive).await;
+}
+
+const WAIT: Duration = Duration::from_secs(30);
