@@ -1,4 +1,4 @@
-// The operator dashboard: hosts and sessions, kept live from the event stream.
+// The operator dashboard: hosts, games and sessions, kept live from the event stream.
 //
 // Everything comes from this broker's own API, with the key the operator gives (kept in this
 // tab's sessionStorage only). The event stream is read with fetch() rather than EventSource,
@@ -17,6 +17,7 @@ const HOSTS_EVERY_MS = 5000;
 const state = {
   key: sessionStorage.getItem(KEY),
   hosts: new Map(),
+  games: [],
   sessions: new Map(),
   lastEventId: null,
   streaming: null,
@@ -198,6 +199,26 @@ function apply(e) {
   if (e.host) {
     state.hosts.set(e.host.host_id, e.host);
   }
+  if (e.game) {
+    // A game's line also counts its hosts: read the list again.
+    loadGames(state.generation);
+  }
+}
+
+async function loadGames(gen) {
+  try {
+    const list = await api("GET", "/v1/games");
+    if (gen !== state.generation) {
+      return;
+    }
+    state.games = list.games;
+    $("games-note").hidden = true;
+    draw();
+  } catch (err) {
+    if (gen === state.generation) {
+      note("games-note", err);
+    }
+  }
 }
 
 // ---- loading ----------------------------------------------------------------------------
@@ -255,6 +276,7 @@ async function start() {
     }
     note("hosts-note", err);
   }
+  await loadGames(gen);
   const pending = state.pending || [];
   state.pending = null;
   pending.forEach(apply);
@@ -276,6 +298,7 @@ async function refreshHosts(gen) {
       for (const h of list.hosts) {
         state.hosts.set(h.host_id, h);
       }
+      await loadGames(gen);
       draw();
     } catch (_) {
       // Shown by the next action that fails, or the stream's state.
@@ -312,6 +335,7 @@ function draw() {
   requestAnimationFrame(() => {
     state.drawScheduled = false;
     drawHosts();
+    drawGames();
     drawFilters();
     drawSessions();
   });
@@ -377,6 +401,36 @@ function drawHosts() {
         draw();
       });
     }
+    body.appendChild(tr);
+  }
+}
+
+// A rollout as one line: where it is, how many hosts run the new build, and why it stopped.
+function rollout(r) {
+  if (!r) {
+    return "";
+  }
+  let text = `${r.state} ${r.hosts_ready}/${r.hosts_total}`;
+  if (r.failures) {
+    text += `, ${r.failures} failed`;
+  }
+  if (r.last_error) {
+    text += `: ${r.last_error}`;
+  }
+  return text;
+}
+
+function drawGames() {
+  const body = $("games").tBodies[0];
+  body.replaceChildren();
+  for (const g of state.games) {
+    const tr = document.createElement("tr");
+    tr.dataset.game = g.game_id;
+    cell(tr, g.game_id);
+    cell(tr, g.source || "host", "source");
+    cell(tr, g.build ? g.build.slice(0, 12) : "", "build");
+    cell(tr, rollout(g.rollout), g.rollout ? `rollout ${g.rollout.state}` : "rollout");
+    cell(tr, g.hosts, "num hosts");
     body.appendChild(tr);
   }
 }

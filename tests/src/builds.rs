@@ -76,3 +76,19 @@ pub fn game_entry() -> serde_json::Value {
 pub fn broken_build() -> Vec<u8> {
     tar_gz(&[("bin/start", 0o755, b"#!/bin/sh\nexit 3\n")])
 }
+
+/// Uploads `data` as a build through `client` (an admin's), streamed from a file as
+/// `arcade build push` does; answers its id.
+pub async fn upload(client: &portal_client::Client, data: &[u8]) -> protocol::BuildId {
+    let id = protocol::BuildId::new(sha256(data)).expect("a sha256");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("build.tar.gz");
+    std::fs::write(&path, data).expect("write the build");
+    let file = tokio::fs::File::open(&path).await.expect("open the build");
+    let (build, _) = client
+        .put_build(&id, file, data.len() as u64, |_| {})
+        .await
+        .expect("upload the build");
+    assert_eq!(build.build, id);
+    id
+}

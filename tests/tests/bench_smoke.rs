@@ -210,3 +210,29 @@ fn faults_smoke_completes_without_a_violation() {
     ]);
     assert_shows(&out, &["run  1:", "violations: 0"]);
 }
+
+#[test]
+fn builds_smoke_completes_with_sane_figures() {
+    // The mode runs the real `arcade-broker` and `arcade-agent` from beside `arcade-bench`;
+    // `cargo test --workspace` builds them (their own tests need them).
+    let bins = ["arcade-broker", "arcade-agent"].map(|b| PathBuf::from(BENCH).with_file_name(b));
+    if let Some(missing) = bins.iter().find(|b| !b.is_file()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs cargo test --workspace, which builds it",
+            missing.display()
+        );
+        eprintln!("skipped: no {}", missing.display());
+        return;
+    }
+    let out = smoke(&["builds", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "floor: cp",
+            "build reaches 2 agents",
+            "broker peak RSS above idle",
+            "agent peak RSS above idle",
+        ],
+    );
+}

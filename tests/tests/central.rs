@@ -11,7 +11,7 @@ use std::time::Duration;
 use portal_client::Client;
 use protocol::api::{CentralGame, EventType, GameSource, RolloutState, Session};
 use protocol::{BuildId, GameId, HostId};
-use tests::builds::{broken_build, game_build, game_entry, sha256};
+use tests::builds::{broken_build, game_build, game_entry};
 use tests::{keys, AgentOptions, BrokerOptions, TestAgent, TestBroker};
 
 struct Fleet {
@@ -52,19 +52,7 @@ impl Fleet {
 
     /// Uploads `data` as a build.
     async fn upload(&self, data: &[u8]) -> BuildId {
-        let id = BuildId::new(sha256(data)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("build.tar.gz");
-        std::fs::write(&path, data).unwrap();
-        let file = tokio::fs::File::open(&path).await.unwrap();
-        let (build, new) = self
-            .admin
-            .put_build(&id, file, data.len() as u64, |_| {})
-            .await
-            .unwrap();
-        assert!(new);
-        assert_eq!(build.build, id);
-        id
+        tests::builds::upload(&self.admin, data).await
     }
 
     /// Sets central game `game` to `build`, with [`game_entry`]'s keys and `more`.
@@ -613,21 +601,8 @@ async fn a_rollout_survives_the_kill_9_of_the_replica_driving_it() {
     let clients: Vec<Client> = (0..3).map(|i| c.client(i)).collect();
     let clients = &clients;
     // Uploaded through one replica, set through another, offered by every host.
-    let push = |i: usize, data: Vec<u8>| {
-        let client = clients[i].clone();
-        async move {
-            let id = BuildId::new(sha256(&data)).unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("b.tar.gz");
-            std::fs::write(&path, &data).unwrap();
-            let file = tokio::fs::File::open(&path).await.unwrap();
-            client
-                .put_build(&id, file, data.len() as u64, |_| {})
-                .await
-                .unwrap();
-            id
-        }
-    };
+    let push =
+        |i: usize, data: Vec<u8>| async move { tests::builds::upload(&clients[i], &data).await };
     let one = push(0, game_build("one")).await;
     let mut body = game_entry();
     body["build"] = serde_json::json!(one);

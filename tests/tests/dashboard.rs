@@ -320,6 +320,42 @@ async fn the_dashboard_shows_live_changes_and_its_buttons_act() {
     let row = format!("tr[data-session='{}']", sessions[1].session_id);
     browser.wait_text(&format!("{row} .status"), "ended").await;
 
+    // A central game shows with its source and build, then its rollout as it goes.
+    let admin = Client::new(&broker.url, Some(tests::keys::ADMIN.to_owned())).unwrap();
+    let arena = protocol::GameId::new("arena").unwrap();
+    let set = |build: protocol::BuildId, rollout: serde_json::Value| {
+        let mut body = tests::builds::game_entry();
+        body["build"] = json!(build);
+        body["rollout"] = rollout;
+        let (admin, arena) = (admin.clone(), arena.clone());
+        async move { admin.put_game(&arena, &body, None).await.unwrap() }
+    };
+    let one = tests::builds::upload(&admin, &tests::builds::game_build("one")).await;
+    set(one.clone(), json!(null)).await;
+    // A provider may not list games; an admin sees them.
+    browser
+        .wait_text("#games-note", "Your key's role may not see this.")
+        .await;
+    browser.click("#forget").await;
+    browser.type_in("#key", tests::keys::ADMIN).await;
+    browser.click("#login button[type=submit]").await;
+    let game_row = "tr[data-game='arena']";
+    browser
+        .wait_text(&format!("{game_row} .source"), "central")
+        .await;
+    browser
+        .wait_text(&format!("{game_row} .build"), &one.as_str()[..12])
+        .await;
+    browser.wait_text(&format!("{game_row} .hosts"), "1").await;
+    let two = tests::builds::upload(&admin, &tests::builds::game_build("two")).await;
+    set(two.clone(), json!({"canary_hosts": 1, "hold_s": 600})).await;
+    browser
+        .wait_text(&format!("{game_row} .build"), &two.as_str()[..12])
+        .await;
+    browser
+        .wait_text(&format!("{game_row} .rollout"), "canary 1/1")
+        .await;
+
     browser.quit().await;
     drop(driver.child);
 }

@@ -24,6 +24,7 @@
 //! numbers. CI runs the smokes (`tests/tests/bench_smoke.rs`); they assert nothing about speed.
 //! BENCHMARKS.md has the commands, the figures and the machine.
 
+mod builds;
 mod events;
 mod faults;
 mod idle;
@@ -68,6 +69,8 @@ enum Command {
     IdleAgent(idle::Args),
     /// Player tokens and join tokens: a call's cost by caller kind, and a redeem's.
     Players(players::Args),
+    /// A build reaching every agent, against cp and sha256sum; peak RSS meanwhile.
+    Builds(builds::Args),
     /// The broker process of `scale` (internal).
     #[command(hide = true)]
     ServeBroker,
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::IdleAgent(a)) => idle::run(a).await,
             Some(Command::Faults(a)) => faults::run(a).await,
             Some(Command::Players(a)) => players::run(a).await,
+            Some(Command::Builds(a)) => builds::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
             Some(Command::StreamReaders { addr, streams }) => {
                 events::serve_readers(addr, streams).await
