@@ -687,3 +687,61 @@ async fn a_rollout_survives_the_kill_9_of_the_replica_driving_it() {
 }
 
 const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_ready_games_are_replaced_as_their_host_switches_builds() {
+    use protocol::api::{PoolSpec, SessionQuery, SessionStatus};
+    let fleet = Fleet::start(&["gpu-1"]).await;
+    let game = GameId::new("arena").unwrap();
+    let one = fleet.upload(&game_build("one")).await;
+    fleet.set_game(&game, &one, serde_json::json!({})).await;
+    fleet.offered_by(&game, &one, 1).await;
+    let spec = PoolSpec {
+        game_id: game.clone(),
+        mode: None,
+        config: None,
+        settings: Default::default(),
+        size: 2,
+        max_age_s: None,
+    };
+    let pool = protocol::PoolId::new("lobby").unwrap();
+    fleet.admin.put_pool(&pool, &spec, None).await.unwrap();
+    let ready = || async {
+        let q = SessionQuery {
+            status: Some(SessionStatus::Ready),
+            ..SessionQuery::default()
+        };
+        fleet.admin.list_sessions(&q).await.unwrap().sessions
+    };
+    tests::wait_until("two games of the first build are ready", WAIT, || async {
+        let r = ready().await;
+        r.len() == 2 && r.iter().all(|s| s.build.as_ref() == Some(&one))
+    })
+    .await;
+    let before: Vec<_> = ready().await.into_iter().map(|s| s.session_id).collect();
+
+    // The host is the canary: once it switches, the pool's games are replaced, each
+    // replacement ready before the game it replaces goes.
+    let two = fleet.upload(&game_build("two")).await;
+    let rollout = serde_json::json!({"rollout": {"canary_hosts": 1, "hold_s": 1}});
+    fleet.set_game(&game, &two, rollout).await;
+    tests::wait_until(
+        "the pool holds two games of the new build",
+        WAIT,
+        || async {
+            let r = ready().await;
+            r.len() == 2 && r.iter().all(|s| s.build.as_ref() == Some(&two))
+        },
+    )
+    .await;
+    for id in before {
+        let s = fleet.admin.get_session(&id).await.unwrap();
+        assert_eq!(s.status, SessionStatus::Ended, "{id} was retired");
+    }
+    // A player's start takes one of them: the new build's.
+    let s = fleet.play("arena").await;
+    assert_eq!(s.pool_id.as_ref(), Some(&pool));
+    assert_eq!(greeting(&s).await, format!("session {} two", s.session_id));
+    fleet.admin.delete_pool(&pool, None).await.unwrap();
+    tests::wait_sessions_settled(&fleet.admin).await;
+}

@@ -5,8 +5,10 @@
 //! retires its ready games on draining hosts; launches games for what is missing (after each
 //! claim, a ready game that exited, a launch that failed, a host lost); retires ready games
 //! past the size; and replaces its oldest ready game once it is older than `max_age_s`, one at
-//! a time, launching the replacement first so the pool never runs short for it. Ready games
-//! of a pool that no longer exists are retired.
+//! a time, launching the replacement first so the pool never runs short for it. A ready game
+//! of a central game's build its host no longer offers (a rollout switched the host, a
+//! rollback) is replaced the same way. Ready games of a pool that no longer exists are
+//! retired.
 //!
 //! Bounds: pool launches in flight are at most [`LAUNCHES_PER_HOST`] per online host (spread
 //! by placement, which picks the least loaded host); a pool whose launches fail waits
@@ -94,12 +96,14 @@ pub(super) struct Plan {
 }
 
 /// A pool's plan for this round: `ready` oldest first, `starting` launches in flight,
-/// `draining` the hosts that take no new games, `now` the time.
+/// `draining` the hosts that take no new games, `stale` the ready games of a build their host
+/// no longer offers, `now` the time.
 pub(super) fn plan(
     pool: &PoolRecord,
     live: &PoolSessions,
     starting: usize,
     draining: &HashSet<HostId>,
+    stale: &HashSet<SessionId>,
     now: OffsetDateTime,
 ) -> Plan {
     let size = pool.spec.size as usize;
@@ -111,16 +115,27 @@ pub(super) fn plan(
     let have = ready.len() + starting;
     let max_age = time::Duration::seconds(i64::try_from(pool.max_age_s()).unwrap_or(i64::MAX));
     let aged = |s: &Session| s.started_at.is_some_and(|at| now - at >= max_age);
+    let old_build = |s: &Session| stale.contains(&s.session_id);
     let mut launch = 0;
     if ready.len() > size {
-        // Launches in flight do not count here: a game goes only for one that is ready.
+        // Launches in flight do not count here: a game goes only for one that is ready. Games
+        // of an old build go first, then the oldest.
         let excess = ready.len() - size;
-        retire.extend(ready.iter().take(excess).map(|s| s.session_id.clone()));
+        let (old, current): (Vec<&Session>, Vec<&Session>) =
+            ready.iter().partition(|s| old_build(s));
+        retire.extend(
+            old.iter()
+                .chain(current.iter())
+                .take(excess)
+                .map(|s| s.session_id.clone()),
+        );
     } else if have < size {
         launch = size - have;
-    } else if starting == 0 && ready.first().is_some_and(|s| aged(s)) {
-        // Its replacement first; the aged game goes once the replacement is ready (the pool
-        // is then over its size by one).
+    } else if starting == 0
+        && (ready.first().is_some_and(|s| aged(s)) || ready.iter().any(|s| old_build(s)))
+    {
+        // Its replacement first; the aged game (or the old build's) goes once the
+        // replacement is ready (the pool is then over its size by one).
         launch = 1;
     }
     Plan { launch, retire }
@@ -169,6 +184,7 @@ impl Service {
             .iter()
             .filter(|h| h.status == HostStatus::Online)
             .count();
+        let stale = self.stale_builds(&live).await;
         let mut budget = (online * LAUNCHES_PER_HOST).saturating_sub(self.keeper.launching());
         let now = OffsetDateTime::now_utc();
         let known: HashSet<&PoolId> = pools.iter().map(|p| &p.pool_id).collect();
@@ -182,7 +198,7 @@ impl Service {
             let l = live.remove(&pool.pool_id).unwrap_or_default();
             let mine = in_flight.get(&pool.pool_id).copied().unwrap_or(0);
             let starting = mine.max(l.starting as usize);
-            let p = plan(pool, &l, starting, &draining, now);
+            let p = plan(pool, &l, starting, &draining, &stale, now);
             self.retire(p.retire);
             if p.launch == 0 || budget == 0 || !self.may_launch(pool) {
                 continue;
@@ -273,6 +289,33 @@ impl Service {
             },
             &self.runtime,
         );
+    }
+
+    /// The ready games of a central game's build that their host no longer offers: it
+    /// offers the game with another build now (a rollout switched it, or a rollback).
+    async fn stale_builds(&self, live: &HashMap<PoolId, PoolSessions>) -> HashSet<SessionId> {
+        let central: Vec<&Session> = live
+            .values()
+            .flat_map(|l| l.ready.iter())
+            .filter(|s| s.build.is_some())
+            .collect();
+        if central.is_empty() {
+            return HashSet::new();
+        }
+        let Ok(hosts) = self.host_builds().await else {
+            return HashSet::new();
+        };
+        central
+            .into_iter()
+            .filter(|s| {
+                let offered = hosts
+                    .iter()
+                    .find(|h| h.host == s.host_id)
+                    .and_then(|h| h.offered(&s.game_id));
+                offered.is_some_and(|b| Some(b) != s.build.as_ref())
+            })
+            .map(|s| s.session_id.clone())
+            .collect()
     }
 
     /// Retires ready games, each in a task of its own: recorded `stopping` only if still
@@ -471,8 +514,42 @@ mod tests {
             ),
         ];
         for (name, p, l, starting, draining, want) in cases {
-            assert_eq!(plan(&p, &l, starting, draining, now), want, "{name}");
+            assert_eq!(
+                plan(&p, &l, starting, draining, &HashSet::new(), now),
+                want,
+                "{name}"
+            );
         }
+    }
+
+    #[test]
+    fn a_game_of_a_build_its_host_left_is_replaced_replacement_first() {
+        let now = OffsetDateTime::now_utc();
+        let none = HashSet::new();
+        let s2: HashSet<SessionId> = ids(&["s2"]).into_iter().collect();
+        let two = PoolSessions {
+            ready: vec![ready("s1", "a", 50, now), ready("s2", "b", 10, now)],
+            starting: 0,
+        };
+        // Full, one of an old build: its replacement first.
+        let p = plan(&pool(2, 3600), &two, 0, &none, &s2, now);
+        assert_eq!((p.launch, p.retire.len()), (1, 0));
+        // Replacement starting: wait.
+        assert_eq!(
+            plan(&pool(2, 3600), &two, 1, &none, &s2, now),
+            Plan::default()
+        );
+        // Replacement ready: the old build's game goes, not the oldest.
+        let three = PoolSessions {
+            ready: vec![
+                ready("s1", "a", 50, now),
+                ready("s2", "b", 10, now),
+                ready("s3", "b", 1, now),
+            ],
+            starting: 0,
+        };
+        let p = plan(&pool(2, 3600), &three, 0, &none, &s2, now);
+        assert_eq!((p.launch, p.retire), (0, ids(&["s2"])));
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl HostBuilds {
             .map(|b| &b.status)
     }
 
+    /// The build it offers `game` with: the first of the game's builds it has ready (its
+    /// agent lists them in the order it prefers).
+    pub(super) fn offered(&self, game: &GameId) -> Option<&BuildId> {
+        self.builds
+            .iter()
+            .find(|b| b.game_id == *game && b.status == BuildStatus::Ready)
+            .map(|b| &b.build)
+    }
+
     fn told(&self, game: &GameId) -> bool {
         self.builds.iter().any(|b| b.game_id == *game)
     }
