@@ -458,13 +458,41 @@ async fn a_byte_flipped_in_transit_is_refused_and_the_build_fetched_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_stopped_mid_download_resumes_where_it_was() {
+async fn an_agent_killed_mid_download_resumes_where_it_was() {
+    let agent_bin = tests::test_game().with_file_name("arcade-agent");
+    if !agent_bin.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs cargo test --workspace, which builds it",
+            agent_bin.display()
+        );
+        eprintln!("skipped: no {} (cargo build -p agent)", agent_bin.display());
+        return;
+    }
     let state = tests::reaper::StateDir::new();
-    let (mut fleet, proxy) = behind_proxy(Some(state.path())).await;
+    let (mut fleet, proxy) = behind_proxy(None).await;
     let game = GameId::new("arena").unwrap();
     let asset = tests::builds::noise(1 << 20, 11);
     let data = tests::builds::game_build_with("resumed", &[("assets.bin", &asset)]);
     let build = fleet.upload(&data).await;
+    // The real agent binary, on its own state dir, as a second host.
+    let catalog = state.path().join("catalog.toml");
+    std::fs::write(&catalog, "[games.sleeper]\ncommand = \"/bin/sleep\"\n").unwrap();
+    let mut agent = tokio::process::Command::new(&agent_bin)
+        .arg("--broker")
+        .arg(fleet.broker.agent_addr.to_string())
+        .arg("--catalog")
+        .arg(&catalog)
+        .args(["--host-id", "gpu-2", "--token", keys::AGENT])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tests::wait_hosts_online(&fleet.admin, 2).await;
+    let gpu1 = fleet.agents.pop().unwrap();
+    gpu1.stop().await;
     proxy.set(tests::proxy::Mode::StallAfter(400_000));
     fleet.set_game(&game, &build, serde_json::json!({})).await;
     let partial = state.path().join("builds/.partial").join(build.as_str());
@@ -474,12 +502,13 @@ async fn an_agent_stopped_mid_download_resumes_where_it_was() {
         || async { std::fs::metadata(&partial).is_ok_and(|m| m.len() > 300_000) },
     )
     .await;
-    // The agent goes away mid-download (its games and the partial file stay), and a new one
-    // starts on the same state directory with the network healthy again.
-    fleet.agents.pop().unwrap().stop().await;
+    // kill -9 mid-download; a new agent starts on the same state directory with the network
+    // healthy again.
+    agent.start_kill().unwrap();
+    agent.wait().await.unwrap();
     let had = std::fs::metadata(&partial).unwrap().len();
     proxy.set(tests::proxy::Mode::Pass);
-    let mut opts = AgentOptions::host("gpu-1");
+    let mut opts = AgentOptions::host("gpu-2");
     opts.token = Some(keys::AGENT.into());
     opts.state_dir = Some(state.path().to_owned());
     fleet
