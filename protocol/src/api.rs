@@ -57,8 +57,9 @@ impl StartSession {
 /// The longest `user_id`, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
 
-/// The longest `max_duration_s` a start or a catalog may ask for: 30 days.
-pub const MAX_DURATION_S: u32 = 30 * 24 * 3600;
+/// The longest `max_duration_s` a start or a catalog may ask for: 30 days (the catalog's,
+/// which checks it first).
+pub use crate::catalog::MAX_DURATION_S;
 
 /// How long before a session expires `session.expiring` is sent.
 pub const EXPIRY_WARNING_S: u32 = 60;
@@ -305,26 +306,8 @@ impl std::fmt::Debug for JoinToken {
     }
 }
 
-/// What a build is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum BuildKind {
-    /// A `.tar.gz` of a game's directory, unpacked by agents.
-    Archive,
-    /// One executable.
-    File,
-}
-
-impl BuildKind {
-    /// Its name, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Archive => "archive",
-            Self::File => "file",
-        }
-    }
-}
+/// What a build is (kept beside [`crate::BuildId`]: the agent link names it too).
+pub use crate::ids::BuildKind;
 
 /// A stored build (`PUT /v1/builds/{sha256}`, `GET /v1/builds/{sha256}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -263,3 +263,24 @@ mod tests {
         assert_eq!(id.as_str(), "abc");
     }
 }
+
+/// What a build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BuildKind {
+    /// A `.tar.gz` of a game's directory, unpacked by agents.
+    Archive,
+    /// One executable.
+    File,
+}
+
+impl BuildKind {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::File => "file",
+        }
+    }
+}

@@ -16,8 +16,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::BuildKind;
-use crate::ids::{BuildId, GameId, HostId, SessionId};
+use crate::ids::{BuildId, BuildKind, GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.

@@ -212,4 +212,29 @@ impl Service {
         offered.sort_by(|a, b| a.game_id.cmp(&b.game_id));
         Ok(offered)
     }
+
+    /// Records a game or rollout event carrying `g` as the API shows it.
+    pub(super) async fn game_event(
+        &self,
+        g: &GameRecord,
+        hosts: &[HostBuilds],
+        kind: EventType,
+        actor: Actor,
+    ) {
+        let game = match api(g, hosts) {
+            Ok(game) => game,
+            Err(e) => {
+                tracing::warn!(game = %g.game_id, error = %e, "cannot record a game event");
+                return;
+            }
+        };
+        match self
+            .store
+            .append_game_event(kind, &game, actor, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(()) => self.feed.wake(),
+            Err(e) => tracing::warn!(game = %g.game_id, error = %e, "cannot record a game event"),
+        }
+    }
 }

@@ -45,6 +45,7 @@ mod quota;
 mod reconcile;
 mod remote;
 mod rollout;
+mod rollout_driver;
 mod route;
 mod start;
 mod stream;

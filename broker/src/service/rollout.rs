@@ -3,15 +3,14 @@
 //! moves one on.
 //!
 //! A rollout's state is the store's (`store::games`, whose `apply` is the one place it
-//! changes). The driver runs on the replica holding the sweep lease, each sweep round: it
+//! changes). Its driver (`rollout_driver`) runs on the replica holding the sweep lease, each
+//! sweep round, taking the step [`next_step`] says: it
 //! chooses the canaries, starts their hold once each has the new build, counts the failed
 //! launches of the new build (sessions that recorded it and ended `launch_failed` or
 //! `launch_timeout`), halts on `max_failures`, promotes after `hold_s`, and says `done` once
 //! every host told of the game runs the new build. Each step is written under the game's
 //! version, so an operator's change in between wins and the driver looks again next round;
 //! a replica's death hands the lease, and so the rollout, to another.
-
-use std::collections::HashMap;
 
 use protocol::api::{self, EventType, RolloutState};
 use protocol::wire::{BuildState, BuildStatus};
@@ -20,9 +19,7 @@ use time::OffsetDateTime;
 
 use super::Service;
 use crate::error::Error;
-use crate::session::Actor;
-use crate::store::games::{GameChange, GameRecord, GameWrite, RolloutStep};
-use crate::store::pools::Precondition;
+use crate::store::games::{GameRecord, RolloutStep};
 
 /// The builds `host` is to hold for `g`, the one to offer first.
 pub(super) fn builds_for(g: &GameRecord, host: &HostId) -> Vec<BuildId> {
@@ -110,7 +107,7 @@ pub(super) fn view(g: &GameRecord, hosts: &[HostBuilds]) -> Option<api::Rollout>
 }
 
 /// The step `g`'s rollout takes now, if any, and the event it makes.
-fn next_step(
+pub(super) fn next_step(
     g: &GameRecord,
     hosts: &[HostBuilds],
     failures: u32,
@@ -200,102 +197,6 @@ impl Service {
                     .unwrap_or_default(),
             })
             .collect())
-    }
-
-    /// Moves every running rollout on by what it is due (the sweep-lease holder's duty).
-    pub(super) async fn drive_rollouts(&self) {
-        let games = match self.store.games().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the central games for their rollouts");
-                return;
-            }
-        };
-        let running: Vec<&GameRecord> = games
-            .iter()
-            .filter(|g| {
-                g.rollout.as_ref().is_some_and(|r| {
-                    matches!(r.state, RolloutState::Canary | RolloutState::Rolling)
-                })
-            })
-            .collect();
-        if running.is_empty() {
-            return;
-        }
-        let hosts = match self.host_builds().await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the hosts for the rollouts");
-                return;
-            }
-        };
-        let mut failures = HashMap::new();
-        for g in running {
-            let Some(r) = &g.rollout else { continue };
-            let failed = match failures.get(&g.build) {
-                Some(n) => *n,
-                None => match self.store.failed_launches(&g.build, r.started_at).await {
-                    Ok(n) => {
-                        failures.insert(g.build.clone(), n);
-                        n
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot count a build's failed launches");
-                        continue;
-                    }
-                },
-            };
-            let Some((step, event)) = next_step(g, &hosts, failed, OffsetDateTime::now_utc())
-            else {
-                continue;
-            };
-            let cond = Precondition::Version(vec![g.version]);
-            let written = self
-                .store
-                .put_game(
-                    &g.game_id,
-                    &GameChange::Rollout(step.clone()),
-                    Some(&cond),
-                    OffsetDateTime::now_utc(),
-                )
-                .await;
-            match written {
-                Ok(GameWrite::Updated(next)) => {
-                    tracing::info!(game = %g.game_id, build = %g.build, ?step, "rollout moved on");
-                    self.central_changed();
-                    if let Some(kind) = event {
-                        self.game_event(&next, &hosts, kind, Actor::Sweep).await;
-                    }
-                }
-                Ok(_) => {} // Changed meanwhile: looked at again next round.
-                Err(e) => tracing::warn!(game = %g.game_id, error = %e, "cannot move a rollout on"),
-            }
-        }
-    }
-
-    /// Records a game or rollout event carrying `g` as the API shows it.
-    pub(super) async fn game_event(
-        &self,
-        g: &GameRecord,
-        hosts: &[HostBuilds],
-        kind: EventType,
-        actor: Actor,
-    ) {
-        let game = match super::games::api(g, hosts) {
-            Ok(game) => game,
-            Err(e) => {
-                tracing::warn!(game = %g.game_id, error = %e, "cannot record a game event");
-                return;
-            }
-        };
-        match self
-            .store
-            .append_game_event(kind, &game, actor, OffsetDateTime::now_utc())
-            .await
-        {
-            Ok(()) => self.feed.wake(),
-            Err(e) => tracing::warn!(game = %g.game_id, error = %e, "cannot record a game event"),
-        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::template::Template;
+use super::MAX_DURATION_S;
 use super::{EntryError, GameEntry, Limits, SettingEntry, DEFAULT_READY_TIMEOUT_SECS, MAX_PORTS};
-use crate::api::MAX_DURATION_S;
 use crate::settings::{check_value, SettingOffer};
 use crate::wire::{DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
 

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::MAX_DURATION_S;
 use crate::settings::ValueError;
 use crate::wire::MAX_READY_TIMEOUT_SECS;
 
@@ -42,6 +41,9 @@ impl Limits {
         self.max_processes.is_some() || self.memory_mb.is_some()
     }
 }
+
+/// The longest `max_duration_s` a catalog entry (or a start) may ask for: 30 days.
+pub const MAX_DURATION_S: u32 = 30 * 24 * 3600;
 
 /// `ready_timeout` when the entry names none, in seconds.
 pub const DEFAULT_READY_TIMEOUT_SECS: u32 = 60;
