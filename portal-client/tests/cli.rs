@@ -366,3 +366,102 @@ async fn arcade_build_push_prints_the_sha256_and_uploads_the_file() {
         missing.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcade_game_set_rollback_and_delete_manage_a_central_game() {
+    let broker = TestBroker::start().await;
+    let _agent = TestAgent::start(broker.agent_addr, AgentOptions::host("host-a")).await;
+    let client = portal_client::Client::new(&broker.url, None).unwrap();
+    tests::wait_hosts_online(&client, 1).await;
+    let one = tests::builds::upload(&client, &tests::builds::game_build("one")).await;
+    let two = tests::builds::upload(&client, &tests::builds::game_build("two")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let entry = dir.path().join("arena.toml");
+    std::fs::write(
+        &entry,
+        "command = \"{build}/bin/start\"\nready = { tcp = true }\nready_timeout = 10\n",
+    )
+    .unwrap();
+
+    let set = arcade(
+        &broker.url,
+        &[
+            "game",
+            "set",
+            "arena",
+            "--build",
+            one.as_str(),
+            "--from-file",
+            entry.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(
+        set.stdout.contains(&format!("build {one}")),
+        "{}",
+        set.stdout
+    );
+    // The entry kept, a new build rolled out as asked.
+    let changed = arcade(
+        &broker.url,
+        &[
+            "game",
+            "set",
+            "arena",
+            "--build",
+            two.as_str(),
+            "--canary-hosts",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    assert!(
+        changed.stdout.contains(&format!("previous build {one}")),
+        "{}",
+        changed.stdout
+    );
+    assert!(
+        changed.stdout.contains("rollout rolling"),
+        "{}",
+        changed.stdout
+    );
+    let game = protocol::GameId::new("arena").unwrap();
+    let g = client.central_game(&game).await.unwrap();
+    assert_eq!(g.entry.command, "{build}/bin/start");
+    assert_eq!(g.rollout.unwrap().spec.canary_hosts, 0);
+    wait_until(
+        "the host offers the new build",
+        Duration::from_secs(20),
+        || async {
+            arcade(&broker.url, &["games"])
+                .await
+                .stdout
+                .contains(&format!("central {}", &two.as_str()[..12]))
+        },
+    )
+    .await;
+
+    let back = arcade(&broker.url, &["game", "rollback", "arena"]).await;
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    assert!(
+        back.stdout.contains(&format!("build {one}")),
+        "{}",
+        back.stdout
+    );
+    let bad = arcade(
+        &broker.url,
+        &["game", "set", "arena", "--build", "not-a-sha"],
+    )
+    .await;
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("64 lowercase hex digits"),
+        "{}",
+        bad.stderr
+    );
+    let gone = arcade(&broker.url, &["game", "delete", "arena"]).await;
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    assert_eq!(gone.stdout, "game arena removed\n");
+}

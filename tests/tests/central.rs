@@ -24,6 +24,11 @@ struct Fleet {
 impl Fleet {
     /// A broker with keys and an agent token, and `hosts` agents holding it.
     async fn start(hosts: &[&str]) -> Self {
+        Self::start_with(hosts, |_| {}).await
+    }
+
+    /// [`Fleet::start`], each agent's options changed by `tweak`.
+    async fn start_with(hosts: &[&str], tweak: impl Fn(&mut AgentOptions)) -> Self {
         let broker = TestBroker::start_with(BrokerOptions {
             api_keys: vec![
                 format!("admin:{}", keys::ADMIN),
@@ -37,6 +42,7 @@ impl Fleet {
         for h in hosts {
             let mut opts = AgentOptions::host(h);
             opts.token = Some(keys::AGENT.into());
+            tweak(&mut opts);
             agents.push(TestAgent::start(broker.agent_addr, opts).await);
         }
         let admin = Client::new(&broker.url, Some(keys::ADMIN.into())).unwrap();
@@ -70,8 +76,15 @@ impl Fleet {
         let what = format!("{n} hosts offer {game} with its build");
         tests::wait_until(&what, Duration::from_secs(30), || async {
             let games = self.admin.games().await.unwrap().games;
+            // During a rollout, `hosts` counts hosts offering either build: its
+            // `hosts_ready` says how many run the new one.
             games.iter().any(|g| {
-                g.game_id == *game && g.hosts as usize >= n && g.build.as_ref() == Some(build)
+                g.game_id == *game
+                    && g.hosts as usize >= n
+                    && g.build.as_ref() == Some(build)
+                    && g.rollout
+                        .as_ref()
+                        .is_none_or(|r| r.build == *build && r.hosts_ready as usize >= n)
             })
         })
         .await;
@@ -772,5 +785,49 @@ async fn a_pools_ready_games_are_replaced_as_their_host_switches_builds() {
     assert_eq!(s.pool_id.as_ref(), Some(&pool));
     assert_eq!(greeting(&s).await, format!("session {} two", s.session_id));
     fleet.admin.delete_pool(&pool, None).await.unwrap();
+    tests::wait_sessions_settled(&fleet.admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_removes_builds_nothing_needs_least_recently_used_first() {
+    // Room for one build of 700 KB, not two.
+    let fleet = Fleet::start_with(&["gpu-1"], |o| o.build_cache = 1 << 20).await;
+    let game = GameId::new("arena").unwrap();
+    let build = |n: u64| {
+        tests::builds::game_build_with(
+            &format!("b{n}"),
+            &[("assets.bin", &tests::builds::noise(700 << 10, n))],
+        )
+    };
+    let cache = fleet.agents[0].state_dir.path().join("builds");
+    let now = serde_json::json!({"rollout": {"canary_hosts": 0}});
+
+    let b1 = fleet.upload(&build(1)).await;
+    fleet.set_game(&game, &b1, serde_json::json!({})).await;
+    fleet.offered_by(&game, &b1, 1).await;
+    let s1 = fleet.play("arena").await;
+    // Over the budget, but the previous build is kept for a rollback.
+    let b2 = fleet.upload(&build(2)).await;
+    fleet.set_game(&game, &b2, now.clone()).await;
+    fleet.offered_by(&game, &b2, 1).await;
+    assert!(cache.join(b1.as_str()).is_dir());
+    // b1 is neither the game's build nor its previous one, but a session runs it: kept.
+    let b3 = fleet.upload(&build(3)).await;
+    fleet.set_game(&game, &b3, now).await;
+    fleet.offered_by(&game, &b3, 1).await;
+    assert!(
+        cache.join(b1.as_str()).is_dir(),
+        "a running session's build stays"
+    );
+    assert_eq!(greeting(&s1).await, format!("session {} b1", s1.session_id));
+    // Its session ends: the least recently used build nothing needs goes.
+    fleet.portal.end_session(&s1.session_id).await.unwrap();
+    tests::wait_until("the unneeded build leaves the cache", WAIT, || async {
+        !cache.join(b1.as_str()).exists()
+    })
+    .await;
+    for kept in [&b2, &b3] {
+        assert!(cache.join(kept.as_str()).is_dir(), "{kept} is wanted");
+    }
     tests::wait_sessions_settled(&fleet.admin).await;
 }
