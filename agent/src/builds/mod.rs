@@ -20,7 +20,7 @@
 mod fetch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -504,11 +504,6 @@ impl Central {
             }
             last = now;
         }
-    }
-
-    /// Where builds are kept.
-    pub fn dir(&self) -> &Path {
-        &self.config.dir
     }
 }
 
