@@ -143,6 +143,9 @@ pub enum Error {
     /// The broker serves as many event streams as it can.
     #[error("this broker serves as many event streams as it can; retry shortly or through another broker")]
     TooManyStreams,
+    /// The broker receives as many uploads as it takes at once.
+    #[error("this broker receives as many uploads as it takes at once ({0}); retry shortly or through another broker")]
+    TooManyUploads(usize),
     /// A join token was not redeemed.
     #[error("{why} (session {session})")]
     JoinDenied {
@@ -293,6 +296,7 @@ impl Error {
             Self::HostUnavailable { .. } => "host_unavailable",
             Self::StoreUnavailable(_) | Self::NotReady(_) => "store_unavailable",
             Self::TooManyStreams => "too_many_streams",
+            Self::TooManyUploads(_) => "too_many_uploads",
             Self::JoinDenied { why, .. } => match why {
                 JoinDenied::Used => "token_used",
                 JoinDenied::Expired => "token_expired",
@@ -311,7 +315,7 @@ impl Error {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             Self::StoreUnavailable(_) | Self::HostUnavailable { .. } | Self::NotReady(_) => Some(1),
-            Self::TooManyStreams => Some(5),
+            Self::TooManyStreams | Self::TooManyUploads(_) => Some(5),
             _ => None,
         }
     }

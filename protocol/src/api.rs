@@ -767,6 +767,9 @@ pub enum ErrorCode {
     TokenUsed,
     /// 410 (`POST /v1/sessions/{id}/join`): the join token is past `--join-token-ttl`.
     TokenExpired,
+    /// 503 (`PUT /v1/builds/{sha256}`): the broker receives as many uploads as it takes at
+    /// once.
+    TooManyUploads,
     /// A code this client does not know yet (a newer broker's): decoding an error never fails
     /// on its code. Brokers never send it.
     #[serde(other)]
@@ -775,7 +778,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a broker sends (all but [`ErrorCode::Unknown`]).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -796,6 +799,7 @@ impl ErrorCode {
         Self::TooManyStreams,
         Self::TokenUsed,
         Self::TokenExpired,
+        Self::TooManyUploads,
     ];
 
     /// Its name, as on the wire.
@@ -821,6 +825,7 @@ impl ErrorCode {
             Self::TooManyStreams => "too_many_streams",
             Self::TokenUsed => "token_used",
             Self::TokenExpired => "token_expired",
+            Self::TooManyUploads => "too_many_uploads",
             Self::Unknown => "unknown",
         }
     }

@@ -273,6 +273,73 @@ async fn a_wrong_hash_a_large_body_and_hostile_archives_keep_nothing() {
 
 /// Among replicas on MariaDB and NATS (JetStream): a build uploaded through one is served by
 /// another, and a replica killed with `kill -9` mid-upload leaves nothing visible anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_brokers_limit_wait_their_turn() {
+    use tokio::io::AsyncWriteExt;
+    let api = Api::start(None).await;
+    let addr = api.broker.http_addr;
+    // Four uploads sent half-way, then held: the most a broker receives at once.
+    let mut held = Vec::new();
+    for n in 0..4u8 {
+        let data = vec![n; 1 << 20];
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /v1/builds/{} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: {}\r\n\r\n",
+            sha256(&data),
+            keys::ADMIN,
+            data.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&data[..data.len() / 2]).await.unwrap();
+        held.push(conn);
+    }
+    let spool = api.broker.build_store.join(".incoming");
+    tests::wait_until(
+        "four uploads are being received",
+        Duration::from_secs(20),
+        || async {
+            let spooled = std::fs::read_dir(&spool)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .flat_map(|owner| {
+                    std::fs::read_dir(owner.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                })
+                .filter(|f| f.metadata().is_ok_and(|m| m.len() > 0))
+                .count();
+            spooled == 4
+        },
+    )
+    .await;
+    let fifth = b"the fifth build".to_vec();
+    let id = sha256(&fifth);
+    let r = api
+        .http
+        .put(api.url(&format!("/v1/builds/{id}")))
+        .bearer_auth(keys::ADMIN)
+        .body(fifth.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"too_many_uploads\""), "{body}");
+    // One of them goes away: the fifth gets its turn.
+    drop(held.pop());
+    tests::wait_until(
+        "the fifth upload is stored",
+        Duration::from_secs(20),
+        || async { api.put(&id, fifth.clone(), keys::ADMIN).await.0 == 201 },
+    )
+    .await;
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_builds_and_a_kill_9_mid_upload_leaves_nothing() {
     use tokio::io::AsyncWriteExt;

@@ -14,12 +14,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use protocol::api::BuildKind;
 use protocol::BuildId;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 /// An upload that sends nothing for this long is given up (its spool removed).
 pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -30,6 +32,9 @@ pub enum BuildError {
     /// No such build is kept.
     #[error("no build {0}")]
     NotFound(BuildId),
+    /// As many uploads are being received as the store takes at once.
+    #[error("{0} uploads are being received, the most at once")]
+    Busy(usize),
     /// The body is larger than `--max-build-size`.
     #[error("the build is larger than --max-build-size ({0} bytes)")]
     TooLarge(u64),
@@ -80,7 +85,14 @@ pub struct BuildStore {
     /// clear each other's uploads.
     incoming: PathBuf,
     max_size: u64,
+    /// Uploads being received, at most [`MAX_UPLOADS`]: each holds a spool file growing to
+    /// `--max-build-size` and a hash's CPU.
+    uploads: Arc<Semaphore>,
 }
+
+/// Uploads received at once, at most: past it, `PUT /v1/builds` answers 503 with
+/// `Retry-After` (another replica may have room).
+pub const MAX_UPLOADS: usize = 4;
 
 /// Part of a build to read: `start` to `end`, both included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +127,7 @@ impl BuildStore {
             objects: None,
             incoming,
             max_size,
+            uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
         })
     }
 
@@ -148,6 +161,10 @@ impl BuildStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        // Held until the build is kept or refused.
+        let _turn = Arc::clone(&self.uploads)
+            .try_acquire_owned()
+            .map_err(|_| BuildError::Busy(MAX_UPLOADS))?;
         let temp = Incoming::new(&self.incoming);
         let (size, got) = self.spool(&temp.path, body).await?;
         if got != *id {

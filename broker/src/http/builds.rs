@@ -27,7 +27,7 @@ use crate::service::Service;
         (status = 400, description = "`bad_request`: the body's sha256 is not the path's, an archive entry may not be unpacked (named), or the upload broke off; nothing was kept", body = ErrorBody),
         (status = 404, description = "`not_found`: the path is not a sha256", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: larger than --max-build-size", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the store cannot be reached; retry", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the store cannot be reached; `too_many_uploads`: this broker receives as many uploads as it takes at once (4); retry after `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn put(

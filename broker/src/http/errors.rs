@@ -151,6 +151,7 @@ impl ApiError {
                 (S::SERVICE_UNAVAILABLE, C::NatsUnavailable)
             }
             Self::Service(Error::TooManyStreams) => (S::SERVICE_UNAVAILABLE, C::TooManyStreams),
+            Self::Service(Error::TooManyUploads(_)) => (S::SERVICE_UNAVAILABLE, C::TooManyUploads),
             Self::Service(Error::LaunchTimeout { .. } | Error::GameNotReady { .. }) => {
                 (S::GATEWAY_TIMEOUT, C::LaunchTimeout)
             }

@@ -37,6 +37,7 @@ impl From<BuildError> for Error {
         match e {
             BuildError::NotFound(id) => Self::NoBuild(id),
             BuildError::TooLarge(max) => Self::BuildTooLarge(max),
+            BuildError::Busy(n) => Self::TooManyUploads(n),
             BuildError::BadRange { size } => Self::BadRange { size },
             e @ (BuildError::Mismatch { .. } | BuildError::Refused(_) | BuildError::Broken(_)) => {
                 Self::Invalid(e.to_string())
