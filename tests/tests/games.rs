@@ -116,6 +116,18 @@ async fn a_central_game_is_set_checked_versioned_rolled_back_and_removed() {
             "upload it first",
         ),
         (json!({"command": "/x"}), "is required: the sha256"),
+        (
+            json!({"build": b1, "command": "/x", "rollout": {"max_failures": 0}}),
+            "max_failures must be at least 1",
+        ),
+        (
+            json!({"build": b1, "command": "/x", "rollout": {"canary_hosts": -1}}),
+            "expected u32",
+        ),
+        (
+            json!({"build": b1, "command": "/x", "rollout": {"hold": 5}}),
+            "unknown field `hold`",
+        ),
     ] {
         let (status, _, text) = api.put("broken", body, None).await;
         assert_eq!(status, 400, "{text}");

@@ -56,6 +56,12 @@ fn parse(
         Some(r) => serde_json::from_value(r)
             .map_err(|e| Error::Invalid(format!("game {id}: \"rollout\": {e}")))?,
     };
+    // With none allowed, a canary would halt before any launch could succeed.
+    if rollout.max_failures == 0 {
+        return Err(Error::Invalid(format!(
+            "game {id}: \"rollout\": max_failures must be at least 1"
+        )));
+    }
     let entry: GameEntry = serde_json::from_value(serde_json::Value::Object(body))
         .map_err(|e| Error::Invalid(format!("game {id}: {e}")))?;
     protocol::catalog::check(entry.clone())
