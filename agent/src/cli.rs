@@ -80,6 +80,41 @@ pub struct Args {
     /// first.
     #[arg(long, env = "ARCADE_BUILD_CACHE", value_name = "BYTES", default_value_t = crate::DEFAULT_BUILD_CACHE)]
     pub build_cache: u64,
+    /// A label of this host, e.g. region=eu-west (repeatable): starts and games can require
+    /// it.
+    #[arg(long = "label", env = "ARCADE_LABELS", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// This host's GPU indexes, e.g. 0,1,2,3: each is given to one session at a time (a
+    /// game's catalog `gpus`).
+    #[arg(long, env = "ARCADE_GPUS", value_name = "LIST", value_parser = parse_gpus)]
+    pub gpus: Option<Gpus>,
+}
+
+/// `--gpus`: distinct GPU indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpus(pub Vec<u32>);
+
+/// Parses `--label KEY=VALUE`.
+fn parse_label(s: &str) -> Result<(String, String), protocol::labels::LabelError> {
+    protocol::labels::parse(s)
+}
+
+/// Parses `--gpus 0,1,2,3`: distinct indexes, at most [`protocol::catalog::MAX_GPUS`].
+pub fn parse_gpus(s: &str) -> Result<Gpus, String> {
+    let mut gpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let g: u32 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a GPU index"))?;
+        if gpus.contains(&g) {
+            return Err(format!("GPU {g} is listed twice"));
+        }
+        gpus.push(g);
+    }
+    if gpus.len() > protocol::catalog::MAX_GPUS as usize {
+        return Err(format!("at most {} GPUs", protocol::catalog::MAX_GPUS));
+    }
+    Ok(Gpus(gpus))
 }
 
 /// Why the command line does not make a config.
@@ -234,6 +269,12 @@ impl Args {
             backoff: Backoff::default(),
             stop_games_on_exit: self.stop_games_on_exit,
             build_cache: self.build_cache,
+            labels: {
+                let labels: protocol::labels::Labels = self.labels.into_iter().collect();
+                protocol::labels::check(&labels).map_err(|e| ArgsError::Invalid(e.to_string()))?;
+                labels
+            },
+            gpus: self.gpus.map(|g| g.0).unwrap_or_default(),
             run_as: self
                 .run_as
                 .as_deref()

@@ -89,6 +89,10 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// The bytes central games' builds may take under `state_dir/builds`.
     pub build_cache: u64,
+    /// The host's labels, `--label`.
+    pub labels: protocol::labels::Labels,
+    /// The host's GPU indexes, `--gpus`.
+    pub gpus: Vec<u32>,
 }
 
 /// `--build-cache` when none is given: 50 GiB.
@@ -155,7 +159,13 @@ const EVENT_QUEUE: usize = 1024;
 /// Runs the agent until `shutdown` fires: takes back the games of its previous run (from
 /// `--state-dir`), connects (and reconnects) to the broker and serves it. On shutdown it leaves
 /// its games running, to be found again, unless `stop_games_on_exit`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    for (game, why) in config
+        .catalog
+        .keep_fitting(&config.labels, config.gpus.len())
+    {
+        tracing::warn!(%game, "not offering {game}: {why}");
+    }
     let log_dir = config.state_dir.join("logs");
     std::fs::create_dir_all(&log_dir).map_err(|source| AgentError::StateDir {
         path: log_dir.clone(),
@@ -191,6 +201,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
                 .tls
                 .as_ref()
                 .map(|t| std::sync::Arc::clone(&t.client_config)),
+            labels: config.labels.clone(),
+            gpus: config.gpus.len(),
         };
         let (catalog, events, tracker, shutdown) = (
             config.catalog.clone(),
@@ -217,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             stop_grace: config.stop_grace,
             state_dir: config.state_dir.clone(),
             run_as: config.run_as.clone(),
+            gpus: config.gpus.clone(),
         },
         state_file,
         events_tx,

@@ -184,6 +184,8 @@ where
             max_sessions: config.max_sessions,
             port_range: config.port_range,
             builds,
+            labels: config.labels.clone(),
+            gpus: config.gpus.clone(),
         },
         running: games.running(),
         exited: games.exited(),

@@ -49,6 +49,12 @@ pub struct SavedGame {
     /// For a central game, the build it runs, kept in the cache while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<protocol::BuildId>,
+    /// Its share of `max_sessions`, its game's `slots` (absent before weights: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// The GPUs it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
 }
 
 impl SavedGame {
@@ -70,6 +76,8 @@ impl SavedGame {
             pending,
             idle_timeout_s: None,
             build: None,
+            weight: Some(lease.weight),
+            gpus: lease.gpus.clone(),
         }
     }
 }
@@ -310,6 +318,8 @@ mod tests {
             pending: false,
             idle_timeout_s: None,
             build: None,
+            weight: None,
+            gpus: Vec::new(),
         };
         if pgrp == me {
             assert!(matches!(find(&game(Some(start))), Found::Running { .. }));
@@ -332,6 +342,8 @@ mod tests {
                 pending: false,
                 idle_timeout_s: None,
                 build: None,
+                weight: None,
+                gpus: Vec::new(),
             }],
             exited: vec![],
         };
@@ -349,6 +361,8 @@ mod tests {
                     pending: true,
                     idle_timeout_s: None,
                     build: None,
+                    weight: None,
+                    gpus: Vec::new(),
                 })
                 .collect(),
             exited: vec![],
@@ -388,6 +402,8 @@ mod tests {
             pending: false,
             idle_timeout_s: None,
             build: None,
+            weight: None,
+            gpus: Vec::new(),
         };
         let legacy = Saved {
             games: vec![game(1), game(2)],
@@ -421,6 +437,8 @@ mod tests {
             pending: false,
             idle_timeout_s: None,
             build: None,
+            weight: None,
+            gpus: Vec::new(),
         };
         let long = Saved {
             games: (0..10).map(game).collect(),

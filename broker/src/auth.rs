@@ -56,6 +56,8 @@ pub enum Action {
     ReadBuildContent,
     /// `/v1/games/{id}`: set, read, roll back and remove central games (admin only).
     ManageGames,
+    /// `GET /v1/usage`: sessions and time run, by user, game or host.
+    ReadUsage,
 }
 
 impl Role {
@@ -82,6 +84,7 @@ impl Role {
                     | A::ReadEvents
                     | A::ReadMetrics
                     | A::ReadLogs
+                    | A::ReadUsage
             ),
         }
     }
@@ -374,6 +377,7 @@ mod tests {
             ManageBuilds,
             ReadBuildContent,
             ManageGames,
+            ReadUsage,
         ];
         let allowed = |r: Role| {
             all.iter()
@@ -401,7 +405,8 @@ mod tests {
                 DrainHosts,
                 ReadEvents,
                 ReadMetrics,
-                ReadLogs
+                ReadLogs,
+                ReadUsage
             ]
         );
         assert_eq!(allowed(Role::Admin), all);

@@ -127,9 +127,39 @@ pub struct Args {
     /// Sessions one `user_id` may hold at once; a start beyond is 429 [default: no limit].
     #[arg(long, env = "ARCADE_MAX_SESSIONS_PER_USER")]
     pub max_sessions_per_user: Option<u32>,
+    /// Seconds a host may have no session before a `host.idle` event says so [default: 600].
+    #[arg(long, env = "ARCADE_HOST_IDLE_AFTER")]
+    pub host_idle_after: Option<f64>,
+    /// `spread`: new sessions go to the least loaded host; `pack`: to the fullest that fits,
+    /// so idle hosts can be powered down [default: spread].
+    #[arg(long, env = "ARCADE_PLACEMENT", value_enum)]
+    pub placement: Option<Placement>,
 }
 
 pub use daemon::LogFormat;
+
+/// `--placement`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The least loaded host.
+    #[default]
+    Spread,
+    /// The fullest host that fits.
+    Pack,
+}
+
+impl From<Placement> for crate::placement::Strategy {
+    fn from(p: Placement) -> Self {
+        match p {
+            Placement::Spread => Self::Spread,
+            Placement::Pack => Self::Pack,
+        }
+    }
+}
+
+/// `--host-idle-after`'s default.
+pub const DEFAULT_HOST_IDLE_AFTER: Duration = Duration::from_secs(600);
 
 /// The `--config` file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -168,6 +198,8 @@ struct FileConfig {
     webhook_secret: Option<String>,
     #[serde(default)]
     webhook_types: Vec<String>,
+    host_idle_after: Option<f64>,
+    placement: Option<Placement>,
 }
 
 /// Files of the agent link's TLS.
@@ -233,6 +265,10 @@ pub struct Config {
     /// 30). Starts and ends outlive it: they are the service's own tasks, drained after HTTP.
     /// Not a flag; tests shorten it.
     pub shutdown_grace: Duration,
+    /// A host without a session this long gets `host.idle`.
+    pub host_idle_after: Duration,
+    /// How placement chooses among the hosts that fit.
+    pub placement: crate::placement::Strategy,
 }
 
 /// Why the settings are refused.
@@ -321,6 +357,8 @@ impl Config {
             nats_urls: Vec::new(),
             webhooks: None,
             max_sessions_per_user: None,
+            host_idle_after: DEFAULT_HOST_IDLE_AFTER,
+            placement: crate::placement::Strategy::Spread,
         }
     }
 
@@ -493,6 +531,16 @@ impl Args {
             }),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: d.shutdown_grace,
+            host_idle_after: match self.host_idle_after.or(file.host_idle_after) {
+                Some(v) if (0.05..=30.0 * 86_400.0).contains(&v) => Duration::from_secs_f64(v),
+                Some(_) => {
+                    return Err(ConfigError::Invalid(
+                        "--host-idle-after must be 0.05 seconds to 30 days".into(),
+                    ))
+                }
+                None => d.host_idle_after,
+            },
+            placement: self.placement.or(file.placement).unwrap_or_default().into(),
             max_sessions_per_user: match self.max_sessions_per_user.or(file.max_sessions_per_user) {
                 Some(0) => {
                     return Err(ConfigError::Invalid(

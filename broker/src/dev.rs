@@ -115,6 +115,8 @@ impl DevConfig {
             // Its state directory is per broker process, so its games could not be found again.
             stop_games_on_exit: true,
             build_cache: agent::DEFAULT_BUILD_CACHE,
+            labels: Default::default(),
+            gpus: Vec::new(),
             run_as: None,
             tls: None,
             metrics: None,

@@ -207,7 +207,7 @@ pub async fn run(
         )),
         None => None,
     };
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.placement));
     // Starts and ends in flight: drained after HTTP, before the agent links close.
     let requests = TaskTracker::new();
     let hostname = hostname::get()
@@ -253,6 +253,8 @@ pub async fn run(
         public_url,
         join_ttl: config.join_token_ttl,
         game_keys: game_keys.clone(),
+        placement: config.placement,
+        host_idle_after: config.host_idle_after,
     };
     let (replicas, inbox) = match (&store, config.nats_urls.is_empty()) {
         (_, true) => (None, None),

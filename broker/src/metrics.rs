@@ -35,6 +35,15 @@ struct HostStatusLabel {
     status: String,
 }
 
+/// One game.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GameLabel {
+    game_id: String,
+}
+
+/// A counter of seconds.
+type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
+
 /// One host.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabel {
@@ -100,6 +109,8 @@ pub struct Metrics {
     webhooks: WebhookCounters,
     webhook_deliveries: Family<Outcome, Counter>,
     webhook_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    session_seconds: Family<GameLabel, Seconds>,
+    gpu_seconds: Family<GameLabel, Seconds>,
     /// Scrapes one at a time: they set the gauges, then encode them.
     scrape: Mutex<()>,
 }
@@ -221,8 +232,24 @@ impl Metrics {
             Unit::Seconds,
             webhook_oldest.clone(),
         );
+        let session_seconds = Family::<GameLabel, Seconds>::default();
+        r.register_with_unit(
+            "session_run",
+            "Time games ran (from running, or ready for a pool, to their end), counted as each ends, by game",
+            Unit::Seconds,
+            session_seconds.clone(),
+        );
+        let gpu_seconds = Family::<GameLabel, Seconds>::default();
+        r.register_with_unit(
+            "session_gpu",
+            "Time sessions ran times their GPUs, counted as each ends, by game",
+            Unit::Seconds,
+            gpu_seconds.clone(),
+        );
         Self {
             registry: r,
+            session_seconds,
+            gpu_seconds,
             starts,
             ends,
             start_seconds,
@@ -251,6 +278,17 @@ impl Metrics {
     pub fn ended(&self, outcome: &str, took: Duration) {
         self.ends.get_or_create(&self::outcome(outcome)).inc();
         self.end_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A session of `game` that ran `seconds` with `gpus` GPUs ended.
+    pub fn ran(&self, game: &str, seconds: f64, gpus: usize) {
+        let label = GameLabel {
+            game_id: game.to_owned(),
+        };
+        self.session_seconds.get_or_create(&label).inc_by(seconds);
+        self.gpu_seconds
+            .get_or_create(&label)
+            .inc_by(seconds * gpus as f64);
     }
 
     /// An HTTP request answered.

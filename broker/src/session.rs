@@ -179,6 +179,9 @@ pub fn new_session(
         max_duration_s: None,
         expires_at: None,
         build: None,
+        gpus: Vec::new(),
+        labels: protocol::labels::Labels::new(),
+        slots: 1,
     }
 }
 

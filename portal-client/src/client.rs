@@ -18,7 +18,7 @@ use std::time::Duration;
 use protocol::api::{
     BrokerList, Build, BuildList, CentralGame, ErrorBody, ErrorCode, EventType, GameList, Health,
     Host, HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session,
-    SessionEvents, SessionList, SessionQuery, StartSession, StartedSession,
+    SessionEvents, SessionList, SessionQuery, StartSession, StartedSession, Usage, UsageQuery,
 };
 use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
@@ -421,6 +421,51 @@ impl Client {
     /// `admin` role.
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.call(Method::GET, "/v1/hosts", |r| r).await
+    }
+
+    /// `GET /v1/hosts?label=KEY=VALUE...`: the hosts with every one of `labels`, ordered by
+    /// id. Needs the `provider` or `admin` role.
+    pub async fn hosts_labelled(
+        &self,
+        labels: &protocol::labels::Labels,
+    ) -> Result<HostList, ClientError> {
+        let query: Vec<(&str, String)> = labels
+            .iter()
+            .map(|(k, v)| ("label", format!("{k}={v}")))
+            .collect();
+        self.call(Method::GET, "/v1/hosts", |r| r.query(&query))
+            .await
+    }
+
+    /// `GET /v1/usage`: sessions and the time they ran within a window, by user, game or
+    /// host. Needs the `provider` or `admin` role.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Usage, ClientError> {
+        self.call(Method::GET, "/v1/usage", |r| r.query(query))
+            .await
+    }
+
+    /// [`usage`](Self::usage) as CSV (`Accept: text/csv`): a header line, then one line per
+    /// key.
+    pub async fn usage_csv(&self, query: &UsageQuery) -> Result<String, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/usage", self.base_url))
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/csv")
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        if !status.is_success() {
+            return Err(error_answer(status, retry_after, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// `GET /v1/brokers`: the brokers of the system (one, or every replica seen lately), by

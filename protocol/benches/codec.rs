@@ -21,6 +21,8 @@ fn running(n: u32) -> Vec<RunningGame> {
             pgid: 1000 + i,
             port: 20000 + i as u16,
             idle_ms: None,
+            gpus: Vec::new(),
+            slots: 1,
         })
         .collect()
 }
@@ -77,6 +79,7 @@ fn broker_messages() -> Vec<(&'static str, BrokerMessage)> {
                 settings: Default::default(),
                 join: None,
                 build: None,
+                gpus: Vec::new(),
             }),
         ),
         ("stop", BrokerMessage::Stop { session_id: sid(1) }),
@@ -104,6 +107,8 @@ fn hello() -> Hello {
                     max_duration_s: None,
                     idle_timeout_s: None,
                     build: None,
+                    gpus: 0,
+                    slots: 1,
                 })
                 .collect(),
             max_sessions: 8,
@@ -112,6 +117,8 @@ fn hello() -> Hello {
                 hi: 20999,
             },
             builds: Vec::new(),
+            gpus: Vec::new(),
+            labels: Default::default(),
         },
         running: running(8),
         exited: vec![],

@@ -1,6 +1,9 @@
 //! The HTTP API's JSON types, as in `shared/API.md`. Serde only: the broker serializes them,
 //! `portal-client` deserializes them, and neither knows the other's HTTP stack.
 
+mod usage;
+pub use usage::{Usage, UsageBy, UsageQuery, UsageRow};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -36,6 +39,13 @@ pub struct StartSession {
     /// entry says so (the smaller wins). 1 to [`MAX_DURATION_S`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u32>,
+    /// Labels a host must have (`{"region": "eu-west"}`): no other host is chosen.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: crate::labels::Labels,
+    /// Labels a host had better have: of the hosts that fit, those with more of them come
+    /// first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prefer: crate::labels::Labels,
 }
 
 impl StartSession {
@@ -50,6 +60,8 @@ impl StartSession {
             settings: BTreeMap::new(),
             user_id: None,
             max_duration_s: None,
+            labels: BTreeMap::new(),
+            prefer: BTreeMap::new(),
         }
     }
 }
@@ -226,6 +238,21 @@ pub struct Session {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub build: Option<crate::BuildId>,
+    /// The host's GPUs this session holds (its game's catalog `gpus`), no other live
+    /// session's.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// The labels of the host it was placed on (`region`, `gpu`, ...), as they were then.
+    #[serde(default)]
+    pub labels: crate::labels::Labels,
+    /// How much of its host's `max_sessions` it takes (its game's catalog `slots`).
+    #[serde(default = "one_slot")]
+    pub slots: u32,
+}
+
+/// A session's `slots` where none is recorded.
+fn one_slot() -> u32 {
+    1
 }
 
 /// The answer to a start (`POST /v1/sessions`): the session, and for whoever started it, the
@@ -445,6 +472,18 @@ pub struct Host {
     /// The broker its agent is connected to; `None` while it is offline.
     #[serde(default)]
     pub broker_id: Option<String>,
+    /// Its labels (`--label`).
+    #[serde(default)]
+    pub labels: crate::labels::Labels,
+    /// Its GPUs (`--gpus`).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// How many of its GPUs live sessions hold.
+    #[serde(default)]
+    pub gpus_used: u32,
+    /// How much of `max_sessions` its live sessions take (each its game's `slots`).
+    #[serde(default)]
+    pub slots_used: u32,
 }
 
 /// `GET /v1/hosts` answer.
@@ -970,8 +1009,13 @@ mod tests {
             max_duration_s: Some(7200),
             expires_at: Some(time::macros::datetime!(2026-11-23 12:00:00 UTC)),
             build: None,
+            gpus: vec![1],
+            labels: [("region".to_owned(), "eu-west".to_owned())].into(),
+            slots: 1,
         };
         let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["gpus"], serde_json::json!([1]));
+        assert_eq!(v["labels"]["region"], "eu-west");
         assert_eq!(v["status"], "running");
         // API.md: "sha256 of the game's build, or null for a host's own catalog entry".
         assert_eq!(v["build"], serde_json::Value::Null);
@@ -1066,6 +1110,12 @@ pub enum EventType {
     /// A drained host was resumed.
     #[serde(rename = "host.resumed")]
     HostResumed,
+    /// A draining host's last session ended: it may be powered down.
+    #[serde(rename = "host.drained")]
+    HostDrained,
+    /// A host has had no session for `--host-idle-after`: it may be powered down.
+    #[serde(rename = "host.idle")]
+    HostIdle,
     /// A central game was set, rolled back or removed.
     #[serde(rename = "game.updated")]
     GameUpdated,
@@ -1085,7 +1135,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type a broker sends.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         Self::SessionCreated,
         Self::SessionReady,
         Self::SessionRunning,
@@ -1099,6 +1149,8 @@ impl EventType {
         Self::HostOffline,
         Self::HostDraining,
         Self::HostResumed,
+        Self::HostDrained,
+        Self::HostIdle,
         Self::GameUpdated,
         Self::RolloutProgressed,
         Self::RolloutHalted,
@@ -1121,6 +1173,8 @@ impl EventType {
             Self::HostOffline => "host.offline",
             Self::HostDraining => "host.draining",
             Self::HostResumed => "host.resumed",
+            Self::HostDrained => "host.drained",
+            Self::HostIdle => "host.idle",
             Self::GameUpdated => "game.updated",
             Self::RolloutProgressed => "rollout.progressed",
             Self::RolloutHalted => "rollout.halted",
@@ -1132,9 +1186,12 @@ impl EventType {
     /// What an event of this type carries.
     pub fn subject(self) -> EventSubject {
         match self {
-            Self::HostOnline | Self::HostOffline | Self::HostDraining | Self::HostResumed => {
-                EventSubject::Host
-            }
+            Self::HostOnline
+            | Self::HostOffline
+            | Self::HostDraining
+            | Self::HostResumed
+            | Self::HostDrained
+            | Self::HostIdle => EventSubject::Host,
             Self::GameUpdated
             | Self::RolloutProgressed
             | Self::RolloutHalted

@@ -183,6 +183,8 @@ mod tests {
             pgid: 4242,
             port: 20000,
             idle_ms: None,
+            slots: 2,
+            gpus: vec![0, 3],
         }
     }
 
@@ -204,6 +206,8 @@ mod tests {
                     max_duration_s: None,
                     idle_timeout_s: None,
                     build: Some(build()),
+                    slots: 2,
+                    gpus: 1,
                 }],
                 max_sessions: 4,
                 port_range: PortRange {
@@ -215,6 +219,8 @@ mod tests {
                     build: build(),
                     status: BuildStatus::Failed("no space left on device".into()),
                 }],
+                labels: [("region".to_owned(), "eu-west".to_owned())].into(),
+                gpus: vec![0, 1, 2, 3],
             },
             running: vec![running()],
             exited: vec![ExitedGame {
@@ -287,6 +293,7 @@ mod tests {
                 settings: Default::default(),
                 join: None,
                 build: Some(build()),
+                gpus: vec![1, 2],
             }),
             BrokerMessage::CentralGames(CentralGames {
                 builds_url: "https://broker.example:8080".into(),

@@ -10,6 +10,7 @@
 //!   payload format is chosen in that one module, so it can be swapped there alone;
 //! - [`api`]: the HTTP API's JSON request and response types (serde only), used by the broker
 //!   to answer and by `portal-client` to ask;
+//! - [`labels`]: host labels, and whether a host fits a start's or a game's;
 //! - [`settings`]: the settings a game offers a start, and the one check of a request against
 //!   them;
 //! - [`catalog`]: a game's catalog entry, and (feature `catalog`) its one check without the
@@ -21,6 +22,7 @@ pub mod api;
 pub mod catalog;
 pub mod codec;
 pub mod ids;
+pub mod labels;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod settings;

@@ -20,7 +20,7 @@ use crate::ids::{BuildId, BuildKind, GameId, HostId, SessionId};
 
 /// The version of the agent link spoken by this build. Bumped on any change to the types in
 /// this module.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The agent's first frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,13 @@ pub struct HostFacts {
     /// in version 7; absent from facts stored before).
     #[serde(default)]
     pub builds: Vec<BuildState>,
+    /// The host's labels, `--label` (added in version 8; absent from facts stored before).
+    #[serde(default)]
+    pub labels: crate::labels::Labels,
+    /// The host's GPU indexes, `--gpus`: each is given to one session at a time (added in
+    /// version 8).
+    #[serde(default)]
+    pub gpus: Vec<u32>,
 }
 
 /// Where a host is with one build of a central game.
@@ -129,6 +136,19 @@ pub struct GameOffer {
     /// own catalog entry (added in version 7).
     #[serde(default)]
     pub build: Option<BuildId>,
+    /// The catalog's `slots`: how much of the host's `max_sessions` one session takes, at
+    /// least 1 (added in version 8).
+    #[serde(default = "one_slot")]
+    pub slots: u32,
+    /// The catalog's `gpus`: how many of the host's GPUs one session gets (added in
+    /// version 8).
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+/// A game's `slots` when its catalog names none.
+fn one_slot() -> u32 {
+    1
 }
 
 /// The longest readiness timeout a catalog may give a game, in seconds.
@@ -161,6 +181,10 @@ pub struct RunningGame {
     /// connection for at least that long: for how long, in milliseconds, counted from its
     /// launch or its last connection (added in version 5).
     pub idle_ms: Option<u64>,
+    /// The slots it takes of the host's `max_sessions` (added in version 8).
+    pub slots: u32,
+    /// The GPUs it was given (added in version 8).
+    pub gpus: Vec<u32>,
 }
 
 /// The broker's answer to a [`Hello`].
@@ -434,6 +458,10 @@ pub struct LaunchRequest {
     pub join: Option<JoinAccess>,
     /// For a central game, the build to run, one the host offered (added in version 7).
     pub build: Option<BuildId>,
+    /// The host's GPUs the session gets, as many as the game's `gpus`, none held by another
+    /// live session (added in version 8). The agent refuses GPUs it does not have or that
+    /// are held ([`LaunchFailure::NoCapacity`]).
+    pub gpus: Vec<u32>,
 }
 
 /// Where and with what key a game redeems its players' join tokens.

@@ -121,6 +121,10 @@ pub struct BrokerOptions {
     /// `--public-url`: where games and agents reach the broker's API; by default its own
     /// address.
     pub public_url: Option<String>,
+    /// `--placement`.
+    pub placement: broker::placement::Strategy,
+    /// `--host-idle-after`; 600 s by default.
+    pub host_idle_after: Option<Duration>,
 }
 
 impl Default for BrokerOptions {
@@ -144,6 +148,8 @@ impl Default for BrokerOptions {
             join_token_ttl: None,
             max_build_size: None,
             public_url: None,
+            placement: broker::placement::Strategy::Spread,
+            host_idle_after: None,
         }
     }
 }
@@ -204,6 +210,10 @@ impl TestBroker {
             config.max_build_size = max;
         }
         config.public_url = opts.public_url;
+        config.placement = opts.placement;
+        if let Some(idle) = opts.host_idle_after {
+            config.host_idle_after = idle;
+        }
         let build_dir = tempfile::tempdir().expect("a build store");
         config.build_store = build_dir.path().join("builds");
         let build_store = config.build_store.clone();
@@ -368,6 +378,10 @@ pub struct AgentOptions {
     pub more_brokers: Vec<SocketAddr>,
     /// `--build-cache`.
     pub build_cache: u64,
+    /// `--label`s.
+    pub labels: protocol::labels::Labels,
+    /// `--gpus`.
+    pub gpus: Vec<u32>,
 }
 
 impl AgentOptions {
@@ -386,6 +400,8 @@ impl AgentOptions {
             tls: None,
             more_brokers: Vec::new(),
             build_cache: agent::DEFAULT_BUILD_CACHE,
+            labels: Default::default(),
+            gpus: Vec::new(),
         }
     }
 }
@@ -702,6 +718,8 @@ impl TestAgent {
             tls: opts.tls.clone(),
             metrics: None,
             build_cache: opts.build_cache,
+            labels: opts.labels.clone(),
+            gpus: opts.gpus.clone(),
         };
         let reaper = opts
             .state_dir
@@ -824,10 +842,14 @@ pub fn fake_hello(host: &str, version: u32, token: Option<&str>) -> protocol::wi
                 max_duration_s: None,
                 idle_timeout_s: None,
                 build: None,
+                gpus: 0,
+                slots: 1,
             }],
             max_sessions: 4,
             port_range: PortRange { lo: 1, hi: 100 },
             builds: Vec::new(),
+            gpus: Vec::new(),
+            labels: Default::default(),
         },
         running: Vec::new(),
         exited: Vec::new(),

@@ -790,6 +790,8 @@ mod agent_link {
             pgid: 4242,
             port: 1,
             idle_ms: None,
+            gpus: Vec::new(),
+            slots: 1,
         }];
         let mut back = FakeAgent::connect(broker.agent_addr, hello).await.unwrap();
         let Some(BrokerMessage::Stop { session_id }) = back.recv(WAIT).await else {
@@ -1027,6 +1029,8 @@ mod agent_restart {
                 pending: false,
                 idle_timeout_s: None,
                 build: None,
+                gpus: Vec::new(),
+                weight: None,
             }],
             exited: vec![],
         };

@@ -53,6 +53,8 @@ fn facts(max_sessions: u32) -> HostFacts {
             max_duration_s: None,
             idle_timeout_s: None,
             build: None,
+            gpus: 0,
+            slots: 1,
         }],
         max_sessions,
         port_range: PortRange {
@@ -60,6 +62,8 @@ fn facts(max_sessions: u32) -> HostFacts {
             hi: 20099,
         },
         builds: Vec::new(),
+        gpus: Vec::new(),
+        labels: Default::default(),
     }
 }
 
@@ -547,6 +551,10 @@ async fn streams_each_status_change_once_in_order(store: Store) {
         games: vec![GameId::new("g").unwrap()],
         last_seen: now(),
         broker_id: Some("b1".into()),
+        labels: Default::default(),
+        gpus: Vec::new(),
+        gpus_used: 0,
+        slots_used: 0,
     };
     store
         .append_host_event(T::HostDraining, &host, Actor::Provider, now())

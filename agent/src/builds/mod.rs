@@ -52,6 +52,10 @@ pub struct CentralConfig {
     pub token: Option<String>,
     /// TLS trust for the broker's HTTP API, as for the link.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The host's labels, which a central game's may require.
+    pub labels: protocol::labels::Labels,
+    /// How many GPUs the host has.
+    pub gpus: usize,
 }
 
 /// The central games of this host and their builds.
@@ -255,9 +259,12 @@ impl Central {
     /// `w`'s entry checked against its unpacked build.
     fn check(&self, w: &Wanted) -> Result<Arc<Game>, String> {
         let entry = w.entry.clone()?;
-        Game::check_central(entry, &fetch::path(&self.config.dir, &w.build))
-            .map(Arc::new)
-            .map_err(|e| format!("the game's entry: {e}"))
+        let game = Game::check_central(entry, &fetch::path(&self.config.dir, &w.build))
+            .map_err(|e| format!("the game's entry: {e}"))?;
+        match game.misfit(&self.config.labels, self.config.gpus) {
+            Some(why) => Err(format!("this host cannot run it: {why}")),
+            None => Ok(Arc::new(game)),
+        }
     }
 
     /// Fetches `build` until it is placed, or no game wants it any more, or the agent stops.

@@ -50,6 +50,9 @@ impl Game {
             settings: c.settings,
             max_duration_s: c.max_duration_s,
             idle_timeout_s: c.idle_timeout_s,
+            slots: c.slots,
+            gpus: c.gpus,
+            labels: c.labels,
         };
         if let Some(default) = &game.default_config {
             game.resolve_config_in(default)
@@ -199,11 +202,11 @@ command = "/bin/sleep"
         );
         assert_eq!(
             load_error(entry("/bin/{nope}")),
-            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id} or (a central game) {build}"#
+            r#"catalog game "g": unknown placeholder {nope} in "/bin/{nope}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id}, {gpu} or (a central game) {build}"#
         );
         assert_eq!(
             load_error(entry("/bin/{port16}")),
-            r#"catalog game "g": unknown placeholder {port16} in "/bin/{port16}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id} or (a central game) {build}"#
+            r#"catalog game "g": unknown placeholder {port16} in "/bin/{port16}": use {mode}, {config}, {port}, {port1}..., {slot}, {session_id}, {gpu} or (a central game) {build}"#
         );
         assert_eq!(
             load_error(entry("{build}/run")),

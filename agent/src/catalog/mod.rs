@@ -71,6 +71,9 @@ pub struct Game {
     settings: Vec<SettingOffer>,
     max_duration_s: Option<u32>,
     idle_timeout_s: Option<u32>,
+    slots: u32,
+    gpus: u32,
+    labels: protocol::labels::Labels,
 }
 
 impl Game {
@@ -87,7 +90,31 @@ impl Game {
             max_duration_s: self.max_duration_s,
             idle_timeout_s: self.idle_timeout_s,
             build,
+            slots: self.slots,
+            gpus: self.gpus,
         }
+    }
+
+    /// How much of the host's `max_sessions` a session takes.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Why a host with `labels` and `gpus` GPUs cannot run this game, if it cannot: a label
+    /// the game requires that the host lacks, or more GPUs than it has.
+    pub fn misfit(&self, labels: &protocol::labels::Labels, gpus: usize) -> Option<String> {
+        if let Some((k, v)) = self.labels.iter().find(|(k, v)| labels.get(*k) != Some(*v)) {
+            return Some(format!(
+                "it requires the label {k}={v}, which this host lacks"
+            ));
+        }
+        if usize::try_from(self.gpus).unwrap_or(usize::MAX) > gpus {
+            return Some(format!(
+                "it needs {} GPUs and this host has {gpus} (--gpus)",
+                self.gpus
+            ));
+        }
+        None
     }
 
     /// How many ports a session takes.
@@ -180,6 +207,24 @@ impl Catalog {
     /// The games, as offered to the broker.
     pub fn offers(&self) -> Vec<GameOffer> {
         self.games.iter().map(|(id, g)| g.offer(id, None)).collect()
+    }
+
+    /// Drops the games a host with `labels` and `gpus` GPUs cannot run; answers each one
+    /// dropped, with why.
+    pub fn keep_fitting(
+        &mut self,
+        labels: &protocol::labels::Labels,
+        gpus: usize,
+    ) -> Vec<(GameId, String)> {
+        let dropped: Vec<(GameId, String)> = self
+            .games
+            .iter()
+            .filter_map(|(id, g)| Some((id.clone(), g.misfit(labels, gpus)?)))
+            .collect();
+        for (id, _) in &dropped {
+            self.games.remove(id);
+        }
+        dropped
     }
 
     /// The game `id`, if the catalog has it.

@@ -129,8 +129,21 @@ impl Game {
             }
         };
         let chosen = game.resolve_config(game_id, config)?;
+        if req.gpus.len() != usize::try_from(game.gpus).unwrap_or(usize::MAX) {
+            return Err(ResolveError::BadRequest(format!(
+                "game {game_id} takes {} GPUs; the launch named {}",
+                game.gpus,
+                req.gpus.len()
+            )));
+        }
         let ports: Vec<String> = lease.ports.iter().map(u16::to_string).collect();
         let slot = lease.slot.to_string();
+        let gpu = req
+            .gpus
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let mut values = Values {
             mode: &mode,
             config: chosen.as_deref(),
@@ -138,6 +151,7 @@ impl Game {
             slot: &slot,
             session_id: session_id.as_str(),
             build,
+            gpu: &gpu,
         };
         let applied = protocol::settings::apply(&game.settings, &req.settings)
             .map_err(|e| ResolveError::BadRequest(e.to_string()))?;
@@ -190,6 +204,11 @@ impl Game {
         env.push(("ARCADE_MODE".into(), mode.clone()));
         if let Some(b) = &req.build {
             env.push(("ARCADE_BUILD".into(), b.to_string()));
+        }
+        if !req.gpus.is_empty() {
+            // CUDA's and the NVIDIA container runtime's names for the devices a process sees.
+            env.push(("CUDA_VISIBLE_DEVICES".into(), gpu.clone()));
+            env.push(("NVIDIA_VISIBLE_DEVICES".into(), gpu.clone()));
         }
         if let Some(c) = values.config {
             env.push(("ARCADE_CONFIG".into(), c.to_owned()));
@@ -419,6 +438,8 @@ mod tests {
         let lease = Lease {
             ports: vec![20004, 20007],
             slot: 3,
+            gpus: Vec::new(),
+            weight: 1,
         };
         let spec = cat
             .resolve(

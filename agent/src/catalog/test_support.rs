@@ -24,6 +24,7 @@ pub(super) fn req(
         settings: settings.clone(),
         join: None,
         build: None,
+        gpus: Vec::new(),
     }
 }
 
@@ -31,6 +32,8 @@ pub(super) fn lease(port: u16) -> Lease {
     Lease {
         ports: vec![port],
         slot: 0,
+        weight: 1,
+        gpus: Vec::new(),
     }
 }
 

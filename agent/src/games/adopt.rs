@@ -110,6 +110,8 @@ fn saved_lease(pool: &mut PortPool, g: &state::SavedGame) -> Lease {
             .chain(g.more_ports.iter().copied())
             .collect(),
         slot: g.slot.unwrap_or_else(|| pool.free_slot()),
+        weight: g.weight.unwrap_or(1),
+        gpus: g.gpus.clone(),
     };
     pool.claim(&lease);
     lease

@@ -17,7 +17,7 @@ use super::table::{Entry, GameState, IdleWatch};
 use super::Games;
 use crate::catalog::ReadyCheck;
 use crate::metrics::LaunchOutcome;
-use crate::ports::Lease;
+use crate::ports::{Lease, Wanted};
 
 /// What [`Games::reserve`] found for a launch request.
 #[derive(Debug)]
@@ -175,23 +175,17 @@ impl Games {
         if t.pending.contains_key(&req.session_id) {
             return Reserved::InFlight;
         }
-        if t.games.len() + t.pending.len() >= self.config.max_sessions as usize {
-            return Reserved::Refused((
-                LaunchFailure::NoCapacity,
-                format!(
-                    "host runs {} games, its max_sessions",
-                    self.config.max_sessions
-                ),
-            ));
-        }
-        // A game this host does not have takes one port: its launch is refused anyway.
+        // A game this host does not have takes one port and slot: its launch is refused
+        // anyway.
         let game = self.game_for(req).ok();
-        let wanted = usize::from(game.as_ref().map_or(1, |(g, _)| g.ports()));
-        let Some(lease) = t.ports.take(wanted) else {
-            return Reserved::Refused((
-                LaunchFailure::NoCapacity,
-                format!("fewer than {wanted} free ports in the host's --port-range"),
-            ));
+        let want = Wanted {
+            ports: usize::from(game.as_ref().map_or(1, |(g, _)| g.ports())),
+            weight: game.as_ref().map_or(1, |(g, _)| g.slots()),
+            gpus: &req.gpus,
+        };
+        let lease = match t.ports.take(want) {
+            Ok(lease) => lease,
+            Err(short) => return Reserved::Refused((LaunchFailure::NoCapacity, short.to_string())),
         };
         t.pending.insert(req.session_id.clone(), lease.clone());
         if let Some(build) = &req.build {

@@ -76,6 +76,8 @@ pub struct GamesConfig {
     pub state_dir: PathBuf,
     /// The unprivileged user games run as, if any.
     pub run_as: Option<RunAs>,
+    /// The host's GPU indexes, each held by one session at a time.
+    pub gpus: Vec<u32>,
 }
 
 /// The running games of this host.
@@ -123,7 +125,7 @@ impl Games {
         Arc::new(Self {
             table: Mutex::new(Table {
                 games: HashMap::new(),
-                ports: PortPool::new(config.port_range),
+                ports: PortPool::new(config.port_range, config.max_sessions, &config.gpus),
                 exited: VecDeque::new(),
                 pending: HashMap::new(),
                 builds: HashMap::new(),

@@ -61,6 +61,8 @@ impl Games {
                     pgid: e.pid,
                     port: e.lease.port(),
                     idle_ms,
+                    slots: e.lease.weight,
+                    gpus: e.lease.gpus.clone(),
                 }
             })
             .collect();

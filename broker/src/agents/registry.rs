@@ -1,16 +1,19 @@
 //! The registry of hosts: what each agent offered, its load, whether it is connected or
-//! draining, and which sessions hold its slots.
+//! draining, which sessions hold its slots and GPUs, and where each host is in its life
+//! (idle since when, drained).
 //!
 //! Its lock is a `std::sync::Mutex` held only for map updates and for placement (a lookup in
 //! a [`HostIndex`] kept up to date with every change, under a microsecond at 10,000 hosts),
-//! never across an `.await`. Placing and reserving the slot happen under the same lock, so concurrent starts
-//! never put more sessions on a host than its `max_sessions`.
+//! never across an `.await`. Placing and reserving the slots and GPUs happen under the same
+//! lock, so concurrent starts never put more on a host than its `max_sessions`, and never
+//! give one GPU to two sessions.
 //!
 //! The registry holds each connected host's [`AgentLink`] (a channel to the task that owns the
 //! connection), never the connection itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,7 @@ use protocol::{GameId, HostId, SessionId};
 use time::OffsetDateTime;
 
 use super::handle::AgentLink;
-use crate::placement::{HostIndex, HostView, PlacementError};
+use crate::placement::{HostIndex, HostView, PlacementError, Request, Strategy};
 
 /// Identifies one connection of a host, so a stale connection's disconnect does not unplug a
 /// newer one.
@@ -40,7 +43,22 @@ struct HostEntry {
     ready: bool,
     /// The epoch of this connection's ownership of the host, once recorded (replicas).
     epoch: Option<u64>,
-    slots: HashSet<SessionId>,
+    /// The sessions placed here and not over, with what each holds.
+    held: HashMap<SessionId, Held>,
+    /// Since when it has had no session while online, and whether `host.idle` was said of
+    /// this idle period.
+    idle: Option<(Instant, bool)>,
+    /// Whether `host.drained` was said of this drain.
+    drained_said: bool,
+}
+
+/// What one session holds of its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its share of `max_sessions` (its game's `slots`).
+    pub slots: u32,
+    /// Its GPUs.
+    pub gpus: Vec<u32>,
 }
 
 impl HostEntry {
@@ -52,8 +70,10 @@ impl HostEntry {
                 status: HostStatus::Offline,
                 games: facts.games.clone(),
                 max_sessions: facts.max_sessions,
-                sessions: 0,
+                used: 0,
                 cpu_percent: 0.0,
+                labels: Arc::new(facts.labels.clone()),
+                gpus_free: u32::try_from(facts.gpus.len()).unwrap_or(u32::MAX),
             },
             facts,
             mem_used_bytes: 0,
@@ -63,8 +83,25 @@ impl HostEntry {
             conn: None,
             ready: false,
             epoch: None,
-            slots: HashSet::new(),
+            held: HashMap::new(),
+            idle: None,
+            drained_said: false,
         }
+    }
+
+    /// GPUs of the host that sessions hold.
+    fn gpus_used(&self) -> u32 {
+        let n: usize = self.held.values().map(|h| h.gpus.len()).sum();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The host's GPUs no session holds, lowest listed first.
+    fn free_gpus(&self) -> impl Iterator<Item = u32> + '_ {
+        self.facts
+            .gpus
+            .iter()
+            .copied()
+            .filter(|g| !self.held.values().any(|h| h.gpus.contains(g)))
     }
 
     fn refresh_view(&mut self) {
@@ -73,7 +110,22 @@ impl HostEntry {
             (Some(_), true, true) => HostStatus::Draining,
             (Some(_), true, false) => HostStatus::Online,
         };
-        self.view.sessions = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.view.used = self
+            .held
+            .values()
+            .fold(0u32, |n, h| n.saturating_add(h.slots));
+        let gpus = u32::try_from(self.facts.gpus.len()).unwrap_or(u32::MAX);
+        self.view.gpus_free = gpus.saturating_sub(self.gpus_used());
+    }
+
+    /// Takes the facts an agent sent: its games, capacity, labels.
+    fn set_facts(&mut self, facts: HostFacts) {
+        self.view.games.clone_from(&facts.games);
+        self.view.max_sessions = facts.max_sessions;
+        if *self.view.labels != facts.labels {
+            self.view.labels = Arc::new(facts.labels.clone());
+        }
+        self.facts = facts;
     }
 
     fn to_api(&self) -> api::Host {
@@ -82,13 +134,17 @@ impl HostEntry {
             ip: self.facts.ip,
             status: self.view.status,
             max_sessions: self.view.max_sessions,
-            sessions: self.view.sessions,
+            sessions: u32::try_from(self.held.len()).unwrap_or(u32::MAX),
             cpu_percent: self.view.cpu_percent,
             mem_used_bytes: self.mem_used_bytes,
             mem_total_bytes: self.facts.mem_total_bytes,
             games: self.facts.games.iter().map(|g| g.game_id.clone()).collect(),
             last_seen: self.last_seen,
             broker_id: None,
+            labels: (*self.view.labels).clone(),
+            gpus: self.facts.gpus.clone(),
+            gpus_used: self.gpus_used(),
+            slots_used: self.view.used,
         }
     }
 }
@@ -112,6 +168,10 @@ pub struct Placed {
     pub build: Option<protocol::BuildId>,
     /// The host's agent.
     pub link: AgentLink,
+    /// What the session holds there: its game's slots, and its GPUs.
+    pub held: Held,
+    /// The host's labels.
+    pub labels: protocol::labels::Labels,
 }
 
 /// A connected host, as [`Registry::links`] lists it.
@@ -125,6 +185,19 @@ pub struct Linked {
     pub link: AgentLink,
     /// Whether it holds (or fetches) central games' builds.
     pub holds_builds: bool,
+    /// Its labels.
+    pub labels: Arc<protocol::labels::Labels>,
+    /// How many GPUs it has.
+    pub gpus: usize,
+}
+
+/// A change in a host's life the broker announces (`host.idle`, `host.drained`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMoment {
+    /// No session for the idle period.
+    Idle,
+    /// Draining, and its last session ended.
+    Drained,
 }
 
 /// All hosts ever registered since the broker started.
@@ -152,6 +225,17 @@ impl Inner {
 }
 
 impl Registry {
+    /// An empty registry whose placement follows `strategy`.
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                hosts: HashMap::new(),
+                index: HostIndex::new(strategy),
+            }),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -170,9 +254,7 @@ impl Registry {
         if entry.conn.is_some() {
             return Err(RegisterError::AlreadyConnected(hello.host_id.clone()));
         }
-        entry.facts = hello.facts.clone();
-        entry.view.games = hello.facts.games.clone();
-        entry.view.max_sessions = hello.facts.max_sessions;
+        entry.set_facts(hello.facts.clone());
         entry.last_seen = now;
         entry.last_seen_at = Instant::now();
         entry.conn = Some((id, link));
@@ -198,9 +280,10 @@ impl Registry {
                 if e.conn.as_ref().map(|(id, _)| *id) != Some(conn) {
                     return None;
                 }
-                e.view.games.clone_from(&games);
-                e.facts.games = games;
-                e.facts.builds = builds;
+                let mut facts = e.facts.clone();
+                facts.games = games;
+                facts.builds = builds;
+                e.set_facts(facts);
                 Some(e.facts.clone())
             })
             .flatten()
@@ -219,6 +302,8 @@ impl Registry {
                     conn: *id,
                     link: link.clone(),
                     holds_builds: !e.facts.builds.is_empty(),
+                    labels: Arc::clone(&e.view.labels),
+                    gpus: e.facts.gpus.len(),
                 })
             })
             .collect()
@@ -265,6 +350,8 @@ impl Registry {
                 max_sessions: 0,
                 port_range: protocol::wire::PortRange { lo: 0, hi: 0 },
                 builds: Vec::new(),
+                labels: protocol::labels::Labels::new(),
+                gpus: Vec::new(),
             });
             HostEntry::offline(host, facts)
         });
@@ -369,63 +456,118 @@ impl Registry {
         }
     }
 
-    /// Chooses a host for a new session and reserves a slot on it for `session`: `prefer`
-    /// when it can take the session, else placement's choice among the hosts here. Exact: the
-    /// choice and the reservation are made under one lock.
+    /// Chooses a host for a new session of `req` and reserves its slots and GPUs there for
+    /// `session`: `prefer` when it can take the session, else placement's choice among the
+    /// hosts here. Exact: the choice and the reservation are made under one lock, and the
+    /// GPUs given are the lowest free ones of the host's list.
     pub fn place(
         &self,
-        game: &GameId,
-        mode: Option<&str>,
+        req: &Request<'_>,
         session: &SessionId,
         prefer: Option<&HostId>,
     ) -> Result<Placed, PlacementError> {
         let mut inner = self.lock();
         let preferred = prefer.and_then(|h| {
             let e = inner.hosts.get(h)?;
-            crate::placement::place(std::iter::once(&e.view), game, mode).ok()
+            crate::placement::place(std::iter::once(&e.view), req, Strategy::Spread).ok()
         });
         let choice = match preferred {
             Some(c) => c,
-            None => inner.index.place(game, mode)?,
+            None => inner.index.place(req)?,
         };
-        let (link, build) = inner
+        let placed = inner
             .update(&choice.host_id, |e| {
                 let link = e.conn.as_ref().map(|(_, l)| l.clone())?;
-                let build = e
-                    .facts
-                    .games
-                    .iter()
-                    .find(|g| &g.game_id == game)
-                    .and_then(|g| g.build.clone());
-                e.slots.insert(session.clone());
+                let offer = e.facts.games.iter().find(|g| &g.game_id == req.game)?;
+                let (build, slots, wanted) = (offer.build.clone(), offer.slots.max(1), offer.gpus);
+                let gpus: Vec<u32> = e.free_gpus().take(wanted as usize).collect();
+                if gpus.len() < wanted as usize {
+                    return None;
+                }
+                let held = Held { slots, gpus };
+                e.held.insert(session.clone(), held.clone());
+                e.idle = None;
                 e.refresh_view();
-                Some((link, build))
+                Some((link, build, held, (*e.view.labels).clone()))
             })
-            .flatten()
-            .ok_or(PlacementError::NoCapacity)?;
+            .flatten();
+        let (link, build, held, labels) = placed.ok_or(PlacementError::NoCapacity)?;
         Ok(Placed {
             host_id: choice.host_id,
             mode: choice.mode,
             build,
             link,
+            held,
+            labels,
         })
     }
 
-    /// Holds a slot for a session found running on a host (after a reconnect).
-    pub fn hold(&self, host: &HostId, session: &SessionId) {
+    /// Holds what a session found running on a host (after a reconnect) holds: its slots and
+    /// GPUs, as its agent says.
+    pub fn hold(&self, host: &HostId, session: &SessionId, held: Held) {
         self.lock().update(host, |e| {
-            e.slots.insert(session.clone());
+            e.held.insert(session.clone(), held);
+            e.idle = None;
             e.refresh_view();
         });
     }
 
-    /// Frees a session's slot.
+    /// Takes back a moment [`Registry::moments`] gave that could not be announced: it is
+    /// given again at the next call, if it still holds.
+    pub fn unsay(&self, host: &HostId, moment: HostMoment) {
+        if let Some(e) = self.lock().hosts.get_mut(host) {
+            match moment {
+                HostMoment::Idle => {
+                    if let Some((_, told)) = &mut e.idle {
+                        *told = false;
+                    }
+                }
+                HostMoment::Drained => e.drained_said = false,
+            }
+        }
+    }
+
+    /// Frees what a session held.
     pub fn release(&self, host: &HostId, session: &SessionId) {
         self.lock().update(host, |e| {
-            if e.slots.remove(session) {
+            if e.held.remove(session).is_some() {
                 e.refresh_view();
             }
         });
+    }
+
+    /// The moments of its hosts' lives to announce now, each once: `host.drained` for a
+    /// draining host with no session left, `host.idle` for an online one without a session
+    /// for `idle_after` (again after each busy period). Only hosts whose agent is connected
+    /// here: with replicas, each host's owner says it.
+    pub fn moments(&self, idle_after: Duration) -> Vec<(HostMoment, api::Host)> {
+        let now = Instant::now();
+        let mut said = Vec::new();
+        for e in self.lock().hosts.values_mut() {
+            let online = e.conn.is_some() && e.ready;
+            if !e.draining {
+                e.drained_said = false;
+            }
+            if !online {
+                e.idle = None;
+                continue;
+            }
+            let empty = e.held.is_empty();
+            if e.draining && empty && !e.drained_said {
+                e.drained_said = true;
+                said.push((HostMoment::Drained, e.to_api()));
+            }
+            if !empty || e.draining {
+                e.idle = None;
+                continue;
+            }
+            let (since, told) = e.idle.get_or_insert((now, false));
+            if !*told && now.duration_since(*since) >= idle_after {
+                *told = true;
+                said.push((HostMoment::Idle, e.to_api()));
+            }
+        }
+        said
     }
 
     /// The agent of a connected host.
@@ -499,7 +641,7 @@ impl Registry {
         self.lock()
             .hosts
             .values()
-            .filter(|e| e.conn.is_none() && !e.slots.is_empty())
+            .filter(|e| e.conn.is_none() && !e.held.is_empty())
             .filter(|e| e.last_seen_at.elapsed() > timeout)
             .map(|e| e.view.host_id.clone())
             .collect()

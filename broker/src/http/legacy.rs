@@ -54,6 +54,8 @@ async fn started(svc: web::Data<Service>, req: HttpRequest) -> Result<HttpRespon
         settings: Default::default(),
         user_id: None,
         max_duration_s: None,
+        labels: Default::default(),
+        prefer: Default::default(),
     };
     // A player's start is its own (quotas count it).
     let start = extract::own_start(&req, start)?;

@@ -26,6 +26,7 @@ pub mod request;
 pub mod routes;
 mod sessions;
 mod ui;
+mod usage;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
-use super::{builds, events, games, hosts, legacy, metrics, pools, probes, sessions, ui};
+use super::{builds, events, games, hosts, legacy, metrics, pools, probes, sessions, ui, usage};
 use crate::auth::{self, Role};
 
 /// The name of the bearer-key security scheme.
@@ -54,6 +54,7 @@ const AGENT: &str = "agent_token";
         hosts::drain,
         hosts::resume,
         hosts::brokers,
+        usage::get,
         games::list,
         games::get,
         games::put,

@@ -15,7 +15,9 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
-use super::{builds, events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui};
+use super::{
+    builds, events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui, usage,
+};
 use crate::auth::{Action, Caller, Denied, Keys};
 
 /// An HTTP method the API uses.
@@ -147,6 +149,7 @@ pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/v1/brokers", Role(A::ListHosts), |r| {
         r.to(hosts::brokers)
     }),
+    route(Get, "/v1/usage", Role(A::ReadUsage), |r| r.to(usage::get)),
     route(Get, "/v1/games", Role(A::ListGames), |r| r.to(games::list)),
     route(Get, "/v1/games/{id}", Role(A::ManageGames), |r| {
         r.to(games::get)

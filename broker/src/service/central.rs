@@ -58,6 +58,7 @@ impl Service {
                     continue;
                 }
             };
+            let needs: Vec<_> = games.iter().map(GameRecord::needs).collect();
             let mut builds = Vec::new();
             for g in &games {
                 // Not told this round when the store cannot say: its agents keep what they had.
@@ -75,7 +76,21 @@ impl Service {
                     told.insert(l.host, (l.conn, NOTHING));
                     continue;
                 }
-                let messages = self.messages_for(&l.host, &games, &builds);
+                // A host is told only of the games it can run: its labels, its GPUs.
+                let fitting: Vec<GameRecord> = games
+                    .iter()
+                    .zip(&needs)
+                    .filter(|(_, (labels, gpus))| {
+                        protocol::labels::fits(&l.labels, labels) && *gpus <= l.gpus
+                    })
+                    .map(|(g, _)| g.clone())
+                    .collect();
+                let builds: Vec<_> = builds
+                    .iter()
+                    .filter(|(g, _)| fitting.iter().any(|f| f.game_id == g.game_id))
+                    .cloned()
+                    .collect();
+                let messages = self.messages_for(&l.host, &fitting, &builds);
                 let digest = digest(&messages);
                 if told.get(&l.host) == Some(&(l.conn, digest)) {
                     continue;

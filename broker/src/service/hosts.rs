@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::view::{alive_within, view};
 use super::Service;
-use crate::agents::registry::games_on_offer;
+use crate::agents::registry::{games_on_offer, HostMoment};
 use crate::error::Error;
 use crate::placement::HostView;
 use crate::session::Actor;
@@ -48,7 +48,7 @@ impl Service {
             ip: facts.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.ip),
             status: v.status,
             max_sessions: v.max_sessions,
-            sessions: v.sessions,
+            sessions: h.sessions,
             cpu_percent,
             mem_used_bytes,
             mem_total_bytes: facts.map_or(0, |f| f.mem_total_bytes),
@@ -59,6 +59,10 @@ impl Service {
             } else {
                 h.owner.clone()
             },
+            labels: (*v.labels).clone(),
+            gpus: facts.map(|f| f.gpus.clone()).unwrap_or_default(),
+            gpus_used: h.gpus_used,
+            slots_used: h.slots_used,
         }
     }
 
@@ -168,6 +172,33 @@ impl Service {
         };
         if let Err(e) = self.call::<()>(&owner, &call, TELL_DRAIN_WITHIN).await {
             tracing::warn!(%host, %owner, error = ?e, "cannot tell the host's replica of its drain; it reads it at its next beat");
+        }
+    }
+
+    /// Announces what happened in the lives of the hosts held here: `host.drained` when a
+    /// draining host's last session has ended, `host.idle` when an online host has had no
+    /// session for `--host-idle-after` (again after each busy period). What an autoscaler
+    /// needs to power hosts down. Each host's owner says it, once; one that cannot be
+    /// recorded now is said at the next call.
+    pub(super) async fn announce_host_moments(&self) {
+        for (moment, mut host) in self.registry.moments(self.settings.host_idle_after) {
+            host.broker_id = Some(self.settings.broker_id.clone());
+            let kind = match moment {
+                HostMoment::Idle => EventType::HostIdle,
+                HostMoment::Drained => EventType::HostDrained,
+            };
+            let at = OffsetDateTime::now_utc();
+            match self
+                .store
+                .append_host_event(kind, &host, Actor::Sweep, at)
+                .await
+            {
+                Ok(()) => self.feed.wake(),
+                Err(e) => {
+                    tracing::warn!(host = %host.host_id, error = %e, "cannot record {kind}; trying again");
+                    self.registry.unsay(&host.host_id, moment);
+                }
+            }
         }
     }
 

@@ -252,6 +252,8 @@ impl Service {
             settings: pool.spec.settings.clone(),
             user_id: None,
             max_duration_s: None,
+            labels: Default::default(),
+            prefer: Default::default(),
         };
         let svc = Arc::clone(self);
         self.tasks.spawn_on(

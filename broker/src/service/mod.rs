@@ -50,6 +50,7 @@ mod route;
 mod start;
 mod stream;
 mod sweep;
+mod usage;
 mod view;
 mod webhooks;
 
@@ -112,6 +113,10 @@ pub struct ServiceSettings {
     pub join_ttl: Duration,
     /// Makes (and checks) the games' keys: the same on every replica.
     pub game_keys: crate::join::GameKeys,
+    /// How placement chooses among the hosts that fit (`--placement`).
+    pub placement: crate::placement::Strategy,
+    /// A host without a session this long gets `host.idle` (`--host-idle-after`).
+    pub host_idle_after: Duration,
 }
 
 /// The session service.
@@ -283,6 +288,12 @@ impl Service {
     fn changed(&self, s: &Session, event: &SessionEvent) {
         if s.status.is_terminal() {
             self.registry.release(&s.host_id, &s.session_id);
+            // Time its game held the host: a pool's game that no player claimed counts too
+            // (`GET /v1/usage` leaves it out: it ran for nobody).
+            if let (Some(started), Some(ended)) = (s.started_at, s.ended_at) {
+                let seconds = (ended - started).as_seconds_f64().max(0.0);
+                self.metrics.ran(s.game_id.as_str(), seconds, s.gpus.len());
+            }
         }
         tracing::debug!(session = %s.session_id, status = %s.status, ?event, "session changed");
         let _ = self.changes.send(s.session_id.clone());
@@ -451,7 +462,11 @@ impl Service {
         }
         for s in &active {
             self.registry.restore(&s.host_id, None, false);
-            self.registry.hold(&s.host_id, &s.session_id);
+            let held = crate::agents::registry::Held {
+                slots: s.slots,
+                gpus: s.gpus.clone(),
+            };
+            self.registry.hold(&s.host_id, &s.session_id, held);
         }
         if !hosts.is_empty() || !active.is_empty() {
             tracing::info!(

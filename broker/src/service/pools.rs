@@ -246,6 +246,11 @@ impl Service {
         key: Option<&IdempotencyKey>,
         actor: Actor,
     ) -> Result<Option<(Session, bool)>, Error> {
+        // A pool's games were placed without the start's labels: such a start goes cold, to a
+        // host placement chooses for it.
+        if !req.labels.is_empty() || !req.prefer.is_empty() {
+            return Ok(None);
+        }
         let pools = self.pool_records().await?;
         // `req.settings` are the start's with the game's defaults: a pool's must come to the
         // same (a start asking for a default value is served by a pool that names none).

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
+use crate::agents::registry::Held;
 use crate::agents::HostEvent;
 use crate::session::{Actor, SessionEvent};
 use crate::store::{Fence, StoreError};
@@ -236,7 +237,11 @@ impl Service {
             let launching = self.inflight.is_launching(&g.session_id);
             match running(&record, host, launching) {
                 Running::Keep { stop, mark_running } => {
-                    self.registry.hold(host, &g.session_id);
+                    let held = Held {
+                        slots: g.slots.max(1),
+                        gpus: g.gpus.clone(),
+                    };
+                    self.registry.hold(host, &g.session_id, held);
                     if stop {
                         // Its end was cut short: finish it; the answer is recorded on arrival.
                         link.stop_nowait(g.session_id.clone());

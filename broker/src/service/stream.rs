@@ -282,6 +282,10 @@ mod tests {
                 games: vec![],
                 last_seen: OffsetDateTime::UNIX_EPOCH,
                 broker_id: None,
+                labels: Default::default(),
+                gpus: vec![],
+                gpus_used: 0,
+                slots_used: 0,
             }),
             kind: EventType::HostOnline,
             ..e

@@ -114,6 +114,8 @@ impl Service {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // Every replica, of its own hosts.
+            self.announce_host_moments().await;
             let t0 = Instant::now();
             let turn = self.turn(SWEEP_LEASE, every * 4).await;
             steady.note(turn.is_ok(), t0.elapsed(), every, Instant::now());

@@ -16,8 +16,10 @@ use protocol::{GameId, HostId};
 
 use super::Service;
 use crate::error::Error;
-use crate::placement::{self, HostView};
+use crate::placement::{self, HostView, Request, Strategy};
 use crate::store::SharedHost;
+use protocol::labels;
+use std::sync::Arc;
 
 /// How long placement uses a view of the shared hosts before it reads them again.
 const VIEW_TTL: Duration = Duration::from_secs(1);
@@ -76,8 +78,8 @@ impl SharedView {
     /// over the hosts instead of all choosing the one least loaded when they began.
     pub fn place(
         &self,
-        game: &GameId,
-        mode: Option<&str>,
+        req: &Request<'_>,
+        strategy: Strategy,
         skip: &[String],
         here: &str,
     ) -> Option<Result<Placed, placement::PlacementError>> {
@@ -86,7 +88,7 @@ impl SharedView {
         if at.elapsed() >= VIEW_TTL {
             return None;
         }
-        Some(place_on(seen, game, mode, skip, here))
+        Some(place_on(seen, req, strategy, skip, here))
     }
 
     /// The replica holding `host`'s agent, as the kept view says, if it is fresh and names
@@ -111,7 +113,7 @@ impl SharedView {
                 .iter_mut()
                 .filter(|s| s.owner.as_deref() == Some(owner))
             {
-                s.view.sessions = s.view.sessions.max(s.view.max_sessions);
+                s.view.used = s.view.used.max(s.view.max_sessions);
             }
         }
     }
@@ -120,21 +122,21 @@ impl SharedView {
     pub fn full(&self, host: &HostId) {
         if let Some((_, seen)) = self.lock().as_mut() {
             if let Some(s) = seen.iter_mut().find(|s| &s.view.host_id == host) {
-                s.view.sessions = s.view.sessions.max(s.view.max_sessions);
+                s.view.used = s.view.used.max(s.view.max_sessions);
             }
         }
     }
 }
 
 /// [`placement::place`] over `seen`, the hosts of replicas in `skip` counting as offline (as
-/// do hosts with no live owner), counting the choice. A host of this replica (`here`) is
-/// taken instead of the least loaded one when it is within one session of it: such a start
-/// needs no round trip to another replica, and hosts stay within a session or two of each
-/// other.
+/// do hosts with no live owner), counting the choice. Under `spread`, a host of this replica
+/// (`here`) is taken instead of the least loaded one when it is as preferred and within one
+/// session of it: such a start needs no round trip to another replica, and hosts stay within
+/// a session or two of each other.
 pub(super) fn place_on(
     seen: &mut [Seen],
-    game: &GameId,
-    mode: Option<&str>,
+    req: &Request<'_>,
+    strategy: Strategy,
     skip: &[String],
     here: &str,
 ) -> Result<Placed, placement::PlacementError> {
@@ -155,25 +157,28 @@ pub(super) fn place_on(
         Some(v) => v.iter().collect(),
         None => seen.iter().map(|s| &s.view).collect(),
     };
-    let mut choice = placement::place(views.iter().copied(), game, mode)?;
+    let mut choice = placement::place(views.iter().copied(), req, strategy)?;
     let owner_of = |host: &HostId| {
         seen.iter()
             .find(|s| &s.view.host_id == host)
             .and_then(|s| s.owner.as_deref())
     };
-    if owner_of(&choice.host_id) != Some(here) {
+    if strategy == Strategy::Spread && owner_of(&choice.host_id) != Some(here) {
         let mine = seen
             .iter()
             .zip(&views)
             .filter(|(s, _)| s.owner.as_deref() == Some(here))
             .map(|(_, v)| *v);
-        if let Ok(local) = placement::place(mine, game, mode) {
+        if let Ok(local) = placement::place(mine, req, strategy) {
             let load = |h: &HostId| views.iter().find(|v| &v.host_id == h);
             if let (Some(l), Some(b)) = (load(&local.host_id), load(&choice.host_id)) {
-                // l.sessions / l.max <= (b.sessions + 1) / b.max, cross-multiplied.
-                let within = u64::from(l.sessions) * u64::from(b.max_sessions.max(1))
-                    <= u64::from(b.sessions + 1) * u64::from(l.max_sessions.max(1));
-                if within {
+                let step = b.offer(req.game).map_or(1, |o| o.slots.max(1));
+                // l.used / l.max <= (b.used + step) / b.max, cross-multiplied.
+                let within = u64::from(l.used) * u64::from(b.max_sessions.max(1))
+                    <= u64::from(b.used + step) * u64::from(l.max_sessions.max(1));
+                let as_preferred = labels::matches(&l.labels, req.prefer)
+                    >= labels::matches(&b.labels, req.prefer);
+                if within && as_preferred {
                     choice = local;
                 }
             }
@@ -183,7 +188,12 @@ pub(super) fn place_on(
         .iter_mut()
         .find(|s| s.view.host_id == choice.host_id)
         .ok_or(placement::PlacementError::NoCapacity)?;
-    chosen.view.sessions += 1;
+    let (slots, gpus) = chosen
+        .view
+        .offer(req.game)
+        .map_or((1, 0), |o| (o.slots.max(1), o.gpus));
+    chosen.view.used = chosen.view.used.saturating_add(slots);
+    chosen.view.gpus_free = chosen.view.gpus_free.saturating_sub(gpus);
     let owner = chosen
         .owner
         .clone()
@@ -209,13 +219,16 @@ pub(super) fn view(h: &SharedHost) -> HostView {
         (true, true) => HostStatus::Draining,
         (true, false) => HostStatus::Online,
     };
+    let gpus = facts.map_or(0, |f| u32::try_from(f.gpus.len()).unwrap_or(u32::MAX));
     HostView {
         host_id: h.record.host_id.clone(),
         status,
         games: facts.map(|f| f.games.clone()).unwrap_or_default(),
         max_sessions: facts.map_or(0, |f| f.max_sessions),
-        sessions: h.sessions,
+        used: h.slots_used,
         cpu_percent: h.load.0,
+        labels: Arc::new(facts.map(|f| f.labels.clone()).unwrap_or_default()),
+        gpus_free: gpus.saturating_sub(h.gpus_used),
     }
 }
 
@@ -297,6 +310,8 @@ mod tests {
             epoch: 3,
             ready,
             sessions: 2,
+            slots_used: 3,
+            gpus_used: 0,
             load: (12.5, 0),
         }
     }
@@ -313,11 +328,11 @@ mod tests {
         for (owner, ready, drained, status) in cases {
             let v = view(&shared(owner, ready, drained));
             assert_eq!(v.status, status, "{owner:?} {ready} {drained}");
-            assert_eq!(v.sessions, 2);
+            assert_eq!(v.used, 3);
         }
     }
 
-    fn seen(host: &str, owner: &str, sessions: u32) -> Seen {
+    fn seen(host: &str, owner: &str, used: u32) -> Seen {
         Seen {
             view: HostView {
                 host_id: HostId::new(host).unwrap(),
@@ -330,10 +345,14 @@ mod tests {
                     max_duration_s: None,
                     idle_timeout_s: None,
                     build: None,
+                    slots: 1,
+                    gpus: 0,
                 }],
                 max_sessions: 2,
-                sessions,
+                used,
                 cpu_percent: 0.0,
+                labels: Arc::default(),
+                gpus_free: 0,
             },
             owner: Some(owner.to_owned()),
         }
@@ -342,18 +361,25 @@ mod tests {
     #[test]
     fn placement_counts_its_choice_and_skips_the_owners_that_said_full() {
         let pong = GameId::new("pong").unwrap();
+        let pong = &Request::new(&pong, None);
         let mut hosts = vec![seen("a", "b1", 0), seen("b", "b2", 1)];
         // From a third replica: the least loaded, counted at once.
-        let first = place_on(&mut hosts, &pong, None, &[], "b3").unwrap();
+        let first = place_on(&mut hosts, pong, Strategy::Spread, &[], "b3").unwrap();
         assert_eq!((first.host.as_str(), first.owner.as_str()), ("a", "b1"));
         // a: 1 of 2, b: 1 of 2; by id.
-        let second = place_on(&mut hosts, &pong, None, &[], "b3").unwrap();
+        let second = place_on(&mut hosts, pong, Strategy::Spread, &[], "b3").unwrap();
         assert_eq!(second.host.as_str(), "a");
         // b1 said it is full: its hosts are skipped.
-        let third = place_on(&mut hosts, &pong, None, &["b1".into()], "b3").unwrap();
+        let third = place_on(&mut hosts, pong, Strategy::Spread, &["b1".into()], "b3").unwrap();
         assert_eq!(third.owner, "b2");
         assert_eq!(
-            place_on(&mut hosts, &pong, None, &["b1".into(), "b2".into()], "b3"),
+            place_on(
+                &mut hosts,
+                pong,
+                Strategy::Spread,
+                &["b1".into(), "b2".into()],
+                "b3"
+            ),
             Err(placement::PlacementError::NoCapacity)
         );
     }
@@ -361,18 +387,19 @@ mod tests {
     #[test]
     fn a_replica_takes_its_own_host_within_one_session_of_the_least_loaded() {
         let pong = GameId::new("pong").unwrap();
+        let pong = &Request::new(&pong, None);
         let mut hosts = vec![seen("a", "b1", 0), seen("b", "b2", 1)];
         hosts[0].view.max_sessions = 10;
         hosts[1].view.max_sessions = 10;
         // b2's own host has 1 session, the least loaded 0: within one, so b2 keeps it.
-        let mine = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        let mine = place_on(&mut hosts, pong, Strategy::Spread, &[], "b2").unwrap();
         assert_eq!(mine.host.as_str(), "b");
         // Now 2 against 0: the start goes to b1's host.
-        let theirs = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        let theirs = place_on(&mut hosts, pong, Strategy::Spread, &[], "b2").unwrap();
         assert_eq!((theirs.host.as_str(), theirs.owner.as_str()), ("a", "b1"));
         // A full host of its own is never taken.
-        hosts[1].view.sessions = 10;
-        let full = place_on(&mut hosts, &pong, None, &[], "b2").unwrap();
+        hosts[1].view.used = 10;
+        let full = place_on(&mut hosts, pong, Strategy::Spread, &[], "b2").unwrap();
         assert_eq!(full.owner, "b1");
     }
 }

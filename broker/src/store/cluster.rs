@@ -70,6 +70,10 @@ pub struct SharedHost {
     pub ready: bool,
     /// Its sessions not yet over.
     pub sessions: u32,
+    /// The slots they take of its `max_sessions`.
+    pub slots_used: u32,
+    /// The GPUs they hold.
+    pub gpus_used: u32,
     /// CPU use, 0 to 100, and memory in use, as its owner last wrote them.
     pub load: (f32, u64),
 }

@@ -34,6 +34,15 @@ pub struct GameRecord {
 }
 
 impl GameRecord {
+    /// What a host needs to run it: the labels its entry requires, and its GPUs per session
+    /// (none for an entry that cannot be read: the agent says why).
+    pub fn needs(&self) -> (protocol::labels::Labels, usize) {
+        match serde_json::from_str::<protocol::catalog::GameEntry>(&self.entry) {
+            Ok(e) => (e.labels, e.gpus.unwrap_or(0) as usize),
+            Err(_) => Default::default(),
+        }
+    }
+
     /// The entry that runs `build`, if it is one of the game's two.
     pub fn entry_of(&self, build: &BuildId) -> Option<&str> {
         if *build == self.build {

@@ -464,6 +464,52 @@ impl MemoryStore {
 
     /// Sessions of `build` created at or after `since` that never ran: their launch failed
     /// or timed out.
+    pub(super) fn usage(&self, w: &super::usage::UsageWindow) -> Vec<super::usage::UsageSum> {
+        use protocol::api::UsageBy;
+        let mut sums: std::collections::BTreeMap<Option<String>, super::usage::UsageSum> =
+            std::collections::BTreeMap::new();
+        for e in self.read().by_seq.values() {
+            let s = &e.session;
+            let Some(started) = s.started_at else {
+                continue;
+            };
+            // A pool's game no player claimed ran for nobody.
+            if s.pool_id.is_some()
+                && !e
+                    .events
+                    .iter()
+                    .any(|x| x.event == crate::session::SessionEvent::Claimed.name())
+            {
+                continue;
+            }
+            if w.user_id
+                .as_ref()
+                .is_some_and(|u| s.user_id.as_ref() != Some(u))
+                || w.game_id.as_ref().is_some_and(|g| &s.game_id != g)
+            {
+                continue;
+            }
+            let Some(micros) = super::usage::overlap(w, started, s.ended_at) else {
+                continue;
+            };
+            let key = match w.by {
+                UsageBy::User => s.user_id.clone(),
+                UsageBy::Game => Some(s.game_id.to_string()),
+                UsageBy::Host => Some(s.host_id.to_string()),
+            };
+            let sum = sums.entry(key.clone()).or_insert(super::usage::UsageSum {
+                key,
+                sessions: 0,
+                micros: 0,
+                gpu_micros: 0,
+            });
+            sum.sessions += 1;
+            sum.micros += micros;
+            sum.gpu_micros += micros * i64::try_from(s.gpus.len()).unwrap_or(0);
+        }
+        sums.into_values().collect()
+    }
+
     pub(super) fn failed_launches(&self, build: &BuildId, since: OffsetDateTime) -> u32 {
         let n = self
             .read()

@@ -23,6 +23,7 @@ mod joins;
 pub mod memory;
 pub mod mysql;
 pub mod pools;
+pub mod usage;
 
 pub use cluster::{BrokerRecord, Claimed, Fence, HostLoad, Lease, SharedHost};
 pub use joins::{JoinRecord, JoinRefusal, Redeemed};

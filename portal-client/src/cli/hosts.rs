@@ -102,6 +102,10 @@ mod tests {
             ],
             last_seen: datetime!(2026-11-23 10:00:00 UTC),
             broker_id: Some("b1".into()),
+            labels: Default::default(),
+            gpus: Vec::new(),
+            gpus_used: 0,
+            slots_used: 0,
         };
         let text = hosts_table(&[host], datetime!(2026-11-23 10:00:03 UTC));
         assert_eq!(

@@ -95,6 +95,12 @@ pub enum Command {
         /// shorter.
         #[arg(long = "max-duration", value_name = "SECONDS")]
         max_duration: Option<u32>,
+        /// Run only on a host with this label, as KEY=VALUE; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Rather on a host with this label, as KEY=VALUE; repeatable.
+        #[arg(long = "prefer", value_name = "KEY=VALUE", value_parser = parse_label)]
+        prefer: Vec<(String, String)>,
     },
     /// Mint a player token (HS256) for a user, as a portal's server would: for tests and
     /// scripts. Prints the token; calls nothing.
@@ -310,6 +316,11 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A label, `KEY=VALUE`, as hosts carry them.
+fn parse_label(s: &str) -> Result<(String, String), protocol::labels::LabelError> {
+    protocol::labels::parse(s)
+}
+
 /// A session state, as given to `arcade sessions --status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusArg {
@@ -402,6 +413,8 @@ async fn execute(
             settings,
             user,
             max_duration,
+            labels,
+            prefer,
         } => {
             // Every field spelled out: each is a flag of `arcade start`.
             let request = StartSession {
@@ -411,6 +424,8 @@ async fn execute(
                 settings: settings.into_iter().collect(),
                 user_id: user,
                 max_duration_s: max_duration,
+                labels: labels.into_iter().collect(),
+                prefer: prefer.into_iter().collect(),
             };
             sessions::start(client, &request, json).await
         }
@@ -555,6 +570,8 @@ mod tests {
                 settings: vec![],
                 user: None,
                 max_duration: None,
+                labels: vec![],
+                prefer: vec![],
             }
         );
         let cli = parse(&[

@@ -161,6 +161,9 @@ mod tests {
             max_duration_s: None,
             expires_at: None,
             build: None,
+            gpus: Vec::new(),
+            labels: Default::default(),
+            slots: 1,
         }
     }
 

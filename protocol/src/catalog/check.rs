@@ -11,7 +11,10 @@ use regex::Regex;
 
 use super::template::Template;
 use super::MAX_DURATION_S;
-use super::{EntryError, GameEntry, Limits, SettingEntry, DEFAULT_READY_TIMEOUT_SECS, MAX_PORTS};
+use super::{
+    EntryError, GameEntry, Limits, SettingEntry, DEFAULT_READY_TIMEOUT_SECS, MAX_GPUS, MAX_PORTS,
+    MAX_SLOTS,
+};
 use crate::settings::{check_value, SettingOffer};
 use crate::wire::{DEFAULT_MODE, MAX_READY_TIMEOUT_SECS};
 
@@ -65,6 +68,12 @@ pub struct Checked {
     pub idle_timeout_s: Option<u32>,
     /// Whether any of its strings names `{build}` (only a central game may).
     pub uses_build: bool,
+    /// How much of its host's `max_sessions` one session takes.
+    pub slots: u32,
+    /// How many GPUs one session gets.
+    pub gpus: u32,
+    /// Labels its host must have.
+    pub labels: crate::labels::Labels,
 }
 
 /// Whether `k` may be a key set in a config file: not empty, not `include`, no blank at either
@@ -215,6 +224,22 @@ pub fn check(entry: GameEntry) -> Result<Checked, EntryError> {
     let uses_build = templates
         .iter()
         .any(|t| t.uses(super::template::Placeholder::Build));
+    let slots = entry.slots.unwrap_or(1);
+    if !(1..=MAX_SLOTS).contains(&slots) {
+        return Err(EntryError::Slots);
+    }
+    let gpus = entry.gpus.unwrap_or(0);
+    if gpus > MAX_GPUS {
+        return Err(EntryError::Gpus);
+    }
+    if gpus == 0
+        && templates
+            .iter()
+            .any(|t| t.uses(super::template::Placeholder::Gpu))
+    {
+        return Err(EntryError::GpuWithoutGpus);
+    }
+    crate::labels::check(&entry.labels)?;
     Ok(Checked {
         command,
         args,
@@ -231,5 +256,8 @@ pub fn check(entry: GameEntry) -> Result<Checked, EntryError> {
         max_duration_s: entry.max_duration_s,
         idle_timeout_s: entry.idle_timeout_s,
         uses_build,
+        slots,
+        gpus,
+        labels: entry.labels,
     })
 }

@@ -115,6 +115,17 @@ pub struct GameEntry {
     /// connection on any of its ports (read from the host's TCP table).
     #[serde(default)]
     pub idle_timeout_s: Option<u32>,
+    /// How much of its host's `max_sessions` one session takes (default 1, at most
+    /// [`MAX_SLOTS`]).
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// How many of its host's GPUs one session gets (default 0, at most [`MAX_GPUS`]): `{gpu}`,
+    /// `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES` name them.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Labels a host must have to run it (`{ gpu = "rtx4090" }`).
+    #[serde(default)]
+    pub labels: crate::labels::Labels,
 }
 
 /// A setting of a catalog entry: an allow-list of values or a numeric range, and a default.
@@ -139,6 +150,12 @@ pub struct SettingEntry {
 /// The most ports a session may take.
 pub const MAX_PORTS: u16 = 16;
 
+/// The most slots a session may take.
+pub const MAX_SLOTS: u32 = 1024;
+
+/// The most GPUs a session may get (and a host may have).
+pub const MAX_GPUS: u32 = 64;
+
 /// What is wrong with a catalog entry.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
@@ -150,7 +167,7 @@ pub enum EntryError {
     UnclosedBrace(String),
     /// A placeholder of `command` or `args` is not one of the known ones.
     #[error(
-        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}}, {{port1}}..., {{slot}}, {{session_id}} or (a central game) {{build}}"
+        "unknown placeholder {{{name}}} in {template:?}: use {{mode}}, {{config}}, {{port}}, {{port1}}..., {{slot}}, {{session_id}}, {{gpu}} or (a central game) {{build}}"
     )]
     UnknownPlaceholder {
         /// The name between the braces.
@@ -192,6 +209,18 @@ pub enum EntryError {
     /// `ports` is out of range.
     #[error("ports must be 1 to {MAX_PORTS}")]
     Ports,
+    /// `slots` is out of range.
+    #[error("slots must be 1 to {MAX_SLOTS}")]
+    Slots,
+    /// `gpus` is out of range.
+    #[error("gpus must be 0 to {MAX_GPUS}")]
+    Gpus,
+    /// `{gpu}` in an entry without `gpus`.
+    #[error("{{gpu}} needs gpus = 1 or more")]
+    GpuWithoutGpus,
+    /// A label is not allowed.
+    #[error("labels: {0}")]
+    Label(#[from] crate::labels::LabelError),
     /// `max_duration_s` or `idle_timeout_s` is out of range.
     #[error("{0} must be 1 to {MAX_DURATION_S} seconds")]
     Limit(&'static str),

@@ -18,6 +18,8 @@ pub enum Placeholder {
     SessionId,
     /// `{build}`: the directory of a central game's unpacked build (or its one file).
     Build,
+    /// `{gpu}`: the session's GPUs, comma-separated.
+    Gpu,
 }
 
 impl Placeholder {
@@ -31,6 +33,7 @@ impl Placeholder {
             Self::Slot => "slot".into(),
             Self::SessionId => "session_id".into(),
             Self::Build => "build".into(),
+            Self::Gpu => "gpu".into(),
         }
     }
 
@@ -66,6 +69,8 @@ pub struct Values<'a> {
     pub session_id: &'a str,
     /// `{build}`, for a central game.
     pub build: Option<&'a str>,
+    /// `{gpu}`: the session's GPUs, comma-separated (empty without any).
+    pub gpu: &'a str,
 }
 
 impl Template {
@@ -88,6 +93,7 @@ impl Template {
                 "slot" => Placeholder::Slot,
                 "session_id" => Placeholder::SessionId,
                 "build" => Placeholder::Build,
+                "gpu" => Placeholder::Gpu,
                 other if Placeholder::port(other).is_some() => {
                     Placeholder::port(other).unwrap_or(Placeholder::Port(0))
                 }
@@ -141,6 +147,7 @@ impl Template {
                 Piece::Var(Placeholder::Slot) => out.push_str(v.slot),
                 Piece::Var(Placeholder::SessionId) => out.push_str(v.session_id),
                 Piece::Var(Placeholder::Build) => out.push_str(v.build.ok_or(Placeholder::Build)?),
+                Piece::Var(Placeholder::Gpu) => out.push_str(v.gpu),
             }
         }
         Ok(out)

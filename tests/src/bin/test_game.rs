@@ -18,6 +18,8 @@
 //!   `refused STATUS CODE`;
 //! - `--join-env-dir DIR`: write `DIR/$ARCADE_SESSION_ID.env` with its `ARCADE_JOIN_URL` and
 //!   `ARCADE_GAME_KEY` (tests that redeem as the game would, from anywhere);
+//! - `--gpu-env-dir DIR`: write `DIR/$ARCADE_SESSION_ID.gpu` with its `CUDA_VISIBLE_DEVICES`,
+//!   `NVIDIA_VISIBLE_DEVICES` and the value of `--gpu-arg` (`{gpu}` in tests of GPUs);
 //! - `--greet-file PATH`: with `--listen`, greet with `session $ARCADE_SESSION_ID`, a space
 //!   and PATH's first line (a central game's test reads its greeting from its build);
 //! - `--print-lines N`: print `line 1` to `line N` at start, every tenth to stderr (tests of
@@ -87,6 +89,19 @@ fn main() {
         }
         None => format!("session {session}\n"),
     };
+    if let Some(dir) = value("--gpu-env-dir") {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{session}.gpu")),
+            format!(
+                "CUDA_VISIBLE_DEVICES={}\nNVIDIA_VISIBLE_DEVICES={}\nARG={}\n",
+                env("CUDA_VISIBLE_DEVICES"),
+                env("NVIDIA_VISIBLE_DEVICES"),
+                value("--gpu-arg").unwrap_or_default()
+            ),
+        )
+        .expect("write the GPU env");
+    }
     if let Some(dir) = value("--join-env-dir") {
         let env = |k: &str| std::env::var(k).unwrap_or_default();
         std::fs::write(

@@ -128,7 +128,7 @@ impl Service {
         let (key, actor) = (key.as_ref(), *actor);
         let placed = match self
             .registry
-            .place(&req.game_id, req.mode.as_deref(), id, prefer)
+            .place(&super::placement_request(req), id, prefer)
         {
             Ok(p) => p,
             Err(_) if self.replicas.is_some() => {
@@ -162,6 +162,9 @@ impl Service {
         session.user_id.clone_from(&req.user_id);
         session.max_duration_s = self.max_duration(&placed.host_id, req).await;
         session.build.clone_from(&placed.build);
+        session.gpus.clone_from(&placed.held.gpus);
+        session.slots = placed.held.slots;
+        session.labels.clone_from(&placed.labels);
         // Before the record exists, so an exit racing the launch is never missed, and so a
         // host's reconcile never takes this session for one whose game vanished (or, before
         // its record exists, for a stray).
@@ -174,6 +177,7 @@ impl Service {
             settings: session.settings.clone(),
             join: Some(self.join_access(id)),
             build: placed.build.clone(),
+            gpus: placed.held.gpus.clone(),
         };
         let deadline = self.launch_deadline(&placed.host_id, &req.game_id);
         let quota = req.user_id.is_some() && self.settings.max_sessions_per_user.is_some();
@@ -493,6 +497,11 @@ mod tests {
             mode: "classic".into(),
             build: None,
             link: AgentLink::channel(1).0,
+            held: crate::agents::registry::Held {
+                slots: 1,
+                gpus: Vec::new(),
+            },
+            labels: Default::default(),
         }
     }
 

@@ -37,7 +37,7 @@ use crate::session::Actor;
 use crate::store::{IdempotencyKey, KeyMatch};
 use place::Target;
 
-pub(super) use place::placement_error;
+pub(super) use place::{placement_error, placement_request};
 
 /// A start as the pipeline carries it from its checks to the host's owner (over NATS too):
 /// what is to run, for whom, and under which key.
@@ -174,6 +174,9 @@ impl Service {
         check_value("mode", req.mode.as_deref())?;
         check_value("config", req.config.as_deref())?;
         check_max_duration(req.max_duration_s)?;
+        for labels in [&req.labels, &req.prefer] {
+            protocol::labels::check(labels).map_err(|e| Error::Invalid(e.to_string()))?;
+        }
         super::quota::check_user(req.user_id.as_deref())?;
         let requested = std::mem::take(&mut req.settings);
         // From here on, the settings the session runs with: those asked for and the defaults.

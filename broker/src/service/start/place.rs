@@ -8,7 +8,7 @@ use protocol::HostId;
 
 use super::NO_CAPACITY_RETRY_SECS;
 use crate::error::Error;
-use crate::placement::PlacementError;
+use crate::placement::{PlacementError, Request};
 use crate::service::view::{self, Placed};
 use crate::service::Service;
 
@@ -38,11 +38,11 @@ impl Service {
         let Some(replicas) = &self.replicas else {
             return Ok(Target::Here(None));
         };
-        let (game, mode) = (&req.game_id, req.mode.as_deref());
+        let (want, strategy) = (placement_request(req), self.settings.placement);
         let mut reads = 0;
         loop {
             let here = self.settings.broker_id.as_str();
-            let placed = match replicas.view.place(game, mode, skip, here) {
+            let placed = match replicas.view.place(&want, strategy, skip, here) {
                 Some(p) => p,
                 None if reads < MAX_READS => {
                     self.read_view(true).await?;
@@ -50,7 +50,10 @@ impl Service {
                     continue;
                 }
                 // Kept views keep going stale (the store is slow): place on a read of its own.
-                None => view::place_on(&mut self.read_view(true).await?, game, mode, skip, here),
+                None => {
+                    let mut seen = self.read_view(true).await?;
+                    view::place_on(&mut seen, &want, strategy, skip, here)
+                }
             };
             match placed {
                 Ok(p) if p.owner == self.settings.broker_id => {
@@ -95,6 +98,12 @@ impl Service {
             Err(e) => e.into(),
         }
     }
+}
+
+/// A start as placement sees it: its game and mode, the labels a host must have and those
+/// it had better have.
+pub(in crate::service) fn placement_request(req: &StartSession) -> Request<'_> {
+    Request::new(&req.game_id, req.mode.as_deref()).with_labels(&req.labels, &req.prefer)
 }
 
 /// Why placement found no host, in the caller's terms.

@@ -178,10 +178,13 @@ impl MysqlStore {
                 .exec(
                     format!(
                         "SELECT h.host_id, h.drained, h.facts, h.last_seen, b.broker_id, h.epoch, h.ready, \
-                         h.cpu_percent, h.mem_used_bytes, (SELECT COUNT(*) FROM sessions s WHERE s.host_id = h.host_id \
-                          AND s.status IN {LIVE_STATUSES}) \
+                         h.cpu_percent, h.mem_used_bytes, s.n, s.slots, s.gpus \
                          FROM hosts h LEFT JOIN brokers b ON b.broker_id = h.owner \
                          AND b.last_seen >= UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND \
+                         LEFT JOIN (SELECT host_id, COUNT(*) AS n, \
+                           CAST(SUM(slots) AS UNSIGNED) AS slots, \
+                           CAST(SUM(gpu_count) AS UNSIGNED) AS gpus FROM sessions WHERE status IN {LIVE_STATUSES} \
+                           GROUP BY host_id) s ON s.host_id = h.host_id \
                          ORDER BY h.host_id"
                     ),
                     (micros(alive),),
@@ -204,7 +207,9 @@ impl MysqlStore {
                         epoch: take(&mut r, 5)?,
                         ready: take(&mut r, 6)?,
                         load: (take(&mut r, 7)?, take(&mut r, 8)?),
-                        sessions: take(&mut r, 9)?,
+                        sessions: take::<Option<u32>>(&mut r, 9)?.unwrap_or(0),
+                        slots_used: take::<Option<u32>>(&mut r, 10)?.unwrap_or(0),
+                        gpus_used: take::<Option<u32>>(&mut r, 11)?.unwrap_or(0),
                     })
                 })
                 .collect()
@@ -223,7 +228,7 @@ impl MysqlStore {
         user_max: Option<u32>,
         epoch: Option<u64>,
     ) -> Result<Claimed, StoreError> {
-        let params = vec![
+        let mut params: Vec<mysql_async::Value> = vec![
             s.session_id.as_str().into(),
             s.game_id.as_str().into(),
             s.mode.as_str().into(),
@@ -244,8 +249,9 @@ impl MysqlStore {
             user_max.into(),
             s.max_duration_s.into(),
             s.build.as_ref().map(|b| b.as_str()).into(),
-            epoch.into(),
         ];
+        params.extend(super::rows::placement_values(s));
+        params.push(epoch.into());
         let params = &params;
         let claimed = self
             .settled(|again| async move {

@@ -312,6 +312,25 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
            ADD COLUMN rollout MEDIUMTEXT NULL",
         ],
     ),
+    (
+        20,
+        "what each session holds of its host (slots, GPUs) and the host's labels; usage by window",
+        &[
+            "ALTER TABLE sessions ADD COLUMN slots INT UNSIGNED NOT NULL DEFAULT 1, \
+           ADD COLUMN gpus VARCHAR(1024) NULL, \
+           ADD COLUMN gpu_count INT UNSIGNED NOT NULL DEFAULT 0, \
+           ADD COLUMN labels TEXT NULL, \
+           ADD COLUMN unclaimed BOOLEAN NOT NULL DEFAULT FALSE",
+            // A pool's game never claimed by a player never ran for anyone: not usage.
+            "UPDATE sessions s SET unclaimed = TRUE WHERE s.pool_id IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM session_events e \
+             WHERE e.session_id = s.session_id AND e.event = 'claimed')",
+            // `GET /v1/usage`: sessions that ended after the window began (or run still), read
+            // from the index alone.
+            "CREATE INDEX sessions_usage ON sessions \
+           (ended_at, started_at, unclaimed, gpu_count, user_id, game_id, host_id)",
+        ],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

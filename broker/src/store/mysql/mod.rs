@@ -34,6 +34,7 @@ mod procs;
 mod rows;
 mod schema;
 mod stream;
+mod usage;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -418,7 +419,8 @@ impl MysqlStore {
             .exec_drop(
                 "INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid, \
                  created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, \
-                 user_id, max_duration_s, build) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 user_id, max_duration_s, build, slots, gpus, gpu_count, labels, unclaimed) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 Params::Positional(session_values(s)),
             )
             .await;

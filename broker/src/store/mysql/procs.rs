@@ -87,6 +87,11 @@ const INSERT_SESSION: Definition = Definition {
     IN p_user_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_max_duration_s INT UNSIGNED,
     IN p_build CHAR(64) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_slots INT UNSIGNED,
+    IN p_gpus VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_gpu_count INT UNSIGNED,
+    IN p_labels TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_unclaimed BOOLEAN,
     IN p_event VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_status VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_event_at DATETIME(6),
@@ -115,10 +120,11 @@ BEGIN
     ELSE
         INSERT INTO sessions (session_id, game_id, mode, config, status, host_id, ip, port, pid,
             created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports,
-            user_id, max_duration_s, build)
+            user_id, max_duration_s, build, slots, gpus, gpu_count, labels, unclaimed)
         VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id, p_ip, p_port,
             p_pid, p_created_at, p_started_at, p_ended_at, p_end_reason, p_exit_code, p_pool_id,
-            p_settings, p_ports, p_user_id, p_max_duration_s, p_build);
+            p_settings, p_ports, p_user_id, p_max_duration_s, p_build, p_slots, p_gpus,
+            p_gpu_count, p_labels, p_unclaimed);
         INSERT INTO session_events (session_id, at, event, status, actor)
         VALUES (p_session_id, p_event_at, p_event, p_event_status, p_actor);
         IF p_event2 IS NOT NULL THEN
@@ -247,6 +253,11 @@ const CLAIM_SESSION: Definition = Definition {
     IN p_user_max INT UNSIGNED,
     IN p_max_duration_s INT UNSIGNED,
     IN p_build CHAR(64) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_slots INT UNSIGNED,
+    IN p_gpus VARCHAR(1024) CHARACTER SET ascii COLLATE ascii_bin,
+    IN p_gpu_count INT UNSIGNED,
+    IN p_labels TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+    IN p_unclaimed BOOLEAN,
     IN p_epoch BIGINT UNSIGNED)
 BEGIN
     DECLARE v_max INT UNSIGNED DEFAULT NULL;
@@ -280,11 +291,11 @@ BEGIN
             ROLLBACK;
             SELECT 'gone', 0;
         ELSE
-            SELECT COUNT(*) INTO v_used FROM sessions
+            SELECT COALESCE(SUM(slots), 0) INTO v_used FROM sessions
                 WHERE host_id = p_host_id AND status IN ",
         live!(),
         ";
-            IF v_used >= v_max THEN
+            IF v_used + p_slots > v_max THEN
                 ROLLBACK;
                 SELECT 'full', v_epoch;
             ELSE
@@ -295,9 +306,11 @@ BEGIN
                     VALUES (p_key, p_request, p_session_id, p_created_at);
                 END IF;
                 INSERT INTO sessions (session_id, game_id, mode, config, status, host_id,
-                    created_at, pool_id, settings, user_id, max_duration_s, build)
+                    created_at, pool_id, settings, user_id, max_duration_s, build, slots, gpus,
+                    gpu_count, labels, unclaimed)
                 VALUES (p_session_id, p_game_id, p_mode, p_config, p_status, p_host_id,
-                    p_created_at, p_pool_id, p_settings, p_user_id, p_max_duration_s, p_build);
+                    p_created_at, p_pool_id, p_settings, p_user_id, p_max_duration_s, p_build,
+                    p_slots, p_gpus, p_gpu_count, p_labels, p_unclaimed);
                 INSERT INTO session_events (session_id, at, event, status, actor)
                 VALUES (p_session_id, p_created_at, 'created', p_status, p_actor);
                 CALL {append}(p_created_at, 'session.created', p_actor, p_session_id,
@@ -357,7 +370,7 @@ BEGIN
             VALUES (p_key, p_request, p_session_id, p_at);
         END IF;
         UPDATE sessions SET status = p_status, started_at = p_at, user_id = p_user_id,
-            max_duration_s = p_max_duration_s
+            max_duration_s = p_max_duration_s, unclaimed = FALSE
             WHERE session_id = p_session_id;
         INSERT INTO session_events (session_id, at, event, status, actor)
         VALUES (p_session_id, p_at, 'claimed', p_status, p_actor);
@@ -445,9 +458,9 @@ pub(super) struct Calls {
 /// The calls of the procedures.
 pub(super) static CALL: LazyLock<Calls> = LazyLock::new(|| Calls {
     append_event: call(APPEND_EVENT.base, 6),
-    insert_session: call(INSERT_SESSION.base, 33),
+    insert_session: call(INSERT_SESSION.base, 38),
     transition: call(TRANSITION.base, 21),
-    claim_session: call(CLAIM_SESSION.base, 19),
+    claim_session: call(CLAIM_SESSION.base, 24),
     claim_ready: call(CLAIM_READY.base, 14),
 });
 

@@ -21,7 +21,7 @@ pub const LIVE_STATUSES: &str = "('starting', 'ready', 'running', 'stopping')";
 pub(super) const SESSION_COLUMNS: &str =
     "seq, session_id, game_id, mode, config, status, host_id, ip, port, pid, \
      created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id, \
-     max_duration_s, build";
+     max_duration_s, build, slots, gpus, labels";
 
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
@@ -94,6 +94,9 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
     let ports: Option<String> = take(&mut row, 17)?;
     let user_id: Option<String> = take(&mut row, 18)?;
     let build: Option<String> = take(&mut row, 20)?;
+    let slots: Option<u32> = take(&mut row, 21)?;
+    let gpus: Option<String> = take(&mut row, 22)?;
+    let labels: Option<String> = take(&mut row, 23)?;
     let mut s = Session {
         session_id: parse("session id", &session_id)?,
         game_id: parse::<GameId>("game id", &game_id)?,
@@ -126,6 +129,9 @@ pub(super) fn session_row(mut row: Row) -> Result<(u64, Session), StoreError> {
         max_duration_s: take(&mut row, 19)?,
         expires_at: None,
         build: build.as_deref().map(|b| parse("build", b)).transpose()?,
+        gpus: json_or_default("gpus", gpus.as_deref())?,
+        labels: json_or_default("labels", labels.as_deref())?,
+        slots: slots.unwrap_or(1),
     };
     s.expires_at = crate::session::expires_at(&s);
     Ok((seq, s))
@@ -170,7 +176,40 @@ pub(super) fn session_values(s: &Session) -> Vec<Value> {
         s.max_duration_s.into(),
         s.build.as_ref().map(|b| b.as_str()).into(),
     ]);
+    v.extend(placement_values(s));
     v
+}
+
+/// `slots, gpus, gpu_count, labels, unclaimed`: what a session holds of its host, and where;
+/// and whether it is a pool's game no player has claimed yet (its time is nobody's usage).
+pub(super) fn placement_values(s: &Session) -> [Value; 5] {
+    let json = |empty: bool, v: String| if empty { Value::NULL } else { v.into() };
+    [
+        s.slots.into(),
+        json(
+            s.gpus.is_empty(),
+            serde_json::to_string(&s.gpus).unwrap_or_default(),
+        ),
+        u32::try_from(s.gpus.len()).unwrap_or(u32::MAX).into(),
+        json(
+            s.labels.is_empty(),
+            serde_json::to_string(&s.labels).unwrap_or_default(),
+        ),
+        (s.pool_id.is_some() && matches!(s.status, SessionStatus::Starting | SessionStatus::Ready))
+            .into(),
+    ]
+}
+
+/// A JSON column as read back (NULL: the type's default).
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+    what: &str,
+    v: Option<&str>,
+) -> Result<T, StoreError> {
+    match v {
+        None | Some("") => Ok(T::default()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StoreError::Backend(format!("bad {what} in the database: {e}"))),
+    }
 }
 
 /// A session's settings as stored: JSON, NULL when it has none.

@@ -138,6 +138,7 @@ async fn drive(mut link: BrokerSide, agent: usize, n: usize, parallel: usize) ->
             settings: Default::default(),
             join: None,
             build: None,
+            gpus: Vec::new(),
         })
     };
     let (mut sent, mut done, mut errors) = (0, 0, 0);

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::placement::{place, HostIndex, HostView};
+use broker::placement::{place, HostIndex, HostView, Request, Strategy};
 use futures::{SinkExt, StreamExt};
 use portal_client::Client;
 use protocol::api::HostStatus;
@@ -95,6 +95,8 @@ fn hello(i: usize) -> Hello {
         max_duration_s: None,
         idle_timeout_s: None,
         build: None,
+        gpus: 0,
+        slots: 1,
     }];
     h.facts.max_sessions = 8;
     h
@@ -170,6 +172,8 @@ pub async fn sim_agent(
                         pgid: next_pid,
                         port,
                         idle_ms: None,
+                        gpus: Vec::new(),
+                        slots: 1,
                     });
                     AgentMessage::Launched(Launched {
                         session_id: req.session_id,
@@ -357,11 +361,15 @@ pub async fn run(mut a: Args) -> bool {
                     max_duration_s: None,
                     idle_timeout_s: None,
                     build: None,
+                    gpus: 0,
+                    slots: 1,
                 })
                 .collect(),
             max_sessions: h.max_sessions,
-            sessions: h.sessions,
+            used: h.slots_used,
             cpu_percent: h.cpu_percent,
+            labels: std::sync::Arc::new(h.labels.clone()),
+            gpus_free: 0,
         })
         .collect();
     let mut index = HostIndex::default();
@@ -379,8 +387,9 @@ pub async fn run(mut a: Args) -> bool {
             .collect();
         Summary::of(&mut v)
     };
-    let placed = time(&|| index.place(&game, None).is_ok(), 10_000);
-    let scanned = time(&|| place(&views, &game, None).is_ok(), 200);
+    let req = Request::new(&game, None);
+    let placed = time(&|| index.place(&req).is_ok(), 10_000);
+    let scanned = time(&|| place(&views, &req, Strategy::Spread).is_ok(), 200);
 
     stop.cancel();
     for t in agents {
