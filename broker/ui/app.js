@@ -383,8 +383,12 @@ function drawHosts() {
     cell(tr, h.host_id);
     cell(tr, h.status, `status ${h.status}`);
     cell(tr, `${live.get(h.host_id) || 0}/${h.max_sessions}`, "num sessions");
+    const gpus = h.gpus || [];
+    cell(tr, gpus.length ? `${h.gpus_used || 0}/${gpus.length}` : "-", "num gpus");
     cell(tr, `${Math.round(h.cpu_percent)}%`, "num");
     cell(tr, `${gib(h.mem_used_bytes)}/${gib(h.mem_total_bytes)} GiB`, "num");
+    const labels = Object.entries(h.labels || {}).map(([k, v]) => `${k}=${v}`);
+    cell(tr, labels.join(" "), "labels");
     cell(tr, h.broker_id || "");
     const actions = cell(tr, "");
     const id = encodeURIComponent(h.host_id);

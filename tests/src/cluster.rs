@@ -325,6 +325,11 @@ impl Cluster {
 
     /// [`Self::start`] with replicas at `--heartbeat-timeout heartbeat_timeout` (seconds).
     pub async fn start_with(heartbeat_timeout: &str) -> Option<Self> {
+        Self::start_gpus(heartbeat_timeout, [0; 4]).await
+    }
+
+    /// [`Self::start_with`], agent `i` with `gpus[i]` GPUs (`--gpus 0,1,...`).
+    pub async fn start_gpus(heartbeat_timeout: &str, gpus: [u32; 4]) -> Option<Self> {
         let turn = TURN.lock().await;
         let db = mariadb::database().await?;
         let nats = NatsServer::start()?;
@@ -343,6 +348,7 @@ impl Cluster {
             opts.max_sessions = max;
             opts.port_range = Some(fresh_port_ranges(2));
             opts.more_brokers = order[1..].to_vec();
+            opts.gpus = (0..gpus[i]).collect();
             let agent = TestAgent::start(order[0], opts).await;
             capacity.insert(agent.host_id.clone(), max);
             agents.push(agent);

@@ -665,6 +665,12 @@ pub fn test_catalog() -> Catalog {
             e
         }),
         ("sleeper".to_owned(), entry("/bin/sleep", &["3600"], &[])),
+        // Offered only by hosts with a GPU (`AgentOptions::gpus`).
+        ("gpu-sleeper".to_owned(), {
+            let mut e = entry("/bin/sleep", &["3600"], &[]);
+            e.gpus = Some(1);
+            e
+        }),
         (
             "broken".to_owned(),
             entry("/nonexistent/arcade/game", &[], &[]),

@@ -236,3 +236,21 @@ fn builds_smoke_completes_with_sane_figures() {
         ],
     );
 }
+
+#[test]
+fn usage_smoke_completes_with_sane_figures() {
+    if tests::mariadb::server_program().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: no MariaDB server program");
+        return;
+    }
+    let out = smoke(&["usage", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "EXPLAIN of one month's usage by user",
+            "floor: one session by id",
+            "one month by user",
+            "the query reads the index sessions_usage: true",
+        ],
+    );
+}

@@ -56,6 +56,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/hosts/{id}/drain", &["provider", "admin"]),
     ("POST", "/v1/hosts/{id}/resume", &["provider", "admin"]),
     ("GET", "/v1/brokers", &["provider", "admin"]),
+    ("GET", "/v1/usage", &["provider", "admin"]),
     ("GET", "/v1/events", &["portal", "provider", "admin"]),
     ("GET", "/metrics", &["provider", "admin"]),
     ("GET", "/v1/games", &["portal", "admin", "player"]),

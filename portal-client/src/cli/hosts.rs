@@ -9,9 +9,14 @@ use super::CliError;
 use crate::client::Client;
 use crate::serde_name;
 
-/// `arcade hosts`: the hosts, their load and their games.
-pub(super) async fn list(client: &Client, json: bool) -> Result<String, CliError> {
-    let list = client.hosts().await?;
+/// `arcade hosts [--label K=V]...`: the hosts (with those labels), their load and their
+/// games.
+pub(super) async fn list(
+    client: &Client,
+    labels: &protocol::labels::Labels,
+    json: bool,
+) -> Result<String, CliError> {
+    let list = client.hosts_labelled(labels).await?;
     let now = OffsetDateTime::now_utc();
     render(json, &list, |l| hosts_table(&l.hosts, now))
 }
@@ -46,21 +51,36 @@ fn hosts_table(hosts: &[Host], now: OffsetDateTime) -> String {
         "IP",
         "STATUS",
         "SESSIONS",
+        "SLOTS",
+        "GPUS",
         "CPU%",
         "MEM",
+        "LABELS",
         "GAMES",
         "LAST SEEN",
     ])
-    .right(&[3, 4, 5]);
+    .right(&[3, 4, 5, 6, 7]);
     for h in hosts {
         let games: Vec<&str> = h.games.iter().map(GameId::as_str).collect();
+        let labels: Vec<String> = h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         table.row(vec![
             h.host_id.to_string(),
             h.ip.to_string(),
             serde_name(&h.status),
-            format!("{}/{}", h.sessions, h.max_sessions),
+            h.sessions.to_string(),
+            format!("{}/{}", h.slots_used, h.max_sessions),
+            if h.gpus.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", h.gpus_used, h.gpus.len())
+            },
             format!("{:.1}", h.cpu_percent),
             format!("{}/{} GiB", gib(h.mem_used_bytes), gib(h.mem_total_bytes)),
+            if labels.is_empty() {
+                "-".to_owned()
+            } else {
+                labels.join(",")
+            },
             games.join(","),
             age(h.last_seen, now),
         ]);
@@ -102,16 +122,16 @@ mod tests {
             ],
             last_seen: datetime!(2026-11-23 10:00:00 UTC),
             broker_id: Some("b1".into()),
-            labels: Default::default(),
-            gpus: Vec::new(),
-            gpus_used: 0,
-            slots_used: 0,
+            labels: [("region".to_owned(), "eu".to_owned())].into(),
+            gpus: vec![0, 1],
+            gpus_used: 1,
+            slots_used: 3,
         };
         let text = hosts_table(&[host], datetime!(2026-11-23 10:00:03 UTC));
         assert_eq!(
             text,
-            "HOST    IP        STATUS    SESSIONS  CPU%           MEM  GAMES              LAST SEEN\n\
-             host-a  10.0.0.5  draining       2/8  12.3  1.5/16.0 GiB  sleeper,neverball  3s ago\n"
+            "HOST    IP        STATUS    SESSIONS  SLOTS  GPUS  CPU%           MEM  LABELS     GAMES              LAST SEEN\n\
+             host-a  10.0.0.5  draining         2    3/8   1/2  12.3  1.5/16.0 GiB  region=eu  sleeper,neverball  3s ago\n"
         );
     }
 }

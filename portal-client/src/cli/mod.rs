@@ -24,6 +24,7 @@ mod output;
 mod pools;
 mod sessions;
 mod token;
+mod usage;
 
 pub use error::{error_line, CliError};
 
@@ -151,8 +152,33 @@ pub enum Command {
         /// The session id.
         session: String,
     },
-    /// List the runtime hosts, their load and their games.
-    Hosts,
+    /// List the runtime hosts, their load, labels and games.
+    Hosts {
+        /// Only hosts with this label, as KEY=VALUE; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Sessions and the time they ran within a window, by user, game or host.
+    Usage {
+        /// The window's start, RFC 3339 (default: 30 days before --to).
+        #[arg(long, value_name = "T")]
+        from: Option<String>,
+        /// The window's end, RFC 3339 (default: now).
+        #[arg(long, value_name = "T")]
+        to: Option<String>,
+        /// What to sum by.
+        #[arg(long, value_enum, default_value = "user")]
+        by: UsageByArg,
+        /// Only this user's sessions.
+        #[arg(long = "user", value_name = "U")]
+        user: Option<String>,
+        /// Only this game's sessions.
+        #[arg(long = "game", value_name = "G")]
+        game: Option<String>,
+        /// Print the broker's CSV.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Stop placing new sessions on a host; its running sessions go on.
     Drain {
         /// The host id, as listed by `arcade hosts`.
@@ -316,6 +342,27 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// What `arcade usage` sums by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsageByArg {
+    /// The session's user.
+    User,
+    /// The game.
+    Game,
+    /// The host.
+    Host,
+}
+
+impl From<UsageByArg> for protocol::api::UsageBy {
+    fn from(b: UsageByArg) -> Self {
+        match b {
+            UsageByArg::User => Self::User,
+            UsageByArg::Game => Self::Game,
+            UsageByArg::Host => Self::Host,
+        }
+    }
+}
+
 /// A label, `KEY=VALUE`, as hosts carry them.
 fn parse_label(s: &str) -> Result<(String, String), protocol::labels::LabelError> {
     protocol::labels::parse(s)
@@ -451,7 +498,24 @@ async fn execute(
         Command::Session { session } => {
             sessions::show(client, &SessionId::new(session)?, json).await
         }
-        Command::Hosts => hosts::list(client, json).await,
+        Command::Hosts { labels } => hosts::list(client, &labels.into_iter().collect(), json).await,
+        Command::Usage {
+            from,
+            to,
+            by,
+            user,
+            game,
+            csv,
+        } => {
+            let query = protocol::api::UsageQuery {
+                from,
+                to,
+                by: Some(by.into()),
+                user_id: user,
+                game_id: game.map(GameId::new).transpose()?,
+            };
+            usage::show(client, &query, csv, json).await
+        }
         Command::Drain { host } => hosts::drain(client, &HostId::new(host)?, json).await,
         Command::Resume { host } => hosts::resume(client, &HostId::new(host)?, json).await,
         Command::Pools => pools::list(client, json).await,
@@ -615,7 +679,18 @@ mod tests {
                 session: "s1".into()
             }
         );
-        assert_eq!(parse(&["hosts"]).command, Command::Hosts);
+        assert_eq!(parse(&["hosts"]).command, Command::Hosts { labels: vec![] });
+        assert_eq!(
+            parse(&["usage", "--by", "game", "--csv"]).command,
+            Command::Usage {
+                from: None,
+                to: None,
+                by: UsageByArg::Game,
+                user: None,
+                game: None,
+                csv: true
+            }
+        );
         assert_eq!(
             parse(&["drain", "h"]).command,
             Command::Drain { host: "h".into() }

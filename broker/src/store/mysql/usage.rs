@@ -89,3 +89,38 @@ impl MysqlStore {
         .await
     }
 }
+
+impl MysqlStore {
+    /// The server's plan for the usage query of `w` (`EXPLAIN`), a line per table read:
+    /// `table`, access `type`, `key` used, estimated `rows`, `Extra`. For the benchmark and
+    /// the test that show the index is what the query reads.
+    pub async fn explain_usage(&self, w: &UsageWindow) -> Result<Vec<String>, StoreError> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<mysql_async::Row> = conn
+                .exec(format!("EXPLAIN {}", usage_sql(w)), usage_params(w))
+                .await
+                .map_err(unavailable)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let col = |name: &str| -> String {
+                        r.get_opt::<Option<String>, &str>(name)
+                            .and_then(Result::ok)
+                            .flatten()
+                            .unwrap_or_else(|| "NULL".into())
+                    };
+                    format!(
+                        "table={} type={} key={} rows={} Extra={}",
+                        col("table"),
+                        col("type"),
+                        col("key"),
+                        col("rows"),
+                        col("Extra")
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+}

@@ -17,6 +17,8 @@
 //!   not; see [`faults`].
 //! - `arcade-bench players`: a call with a player token against one with an API key, and a
 //!   join token's redeem, through HTTP and in the store; see [`players`].
+//! - `arcade-bench usage`: `GET /v1/usage`'s query on MariaDB over 1,000,000 sessions, with
+//!   its `EXPLAIN`; see [`usage`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -36,6 +38,7 @@ mod ready;
 mod replicas;
 mod scale;
 mod stats;
+mod usage;
 
 use clap::{Parser, Subcommand};
 
@@ -71,6 +74,8 @@ enum Command {
     Players(players::Args),
     /// A build reaching every agent, against cp and sha256sum; peak RSS meanwhile.
     Builds(builds::Args),
+    /// Usage over a year of 1,000,000 sessions on MariaDB, with its EXPLAIN.
+    Usage(usage::Args),
     /// The broker process of `scale` (internal).
     #[command(hide = true)]
     ServeBroker,
@@ -104,6 +109,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Faults(a)) => faults::run(a).await,
             Some(Command::Players(a)) => players::run(a).await,
             Some(Command::Builds(a)) => builds::run(a).await,
+            Some(Command::Usage(a)) => usage::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
             Some(Command::StreamReaders { addr, streams }) => {
                 events::serve_readers(addr, streams).await
