@@ -290,6 +290,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gpu_lists_are_distinct_indexes() {
+        assert_eq!(parse_gpus("0,1, 3").unwrap(), Gpus(vec![0, 1, 3]));
+        assert_eq!(parse_gpus("").unwrap(), Gpus(vec![]));
+        assert!(parse_gpus("0,0").unwrap_err().contains("twice"));
+        assert!(parse_gpus("a").is_err());
+        let many = (0..=protocol::catalog::MAX_GPUS)
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_gpus(&many).is_err());
+        let args = Args::try_parse_from([
+            "arcade-agent",
+            "--catalog",
+            "c.toml",
+            "--label",
+            "region=eu",
+            "--label",
+            "gpu=a100",
+            "--gpus",
+            "0,1",
+        ])
+        .unwrap();
+        assert_eq!(args.labels.len(), 2);
+        assert_eq!(args.gpus, Some(Gpus(vec![0, 1])));
+        assert!(Args::try_parse_from(["arcade-agent", "--catalog", "c", "--label", "x"]).is_err());
+    }
+
+    #[test]
     fn port_ranges() {
         assert_eq!(
             parse_port_range("20000-20999").unwrap(),

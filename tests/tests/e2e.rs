@@ -1894,7 +1894,7 @@ mod metrics {
             .start_session(&tests::start("sleeper"))
             .await
             .unwrap();
-        client.end_session(&s.session_id).await.unwrap();
+        let ended = client.end_session(&s.session_id).await.unwrap();
         let _ = client.start_session(&tests::start("no-such-game")).await;
         let text = reqwest::get(format!("{}/metrics", broker.url))
             .await
@@ -1951,6 +1951,20 @@ mod metrics {
             8.0
         );
         assert_eq!(value("arcade_agent_links", &[]), 1.0);
+        // The ended session's time, from its own record; no GPU.
+        let ran = (ended.ended_at.unwrap() - ended.started_at.unwrap()).as_seconds_f64();
+        let counted = value(
+            "arcade_session_run_seconds_total",
+            &[("game_id", "sleeper")],
+        );
+        assert!((counted - ran).abs() < 1e-3, "{counted} against {ran}");
+        assert_eq!(
+            value(
+                "arcade_session_gpu_seconds_total",
+                &[("game_id", "sleeper")]
+            ),
+            0.0
+        );
         assert_eq!(
             value(
                 "arcade_http_requests_total",

@@ -5,7 +5,9 @@
 //!   fails, and whatever its host launched is stopped;
 //! - an end left `stopping` with no end in flight (an agent that disconnected mid-stop, a
 //!   timed-out end) is asked of its host again, at most every [`STOP_NUDGE_EVERY`];
-//! - a session at its `max_duration_s` ends `expired` ([`super::limits`]).
+//! - a session at its `max_duration_s` ends `expired` ([`super::limits`]);
+//! - every round, on every replica and before the lease, the hosts held here whose life
+//!   moved on are announced: `host.idle`, `host.drained` ([`Service::announce_host_moments`]).
 //!
 //! With replicas, one replica at a time sweeps: the holder of the store's `sweep` lease, which
 //! it renews at every round and another takes over once it has expired (its holder died or
