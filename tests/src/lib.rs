@@ -316,7 +316,7 @@ pub mod keys {
 }
 
 /// A broker with a key for each role, a player key and an agent token ([`keys`]), and one
-/// agent, `host-a`, online.
+/// agent, `host-a` (labelled `region=eu-west`), online.
 pub async fn secured() -> (TestBroker, TestAgent) {
     let broker = TestBroker::start_with(BrokerOptions {
         api_keys: vec![
@@ -331,6 +331,7 @@ pub async fn secured() -> (TestBroker, TestAgent) {
     .await;
     let mut opts = AgentOptions::host("host-a");
     opts.token = Some(keys::AGENT.into());
+    opts.labels = [("region".to_owned(), "eu-west".to_owned())].into();
     let agent = TestAgent::start(broker.agent_addr, opts).await;
     let admin =
         portal_client::Client::new(&broker.url, Some(keys::ADMIN.into())).expect("a client");

@@ -246,6 +246,11 @@ async fn the_dashboard_shows_live_changes_and_its_buttons_act() {
     browser
         .wait_text(&format!("{host_row} .status"), "online")
         .await;
+    // Its labels, and no GPU.
+    browser
+        .wait_text(&format!("{host_row} .labels"), "region=eu-west")
+        .await;
+    browser.wait_text(&format!("{host_row} .gpus"), "-").await;
     browser.wait_text("#live", "live").await;
 
     // Sessions started through the API appear without a reload.
