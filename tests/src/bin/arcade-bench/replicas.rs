@@ -202,6 +202,17 @@ async fn nats_floor(url: &str, n: usize) -> Summary {
             server.respond(m, payload).await;
         }
     });
+    // The echo's subscription reaches the server on its own connection: until it has, a
+    // request finds no responder (seen once in CI). Wait for the first answer, bounded.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while client
+        .request("floor", vec![7; 200], Duration::from_secs(1))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < ready_by, "the echo never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
