@@ -144,6 +144,79 @@ impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
 /// probe the version before decoding the rest.
 pub type RawCodec = LengthDelimitedCodec;
 
+/// The versions of the agent link a broker takes: its own, and the one before (so agents are
+/// upgraded after their brokers, host by host).
+pub const ACCEPTED_VERSIONS: [u32; 2] = [crate::wire::PROTOCOL_VERSION, crate::wire::v7::VERSION];
+
+/// Decodes an agent's [`crate::wire::Hello`] of any accepted version as this version's, or
+/// `None` for a version the broker does not take (refused by the caller, naming both).
+pub fn decode_hello(payload: &[u8]) -> Result<Option<crate::wire::Hello>, CodecError> {
+    match probe_version(payload)? {
+        v if v == crate::wire::PROTOCOL_VERSION => decode(payload).map(Some),
+        crate::wire::v7::VERSION => {
+            decode::<crate::wire::v7::Hello>(payload).map(|h| Some(h.into()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The broker's side of an agent's link after the handshake, in the agent's version: decodes
+/// [`AgentMessage`]s and encodes [`BrokerMessage`]s as this version's or, for an agent of
+/// [`crate::wire::v7::VERSION`], through its types. A message the agent's version cannot say
+/// is an encode error ([`CodecError::Encode`]), never sent misread.
+///
+/// [`AgentMessage`]: crate::wire::AgentMessage
+/// [`BrokerMessage`]: crate::wire::BrokerMessage
+pub struct BrokerCodec {
+    frames: LengthDelimitedCodec,
+    version: u32,
+}
+
+impl BrokerCodec {
+    /// A codec for an agent speaking `version`, one of [`ACCEPTED_VERSIONS`].
+    pub fn new(version: u32) -> Self {
+        Self {
+            frames: length_codec(),
+            version,
+        }
+    }
+}
+
+impl Decoder for BrokerCodec {
+    type Item = crate::wire::AgentMessage;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, CodecError> {
+        let Some(frame) = self.frames.decode(src)? else {
+            return Ok(None);
+        };
+        if self.version == crate::wire::v7::VERSION {
+            return decode::<crate::wire::v7::AgentMessage>(&frame).map(|m| Some(m.into()));
+        }
+        decode(&frame).map(Some)
+    }
+}
+
+impl Encoder<crate::wire::BrokerMessage> for BrokerCodec {
+    type Error = CodecError;
+
+    fn encode(
+        &mut self,
+        msg: crate::wire::BrokerMessage,
+        dst: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        let payload = if self.version == crate::wire::v7::VERSION {
+            let old = crate::wire::v7::BrokerMessage::try_from(msg)
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            encode(&old)?
+        } else {
+            encode(&msg)?
+        };
+        self.frames.encode(payload, dst)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
@@ -460,5 +533,132 @@ mod tests {
             let _ = decode::<AgentMessage>(&bytes);
             let _ = decode::<Hello>(&bytes);
         }
+    }
+
+    /// A broker takes an agent of the previous version: its frames decode as this version's
+    /// messages (one slot, no GPU, no label), and what the broker says reaches it in its own
+    /// layout; a launch with GPUs, which it could not follow, is refused, never misread.
+    #[test]
+    fn a_broker_speaks_to_a_version_7_agent() {
+        let game = GameId::new("neverball").unwrap();
+        let offer = v7::GameOffer {
+            game_id: game.clone(),
+            modes: vec!["event-driven".into()],
+            ready_timeout_ms: Some(5000),
+            settings: Vec::new(),
+            max_duration_s: None,
+            idle_timeout_s: None,
+            build: None,
+        };
+        let running = v7::RunningGame {
+            session_id: sid(),
+            pid: 42,
+            pgid: 42,
+            port: 20000,
+            idle_ms: None,
+        };
+        let old = v7::Hello {
+            protocol_version: v7::VERSION,
+            host_id: HostId::new("old-host").unwrap(),
+            token: None,
+            facts: v7::HostFacts {
+                hostname: "old".into(),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                cpus: 4,
+                mem_total_bytes: 1 << 30,
+                games: vec![offer.clone()],
+                max_sessions: 4,
+                port_range: PortRange { lo: 1, hi: 9 },
+                builds: Vec::new(),
+            },
+            running: vec![running.clone()],
+            exited: Vec::new(),
+        };
+        let hello = decode_hello(&encode(&old).unwrap()).unwrap().unwrap();
+        assert_eq!(hello.host_id.as_str(), "old-host");
+        assert_eq!(hello.facts.games[0].game_id, game);
+        assert_eq!(
+            (hello.facts.games[0].slots, hello.facts.games[0].gpus),
+            (1, 0)
+        );
+        assert_eq!(hello.facts.games[0].ready_timeout_ms, Some(5000));
+        assert!(hello.facts.labels.is_empty() && hello.facts.gpus.is_empty());
+        assert_eq!((hello.running[0].pid, hello.running[0].slots), (42, 1));
+        // Older than 7, or newer than this: not taken.
+        let mut too_old = old.clone();
+        too_old.protocol_version = 6;
+        assert_eq!(decode_hello(&encode(&too_old).unwrap()).unwrap(), None);
+        let mut newer = hello_frame_of(PROTOCOL_VERSION + 1);
+        assert_eq!(decode_hello(&newer.split().freeze()).unwrap(), None);
+
+        let mut broker = BrokerCodec::new(v7::VERSION);
+        let mut agent = MessageCodec::<v7::BrokerMessage, v7::AgentMessage>::new();
+        let mut buf = BytesMut::new();
+        let beat = v7::AgentMessage::Heartbeat(v7::Load {
+            cpu_percent: 12.5,
+            mem_used_bytes: 1,
+            mem_total_bytes: 2,
+            sessions: vec![running],
+        });
+        agent.encode(beat, &mut buf).unwrap();
+        agent
+            .encode(
+                v7::AgentMessage::Offers {
+                    games: vec![offer],
+                    builds: Vec::new(),
+                },
+                &mut buf,
+            )
+            .unwrap();
+        match broker.decode(&mut buf).unwrap().unwrap() {
+            AgentMessage::Heartbeat(l) => {
+                assert_eq!(
+                    (l.cpu_percent, l.sessions[0].port, l.sessions[0].slots),
+                    (12.5, 20000, 1)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match broker.decode(&mut buf).unwrap().unwrap() {
+            AgentMessage::Offers { games, .. } => assert_eq!(games[0].slots, 1),
+            other => panic!("{other:?}"),
+        }
+        let launch = |gpus: Vec<u32>| {
+            BrokerMessage::Launch(LaunchRequest {
+                session_id: sid(),
+                game_id: game.clone(),
+                mode: None,
+                config: None,
+                settings: Default::default(),
+                join: None,
+                build: None,
+                gpus,
+            })
+        };
+        broker.encode(launch(Vec::new()), &mut buf).unwrap();
+        broker.encode(BrokerMessage::GoingAway, &mut buf).unwrap();
+        match agent.decode(&mut buf).unwrap().unwrap() {
+            v7::BrokerMessage::Launch(r) => assert_eq!(r.game_id, game),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            agent.decode(&mut buf).unwrap(),
+            Some(v7::BrokerMessage::GoingAway)
+        );
+        let refused = broker.encode(launch(vec![0]), &mut buf);
+        assert!(matches!(refused, Err(CodecError::Encode(_))), "{refused:?}");
+        assert!(buf.is_empty(), "nothing of it was written");
+        // This version's agents get this version's layout.
+        let mut now = BrokerCodec::new(PROTOCOL_VERSION);
+        now.encode(launch(vec![0, 1]), &mut buf).unwrap();
+        let mut current = MessageCodec::<BrokerMessage, AgentMessage>::new();
+        assert_eq!(current.decode(&mut buf).unwrap(), Some(launch(vec![0, 1])));
+    }
+
+    /// A `Hello` of this shape with `version`, as one frame's payload.
+    fn hello_frame_of(version: u32) -> BytesMut {
+        let mut h = hello();
+        h.protocol_version = version;
+        BytesMut::from(&encode(&h).unwrap()[..])
     }
 }

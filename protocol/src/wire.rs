@@ -11,6 +11,11 @@
 //! [`HelloReply::Rejected`] is variant 1 holding one string. Both stay so in every version, so a
 //! broker can read the version of any agent ([`VersionProbe`]) and refuse a mismatch with a
 //! reason the agent can print, whatever else changed.
+//!
+//! A broker also takes agents of the previous version: [`v7`] has the types whose shape
+//! changed since, and their conversions; [`crate::codec::BrokerCodec`] speaks either.
+
+pub mod v7;
 
 use std::net::IpAddr;
 

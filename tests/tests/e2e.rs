@@ -653,8 +653,8 @@ mod agent_link {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mismatched_version_is_refused_with_a_reason() {
         let broker = TestBroker::start().await;
-        // An agent of the previous version (6: before central games) and of a newer one.
-        for version in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+        // An agent older than the previous version, and one of a newer version.
+        for version in [PROTOCOL_VERSION - 2, PROTOCOL_VERSION + 1] {
             let err = FakeAgent::connect(broker.agent_addr, fake_hello("old", version, None))
                 .await
                 .err()
@@ -668,6 +668,131 @@ mod agent_link {
         }
         let client = Client::new(&broker.url, None).unwrap();
         assert!(client.hosts().await.unwrap().hosts.is_empty());
+    }
+
+    /// An agent of the previous version registers, runs a game and stops it through a broker
+    /// of this version, every message in its own version's layout: brokers are upgraded
+    /// first, then agents host by host.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_of_the_previous_version_runs_games() {
+        use futures::{SinkExt, StreamExt};
+        use protocol::codec::MessageCodec;
+        use protocol::wire::{v7, HelloReply, Launched};
+        assert_eq!(v7::VERSION, PROTOCOL_VERSION - 1);
+        let broker = TestBroker::start().await;
+        let client = Client::new(&broker.url, None).unwrap();
+        let stream = tokio::net::TcpStream::connect(broker.agent_addr)
+            .await
+            .unwrap();
+        let mut framed =
+            tokio_util::codec::Framed::new(stream, MessageCodec::<HelloReply, v7::Hello>::new());
+        let hello = v7::Hello {
+            protocol_version: v7::VERSION,
+            host_id: HostId::new("old-1").unwrap(),
+            token: None,
+            facts: v7::HostFacts {
+                hostname: "old".into(),
+                ip: "127.0.0.1".parse().unwrap(),
+                cpus: 2,
+                mem_total_bytes: 1 << 30,
+                games: vec![v7::GameOffer {
+                    game_id: protocol::GameId::new("sleeper").unwrap(),
+                    modes: vec!["default".into()],
+                    ready_timeout_ms: None,
+                    settings: Vec::new(),
+                    max_duration_s: None,
+                    idle_timeout_s: None,
+                    build: None,
+                }],
+                max_sessions: 2,
+                port_range: protocol::wire::PortRange { lo: 1, hi: 9 },
+                builds: Vec::new(),
+            },
+            running: Vec::new(),
+            exited: Vec::new(),
+        };
+        framed.send(hello).await.unwrap();
+        match framed.next().await {
+            Some(Ok(HelloReply::Welcome { .. })) => {}
+            other => panic!("a version {} agent: {other:?}", v7::VERSION),
+        }
+        let mut framed =
+            framed.map_codec(|_| MessageCodec::<v7::BrokerMessage, v7::AgentMessage>::new());
+        tests::wait_hosts_online(&client, 1).await;
+        let starting = tokio::spawn({
+            let client = client.clone();
+            async move { client.start_session(&tests::start("sleeper")).await }
+        });
+        let launch = loop {
+            match tokio::time::timeout(WAIT, framed.next()).await {
+                Ok(Some(Ok(v7::BrokerMessage::Launch(r)))) => break r,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no launch: {other:?}"),
+            }
+        };
+        let launched = Launched {
+            session_id: launch.session_id.clone(),
+            pid: 4242,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 3,
+            ports: vec![3],
+        };
+        framed
+            .send(v7::AgentMessage::Launched(launched))
+            .await
+            .unwrap();
+        let s = starting.await.unwrap().unwrap();
+        assert_eq!(
+            (s.status, s.pid, s.slots),
+            (SessionStatus::Running, Some(4242), 1)
+        );
+        assert!(s.gpus.is_empty() && s.labels.is_empty());
+        // Its heartbeat, in its layout, is read.
+        let beat = v7::AgentMessage::Heartbeat(v7::Load {
+            cpu_percent: 33.0,
+            mem_used_bytes: 1,
+            mem_total_bytes: 1 << 30,
+            sessions: vec![v7::RunningGame {
+                session_id: s.session_id.clone(),
+                pid: 4242,
+                pgid: 4242,
+                port: 3,
+                idle_ms: None,
+            }],
+        });
+        framed.send(beat).await.unwrap();
+        wait_until("its heartbeat's CPU shows", WAIT, || {
+            let client = client.clone();
+            async move {
+                client
+                    .hosts()
+                    .await
+                    .is_ok_and(|h| h.hosts.iter().any(|h| h.cpu_percent == 33.0))
+            }
+        })
+        .await;
+        let ending = tokio::spawn({
+            let (client, id) = (client.clone(), s.session_id.clone());
+            async move { client.end_session(&id).await }
+        });
+        loop {
+            match tokio::time::timeout(WAIT, framed.next()).await {
+                Ok(Some(Ok(v7::BrokerMessage::Stop { session_id }))) => {
+                    assert_eq!(session_id, s.session_id);
+                    break;
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no stop: {other:?}"),
+            }
+        }
+        framed
+            .send(v7::AgentMessage::Stopped {
+                session_id: s.session_id.clone(),
+            })
+            .await
+            .unwrap();
+        let ended = ending.await.unwrap().unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

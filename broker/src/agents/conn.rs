@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use protocol::codec::{self, CodecError, MessageCodec, RawCodec};
+use protocol::codec::{self, BrokerCodec, CodecError, RawCodec};
 use protocol::wire::{
     AgentMessage, BrokerMessage, Hello, HelloReply, LogChunk, LogRequest, LogUnavailable,
     HEARTBEATS_PER_ACK, PROTOCOL_VERSION,
@@ -180,7 +180,7 @@ enum Refusal {
     #[error("closed during the handshake")]
     Closed,
     /// It speaks another protocol version.
-    #[error("protocol version mismatch: the agent speaks {0}, this broker speaks {PROTOCOL_VERSION}; run matching versions of arcade-agent and arcade-broker")]
+    #[error("protocol version mismatch: the agent speaks {0}, this broker speaks {current} (and takes agents of {previous}); upgrade brokers first, then agents", current = PROTOCOL_VERSION, previous = protocol::wire::v7::VERSION)]
     Version(u32),
     /// Its token is wrong or missing.
     #[error("wrong or missing agent token: give the agent the broker's --agent-token")]
@@ -230,6 +230,7 @@ impl Connection {
             }
         };
         drop(handshake);
+        let version = hello.protocol_version;
         let (link, inbox) = AgentLink::channel(COMMAND_QUEUE);
         let host = hello.host_id.clone();
         let conn_id = match self.registry.register(&hello, link) {
@@ -245,7 +246,7 @@ impl Connection {
             Err(_) => false,
         };
         if sent {
-            tracing::info!(peer = %self.peer, %host, games = hello.facts.games.len(), running = hello.running.len(), "agent registered");
+            tracing::info!(peer = %self.peer, %host, version, games = hello.facts.games.len(), running = hello.running.len(), "agent registered");
             let registered = HostEvent::Registered {
                 host_id: host.clone(),
                 facts: hello.facts,
@@ -253,7 +254,7 @@ impl Connection {
                 exited: hello.exited,
             };
             if self.events.send(registered).await.is_ok() {
-                let framed = with_codec(framed, MessageCodec::<AgentMessage, BrokerMessage>::new());
+                let framed = with_codec(framed, BrokerCodec::new(version));
                 self.serve(&host, conn_id, framed, inbox).await;
             }
         }
@@ -289,10 +290,10 @@ impl Connection {
             None => return Err(Refusal::Closed),
         };
         let version = codec::probe_version(&frame).map_err(Refusal::Malformed)?;
-        if version != PROTOCOL_VERSION {
-            return Err(Refusal::Version(version));
-        }
-        let hello: Hello = codec::decode(&frame).map_err(Refusal::Malformed)?;
+        // This version's agents, and the previous version's (brokers are upgraded first).
+        let hello: Hello = codec::decode_hello(&frame)
+            .map_err(Refusal::Malformed)?
+            .ok_or(Refusal::Version(version))?;
         if let Some(want) = &self.settings.token {
             let ok = hello
                 .token
@@ -309,7 +310,7 @@ impl Connection {
         &self,
         host: &HostId,
         conn: ConnId,
-        framed: Framed<S, MessageCodec<AgentMessage, BrokerMessage>>,
+        framed: Framed<S, BrokerCodec>,
         mut inbox: LinkInbox,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -349,6 +350,7 @@ impl Connection {
                     }
                 }
                 Some(cmd) = inbox.commands.recv() => {
+                    let mut launching = None;
                     let msg = match cmd {
                         AgentCommand::Launch(launch) => {
                             let Launch { req, reply, span } = *launch;
@@ -360,6 +362,7 @@ impl Connection {
                             });
                             tracing::debug!(parent: &span, %host, "launch sent to the agent");
                             launches.insert(req.session_id.clone(), Waiter { reply, span });
+                            launching = Some(req.session_id.clone());
                             BrokerMessage::Launch(req)
                         }
                         AgentCommand::Stop(stop) => {
@@ -389,9 +392,23 @@ impl Connection {
                             BrokerMessage::ReadLog(LogRequest { request_id: next_read, session_id, read })
                         }
                     };
-                    if let Err(e) = write(&mut framed, msg).await {
-                        tracing::warn!(%host, error = %e, "agent link write failed; closing it");
-                        return;
+                    match write(&mut framed, msg).await {
+                        Ok(()) => {}
+                        // What the agent's version cannot say (an older agent asked for GPUs)
+                        // is not sent; the link goes on, and a launch fails with the reason.
+                        Err(CodecError::Encode(why)) => {
+                            tracing::warn!(%host, %why, "a message the agent's version cannot take was not sent");
+                            if let Some(w) = launching.and_then(|id| launches.remove(&id)) {
+                                let _ = w.reply.send(LaunchReply::Failed {
+                                    kind: protocol::wire::LaunchFailure::BadRequest,
+                                    message: format!("the host's agent is too old: {why}"),
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%host, error = %e, "agent link write failed; closing it");
+                            return;
+                        }
                     }
                 }
                 () = &mut silent => {
