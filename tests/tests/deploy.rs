@@ -228,3 +228,126 @@ fn the_kubernetes_manifests_render_and_validate() {
     // Keys and tokens only in Secrets (encoded), never in plain sight.
     assert!(!rendered.contains("CHANGE-ME-agent-token"), "{rendered}");
 }
+
+/// The images `scripts/test-deploy` built (`ARCADE_IMAGE_TAG`, with `DOCKER_HOST` naming its
+/// daemon), run as an operator would: on the host's network, configured by `ARCADE_*`.
+mod images {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use portal_client::Client;
+    use protocol::api::SessionStatus;
+
+    /// Containers of this test, removed however it ends.
+    struct Containers(Vec<String>);
+
+    impl Drop for Containers {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                let _ = Command::new("docker").args(["rm", "-f", name]).output();
+            }
+        }
+    }
+
+    fn docker(args: &[&str]) -> String {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_a_game_and_refuse_dev() {
+        let Ok(tag) = std::env::var("ARCADE_IMAGE_TAG") else {
+            eprintln!("skipped: scripts/test-deploy runs this against the images it builds");
+            return;
+        };
+        let (broker, agent) = (
+            format!("arcade-broker:{tag}"),
+            format!("arcade-agent:{tag}"),
+        );
+        let id = std::process::id();
+        let names = (format!("arcade-b-{id}"), format!("arcade-a-{id}"));
+        let _containers = Containers(vec![names.0.clone(), names.1.clone()]);
+        let http = tests::mariadb::free_port();
+        let link = tests::mariadb::free_port();
+        let catalog = tempfile::tempdir().unwrap();
+        std::fs::write(
+            catalog.path().join("catalog.toml"),
+            "[games.sleeper]\ncommand = \"/bin/sleep\"\nargs = [\"3600\"]\n",
+        )
+        .unwrap();
+        let range = tests::fresh_port_range();
+        let started = std::time::Instant::now();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &names.0,
+            "--network",
+            "host",
+            "-e",
+            &format!("ARCADE_HTTP=127.0.0.1:{http}"),
+            "-e",
+            &format!("ARCADE_AGENT_LISTEN=127.0.0.1:{link}"),
+            &broker,
+        ]);
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &names.1,
+            "--network",
+            "host",
+            "-v",
+            &format!("{}:/etc/arcade:ro", catalog.path().display()),
+            "-e",
+            &format!("ARCADE_BROKER=127.0.0.1:{link}"),
+            "-e",
+            "ARCADE_HOST_ID=image-host",
+            "-e",
+            &format!("ARCADE_PORT_RANGE={}-{}", range.lo, range.hi),
+            &agent,
+        ]);
+        let client = Client::new(&format!("http://127.0.0.1:{http}"), None).unwrap();
+        tests::wait_hosts_online(&client, 1).await;
+        let s = client
+            .start_session(&tests::start("sleeper"))
+            .await
+            .unwrap();
+        println!("first game {:?} after docker run", started.elapsed());
+        assert_eq!(s.status, SessionStatus::Running);
+        let ended = client.end_session(&s.session_id).await.unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
+        // The image's health check says healthy; it runs as its own user.
+        tests::wait_until(
+            "the broker container is healthy",
+            Duration::from_secs(30),
+            || {
+                let name = names.0.clone();
+                async move {
+                    docker(&["inspect", &name, "--format", "{{.State.Health.Status}}"]) == "healthy"
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            docker(&["inspect", &broker, "--format", "{{.Config.User}}"]),
+            "10001:10001"
+        );
+        // Built without the --dev agent: it says so and exits.
+        let dev = Command::new("docker")
+            .args(["run", "--rm", "--network", "host", &broker, "--dev"])
+            .output()
+            .unwrap();
+        assert!(!dev.status.success());
+        assert!(
+            String::from_utf8_lossy(&dev.stderr).contains("built without the dev feature"),
+            "{}",
+            String::from_utf8_lossy(&dev.stderr)
+        );
+    }
+}
