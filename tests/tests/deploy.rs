@@ -350,4 +350,162 @@ mod images {
             String::from_utf8_lossy(&dev.stderr)
         );
     }
+
+    /// The compose project of a test, taken down (volumes too) however it ends.
+    struct Project {
+        file: std::path::PathBuf,
+        name: String,
+        tag: String,
+    }
+
+    impl Project {
+        fn compose(&self, args: &[&str]) -> std::process::Output {
+            Command::new("docker-compose")
+                .arg("-p")
+                .arg(&self.name)
+                .arg("-f")
+                .arg(&self.file)
+                .args(args)
+                .env("ARCADE_TAG", &self.tag)
+                .output()
+                .unwrap()
+        }
+    }
+
+    impl Drop for Project {
+        fn drop(&mut self) {
+            let _ = self.compose(&["down", "-v", "--timeout", "10"]);
+        }
+    }
+
+    /// A start through the load balancer as a careful portal makes it: under one
+    /// `Idempotency-Key`, again after each 503 (waiting its `Retry-After`) or broken
+    /// connection, for at most a minute.
+    async fn start_retrying(client: &Client, key: &str) -> protocol::api::Session {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match client
+                .start_session_idempotent(&tests::start("sleeper"), key)
+                .await
+            {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let wait = match &e {
+                        portal_client::ClientError::Api {
+                            status: 503,
+                            retry_after,
+                            ..
+                        } => retry_after.unwrap_or(1),
+                        portal_client::ClientError::Transport { .. } => 1,
+                        other => panic!("start {key}: {other}"),
+                    };
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                Err(e) => panic!("start {key} still failing after a minute: {e}"),
+            }
+        }
+    }
+
+    /// The same for an end.
+    async fn end_retrying(client: &Client, id: &protocol::SessionId) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match client.end_session(id).await {
+                Ok(s) => {
+                    assert_eq!(s.status, SessionStatus::Ended);
+                    return;
+                }
+                Err(
+                    portal_client::ClientError::Api { status: 503, .. }
+                    | portal_client::ClientError::Transport { .. },
+                ) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => panic!("end {id}: {e}"),
+            }
+        }
+    }
+
+    /// deploy/compose's cluster (3 brokers behind HAProxy, 3 NATS nodes, MariaDB, 2 agents):
+    /// 20 games started and ended through HAProxy by 4 clients while a broker and a NATS node
+    /// stop; none fails for a client that honours Retry-After.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_compose_cluster_serves_through_a_broker_and_a_nats_stop() {
+        let Ok(tag) = std::env::var("ARCADE_IMAGE_TAG") else {
+            eprintln!("skipped: scripts/test-deploy runs this against the images it builds");
+            return;
+        };
+        let project = Project {
+            file: super::deploy().join("compose/docker-compose.yml"),
+            name: format!("arcade{}", std::process::id()),
+            tag,
+        };
+        let started = std::time::Instant::now();
+        let up = project.compose(&["up", "-d"]);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let client = Client::new("http://127.0.0.1:18080", None).unwrap();
+        tests::wait_until(
+            "two agents online through HAProxy",
+            Duration::from_secs(120),
+            || {
+                let client = client.clone();
+                async move {
+                    client.hosts().await.is_ok_and(|h| {
+                        h.hosts
+                            .iter()
+                            .filter(|h| h.status == protocol::api::HostStatus::Online)
+                            .count()
+                            == 2
+                    })
+                }
+            },
+        )
+        .await;
+        let first = start_retrying(&client, "first").await;
+        println!("first game {:?} after docker-compose up", started.elapsed());
+        end_retrying(&client, &first.session_id).await;
+        let id = std::process::id();
+        let clients = (0..4).map(|c| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..5 {
+                    let s = start_retrying(&client, &format!("c{c}-{i}-{id}")).await;
+                    assert_eq!(s.status, SessionStatus::Running);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    end_retrying(&client, &s.session_id).await;
+                }
+            })
+        });
+        let clients: Vec<_> = clients.collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for service in ["broker-2", "nats-2"] {
+            let stop = project.compose(&["stop", "--timeout", "30", service]);
+            assert!(
+                stop.status.success(),
+                "{}",
+                String::from_utf8_lossy(&stop.stderr)
+            );
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        // Every session that was started is over; nothing runs.
+        let sessions = client
+            .list_sessions(&protocol::api::SessionQuery {
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .sessions;
+        assert!(sessions.len() >= 21, "{}", sessions.len());
+        assert!(
+            sessions.iter().all(|s| s.status == SessionStatus::Ended),
+            "{sessions:?}"
+        );
+    }
 }
