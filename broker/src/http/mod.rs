@@ -11,6 +11,7 @@
 //!   and encodes its answer.
 
 mod builds;
+mod docs;
 pub mod errors;
 mod etag;
 mod events;
@@ -146,12 +147,14 @@ pub fn server(
     let metrics = web::Data::from(Arc::clone(service.metrics()));
     let data = web::Data::from(service);
     let keys = web::Data::new(settings.keys.clone());
+    let document = web::Data::new(docs::ApiDocument(openapi::json()));
     let origins = settings.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(metrics.clone())
             .app_data(keys.clone())
+            .app_data(document.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .configure(routes::configure)
             .default_service(web::to(routes::no_route))

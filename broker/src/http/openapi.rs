@@ -1,11 +1,8 @@
-//! `GET /openapi.json`: the API as an OpenAPI 3.1 document, generated from the code — the
+//! The API as an OpenAPI 3.1 document (served by `docs::document`), generated from the code — the
 //! handlers' `#[utoipa::path]` annotations, the JSON types of `protocol::api`, and the route
 //! table, from which every operation gets its roles and its 401 and 403 answers. A copy is
 //! committed (`broker/openapi.json`); a test fails when it drifts from what this builds.
 
-use std::sync::OnceLock;
-
-use actix_web::HttpResponse;
 use protocol::api::ErrorBody;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -13,7 +10,9 @@ use utoipa::openapi::{OpenApi as Document, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
 use super::routes::{Access, Verb, ROUTES};
-use super::{builds, events, games, hosts, legacy, metrics, pools, probes, sessions, ui, usage};
+use super::{
+    builds, docs, events, games, hosts, legacy, metrics, pools, probes, sessions, ui, usage,
+};
 use crate::auth::{self, Role};
 
 /// The name of the bearer-key security scheme.
@@ -66,7 +65,7 @@ const AGENT: &str = "agent_token";
         probes::readyz,
         legacy::start,
         legacy::end,
-        document,
+        docs::document,
         ui::page,
         ui::script,
         ui::style,
@@ -75,25 +74,11 @@ const AGENT: &str = "agent_token";
 )]
 struct ApiDoc;
 
-/// `GET /openapi.json`.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    operation_id = "openapi",
-    summary = "This document",
-    responses((status = 200, description = "The API as OpenAPI 3.1.", content_type = "application/json"))
-)]
-pub async fn document() -> HttpResponse {
-    static JSON: OnceLock<String> = OnceLock::new();
-    let json = JSON.get_or_init(|| {
-        build()
-            .to_pretty_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    });
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(json.as_str())
+/// The document as served (`docs::document`): [`build`]'s, as JSON.
+pub fn json() -> String {
+    build()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// The document: the annotations, then what the route table says of each operation.

@@ -16,7 +16,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use super::errors::{ApiError, Shape, ShapedError};
 use super::{
-    builds, events, games, hosts, legacy, metrics, openapi, pools, probes, sessions, ui, usage,
+    builds, docs, events, games, hosts, legacy, metrics, pools, probes, sessions, ui, usage,
 };
 use crate::auth::{Action, Caller, Denied, Keys};
 
@@ -105,7 +105,7 @@ const fn shaped(spec: RouteSpec, shape: Shape) -> RouteSpec {
 pub static ROUTES: &[RouteSpec] = &[
     route(Get, "/healthz", Open, |r| r.to(probes::healthz)),
     route(Get, "/readyz", Open, |r| r.to(probes::readyz)),
-    route(Get, "/openapi.json", Open, |r| r.to(openapi::document)),
+    route(Get, "/openapi.json", Open, |r| r.to(docs::document)),
     route(Get, "/ui", Open, |r| r.to(ui::page)),
     route(Get, "/ui/app.js", Open, |r| r.to(ui::script)),
     route(Get, "/ui/app.css", Open, |r| r.to(ui::style)),
