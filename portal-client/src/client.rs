@@ -447,24 +447,11 @@ impl Client {
     /// [`usage`](Self::usage) as CSV (`Accept: text/csv`): a header line, then one line per
     /// key.
     pub async fn usage_csv(&self, query: &UsageQuery) -> Result<String, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/usage", self.base_url))
-            .query(query)
-            .header(reqwest::header::ACCEPT, "text/csv")
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = response.bytes().await.map_err(|e| self.transport(e))?;
-        if !status.is_success() {
-            return Err(error_answer(status, retry_after, &body));
-        }
+        let body = self
+            .call_bytes(Method::GET, "/v1/usage", |r| {
+                r.query(query).header(reqwest::header::ACCEPT, "text/csv")
+            })
+            .await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -610,11 +597,7 @@ impl Client {
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let retry_after = retry_after(response.headers());
             let body = response.bytes().await.map_err(|e| self.transport(e))?;
             return Err(error_answer(status, retry_after, &body));
         }
@@ -649,11 +632,7 @@ impl Client {
                 .and_then(|v| v.parse::<u64>().ok())
         };
         let (start, end) = (offset("arcade-log-start"), offset("arcade-log-end"));
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         if !status.is_success() {
             return Err(error_answer(status, retry_after, &body));
@@ -683,21 +662,29 @@ impl Client {
         path: &str,
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<T, ClientError> {
+        let body = self.call_bytes(method.clone(), path, build).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+            request: format!("{method} {path}"),
+            source,
+        })
+    }
+
+    /// Sends `method path` (with whatever `build` adds) and answers a success's body, or the
+    /// error the broker answered (with its `Retry-After`).
+    async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", self.base_url);
-        let request = build(self.http.request(method.clone(), url));
+        let request = build(self.http.request(method, url));
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         if status.is_success() {
-            serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
-                request: format!("{method} {path}"),
-                source,
-            })
+            Ok(body.to_vec())
         } else {
             Err(error_answer(status, retry_after, &body))
         }
@@ -729,6 +716,14 @@ pub struct GameLog {
     pub start: u64,
     /// Where they end: the next [`LogRange::From`].
     pub end: u64,
+}
+
+/// An answer's `Retry-After`, in seconds, when it has one.
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// The error for a non-success answer.

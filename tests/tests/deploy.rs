@@ -30,20 +30,25 @@ fn binaries() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// `systemd-analyze`, or `None` (outside CI) when it is not installed.
-fn systemd_analyze() -> Option<PathBuf> {
-    let found = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
+/// The first of `paths` that is installed, or `None` (outside CI) when none is: `scripts/test`
+/// installs each tool these tests use.
+fn installed(paths: &[&str], what: &str) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.is_file());
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "systemd-analyze is missing: scripts/test installs it"
+            "{what} is missing: scripts/test installs it"
         );
-        eprintln!("skipped: no systemd-analyze");
+        eprintln!("skipped: no {what}");
     }
     found
+}
+
+fn systemd_analyze() -> Option<PathBuf> {
+    installed(
+        &["/usr/bin/systemd-analyze", "/bin/systemd-analyze"],
+        "systemd-analyze",
+    )
 }
 
 #[test]
@@ -132,35 +137,18 @@ fn the_systemd_units_verify_and_install() {
     );
 }
 
-/// `kubectl`, or `None` (outside CI) when it is not installed.
 fn kubectl() -> Option<PathBuf> {
-    let found = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is missing: scripts/test installs it"
-        );
-        eprintln!("skipped: no kubectl");
-    }
-    found
+    installed(&["/usr/bin/kubectl", "/usr/local/bin/kubectl"], "kubectl")
 }
 
 /// Where `scripts/test` installs kubernetes-validate (with its schemas).
 fn kubernetes_validate() -> Option<PathBuf> {
     let venv =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/venv/bin/kubernetes-validate");
-    if !venv.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubernetes-validate is missing: scripts/test installs it"
-        );
-        eprintln!("skipped: no kubernetes-validate in target/tools/venv");
-        return None;
-    }
-    Some(venv)
+    installed(
+        &[venv.to_str()?],
+        "kubernetes-validate in target/tools/venv",
+    )
 }
 
 #[test]
