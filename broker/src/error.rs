@@ -327,7 +327,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound(id) => Self::NoSession(id),
             StoreError::Duplicate(_) | StoreError::Transition(_) => Self::Conflict(e.to_string()),
             StoreError::BadCursor(_) => Self::Invalid(e.to_string()),
-            StoreError::Unavailable(_) => Self::StoreUnavailable(e),
+            StoreError::Unavailable(_) | StoreError::Conflict(_) => Self::StoreUnavailable(e),
             StoreError::Backend(_) | StoreError::NotShared | StoreError::LeaseLost(_) => {
                 Self::Internal(e.to_string())
             }

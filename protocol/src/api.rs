@@ -758,8 +758,13 @@ pub struct BrokerList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// Always `"ok"` when the broker answers.
+    /// `"ok"` from `/healthz`; `"ready"` from `/readyz`.
     pub status: String,
+    /// From `/readyz` with a MySQL store: the database node in use now (`host:port`, as
+    /// `--database-url` names it). A broker given several nodes moves to the next when the
+    /// one in use fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// Every error code of the API.

@@ -6,6 +6,7 @@
 
 pub mod builds;
 pub mod cluster;
+pub mod galera;
 pub mod keyed_load;
 pub mod mariadb;
 pub mod nats;

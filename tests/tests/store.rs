@@ -1265,8 +1265,81 @@ macro_rules! contract {
                 }
             )*
         }
+        /// The contract on a three-node Galera cluster: each test's store on another node,
+        /// so the suite writes through all three.
+        mod galera {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(urls) = tests::galera::database().await else { return };
+                    let node = super::galera_node();
+                    let store = broker::store::mysql::MysqlStore::connect(&urls[node]).await.unwrap();
+                    super::$name(broker::store::Store::Mysql(store)).await
+                }
+            )*
+        }
     };
 }
+
+/// The next Galera node a contract test's store uses, in turn.
+fn galera_node() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) % 3
+}
+
+/// Where a test of several brokers' stores connects: the brokers' URLs, one database.
+struct Db([String; 3]);
+
+impl Db {
+    /// One database on the shared MariaDB: every broker on the one server.
+    async fn mariadb() -> Option<Self> {
+        let url = tests::mariadb::database().await?;
+        Some(Self([url.clone(), url.clone(), url]))
+    }
+
+    /// One database on the shared Galera cluster: broker `k` on node `k`.
+    async fn galera() -> Option<Self> {
+        tests::galera::database().await.map(Self)
+    }
+
+    /// Broker `k`'s URL.
+    fn url(&self, k: usize) -> &str {
+        &self.0[k % 3]
+    }
+}
+
+/// Tests of several brokers' stores at once, each run on MariaDB (as `mysql_NAME`) and on
+/// Galera, each broker on its own node (as `galera::NAME`).
+macro_rules! shared_store {
+    ($($name:ident => $mysql:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $mysql() {
+                let Some(db) = Db::mariadb().await else { return };
+                $name(db).await
+            }
+        )*
+        mod galera_shared {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = super::Db::galera().await else { return };
+                    super::$name(db).await
+                }
+            )*
+        }
+    };
+}
+
+shared_store!(
+    stream_is_gapless_under_concurrent_writers => mysql_stream_is_gapless_under_concurrent_writers,
+    records_survive_a_new_connection_and_migrations_run_once => mysql_records_survive_a_new_connection_and_migrations_run_once,
+    changes_by_another_broker_are_seen => mysql_changes_by_another_broker_are_seen,
+    owners_fences_claims_and_leases => mysql_owners_fences_claims_and_leases,
+    ready_games_hold_their_slots => mysql_ready_games_hold_their_slots,
+    claims_count_each_users_quota => mysql_claims_count_each_users_quota,
+);
 
 contract!(
     round_trips_every_field,
@@ -1290,13 +1363,9 @@ contract!(
 /// Writers on two brokers' stores at once, and a reader polling the stream meanwhile: the
 /// reader sees every event exactly once, numbers consecutive, never one before a smaller
 /// one (the reason for the counter row: an AUTO_INCREMENT would let it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_stream_is_gapless_under_concurrent_writers() {
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
-    let a = Arc::new(Store::Mysql(MysqlStore::connect(&url).await.unwrap()));
-    let b = Arc::new(Store::Mysql(MysqlStore::connect(&url).await.unwrap()));
+async fn stream_is_gapless_under_concurrent_writers(db: Db) {
+    let a = Arc::new(Store::Mysql(MysqlStore::connect(db.url(0)).await.unwrap()));
+    let b = Arc::new(Store::Mysql(MysqlStore::connect(db.url(1)).await.unwrap()));
     let writers: Vec<_> = (0..16u32)
         .map(|w| {
             let store = Arc::clone(if w % 2 == 0 { &a } else { &b });
@@ -1348,13 +1417,12 @@ async fn mysql_stream_is_gapless_under_concurrent_writers() {
     assert_eq!(first.len(), 160);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
+async fn records_survive_a_new_connection_and_migrations_run_once(db: Db) {
     // Two brokers starting at once on an empty database: both migrate safely.
-    let (a, b) = tokio::join!(MysqlStore::connect(&url), MysqlStore::connect(&url));
+    let (a, b) = tokio::join!(
+        MysqlStore::connect(db.url(0)),
+        MysqlStore::connect(db.url(1))
+    );
     let (a, b) = (Store::Mysql(a.unwrap()), Store::Mysql(b.unwrap()));
     let s = session(1, "g", "h");
     insert(&a, &s).await;
@@ -1363,7 +1431,7 @@ async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {
         .unwrap();
     assert_eq!(b.get(&s.session_id).await.unwrap().pid, Some(9));
     drop((a, b));
-    let c = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+    let c = Store::Mysql(MysqlStore::connect(db.url(2)).await.unwrap());
     assert_eq!(
         c.get(&s.session_id).await.unwrap().status,
         SessionStatus::Running
@@ -1372,13 +1440,9 @@ async fn mysql_records_survive_a_new_connection_and_migrations_run_once() {
 
 /// Each MySQL store remembers the state it last wrote and computes changes from it; another
 /// broker changing the session meanwhile must make it decide on the row, not on its memory.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_changes_by_another_broker_are_seen() {
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
-    let a = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
-    let b = Store::Mysql(MysqlStore::connect(&url).await.unwrap());
+async fn changes_by_another_broker_are_seen(db: Db) {
+    let a = Store::Mysql(MysqlStore::connect(db.url(0)).await.unwrap());
+    let b = Store::Mysql(MysqlStore::connect(db.url(1)).await.unwrap());
     let (s1, s2) = (session(1, "g", "h"), session(2, "g", "h"));
     for s in [&s1, &s2] {
         insert(&a, s).await;
@@ -1504,14 +1568,10 @@ async fn mysql_a_host_whose_owner_left_is_lost_only_a_timeout_after_it_was_last_
 /// What replicas share beyond sessions (issue 15), on MariaDB: a host's owner and epoch, the
 /// fence that makes a stale owner's writes change nothing, claims that never exceed a host's
 /// capacity, keys that bind once, and a lease one replica holds at a time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_owners_fences_claims_and_leases() {
+async fn owners_fences_claims_and_leases(db: Db) {
     use broker::store::{Claimed, Fence};
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
-    let a = MysqlStore::connect(&url).await.unwrap();
-    let b = MysqlStore::connect(&url).await.unwrap();
+    let a = MysqlStore::connect(db.url(0)).await.unwrap();
+    let b = MysqlStore::connect(db.url(1)).await.unwrap();
     let h = HostId::new("host-a").unwrap();
     let facts = facts(2);
     let e1 = a.own_host(&h, "b1", &facts).await.unwrap();
@@ -1729,13 +1789,9 @@ async fn mysql_owners_fences_claims_and_leases() {
 
 /// A pool's ready game holds its host's slot: claims see the host full, and the shared view
 /// counts it (migration 8).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_ready_games_hold_their_slots() {
+async fn ready_games_hold_their_slots(db: Db) {
     use broker::store::{Claimed, Fence};
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
-    let a = MysqlStore::connect(&url).await.unwrap();
+    let a = MysqlStore::connect(db.url(0)).await.unwrap();
     let h = HostId::new("host-a").unwrap();
     let epoch = a.own_host(&h, "b1", &facts(2)).await.unwrap();
     assert!(a
@@ -1792,19 +1848,15 @@ async fn mysql_ready_games_hold_their_slots() {
 /// With replicas, a user's quota is counted in the claim's own transaction: of concurrent
 /// claims for one user through two stores, exactly as many as the quota are recorded, and a
 /// pool's ready game is not claimed past it either.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_claims_count_each_users_quota() {
+async fn claims_count_each_users_quota(db: Db) {
     use broker::store::pools::{Claimant, ReadyClaim};
     use broker::store::{Claimed, Fence};
-    let Some(url) = tests::mariadb::database().await else {
-        return;
-    };
     let user = |u, max| Claimant {
         user: Some((u, Some(max))),
         ..Claimant::default()
     };
-    let a = MysqlStore::connect(&url).await.unwrap();
-    let b = MysqlStore::connect(&url).await.unwrap();
+    let a = MysqlStore::connect(db.url(0)).await.unwrap();
+    let b = MysqlStore::connect(db.url(1)).await.unwrap();
     let h = HostId::new("host-a").unwrap();
     let epoch = a.own_host(&h, "b1", &facts(20)).await.unwrap();
     assert!(a.host_ready(&Fence { host: h, epoch }).await.unwrap());

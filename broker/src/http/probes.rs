@@ -22,6 +22,7 @@ pub async fn readyz(svc: web::Data<Service>) -> HttpResponse {
     match svc.ready().await {
         Ok(()) => HttpResponse::Ok().json(api::Health {
             status: "ready".into(),
+            database: svc.database_node(),
         }),
         Err(e) => ApiError::from(e).error_response(),
     }
@@ -39,5 +40,6 @@ pub async fn readyz(svc: web::Data<Service>) -> HttpResponse {
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(api::Health {
         status: "ok".into(),
+        database: None,
     })
 }

@@ -450,6 +450,11 @@ impl Service {
         })
     }
 
+    /// The database node in use now (`host:port`), for a MySQL store: what `/readyz` names.
+    pub fn database_node(&self) -> Option<String> {
+        self.store.node().map(str::to_owned)
+    }
+
     /// Loads what the store knows at start: hosts (offline until they reconnect, with their
     /// drained flag) and the slots of sessions not over. Hosts that do not come back within the
     /// heartbeat timeout lose their sessions, through the sweep.

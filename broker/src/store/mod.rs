@@ -55,6 +55,12 @@ pub enum StoreError {
     /// The storage cannot be reached (or did not answer in time).
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The database rolled the change back as a whole because a concurrent one won (a
+    /// deadlock, or a certification conflict with a commit on another Galera node): nothing
+    /// was written and the call may be made again. The MySQL store makes it again itself,
+    /// a bounded number of times; this reaches a caller only when every try lost.
+    #[error("session store conflict: {0}")]
+    Conflict(String),
     /// The storage answered with an error that is a fault of ours (a bug, a schema problem).
     #[error("session store error: {0}")]
     Backend(String),
@@ -166,6 +172,14 @@ impl Store {
     /// An empty in-memory store.
     pub fn memory() -> Self {
         Self::Memory(memory::MemoryStore::default())
+    }
+
+    /// The database node in use now, for a MySQL store.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Mysql(m) => Some(m.node()),
+        }
     }
 
     /// Whether records survive a restart.

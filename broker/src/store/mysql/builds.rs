@@ -38,14 +38,14 @@ impl MysqlStore {
         );
         // Idempotent: a retry whose first try landed finds it recorded.
         self.settled(|_| {
-            let params = params.clone();
+            let params = &params;
             async move {
-                self.bounded(async {
+                self.bounded(move || async move {
                     let mut conn = self.conn().await?;
                     conn.exec_drop(
                         "INSERT IGNORE INTO builds (build, size, kind, created_at) \
                          VALUES (?, ?, ?, ?)",
-                        params,
+                        params.clone(),
                     )
                     .await
                     .map_err(unavailable)?;
@@ -61,7 +61,7 @@ impl MysqlStore {
         &self,
         id: &BuildId,
     ) -> Result<Option<BuildRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let row = conn
                 .exec_first(
@@ -76,7 +76,7 @@ impl MysqlStore {
     }
 
     pub(in crate::store) async fn builds(&self) -> Result<Vec<BuildRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows = conn
                 .exec(
@@ -91,7 +91,7 @@ impl MysqlStore {
     }
 
     pub(in crate::store) async fn delete_build(&self, id: &BuildId) -> Result<bool, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop("DELETE FROM builds WHERE build = ?", (id.as_str(),))
                 .await

@@ -49,7 +49,7 @@ impl MysqlStore {
         let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
         let (json, games) = (&json, &games);
         self.settled(|_| async move {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -86,7 +86,7 @@ impl MysqlStore {
         let (json, games) = (&json, &games);
         // Idempotent: tried until the store answers.
         self.settled(|_| async move {
-            self.bounded(async {
+            self.bounded(move || async move {
                 let mut conn = self.conn().await?;
                 conn.exec_drop(
                     "UPDATE hosts SET facts = ? WHERE host_id = ? AND epoch = ?",
@@ -105,7 +105,7 @@ impl MysqlStore {
 
     /// The hosts drained now.
     pub async fn drained_hosts(&self) -> Result<Vec<HostId>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let ids: Vec<String> = self
                 .conn()
                 .await?
@@ -143,7 +143,7 @@ impl MysqlStore {
     }
 
     async fn fenced_update(&self, sql: &str, fence: &Fence) -> Result<bool, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(sql, (fence.host.as_str(), fence.epoch))
                 .await
@@ -155,7 +155,7 @@ impl MysqlStore {
 
     /// The replica that holds `host`'s agent, if any.
     pub async fn owner(&self, host: &HostId) -> Result<Option<String>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let owner: Option<Option<String>> = conn
                 .exec_first(
@@ -172,7 +172,7 @@ impl MysqlStore {
     /// Every host, with its owner (only while that replica is alive: seen within `alive`) and
     /// its live sessions.
     pub async fn shared_hosts(&self, alive: Duration) -> Result<Vec<SharedHost>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
@@ -285,12 +285,13 @@ impl MysqlStore {
         key: Option<&IdempotencyKey>,
         params: Vec<mysql_async::Value>,
     ) -> Result<Claimed, StoreError> {
-        self.bounded(async {
+        let params = &params;
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let answer: Result<Option<(String, u64)>, _> = conn
                 .exec_first(
                     super::procs::CALL.claim_session.as_str(),
-                    Params::Positional(params),
+                    Params::Positional(params.clone()),
                 )
                 .await;
             match answer {
@@ -342,9 +343,10 @@ impl MysqlStore {
                     ]
                 })
                 .collect();
-            self.bounded(async {
+            let (sql, params) = (sql.as_str(), &params);
+            self.bounded(move || async move {
                 let mut conn = self.conn().await?;
-                conn.exec_drop(sql, Params::Positional(params))
+                conn.exec_drop(sql, Params::Positional(params.clone()))
                     .await
                     .map_err(unavailable)
             })
@@ -355,7 +357,7 @@ impl MysqlStore {
 
     /// Says this replica is alive, and where its agents connect.
     pub async fn beat(&self, broker: &str, address: &str) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(
                 "INSERT INTO brokers (broker_id, address, last_seen) VALUES (?, ?, UTC_TIMESTAMP(6)) \
@@ -370,7 +372,7 @@ impl MysqlStore {
 
     /// Forgets a replica that stops.
     pub async fn leave(&self, broker: &str) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             // Its hosts were seen until now: they count as offline from here, and are lost
             // only if no replica takes them over within the heartbeat timeout.
@@ -392,7 +394,7 @@ impl MysqlStore {
 
     /// Replicas seen within `within`, by id, with how many hosts each holds.
     pub async fn brokers(&self, within: Duration) -> Result<Vec<BrokerRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<(String, String, PrimitiveDateTime, u32)> = conn
                 .exec(
@@ -426,7 +428,7 @@ impl MysqlStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             // `epoch` is set before `holder` (assignments apply left to right): it compares
             // the holder found.
@@ -462,7 +464,7 @@ impl MysqlStore {
     /// longer than `timeout` ago, each with its epoch as found (the fence for losing them: a
     /// host whose agent connects meanwhile is not lost).
     pub async fn lost_hosts(&self, timeout: Duration) -> Result<Vec<Fence>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<(String, u64)> = conn
                 .exec(

@@ -71,7 +71,7 @@ impl MysqlStore {
         cond: Option<&Precondition>,
         now: OffsetDateTime,
     ) -> Result<GameWrite, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -133,7 +133,7 @@ impl MysqlStore {
         &self,
         id: &GameId,
     ) -> Result<Option<GameRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let row: Option<Row> = conn
                 .exec_first(
@@ -148,7 +148,7 @@ impl MysqlStore {
     }
 
     pub(in crate::store) async fn games(&self) -> Result<Vec<GameRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<Row> = conn
                 .query(format!(
@@ -166,7 +166,7 @@ impl MysqlStore {
         id: &GameId,
         cond: Option<&Precondition>,
     ) -> Result<GameRemoved, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -200,7 +200,7 @@ impl MysqlStore {
         build: &BuildId,
         since: OffsetDateTime,
     ) -> Result<u32, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let n: Option<u32> = conn
                 .exec_first(

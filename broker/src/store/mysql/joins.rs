@@ -59,11 +59,13 @@ impl MysqlStore {
         // Either form lands once however often it is tried; a try that finds its own earlier
         // one landed reads as kept.
         self.settled(|again| {
-            let params = params.clone();
+            let params = &params;
             async move {
-                self.bounded(async {
+                self.bounded(move || async move {
                     let mut conn = self.conn().await?;
-                    conn.exec_drop(sql, params).await.map_err(unavailable)?;
+                    conn.exec_drop(sql, params.clone())
+                        .await
+                        .map_err(unavailable)?;
                     if conn.affected_rows() > 0 {
                         return Ok(true);
                     }
@@ -83,7 +85,7 @@ impl MysqlStore {
         &self,
         id: &SessionId,
     ) -> Result<Option<JoinRecord>, StoreError> {
-        self.bounded(async { Self::join_row(&mut self.conn().await?, id).await })
+        self.bounded(move || async move { Self::join_row(&mut self.conn().await?, id).await })
             .await
     }
 
@@ -109,7 +111,7 @@ impl MysqlStore {
         now: OffsetDateTime,
         actor: Actor,
     ) -> Result<Redeemed, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -152,8 +154,8 @@ impl MysqlStore {
     }
 
     pub(in crate::store) async fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let fresh = crate::join::random::<32>().to_vec();
-        self.bounded(async {
+        let fresh = &crate::join::random::<32>().to_vec();
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             // The first replica to ask makes it; every other reads that one.
             conn.exec_drop(

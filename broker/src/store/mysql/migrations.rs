@@ -331,6 +331,18 @@ pub const MIGRATIONS: &[(u32, &str, &[&str])] = &[
            (ended_at, started_at, unclaimed, gpu_count, user_id, game_id, host_id)",
         ],
     ),
+    (
+        21,
+        "a counter each claim writes on its host's and its user's row (Galera: claims conflict)",
+        &[
+            // A claim counts a host's (or user's) live sessions under a lock on its row. On a
+            // Galera cluster a lock is its node's only: a claim on another node may count at
+            // the same moment. Writing the row first makes two such claims conflict, and
+            // Galera commits only one of them.
+            "ALTER TABLE hosts ADD COLUMN claims BIGINT UNSIGNED NOT NULL DEFAULT 0",
+            "ALTER TABLE user_locks ADD COLUMN claims BIGINT UNSIGNED NOT NULL DEFAULT 0",
+        ],
+    ),
 ];
 
 // The procedures migrations 2 to 12 created, as they ran. Their current definitions, and why

@@ -29,6 +29,7 @@ mod cluster;
 mod games;
 mod joins;
 mod migrations;
+mod nodes;
 mod pools;
 mod procs;
 mod rows;
@@ -42,9 +43,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{
-    Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value,
-};
+use mysql_async::{Conn, Params, Row, TxOpts, Value};
 use protocol::api::{
     EventType, Session, SessionQuery, SessionStatus, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
@@ -59,6 +58,7 @@ use crate::store::{
 };
 
 pub use migrations::MIGRATIONS;
+use nodes::Nodes;
 use rows::{
     changed_values, event_params, insert_result, parse, session_row, session_values, unavailable,
     utc, LIVE_STATUSES, SESSION_COLUMNS,
@@ -78,6 +78,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// starts over: it is only a hint (see [`MysqlStore::transition`]).
 const KNOWN_CAP: usize = 65_536;
 
+/// How many times a call that lost a race ([`StoreError::Conflict`]) is made, in all.
+const CONFLICT_TRIES: u32 = 8;
+
+/// The pause before try `tries + 1` of a call that lost a race: growing, with jitter, so
+/// calls that collided do not collide again in step. 1-2 ms after the first, at most 32-64.
+fn conflict_pause(tries: u32) -> Duration {
+    use rand::Rng as _;
+    let base = 1000u64 << tries.clamp(1, 6).saturating_sub(1);
+    Duration::from_micros(base + rand::thread_rng().gen_range(0..base))
+}
+
 /// How many times a transition is computed again after a concurrent change of its session
 /// before giving up. Statuses only move forward (at most three steps before a final one), so
 /// each retry means another change made progress.
@@ -86,7 +97,8 @@ const CAS_TRIES: usize = 8;
 /// The MySQL store.
 #[derive(Debug, Clone)]
 pub struct MysqlStore {
-    pool: Pool,
+    /// The database's nodes (one, or a Galera cluster's), and which one is in use.
+    nodes: Arc<Nodes>,
     /// The state this store last wrote for each session not yet over: what a transition is
     /// computed from, instead of reading the row first. Only a hint: the write is a compare
     /// and set on the status, so a stale entry (another broker changed the session) costs
@@ -142,54 +154,55 @@ const INSERT_EVENT: &str =
     "INSERT INTO session_events (session_id, at, event, status, actor) VALUES (?, ?, ?, ?, ?)";
 
 impl MysqlStore {
-    /// Connects, checks the server answers, and creates or migrates the schema. Errors name
-    /// the URL with its password masked.
+    /// Connects, checks the server answers, and creates or migrates the schema. `url` may name
+    /// several servers, the nodes of a Galera cluster ([`nodes`]). Errors name the URL with its
+    /// password masked.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let masked = mask_url(url);
-        let opts = Opts::from_url(url).map_err(|e| {
-            StoreError::Unavailable(format!("invalid --database-url {masked}: {e}"))
-        })?;
-        let constraints = PoolConstraints::new(1, 16).unwrap_or_default();
-        // Measured with arcade-bench pairs --mariadb:
-        // - an idle TTL: without one, mysql_async keeps only `min` idle connections and closes
-        //   every other one as it comes back, so concurrent calls each paid a new connection
-        //   (TCP, authentication, statements prepared again);
-        // - no reset on return: the store keeps no session state (an unfinished transaction
-        //   is rolled back on return anyway), and a reset drops the prepared statements, so
-        //   every statement cost a prepare round trip, and the reset one more.
-        let opts = OptsBuilder::from_opts(opts)
-            .pool_opts(
-                PoolOpts::default()
-                    .with_constraints(constraints)
-                    .with_inactive_connection_ttl(Duration::from_secs(60))
-                    .with_reset_connection(false),
-            )
-            .stmt_cache_size(64)
-            .conn_ttl(Duration::from_secs(300));
-        let pool = Pool::new(opts);
-        let store = Self {
-            pool,
-            known: Arc::default(),
-            calls: None,
+        let masked = &mask_url(url);
+        let invalid =
+            |e: String| StoreError::Unavailable(format!("invalid --database-url {masked}: {e}"));
+        let reach = move |nodes: Nodes| async move {
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, nodes.conn())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "cannot reach {masked}: no answer within {CONNECT_TIMEOUT:?}"
+                    ))
+                })?
+                .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))?;
+            Ok::<_, StoreError>((nodes, conn))
         };
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, store.pool.get_conn())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "cannot reach {masked}: no answer within {CONNECT_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))?;
+        let (probe, mut conn) = reach(Nodes::new(url, false).map_err(invalid)?).await?;
+        let galera = nodes::is_galera(&mut conn).await?;
+        let (nodes, mut conn) = if galera {
+            drop(conn);
+            probe.close().await;
+            reach(Nodes::new(url, true).map_err(invalid)?).await?
+        } else {
+            (probe, conn)
+        };
+        if galera {
+            tracing::info!(node = nodes.current(), "the database is a Galera cluster");
+        }
         schema::migrate(&mut conn).await.map_err(|e| match e {
             StoreError::Unavailable(m) => StoreError::Unavailable(format!("{masked}: {m}")),
             other => other,
         })?;
-        Ok(store)
+        Ok(Self {
+            nodes: Arc::new(nodes),
+            known: Arc::default(),
+            calls: None,
+        })
     }
 
-    /// Closes the pool's connections.
+    /// Closes every node's connections.
     pub async fn close(self) {
-        let _ = self.pool.disconnect().await;
+        self.nodes.close().await;
+    }
+
+    /// The database node in use now (`host:port`, as `--database-url` names it).
+    pub fn node(&self) -> &str {
+        self.nodes.current()
     }
 
     /// The store, counting each call's duration and failures into `calls`.
@@ -198,15 +211,38 @@ impl MysqlStore {
         self
     }
 
-    async fn bounded<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    /// Makes one call of the store (`call`, tried again as a whole while it loses a race:
+    /// [`StoreError::Conflict`], at most [`CONFLICT_TRIES`] times, after a short pause with
+    /// jitter), within [`CALL_TIMEOUT`] for all tries. A call that finds its node unreachable
+    /// or silent makes the store move to the next node ([`Nodes::failed`]); it is not tried
+    /// again here, since it may have been applied: [`Self::settled`] does that for writes.
+    async fn bounded<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let t0 = std::time::Instant::now();
-        let result = tokio::time::timeout(CALL_TIMEOUT, f)
+        let node = self.nodes.index();
+        let tries = async {
+            let mut tries = 1;
+            loop {
+                match call().await {
+                    Err(StoreError::Conflict(e)) if tries < CONFLICT_TRIES => {
+                        tracing::debug!(error = %e, tries, "a store call lost a race; trying it again");
+                        tokio::time::sleep(conflict_pause(tries)).await;
+                        tries += 1;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let result = tokio::time::timeout(CALL_TIMEOUT, tries)
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer within {CALL_TIMEOUT:?}")))
             .and_then(|r| r);
+        if let Err(e) = &result {
+            self.nodes.failed(node, e);
+        }
         if let Some(c) = &self.calls {
             c.seconds.observe(t0.elapsed().as_secs_f64());
             if result.is_err() {
@@ -223,7 +259,8 @@ impl MysqlStore {
     /// a key by its session, a change by its compare and set), so the try that is answered
     /// tells what the write became: `attempt(true)` reads "exists" or "is so already" as its
     /// own earlier try having landed. Only a store silent for all of [`SETTLE_WAIT`] leaves
-    /// the outcome unknown ([`StoreError::Unavailable`]).
+    /// the outcome unknown ([`StoreError::Unavailable`]). A try that kept losing races
+    /// ([`StoreError::Conflict`]) wrote nothing, and is tried again the same way.
     pub(super) async fn settled<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
     where
         F: FnMut(bool) -> Fut,
@@ -234,7 +271,9 @@ impl MysqlStore {
         let mut again = false;
         loop {
             match attempt(again).await {
-                Err(StoreError::Unavailable(e)) if t0.elapsed() + pause < SETTLE_WAIT => {
+                Err(StoreError::Unavailable(e) | StoreError::Conflict(e))
+                    if t0.elapsed() + pause < SETTLE_WAIT =>
+                {
                     tracing::warn!(error = %e, "a write went unanswered; trying it again");
                     again = true;
                     tokio::time::sleep(pause).await;
@@ -246,7 +285,7 @@ impl MysqlStore {
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool.get_conn().await.map_err(unavailable)
+        self.nodes.conn().await
     }
 
     pub(super) async fn insert(
@@ -259,7 +298,7 @@ impl MysqlStore {
         let inserted = self
             .settled(|again| async move {
                 let inserted = self
-                    .bounded(async {
+                    .bounded(move || async move {
                         let mut conn = self.conn().await?;
                         match key {
                             None => {
@@ -298,7 +337,7 @@ impl MysqlStore {
     ) -> Result<(), StoreError> {
         self.settled(|again| async move {
             let inserted = self
-                .bounded(async {
+                .bounded(move || async move {
                     Self::call_insert(&mut self.conn().await?, s, events, fence).await
                 })
                 .await;
@@ -440,7 +479,7 @@ impl MysqlStore {
         &self,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyMatch>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let found: Option<(String, String)> = conn
                 .exec_first(
@@ -463,7 +502,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn forget_key(&self, key: &str) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop("DELETE FROM idempotency_keys WHERE idem_key = ?", (key,))
                 .await
@@ -473,10 +512,12 @@ impl MysqlStore {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             self.conn()
                 .await?
-                .query_drop("DO 1")
+                // A table, not `DO 1`: a Galera node outside the primary component
+                // answers that, but refuses to read a table (1047).
+                .query_drop("SELECT 1 FROM schema_migrations LIMIT 1")
                 .await
                 .map_err(unavailable)
         })
@@ -484,7 +525,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn get(&self, id: &SessionId) -> Result<Session, StoreError> {
-        self.bounded(async { Self::read(&mut self.conn().await?, id).await })
+        self.bounded(move || async move { Self::read(&mut self.conn().await?, id).await })
             .await
     }
 
@@ -523,10 +564,11 @@ impl MysqlStore {
         }
         sql.push_str(" ORDER BY seq DESC LIMIT ?");
         params.push(limit.into());
-        self.bounded(async {
+        let (sql, params) = (sql.as_str(), &params);
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<Row> = conn
-                .exec(sql, Params::Positional(params))
+                .exec(sql, Params::Positional(params.clone()))
                 .await
                 .map_err(unavailable)?;
             let page = rows
@@ -604,7 +646,7 @@ impl MysqlStore {
         let sent = &sent;
         let result = self
             .settled(|again| async move {
-                self.bounded(async {
+                self.bounded(move || async move {
                     let mut conn = self.conn().await?;
                     let mut known = if again { None } else { self.recall(id) };
                     for _ in 0..CAS_TRIES {
@@ -670,7 +712,7 @@ impl MysqlStore {
                             }
                         }
                     }
-                    Err(StoreError::Unavailable(format!(
+                    Err(StoreError::Conflict(format!(
                         "session {id} kept changing: {CAS_TRIES} attempts to record {} failed",
                         event.name()
                     )))
@@ -732,7 +774,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn events(&self, id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<(PrimitiveDateTime, String, String, String)> = conn
                 .exec(
@@ -762,7 +804,7 @@ impl MysqlStore {
         ip: IpAddr,
         pid: u32,
     ) -> Result<Option<Session>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let row: Option<Row> = conn
                 .exec_first(
@@ -780,7 +822,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn live_of_user(&self, user: &str) -> Result<Vec<SessionId>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let ids: Vec<String> = self
                 .conn()
                 .await?
@@ -798,7 +840,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn active(&self, host: Option<&HostId>) -> Result<Vec<Session>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let active = format!("status IN {LIVE_STATUSES}");
             let rows: Vec<Row> = match host {
@@ -827,7 +869,8 @@ impl MysqlStore {
     ) -> Result<(), StoreError> {
         let games: Vec<String> = facts.games.iter().map(|g| g.game_id.to_string()).collect();
         let facts = serde_json::to_string(facts).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.bounded(async {
+        let (games, facts) = (&games, facts.as_str());
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(
                 "INSERT INTO hosts (host_id, drained, facts, last_seen) VALUES (?, FALSE, ?, ?) \
@@ -836,7 +879,7 @@ impl MysqlStore {
             )
             .await
             .map_err(unavailable)?;
-            Self::remember_games(&mut conn, &games, now).await
+            Self::remember_games(&mut conn, games, now).await
         })
         .await
     }
@@ -857,7 +900,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn is_known_game(&self, game: &GameId) -> Result<bool, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let found: Option<u8> = conn
                 .exec_first(
@@ -877,7 +920,7 @@ impl MysqlStore {
         drained: bool,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(
                 "INSERT INTO hosts (host_id, drained, facts, last_seen) VALUES (?, ?, NULL, ?) \
@@ -891,7 +934,7 @@ impl MysqlStore {
     }
 
     pub(super) async fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<(String, bool, Option<String>, PrimitiveDateTime)> = conn
                 .query("SELECT host_id, drained, facts, last_seen FROM hosts ORDER BY host_id")

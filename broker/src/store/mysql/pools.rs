@@ -62,7 +62,7 @@ impl MysqlStore {
         let max_age = spec
             .max_age_s
             .unwrap_or(protocol::api::DEFAULT_POOL_MAX_AGE_SECS);
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -128,7 +128,7 @@ impl MysqlStore {
         id: &PoolId,
         cond: Option<&Precondition>,
     ) -> Result<PoolRemoved, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -159,7 +159,7 @@ impl MysqlStore {
     }
 
     pub(in crate::store) async fn pools(&self) -> Result<Vec<PoolRecord>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let rows: Vec<Row> = self
                 .conn()
                 .await?
@@ -176,7 +176,7 @@ impl MysqlStore {
         id: &PoolId,
         r: &LaunchResult,
     ) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             match r {
                 LaunchResult::Ready => conn.exec_drop(
@@ -203,7 +203,7 @@ impl MysqlStore {
         now: OffsetDateTime,
     ) -> Result<ReadyClaim, StoreError> {
         let claimed = self
-            .bounded(async {
+            .bounded(move || async move {
                 let mut conn = self.conn().await?;
                 let mut tx = conn
                     .start_transaction(TxOpts::default())

@@ -21,6 +21,16 @@
 //! Fencing: a write about a host made by its owner carries the epoch of the owner's
 //! connection; it applies only while the host's epoch is still that one, read under a shared
 //! lock, so a new connection's claim of the host waits for it or it sees the claim.
+//!
+//! On a Galera cluster a lock holds on its own node only; what makes concurrent changes on
+//! two nodes exact is that Galera commits only one of two transactions that wrote the same
+//! row. So a procedure that decides on rows it does not change (counting a host's or a
+//! user's live sessions) first writes a row every such decision writes (`hosts.claims`,
+//! `user_locks.claims`), before it reads: a concurrent decision on another node then either
+//! was applied here before the read (and is counted), or conflicts (1213, and the whole call
+//! is made again: [`super::MysqlStore`]'s `bounded`). A row read `FOR UPDATE` and then
+//! written (a session's compare and set, a pool's ready game) needs nothing more: a write
+//! from another node that arrives while it is locked here aborts the local transaction.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -223,9 +233,9 @@ END",
 
 /// Records a session `starting` on a host in one transaction under READ COMMITTED, checking
 /// first what only the store can check across replicas: the user's quota (a start naming a
-/// user, with a maximum: the user's row of `user_locks` is locked, made on first use, and its
-/// live sessions counted, so concurrent starts of one user through any replicas queue on it),
-/// then the host (its row locked: it has an owner, at `p_epoch` when given, is ready and not
+/// user, with a maximum: the user's row of `user_locks` is written, made on first use, and
+/// its live sessions counted, so concurrent starts of one user through any replicas queue on
+/// it), then the host (its row written, then read: it has an owner, at `p_epoch` when given, is ready and not
 /// drained, and its live sessions are fewer than its `max_sessions`). Then binds the
 /// `Idempotency-Key` (when given; a duplicate raises 1062, read as "taken") and inserts the
 /// session, its first event and `session.created`. Answers one row: `new`, `full`, `gone` or
@@ -273,7 +283,7 @@ BEGIN
     START TRANSACTION;
     IF p_user_id IS NOT NULL AND p_user_max IS NOT NULL THEN
         INSERT INTO user_locks (user_id) VALUES (p_user_id)
-            ON DUPLICATE KEY UPDATE user_id = user_id;
+            ON DUPLICATE KEY UPDATE claims = claims + 1;
         SELECT COUNT(*) INTO v_mine FROM sessions
             WHERE user_id = p_user_id AND status IN ",
         live!(),
@@ -283,6 +293,7 @@ BEGIN
         ROLLBACK;
         SELECT 'quota', 0;
     ELSE
+        UPDATE hosts SET claims = claims + 1 WHERE host_id = p_host_id;
         SELECT max_sessions, owner, ready, drained, epoch
             INTO v_max, v_owner, v_ready, v_drained, v_epoch
             FROM hosts WHERE host_id = p_host_id FOR UPDATE;
@@ -354,7 +365,7 @@ BEGIN
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     IF p_user_id IS NOT NULL AND p_user_max IS NOT NULL THEN
         INSERT INTO user_locks (user_id) VALUES (p_user_id)
-            ON DUPLICATE KEY UPDATE user_id = user_id;
+            ON DUPLICATE KEY UPDATE claims = claims + 1;
         SELECT COUNT(*) INTO v_mine FROM sessions
             WHERE user_id = p_user_id AND status IN ",
         live!(),

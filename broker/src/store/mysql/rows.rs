@@ -23,8 +23,24 @@ pub(super) const SESSION_COLUMNS: &str =
      created_at, started_at, ended_at, end_reason, exit_code, pool_id, settings, ports, user_id, \
      max_duration_s, build, slots, gpus, labels";
 
+/// MySQL's error for a transaction rolled back by a deadlock, which Galera also answers for
+/// one that lost certification to a commit on another node.
+const DEADLOCK: u16 = 1213;
+/// What a Galera node outside the primary component (or still joining) answers to every
+/// statement: "WSREP has not yet prepared node for application use".
+const NODE_NOT_READY: u16 = 1047;
+
+/// The driver's error in the store's terms: the server unreachable or not serving is
+/// [`StoreError::Unavailable`], a transaction that lost a race [`StoreError::Conflict`],
+/// any other answer of the server a fault of ours ([`StoreError::Backend`]).
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
+        mysql_async::Error::Server(s) if s.code == DEADLOCK => {
+            StoreError::Conflict(format!("{} ({})", s.message, s.code))
+        }
+        mysql_async::Error::Server(s) if s.code == NODE_NOT_READY => {
+            StoreError::Unavailable(format!("{} ({})", s.message, s.code))
+        }
         mysql_async::Error::Server(s) => StoreError::Backend(format!("{} ({})", s.message, s.code)),
         other => StoreError::Unavailable(other.to_string()),
     }

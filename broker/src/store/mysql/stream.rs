@@ -47,7 +47,8 @@ impl MysqlStore {
         host: Option<&str>,
         body: String,
     ) -> Result<(), StoreError> {
-        self.bounded(async {
+        let body = &body;
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -80,7 +81,7 @@ impl MysqlStore {
         actor: Actor,
         at: time::OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn
                 .start_transaction(TxOpts::default())
@@ -112,7 +113,7 @@ impl MysqlStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<(
                 u64,
@@ -162,7 +163,7 @@ impl MysqlStore {
 
     /// The number of the last event appended (0: none yet).
     pub(in crate::store) async fn stream_head(&self) -> Result<u64, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let n: Option<u64> = conn
                 .query_first("SELECT n FROM stream_seq WHERE id = 1")
@@ -178,7 +179,7 @@ impl MysqlStore {
         &self,
         endpoint: &str,
     ) -> Result<Option<u64>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_first(
                 "SELECT seq FROM webhook_cursors WHERE endpoint = ?",
@@ -196,7 +197,7 @@ impl MysqlStore {
         endpoint: &str,
         seq: u64,
     ) -> Result<(), StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(
                 "INSERT INTO webhook_cursors (endpoint, seq, updated_at) \
@@ -217,7 +218,7 @@ impl MysqlStore {
         before: time::OffsetDateTime,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             conn.exec_drop(
                 "DELETE FROM stream_events WHERE at < ? ORDER BY seq LIMIT ?",

@@ -69,7 +69,7 @@ impl MysqlStore {
         &self,
         w: &UsageWindow,
     ) -> Result<Vec<UsageSum>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<mysql_async::Row> = conn
                 .exec(usage_sql(w), usage_params(w))
@@ -95,7 +95,7 @@ impl MysqlStore {
     /// `table`, access `type`, `key` used, estimated `rows`, `Extra`. For the benchmark and
     /// the test that show the index is what the query reads.
     pub async fn explain_usage(&self, w: &UsageWindow) -> Result<Vec<String>, StoreError> {
-        self.bounded(async {
+        self.bounded(move || async move {
             let mut conn = self.conn().await?;
             let rows: Vec<mysql_async::Row> = conn
                 .exec(format!("EXPLAIN {}", usage_sql(w)), usage_params(w))
