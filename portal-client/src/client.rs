@@ -655,6 +655,12 @@ impl Client {
         self.call(Method::GET, "/healthz", |r| r).await
     }
 
+    /// `GET /readyz`: whether the broker can serve (its store, and NATS with replicas,
+    /// answer), and the database node it uses. Needs no API key.
+    pub async fn ready(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/readyz", |r| r).await
+    }
+
     /// Sends `method path` (with whatever `build` adds) and reads the answer as `T`.
     async fn call<T: DeserializeOwned>(
         &self,

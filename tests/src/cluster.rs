@@ -296,8 +296,10 @@ impl Drop for Replica {
 
 /// Three replicas, four agents, one database and one NATS server, all throwaway.
 pub struct Cluster {
-    /// The shared database's URL.
+    /// The shared database's URL (replica `b1`'s).
     pub db: String,
+    /// Each replica's `--database-url`: the same, or (on Galera) each its own node first.
+    pub dbs: [String; 3],
     /// The NATS server.
     pub nats: NatsServer,
     /// The replicas, `b1` to `b3`.
@@ -332,10 +334,26 @@ impl Cluster {
     pub async fn start_gpus(heartbeat_timeout: &str, gpus: [u32; 4]) -> Option<Self> {
         let turn = TURN.lock().await;
         let db = mariadb::database().await?;
+        Self::assemble(turn, [db.clone(), db.clone(), db], heartbeat_timeout, gpus).await
+    }
+
+    /// [`Self::start_with`], replica `i` on `--database-url dbs[i]`: the nodes of a Galera
+    /// cluster, each replica's own node first.
+    pub async fn start_on(dbs: [String; 3], heartbeat_timeout: &str) -> Option<Self> {
+        let turn = TURN.lock().await;
+        Self::assemble(turn, dbs, heartbeat_timeout, [0; 4]).await
+    }
+
+    async fn assemble(
+        turn: tokio::sync::MutexGuard<'static, ()>,
+        dbs: [String; 3],
+        heartbeat_timeout: &str,
+        gpus: [u32; 4],
+    ) -> Option<Self> {
         let nats = NatsServer::start()?;
         let mut replicas = Vec::new();
-        for id in ["b1", "b2", "b3"] {
-            replicas.push(Replica::up(id, &db, &nats.url(), heartbeat_timeout).await);
+        for (id, db) in ["b1", "b2", "b3"].into_iter().zip(&dbs) {
+            replicas.push(Replica::up(id, db, &nats.url(), heartbeat_timeout).await);
         }
         // Agent i prefers replica i mod 3, then the next ones: b1 holds two hosts.
         let capacities = [12, 12, 13, 13];
@@ -354,7 +372,8 @@ impl Cluster {
             agents.push(agent);
         }
         let me = Self {
-            db,
+            db: dbs[0].clone(),
+            dbs,
             nats,
             replicas,
             agents,
@@ -432,16 +451,16 @@ impl Cluster {
     /// is killed with `kill -9` and started again. Answers each fault's start and end.
     pub async fn rolling_restart(&mut self) -> Vec<(Instant, Instant)> {
         let mut faults = Vec::new();
-        let (db, nats) = (self.db.clone(), self.nats.url());
-        for r in &mut self.replicas {
+        let (dbs, nats) = (self.dbs.clone(), self.nats.url());
+        for (r, db) in self.replicas.iter_mut().zip(&dbs) {
             let t0 = Instant::now();
             r.terminate();
-            r.restart(&db, &nats).await;
+            r.restart(db, &nats).await;
             faults.push((t0, Instant::now()));
         }
         let t0 = Instant::now();
         self.replicas[1].kill9();
-        self.replicas[1].restart(&db, &nats).await;
+        self.replicas[1].restart(&dbs[1], &nats).await;
         faults.push((t0, Instant::now()));
         faults
     }

@@ -383,8 +383,9 @@ pub fn shared() -> Option<&'static Galera> {
     CLUSTER.get_or_init(Galera::start).as_ref()
 }
 
-/// A fresh database on the shared cluster: its URL through each node, or `None` (outside
-/// CI) when Galera is not installed.
+/// A fresh database on the shared cluster: for each node, a URL naming that node first and
+/// the others after it ([`Galera::url_from`]); `None` (outside CI) when Galera is not
+/// installed.
 pub async fn database() -> Option<[String; 3]> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -396,7 +397,7 @@ pub async fn database() -> Option<[String; 3]> {
     tokio::task::spawn_blocking(move || {
         let cluster = shared()?;
         cluster.create_database(&name);
-        Some([0, 1, 2].map(|i| cluster.url(i, &name)))
+        Some([0, 1, 2].map(|i| cluster.url_from(i, &name)))
     })
     .await
     .ok()?

@@ -1,0 +1,145 @@
+//! The store survives a database node's death (issue 30): three real `arcade-broker`
+//! replicas, each on its own node of a throwaway three-node MariaDB Galera cluster (each given
+//! every node, its own first), under a portal's keyed load, while a node is killed with
+//! `kill -9` and then rejoins by IST.
+
+#![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use broker::store::mysql::MysqlStore;
+use broker::store::Store;
+use tests::cluster::{violations, Cluster, HEARTBEAT_TIMEOUT, WAIT};
+use tests::galera::Galera;
+use tests::keyed_load::KeyedLoad;
+use tests::wait_until;
+use tokio_util::sync::CancellationToken;
+
+async fn pairs_done(load: &KeyedLoad, more: u64) {
+    let want = load.pairs() + more;
+    wait_until(&format!("{want} pairs done"), WAIT * 2, || async {
+        load.pairs() >= want
+    })
+    .await;
+}
+
+/// Every event id the store has, in order (through node `via`'s URL).
+async fn stored_event_ids(url: &str) -> Vec<u64> {
+    let store = Store::Mysql(MysqlStore::connect(url).await.unwrap());
+    let mut ids = Vec::new();
+    loop {
+        let after = ids.last().copied().unwrap_or(0);
+        let page = store.stream_after(after, 1000).await.unwrap();
+        if page.is_empty() {
+            return ids;
+        }
+        ids.extend(page.iter().map(|e| e.id));
+    }
+}
+
+/// Issue 30's run: 8 clients doing start+end pairs under `Idempotency-Key`s through three
+/// replicas on three Galera nodes; node 0 (replica `b1`'s) is killed with `kill -9`, then
+/// started again and rejoins by IST. No acknowledged session is lost, no key runs two games,
+/// every end ends, no start fails but by a 503 retried after its `Retry-After`, `b1` moves to
+/// another node (in its log and `/readyz`), and the event stream stays gapless, live and
+/// stored. Prints how long the eviction window was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
+    let Some(mut galera) = tokio::task::spawn_blocking(Galera::start).await.unwrap() else {
+        return;
+    };
+    galera.create_database("arcade");
+    let dbs = [0, 1, 2].map(|i| galera.url_from(i, "arcade"));
+    let Some(c) = Cluster::start_on(dbs.clone(), HEARTBEAT_TIMEOUT).await else {
+        return;
+    };
+    let ports = [0, 1, 2].map(|i| galera.port(i));
+    let node = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let b1 = c.client(0);
+    assert_eq!(b1.ready().await.unwrap().database, Some(node(0)));
+
+    // A live reader of the event stream through replica b3 (node 2), from the first event.
+    let stop = CancellationToken::new();
+    let live = Arc::new(Mutex::new(Vec::new()));
+    let mut stream = c.client(2).events(&[], None, None, Some(0)).await.unwrap();
+    let reader = tokio::spawn({
+        let (stop, live) = (stop.clone(), Arc::clone(&live));
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    e = stream.next() => match e {
+                        Some(Ok(e)) => live.lock().unwrap().push(e.id),
+                        other => panic!("the event stream ended: {other:?}"),
+                    },
+                }
+            }
+        }
+    });
+
+    let load = KeyedLoad::start((0..3).map(|i| c.client(i)).collect(), 8, "sleeper");
+    pairs_done(&load, 10).await;
+
+    let killed = Instant::now();
+    tokio::task::block_in_place(|| galera.kill(0));
+    // b1 moves to the next node, and says so.
+    wait_until("b1 on another node", WAIT, || async {
+        b1.ready()
+            .await
+            .is_ok_and(|r| r.database.as_deref() == Some(node(1).as_str()))
+    })
+    .await;
+    let moved = killed.elapsed();
+    let evicted = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + WAIT;
+        while galera.status(1, "wsrep_cluster_size") != "2" {
+            assert!(Instant::now() < deadline, "node 0 never evicted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        killed.elapsed()
+    });
+    pairs_done(&load, 10).await;
+
+    let rejoin = Instant::now();
+    let ist = tokio::task::block_in_place(|| galera.restart(0));
+    assert!(ist, "node 0 rejoined by a full SST, not IST");
+    let rejoined = rejoin.elapsed();
+    pairs_done(&load, 10).await;
+    let tally = load.finish().await;
+
+    let found = violations(&c, 1, &tally).await;
+    assert!(found.is_empty(), "{found:#?}");
+    let keys: HashSet<_> = tally.started.iter().map(|s| &s.session_id).collect();
+    assert_eq!(keys.len(), tally.started.len(), "a session given twice");
+    assert!(tally.pairs >= 30, "{} pairs", tally.pairs);
+    let log = std::fs::read_to_string(&c.replicas[0].log).unwrap();
+    assert!(
+        log.contains("database node failed: moving to the next"),
+        "b1 did not log its move"
+    );
+
+    // Gapless: the live reader saw 1, 2, 3, ... and the store has the same numbers.
+    let stored = stored_event_ids(&dbs[1]).await;
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
+    wait_until("the live reader has every event", WAIT, || async {
+        live.lock().unwrap().len() >= stored.len()
+    })
+    .await;
+    stop.cancel();
+    reader.await.unwrap();
+    let live = live.lock().unwrap().clone();
+    assert_eq!(live, stored, "the live reader's events are not the store's");
+
+    eprintln!(
+        "node 0 killed: b1 moved to node 1 after {moved:?}; node 0 evicted after \
+         {evicted:?}; rejoined by IST in {rejoined:?}; longest start wait in the eviction: {:?}; \
+         retries: {:?}; {} pairs, {} live events, {} stored",
+        tally.longest_wait(killed, killed + evicted),
+        tally.retried_for,
+        tally.pairs,
+        live.len(),
+        stored.len(),
+    );
+}
