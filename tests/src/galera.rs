@@ -56,6 +56,11 @@ const WATCHDOG: &str = r#"
     wait "$pid" 2>/dev/null
 "#;
 
+/// Whether `galera-4` and a MariaDB server are installed.
+pub fn installed() -> bool {
+    PROVIDERS.iter().any(|p| Path::new(p).is_file()) && server_program().is_some()
+}
+
 impl Galera {
     /// Starts three nodes and waits until each is `Synced` in a cluster of three; `None`
     /// (outside CI) when MariaDB or `galera-4` is not installed.

@@ -91,6 +91,24 @@ fn pairs_smoke_against_mariadb_completes_with_sane_figures() {
 }
 
 #[test]
+fn galera_smoke_completes_with_sane_figures() {
+    if !tests::galera::installed() {
+        assert!(std::env::var_os("CI").is_none(), "Galera is required in CI");
+        return;
+    }
+    let out = smoke(&["galera", "--smoke"]);
+    assert_shows(
+        &out,
+        &[
+            "Galera: commit of one row (floor)",
+            "single MariaDB: start",
+            "Galera: start",
+            "pair by pair",
+        ],
+    );
+}
+
+#[test]
 fn events_smoke_completes_with_sane_figures() {
     let out = smoke(&["events", "--smoke"]);
     assert_shows(

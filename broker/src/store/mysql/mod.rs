@@ -6,8 +6,8 @@
 //! acknowledged change is on disk.
 //!
 //! The schema is created and migrated at start by [`MysqlStore::connect`]: versioned
-//! migrations embedded in the binary ([`MIGRATIONS`]), applied in order under a named lock
-//! (`GET_LOCK`), so two brokers starting at once do not race, then the stored procedures
+//! migrations embedded in the binary ([`MIGRATIONS`]), applied in order under a lock (a row:
+//! see [`schema`]), so two brokers starting at once do not race, then the stored procedures
 //! this broker calls, each created once under a name that carries its text's hash. Tested on
 //! MariaDB 10.11; written for MySQL 8 as well (no MariaDB-only syntax).
 //!
@@ -18,6 +18,8 @@
 //! - [`builds`]: builds' records; [`games`]: central games;
 //! - [`joins`]: join tokens, their redeem, and the store's secrets;
 //! - [`stream`]: the event stream: host events, and reading it from a number;
+//! - [`nodes`]: the database's nodes (several in one URL: a Galera cluster), moving to the
+//!   next when the one in use fails, and reading with `wsrep_sync_wait` on Galera;
 //! - [`schema`]: bringing a database to the schema at start; [`migrations`]: the versioned
 //!   migrations (frozen history); [`procs`]: the stored procedures, one definition each;
 //! - [`rows`]: sessions to and from rows and parameters.

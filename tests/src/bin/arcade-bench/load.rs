@@ -193,6 +193,14 @@ pub async fn timed_pairs(
     mut client: PairClient,
     n: usize,
 ) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
+    timed_pairs_with(&mut client, n).await
+}
+
+/// [`timed_pairs`] through a client kept for more.
+pub async fn timed_pairs_with(
+    client: &mut PairClient,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize) {
     let (mut starts, mut ends, mut pairs, mut errors) = (vec![], vec![], vec![], 0);
     for _ in 0..n {
         let t = Instant::now();

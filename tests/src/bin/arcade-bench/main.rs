@@ -19,6 +19,8 @@
 //!   join token's redeem, through HTTP and in the store; see [`players`].
 //! - `arcade-bench usage`: `GET /v1/usage`'s query on MariaDB over 1,000,000 sessions, with
 //!   its `EXPLAIN`; see [`usage`].
+//! - `arcade-bench galera`: a start on a three-node Galera cluster against one on a single
+//!   MariaDB, pairs interleaved, with each database's commit floor; see [`galera`].
 //! - `arcade-bench idle-agent`: the real `arcade-agent` binary's RSS and CPU when idle; see
 //!   [`idle`].
 //!
@@ -29,6 +31,7 @@
 mod builds;
 mod events;
 mod faults;
+mod galera;
 mod idle;
 mod load;
 mod pairs;
@@ -76,6 +79,8 @@ enum Command {
     Builds(builds::Args),
     /// Usage over a year of 1,000,000 sessions on MariaDB, with its EXPLAIN.
     Usage(usage::Args),
+    /// A start on a three-node Galera cluster against one on a single MariaDB.
+    Galera(galera::Args),
     /// The broker process of `scale` (internal).
     #[command(hide = true)]
     ServeBroker,
@@ -110,6 +115,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Players(a)) => players::run(a).await,
             Some(Command::Builds(a)) => builds::run(a).await,
             Some(Command::Usage(a)) => usage::run(a).await,
+            Some(Command::Galera(a)) => galera::run(a).await,
             Some(Command::ServeBroker) => scale::serve_broker().await,
             Some(Command::StreamReaders { addr, streams }) => {
                 events::serve_readers(addr, streams).await
