@@ -13,12 +13,10 @@
 //! - [`ClientError::InvalidUrl`] and [`ClientError::InvalidHeader`] when the client is given
 //!   something it cannot send.
 
-use std::time::Duration;
-
 use protocol::api::{
-    BrokerList, Build, BuildList, CentralGame, ErrorBody, ErrorCode, EventType, GameList, Health,
-    Host, HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session,
-    SessionEvents, SessionList, SessionQuery, StartSession, StartedSession, Usage, UsageQuery,
+    BrokerList, Build, BuildList, CentralGame, ErrorBody, EventType, GameList, Health, Host,
+    HostList, JoinRequest, JoinToken, Joined, Pool, PoolList, PoolSpec, Session, SessionEvents,
+    SessionList, SessionQuery, StartSession, StartedSession, Usage, UsageQuery,
 };
 use protocol::{BuildId, GameId, HostId, PoolId, SessionId};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, IF_MATCH, RETRY_AFTER};
@@ -26,132 +24,14 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use crate::events::EventStream;
-use crate::serde_name;
 
-/// How long to wait for the TCP connection to the broker.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a whole call may take, answer included. Generous, because a start waits for the
-/// game's launch and an end for its processes to be gone.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long an event stream may stay open (it is reconnected past this).
-pub const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+pub use crate::error::ClientError;
+pub use crate::timeouts::{CONNECT_TIMEOUT, REQUEST_TIMEOUT, STREAM_TIMEOUT};
+
 /// The header that makes a start idempotent.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// How much of an unexpected answer's body [`ClientError::UnexpectedStatus`] keeps, in chars.
 const MAX_BODY_IN_ERROR: usize = 200;
-
-/// Why a call to the broker failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The broker answered with an error of the API: `{"error": {"code", "message"}}`.
-    #[error("{}", api_message(*code, message, *retry_after))]
-    Api {
-        /// The HTTP status (400, 401, 403, 404, 409, 413, 502, 503, 504, ...).
-        status: u16,
-        /// The machine-readable code.
-        code: ErrorCode,
-        /// What happened and what to do, as the broker says it.
-        message: String,
-        /// Seconds to wait before trying again, from `Retry-After` (sent with `no_capacity`).
-        retry_after: Option<u64>,
-    },
-    /// An event stream broke off or carried something that is not Server-Sent Events.
-    #[error("the event stream broke: {0}")]
-    Stream(String),
-    /// The broker (or whatever answered at the URL) sent an error status whose body is not the
-    /// API's error shape.
-    #[error("{}", unexpected_message(*status, body))]
-    UnexpectedStatus {
-        /// The HTTP status.
-        status: u16,
-        /// The start of the body (at most 200 characters), as text.
-        body: String,
-    },
-    /// No answer: the broker could not be reached, the connection broke, or it did not answer
-    /// in time. The underlying error is the [`source`](std::error::Error::source).
-    #[error("{}", transport_message(base_url, source))]
-    Transport {
-        /// The broker's base URL (as given to [`Client::new`], without a trailing `/`).
-        base_url: String,
-        /// What went wrong.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A success answer whose body is not the JSON the API documents for the call.
-    #[error("cannot read the broker's answer to {request}")]
-    Decode {
-        /// The call, such as `GET /v1/hosts`.
-        request: String,
-        /// Why the body did not parse.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// The base URL given to [`Client::new`] cannot be used.
-    #[error("invalid broker URL {url:?}: {reason}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A header value (the API key, an idempotency key) cannot be sent over HTTP.
-    #[error("invalid {0}: it must be non-empty, printable ASCII without spaces")]
-    InvalidHeader(&'static str),
-}
-
-impl ClientError {
-    /// The HTTP status the broker answered with, if it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Api { status, .. } | Self::UnexpectedStatus { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// The API's error code, if the broker answered with one.
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            Self::Api { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-fn api_message(code: ErrorCode, message: &str, retry_after: Option<u64>) -> String {
-    let mut text = format!("{}: {message}", serde_name(&code));
-    if let Some(secs) = retry_after {
-        text.push_str(&format!(" (retry after {secs} s)"));
-    }
-    text
-}
-
-fn unexpected_message(status: u16, body: &str) -> String {
-    let reason = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default();
-    if body.is_empty() {
-        format!("the broker answered HTTP {status}{reason} with an empty body")
-    } else {
-        format!("the broker answered HTTP {status}{reason}: {body}")
-    }
-}
-
-fn transport_message(base_url: &str, err: &reqwest::Error) -> String {
-    if err.is_connect() {
-        format!("cannot reach the broker at {base_url} (is arcade-broker running?)")
-    } else if err.is_timeout() {
-        format!(
-            "the broker at {base_url} did not answer within {} s",
-            REQUEST_TIMEOUT.as_secs()
-        )
-    } else if err.is_builder() {
-        format!("cannot build a request to the broker at {base_url}")
-    } else {
-        format!("the connection to the broker at {base_url} failed")
-    }
-}
 
 /// `body` as text, cut to [`MAX_BODY_IN_ERROR`] characters, whitespace runs made single spaces.
 fn truncate_body(body: &[u8]) -> String {
@@ -752,7 +632,7 @@ fn error_answer(status: StatusCode, retry_after: Option<u64>, body: &[u8]) -> Cl
 mod tests {
     use super::*;
     use crate::test_server::{refused_url, serve_once};
-    use protocol::api::SessionStatus;
+    use protocol::api::{ErrorCode, SessionStatus};
     use protocol::GameId;
 
     const SESSION_JSON: &str = r#"{"session_id":"s1","game_id":"sleeper","mode":"default",

@@ -7,7 +7,7 @@
 
 use protocol::api::Event;
 
-use crate::client::ClientError;
+use crate::error::ClientError;
 
 /// The longest event accepted, in bytes (an event is well under 4 KiB).
 const MAX_EVENT_BYTES: usize = 1 << 20;

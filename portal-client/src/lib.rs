@@ -8,6 +8,7 @@
 //!   as a library so it can be tested; `src/main.rs` only parses the arguments and calls
 //!   [`cli::run`]; [`follow`]: `arcade events`, following the event stream; [`tail`]:
 //!   `arcade logs`, a game's output.
+//! - [`error`]: [`ClientError`]; [`timeouts`]: how long calls and streams wait.
 //! - [`events`]: reading `GET /v1/events` (a Server-Sent Events parser).
 //!
 //! ```no_run
@@ -28,9 +29,11 @@
 
 pub mod cli;
 pub mod client;
+pub mod error;
 pub mod events;
 pub mod follow;
 pub mod tail;
+pub mod timeouts;
 
 #[cfg(test)]
 mod test_server;
