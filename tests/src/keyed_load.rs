@@ -35,6 +35,8 @@ pub struct Tally {
     pub retries: u64,
     /// Why calls were tried again: the 503's code, or `no answer`; and how often.
     pub retried_for: std::collections::BTreeMap<String, u64>,
+    /// When each call that was tried again was answered so.
+    pub retried_at: Vec<Instant>,
 }
 
 impl Tally {
@@ -139,6 +141,7 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
             Err(e) => match retried(&e) {
                 Some((pause, why)) if t0.elapsed() < GIVE_UP => {
                     note(&|t| {
+                        t.retried_at.push(Instant::now());
                         t.retries += 1;
                         *t.retried_for.entry(why.clone()).or_default() += 1;
                     });
@@ -178,6 +181,7 @@ async fn pair(replicas: &[Client], next: &mut usize, key: &str, game: &str, tall
             Err(e) => match retried(&e) {
                 Some((pause, why)) if t1.elapsed() < GIVE_UP => {
                     note(&|t| {
+                        t.retried_at.push(Instant::now());
                         t.retries += 1;
                         *t.retried_for.entry(why.clone()).or_default() += 1;
                     });

@@ -9,10 +9,13 @@
 //! node of the cluster is as good as another. Giving each replica the nodes in a different
 //! order spreads the replicas over the nodes.
 //!
-//! On Galera, every connection reads with `wsrep_sync_wait = 1`: a read waits until its node
-//! has applied every write the cluster committed before it, so a read through one node sees
-//! what another replica just wrote through another node (a start answered by one replica, then
-//! read through another). A single server is used as it is.
+//! On Galera, every connection runs with `wsrep_sync_wait = 7`: a statement (a read, an
+//! update or delete, an insert) waits until its node has applied every write the cluster
+//! committed before it, so what one replica does through one node sees what another replica
+//! just wrote through another (a start answered by one replica, read through another; a
+//! session made by its host's replica, given its join token by the replica that answered the
+//! start: an `INSERT ... SELECT` that found no session before this). A single server is used
+//! as it is.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -93,7 +96,7 @@ fn pool(url: &str, galera: bool) -> Result<Pool, mysql_async::UrlError> {
         .stmt_cache_size(64)
         .conn_ttl(Duration::from_secs(300));
     if galera {
-        opts = opts.init(vec!["SET SESSION wsrep_sync_wait = 1"]);
+        opts = opts.init(vec!["SET SESSION wsrep_sync_wait = 7"]);
     }
     Ok(Pool::new(opts))
 }
