@@ -49,10 +49,10 @@ async fn capacity_is_exact_and_any_replica_serves_any_call() {
 /// starts over the three against a capacity of 50 start exactly 50 (issue 30).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_galera_capacity_is_exact_and_any_replica_serves_any_call() {
-    let Some(dbs) = tests::galera::database().await else {
+    let Some(db) = tests::galera::database().await else {
         return;
     };
-    let Some(c) = Cluster::start_on(dbs, HEARTBEAT_TIMEOUT).await else {
+    let Some(c) = Cluster::start_on(db.urls.clone(), HEARTBEAT_TIMEOUT).await else {
         return;
     };
     let cluster = tests::galera::shared().unwrap();

@@ -28,12 +28,24 @@ const PROVIDERS: [&str; 2] = [
 /// How long a node may take to be `Synced` (a first start, an SST, an IST).
 const SYNC_WAIT: Duration = Duration::from_secs(90);
 
+/// How many times a cluster is made before its start fails the test.
+const START_ATTEMPTS: u32 = 3;
+
+/// The end of a node's log: what a failure shows.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
 /// A running three-node cluster. Dropping it ends every node and removes their files.
 pub struct Galera {
     nodes: Vec<Node>,
     provider: PathBuf,
     server: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Removes the cluster's directory once its stdin closes (this value dropped, or the test
+    /// process gone, as for the shared cluster, never dropped): the nodes' data and caches
+    /// are about 0.9 GB.
+    janitor: Child,
 }
 
 /// One node: its ports, its directory, and its watchdog while it runs.
@@ -45,6 +57,14 @@ struct Node {
     dir: PathBuf,
     watchdog: Option<Child>,
 }
+
+/// The janitor: waits for its stdin to close, gives the nodes' watchdogs a moment to end
+/// them, and removes the cluster's directory.
+const JANITOR: &str = r#"
+    cat > /dev/null
+    sleep 2
+    rm -rf "$1"
+"#;
 
 /// The watchdog: starts the node, waits for its stdin to close (the test process exiting, or
 /// the node stopped by the test), then ends it.
@@ -79,12 +99,47 @@ impl Galera {
             eprintln!("\n*** SKIPPING GALERA TESTS: {msg} ***\n");
             return None;
         };
-        let dir = tempfile::tempdir().expect("tempdir");
+        // Its ports are picked free, then bound by the nodes: another process may take one
+        // in between (an outgoing connection's port, under a busy test run). A node that
+        // cannot start fails the attempt, and the cluster is made again on other ports.
+        for attempt in 1.. {
+            let made = std::panic::catch_unwind(|| {
+                Self::start_once(server.clone(), provider.clone(), &install)
+            });
+            match made {
+                Ok(me) => return Some(me),
+                Err(e) if attempt < START_ATTEMPTS => {
+                    let why = e
+                        .downcast_ref::<String>()
+                        .map_or("a panic", |s| s.as_str())
+                        .chars()
+                        .take(2000)
+                        .collect::<String>();
+                    eprintln!("a Galera cluster did not start (attempt {attempt}): {why}");
+                }
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        unreachable!("the attempts end with a cluster or a panic")
+    }
+
+    fn start_once(server: PathBuf, provider: PathBuf, install: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let janitor = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(JANITOR)
+            .arg("galera-janitor")
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Galera janitor");
         // The nodes may run as `mysql`: they must reach their directories.
-        chmod(dir.path(), 0o755);
+        chmod(&dir, 0o755);
         let nodes: Vec<Node> = (1..=3)
             .map(|i| {
-                let dir = dir.path().join(format!("node{i}"));
+                let dir = dir.join(format!("node{i}"));
                 std::fs::create_dir_all(dir.join("data")).expect("a node's directory");
                 Node {
                     port: free_port(),
@@ -97,7 +152,7 @@ impl Galera {
             })
             .collect();
         let first = &nodes[0].dir.join("data");
-        let init = Command::new(&install)
+        let init = Command::new(install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", first.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
@@ -115,7 +170,7 @@ impl Galera {
             nodes,
             provider,
             server,
-            _dir: dir,
+            janitor,
         };
         for n in &me.nodes {
             chown(&n.dir);
@@ -126,7 +181,7 @@ impl Galera {
         me.wait_synced(1, 2);
         me.run(2, &[]);
         me.wait_synced(2, 3);
-        Some(me)
+        me
     }
 
     /// Node `i`'s SQL port on 127.0.0.1.
@@ -247,7 +302,10 @@ impl Galera {
                 Instant::now() < deadline,
                 "Galera node {i} not Synced in a cluster of {size} within {SYNC_WAIT:?} \
                  (state {local:?}, size {cluster:?}): {}",
-                std::fs::read_to_string(self.nodes[i].dir.join("server.log")).unwrap_or_default()
+                tail(
+                    &std::fs::read_to_string(self.nodes[i].dir.join("server.log"))
+                        .unwrap_or_default()
+                )
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -290,10 +348,11 @@ impl Galera {
         self.nodes[i].watchdog = Some(watchdog);
         let deadline = Instant::now() + SYNC_WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].port)).is_err() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(
-                Instant::now() < deadline,
-                "Galera node {i} did not listen within {SYNC_WAIT:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                Instant::now() < deadline && !text.contains("[ERROR] Aborting"),
+                "Galera node {i} did not listen: {}",
+                tail(&text)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -347,6 +406,8 @@ impl Drop for Galera {
                 let _ = w.wait();
             }
         }
+        let _ = self.janitor.stdin.take();
+        let _ = self.janitor.wait();
     }
 }
 
@@ -388,22 +449,43 @@ pub fn shared() -> Option<&'static Galera> {
     CLUSTER.get_or_init(Galera::start).as_ref()
 }
 
-/// A fresh database on the shared cluster: for each node, a URL naming that node first and
-/// the others after it ([`Galera::url_from`]); `None` (outside CI) when Galera is not
-/// installed.
-pub async fn database() -> Option<[String; 3]> {
+/// A test's database on the shared cluster, and its turn on it.
+pub struct Database {
+    /// For each node, a URL naming that node first and the others after it
+    /// ([`Galera::url_from`]).
+    pub urls: [String; 3],
+    /// One test at a time on the shared cluster: three nodes on two cores under twenty tests
+    /// at once fell behind, and calls (even reads, which wait for their node to catch up)
+    /// went past the store's 5 s bound.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A fresh database on the shared cluster, with the broker's schema, held until the value is
+/// dropped; `None` (outside CI) when Galera is not installed.
+///
+/// The schema is made here: a migration's DDL runs on Galera in total order, pausing every
+/// node's writes while it runs.
+pub async fn database() -> Option<Database> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let name = format!(
         "arcade_g{}_{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    tokio::task::spawn_blocking(move || {
+    let turn = ONE_AT_A_TIME.lock().await;
+    // A panic (a cluster that would not start) fails the test: it is not a skip.
+    let urls = tokio::task::spawn_blocking(move || {
         let cluster = shared()?;
         cluster.create_database(&name);
         Some([0, 1, 2].map(|i| cluster.url_from(i, &name)))
     })
     .await
-    .ok()?
+    .expect("the shared Galera cluster")?;
+    let store = broker::store::mysql::MysqlStore::connect(&urls[0])
+        .await
+        .expect("the broker's schema on Galera");
+    store.close().await;
+    Some(Database { urls, _turn: turn })
 }

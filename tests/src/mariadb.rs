@@ -234,7 +234,10 @@ pub fn shared() -> Option<&'static MariaDb> {
 /// A fresh database on the shared server, or `None` (outside CI) when there is no server.
 pub async fn database() -> Option<String> {
     static N: AtomicU32 = AtomicU32::new(0);
-    let server = tokio::task::spawn_blocking(shared).await.ok()??;
+    // A panic (a server that would not start) fails the test: it is not a skip.
+    let server = tokio::task::spawn_blocking(shared)
+        .await
+        .expect("the shared MariaDB server")?;
     let name = format!(
         "arcade_t{}_{}",
         std::process::id(),

@@ -1271,9 +1271,9 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(urls) = tests::galera::database().await else { return };
+                    let Some(db) = tests::galera::database().await else { return };
                     let node = super::galera_node();
-                    let store = broker::store::mysql::MysqlStore::connect(&urls[node]).await.unwrap();
+                    let store = broker::store::mysql::MysqlStore::connect(&db.urls[node]).await.unwrap();
                     super::$name(broker::store::Store::Mysql(store)).await
                 }
             )*
@@ -1288,25 +1288,92 @@ fn galera_node() -> usize {
     NEXT.fetch_add(1, Ordering::Relaxed) % 3
 }
 
-/// Where a test of several brokers' stores connects: the brokers' URLs, one database.
-struct Db([String; 3]);
+/// Where a test of several brokers' stores connects: the brokers' URLs, one database (and,
+/// on Galera, the test's turn on the shared cluster).
+struct Db {
+    urls: [String; 3],
+    _galera: Option<tests::galera::Database>,
+}
 
 impl Db {
     /// One database on the shared MariaDB: every broker on the one server.
     async fn mariadb() -> Option<Self> {
         let url = tests::mariadb::database().await?;
-        Some(Self([url.clone(), url.clone(), url]))
+        Some(Self {
+            urls: [url.clone(), url.clone(), url],
+            _galera: None,
+        })
     }
 
     /// One database on the shared Galera cluster: broker `k` on node `k`.
     async fn galera() -> Option<Self> {
-        tests::galera::database().await.map(Self)
+        let db = tests::galera::database().await?;
+        Some(Self {
+            urls: db.urls.clone(),
+            _galera: Some(db),
+        })
     }
 
     /// Broker `k`'s URL.
     fn url(&self, k: usize) -> &str {
-        &self.0[k % 3]
+        &self.urls[k % 3]
     }
+}
+
+/// A pool's ready games claimed by three brokers at once (on Galera, through three nodes):
+/// each game once, and every claim past them finds the pool empty. (Each store's claim picks
+/// its game with `FOR UPDATE SKIP LOCKED`, whose lock a Galera node keeps to itself: the
+/// claim's write of that game's row is what makes two nodes' claims of it conflict.)
+async fn ready_games_are_claimed_once_across_stores(db: Db) {
+    use broker::store::pools::{Claimant, ReadyClaim};
+    let mut stores = Vec::new();
+    for k in 0..3 {
+        stores.push(Arc::new(Store::Mysql(
+            MysqlStore::connect(db.url(k)).await.unwrap(),
+        )));
+    }
+    let pool = PoolId::new("lobby").unwrap();
+    stores[0]
+        .put_pool(&pool, &pool_spec(6), None)
+        .await
+        .unwrap();
+    for n in 1..=6 {
+        ready_in_pool(&stores[0], n, "h", &pool).await;
+    }
+    let claims: Vec<_> = (0..18)
+        .map(|i| {
+            let (store, pool) = (Arc::clone(&stores[i % 3]), pool.clone());
+            tokio::spawn(async move {
+                store
+                    .claim_ready(&pool, Actor::Portal, None, Claimant::default(), now())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for c in claims {
+        match c.await.unwrap() {
+            ReadyClaim::Claimed(s) => got.push(s.session_id.to_string()),
+            ReadyClaim::Empty => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["s-0001", "s-0002", "s-0003", "s-0004", "s-0005", "s-0006"]
+    );
+    let p = &stores[2].pools().await.unwrap()[0];
+    assert_eq!((p.claims, p.misses), (6, 12));
+    let running = stores[1]
+        .stream_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == protocol::api::EventType::SessionRunning)
+        .count();
+    assert_eq!(running, 6);
 }
 
 /// Tests of several brokers' stores at once, each run on MariaDB (as `mysql_NAME`) and on
@@ -1339,6 +1406,7 @@ shared_store!(
     owners_fences_claims_and_leases => mysql_owners_fences_claims_and_leases,
     ready_games_hold_their_slots => mysql_ready_games_hold_their_slots,
     claims_count_each_users_quota => mysql_claims_count_each_users_quota,
+    ready_games_are_claimed_once_across_stores => mysql_ready_games_are_claimed_once_across_stores,
 );
 
 contract!(
