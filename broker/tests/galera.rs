@@ -1,7 +1,7 @@
 //! The store survives a database node's death (issue 30): three real `arcade-broker`
 //! replicas, each on its own node of a throwaway three-node MariaDB Galera cluster (each given
 //! every node, its own first), under a portal's keyed load, while a node is killed with
-//! `kill -9` and then rejoins by IST.
+//! `kill -9` and then rejoins by IST, or hangs (`SIGSTOP`) and then goes on.
 
 #![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
 
@@ -173,6 +173,81 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
         tally.retried_for,
         tally.pairs,
         live.len(),
+        stored.len(),
+    );
+}
+
+/// A node that hangs (`SIGSTOP`) rather than dies: its connections stay open and silent. Under
+/// the same load, the replica on it moves to another node once a call outlasts its bound, the
+/// other nodes evict it, and once it goes on it rejoins by itself. Nothing is lost, no key runs
+/// two games, and the stored event stream is gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_database_node_is_left_and_rejoins_under_keyed_load() {
+    let Some(galera) = tokio::task::spawn_blocking(Galera::start).await.unwrap() else {
+        return;
+    };
+    galera.create_database("arcade");
+    let dbs = [0, 1, 2].map(|i| galera.url_from(i, "arcade"));
+    let Some(c) = Cluster::start_on(dbs.clone(), HEARTBEAT_TIMEOUT).await else {
+        return;
+    };
+    let node0 = format!("127.0.0.1:{}", galera.port(0));
+    let b1 = c.client(0);
+    let load = KeyedLoad::start((0..3).map(|i| c.client(i)).collect(), 8, "sleeper");
+    pairs_done(&load, 10).await;
+
+    let paused = Instant::now();
+    galera.pause(0);
+    // Resumed however the test ends (a stopped node is still killed by its watchdog, but the
+    // cluster's other tests' nodes are not this one's: this is for the assertions below).
+    struct Resume<'a>(&'a Galera);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.resume(0);
+        }
+    }
+    let resume = Resume(&galera);
+    wait_until("b1 on another node", WAIT, || async {
+        b1.ready()
+            .await
+            .is_ok_and(|r| r.database.is_some_and(|d| d != node0))
+    })
+    .await;
+    let moved = paused.elapsed();
+    let evicted = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + WAIT;
+        while galera.status(1, "wsrep_cluster_size") != "2" {
+            assert!(Instant::now() < deadline, "node 0 never evicted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        paused.elapsed()
+    });
+    pairs_done(&load, 10).await;
+    drop(resume);
+    let resumed = Instant::now();
+    tokio::task::block_in_place(|| galera.wait_rejoined(0));
+    let rejoined = resumed.elapsed();
+    pairs_done(&load, 10).await;
+    let tally = load.finish().await;
+
+    let found = violations(&c, 1, &tally).await;
+    assert!(found.is_empty(), "{found:#?}");
+    let keys: HashSet<_> = tally.started.iter().map(|s| &s.session_id).collect();
+    assert_eq!(keys.len(), tally.started.len(), "a session given twice");
+    assert!(
+        tally.retried_for.keys().all(|why| why != "no answer"),
+        "{:?}",
+        tally.retried_for
+    );
+    let stored = stored_event_ids(&dbs[0]).await;
+    assert_eq!(stored, (1..=stored.len() as u64).collect::<Vec<_>>());
+    eprintln!(
+        "node 0 hung: b1 moved to another node after {moved:?}; node 0 evicted after \
+         {evicted:?}; resumed, it rejoined in {rejoined:?}; longest start wait: {:?}; \
+         retries: {:?}; {} pairs, {} events",
+        tally.longest_wait(paused, paused + evicted),
+        tally.retried_for,
+        tally.pairs,
         stored.len(),
     );
 }

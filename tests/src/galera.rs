@@ -223,6 +223,35 @@ impl Galera {
         }
     }
 
+    /// Stops node `i`'s process (`SIGSTOP`): a node that hangs (a stuck disk, a machine
+    /// frozen), its connections open and silent, until [`Galera::resume`].
+    pub fn pause(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a paused node `i` go on (`SIGCONT`).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, s: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid(i)), s)
+            .expect("signal the node");
+    }
+
+    /// Waits until node `i` is `Synced` in a cluster of three again, as another node sees the
+    /// cluster too: a node resumed from `SIGSTOP` still says "Synced, three" for a moment,
+    /// before it learns it was evicted.
+    pub fn wait_rejoined(&self, i: usize) {
+        let other = (i + 1) % self.nodes.len();
+        let deadline = Instant::now() + SYNC_WAIT;
+        while self.status(other, "wsrep_cluster_size") != "3" {
+            assert!(Instant::now() < deadline, "node {i} never rejoined");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_synced(i, 3);
+    }
+
     /// Starts a killed node `i` again at the position its data ends (`--wsrep-recover`), so it
     /// catches up by IST, and waits until it is `Synced` in a cluster of three. Answers
     /// whether the node logged an IST (not a full SST).

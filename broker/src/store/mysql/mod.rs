@@ -124,6 +124,19 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// A connection to the node in use at start, within [`CONNECT_TIMEOUT`]; errors name the URL
+/// (`masked`).
+async fn reach(nodes: &Nodes, masked: &str) -> Result<Conn, StoreError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, nodes.conn())
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "cannot reach {masked}: no answer within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))
+}
+
 /// A stream event's body: the session as it is after the event.
 fn stream_body(s: &Session) -> Result<String, StoreError> {
     serde_json::to_string(s).map_err(|e| StoreError::Backend(e.to_string()))
@@ -163,33 +176,39 @@ impl MysqlStore {
         let masked = &mask_url(url);
         let invalid =
             |e: String| StoreError::Unavailable(format!("invalid --database-url {masked}: {e}"));
-        let reach = move |nodes: Nodes| async move {
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, nodes.conn())
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "cannot reach {masked}: no answer within {CONNECT_TIMEOUT:?}"
-                    ))
-                })?
-                .map_err(|e| StoreError::Unavailable(format!("cannot connect to {masked}: {e}")))?;
-            Ok::<_, StoreError>((nodes, conn))
+        // Each step on the node in use, moving on to the next while a node answers but does
+        // not serve (a Galera node outside the primary component takes connections and
+        // refuses statements).
+        let probe = Nodes::new(url, false).map_err(invalid)?;
+        let mut tries = 0;
+        let galera = loop {
+            let i = probe.index();
+            match async { nodes::is_galera(&mut reach(&probe, masked).await?).await }.await {
+                Err(e @ StoreError::Unavailable(_)) if probe.move_on(i, &e, &mut tries) => {}
+                other => break other?,
+            }
         };
-        let (probe, mut conn) = reach(Nodes::new(url, false).map_err(invalid)?).await?;
-        let galera = nodes::is_galera(&mut conn).await?;
-        let (nodes, mut conn) = if galera {
-            drop(conn);
+        let nodes = if galera {
+            let index = probe.index();
             probe.close().await;
-            reach(Nodes::new(url, true).map_err(invalid)?).await?
-        } else {
-            (probe, conn)
-        };
-        if galera {
+            let nodes = Nodes::new(url, true).map_err(invalid)?;
+            nodes.start_at(index);
             tracing::info!(node = nodes.current(), "the database is a Galera cluster");
+            nodes
+        } else {
+            probe
+        };
+        let mut tries = 0;
+        loop {
+            let i = nodes.index();
+            match async { schema::migrate(&mut reach(&nodes, masked).await?).await }.await {
+                Err(e @ StoreError::Unavailable(_)) if nodes.move_on(i, &e, &mut tries) => {}
+                Err(StoreError::Unavailable(m)) => {
+                    return Err(StoreError::Unavailable(format!("{masked}: {m}")))
+                }
+                other => break other?,
+            }
         }
-        schema::migrate(&mut conn).await.map_err(|e| match e {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("{masked}: {m}")),
-            other => other,
-        })?;
         Ok(Self {
             nodes: Arc::new(nodes),
             known: Arc::default(),

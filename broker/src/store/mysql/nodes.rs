@@ -179,6 +179,23 @@ impl Nodes {
         }
     }
 
+    /// Uses node `i` from now on.
+    pub(super) fn start_at(&self, i: usize) {
+        self.current.store(i % self.nodes.len(), Ordering::Relaxed);
+    }
+
+    /// For the steps at start, each tried on the node in use and then on the next while a
+    /// node cannot serve: a step through node `i` found it so (`e`); moves on and answers
+    /// whether a node not yet tried is left (`tries` counts the moves).
+    pub(super) fn move_on(&self, i: usize, e: &StoreError, tries: &mut usize) -> bool {
+        if *tries + 1 >= self.nodes.len() {
+            return false;
+        }
+        self.failed(i, e);
+        *tries += 1;
+        true
+    }
+
     /// Closes every node's connections.
     pub(super) async fn close(&self) {
         for n in &self.nodes {

@@ -26,6 +26,11 @@ pub(super) const SESSION_COLUMNS: &str =
 /// MySQL's error for a transaction rolled back by a deadlock, which Galera also answers for
 /// one that lost certification to a commit on another node.
 const DEADLOCK: u16 = 1213;
+/// A lock waited for past `innodb_lock_wait_timeout`; on Galera also what a local
+/// transaction gets when a node's replication stalls behind it (seen with a node hung by
+/// `SIGSTOP`). Every store transaction is then rolled back as a whole: a procedure's handler
+/// rolls back, and a transaction of ours is dropped, which rolls it back.
+const LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// What a Galera node outside the primary component (or still joining) answers to every
 /// statement: "WSREP has not yet prepared node for application use".
 const NODE_NOT_READY: u16 = 1047;
@@ -35,7 +40,7 @@ const NODE_NOT_READY: u16 = 1047;
 /// any other answer of the server a fault of ours ([`StoreError::Backend`]).
 pub(super) fn unavailable(e: mysql_async::Error) -> StoreError {
     match e {
-        mysql_async::Error::Server(s) if s.code == DEADLOCK => {
+        mysql_async::Error::Server(s) if s.code == DEADLOCK || s.code == LOCK_WAIT_TIMEOUT => {
             StoreError::Conflict(format!("{} ({})", s.message, s.code))
         }
         mysql_async::Error::Server(s) if s.code == NODE_NOT_READY => {
