@@ -89,6 +89,9 @@ pub struct StoreCalls {
     pub seconds: Histogram,
     /// Calls that failed.
     pub errors: Counter,
+    /// Tries made again because a concurrent change won (a deadlock, a Galera certification
+    /// conflict): how much the database's nodes contend.
+    pub conflicts: Counter,
 }
 
 /// Every metric of the broker.
@@ -191,6 +194,7 @@ impl Metrics {
         let store = StoreCalls {
             seconds: latency_buckets(),
             errors: Counter::default(),
+            conflicts: Counter::default(),
         };
         r.register_with_unit(
             "store_call_duration",
@@ -202,6 +206,12 @@ impl Metrics {
             "store_call_errors",
             "Session store calls that failed",
             store.errors.clone(),
+        );
+        r.register(
+            "store_call_conflicts",
+            "Session store tries made again because a concurrent change won (a deadlock, a \
+             Galera certification conflict)",
+            store.conflicts.clone(),
         );
         let webhook_deliveries = Family::<Outcome, Counter>::default();
         r.register(

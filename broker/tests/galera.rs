@@ -25,6 +25,18 @@ async fn pairs_done(load: &KeyedLoad, more: u64) {
     .await;
 }
 
+/// How long after `from` replica b1 logged that it moved to another database node.
+async fn moved_after(c: &Cluster, from: Instant) -> Duration {
+    let log = c.replicas[0].log.clone();
+    wait_until("b1 logging its move to another node", WAIT, || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("database node failed: moving to the next")
+    })
+    .await;
+    from.elapsed()
+}
+
 /// Every event id the store has, in order (through node `via`'s URL).
 async fn stored_event_ids(url: &str) -> Vec<u64> {
     let store = Store::Mysql(MysqlStore::connect(url).await.unwrap());
@@ -100,15 +112,16 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
 
     let killed = Instant::now();
     tokio::task::block_in_place(|| galera.kill(0));
-    // b1 moves to another node, and says so. (While the cluster stalls, a call through any
-    // node may time out and move its broker on again: any live node will do.)
-    wait_until("b1 on another node", WAIT, || async {
+    // b1 moves to another node, and says so: in its log at once, and in /readyz once the
+    // cluster answers again. (While the cluster stalls, a call through any node may time out
+    // and move its broker on again: any live node will do.)
+    let moved = moved_after(&c, killed).await;
+    wait_until("b1's /readyz naming another node", WAIT, || async {
         b1.ready()
             .await
             .is_ok_and(|r| r.database.is_some_and(|d| d != node(0)))
     })
     .await;
-    let moved = killed.elapsed();
     let evicted = tokio::task::block_in_place(|| {
         let deadline = Instant::now() + WAIT;
         while galera.status(1, "wsrep_cluster_size") != "2" {
@@ -147,11 +160,14 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
     let keys: HashSet<_> = tally.started.iter().map(|s| &s.session_id).collect();
     assert_eq!(keys.len(), tally.started.len(), "a session given twice");
     assert!(tally.pairs >= 30, "{} pairs", tally.pairs);
-    let log = std::fs::read_to_string(&c.replicas[0].log).unwrap();
-    assert!(
-        log.contains("database node failed: moving to the next"),
-        "b1 did not log its move"
-    );
+    // How much the nodes contended: tries made again after losing a race, on every replica.
+    let mut conflicts = 0.0;
+    for r in &c.replicas {
+        conflicts += r
+            .metric("arcade_store_call_conflicts_total")
+            .await
+            .expect("the conflicts counter on /metrics");
+    }
 
     // Gapless: the live reader saw 1, 2, 3, ... and the store has the same numbers.
     let stored = stored_event_ids(&dbs[1]).await;
@@ -168,7 +184,8 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
     eprintln!(
         "node 0 killed: b1 moved to another node after {moved:?}; node 0 evicted after \
          {evicted:?}; rejoined by IST in {rejoined:?}; longest start wait in the eviction: {:?}; \
-         retries: {:?}; {} pairs, {} live events ({resumed} resumptions), {} stored",
+         retries: {:?}; {} pairs, {} live events ({resumed} resumptions), {} stored; \
+         {conflicts} store tries made again after a conflict",
         tally.longest_wait(killed, killed + evicted),
         tally.retried_for,
         tally.pairs,
@@ -207,13 +224,13 @@ async fn a_hung_database_node_is_left_and_rejoins_under_keyed_load() {
         }
     }
     let resume = Resume(&galera);
-    wait_until("b1 on another node", WAIT, || async {
+    let moved = moved_after(&c, paused).await;
+    wait_until("b1's /readyz naming another node", WAIT, || async {
         b1.ready()
             .await
             .is_ok_and(|r| r.database.is_some_and(|d| d != node0))
     })
     .await;
-    let moved = paused.elapsed();
     let evicted = tokio::task::block_in_place(|| {
         let deadline = Instant::now() + WAIT;
         while galera.status(1, "wsrep_cluster_size") != "2" {

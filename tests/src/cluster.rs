@@ -189,6 +189,18 @@ impl Replica {
         format!("http://127.0.0.1:{}", self.http)
     }
 
+    /// The value of the unlabelled metric `name` on its `/metrics`, if it shows it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Where agents connect to it.
     pub fn agent_addr(&self) -> SocketAddr {
         format!("127.0.0.1:{}", self.agents).parse().unwrap()

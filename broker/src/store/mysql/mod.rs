@@ -250,6 +250,9 @@ impl MysqlStore {
                 match call().await {
                     Err(StoreError::Conflict(e)) if tries < CONFLICT_TRIES => {
                         tracing::debug!(error = %e, tries, "a store call lost a race; trying it again");
+                        if let Some(c) = &self.calls {
+                            c.conflicts.inc();
+                        }
                         tokio::time::sleep(conflict_pause(tries)).await;
                         tries += 1;
                     }
