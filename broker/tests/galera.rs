@@ -17,16 +17,21 @@ use tests::keyed_load::KeyedLoad;
 use tests::wait_until;
 use tokio_util::sync::CancellationToken;
 
-async fn pairs_done(load: &KeyedLoad, more: u64) {
-    let want = load.pairs() + more;
-    wait_until(&format!("{want} pairs done"), WAIT * 2, || async {
-        load.pairs() >= want
-    })
-    .await;
+/// A throwaway three-node cluster with a database, and three replicas on it, replica `i` given
+/// every node with node `i` first; `None` outside CI without Galera.
+async fn replicas_on_galera() -> Option<(Galera, Cluster, [String; 3])> {
+    let galera = tokio::task::spawn_blocking(Galera::start).await.unwrap()?;
+    galera.create_database("arcade");
+    let dbs = [0, 1, 2].map(|i| galera.url_from(i, "arcade"));
+    let c = Cluster::start_on(dbs.clone(), HEARTBEAT_TIMEOUT).await?;
+    Some((galera, c, dbs))
 }
 
-/// How long after `from` replica b1 logged that it moved to another database node.
-async fn moved_after(c: &Cluster, from: Instant) -> Duration {
+/// Node 0 failed at `from`: waits until replica b1 has left it (in its log, then in its
+/// `/readyz` once the cluster answers again; while the cluster stalls, a call through any node
+/// may time out and move its broker on again, so any other node will do) and the other nodes
+/// have evicted it. Answers how long after `from` b1 moved, and the node was evicted.
+async fn node_0_left(c: &Cluster, galera: &Galera, from: Instant) -> (Duration, Duration) {
     let log = c.replicas[0].log.clone();
     wait_until("b1 logging its move to another node", WAIT, || async {
         std::fs::read_to_string(&log)
@@ -34,7 +39,25 @@ async fn moved_after(c: &Cluster, from: Instant) -> Duration {
             .contains("database node failed: moving to the next")
     })
     .await;
-    from.elapsed()
+    let moved = from.elapsed();
+    let node0 = format!("127.0.0.1:{}", galera.port(0));
+    let b1 = c.client(0);
+    wait_until("b1's /readyz naming another node", WAIT, || async {
+        b1.ready()
+            .await
+            .is_ok_and(|r| r.database.is_some_and(|d| d != node0))
+    })
+    .await;
+    tokio::task::block_in_place(|| galera.wait_evicted(0));
+    (moved, from.elapsed())
+}
+
+async fn pairs_done(load: &KeyedLoad, more: u64) {
+    let want = load.pairs() + more;
+    wait_until(&format!("{want} pairs done"), WAIT * 2, || async {
+        load.pairs() >= want
+    })
+    .await;
 }
 
 /// Every event id the store has, in order (through node `via`'s URL).
@@ -56,21 +79,15 @@ async fn stored_event_ids(url: &str) -> Vec<u64> {
 /// started again and rejoins by IST. No acknowledged session is lost, no key runs two games,
 /// every end ends, no start fails but by a 503 retried after its `Retry-After`, `b1` moves to
 /// another node (in its log and `/readyz`), and the event stream stays gapless, live (read
-/// as a client does, resuming after its last event when a stream breaks) and stored. Prints how long the eviction window was.
+/// as a client does, resuming after its last event when a stream breaks) and stored. Prints
+/// how long the eviction window was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
-    let Some(mut galera) = tokio::task::spawn_blocking(Galera::start).await.unwrap() else {
+    let Some((mut galera, c, dbs)) = replicas_on_galera().await else {
         return;
     };
-    galera.create_database("arcade");
-    let dbs = [0, 1, 2].map(|i| galera.url_from(i, "arcade"));
-    let Some(c) = Cluster::start_on(dbs.clone(), HEARTBEAT_TIMEOUT).await else {
-        return;
-    };
-    let ports = [0, 1, 2].map(|i| galera.port(i));
-    let node = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let b1 = c.client(0);
-    assert_eq!(b1.ready().await.unwrap().database, Some(node(0)));
+    let node0 = format!("127.0.0.1:{}", galera.port(0));
+    assert_eq!(c.client(0).ready().await.unwrap().database, Some(node0));
 
     // A live reader of the event stream through replica b3, from the first event. As a
     // client does, it resumes after the last event it saw when its stream breaks (a stream
@@ -112,24 +129,7 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
 
     let killed = Instant::now();
     tokio::task::block_in_place(|| galera.kill(0));
-    // b1 moves to another node, and says so: in its log at once, and in /readyz once the
-    // cluster answers again. (While the cluster stalls, a call through any node may time out
-    // and move its broker on again: any live node will do.)
-    let moved = moved_after(&c, killed).await;
-    wait_until("b1's /readyz naming another node", WAIT, || async {
-        b1.ready()
-            .await
-            .is_ok_and(|r| r.database.is_some_and(|d| d != node(0)))
-    })
-    .await;
-    let evicted = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + WAIT;
-        while galera.status(1, "wsrep_cluster_size") != "2" {
-            assert!(Instant::now() < deadline, "node 0 never evicted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        killed.elapsed()
-    });
+    let (moved, evicted) = node_0_left(&c, &galera, killed).await;
     pairs_done(&load, 10).await;
 
     let rejoin = Instant::now();
@@ -200,47 +200,17 @@ async fn a_database_node_killed_and_rejoined_under_keyed_load_loses_nothing() {
 /// two games, and the stored event stream is gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_database_node_is_left_and_rejoins_under_keyed_load() {
-    let Some(galera) = tokio::task::spawn_blocking(Galera::start).await.unwrap() else {
+    let Some((galera, c, dbs)) = replicas_on_galera().await else {
         return;
     };
-    galera.create_database("arcade");
-    let dbs = [0, 1, 2].map(|i| galera.url_from(i, "arcade"));
-    let Some(c) = Cluster::start_on(dbs.clone(), HEARTBEAT_TIMEOUT).await else {
-        return;
-    };
-    let node0 = format!("127.0.0.1:{}", galera.port(0));
-    let b1 = c.client(0);
     let load = KeyedLoad::start((0..3).map(|i| c.client(i)).collect(), 8, "sleeper");
     pairs_done(&load, 10).await;
 
     let paused = Instant::now();
     galera.pause(0);
-    // Resumed however the test ends (a stopped node is still killed by its watchdog, but the
-    // cluster's other tests' nodes are not this one's: this is for the assertions below).
-    struct Resume<'a>(&'a Galera);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            self.0.resume(0);
-        }
-    }
-    let resume = Resume(&galera);
-    let moved = moved_after(&c, paused).await;
-    wait_until("b1's /readyz naming another node", WAIT, || async {
-        b1.ready()
-            .await
-            .is_ok_and(|r| r.database.is_some_and(|d| d != node0))
-    })
-    .await;
-    let evicted = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + WAIT;
-        while galera.status(1, "wsrep_cluster_size") != "2" {
-            assert!(Instant::now() < deadline, "node 0 never evicted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        paused.elapsed()
-    });
+    let (moved, evicted) = node_0_left(&c, &galera, paused).await;
     pairs_done(&load, 10).await;
-    drop(resume);
+    galera.resume(0);
     let resumed = Instant::now();
     tokio::task::block_in_place(|| galera.wait_rejoined(0));
     let rejoined = resumed.elapsed();

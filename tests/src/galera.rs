@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mariadb::{find, free_port, server_program};
+use crate::mariadb::{find, free_port, install_db, server_program};
 
 /// Where Debian's `galera-4` puts the provider.
 const PROVIDERS: [&str; 2] = [
@@ -64,16 +64,6 @@ const JANITOR: &str = r#"
     cat > /dev/null
     sleep 2
     rm -rf "$1"
-"#;
-
-/// The watchdog: starts the node, waits for its stdin to close (the test process exiting, or
-/// the node stopped by the test), then ends it.
-const WATCHDOG: &str = r#"
-    "$@" &
-    pid=$!
-    cat > /dev/null
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
 "#;
 
 /// Whether `galera-4` and a MariaDB server are installed.
@@ -151,21 +141,7 @@ impl Galera {
                 }
             })
             .collect();
-        let first = &nodes[0].dir.join("data");
-        let init = Command::new(install)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", first.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--user={}", user()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            init.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        install_db(install, &nodes[0].dir.join("data"), &user());
         let mut me = Self {
             nodes,
             provider,
@@ -243,13 +219,27 @@ impl Galera {
     /// cluster too: a node resumed from `SIGSTOP` still says "Synced, three" for a moment,
     /// before it learns it was evicted.
     pub fn wait_rejoined(&self, i: usize) {
+        self.wait_seen(i, 3);
+        self.wait_synced(i, 3);
+    }
+
+    /// Waits until the other nodes have evicted node `i` (killed or hung): the node after it
+    /// sees a cluster of two.
+    pub fn wait_evicted(&self, i: usize) {
+        self.wait_seen(i, 2);
+    }
+
+    /// Waits until the node after node `i` sees a cluster of `size`.
+    fn wait_seen(&self, i: usize, size: usize) {
         let other = (i + 1) % self.nodes.len();
         let deadline = Instant::now() + SYNC_WAIT;
-        while self.status(other, "wsrep_cluster_size") != "3" {
-            assert!(Instant::now() < deadline, "node {i} never rejoined");
-            std::thread::sleep(Duration::from_millis(100));
+        while self.status(other, "wsrep_cluster_size") != size.to_string() {
+            assert!(
+                Instant::now() < deadline,
+                "node {other} never saw a cluster of {size} (node {i} killed, hung or back)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        self.wait_synced(i, 3);
     }
 
     /// Starts a killed node `i` again at the position its data ends (`--wsrep-recover`), so it
@@ -365,7 +355,7 @@ impl Galera {
             .unwrap_or_else(|_| Stdio::null());
         let watchdog = Command::new("/bin/sh")
             .arg("-c")
-            .arg(WATCHDOG)
+            .arg(crate::KILL_WATCHDOG)
             .arg("galera-watchdog")
             .arg(&self.server)
             .args(&args)

@@ -32,6 +32,17 @@ use protocol::HostId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A server's watchdog, for `sh -c WATCHDOG NAME PROGRAM ARGS...`: starts the server, waits
+/// for its stdin to close (the test process exiting, or the server stopped by the test), then
+/// kills it. How a test's servers end with it, pass or fail.
+pub(crate) const KILL_WATCHDOG: &str = r#"
+    "$@" &
+    pid=$!
+    cat > /dev/null
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+"#;
+
 /// Logs to the test's output when `RUST_LOG` is set.
 pub fn init_tracing() {
     static ONCE: Once = Once::new();

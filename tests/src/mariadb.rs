@@ -55,20 +55,7 @@ impl MariaDb {
         let install = find(&["mariadb-install-db", "mysql_install_db"])?;
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let init = Command::new(&install)
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--user={}", whoami()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run mariadb-install-db");
-        assert!(
-            init.status.success(),
-            "mariadb-install-db failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        install_db(&install, &data, &whoami());
         let port = free_port();
         let log = dir.path().join("server.log");
         let args = server_args(&server, &data, dir.path(), port);
@@ -163,6 +150,25 @@ impl MariaDb {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Makes a new server's data directory `data` with `install` (`mariadb-install-db`), for a
+/// server run as `user`: root without a password (the servers listen on loopback only).
+pub fn install_db(install: &Path, data: &Path, user: &str) {
+    let init = Command::new(install)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .arg(format!("--user={user}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        init.status.success(),
+        "mariadb-install-db failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 }
 
 impl Drop for MariaDb {

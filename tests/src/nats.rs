@@ -77,16 +77,9 @@ impl NatsServer {
     /// Starts the server (again) on its port and waits until it accepts connections.
     pub fn restart(&mut self) {
         self.kill();
-        let script = r#"
-            "$@" &
-            pid=$!
-            cat > /dev/null
-            kill -KILL "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
-        "#;
         let child = Command::new("/bin/sh")
             .arg("-c")
-            .arg(script)
+            .arg(crate::KILL_WATCHDOG)
             .arg("nats-watchdog")
             .arg(&self.program)
             .args([

@@ -298,7 +298,10 @@ impl MysqlStore {
                 Err(StoreError::Unavailable(e) | StoreError::Conflict(e))
                     if t0.elapsed() + pause < SETTLE_WAIT =>
                 {
-                    tracing::warn!(error = %e, "a write went unanswered; trying it again");
+                    tracing::warn!(
+                        error = %e,
+                        "a write went unanswered, or kept losing races; trying it again"
+                    );
                     again = true;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
